@@ -1,0 +1,41 @@
+//! The API extensions berth advertises in `GET /1.0`.
+//!
+//! Clients discover features only through this list, so it names only what really works.
+//! It is append-only: an extension, once advertised, stays.
+
+/// Every extension berth implements, in the order they were added.
+pub const API_EXTENSIONS: &[&str] = &[
+    // Issue 2: the API core.
+    "etag",
+    "patch",
+    "resources",
+    "resources_v2",
+    "resources_system",
+    "resources_load",
+    "projects",
+    "warnings",
+    "event_lifecycle",
+    "event_location",
+    "event_project",
+    "operation_location",
+    "api_os",
+];
+
+/// Whether `name` is advertised.
+pub fn has(name: &str) -> bool {
+    API_EXTENSIONS.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_duplicates() {
+        let mut seen = std::collections::HashSet::new();
+        for e in API_EXTENSIONS {
+            assert!(seen.insert(*e), "{e} listed twice");
+        }
+        assert!(has("etag"));
+    }
+}

@@ -1,0 +1,31 @@
+//! Wire types of the berth REST API.
+//!
+//! berth speaks the LXD/Incus REST API 1.0: the same paths, envelopes and JSON field names, so
+//! that the real `lxc` and `incus` clients and pylxd work unchanged. Types are named the LXD way
+//! (`Server`, `ServerPut`, `Operation`, `Event`, …), one module per resource. This crate knows
+//! nothing of the daemon or the client and depends on nothing of ours.
+
+pub mod cluster;
+pub mod error;
+pub mod event;
+pub mod extensions;
+pub mod operation;
+pub mod project;
+pub mod resources;
+pub mod response;
+pub mod server;
+pub mod status;
+pub mod warning;
+
+pub use error::ErrorKind;
+pub use event::{Event, EventLifecycle, EventLogging, EventType};
+pub use operation::{Operation, OperationClass};
+pub use response::{Response, ResponseType};
+pub use server::{Server, ServerEnvironment, ServerPut};
+pub use status::StatusCode;
+
+/// The API version berth serves.
+pub const API_VERSION: &str = "1.0";
+
+/// The only project that exists until projects are implemented.
+pub const DEFAULT_PROJECT: &str = "default";

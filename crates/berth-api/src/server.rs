@@ -1,0 +1,73 @@
+//! `GET /1.0`: the server and its environment; `PUT|PATCH /1.0`: its configuration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The server as `GET /1.0` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub config: BTreeMap<String, String>,
+    pub api_extensions: Vec<String>,
+    pub api_status: String,
+    pub api_version: String,
+    pub auth: String,
+    #[serde(default)]
+    pub auth_methods: Vec<String>,
+    pub public: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<ServerEnvironment>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth_user_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth_user_method: String,
+}
+
+/// The writable part of the server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPut {
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// What the server runs on; sent to trusted clients only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerEnvironment {
+    pub addresses: Vec<String>,
+    pub architectures: Vec<String>,
+    pub certificate: String,
+    pub certificate_fingerprint: String,
+    pub driver: String,
+    pub driver_version: String,
+    pub firewall: String,
+    pub kernel: String,
+    pub kernel_architecture: String,
+    pub kernel_features: BTreeMap<String, String>,
+    pub kernel_version: String,
+    pub lxc_features: BTreeMap<String, String>,
+    pub os_name: String,
+    pub os_version: String,
+    pub project: String,
+    pub server: String,
+    pub server_clustered: bool,
+    pub server_event_mode: String,
+    pub server_name: String,
+    pub server_pid: u32,
+    pub server_version: String,
+    pub storage: String,
+    pub storage_version: String,
+    pub storage_supported_drivers: Vec<ServerStorageDriverInfo>,
+}
+
+/// A storage driver the server can use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerStorageDriverInfo {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Version")]
+    pub version: String,
+    #[serde(rename = "Remote")]
+    pub remote: bool,
+}

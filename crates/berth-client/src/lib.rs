@@ -1,0 +1,281 @@
+//! The typed async client of the berth API (and of any LXD/Incus-compatible server).
+//!
+//! Used by the `berth` CLI, by the end-to-end tests and, later, by berthd itself for
+//! host-to-host migration; it must never depend on a daemon crate. It talks HTTP/1.1 and
+//! websockets over one kind of stream, so the unix socket today and TLS later share one path.
+//! Operations are waited for through the events websocket, with `/wait` as the fallback.
+
+mod error;
+mod events;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_api::{EventType, Operation, Response, Server, ServerPut, StatusCode};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::ClientError;
+pub use events::EventStream;
+pub use hyper::Method;
+pub use transport::WebSocket;
+
+use transport::Transport;
+
+/// A reply as the server sent it: HTTP status, ETag and the decoded envelope.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub location: Option<String>,
+    pub body: Response<serde_json::Value>,
+}
+
+/// A connection to one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    transport: Transport,
+}
+
+impl Client {
+    /// A client of the server listening on the unix socket at `path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Client {
+            transport: Transport::Unix(path.into()),
+        }
+    }
+
+    /// The socket of the daemon whose state directory is `$BERTH_SOCKET`, or
+    /// `$BERTH_DIR/unix.socket`, or `/var/lib/berth/unix.socket`.
+    pub fn from_env() -> Self {
+        if let Some(s) = std::env::var_os("BERTH_SOCKET") {
+            return Self::unix(PathBuf::from(s));
+        }
+        let dir = std::env::var_os("BERTH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/berth"));
+        Self::unix(dir.join("unix.socket"))
+    }
+
+    /// Sends a request and returns the reply whatever its status; fails only when the
+    /// server cannot be reached or does not answer with an LXD envelope.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse, ClientError> {
+        let reply = self.transport.request(method, path, body, if_match).await?;
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim_matches('"').to_owned())
+        };
+        let envelope: Response<serde_json::Value> =
+            serde_json::from_slice(&reply.body).map_err(|source| ClientError::Decode {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(RawResponse {
+            status: reply.status,
+            etag: header("etag"),
+            location: header("location"),
+            body: envelope,
+        })
+    }
+
+    /// Sends a request; an error reply becomes [`ClientError::Api`].
+    pub async fn query(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RawResponse, ClientError> {
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let r = self.raw(method, path, body, None).await?;
+        check(r)
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse, ClientError> {
+        let body = match body {
+            Some(b) => Some(Bytes::from(
+                serde_json::to_vec(b).map_err(ClientError::Encode)?,
+            )),
+            None => None,
+        };
+        check(self.raw(method, path, body, if_match).await?)
+    }
+
+    /// `GET path`, decoding `metadata` as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self.send::<()>(Method::GET, path, None, None).await?;
+        decode(path, r.body.metadata)
+    }
+
+    /// `GET path`, decoding `metadata` as `T`, with the object's ETag.
+    pub async fn get_with_etag<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, Option<String>), ClientError> {
+        let r = self.send::<()>(Method::GET, path, None, None).await?;
+        Ok((decode(path, r.body.metadata)?, r.etag))
+    }
+
+    /// `GET /1.0`.
+    pub async fn server(&self) -> Result<Server, ClientError> {
+        self.get("/1.0").await
+    }
+
+    /// `PUT /1.0`: replaces the server configuration; `etag` makes it conditional.
+    pub async fn update_server(
+        &self,
+        put: &ServerPut,
+        etag: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.send(Method::PUT, "/1.0", Some(put), etag)
+            .await
+            .map(drop)
+    }
+
+    /// `PATCH /1.0`: merges into the server configuration.
+    pub async fn patch_server(&self, put: &ServerPut) -> Result<(), ClientError> {
+        self.send(Method::PATCH, "/1.0", Some(put), None)
+            .await
+            .map(drop)
+    }
+
+    /// Every operation, grouped by lower-case status.
+    pub async fn operations(&self) -> Result<BTreeMap<String, Vec<Operation>>, ClientError> {
+        self.get("/1.0/operations?recursion=1").await
+    }
+
+    /// One operation.
+    pub async fn operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.get(&format!("/1.0/operations/{id}")).await
+    }
+
+    /// Cancels an operation.
+    pub async fn cancel_operation(&self, id: &str) -> Result<(), ClientError> {
+        self.send::<()>(Method::DELETE, &format!("/1.0/operations/{id}"), None, None)
+            .await
+            .map(drop)
+    }
+
+    /// Subscribes to events of the given types (all types when empty).
+    pub async fn events(&self, types: &[EventType]) -> Result<EventStream, ClientError> {
+        let list: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        let path = if list.is_empty() {
+            "/1.0/events".to_owned()
+        } else {
+            format!("/1.0/events?type={}", list.join(","))
+        };
+        Ok(EventStream::new(self.transport.websocket(&path).await?))
+    }
+
+    /// Connects to stream `secret` of a websocket operation.
+    pub async fn operation_websocket(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<WebSocket, ClientError> {
+        self.transport
+            .websocket(&format!("/1.0/operations/{id}/websocket?secret={secret}"))
+            .await
+    }
+
+    /// Waits until operation `id` finishes (or `timeout` passes) and returns it.
+    ///
+    /// Listens on the events websocket, as the LXD clients do; if that fails, falls back to
+    /// `GET /1.0/operations/{id}/wait`.
+    pub async fn wait_operation(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Operation, ClientError> {
+        let fut = self.wait_inner(id);
+        match timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => self.operation(id).await,
+            },
+            None => fut.await,
+        }
+    }
+
+    async fn wait_inner(&self, id: &str) -> Result<Operation, ClientError> {
+        // Subscribe first, then look: an operation that finishes in between is still seen.
+        let events = self.events(&[EventType::Operation]).await;
+        let op = self.operation(id).await?;
+        if op.status_code.is_final() {
+            return Ok(op);
+        }
+        if let Ok(mut events) = events {
+            while let Some(Ok(ev)) = events.next().await {
+                if ev.metadata.get("id").and_then(|v| v.as_str()) != Some(id) {
+                    continue;
+                }
+                if let Ok(op) = serde_json::from_value::<Operation>(ev.metadata)
+                    && op.status_code.is_final()
+                {
+                    return Ok(op);
+                }
+            }
+            tracing::debug!(operation = id, "Event stream ended, falling back to /wait");
+        }
+        loop {
+            let op: Operation = self
+                .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+                .await?;
+            if op.status_code.is_final() {
+                return Ok(op);
+            }
+        }
+    }
+
+    /// Waits for operation `id` and turns a failed or cancelled one into an error.
+    pub async fn wait_success(&self, id: &str) -> Result<Operation, ClientError> {
+        let op = self.wait_operation(id, None).await?;
+        match op.status_code {
+            StatusCode::Success => Ok(op),
+            StatusCode::Cancelled => Err(ClientError::OperationFailed {
+                id: id.to_owned(),
+                message: "Operation cancelled".to_owned(),
+            }),
+            _ => Err(ClientError::OperationFailed {
+                id: id.to_owned(),
+                message: op.err,
+            }),
+        }
+    }
+}
+
+fn check(r: RawResponse) -> Result<RawResponse, ClientError> {
+    if r.status >= 400 || r.body.kind == berth_api::ResponseType::Error {
+        let status = if r.status >= 400 {
+            r.status
+        } else {
+            r.body.error_code
+        };
+        return Err(ClientError::api(status, r.body.error));
+    }
+    Ok(r)
+}
+
+fn decode<T: DeserializeOwned>(path: &str, v: serde_json::Value) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|source| ClientError::Decode {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,241 @@
+//! The end-to-end test harness: each test starts its own berthd in its own state directory
+//! and drives it through `berth-client`, the `berth` CLI and the real `lxc` client.
+//!
+//! Binaries come from `$BERTH_BIN_DIR`, else from the cargo target directory the test runs
+//! from (`cargo xtask ci` builds them first). A [`Daemon`] is stopped and its directory
+//! removed when dropped, so a test leaves nothing behind even when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_client::Client;
+
+/// Where the berth binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+/// The path of binary `name`, which must have been built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A berthd running for one test.
+#[derive(Debug)]
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts berthd with the testing endpoints in a fresh directory.
+    pub fn start() -> Daemon {
+        Self::start_with(&["--testing", "--verbose"])
+    }
+
+    /// Starts berthd with extra arguments in a fresh directory.
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let mut d = Daemon {
+            dir,
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// The daemon's state directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("unix.socket")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::unix(self.socket())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A `berthd` command for this directory, not started.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--dir").arg(self.dir()).args(&self.args);
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start berthd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("berthd exited early with {status}; log: {}", self.log());
+            }
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("berthd did not come up; log: {}", self.log());
+    }
+
+    /// The daemon's log file.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("logs/berthd.log")).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: rustix::process::Signal) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+        child.wait().ok()
+    }
+
+    /// Stops the daemon with SIGTERM and returns how it exited.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(rustix::process::Signal::TERM)
+            .expect("berthd was running")
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+    }
+
+    /// Starts the daemon again on the same directory.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// Runs the `berth` CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .args(args)
+            .env("BERTH_DIR", self.dir())
+            .env_remove("BERTH_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// A command running the real LXD client (`lxc`) against this daemon.
+    pub fn lxc_command(&self, args: &[&str]) -> Command {
+        let conf = self.dir().join("lxc-client");
+        std::fs::create_dir_all(&conf).expect("lxc config dir");
+        let mut cmd = Command::new(lxc_binary());
+        cmd.args(args)
+            .env("LXD_DIR", self.dir())
+            .env("LXD_CONF", conf)
+            .env_remove("LXD_SOCKET")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the real LXD client against this daemon.
+    pub fn lxc(&self, args: &[&str]) -> Output {
+        self.lxc_command(args).output().expect("run lxc")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real LXD client: Debian's `lxd-client` package, which `.ci/run` installs.
+pub fn lxc_binary() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/lxc");
+    assert!(
+        path.exists(),
+        "/usr/bin/lxc is missing: install Debian's lxd-client (bash scripts/deps.sh)"
+    );
+    path
+}
+
+/// stdout of a command that must have succeeded.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed with {}: stdout: {} stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a command that must have failed with exit code 1.
+pub fn fails(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1; stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Creates an operation through the testing endpoint and returns the raw async reply.
+pub async fn test_operation(client: &Client, body: serde_json::Value) -> berth_client::RawResponse {
+    client
+        .query(
+            berth_client::Method::POST,
+            "/internal/testing/operations",
+            Some(&body),
+        )
+        .await
+        .expect("create test operation")
+}
+
+/// The operation id in an async reply.
+pub fn operation_id(r: &berth_client::RawResponse) -> String {
+    r.body
+        .operation
+        .rsplit('/')
+        .next()
+        .expect("operation url")
+        .to_owned()
+}

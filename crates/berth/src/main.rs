@@ -1,0 +1,91 @@
+//! `berth`: the command-line client of berthd.
+//!
+//! Thin: each verb lives in its own file under `cmd/` and drives the daemon through
+//! `berth-client`. The daemon is found at `$BERTH_SOCKET`, else `$BERTH_DIR/unix.socket`, else
+//! `/var/lib/berth/unix.socket`. Success exits 0; failure prints one line on stderr, exits 1.
+
+mod cmd;
+mod format;
+mod yaml;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// berth: system containers, safe by default.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the server's information and configuration
+    Info(cmd::info::Args),
+    /// Show the client and server versions
+    Version(cmd::version::Args),
+    /// Watch the server's events
+    Monitor(cmd::monitor::Args),
+    /// List, show and cancel background operations
+    #[command(subcommand)]
+    Operation(cmd::operation::Command),
+    /// Send a raw request to the API
+    Query(cmd::query::Args),
+    /// Print a shell completion script
+    Completion(cmd::completion::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completion(args) = &cli.command {
+        cmd::completion::run(args, &mut Cli::command());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: failed to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = berth_client::Client::from_env();
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Info(a) => cmd::info::run(&client, a).await,
+            Command::Version(a) => cmd::version::run(&client, a).await,
+            Command::Monitor(a) => cmd::monitor::run(&client, a).await,
+            Command::Operation(c) => cmd::operation::run(&client, c).await,
+            Command::Query(a) => cmd::query::run(&client, a).await,
+            Command::Completion(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already ends
+/// with.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if out.ends_with(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out.replace('\n', " ")
+}

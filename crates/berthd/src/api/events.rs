@@ -1,0 +1,83 @@
+//! `GET /1.0/events`: the event websocket.
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::response::IntoResponse;
+use berth_api::EventType;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, ApiResult, AppState, query_param};
+use crate::events::Subscription;
+
+/// Parses `?type=a,b`; absent or empty means every type.
+fn types(query: Option<&str>) -> Result<Vec<EventType>, ApiError> {
+    let raw = query_param(query, "type").unwrap_or_default();
+    let raw = raw.replace("%2C", ",").replace("%2c", ",");
+    if raw.is_empty() {
+        return Ok(EventType::ALL.to_vec());
+    }
+    raw.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            EventType::parse(t)
+                .ok_or_else(|| ApiError::bad_request(format!("Invalid event type \"{t}\"")))
+        })
+        .collect()
+}
+
+/// `GET /1.0/events?type=…`.
+pub async fn get(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult {
+    let types = types(q.as_deref())?;
+    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // Subscribe before the upgrade completes, so nothing sent after this reply is missed.
+    let sub = st.events.subscribe(types);
+    Ok(ws
+        .on_upgrade(move |socket| forward(socket, sub))
+        .into_response())
+}
+
+async fn forward(mut socket: WebSocket, mut sub: Subscription) {
+    loop {
+        tokio::select! {
+            msg = sub.rx.recv() => match msg {
+                Ok(msg) => {
+                    if sub.wants(&msg)
+                        && socket.send(Message::Text(msg.json.clone().into())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "Dropping slow event listener");
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_filter() {
+        assert_eq!(types(None).unwrap().len(), 3);
+        assert_eq!(
+            types(Some("type=operation,lifecycle")).unwrap(),
+            vec![EventType::Operation, EventType::Lifecycle]
+        );
+        assert_eq!(types(Some("type=logging%2Coperation")).unwrap().len(), 2);
+        assert!(types(Some("type=bogus")).is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! `/internal/testing/*`: endpoints the end-to-end tests use to drive the operation machinery
+//! directly. Served only when berthd runs with `--testing`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::Message;
+use berth_api::OperationClass;
+use serde::Deserialize;
+
+use super::{ApiResult, AppState, Json, async_operation};
+use crate::operations::OpSpec;
+
+/// What operation to create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestOperation {
+    #[serde(default = "task")]
+    class: OperationClass,
+    /// How long a task runs, in milliseconds.
+    #[serde(default)]
+    duration_ms: u64,
+    #[serde(default)]
+    may_cancel: bool,
+    /// When set, the task fails with this message.
+    #[serde(default)]
+    fail: Option<String>,
+}
+
+fn task() -> OperationClass {
+    OperationClass::Task
+}
+
+/// `POST /internal/testing/operations`: a task that sleeps then succeeds or fails, or a
+/// websocket operation that echoes what it receives on stream `0` until that stream closes.
+pub async fn create_operation(
+    State(st): State<AppState>,
+    Json(req): Json<TestOperation>,
+) -> ApiResult {
+    let spec = OpSpec {
+        class: req.class,
+        description: "Testing operation".to_owned(),
+        resources: None,
+        may_cancel: req.may_cancel,
+        metadata: serde_json::Map::new(),
+        fds: if req.class == OperationClass::Websocket {
+            vec!["0".to_owned(), "control".to_owned()]
+        } else {
+            vec![]
+        },
+    };
+    let op = st.ops.start(spec, move |mut ctx| async move {
+        if req.class == OperationClass::Websocket {
+            while let Some((fd, mut socket)) = ctx.accept().await {
+                if fd != "0" {
+                    continue;
+                }
+                while let Some(Ok(msg)) = socket.recv().await {
+                    let echo = matches!(msg, Message::Binary(_) | Message::Text(_));
+                    if matches!(msg, Message::Close(_)) || (echo && socket.send(msg).await.is_err())
+                    {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            return Err("Websocket operation ended before stream 0 connected".to_owned());
+        }
+        let mut progress = serde_json::Map::new();
+        progress.insert("progress".to_owned(), "sleeping".into());
+        ctx.set_metadata(progress);
+        tokio::time::sleep(Duration::from_millis(req.duration_ms)).await;
+        match req.fail {
+            Some(msg) => Err(msg),
+            None => Ok(()),
+        }
+    });
+    Ok(async_operation(op.render()))
+}

@@ -1,0 +1,302 @@
+//! The REST API: routes, the response envelopes, request parsing and error mapping.
+//!
+//! One file per resource. Handlers return [`ApiResult`]; [`ApiError`] is the one place where
+//! an error kind becomes an HTTP status and LXD's error envelope. Bodies are parsed with
+//! [`Json`], which refuses bodies over [`BODY_LIMIT`] with 413 and names the offending field
+//! on a type error.
+
+mod cluster;
+mod events;
+mod internal;
+mod operations;
+mod projects;
+mod resources;
+mod server;
+mod warnings;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_api::{ErrorKind, Operation};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::state::State;
+
+/// The largest JSON body berthd accepts.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Shared state as handlers see it.
+pub type AppState = Arc<State>;
+
+/// What handlers return.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// An error reply: an error kind and one line for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// An internal failure: logged in full, reported as one line.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        let message = crate::logging::chain(err);
+        tracing::error!(error = %message, "Request failed");
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.kind.http_status();
+        let body = berth_api::Response::error(code, self.message);
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &body)
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A sync reply carrying `metadata`.
+pub fn sync<T: serde::Serialize>(metadata: T) -> Response {
+    json_response(StatusCode::OK, &berth_api::Response::sync(metadata))
+}
+
+/// A sync reply with empty metadata (`{}`), as LXD sends for writes.
+pub fn sync_empty() -> Response {
+    sync(serde_json::Map::new())
+}
+
+/// A pre-serialised sync reply.
+pub fn sync_raw(body: bytes::Bytes, etag: Option<&str>) -> Response {
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Some(etag) = etag {
+        set_etag(resp.headers_mut(), etag);
+    }
+    resp
+}
+
+/// The 202 reply for a new operation, with its `Location`.
+pub fn async_operation(op: Operation) -> Response {
+    let location = op.url();
+    let mut resp = json_response(
+        StatusCode::ACCEPTED,
+        &berth_api::Response::async_operation(op),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn set_etag(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+}
+
+/// Refuses a write whose `If-Match` does not name the current ETag (412).
+pub fn check_if_match(headers: &HeaderMap, current: &str) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value == "*" || value.trim_matches('"') == current {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::PreconditionFailed,
+        "ETag doesn't match",
+    ))
+}
+
+/// The value of query parameter `name`, if given.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// `?recursion=N`, 0 when absent.
+pub fn recursion(query: Option<&str>) -> Result<u8, ApiError> {
+    match query_param(query, "recursion") {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request(format!("Invalid value {v:?} for parameter \"recursion\""))
+        }),
+    }
+}
+
+/// A JSON request body, at most [`BODY_LIMIT`] bytes.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("Request body is larger than {BODY_LIMIT} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT) {
+            return Err(too_large());
+        }
+        let body = http_body_util::Limited::new(req.into_body(), BODY_LIMIT);
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "Failed to read request: {e}"
+                )));
+            }
+        };
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses JSON, naming the field at fault when a value has the wrong type.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if inner.is_syntax() || inner.is_eof() {
+            format!("Invalid JSON: {inner}")
+        } else if path == "." || path.is_empty() {
+            format!("Invalid request: {inner}")
+        } else {
+            format!("Invalid value for field \"{path}\": {inner}")
+        };
+        ApiError::bad_request(msg)
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed")
+}
+
+/// Only the `default` project exists: `?project=` naming any other is a 404 everywhere.
+async fn check_project(req: Request, next: Next) -> Response {
+    if let Some(p) = query_param(req.uri().query(), "project")
+        && !p.is_empty()
+        && p != berth_api::DEFAULT_PROJECT
+    {
+        return ApiError::not_found(format!("Project \"{p}\" not found")).into_response();
+    }
+    next.run(req).await
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/", get(server::get_root))
+        .route(
+            "/1.0",
+            get(server::get).put(server::put).patch(server::patch),
+        )
+        .route("/1.0/operations", get(operations::list))
+        .route(
+            "/1.0/operations/{id}",
+            get(operations::get).delete(operations::delete),
+        )
+        .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .route("/1.0/operations/{id}/websocket", get(operations::websocket))
+        .route("/1.0/events", get(events::get))
+        .route("/1.0/projects", get(projects::list))
+        .route("/1.0/projects/{name}", get(projects::get))
+        .route("/1.0/cluster", get(cluster::get))
+        .route("/1.0/warnings", get(warnings::list))
+        .route("/1.0/warnings/{uuid}", get(warnings::get))
+        .route("/1.0/resources", get(resources::get));
+    if state.testing {
+        r = r.route(
+            "/internal/testing/operations",
+            post(internal::create_operation),
+        );
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(check_project))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Put {
+        config: std::collections::BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<Put>(br#"{"config": {"a": 1}}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("\"config.a\""), "{}", e.message);
+        let e = parse_json::<Put>(b"{not json").unwrap_err();
+        assert!(e.message.starts_with("Invalid JSON"), "{}", e.message);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("a=1&recursion=2"), "recursion"), Some("2"));
+        assert_eq!(query_param(Some("project"), "project"), Some(""));
+        assert_eq!(query_param(None, "x"), None);
+        assert_eq!(recursion(Some("recursion=1")).unwrap(), 1);
+        assert!(recursion(Some("recursion=x")).is_err());
+    }
+}

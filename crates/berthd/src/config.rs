@@ -1,0 +1,120 @@
+//! Server configuration keys: what `PUT|PATCH /1.0` accepts.
+//!
+//! Each key has a validator; anything not in the table is refused, except the free-form
+//! `user.*` namespace. Later issues grow this into the one table of every key berth knows.
+
+use std::collections::BTreeMap;
+
+/// A key the server accepts.
+#[derive(Debug)]
+pub struct ServerKey {
+    pub name: &'static str,
+    /// What the key means; served later by `/1.0/metadata/configuration`.
+    #[allow(dead_code)]
+    pub description: &'static str,
+    pub default: &'static str,
+    validate: fn(&str) -> Result<(), String>,
+}
+
+/// Every server key berth knows.
+pub const SERVER_KEYS: &[ServerKey] = &[ServerKey {
+    name: "core.shutdown_timeout",
+    description: "Minutes to wait for running operations before berthd shuts down",
+    default: "5",
+    validate: |v| {
+        v.parse::<u32>()
+            .map(|_| ())
+            .map_err(|_| "must be a whole number of minutes".to_owned())
+    },
+}];
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Unknown configuration key \"{0}\"")]
+    UnknownKey(String),
+    #[error("Invalid value {value:?} for \"{key}\": {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn key(name: &str) -> Option<&'static ServerKey> {
+    SERVER_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Checks every key and value of a server configuration.
+pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (k, v) in config {
+        if v.contains(['\n', '\r', '\0']) {
+            return Err(ConfigError::InvalidValue {
+                key: k.clone(),
+                value: v.clone(),
+                reason: "must not contain line breaks or NUL".to_owned(),
+            });
+        }
+        if let Some(rest) = k.strip_prefix("user.") {
+            if rest.is_empty() {
+                return Err(ConfigError::UnknownKey(k.clone()));
+            }
+            continue;
+        }
+        let known = key(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
+        (known.validate)(v).map_err(|reason| ConfigError::InvalidValue {
+            key: k.clone(),
+            value: v.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// The value of `name` in `config`, or its default.
+pub fn get<'a>(config: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    config
+        .get(name)
+        .map(String::as_str)
+        .or_else(|| key(name).map(|k| k.default))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn known_user_and_unknown_keys() {
+        validate(&cfg(&[
+            ("core.shutdown_timeout", "1"),
+            ("user.foo", "bar baz"),
+        ]))
+        .unwrap();
+        let e = validate(&cfg(&[("core.bogus", "1")])).unwrap_err();
+        assert_eq!(e.to_string(), "Unknown configuration key \"core.bogus\"");
+        let e = validate(&cfg(&[("core.shutdown_timeout", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("core.shutdown_timeout"), "{e}");
+        assert!(validate(&cfg(&[("user.x", "a\nb")])).is_err());
+        assert!(validate(&cfg(&[("user.", "a")])).is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(get(&BTreeMap::new(), "core.shutdown_timeout"), "5");
+        assert_eq!(
+            get(
+                &cfg(&[("core.shutdown_timeout", "0")]),
+                "core.shutdown_timeout"
+            ),
+            "0"
+        );
+    }
+}

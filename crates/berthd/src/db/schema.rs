@@ -1,0 +1,127 @@
+//! Numbered, append-only schema updates.
+//!
+//! `UPDATES[i]` takes the schema from version `i` to `i + 1`. Never edit or reorder an entry
+//! that has landed: add a new one. Before updating an existing database, a consistent copy of
+//! it is written to `local.db.bak`, so a failed or unwanted upgrade can be undone by hand.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::DbError;
+
+/// The schema updates, in order.
+const UPDATES: &[&str] = &[
+    // 1: server configuration.
+    "CREATE TABLE config (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );",
+];
+
+/// The schema version this berthd writes.
+pub fn latest() -> usize {
+    UPDATES.len()
+}
+
+fn current(conn: &Connection) -> Result<usize, rusqlite::Error> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema (
+            version INTEGER PRIMARY KEY NOT NULL,
+            updated_at TEXT NOT NULL
+        );",
+    )?;
+    let v: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(usize::try_from(v.unwrap_or(0)).unwrap_or(0))
+}
+
+/// Brings the schema of the database at `path` up to [`latest`].
+pub fn update(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let found = current(conn)?;
+    if found > latest() {
+        return Err(DbError::TooNew {
+            found,
+            known: latest(),
+        });
+    }
+    if found == latest() {
+        return Ok(());
+    }
+    if found > 0 {
+        let bak = path.with_extension("db.bak");
+        conn.backup(
+            rusqlite::MAIN_DB,
+            &bak,
+            None::<fn(rusqlite::backup::Progress)>,
+        )
+        .map_err(|source| DbError::Backup {
+            path: bak.display().to_string(),
+            source,
+        })?;
+        tracing::warn!(from = found, to = latest(), backup = %bak.display(), "Updating database schema");
+    }
+    for (i, sql) in UPDATES.iter().enumerate().skip(found) {
+        let version = i + 1;
+        let err = |source| DbError::Update { version, source };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema (version, updated_at) VALUES (?1, ?2)",
+            rusqlite::params![version as i64, crate::state::now_rfc3339()],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_reaches_latest_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let mut conn = Connection::open(&path).unwrap();
+        update(&mut conn, &path).unwrap();
+        assert_eq!(current(&conn).unwrap(), latest());
+        update(&mut conn, &path).unwrap();
+        assert!(
+            !dir.path().join("local.db.bak").exists(),
+            "no backup without an update"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let mut conn = Connection::open(&path).unwrap();
+        update(&mut conn, &path).unwrap();
+        conn.execute("INSERT INTO schema VALUES (?1, 'x')", [latest() as i64 + 1])
+            .unwrap();
+        assert!(matches!(
+            update(&mut conn, &path),
+            Err(DbError::TooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn older_schema_is_backed_up_then_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let mut conn = Connection::open(&path).unwrap();
+        update(&mut conn, &path).unwrap();
+        // Pretend the last update has not been applied yet.
+        conn.execute("DELETE FROM schema WHERE version = ?1", [latest() as i64])
+            .unwrap();
+        conn.execute_batch("DROP TABLE config").unwrap();
+        update(&mut conn, &path).unwrap();
+        assert!(dir.path().join("local.db.bak").exists());
+        assert_eq!(current(&conn).unwrap(), latest());
+    }
+}

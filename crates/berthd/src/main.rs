@@ -1,0 +1,62 @@
+//! `berthd`: the berth daemon.
+//!
+//! `main` parses the command line and either runs the daemon or, later, one of the hidden
+//! helper subcommands (`forkstart`, `forkexec`, …) that must run in a fresh single-threaded
+//! process because liblxc forks. Helpers are dispatched before any runtime thread exists.
+
+mod api;
+mod config;
+mod daemon;
+mod db;
+mod events;
+mod host;
+mod lock;
+mod logging;
+mod operations;
+mod paths;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The berth daemon.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version, about = "The berth system-container daemon")]
+struct Args {
+    /// Directory holding all of berthd's state, its socket and its logs.
+    #[arg(long, env = "BERTH_DIR", default_value = "/var/lib/berth")]
+    dir: PathBuf,
+    /// Log debug messages.
+    #[arg(long)]
+    debug: bool,
+    /// Log informational messages.
+    #[arg(long)]
+    verbose: bool,
+    /// Serve the `/internal/testing/*` endpoints the end-to-end tests use.
+    #[arg(long, hide = true)]
+    testing: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let opts = daemon::Options {
+        dir: args.dir,
+        level: if args.debug {
+            tracing::Level::DEBUG
+        } else if args.verbose {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        },
+        testing: args.testing,
+    };
+    match daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", logging::chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

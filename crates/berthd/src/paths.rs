@@ -1,0 +1,40 @@
+//! Where berthd keeps things under its state directory.
+
+use std::path::{Path, PathBuf};
+
+/// Every path berthd uses, derived from its state directory, so that several daemons with
+/// different directories run side by side.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: PathBuf) -> Self {
+        Paths { dir }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("unix.socket")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("berthd.pid")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.logs().join("berthd.log")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("database")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

@@ -1,0 +1,106 @@
+//! The daemon's shared state, handed to every API handler.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use berth_api::{Response, Server, ServerEnvironment};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::db::Db;
+use crate::events::Events;
+use crate::operations::Operations;
+
+/// The current time as LXD formats timestamps (RFC 3339, nanoseconds, UTC).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// The ETag of a JSON-serialisable value: the hex SHA-256 of its JSON.
+pub fn etag_of<T: serde::Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /1.0` as last rendered: the reply is pre-serialised because it is the most
+/// requested path (every client asks for it first).
+#[derive(Debug)]
+pub struct ServerSnapshot {
+    pub config: BTreeMap<String, String>,
+    pub etag: String,
+    pub body: Bytes,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct State {
+    pub db: Db,
+    pub ops: Operations,
+    pub events: Events,
+    /// Whether the `/internal/testing` endpoints are served.
+    pub testing: bool,
+    environment: ServerEnvironment,
+    server: RwLock<Arc<ServerSnapshot>>,
+    /// Serialises server configuration changes so ETag checks and writes are atomic.
+    pub config_lock: tokio::sync::Mutex<()>,
+}
+
+impl State {
+    pub fn new(
+        db: Db,
+        events: Events,
+        environment: ServerEnvironment,
+        config: BTreeMap<String, String>,
+        testing: bool,
+    ) -> Self {
+        let snapshot = render_server(&environment, config);
+        State {
+            db,
+            ops: Operations::new(events.clone()),
+            events,
+            testing,
+            environment,
+            server: RwLock::new(Arc::new(snapshot)),
+            config_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current server snapshot.
+    pub fn server(&self) -> Arc<ServerSnapshot> {
+        self.server
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Installs a new server configuration (already validated and stored).
+    pub fn set_config(&self, config: BTreeMap<String, String>) {
+        let snapshot = Arc::new(render_server(&self.environment, config));
+        *self.server.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}
+
+fn render_server(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSnapshot {
+    let server = Server {
+        config: config.clone(),
+        api_extensions: berth_api::extensions::API_EXTENSIONS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        api_status: "stable".to_owned(),
+        api_version: berth_api::API_VERSION.to_owned(),
+        auth: "trusted".to_owned(),
+        auth_methods: vec!["tls".to_owned()],
+        public: false,
+        environment: Some(env.clone()),
+        auth_user_name: String::new(),
+        auth_user_method: "unix".to_owned(),
+    };
+    let body = serde_json::to_vec(&Response::sync(server)).unwrap_or_default();
+    ServerSnapshot {
+        etag: etag_of(&config),
+        config,
+        body: Bytes::from(body),
+    }
+}
