@@ -1,1 +1,86 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for developers and CI.
+//!
+//! - `ci`: system packages, fmt, clippy, build, then every test (unit and end-to-end).
+//! - `e2e`: system packages, build, then the end-to-end tests only.
+//! - `bench`: builds release binaries and measures them (see `bench.rs`).
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("e2e") => e2e(&root),
+        Some("bench") => bench::run(&root),
+        _ => {
+            eprintln!("usage: cargo xtask ci|e2e|bench");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("failed to run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs tests with nextest when present, else with cargo test.
+fn test(root: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let mut args: Vec<&str> = if has_nextest() {
+        vec!["nextest", "run", "--no-fail-fast"]
+    } else {
+        vec!["test", "--no-fail-fast"]
+    };
+    if packages.is_empty() {
+        args.push("--workspace");
+    }
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    run(root, "cargo", &args)
+}
+
+fn deps(root: &Path) -> anyhow::Result<()> {
+    run(root, "bash", &["scripts/deps.sh"])
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    deps(root)?;
+    run(root, "cargo", &["fmt", "--all", "--check"])?;
+    run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run(root, "cargo", &["build", "--workspace", "--bins"])?;
+    test(root, &[])
+}
+
+fn e2e(root: &Path) -> anyhow::Result<()> {
+    deps(root)?;
+    run(root, "cargo", &["build", "--workspace", "--bins"])?;
+    test(root, &["berth-e2e"])
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages berth's build, tests and main job need, when missing.
+# Idempotent and quiet when everything is there; needs root (apt-get) otherwise.
+set -euo pipefail
+
+packages=(
+  lxd-client   # the real LXD client the end-to-end tests drive berthd with
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Missing packages: ${missing[*]}; run this as root to install them." >&2
+  exit 1
+fi
+echo "Installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

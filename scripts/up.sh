@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# berth's main job, from a fresh machine: install what is missing, build, start berthd with
+# its embedded defaults (state in $BERTH_DIR, default /var/lib/berth) unless it already runs
+# there, and show what it serves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+cargo build --release --bins --quiet
+bin="$PWD/target/release"
+dir="${BERTH_DIR:-/var/lib/berth}"
+export BERTH_DIR="$dir"
+
+if ! "$bin/berth" info >/dev/null 2>&1; then
+  mkdir -p "$dir"
+  echo "Starting berthd on $dir (log: $dir/logs/berthd.log)" >&2
+  setsid "$bin/berthd" --dir "$dir" --verbose </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 1 200); do
+    "$bin/berth" info >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+fi
+
+"$bin/berth" version
+"$bin/berth" info
+echo
+echo "berthd is running on $dir/unix.socket. Try: $bin/berth monitor --pretty" >&2
+echo "Stop it with: kill \$(cat $dir/berthd.pid)" >&2

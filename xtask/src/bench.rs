@@ -1,0 +1,152 @@
+//! `cargo xtask bench`: measures release builds of berth on this machine.
+//!
+//! - `GET /1.0` over the unix socket: 4 concurrent keep-alive clients for a fixed time;
+//!   requests per second, p50 and p99 latency.
+//! - berthd's resident memory when idle and after the load.
+//!
+//! Figures are printed, never asserted: tests do not depend on the machine's speed.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+const CLIENTS: usize = 4;
+const DURATION: Duration = Duration::from_secs(5);
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    crate::run(root, "cargo", &["build", "--release", "--workspace", "--bins"])?;
+    let berthd = root.join("target/release/berthd");
+    let dir = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
+    let mut daemon = Daemon::start(&berthd, dir.path())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = rss_kib(daemon.pid())?;
+
+    let socket = dir.path().join("unix.socket");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(load(&socket))?;
+    let loaded = rss_kib(daemon.pid())?;
+    daemon.stop();
+
+    println!("berth benchmarks (release build, {} CPUs)", std::thread::available_parallelism()?);
+    println!(
+        "GET /1.0 over the unix socket, {CLIENTS} clients, {} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
+        DURATION.as_secs(),
+        result.requests as f64 / result.elapsed.as_secs_f64(),
+        result.percentile(50.0),
+        result.percentile(99.0),
+    );
+    println!("berthd RSS idle: {:.1} MiB", idle as f64 / 1024.0);
+    println!("berthd RSS after the load: {:.1} MiB", loaded as f64 / 1024.0);
+    Ok(())
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(berthd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+        let child = Command::new(berthd)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start berthd")?;
+        let socket = dir.join("unix.socket");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if Instant::now() > deadline {
+                bail!("berthd did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Daemon { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+struct LoadResult {
+    requests: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl LoadResult {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let idx = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
+        f64::from(self.latencies_us[idx]) / 1000.0
+    }
+}
+
+async fn load(socket: &Path) -> anyhow::Result<LoadResult> {
+    let start = Instant::now();
+    let deadline = start + DURATION;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let socket = socket.to_path_buf();
+        tasks.push(tokio::spawn(async move { client(&socket, deadline).await }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    latencies_us.sort_unstable();
+    Ok(LoadResult { requests: latencies_us.len(), elapsed, latencies_us })
+}
+
+/// One keep-alive client sending `GET /1.0` back to back until `deadline`.
+async fn client(socket: &Path, deadline: Instant) -> anyhow::Result<Vec<u32>> {
+    let stream = UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut latencies = Vec::with_capacity(100_000);
+    while Instant::now() < deadline {
+        let req = hyper::Request::get("/1.0")
+            .header(hyper::header::HOST, "unix.socket")
+            .body(Empty::<Bytes>::new())?;
+        let t = Instant::now();
+        let resp = sender.send_request(req).await?;
+        if !resp.status().is_success() {
+            bail!("GET /1.0 returned {}", resp.status());
+        }
+        resp.into_body().collect().await?;
+        latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    Ok(latencies)
+}
