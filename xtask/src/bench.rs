@@ -20,7 +20,11 @@ const CLIENTS: usize = 4;
 const DURATION: Duration = Duration::from_secs(5);
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    crate::run(root, "cargo", &["build", "--release", "--workspace", "--bins"])?;
+    crate::run(
+        root,
+        "cargo",
+        &["build", "--release", "--workspace", "--bins"],
+    )?;
     let berthd = root.join("target/release/berthd");
     let dir = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let mut daemon = Daemon::start(&berthd, dir.path())?;
@@ -28,12 +32,17 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let idle = rss_kib(daemon.pid())?;
 
     let socket = dir.path().join("unix.socket");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = runtime.block_on(load(&socket))?;
     let loaded = rss_kib(daemon.pid())?;
     daemon.stop();
 
-    println!("berth benchmarks (release build, {} CPUs)", std::thread::available_parallelism()?);
+    println!(
+        "berth benchmarks (release build, {} CPUs)",
+        std::thread::available_parallelism()?
+    );
     println!(
         "GET /1.0 over the unix socket, {CLIENTS} clients, {} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
         DURATION.as_secs(),
@@ -42,7 +51,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         result.percentile(99.0),
     );
     println!("berthd RSS idle: {:.1} MiB", idle as f64 / 1024.0);
-    println!("berthd RSS after the load: {:.1} MiB", loaded as f64 / 1024.0);
+    println!(
+        "berthd RSS after the load: {:.1} MiB",
+        loaded as f64 / 1024.0
+    );
     Ok(())
 }
 
@@ -76,7 +88,9 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -127,7 +141,11 @@ async fn load(socket: &Path) -> anyhow::Result<LoadResult> {
     }
     let elapsed = start.elapsed();
     latencies_us.sort_unstable();
-    Ok(LoadResult { requests: latencies_us.len(), elapsed, latencies_us })
+    Ok(LoadResult {
+        requests: latencies_us.len(),
+        elapsed,
+        latencies_us,
+    })
 }
 
 /// One keep-alive client sending `GET /1.0` back to back until `deadline`.
