@@ -4,7 +4,9 @@
 set -euo pipefail
 
 packages=(
-  lxd-client   # the real LXD client the end-to-end tests drive berthd with
+  lxd-client      # the real LXD client the end-to-end tests drive berthd with
+  busybox-static  # the busybox test image (berth image build busybox)
+  squashfs-tools  # unsquashfs: checking and unpacking squashfs rootfs images
 )
 
 missing=()

@@ -31,6 +31,11 @@ use crate::state::State;
 /// The largest JSON body berthd accepts.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// How much of an oversized body is read (and dropped) before replying 413. Replying while the
+/// client still writes makes it see a broken pipe instead of the error, so a moderately
+/// oversized body is drained first; beyond this the connection is simply closed.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Shared state as handlers see it.
 pub type AppState = Arc<State>;
 
@@ -185,19 +190,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > BODY_LIMIT) {
+        let mut body = req.into_body();
+        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
             return Err(too_large());
         }
-        let body = http_body_util::Limited::new(req.into_body(), BODY_LIMIT);
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "Failed to read request: {e}"
-                )));
+        let mut bytes = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::bad_request(format!("Failed to read request: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len();
+            if total > DRAIN_LIMIT {
+                return Err(too_large());
             }
-        };
+            if total <= BODY_LIMIT {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        if total > BODY_LIMIT {
+            return Err(too_large());
+        }
         parse_json(&bytes).map(Json)
     }
 }

@@ -20,7 +20,8 @@ const UPDATES: &[&str] = &[
 ];
 
 /// The schema version this berthd writes.
-pub fn latest() -> usize {
+#[cfg(test)]
+fn latest() -> usize {
     UPDATES.len()
 }
 
@@ -40,14 +41,19 @@ fn current(conn: &Connection) -> Result<usize, rusqlite::Error> {
 
 /// Brings the schema of the database at `path` up to [`latest`].
 pub fn update(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    apply(conn, path, UPDATES)
+}
+
+fn apply(conn: &mut Connection, path: &Path, updates: &[&str]) -> Result<(), DbError> {
+    let latest = updates.len();
     let found = current(conn)?;
-    if found > latest() {
+    if found > latest {
         return Err(DbError::TooNew {
             found,
-            known: latest(),
+            known: latest,
         });
     }
-    if found == latest() {
+    if found == latest {
         return Ok(());
     }
     if found > 0 {
@@ -61,9 +67,9 @@ pub fn update(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
             path: bak.display().to_string(),
             source,
         })?;
-        tracing::warn!(from = found, to = latest(), backup = %bak.display(), "Updating database schema");
+        tracing::warn!(from = found, to = latest, backup = %bak.display(), "Updating database schema");
     }
-    for (i, sql) in UPDATES.iter().enumerate().skip(found) {
+    for (i, sql) in updates.iter().enumerate().skip(found) {
         let version = i + 1;
         let err = |source| DbError::Update { version, source };
         let tx = conn.transaction().map_err(err)?;
@@ -115,13 +121,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("local.db");
         let mut conn = Connection::open(&path).unwrap();
-        update(&mut conn, &path).unwrap();
-        // Pretend the last update has not been applied yet.
-        conn.execute("DELETE FROM schema WHERE version = ?1", [latest() as i64])
-            .unwrap();
-        conn.execute_batch("DROP TABLE config").unwrap();
-        update(&mut conn, &path).unwrap();
-        assert!(dir.path().join("local.db.bak").exists());
-        assert_eq!(current(&conn).unwrap(), latest());
+        let first = ["CREATE TABLE a (x TEXT);"];
+        apply(&mut conn, &path, &first).unwrap();
+        conn.execute("INSERT INTO a VALUES ('kept')", []).unwrap();
+        apply(&mut conn, &path, &[first[0], "CREATE TABLE b (y TEXT);"]).unwrap();
+        assert_eq!(current(&conn).unwrap(), 2);
+        let bak = Connection::open(dir.path().join("local.db.bak")).unwrap();
+        assert_eq!(
+            current(&bak).unwrap(),
+            1,
+            "the backup holds the database before the update"
+        );
+        let x: String = bak.query_row("SELECT x FROM a", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, "kept");
     }
 }

@@ -1,0 +1,342 @@
+//! The `dir` driver: a pool is a plain directory on the host, a volume a directory in it.
+//!
+//! The layout is LXD's: `SOURCE/{containers,containers-snapshots,images,custom,
+//! custom-snapshots}/NAME`. The pool directories are 0711 so that nobody else can list them;
+//! every volume is 0700 and owned by root, because idmapped containers leave host-uid-0 files
+//! (setuid binaries included) on disk that no other host user may reach. No quotas, no
+//! cheap snapshots, nothing to mount: `mount` only checks that the source is there.
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, Permissions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::{
+    Driver, DriverInfo, PoolResources, StorageError, VolumeType, mounts, validate_volume_name,
+};
+
+/// The driver name, as in a pool's `driver` field.
+pub const NAME: &str = "dir";
+
+/// The driver version reported in `storage_supported_drivers`.
+const VERSION: &str = "1";
+
+/// Mode of the pool directory and of the per-type directories: traversable, not listable.
+const POOL_DIR_MODE: u32 = 0o711;
+
+/// Mode of every volume directory: root only.
+const VOLUME_MODE: u32 = 0o700;
+
+/// The directories `create` makes inside the source, and the only ones `delete` removes.
+const POOL_SUBDIRS: [&str; 5] = [
+    "containers",
+    "containers-snapshots",
+    "images",
+    "custom",
+    "custom-snapshots",
+];
+
+/// What the `dir` driver is and can do.
+pub fn info() -> DriverInfo {
+    DriverInfo {
+        name: NAME,
+        version: VERSION.to_owned(),
+        remote: false,
+        optimized_images: false,
+        instant_snapshots: false,
+        quotas: false,
+    }
+}
+
+/// The registry's constructor.
+pub(crate) fn load(
+    pool_name: &str,
+    config: BTreeMap<String, String>,
+    default_source: &Path,
+) -> Result<Box<dyn Driver>, StorageError> {
+    Ok(Box::new(Dir::new(pool_name, config, default_source)?))
+}
+
+/// A `dir` pool.
+#[derive(Debug)]
+pub struct Dir {
+    pool: String,
+    config: BTreeMap<String, String>,
+    source: PathBuf,
+    default_source: PathBuf,
+}
+
+impl Dir {
+    /// Validates `config` (see [`crate::load`]) and binds the driver to pool `pool_name`.
+    pub fn new(
+        pool_name: &str,
+        config: BTreeMap<String, String>,
+        default_source: &Path,
+    ) -> Result<Self, StorageError> {
+        let (config, source) = config::validate(config, default_source)?;
+        Ok(Dir {
+            pool: pool_name.to_owned(),
+            config,
+            source,
+            default_source: default_source.to_owned(),
+        })
+    }
+
+    /// The pool's directory on the host.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    fn create_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+        move |source| StorageError::CreatePool {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn delete_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+        move |source| StorageError::DeletePool {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Removes `path` if it is an empty directory; an entry inside makes the pool busy.
+    fn remove_empty_dir(&self, path: &Path) -> Result<(), StorageError> {
+        match fs::remove_dir(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Err(StorageError::PoolInUse {
+                pool: self.pool.clone(),
+                entry: first_entry(path)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| path.to_owned()),
+            }),
+            Err(source) => Err(Self::delete_err(path)(source)),
+        }
+    }
+}
+
+impl Driver for Dir {
+    fn info(&self) -> DriverInfo {
+        info()
+    }
+
+    fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    fn create(&self) -> Result<(), StorageError> {
+        let source = &self.source;
+        match fs::metadata(source) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(StorageError::SourceNotDirectory {
+                    pool: self.pool.clone(),
+                    path: source.clone(),
+                });
+            }
+            Ok(_) => {
+                // Pools never share a directory with anything else: delete must be able to
+                // tell what is ours.
+                if first_entry(source)
+                    .map_err(Self::create_err(source))?
+                    .is_some()
+                {
+                    return Err(StorageError::SourceNotEmpty {
+                        pool: self.pool.clone(),
+                        path: source.clone(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => DirBuilder::new()
+                .recursive(true)
+                .mode(POOL_DIR_MODE)
+                .create(source)
+                .map_err(Self::create_err(source))?,
+            Err(e) => return Err(Self::create_err(source)(e)),
+        }
+        set_mode(source, POOL_DIR_MODE).map_err(Self::create_err(source))?;
+        for sub in POOL_SUBDIRS {
+            let path = source.join(sub);
+            DirBuilder::new()
+                .mode(POOL_DIR_MODE)
+                .create(&path)
+                .and_then(|()| set_mode(&path, POOL_DIR_MODE))
+                .map_err(Self::create_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self) -> Result<(), StorageError> {
+        match fs::symlink_metadata(&self.source) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Self::delete_err(&self.source)(e)),
+            Ok(_) => {}
+        }
+        // Check everything before removing anything, so a refusal leaves the pool whole.
+        for sub in POOL_SUBDIRS {
+            let path = self.source.join(sub);
+            match first_entry(&path) {
+                Ok(None) => {}
+                Ok(Some(entry)) => {
+                    return Err(StorageError::PoolInUse {
+                        pool: self.pool.clone(),
+                        entry,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::delete_err(&path)(e)),
+            }
+        }
+        // Only empty directories are removed (rmdir), so no volume data can be lost here.
+        for sub in POOL_SUBDIRS {
+            self.remove_empty_dir(&self.source.join(sub))?;
+        }
+        // A source the user chose stays (empty), as in LXD; ours under berthd's dir goes.
+        if self.source == self.default_source {
+            self.remove_empty_dir(&self.source)?;
+        }
+        Ok(())
+    }
+
+    fn mount(&self) -> Result<(), StorageError> {
+        match fs::metadata(&self.source) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(StorageError::SourceNotDirectory {
+                pool: self.pool.clone(),
+                path: self.source.clone(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::SourceMissing {
+                pool: self.pool.clone(),
+                path: self.source.clone(),
+            }),
+            Err(source) => Err(StorageError::Mount {
+                path: self.source.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn unmount(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn resources(&self) -> Result<PoolResources, StorageError> {
+        let st = rustix::fs::statvfs(&self.source).map_err(|errno| StorageError::Resources {
+            path: self.source.clone(),
+            source: errno.into(),
+        })?;
+        // Block counts are in fragment-size units; some filesystems leave f_frsize zero.
+        let block = if st.f_frsize == 0 {
+            st.f_bsize
+        } else {
+            st.f_frsize
+        };
+        Ok(PoolResources {
+            space_used: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(block),
+            space_total: st.f_blocks.saturating_mul(block),
+            inodes_used: st.f_files.saturating_sub(st.f_ffree),
+            inodes_total: st.f_files,
+        })
+    }
+
+    fn volume_path(&self, vtype: VolumeType, name: &str) -> PathBuf {
+        self.source.join(vtype.dir_name()).join(name)
+    }
+
+    fn create_volume(&self, vtype: VolumeType, name: &str) -> Result<PathBuf, StorageError> {
+        validate_volume_name(name)?;
+        let path = self.volume_path(vtype, name);
+        match DirBuilder::new().mode(VOLUME_MODE).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StorageError::VolumeExists {
+                    vtype,
+                    name: name.to_owned(),
+                });
+            }
+            Err(source) => return Err(StorageError::CreateVolume { path, source }),
+        }
+        // mkdir's mode passes through the umask; set it exactly (this also drops a setgid
+        // bit inherited from the parent).
+        if let Err(source) = set_mode(&path, VOLUME_MODE) {
+            // Best effort: the directory is empty and ours; the chmod failure is what matters.
+            let _ = fs::remove_dir(&path);
+            return Err(StorageError::CreateVolume { path, source });
+        }
+        Ok(path)
+    }
+
+    fn delete_volume(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let path = self.volume_path(vtype, name);
+        let delete_err = |source| StorageError::DeleteVolume {
+            path: path.clone(),
+            source,
+        };
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StorageError::VolumeNotFound {
+                    vtype,
+                    name: name.to_owned(),
+                });
+            }
+            Err(e) => return Err(delete_err(e)),
+        };
+        if !meta.is_dir() {
+            // Not made by create_volume: remove the entry itself, never what it points to.
+            return fs::remove_file(&path).map_err(delete_err);
+        }
+        let canonical = fs::canonicalize(&path).map_err(delete_err)?;
+        if let Some(mount) = mounts::first_mount_under(&canonical).map_err(delete_err)? {
+            return Err(StorageError::VolumeMounted {
+                vtype,
+                name: name.to_owned(),
+                mount,
+            });
+        }
+        // remove_dir_all does not follow symlinks, so links planted inside stay harmless.
+        fs::remove_dir_all(&path).map_err(delete_err)
+    }
+
+    fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError> {
+        let dir = self.source.join(vtype.dir_name());
+        let list_err = |source| StorageError::ListVolumes {
+            path: dir.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(list_err)? {
+            let entry = entry.map_err(list_err)?;
+            if !entry.file_type().map_err(list_err)?.is_dir() {
+                continue;
+            }
+            // Volume names come from the API as UTF-8; anything else is not a berth volume.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Sets the permission bits of `path` exactly.
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(path, Permissions::from_mode(mode))
+}
+
+/// The first entry of directory `dir`, if it has one.
+fn first_entry(dir: &Path) -> io::Result<Option<PathBuf>> {
+    fs::read_dir(dir)?
+        .next()
+        .transpose()
+        .map(|entry| entry.map(|e| e.path()))
+}

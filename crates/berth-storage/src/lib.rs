@@ -1,0 +1,251 @@
+//! Storage pool drivers for berth, behind one [`Driver`] trait.
+//!
+//! A pool is a place on the host where volumes (container root filesystems, unpacked images,
+//! custom volumes) live. Each driver (only `dir` so far) knows how to make, mount, measure and
+//! tear down a pool and its volumes on the host, and nothing else: validation of requests,
+//! the database and undo steps live in the daemon above. Drivers are found by name through
+//! [`load`]; [`supported`] lists them for `GET /1.0`.
+//!
+//! This crate knows nothing of the daemon or of any database.
+
+mod drivers;
+mod error;
+mod mounts;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use drivers::dir;
+pub use error::{StorageError, StorageErrorKind};
+
+/// What a driver is and can do; `GET /1.0` reports it in `storage_supported_drivers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverInfo {
+    /// The driver name, as in a pool's `driver` field (`dir`).
+    pub name: &'static str,
+    /// The version of the driver (or of the host tool it drives).
+    pub version: String,
+    /// Whether pools are shared between cluster members (ceph and the like).
+    pub remote: bool,
+    /// Whether an image can be unpacked once and cloned cheaply for each instance.
+    pub optimized_images: bool,
+    /// Whether snapshots cost no copy.
+    pub instant_snapshots: bool,
+    /// Whether volume sizes can be enforced.
+    pub quotas: bool,
+}
+
+/// The kinds of volume a pool holds; each has its own directory in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VolumeType {
+    /// An instance's root filesystem.
+    Container,
+    /// An unpacked image, keyed by fingerprint.
+    Image,
+    /// A volume the user created.
+    Custom,
+}
+
+impl VolumeType {
+    /// Every volume type, in the order LXD lists them.
+    pub const ALL: [VolumeType; 3] = [VolumeType::Container, VolumeType::Image, VolumeType::Custom];
+
+    /// The name used in the API (`/1.0/storage-pools/P/volumes/TYPE/NAME`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            VolumeType::Container => "container",
+            VolumeType::Image => "image",
+            VolumeType::Custom => "custom",
+        }
+    }
+
+    /// The directory holding volumes of this type inside a pool (as LXD lays it out).
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            VolumeType::Container => "containers",
+            VolumeType::Image => "images",
+            VolumeType::Custom => "custom",
+        }
+    }
+
+    /// The volume type of an API name, if it is one.
+    pub fn parse(api_name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.api_name() == api_name)
+    }
+}
+
+impl fmt::Display for VolumeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name())
+    }
+}
+
+/// Space and inodes of a pool, for `GET /1.0/storage-pools/NAME/resources`.
+///
+/// Inode counts are zero on filesystems that allocate inodes on demand (btrfs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolResources {
+    pub space_used: u64,
+    pub space_total: u64,
+    pub inodes_used: u64,
+    pub inodes_total: u64,
+}
+
+/// A storage pool driver, bound to one pool and its effective configuration.
+///
+/// # Lifecycle
+///
+/// 1. [`load`] validates the configuration (refusing unknown keys and bad values) and fills
+///    in defaults, without touching the host.
+/// 2. [`create`](Driver::create) makes the pool on the host, once, when the pool is defined.
+/// 3. [`mount`](Driver::mount) makes an existing pool usable: at daemon start and after
+///    `create`. Volume calls are valid only between `mount` and
+///    [`unmount`](Driver::unmount).
+/// 4. [`unmount`](Driver::unmount) releases the pool (daemon shutdown, before `delete`).
+/// 5. [`delete`](Driver::delete) removes what `create` made; it refuses while any volume
+///    remains and never removes volume data. It succeeds when the pool is already gone, so it
+///    can serve as the undo step of a failed `create`.
+///
+/// Volume names are checked with [`validate_volume_name`] by every call that touches the
+/// host. Drivers touch only the host: no database, no undo, no locking between calls for the
+/// same volume (the daemon serialises those).
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// What this driver is and can do.
+    fn info(&self) -> DriverInfo;
+    /// The effective pool configuration, defaults included; this is what the daemon stores.
+    fn config(&self) -> &BTreeMap<String, String>;
+    /// Makes the pool on the host; refuses an existing, non-empty `source`.
+    fn create(&self) -> Result<(), StorageError>;
+    /// Removes what [`create`](Driver::create) made; [`StorageErrorKind::Busy`] while any
+    /// volume or snapshot remains.
+    fn delete(&self) -> Result<(), StorageError>;
+    /// Makes the pool usable; [`StorageErrorKind::NotFound`] if its source is gone.
+    fn mount(&self) -> Result<(), StorageError>;
+    /// Releases the pool.
+    fn unmount(&self) -> Result<(), StorageError>;
+    /// Space and inodes used and available on the pool.
+    fn resources(&self) -> Result<PoolResources, StorageError>;
+    /// Where a volume lives on the host. Pure path arithmetic: `name` is not checked here, so
+    /// check it with [`validate_volume_name`] before using the path.
+    fn volume_path(&self, vtype: VolumeType, name: &str) -> PathBuf;
+    /// Creates an empty volume, reachable by root only (mode 0700), and returns its path;
+    /// [`StorageErrorKind::AlreadyExists`] if it exists.
+    fn create_volume(&self, vtype: VolumeType, name: &str) -> Result<PathBuf, StorageError>;
+    /// Deletes a volume and everything in it; [`StorageErrorKind::NotFound`] if absent,
+    /// [`StorageErrorKind::Busy`] if anything is mounted inside it.
+    fn delete_volume(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError>;
+    /// The names of the volumes of one type found on disk, sorted.
+    fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError>;
+}
+
+/// A driver constructor: pool name, configuration, default source.
+type Constructor =
+    fn(&str, BTreeMap<String, String>, &Path) -> Result<Box<dyn Driver>, StorageError>;
+
+/// A registered driver: its name, its capabilities and its constructor.
+struct Registration {
+    name: &'static str,
+    info: fn() -> DriverInfo,
+    load: Constructor,
+}
+
+/// Every driver this build carries, by name.
+const REGISTRY: &[Registration] = &[Registration {
+    name: dir::NAME,
+    info: dir::info,
+    load: dir::load,
+}];
+
+/// Builds the driver `driver` for pool `pool_name`.
+///
+/// `default_source` is where the pool lives when `config` has no `source` (berthd passes
+/// `DIR/storage-pools/NAME`; it must be absolute). The configuration is validated (unknown
+/// keys refused) and defaults filled in; the host is not touched.
+pub fn load(
+    driver: &str,
+    pool_name: &str,
+    config: BTreeMap<String, String>,
+    default_source: &Path,
+) -> Result<Box<dyn Driver>, StorageError> {
+    let registration =
+        REGISTRY
+            .iter()
+            .find(|r| r.name == driver)
+            .ok_or_else(|| StorageError::UnknownDriver {
+                driver: driver.to_owned(),
+            })?;
+    (registration.load)(pool_name, config, default_source)
+}
+
+/// Every driver this build supports, with its version, for `storage_supported_drivers`.
+pub fn supported() -> Vec<DriverInfo> {
+    REGISTRY.iter().map(|r| (r.info)()).collect()
+}
+
+/// Checks that `name` can be a volume: one path component the kernel accepts.
+pub fn validate_volume_name(name: &str) -> Result<(), StorageError> {
+    let reason = if name.is_empty() {
+        "Must not be empty"
+    } else if name == "." || name == ".." {
+        "Must not be \".\" or \"..\""
+    } else if name.contains('/') {
+        "Must not contain \"/\""
+    } else if name.contains('\0') {
+        "Must not contain a NUL byte"
+    } else if name.len() > 255 {
+        "Must be at most 255 bytes long"
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::InvalidVolumeName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_driver_is_invalid_config() {
+        let err = load("zfs2", "p", BTreeMap::new(), Path::new("/tmp/p")).unwrap_err();
+        assert_eq!(err.to_string(), r#"Unknown storage driver "zfs2""#);
+        assert_eq!(err.kind(), StorageErrorKind::InvalidConfig);
+    }
+
+    #[test]
+    fn supported_lists_dir() {
+        let drivers = supported();
+        assert_eq!(drivers.len(), 1);
+        assert_eq!(drivers[0].name, "dir");
+        assert_eq!(drivers[0].version, "1");
+        assert!(!drivers[0].remote);
+    }
+
+    #[test]
+    fn volume_type_names_round_trip() {
+        for t in VolumeType::ALL {
+            assert_eq!(VolumeType::parse(t.api_name()), Some(t));
+        }
+        assert_eq!(VolumeType::Container.dir_name(), "containers");
+        assert_eq!(VolumeType::Image.dir_name(), "images");
+        assert_eq!(VolumeType::Custom.dir_name(), "custom");
+        assert_eq!(VolumeType::parse("containers"), None);
+        assert_eq!(VolumeType::parse("virtual-machine"), None);
+    }
+
+    #[test]
+    fn volume_names_are_single_components() {
+        for good in ["c1", "a.b", "...", "x y", &"n".repeat(255)] {
+            assert!(validate_volume_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"n".repeat(256)] {
+            let err = validate_volume_name(bad).unwrap_err();
+            assert_eq!(err.kind(), StorageErrorKind::InvalidConfig, "{bad:?}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}
