@@ -9,12 +9,14 @@ pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod extensions;
+pub mod image;
 pub mod operation;
 pub mod project;
 pub mod resources;
 pub mod response;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod warning;
 
 pub use error::ErrorKind;

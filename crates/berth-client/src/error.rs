@@ -36,6 +36,16 @@ pub enum ClientError {
     /// A request body could not be encoded.
     #[error("Failed to encode request")]
     Encode(#[source] serde_json::Error),
+    /// A local file could not be read or written.
+    #[error("Failed to access {path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A transfer broke off.
+    #[error("Transfer failed: {0}")]
+    Transfer(String),
     /// An operation finished without success.
     #[error("{message}")]
     OperationFailed { id: String, message: String },

@@ -7,6 +7,7 @@
 
 mod error;
 mod events;
+mod images;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 pub use error::ClientError;
 pub use events::EventStream;
 pub use hyper::Method;
+pub use images::{ImportOptions, Progress};
 pub use transport::WebSocket;
 
 use transport::Transport;

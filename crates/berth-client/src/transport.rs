@@ -53,6 +53,46 @@ impl Transport {
         body: Option<Bytes>,
         if_match: Option<&str>,
     ) -> Result<Reply, ClientError> {
+        let mut headers = Vec::new();
+        if body.is_some() {
+            headers.push((
+                CONTENT_TYPE.as_str().to_owned(),
+                "application/json".to_owned(),
+            ));
+        }
+        if let Some(etag) = if_match {
+            headers.push((IF_MATCH.as_str().to_owned(), format!("\"{etag}\"")));
+        }
+        let resp = self
+            .send(method, path, &headers, Full::new(body.unwrap_or_default()))
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a request with any body and extra headers; returns the response unread.
+    pub async fn send<B>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: B,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -67,32 +107,14 @@ impl Transport {
             .uri(path)
             .header(HOST, "unix.socket")
             .header(USER_AGENT, USER_AGENT_VALUE);
-        if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
         }
-        if let Some(etag) = if_match {
-            req = req.header(IF_MATCH, format!("\"{etag}\""));
-        }
-        let req =
-            req.body(Full::new(body.unwrap_or_default()))
-                .map_err(|e| ClientError::Connect {
-                    address: path.to_owned(),
-                    source: std::io::Error::other(e),
-                })?;
-        let resp = sender.send_request(req).await.map_err(ClientError::Http)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        let req = req.body(body).map_err(|e| ClientError::Connect {
+            address: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        sender.send_request(req).await.map_err(ClientError::Http)
     }
 
     /// Opens a websocket on `path`.

@@ -239,3 +239,50 @@ pub fn operation_id(r: &berth_client::RawResponse) -> String {
         .expect("operation url")
         .to_owned()
 }
+
+/// The busybox test image, built once per build of `berth` and shared by every test: it
+/// lives beside the binaries in the target directory and is rebuilt when `berth` is newer.
+pub fn busybox_image() -> PathBuf {
+    let out = bin_dir().join("e2e-busybox.tar.gz");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&out).is_some() && mtime(&out) >= mtime(&bin("berth")) {
+        return out;
+    }
+    // Build under a unique name, then rename: tests running in parallel never see half a file.
+    let tmp = bin_dir().join(format!(".e2e-busybox-{}.tar.gz", std::process::id()));
+    let status = Command::new(bin("berth"))
+        .args(["image", "build", "busybox", "-o"])
+        .arg(&tmp)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run berth image build");
+    assert!(status.success(), "berth image build busybox failed");
+    std::fs::rename(&tmp, &out).expect("install busybox test image");
+    out
+}
+
+/// The SHA-256 of a file, as hex.
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Files left in the daemon's image store (ignoring nothing: temporary uploads count).
+pub fn image_store_files(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d.dir().join("images"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

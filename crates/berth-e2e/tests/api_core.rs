@@ -1,6 +1,8 @@
 //! The API core: envelopes, error statuses, server config, projects, cluster, warnings,
 //! resources.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use berth_client::Method;
 use berth_e2e::{Daemon, operation_id, test_operation};
 use bytes::Bytes;

@@ -1,5 +1,7 @@
 //! The `berth` CLI: output, formats, errors and exit codes.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The daemon process: its directory, lock, socket, logs, signals and restarts.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 

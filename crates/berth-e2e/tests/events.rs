@@ -1,5 +1,7 @@
 //! The events websocket: operation, lifecycle and logging events, and type filters.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use std::time::Duration;
 
 use berth_api::{Event, EventType};

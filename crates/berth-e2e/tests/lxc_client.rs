@@ -1,5 +1,7 @@
 //! The real LXD client (Debian's `lxd-client`, `lxc`) against berthd.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;

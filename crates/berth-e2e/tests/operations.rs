@@ -1,5 +1,7 @@
 //! Operations: listing, waiting, cancelling, failing, websockets and expiry.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
 use std::time::Duration;
 
 use berth_api::StatusCode;

@@ -5,7 +5,9 @@
 //! `/var/lib/berth/unix.socket`. Success exits 0; failure prints one line on stderr, exits 1.
 
 mod cmd;
+mod editor;
 mod format;
+mod progress;
 mod yaml;
 
 use std::process::ExitCode;
@@ -31,6 +33,12 @@ enum Command {
     /// List, show and cancel background operations
     #[command(subcommand)]
     Operation(cmd::operation::Command),
+    /// Manage images
+    #[command(subcommand)]
+    Image(cmd::image::Command),
+    /// Manage storage pools
+    #[command(subcommand)]
+    Storage(cmd::storage::Command),
     /// Send a raw request to the API
     Query(cmd::query::Args),
     /// Print a shell completion script
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
             Command::Monitor(a) => cmd::monitor::run(&client, a).await,
             Command::Operation(c) => cmd::operation::run(&client, c).await,
             Command::Query(a) => cmd::query::run(&client, a).await,
+            Command::Image(c) => cmd::image::run(&client, c).await,
+            Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Completion(_) => Ok(()),
         }
     });
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line, without repeating a cause the message already ends
 /// with.
-fn one_line(err: &anyhow::Error) -> String {
+pub fn one_line(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let s = cause.to_string();

@@ -14,7 +14,6 @@ pub fn to_string<T: Serialize>(value: &T) -> anyhow::Result<String> {
 }
 
 /// Parses a YAML document.
-#[allow(dead_code)]
 pub fn from_str<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     Ok(serde_saphyr::from_str(text)?)
 }

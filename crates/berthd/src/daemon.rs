@@ -89,11 +89,53 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Loads and mounts every stored pool. A pool that fails is logged and left out, so one
+/// broken pool does not keep the daemon (and every other pool) down.
+fn load_pools(paths: &Paths, db: &Db) -> anyhow::Result<crate::storage::Pools> {
+    let pools = crate::storage::Pools::default();
+    for rec in db.call_sync(|c| crate::db::pools::list(c))? {
+        let default = crate::storage::default_source(paths, &rec.name);
+        match berth_storage::load(&rec.driver, &rec.name, rec.config, &default)
+            .and_then(|d| d.mount().map(|()| d))
+        {
+            Ok(d) => pools.insert(&rec.name, Arc::from(d)),
+            Err(e) => {
+                let error = crate::logging::chain(&e);
+                tracing::error!(pool = %rec.name, %error, "Storage pool unavailable");
+            }
+        }
+    }
+    Ok(pools)
+}
+
 async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()> {
     let db = Db::open(&paths.database())?;
     let config = db.call_sync(|c| crate::db::config::load(c))?;
-    let environment = crate::host::environment::read(Path::new("/"));
-    let state = Arc::new(State::new(db, events, environment, config, testing));
+    let mut environment = crate::host::environment::read(Path::new("/"));
+    environment.storage_supported_drivers = berth_storage::supported()
+        .into_iter()
+        .map(|d| berth_api::server::ServerStorageDriverInfo {
+            name: d.name.to_owned(),
+            version: d.version,
+            remote: d.remote,
+        })
+        .collect();
+    crate::db::create_private_dir(&paths.images())
+        .with_context(|| format!("Failed to create {}", paths.images().display()))?;
+    let pools = load_pools(&paths, &db)?;
+    if let Some(d) = pools.get("default") {
+        environment.storage = d.info().name.to_owned();
+        environment.storage_version = d.info().version;
+    }
+    let state = Arc::new(State::new(
+        paths.clone(),
+        pools,
+        db,
+        events,
+        environment,
+        config,
+        testing,
+    ));
 
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("Failed to watch SIGINT")?;

@@ -10,11 +10,13 @@ mod daemon;
 mod db;
 mod events;
 mod host;
+mod images;
 mod lock;
 mod logging;
 mod operations;
 mod paths;
 mod state;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -34,6 +34,14 @@ impl Paths {
         self.dir.join("database")
     }
 
+    pub fn images(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+
+    pub fn storage_pools(&self) -> PathBuf {
+        self.dir.join("storage-pools")
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::db::Db;
 use crate::events::Events;
 use crate::operations::Operations;
+use crate::paths::Paths;
+use crate::storage::Pools;
 
 /// The current time as LXD formats timestamps (RFC 3339, nanoseconds, UTC).
 pub fn now_rfc3339() -> String {
@@ -35,6 +37,13 @@ pub struct ServerSnapshot {
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct State {
+    pub paths: Paths,
+    pub pools: Pools,
+    /// Serialises image and alias writes.
+    pub image_lock: tokio::sync::Mutex<()>,
+    /// Serialises storage pool writes.
+    pub pool_lock: tokio::sync::Mutex<()>,
+    pub image_limits: berth_image::Limits,
     pub db: Db,
     pub ops: Operations,
     pub events: Events,
@@ -48,6 +57,8 @@ pub struct State {
 
 impl State {
     pub fn new(
+        paths: Paths,
+        pools: Pools,
         db: Db,
         events: Events,
         environment: ServerEnvironment,
@@ -56,6 +67,11 @@ impl State {
     ) -> Self {
         let snapshot = render_server(&environment, config);
         State {
+            paths,
+            pools,
+            image_lock: tokio::sync::Mutex::new(()),
+            pool_lock: tokio::sync::Mutex::new(()),
+            image_limits: berth_image::Limits::default(),
             db,
             ops: Operations::new(events.clone()),
             events,

@@ -7,11 +7,14 @@
 
 mod cluster;
 mod events;
+mod image_aliases;
+mod images;
 mod internal;
 mod operations;
 mod projects;
 mod resources;
 mod server;
+mod storage_pools;
 mod warnings;
 
 use std::sync::Arc;
@@ -98,6 +101,13 @@ fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response 
 /// A sync reply carrying `metadata`.
 pub fn sync<T: serde::Serialize>(metadata: T) -> Response {
     json_response(StatusCode::OK, &berth_api::Response::sync(metadata))
+}
+
+/// A sync reply with an `ETag` header.
+pub fn sync_etag<T: serde::Serialize>(metadata: T, etag: &str) -> Response {
+    let mut resp = sync(metadata);
+    set_etag(resp.headers_mut(), etag);
+    resp
 }
 
 /// A sync reply with empty metadata (`{}`), as LXD sends for writes.
@@ -274,7 +284,56 @@ pub fn router(state: AppState) -> Router {
         .route("/1.0/cluster", get(cluster::get))
         .route("/1.0/warnings", get(warnings::list))
         .route("/1.0/warnings/{uuid}", get(warnings::get))
-        .route("/1.0/resources", get(resources::get));
+        .route("/1.0/resources", get(resources::get))
+        .route(
+            "/1.0/images",
+            get(images::list)
+                .post(images::post)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/1.0/images/aliases",
+            get(image_aliases::list).post(image_aliases::post),
+        )
+        .route(
+            "/1.0/images/aliases/{name}",
+            get(image_aliases::get)
+                .put(image_aliases::put)
+                .patch(image_aliases::patch)
+                .post(image_aliases::rename)
+                .delete(image_aliases::delete),
+        )
+        .route(
+            "/1.0/images/{fp}",
+            get(images::get)
+                .put(images::put)
+                .patch(images::patch)
+                .delete(images::delete),
+        )
+        .route("/1.0/images/{fp}/export", get(images::export))
+        .route(
+            "/1.0/storage-pools",
+            get(storage_pools::list).post(storage_pools::post),
+        )
+        .route(
+            "/1.0/storage-pools/{name}",
+            get(storage_pools::get)
+                .put(storage_pools::put)
+                .patch(storage_pools::patch)
+                .delete(storage_pools::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/resources",
+            get(storage_pools::resources),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes",
+            get(storage_pools::volumes),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}",
+            get(storage_pools::volumes),
+        );
     if state.testing {
         r = r.route(
             "/internal/testing/operations",

@@ -5,6 +5,8 @@
 //! The schema evolves through numbered, append-only updates (see [`schema`]).
 
 pub mod config;
+pub mod images;
+pub mod pools;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

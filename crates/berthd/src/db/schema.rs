@@ -17,6 +17,45 @@ const UPDATES: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     );",
+    // 2: images, their aliases, storage pools and volumes.
+    "CREATE TABLE images (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        public INTEGER NOT NULL,
+        auto_update INTEGER NOT NULL,
+        architecture TEXT NOT NULL,
+        type TEXT NOT NULL,
+        split INTEGER NOT NULL,
+        properties TEXT NOT NULL,
+        profiles TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        uploaded_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL
+    );
+    CREATE TABLE image_aliases (
+        name TEXT PRIMARY KEY NOT NULL,
+        fingerprint TEXT NOT NULL REFERENCES images (fingerprint) ON DELETE CASCADE,
+        description TEXT NOT NULL,
+        type TEXT NOT NULL
+    );
+    CREATE TABLE storage_pools (
+        name TEXT PRIMARY KEY NOT NULL,
+        driver TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE storage_volumes (
+        pool TEXT NOT NULL REFERENCES storage_pools (name),
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (pool, type, name)
+    );",
 ];
 
 /// The schema version this berthd writes.

@@ -1,0 +1,119 @@
+//! Storage pools with the dir driver: create, inspect, edit, volumes, delete, bad input.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use berth_api::storage::{StoragePool, StoragePoolResources};
+use berth_client::Method;
+use berth_e2e::{Daemon, fails, ok};
+use serde_json::json;
+
+#[tokio::test]
+async fn dir_pool_lifecycle() {
+    let d = Daemon::start();
+    let c = d.client();
+    ok(&d.berth(&[
+        "storage",
+        "create",
+        "p1",
+        "dir",
+        "rsync.bwlimit=10MB",
+        "--description",
+        "first",
+    ]));
+    let p: StoragePool = c.get("/1.0/storage-pools/p1").await.unwrap();
+    assert_eq!(
+        (p.driver.as_str(), p.status.as_str(), p.description.as_str()),
+        ("dir", "Created", "first")
+    );
+    let source = p.config["source"].clone();
+    assert!(
+        std::path::Path::new(&source).join("containers").is_dir(),
+        "{source}"
+    );
+
+    let r: StoragePoolResources = c.get("/1.0/storage-pools/p1/resources").await.unwrap();
+    assert!(r.space.total > 0 && r.space.used <= r.space.total);
+
+    ok(&d.berth(&["storage", "set", "p1", "rsync.compression=false"]));
+    assert_eq!(
+        ok(&d.berth(&["storage", "get", "p1", "rsync.compression"])),
+        "false\n"
+    );
+    ok(&d.berth(&["storage", "unset", "p1", "rsync.bwlimit"]));
+    let p: StoragePool = c.get("/1.0/storage-pools/p1").await.unwrap();
+    assert!(!p.config.contains_key("rsync.bwlimit"));
+    assert_eq!(p.config["source"], source, "source is kept");
+
+    let vols: Vec<String> = c.get("/1.0/storage-pools/p1/volumes").await.unwrap();
+    assert!(vols.is_empty());
+    let vols: Vec<serde_json::Value> = c
+        .get("/1.0/storage-pools/p1/volumes/custom?recursion=1")
+        .await
+        .unwrap();
+    assert!(vols.is_empty());
+    let err = c
+        .get::<serde_json::Value>("/1.0/storage-pools/p1/volumes/bogus")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+
+    let show = ok(&d.berth(&["storage", "show", "p1"]));
+    assert!(show.contains("driver: dir"), "{show}");
+    let info = ok(&d.berth(&["storage", "info", "p1"]));
+    assert!(info.contains("total space:"), "{info}");
+
+    ok(&d.berth(&["storage", "delete", "p1"]));
+    assert!(
+        !std::path::Path::new(&source).exists(),
+        "the pool's directory is removed"
+    );
+    assert_eq!(
+        c.get::<StoragePool>("/1.0/storage-pools/p1")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+}
+
+#[tokio::test]
+async fn bad_pool_requests_are_refused() {
+    let d = Daemon::start();
+    let c = d.client();
+    let cases = [
+        (json!({"name": "p", "driver": "zfs2"}), "zfs2"),
+        (
+            json!({"name": "p", "driver": "dir", "config": {"bogus": "1"}}),
+            "bogus",
+        ),
+        (
+            json!({"name": "p", "driver": "dir", "config": {"rsync.bwlimit": "fast"}}),
+            "rsync.bwlimit",
+        ),
+        (
+            json!({"name": "p", "driver": "dir", "config": {"source": "relative/path"}}),
+            "source",
+        ),
+        (json!({"name": "bad/name", "driver": "dir"}), "bad/name"),
+        (json!({"name": "p", "driver": 7}), "driver"),
+    ];
+    for (body, needle) in cases {
+        let err = c
+            .query(Method::POST, "/1.0/storage-pools", Some(&body))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{body}: {err}");
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+    }
+    let pools: Vec<String> = c.get("/1.0/storage-pools").await.unwrap();
+    assert!(pools.is_empty(), "nothing was created: {pools:?}");
+    assert!(!d.dir().join("storage-pools/p").exists());
+
+    ok(&d.berth(&["storage", "create", "p", "dir"]));
+    let err = fails(&d.berth(&["storage", "create", "p", "dir"]));
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(&d.berth(&["storage", "set", "p", "source=/elsewhere"]));
+    assert!(err.contains("source"), "{err}");
+    let err = fails(&d.berth(&["storage", "set", "p", "nope=1"]));
+    assert!(err.contains("nope"), "{err}");
+}

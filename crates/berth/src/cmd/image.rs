@@ -1,0 +1,357 @@
+//! `berth image …` and `berth image alias …`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_api::image::{Image, ImageAlias, ImagePut};
+use berth_client::{Client, ImportOptions, Method};
+
+use crate::format::{Format, Table};
+
+/// `berth image …`
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Import an image file (unified), or a metadata file and a rootfs (split)
+    Import {
+        file: PathBuf,
+        rootfs: Option<PathBuf>,
+        /// Alias to give the image (repeatable)
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Make the image public
+        #[arg(long)]
+        public: bool,
+    },
+    /// List images
+    #[command(alias = "ls")]
+    List {
+        #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show an image's details
+    Info { image: String },
+    /// Show an image as YAML
+    Show { image: String },
+    /// Edit an image's properties in $EDITOR
+    Edit { image: String },
+    /// Delete images
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Download an image's files
+    Export {
+        image: String,
+        /// Directory to write to
+        #[arg(default_value = ".")]
+        target: PathBuf,
+    },
+    /// Build an image on this machine, offline
+    Build {
+        #[command(subcommand)]
+        kind: BuildKind,
+    },
+    /// Manage image aliases
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+/// What to build.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuildKind {
+    /// A ~1 MB image from Debian's busybox-static
+    Busybox {
+        /// Alias to give the imported image
+        #[arg(long)]
+        alias: Option<String>,
+        /// Write the image to this file instead of importing it
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// The busybox binary to use
+        #[arg(long, default_value = berth_image::build::busybox::DEFAULT_BUSYBOX)]
+        busybox: PathBuf,
+    },
+}
+
+/// `berth image alias …`
+#[derive(Debug, clap::Subcommand)]
+pub enum AliasCommand {
+    /// Create an alias for an image
+    Create {
+        name: String,
+        target: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete an alias
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// List aliases
+    #[command(alias = "ls")]
+    List {
+        #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Rename an alias
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
+}
+
+/// The fingerprint of an image named by alias or fingerprint prefix.
+pub async fn resolve(client: &Client, name: &str) -> anyhow::Result<Image> {
+    if let Ok(alias) = client
+        .get::<ImageAlias>(&format!("/1.0/images/aliases/{name}"))
+        .await
+    {
+        return Ok(client.get(&format!("/1.0/images/{}", alias.target)).await?);
+    }
+    Ok(client.get(&format!("/1.0/images/{name}")).await?)
+}
+
+fn size(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{bytes}B")
+            } else {
+                format!("{v:.2}{unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{bytes}B")
+}
+
+pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Import {
+            file,
+            rootfs,
+            alias,
+            public,
+        } => {
+            let total = std::fs::metadata(&file)?.len()
+                + rootfs
+                    .as_ref()
+                    .map(std::fs::metadata)
+                    .transpose()?
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+            let bar = crate::progress::bar(total, "Uploading image");
+            let b = bar.clone();
+            let opts = ImportOptions {
+                public,
+                aliases: alias,
+                progress: Some(Arc::new(move |n| b.set_position(n))),
+            };
+            let fp = client.import_image(&file, rootfs.as_deref(), &opts).await;
+            bar.finish_and_clear();
+            println!("Image imported with fingerprint: {}", fp?);
+        }
+        Command::List { format } => {
+            let images: Vec<Image> = client.get("/1.0/images?recursion=1").await?;
+            let mut t = Table::new(&[
+                "ALIAS",
+                "FINGERPRINT",
+                "PUBLIC",
+                "DESCRIPTION",
+                "ARCHITECTURE",
+                "TYPE",
+                "SIZE",
+                "UPLOAD DATE",
+            ]);
+            for i in &images {
+                t.row(vec![
+                    i.aliases
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    i.fingerprint.get(..12).unwrap_or(&i.fingerprint).to_owned(),
+                    if i.public { "yes" } else { "no" }.to_owned(),
+                    i.properties.get("description").cloned().unwrap_or_default(),
+                    i.architecture.clone(),
+                    i.kind.to_uppercase(),
+                    size(i.size),
+                    crate::format::date(&i.uploaded_at),
+                ]);
+            }
+            print!("{}", t.render(format, &images)?);
+        }
+        Command::Info { image } => {
+            let i = resolve(client, &image).await?;
+            println!("Fingerprint: {}", i.fingerprint);
+            println!("Size: {}", size(i.size));
+            println!("Architecture: {}", i.architecture);
+            println!("Type: {}", i.kind);
+            println!("Public: {}", if i.public { "yes" } else { "no" });
+            println!("Timestamps:");
+            println!("    Created: {}", crate::format::date(&i.created_at));
+            println!("    Uploaded: {}", crate::format::date(&i.uploaded_at));
+            println!("Properties:");
+            for (k, v) in &i.properties {
+                println!("    {k}: {v}");
+            }
+            println!("Aliases:");
+            for a in &i.aliases {
+                println!("    - {}", a.name);
+            }
+            println!("Profiles:");
+            for p in &i.profiles {
+                println!("    - {p}");
+            }
+        }
+        Command::Show { image } => {
+            let i = resolve(client, &image).await?;
+            print!("{}", crate::yaml::to_string(&i)?);
+        }
+        Command::Edit { image } => {
+            let i = resolve(client, &image).await?;
+            let put = ImagePut {
+                auto_update: i.auto_update,
+                properties: i.properties.clone(),
+                public: i.public,
+                expires_at: Some(i.expires_at.clone()),
+                profiles: Some(i.profiles.clone()),
+            };
+            let path = format!("/1.0/images/{}", i.fingerprint);
+            crate::editor::edit_loop(&put, |new: ImagePut| {
+                let client = client.clone();
+                let path = path.clone();
+                async move {
+                    let body = serde_json::to_value(&new)?;
+                    client.query(Method::PUT, &path, Some(&body)).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        Command::Delete { images } => {
+            for name in images {
+                let i = resolve(client, &name).await?;
+                let r = client
+                    .query(
+                        Method::DELETE,
+                        &format!("/1.0/images/{}", i.fingerprint),
+                        None,
+                    )
+                    .await?;
+                let id = r
+                    .body
+                    .operation
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if !id.is_empty() {
+                    client.wait_success(&id).await?;
+                }
+            }
+        }
+        Command::Export { image, target } => {
+            let i = resolve(client, &image).await?;
+            std::fs::create_dir_all(&target)?;
+            let bar = crate::progress::bar(i.size, "Exporting image");
+            let b = bar.clone();
+            let files = client
+                .export_image(
+                    &i.fingerprint,
+                    &target,
+                    Some(Arc::new(move |n| b.set_position(n))),
+                )
+                .await;
+            bar.finish_and_clear();
+            for f in files? {
+                println!("Exported {}", f.display());
+            }
+        }
+        Command::Build { kind } => build(client, kind).await?,
+        Command::Alias(cmd) => alias(client, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn build(client: &Client, kind: BuildKind) -> anyhow::Result<()> {
+    match kind {
+        BuildKind::Busybox {
+            alias,
+            output,
+            busybox,
+        } => {
+            let tmp = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
+            let out = output
+                .clone()
+                .unwrap_or_else(|| tmp.path().join("busybox.tar.gz"));
+            let bb = busybox.clone();
+            let o = out.clone();
+            let md =
+                tokio::task::spawn_blocking(move || berth_image::build::busybox::build(&bb, &o))
+                    .await??;
+            if output.is_some() {
+                println!(
+                    "Built {} ({})",
+                    out.display(),
+                    md.properties
+                        .get("description")
+                        .cloned()
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
+            let opts = ImportOptions {
+                aliases: alias.into_iter().collect(),
+                ..Default::default()
+            };
+            let fp = client.import_image(Path::new(&out), None, &opts).await?;
+            println!("Image imported with fingerprint: {fp}");
+        }
+    }
+    Ok(())
+}
+
+async fn alias(client: &Client, cmd: AliasCommand) -> anyhow::Result<()> {
+    match cmd {
+        AliasCommand::Create {
+            name,
+            target,
+            description,
+        } => {
+            let fp = resolve(client, &target).await?.fingerprint;
+            let body = serde_json::json!({"name": name, "target": fp, "description": description});
+            client
+                .query(Method::POST, "/1.0/images/aliases", Some(&body))
+                .await?;
+        }
+        AliasCommand::Delete { name } => {
+            client
+                .query(Method::DELETE, &format!("/1.0/images/aliases/{name}"), None)
+                .await?;
+        }
+        AliasCommand::List { format } => {
+            let aliases: Vec<ImageAlias> = client.get("/1.0/images/aliases?recursion=1").await?;
+            let mut t = Table::new(&["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"]);
+            for a in &aliases {
+                t.row(vec![
+                    a.name.clone(),
+                    a.target.get(..12).unwrap_or(&a.target).to_owned(),
+                    a.kind.to_uppercase(),
+                    a.description.clone(),
+                ]);
+            }
+            print!("{}", t.render(format, &aliases)?);
+        }
+        AliasCommand::Rename { old, new } => {
+            let body = serde_json::json!({"name": new});
+            client
+                .query(
+                    Method::POST,
+                    &format!("/1.0/images/aliases/{old}"),
+                    Some(&body),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}

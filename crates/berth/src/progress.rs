@@ -1,0 +1,15 @@
+//! Progress bars for transfers, drawn on stderr only when it is a terminal.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A byte-counting bar with a label.
+pub fn bar(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg}: {percent}% ({bytes}/{total_bytes}, {bytes_per_sec})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_owned());
+    bar
+}

@@ -1,0 +1,93 @@
+//! The storage_pools and storage_volumes tables.
+
+use std::collections::BTreeMap;
+
+use berth_api::storage::StorageVolume;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+
+/// A stored pool.
+#[derive(Debug, Clone)]
+pub struct PoolRecord {
+    pub name: String,
+    pub driver: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+}
+
+fn pool(r: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRecord> {
+    let config: String = r.get(3)?;
+    Ok(PoolRecord {
+        name: r.get(0)?,
+        driver: r.get(1)?,
+        description: r.get(2)?,
+        config: serde_json::from_str(&config).unwrap_or_default(),
+    })
+}
+
+/// Every pool.
+pub fn list(conn: &Connection) -> Result<Vec<PoolRecord>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
+    Ok(stmt.query_map([], pool)?.collect::<Result<_, _>>()?)
+}
+
+/// One pool.
+pub fn get(conn: &Connection, name: &str) -> Result<Option<PoolRecord>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT name, driver, description, config FROM storage_pools WHERE name = ?1",
+            [name],
+            pool,
+        )
+        .optional()?)
+}
+
+/// Inserts or replaces a pool.
+pub fn put(conn: &Connection, p: &PoolRecord) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET driver = ?2, description = ?3, config = ?4",
+        params![
+            p.name,
+            p.driver,
+            p.description,
+            serde_json::to_string(&p.config).unwrap_or_default()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes a pool.
+pub fn delete(conn: &Connection, name: &str) -> Result<(), DbError> {
+    conn.execute("DELETE FROM storage_pools WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+/// The volumes of a pool, optionally of one type.
+pub fn volumes(
+    conn: &Connection,
+    pool: &str,
+    kind: Option<&str>,
+) -> Result<Vec<StorageVolume>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT name, type, description, config, created_at FROM storage_volumes
+         WHERE pool = ?1 AND (?2 IS NULL OR type = ?2) ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map(params![pool, kind], |r| {
+        let config: String = r.get(3)?;
+        Ok(StorageVolume {
+            name: r.get(0)?,
+            kind: r.get(1)?,
+            description: r.get(2)?,
+            config: serde_json::from_str(&config).unwrap_or_default(),
+            created_at: r.get(4)?,
+            content_type: "filesystem".to_owned(),
+            location: "none".to_owned(),
+            project: berth_api::DEFAULT_PROJECT.to_owned(),
+            used_by: vec![],
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
