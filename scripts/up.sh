@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # berth's main job, from a fresh machine: install what is missing, build, start berthd with
 # its embedded defaults (state in $BERTH_DIR, default /var/lib/berth) unless it already runs
-# there, and show what it serves.
+# there, show what it serves and make a local busybox image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,11 @@ fi
 
 "$bin/berth" version
 "$bin/berth" info
+# A local image, built offline from busybox-static.
+if ! "$bin/berth" image alias list -f csv | grep -q '^busybox,'; then
+  "$bin/berth" image build busybox --alias busybox
+fi
+"$bin/berth" image list
 echo
 echo "berthd is running on $dir/unix.socket. Try: $bin/berth monitor --pretty" >&2
 echo "Stop it with: kill \$(cat $dir/berthd.pid)" >&2

@@ -37,6 +37,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(load(&socket))?;
     let loaded = rss_kib(daemon.pid())?;
+    let imports = images(root, dir.path(), daemon.pid())?;
     daemon.stop();
 
     println!(
@@ -55,7 +56,88 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         "berthd RSS after the load: {:.1} MiB",
         loaded as f64 / 1024.0
     );
+    for (name, size, secs, peak) in imports {
+        println!(
+            "image import, {name} ({:.1} MiB): {:.3} s, berthd peak RSS {:.1} MiB",
+            size as f64 / (1 << 20) as f64,
+            secs,
+            peak as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// Imports the busybox image, then a 512 MiB one, from the CLI as a user would; reports the
+/// time and berthd's peak RSS (VmHWM) after each, to show memory does not grow with size.
+fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64, f64, u64)>> {
+    let berth = root.join("target/release/berth");
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-images-")
+        .tempdir()?;
+    let busybox = work.path().join("busybox.tar.gz");
+    let status = Command::new(&berth)
+        .args(["image", "build", "busybox", "-o"])
+        .arg(&busybox)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("berth image build busybox failed");
+    }
+    // A large image of incompressible data, as an uncompressed tarball.
+    let big_root = work.path().join("big");
+    std::fs::create_dir_all(big_root.join("rootfs"))?;
+    std::fs::write(
+        big_root.join("metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1700000000\n",
+    )?;
+    let status = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=512", "status=none"])
+        .arg(format!("of={}", big_root.join("rootfs/blob").display()))
+        .status()?;
+    if !status.success() {
+        bail!("dd failed");
+    }
+    let big = work.path().join("big.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&big)
+        .arg("-C")
+        .arg(&big_root)
+        .args(["metadata.yaml", "rootfs"])
+        .status()?;
+    if !status.success() {
+        bail!("tar failed");
+    }
+    let mut out = vec![];
+    for (name, file) in [("busybox", &busybox), ("512 MiB random", &big)] {
+        let size = std::fs::metadata(file)?.len();
+        let t = Instant::now();
+        let status = Command::new(&berth)
+            .args(["image", "import"])
+            .arg(file)
+            .env("BERTH_DIR", dir)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("berth image import {name} failed");
+        }
+        out.push((
+            name.to_owned(),
+            size,
+            t.elapsed().as_secs_f64(),
+            hwm_kib(pid)?,
+        ));
+    }
+    Ok(out)
+}
+
+fn hwm_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM")
 }
 
 struct Daemon {

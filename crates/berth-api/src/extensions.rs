@@ -19,6 +19,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "event_project",
     "operation_location",
     "api_os",
+    // Issue 3: images and storage pools.
+    "storage",
 ];
 
 /// Whether `name` is advertised.

@@ -99,3 +99,17 @@ async fn lxc_monitor_sees_events() {
     assert!(out.contains("action: config-updated"), "{out}");
     assert!(out.contains("type: lifecycle"), "{out}");
 }
+
+#[tokio::test]
+async fn lxc_storage_commands() {
+    let d = Daemon::start();
+    ok(&d.lxc(&["storage", "create", "viaLxc", "dir"]));
+    let list = ok(&d.lxc(&["storage", "list", "--format", "csv"]));
+    assert!(list.starts_with("viaLxc,dir,"), "{list}");
+    let info = ok(&d.lxc(&["storage", "info", "viaLxc"]));
+    assert!(info.contains("total space"), "{info}");
+    let out = d.lxc(&["storage", "create", "bad", "dir", "nope=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    ok(&d.lxc(&["storage", "delete", "viaLxc"]));
+}
