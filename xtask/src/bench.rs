@@ -132,12 +132,7 @@ fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64,
 }
 
 fn hwm_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM")
+    proc_status_kib(pid, "VmHWM:")
 }
 
 struct Daemon {
@@ -185,12 +180,17 @@ impl Drop for Daemon {
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 struct LoadResult {

@@ -36,6 +36,14 @@ pub struct Response<T = serde_json::Value> {
 }
 
 impl<T> Response<T> {
+    /// The id of the operation an async reply names.
+    pub fn operation_id(&self) -> Option<&str> {
+        self.operation
+            .rsplit('/')
+            .next()
+            .filter(|id| !id.is_empty())
+    }
+
     /// A sync success reply carrying `metadata`.
     pub fn sync(metadata: T) -> Self {
         Response {

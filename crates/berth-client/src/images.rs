@@ -125,27 +125,12 @@ impl Client {
             .send(Method::POST, "/1.0/images", &headers, body)
             .await?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
-        let envelope: berth_api::Response =
-            serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-                path: "/1.0/images".to_owned(),
-                source,
-            })?;
+        let envelope = envelope("/1.0/images", resp).await?;
         if status >= 400 || envelope.kind == berth_api::ResponseType::Error {
             return Err(ClientError::api(status, envelope.error));
         }
-        let id = envelope
-            .operation
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let op = self.wait_success(&id).await?;
+        let id = envelope.operation_id().unwrap_or_default();
+        let op = self.wait_success(id).await?;
         let fp = op
             .metadata
             .as_ref()
@@ -200,18 +185,7 @@ impl Client {
             .unwrap_or("")
             .to_owned();
         if status >= 400 {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(ClientError::Http)?
-                .to_bytes();
-            let err: berth_api::Response =
-                serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-                    path: path.clone(),
-                    source,
-                })?;
-            return Err(ClientError::api(status, err.error));
+            return Err(ClientError::api(status, envelope(&path, resp).await?.error));
         }
         let counter = Arc::new(AtomicU64::new(0));
         let body = resp
@@ -247,6 +221,23 @@ impl Client {
         write_file(&out, body, &counter, progress.as_ref()).await?;
         Ok(vec![out])
     }
+}
+
+/// Reads and decodes a reply's envelope.
+async fn envelope(
+    path: &str,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<berth_api::Response, ClientError> {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(ClientError::Http)?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Keeps only the last path component of a server-supplied file name.

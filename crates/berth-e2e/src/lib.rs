@@ -232,12 +232,7 @@ pub async fn test_operation(client: &Client, body: serde_json::Value) -> berth_c
 
 /// The operation id in an async reply.
 pub fn operation_id(r: &berth_client::RawResponse) -> String {
-    r.body
-        .operation
-        .rsplit('/')
-        .next()
-        .expect("operation url")
-        .to_owned()
+    r.body.operation_id().expect("operation url").to_owned()
 }
 
 /// The busybox test image, built once per build of `berth` and shared by every test: it

@@ -238,15 +238,8 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                         None,
                     )
                     .await?;
-                let id = r
-                    .body
-                    .operation
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                if !id.is_empty() {
-                    client.wait_success(&id).await?;
+                if let Some(id) = r.body.operation_id() {
+                    client.wait_success(id).await?;
                 }
             }
         }

@@ -42,14 +42,8 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.wait && resp.body.kind == berth_api::ResponseType::Async {
-        let id = resp
-            .body
-            .operation
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let op = client.wait_success(&id).await?;
+        let id = resp.body.operation_id().unwrap_or_default();
+        let op = client.wait_success(id).await?;
         println!("{}", serde_json::to_string_pretty(&op.metadata)?);
         return Ok(());
     }
