@@ -7,6 +7,9 @@ packages=(
   lxd-client      # the real LXD client the end-to-end tests drive berthd with
   busybox-static  # the busybox test image (berth image build busybox)
   squashfs-tools  # unsquashfs: checking and unpacking squashfs rootfs images
+  debootstrap     # berth image build debian
+  lxc-dev         # liblxc 5.0 headers and library (lxc-sys links it)
+  pkg-config      # lxc-sys's build script checks the liblxc version with it
 )
 
 missing=()

@@ -3,6 +3,8 @@
 //! - `ci`: system packages, fmt, clippy, build, then every test (unit and end-to-end).
 //! - `e2e`: system packages, build, then the end-to-end tests only.
 //! - `bench`: builds release binaries and measures them (see `bench.rs`).
+//! - `bindings`: regenerates `crates/lxc-sys/src/bindings.rs` from the installed liblxc
+//!   headers (needs `bindgen` from bindgen-cli and libclang).
 
 mod bench;
 
@@ -18,8 +20,9 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("e2e") => e2e(&root),
         Some("bench") => bench::run(&root),
+        Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench");
+            eprintln!("usage: cargo xtask ci|e2e|bench|bindings");
             std::process::exit(2);
         }
     }
@@ -97,4 +100,27 @@ fn e2e(root: &Path) -> anyhow::Result<()> {
     deps(root)?;
     run(root, "cargo", &["build", "--workspace", "--bins"])?;
     test(root, &["berth-e2e"])
+}
+
+/// Regenerates the committed liblxc bindings.
+fn bindings(root: &Path) -> anyhow::Result<()> {
+    run(
+        root,
+        "bindgen",
+        &[
+            "/usr/include/lxc/lxccontainer.h",
+            "--allowlist-function",
+            "lxc_container_new|lxc_container_put|lxc_get_version|lxc_attach_run_command|lxc_attach_run_shell",
+            "--allowlist-type",
+            "lxc_container|lxc_attach_options_t|lxc_attach_command_t|lxc_attach_env_policy_t",
+            "--allowlist-var",
+            "LXC_ATTACH_.*",
+            "--no-doc-comments",
+            "--use-core",
+            "-o",
+            "crates/lxc-sys/src/bindings.rs",
+            "--",
+            "-I/usr/include",
+        ],
+    )
 }

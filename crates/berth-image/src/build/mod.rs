@@ -5,6 +5,7 @@
 //! as a gzip tarball owned by root, which imports into berthd, LXD or Incus alike.
 
 pub mod busybox;
+pub mod debian;
 
 use std::fs::File;
 use std::io::Write;

@@ -72,6 +72,21 @@ pub enum BuildKind {
         #[arg(long, default_value = berth_image::build::busybox::DEFAULT_BUSYBOX)]
         busybox: PathBuf,
     },
+    /// A Debian image made with debootstrap (minbase, systemd, DHCP on eth0); needs root
+    Debian {
+        /// Debian release (suite)
+        #[arg(long, default_value = "bookworm")]
+        release: String,
+        /// Mirror to bootstrap from (default: debootstrap's own)
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Alias to give the imported image
+        #[arg(long)]
+        alias: Option<String>,
+        /// Write the image to this file instead of importing it
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `berth image alias …`
@@ -267,40 +282,64 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
 }
 
 async fn build(client: &Client, kind: BuildKind) -> anyhow::Result<()> {
-    match kind {
+    let tmp = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
+    let (md, out, output, alias) = match kind {
         BuildKind::Busybox {
             alias,
             output,
             busybox,
         } => {
-            let tmp = tempfile::Builder::new().prefix("berth-build-").tempdir()?;
             let out = output
                 .clone()
                 .unwrap_or_else(|| tmp.path().join("busybox.tar.gz"));
-            let bb = busybox.clone();
             let o = out.clone();
-            let md =
-                tokio::task::spawn_blocking(move || berth_image::build::busybox::build(&bb, &o))
-                    .await??;
-            if output.is_some() {
-                println!(
-                    "Built {} ({})",
-                    out.display(),
-                    md.properties
-                        .get("description")
-                        .cloned()
-                        .unwrap_or_default()
-                );
-                return Ok(());
-            }
-            let opts = ImportOptions {
-                aliases: alias.into_iter().collect(),
-                ..Default::default()
-            };
-            let fp = client.import_image(Path::new(&out), None, &opts).await?;
-            println!("Image imported with fingerprint: {fp}");
+            let md = tokio::task::spawn_blocking(move || {
+                berth_image::build::busybox::build(&busybox, &o)
+            })
+            .await??;
+            (md, out, output, alias)
         }
+        BuildKind::Debian {
+            release,
+            mirror,
+            alias,
+            output,
+        } => {
+            let out = output
+                .clone()
+                .unwrap_or_else(|| tmp.path().join(format!("debian-{release}.tar.gz")));
+            let (o, work) = (out.clone(), tmp.path().to_owned());
+            eprintln!("Bootstrapping Debian {release}; this takes a few minutes");
+            let opts = berth_image::build::debian::DebianOptions { release, mirror };
+            let md = tokio::task::spawn_blocking(move || {
+                berth_image::build::debian::build(&opts, &work, &o)
+            })
+            .await??;
+            (md, out, output, alias)
+        }
+    };
+    if output.is_some() {
+        println!(
+            "Built {} ({})",
+            out.display(),
+            md.properties
+                .get("description")
+                .cloned()
+                .unwrap_or_default()
+        );
+        return Ok(());
     }
+    let total = std::fs::metadata(&out)?.len();
+    let bar = crate::progress::bar(total, "Uploading image");
+    let b = bar.clone();
+    let opts = ImportOptions {
+        aliases: alias.into_iter().collect(),
+        progress: Some(Arc::new(move |n| b.set_position(n))),
+        ..Default::default()
+    };
+    let fp = client.import_image(Path::new(&out), None, &opts).await;
+    bar.finish_and_clear();
+    println!("Image imported with fingerprint: {}", fp?);
     Ok(())
 }
 

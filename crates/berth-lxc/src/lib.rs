@@ -1,0 +1,270 @@
+//! A safe wrapper over liblxc 5.0.
+//!
+//! [`Container`] owns one reference to a `struct lxc_container` and releases it when
+//! dropped. liblxc forks inside `start`, `attach` and `attach_run_wait`: those methods must
+//! only be called from a single-threaded process (berthd's `fork*` helper subcommands), which
+//! is why they are marked in their docs. The other calls talk to the container's monitor over
+//! its command socket and are safe from any thread, one call at a time per handle.
+
+#![allow(unsafe_code)] // This crate is the safe boundary over lxc-sys.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::path::Path;
+use std::ptr::NonNull;
+
+use lxc_sys as sys;
+
+/// A liblxc call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LxcError {
+    #[error("Invalid argument {0:?} (contains NUL)")]
+    Nul(String),
+    #[error("Failed to create liblxc handle for {0}")]
+    New(String),
+    #[error("liblxc call {0} failed")]
+    Call(&'static str),
+    #[error("liblxc lacks {0}")]
+    Missing(&'static str),
+}
+
+fn cstr(s: &str) -> Result<CString, LxcError> {
+    CString::new(s).map_err(|_| LxcError::Nul(s.to_owned()))
+}
+
+fn cpath(p: &Path) -> Result<CString, LxcError> {
+    cstr(&p.to_string_lossy())
+}
+
+/// The liblxc version, e.g. `5.0.2`.
+pub fn version() -> String {
+    // SAFETY: lxc_get_version returns a pointer to a static NUL-terminated string.
+    let v = unsafe { sys::lxc_get_version() };
+    if v.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null, static, NUL-terminated (checked above).
+    unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned()
+}
+
+/// One liblxc container handle.
+#[derive(Debug)]
+pub struct Container {
+    raw: NonNull<sys::lxc_container>,
+}
+
+// SAFETY: a handle may move between threads; liblxc serialises calls on one container
+// through its own locks, and berthd uses one handle from one thread at a time.
+unsafe impl Send for Container {}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from lxc_container_new and this is our one reference.
+        unsafe {
+            sys::lxc_container_put(self.raw.as_ptr());
+        }
+    }
+}
+
+/// Calls a function of the container's table, which liblxc always fills.
+macro_rules! call {
+    ($self:ident, $name:ident $(, $arg:expr)*) => {{
+        let c = $self.raw.as_ptr();
+        // SAFETY: `c` is a live handle (we hold a reference) and its function table is set
+        // by lxc_container_new and never changes.
+        let f = unsafe { (*c).$name };
+        match f {
+            // SAFETY: `f` belongs to `c`; the arguments are valid for the call's duration.
+            Some(f) => Ok(unsafe { f(c $(, $arg)*) }),
+            None => Err(LxcError::Missing(stringify!($name))),
+        }
+    }};
+}
+
+/// How to run a command in a container.
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    /// Environment as `KEY=VALUE`; the container process gets only these.
+    pub env: Vec<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub cwd: Option<String>,
+    pub stdin: c_int,
+    pub stdout: c_int,
+    pub stderr: c_int,
+}
+
+impl Container {
+    /// A handle for container `name` under `lxcpath` (nothing is read yet).
+    pub fn new(name: &str, lxcpath: &Path) -> Result<Container, LxcError> {
+        let n = cstr(name)?;
+        let p = cpath(lxcpath)?;
+        // SAFETY: both strings are valid NUL-terminated strings for the call's duration.
+        let raw = unsafe { sys::lxc_container_new(n.as_ptr(), p.as_ptr()) };
+        NonNull::new(raw)
+            .map(|raw| Container { raw })
+            .ok_or_else(|| LxcError::New(name.to_owned()))
+    }
+
+    /// Loads the configuration file at `path`.
+    pub fn load_config(&self, path: &Path) -> Result<(), LxcError> {
+        let p = cpath(path)?;
+        if call!(self, load_config, p.as_ptr())? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("load_config"))
+        }
+    }
+
+    /// `STOPPED`, `STARTING`, `RUNNING`, `STOPPING`, `ABORTING`, `FREEZING`, `FROZEN`, `THAWED`.
+    pub fn state(&self) -> Result<String, LxcError> {
+        let s: *const c_char = call!(self, state)?;
+        if s.is_null() {
+            return Ok("STOPPED".to_owned());
+        }
+        // SAFETY: liblxc returns a pointer to a static state name.
+        Ok(unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+    }
+
+    pub fn is_running(&self) -> Result<bool, LxcError> {
+        call!(self, is_running)
+    }
+
+    /// The host pid of the container's init, when it runs.
+    pub fn init_pid(&self) -> Result<Option<i32>, LxcError> {
+        let pid = call!(self, init_pid)?;
+        Ok((pid > 0).then_some(pid))
+    }
+
+    /// Whether `start` daemonizes (returns once the container runs) or waits for it to end.
+    pub fn want_daemonize(&self, yes: bool) -> Result<(), LxcError> {
+        call!(self, want_daemonize, yes).map(drop)
+    }
+
+    /// Whether liblxc closes every inherited file descriptor before starting.
+    pub fn want_close_all_fds(&self, yes: bool) -> Result<(), LxcError> {
+        call!(self, want_close_all_fds, yes).map(drop)
+    }
+
+    /// Starts the container's init. **Forks**: call only from a single-threaded process.
+    pub fn start(&self) -> Result<(), LxcError> {
+        if call!(self, start, 0, std::ptr::null())? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("start"))
+        }
+    }
+
+    /// Kills the container (SIGKILL to init).
+    pub fn stop(&self) -> Result<(), LxcError> {
+        if call!(self, stop)? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("stop"))
+        }
+    }
+
+    /// Asks init to shut down and waits up to `timeout` seconds (-1: forever).
+    pub fn shutdown(&self, timeout: i32) -> Result<(), LxcError> {
+        if call!(self, shutdown, timeout)? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("shutdown"))
+        }
+    }
+
+    pub fn freeze(&self) -> Result<(), LxcError> {
+        if call!(self, freeze)? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("freeze"))
+        }
+    }
+
+    pub fn unfreeze(&self) -> Result<(), LxcError> {
+        if call!(self, unfreeze)? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("unfreeze"))
+        }
+    }
+
+    /// Waits up to `timeout` seconds for the container to reach `state`.
+    pub fn wait(&self, state: &str, timeout: i32) -> Result<bool, LxcError> {
+        let s = cstr(state)?;
+        call!(self, wait, s.as_ptr(), timeout)
+    }
+
+    /// Runs `argv` in the container and waits for it; returns its wait status.
+    /// **Forks**: call only from a single-threaded process.
+    pub fn attach_run_wait(&self, opts: &AttachOptions, argv: &[String]) -> Result<i32, LxcError> {
+        let program = cstr(argv.first().map(String::as_str).unwrap_or(""))?;
+        let args: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let mut arg_ptrs: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+        let env: Vec<CString> = opts.env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
+        let mut env_ptrs: Vec<*mut c_char> = env.iter().map(|e| e.as_ptr().cast_mut()).collect();
+        env_ptrs.push(std::ptr::null_mut());
+        let cwd = opts.cwd.as_deref().map(cstr).transpose()?;
+        let mut raw = default_attach_options();
+        raw.env_policy = sys::lxc_attach_env_policy_t_LXC_ATTACH_CLEAR_ENV;
+        raw.extra_env_vars = env_ptrs.as_mut_ptr();
+        raw.uid = opts.uid.unwrap_or(u32::MAX);
+        raw.gid = opts.gid.unwrap_or(u32::MAX);
+        raw.initial_cwd = cwd
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |c| c.as_ptr().cast_mut());
+        raw.stdin_fd = opts.stdin;
+        raw.stdout_fd = opts.stdout;
+        raw.stderr_fd = opts.stderr;
+        let status = call!(
+            self,
+            attach_run_wait,
+            &mut raw,
+            program.as_ptr(),
+            arg_ptrs.as_ptr()
+        )?;
+        if status < 0 {
+            Err(LxcError::Call("attach_run_wait"))
+        } else {
+            Ok(status)
+        }
+    }
+}
+
+/// liblxc's `LXC_ATTACH_OPTIONS_DEFAULT`.
+fn default_attach_options() -> sys::lxc_attach_options_t {
+    // SAFETY: an all-zero lxc_attach_options_t is a valid value (integers and null pointers);
+    // the fields that must not be zero are set below.
+    let mut o: sys::lxc_attach_options_t = unsafe { std::mem::zeroed() };
+    o.attach_flags = sys::LXC_ATTACH_DEFAULT as c_int;
+    o.namespaces = -1;
+    o.personality = -1;
+    o.uid = u32::MAX;
+    o.gid = u32::MAX;
+    o.env_policy = sys::lxc_attach_env_policy_t_LXC_ATTACH_KEEP_ENV;
+    o.stdin_fd = 0;
+    o.stdout_fd = 1;
+    o.stderr_fd = 2;
+    o.log_fd = -libc::EBADF;
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_5_0() {
+        assert!(version().starts_with("5.0."), "{}", version());
+    }
+
+    #[test]
+    fn unknown_container_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Container::new("nothing-here", dir.path()).unwrap();
+        assert_eq!(c.state().unwrap(), "STOPPED");
+        assert!(!c.is_running().unwrap());
+        assert_eq!(c.init_pid().unwrap(), None);
+        assert!(Container::new("bad\0name", dir.path()).is_err());
+    }
+}
