@@ -21,6 +21,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "api_os",
     // Issue 3: images and storage pools.
     "storage",
+    // Issue 4: instances.
+    "instances",
+    "container_full",
+    "instance_create_start",
+    "api_filtering",
 ];
 
 /// Whether `name` is advertised.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod extensions;
 pub mod image;
+pub mod instance;
 pub mod operation;
 pub mod project;
 pub mod resources;

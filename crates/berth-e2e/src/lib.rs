@@ -181,6 +181,62 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        self.remove_containers();
+    }
+}
+
+impl Daemon {
+    /// The cgroup directory berthd gives this daemon's containers (`berth.<id>`).
+    pub fn cgroup_parent(&self) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("printf '%s' \"$1\" | sha256sum")
+            .arg("sh")
+            .arg(self.dir())
+            .output()
+            .expect("sha256sum");
+        format!("berth.{}", &String::from_utf8_lossy(&out.stdout)[..8])
+    }
+
+    /// Every cgroup directory of this daemon still on the host.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let parent = self.cgroup_parent();
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(&parent))
+            .filter(|p| p.exists())
+            .collect();
+        let v2 = Path::new("/sys/fs/cgroup").join(&parent);
+        if v2.exists() && !found.contains(&v2) {
+            found.push(v2);
+        }
+        found
+    }
+
+    /// Kills whatever containers the test left running and removes their cgroups, so a
+    /// failed test leaves nothing behind either.
+    fn remove_containers(&self) {
+        let lxcpath = self.dir().join("containers");
+        for entry in std::fs::read_dir(&lxcpath).into_iter().flatten().flatten() {
+            let _ = Command::new("lxc-stop")
+                .args(["-k", "-n"])
+                .arg(entry.file_name())
+                .arg("-P")
+                .arg(&lxcpath)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for dir in self.leftover_cgroups() {
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
     }
 }
 

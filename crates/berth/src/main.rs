@@ -33,6 +33,28 @@ enum Command {
     /// List, show and cancel background operations
     #[command(subcommand)]
     Operation(cmd::operation::Command),
+    /// Create and start an instance from an image
+    Launch(cmd::launch::Args),
+    /// Create an instance from an image
+    #[command(alias = "create")]
+    Init(cmd::launch::Args),
+    /// Start instances
+    Start(cmd::lifecycle::Args),
+    /// Stop instances
+    Stop(cmd::lifecycle::Args),
+    /// Restart instances
+    Restart(cmd::lifecycle::Args),
+    /// Freeze instances
+    #[command(alias = "freeze")]
+    Pause(cmd::lifecycle::Args),
+    /// Unfreeze instances
+    Resume(cmd::lifecycle::Args),
+    /// Delete instances
+    #[command(alias = "rm")]
+    Delete(cmd::delete::Args),
+    /// List instances
+    #[command(alias = "ls")]
+    List(cmd::list::Args),
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::Command),
@@ -70,6 +92,15 @@ fn main() -> ExitCode {
             Command::Operation(c) => cmd::operation::run(&client, c).await,
             Command::Query(a) => cmd::query::run(&client, a).await,
             Command::Image(c) => cmd::image::run(&client, c).await,
+            Command::Launch(a) => cmd::launch::run(&client, a, true).await,
+            Command::Init(a) => cmd::launch::run(&client, a, false).await,
+            Command::Start(a) => cmd::lifecycle::run(&client, a, "start").await,
+            Command::Stop(a) => cmd::lifecycle::run(&client, a, "stop").await,
+            Command::Restart(a) => cmd::lifecycle::run(&client, a, "restart").await,
+            Command::Pause(a) => cmd::lifecycle::run(&client, a, "freeze").await,
+            Command::Resume(a) => cmd::lifecycle::run(&client, a, "unfreeze").await,
+            Command::Delete(a) => cmd::delete::run(&client, a).await,
+            Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Completion(_) => Ok(()),
         }

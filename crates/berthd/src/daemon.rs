@@ -89,6 +89,38 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// On the very first start, creates what a fresh berthd needs to launch a container: the
+/// `default` dir pool (the `default` profile's root disk points at it). Later starts never
+/// recreate what a user deleted.
+fn apply_defaults(paths: &Paths, db: &Db) -> anyhow::Result<()> {
+    if db
+        .call_sync(|c| crate::db::instances::internal(c, "defaults"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if db
+        .call_sync(|c| crate::db::pools::get(c, "default"))?
+        .is_none()
+    {
+        let source = crate::storage::default_source(paths, "default");
+        let driver = berth_storage::load("dir", "default", Default::default(), &source)
+            .context("Failed to set up the default storage pool")?;
+        driver
+            .create()
+            .context("Failed to create the default storage pool")?;
+        let rec = crate::db::pools::PoolRecord {
+            name: "default".to_owned(),
+            driver: "dir".to_owned(),
+            description: "Default storage pool".to_owned(),
+            config: driver.config().clone(),
+        };
+        db.call_sync(|c| crate::db::pools::put(c, &rec))?;
+    }
+    db.call_sync(|c| crate::db::instances::set_internal(c, "defaults", "1"))?;
+    Ok(())
+}
+
 /// Loads and mounts every stored pool. A pool that fails is logged and left out, so one
 /// broken pool does not keep the daemon (and every other pool) down.
 fn load_pools(paths: &Paths, db: &Db) -> anyhow::Result<crate::storage::Pools> {
@@ -122,6 +154,12 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         .collect();
     crate::db::create_private_dir(&paths.images())
         .with_context(|| format!("Failed to create {}", paths.images().display()))?;
+    std::fs::create_dir_all(paths.containers())
+        .and_then(|()| {
+            std::fs::set_permissions(paths.containers(), std::fs::Permissions::from_mode(0o711))
+        })
+        .with_context(|| format!("Failed to create {}", paths.containers().display()))?;
+    apply_defaults(&paths, &db)?;
     let pools = load_pools(&paths, &db)?;
     if let Some(d) = pools.get("default") {
         environment.storage = d.info().name.to_owned();

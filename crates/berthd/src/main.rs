@@ -9,8 +9,10 @@ mod config;
 mod daemon;
 mod db;
 mod events;
+mod fork;
 mod host;
 mod images;
+mod instances;
 mod lock;
 mod logging;
 mod operations;
@@ -42,6 +44,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Helpers first: they must run before any thread exists (liblxc forks).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == "forkstart") {
+        return ExitCode::from(u8::try_from(fork::start(&raw[2..])).unwrap_or(1));
+    }
     let args = Args::parse();
     let opts = daemon::Options {
         dir: args.dir,

@@ -38,6 +38,11 @@ impl Paths {
         self.dir.join("images")
     }
 
+    /// The LXC path: one directory per container (config, logs).
+    pub fn containers(&self) -> PathBuf {
+        self.dir.join("containers")
+    }
+
     pub fn storage_pools(&self) -> PathBuf {
         self.dir.join("storage-pools")
     }

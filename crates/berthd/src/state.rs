@@ -34,6 +34,13 @@ pub struct ServerSnapshot {
     pub body: Bytes,
 }
 
+/// Host facts the container runtime needs.
+#[derive(Debug)]
+pub struct Runtime {
+    pub cgroup_parent: String,
+    pub idmap: crate::instances::idmap::IdMap,
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct State {
@@ -44,6 +51,8 @@ pub struct State {
     /// Serialises storage pool writes.
     pub pool_lock: tokio::sync::Mutex<()>,
     pub image_limits: berth_image::Limits,
+    pub instances: crate::instances::Instances,
+    pub runtime: Runtime,
     pub db: Db,
     pub ops: Operations,
     pub events: Events,
@@ -66,12 +75,18 @@ impl State {
         testing: bool,
     ) -> Self {
         let snapshot = render_server(&environment, config);
+        let cgroup_parent = crate::instances::cgroup_parent(&paths.dir);
         State {
             paths,
             pools,
             image_lock: tokio::sync::Mutex::new(()),
             pool_lock: tokio::sync::Mutex::new(()),
             image_limits: berth_image::Limits::default(),
+            instances: crate::instances::Instances::default(),
+            runtime: Runtime {
+                cgroup_parent,
+                idmap: crate::instances::idmap::IdMap::host(std::path::Path::new("/etc")),
+            },
             db,
             ops: Operations::new(events.clone()),
             events,

@@ -1,8 +1,12 @@
 //! One module per verb.
 
 pub mod completion;
+pub mod delete;
 pub mod image;
 pub mod info;
+pub mod launch;
+pub mod lifecycle;
+pub mod list;
 pub mod monitor;
 pub mod operation;
 pub mod query;

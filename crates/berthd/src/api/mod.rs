@@ -7,8 +7,10 @@
 
 mod cluster;
 mod events;
+mod filter;
 mod image_aliases;
 mod images;
+mod instances;
 mod internal;
 mod operations;
 mod projects;
@@ -311,6 +313,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(images::delete),
         )
         .route("/1.0/images/{fp}/export", get(images::export))
+        .route("/1.0/instances", get(instances::list).post(instances::post))
+        .route(
+            "/1.0/instances/{name}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/state",
+            get(instances::get_state).put(instances::put_state),
+        )
+        .route(
+            "/1.0/instances/{name}/snapshots",
+            get(instances::list_snapshots),
+        )
+        .route("/1.0/profiles", get(instances::list_profiles))
+        .route("/1.0/profiles/{name}", get(instances::get_profile))
         .route(
             "/1.0/storage-pools",
             get(storage_pools::list).post(storage_pools::post),

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod images;
+pub mod instances;
 pub mod pools;
 pub mod schema;
 

@@ -56,6 +56,32 @@ const UPDATES: &[&str] = &[
         created_at TEXT NOT NULL,
         PRIMARY KEY (pool, type, name)
     );",
+    // 3: instances, profiles (with the default profile) and daemon-internal flags.
+    r#"CREATE TABLE instances (
+        name TEXT PRIMARY KEY NOT NULL,
+        architecture TEXT NOT NULL,
+        description TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL,
+        profiles TEXT NOT NULL,
+        config TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL
+    );
+    CREATE TABLE profiles (
+        name TEXT PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL,
+        devices TEXT NOT NULL
+    );
+    INSERT INTO profiles (name, description, config, devices) VALUES (
+        'default', 'Default berth profile', '{}',
+        '{"root":{"path":"/","pool":"default","type":"disk"}}'
+    );
+    CREATE TABLE internal (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );"#,
 ];
 
 /// The schema version this berthd writes.

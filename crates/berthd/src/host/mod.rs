@@ -2,6 +2,7 @@
 //! (`GET /1.0/resources`). Every reader takes the host's root as a path, so tests run the
 //! real code against a fake `/proc` and `/sys` built in a temporary directory.
 
+pub mod cgroup;
 pub mod environment;
 pub mod resources;
 

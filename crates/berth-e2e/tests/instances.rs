@@ -1,0 +1,200 @@
+//! System containers: lifecycle through the API, the CLI and the real lxc client, the
+//! unprivileged id map, failed creates, ephemeral instances, daemon restarts.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use berth_api::instance::{Instance, InstanceState};
+use berth_client::{ImportOptions, Method};
+use berth_e2e::{Daemon, busybox_image, fails, ok};
+use serde_json::json;
+
+async fn with_image(d: &Daemon) {
+    let opts = ImportOptions {
+        aliases: vec!["bb".into()],
+        ..Default::default()
+    };
+    d.client()
+        .import_image(&busybox_image(), None, &opts)
+        .await
+        .unwrap();
+}
+
+async fn state(d: &Daemon, name: &str) -> InstanceState {
+    d.client()
+        .get(&format!("/1.0/instances/{name}/state"))
+        .await
+        .unwrap()
+}
+
+fn host_uid(pid: i64) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn lifecycle_through_the_cli_unprivileged() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "c1"]));
+    let s = state(&d, "c1").await;
+    assert_eq!(s.status, "Running");
+    assert!(s.pid > 0);
+    assert!(s.processes >= 1, "{s:?}");
+    // The container's root is an unprivileged host uid.
+    let uid = host_uid(s.pid);
+    assert!(uid >= 100_000, "init runs as host uid {uid}");
+    let inst: Instance = d.client().get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(inst.config["volatile.idmap.base"], uid.to_string());
+    assert_eq!(inst.expanded_devices["root"]["pool"], "default");
+    assert_eq!(inst.config["image.os"], "BusyBox");
+    // Files on disk stay owned by host root: no chown, thanks to the idmapped mount.
+    let volume = d.dir().join("storage-pools/default/containers/c1");
+    assert_eq!(
+        std::fs::metadata(volume.join("rootfs/bin/busybox"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    assert_eq!(
+        std::fs::metadata(&volume).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume.join("rootfs/etc/hostname")).unwrap(),
+        "c1\n",
+        "create template rendered"
+    );
+
+    let list = ok(&d.berth(&["list", "-f", "csv"]));
+    assert_eq!(list, "c1,RUNNING,,,CONTAINER,0\n");
+    ok(&d.berth(&["pause", "c1"]));
+    assert_eq!(state(&d, "c1").await.status, "Frozen");
+    ok(&d.berth(&["start", "c1"]));
+    assert_eq!(state(&d, "c1").await.status, "Running");
+    ok(&d.berth(&["stop", "c1", "--timeout", "20"]));
+    assert_eq!(state(&d, "c1").await.status, "Stopped");
+    let err = fails(&d.berth(&["stop", "c1"]));
+    assert!(err.contains("already stopped"), "{err}");
+    ok(&d.berth(&["start", "c1"]));
+    ok(&d.berth(&["restart", "c1", "-f"]));
+    assert_eq!(state(&d, "c1").await.status, "Running");
+    let err = fails(&d.berth(&["delete", "c1"]));
+    assert!(err.contains("running"), "{err}");
+    ok(&d.berth(&["delete", "-f", "c1"]));
+    assert_eq!(ok(&d.berth(&["list", "-f", "csv"])), "");
+    assert!(!volume.exists(), "volume removed");
+    assert!(!d.dir().join("containers/c1").exists());
+    assert!(
+        d.leftover_cgroups().is_empty(),
+        "{:?}",
+        d.leftover_cgroups()
+    );
+}
+
+#[tokio::test]
+async fn real_lxc_client_drives_containers() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.lxc(&["launch", "bb", "viaLxc"]));
+    let list = ok(&d.lxc(&["list", "--format", "csv"]));
+    assert!(list.starts_with("viaLxc,RUNNING,"), "{list}");
+    ok(&d.lxc(&["stop", "viaLxc", "--force"]));
+    let list = ok(&d.lxc(&["list", "viaLxc", "--format", "csv"]));
+    assert!(list.starts_with("viaLxc,STOPPED,"), "{list}");
+    ok(&d.lxc(&["start", "viaLxc"]));
+    ok(&d.lxc(&["delete", "--force", "viaLxc"]));
+    assert_eq!(ok(&d.lxc(&["list", "--format", "csv"])), "");
+}
+
+#[tokio::test]
+async fn failed_creates_leave_nothing() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    let cases = [
+        (
+            json!({"name": "bad_name", "source": {"type": "image", "alias": "bb"}}),
+            400,
+            "name",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "nope"}}),
+            404,
+            "nope",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"}, "config": {"bogus.key": "1"}}),
+            400,
+            "bogus.key",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"}, "profiles": ["nope"]}),
+            404,
+            "nope",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"}, "devices": {"root": {"type": "disk", "path": "/", "pool": "missing"}}}),
+            400,
+            "missing",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let err = c
+            .query(Method::POST, "/1.0/instances", Some(&body))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(status), "{body}: {err}");
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+    }
+    let list: Vec<String> = c.get("/1.0/instances").await.unwrap();
+    assert!(list.is_empty());
+    let vols: Vec<String> = c.get("/1.0/storage-pools/default/volumes").await.unwrap();
+    assert!(vols.is_empty());
+    let left: Vec<_> = std::fs::read_dir(d.dir().join("containers"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty());
+}
+
+#[tokio::test]
+async fn ephemeral_instances_go_away_on_stop() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "eph", "-e"]));
+    assert_eq!(state(&d, "eph").await.status, "Running");
+    ok(&d.berth(&["stop", "-f", "eph"]));
+    let err = d
+        .client()
+        .get::<Instance>("/1.0/instances/eph")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404));
+}
+
+#[tokio::test]
+async fn containers_survive_a_daemon_kill() {
+    let mut d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "keep"]));
+    let pid = state(&d, "keep").await.pid;
+    d.kill();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlives berthd"
+    );
+    d.restart();
+    let s = state(&d, "keep").await;
+    assert_eq!(
+        (s.status.as_str(), s.pid),
+        ("Running", pid),
+        "same init after restart"
+    );
+    ok(&d.berth(&["stop", "keep", "-f"]));
+    assert_eq!(state(&d, "keep").await.status, "Stopped");
+    ok(&d.berth(&["delete", "keep"]));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

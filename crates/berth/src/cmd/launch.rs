@@ -1,0 +1,68 @@
+//! `berth launch|init IMAGE [NAME]`: create an instance from a local image (and start it).
+
+use std::collections::BTreeMap;
+
+use berth_client::{Client, Method};
+
+/// Arguments of `berth launch` and `berth init`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Image alias or fingerprint
+    image: String,
+    /// Instance name (generated when omitted)
+    name: Option<String>,
+    /// Configuration key=value (repeatable)
+    #[arg(short = 'c', long = "config")]
+    config: Vec<String>,
+    /// Profile to apply (repeatable; default: default)
+    #[arg(short = 'p', long = "profile")]
+    profiles: Vec<String>,
+    /// Delete the instance when it stops
+    #[arg(short = 'e', long)]
+    ephemeral: bool,
+    /// Storage pool for the root disk
+    #[arg(short = 's', long)]
+    storage: Option<String>,
+}
+
+fn generated_name() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("berth-{:06x}", n & 0xff_ffff)
+}
+
+pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()> {
+    let name = args.name.clone().unwrap_or_else(generated_name);
+    let mut config = BTreeMap::new();
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("Invalid config {kv:?}: expected KEY=VALUE"))?;
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    let image = crate::cmd::image::resolve(client, &args.image).await?;
+    let mut body = serde_json::json!({
+        "name": name,
+        "source": {"type": "image", "fingerprint": image.fingerprint},
+        "config": config,
+        "ephemeral": args.ephemeral,
+        "start": start,
+        "type": "container",
+    });
+    if !args.profiles.is_empty() {
+        body["profiles"] = serde_json::json!(args.profiles);
+    }
+    if let Some(pool) = &args.storage {
+        body["devices"] = serde_json::json!({"root": {"type": "disk", "path": "/", "pool": pool}});
+    }
+    println!("{} {name}", if start { "Launching" } else { "Creating" });
+    let r = client
+        .query(Method::POST, "/1.0/instances", Some(&body))
+        .await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,612 @@
+//! `/1.0/instances`: create, list, inspect, delete; `/state`: start, stop, restart, freeze.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use berth_api::instance::{Instance, InstanceState, InstanceStatePut, InstancesPost};
+use berth_api::{ErrorKind, OperationClass, StatusCode};
+
+use super::{ApiError, ApiResult, AppState, Json, async_operation, recursion, sync};
+use crate::db::instances::{InstanceRecord, ProfileRecord};
+use crate::instances::{self as inst, templates};
+use crate::operations::OpSpec;
+use crate::state::now_rfc3339;
+
+/// Decodes a URL query value (`%20`, `+`).
+fn decode(raw: &str) -> String {
+    url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("Instance {name:?} not found"))
+}
+
+async fn find(st: &AppState, name: &str) -> Result<InstanceRecord, ApiError> {
+    let n = name.to_owned();
+    st.db
+        .call(move |c| crate::db::instances::get(c, &n))
+        .await?
+        .ok_or_else(|| not_found(name))
+}
+
+async fn profiles(st: &AppState, names: &[String]) -> Result<Vec<ProfileRecord>, ApiError> {
+    let names = names.to_vec();
+    let found = st
+        .db
+        .call(move |c| {
+            names
+                .iter()
+                .map(|n| Ok((n.clone(), crate::db::instances::profile(c, n)?)))
+                .collect::<Result<Vec<_>, crate::db::DbError>>()
+        })
+        .await?;
+    found
+        .into_iter()
+        .map(|(n, p)| p.ok_or_else(|| ApiError::not_found(format!("Profile {n:?} not found"))))
+        .collect()
+}
+
+/// Config keys accepted on instances until the full key table exists.
+fn validate_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (k, v) in config {
+        if v.contains(['\n', '\r', '\0']) && !k.starts_with("user.") {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for {k:?}: line breaks are not allowed"
+            )));
+        }
+        let ok = ["user.", "environment.", "image."]
+            .iter()
+            .any(|p| k.starts_with(p) && k.len() > p.len());
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "Unknown configuration key {k:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) -> Instance {
+    let (expanded_config, expanded_devices) = inst::expand(profiles, rec);
+    Instance {
+        name: rec.name.clone(),
+        description: rec.description.clone(),
+        status: status.name().to_owned(),
+        status_code: status.code(),
+        created_at: rec.created_at.clone(),
+        last_used_at: rec.last_used_at.clone(),
+        location: "none".to_owned(),
+        kind: "container".to_owned(),
+        project: berth_api::DEFAULT_PROJECT.to_owned(),
+        architecture: rec.architecture.clone(),
+        ephemeral: rec.ephemeral,
+        stateful: false,
+        profiles: rec.profiles.clone(),
+        config: rec.config.clone(),
+        devices: rec.devices.clone(),
+        expanded_config,
+        expanded_devices,
+    }
+}
+
+async fn status_of(st: &AppState, name: &str) -> (StatusCode, Option<i32>) {
+    let lxcpath = st.paths.containers();
+    let n = name.to_owned();
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    tokio::task::spawn_blocking(move || {
+        let (status, pid) = inst::lxc_status(&lxcpath, &n);
+        if status == StatusCode::Running && crate::host::cgroup::is_frozen(&cg) {
+            return (StatusCode::Frozen, pid);
+        }
+        (status, pid)
+    })
+    .await
+    .unwrap_or((StatusCode::Error, None))
+}
+
+async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError> {
+    let profiles = profiles(st, &rec.profiles).await?;
+    let (status, _) = status_of(st, &rec.name).await;
+    Ok(render(rec, &profiles, status))
+}
+
+/// `GET /1.0/instances`.
+pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+    let level = recursion(q.as_deref())?;
+    let filter = match super::query_param(q.as_deref(), "filter").map(decode) {
+        Some(f) if !f.trim().is_empty() => Some(
+            super::filter::parse(&f)
+                .map_err(|e| ApiError::bad_request(format!("Invalid filter: {e}")))?,
+        ),
+        _ => None,
+    };
+    let recs = st.db.call(|c| crate::db::instances::list(c)).await?;
+    if level == 0 && filter.is_none() {
+        return Ok(sync(
+            recs.iter()
+                .map(|r| format!("/1.0/instances/{}", r.name))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut out = Vec::with_capacity(recs.len());
+    for rec in &recs {
+        let mut v =
+            serde_json::to_value(full(&st, rec).await?).map_err(|e| ApiError::internal(&e))?;
+        if level >= 2 {
+            let state = state_of(&st, &rec.name).await;
+            v["state"] = serde_json::to_value(state).unwrap_or_default();
+            v["snapshots"] = serde_json::Value::Array(vec![]);
+            v["backups"] = serde_json::Value::Array(vec![]);
+        }
+        if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
+            continue;
+        }
+        if level == 0 {
+            v = serde_json::Value::String(format!("/1.0/instances/{}", rec.name));
+        }
+        out.push(v);
+    }
+    Ok(sync(out))
+}
+
+/// `GET /1.0/instances/{name}`.
+pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let rec = find(&st, &name).await?;
+    Ok(sync(full(&st, &rec).await?))
+}
+
+fn spec(description: &str, name: &str) -> OpSpec {
+    let mut resources = BTreeMap::new();
+    resources.insert(
+        "instances".to_owned(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    OpSpec {
+        class: OperationClass::Task,
+        description: description.to_owned(),
+        resources: Some(resources),
+        may_cancel: false,
+        metadata: serde_json::Map::new(),
+        fds: vec![],
+    }
+}
+
+/// `POST /1.0/instances`: creates an instance from a local image (or empty), and starts it
+/// when asked.
+pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) -> ApiResult {
+    inst::validate_name(&req.name).map_err(ApiError::bad_request)?;
+    if !req.kind.is_empty() && req.kind != "container" {
+        return Err(ApiError::bad_request(format!(
+            "Instance type {:?} is not supported",
+            req.kind
+        )));
+    }
+    validate_config(&req.config)?;
+    let image = match req.source.kind.as_str() {
+        "image" => {
+            if !req.source.server.is_empty() {
+                return Err(ApiError::bad_request(
+                    "Images from remote servers are not supported yet",
+                ));
+            }
+            let key = if req.source.alias.is_empty() {
+                req.source.fingerprint.clone()
+            } else {
+                req.source.alias.clone()
+            };
+            let fp = if req.source.alias.is_empty() {
+                key.clone()
+            } else {
+                let a = key.clone();
+                st.db
+                    .call(move |c| crate::db::images::get_alias(c, &a))
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(format!("Image alias {key:?} not found")))?
+                    .target
+            };
+            Some(super::images::resolve(&st, &fp).await?)
+        }
+        "none" | "" => None,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Instance source {other:?} is not supported yet"
+            )));
+        }
+    };
+    let profile_names = req
+        .profiles
+        .clone()
+        .unwrap_or_else(|| vec!["default".to_owned()]);
+    let profiles = profiles(&st, &profile_names).await?;
+    let now = now_rfc3339();
+    let mut config = req.config.clone();
+    let architecture = image
+        .as_ref()
+        .map(|i| i.image.architecture.clone())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    if let Some(img) = &image {
+        for (k, v) in &img.image.properties {
+            config.insert(format!("image.{k}"), v.clone());
+        }
+        config.insert(
+            "volatile.base_image".to_owned(),
+            img.image.fingerprint.clone(),
+        );
+    }
+    config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
+    let idmap = st.runtime.idmap.to_json();
+    config.insert(
+        "volatile.idmap.base".to_owned(),
+        st.runtime.idmap.uid_base.to_string(),
+    );
+    config.insert("volatile.idmap.current".to_owned(), idmap.clone());
+    config.insert("volatile.idmap.next".to_owned(), idmap.clone());
+    config.insert("volatile.last_state.idmap".to_owned(), idmap);
+    config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
+    let rec = InstanceRecord {
+        name: req.name.clone(),
+        architecture,
+        description: req.description.clone(),
+        ephemeral: req.ephemeral,
+        profiles: profile_names,
+        config,
+        devices: req.devices.clone(),
+        created_at: now.clone(),
+        last_used_at: "0001-01-01T00:00:00Z".to_owned(),
+    };
+    let (_, devices) = inst::expand(&profiles, &rec);
+    let pool_name = inst::root_pool(&devices)
+        .ok_or_else(|| ApiError::bad_request("The instance has no root disk device"))?;
+    let pool = st.pools.get(&pool_name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Storage pool {pool_name:?} of the root disk is not available"
+        ))
+    })?;
+
+    let lock = st.instances.lock(&req.name);
+    let guard = lock.clone().lock_owned().await;
+    let stored = rec.clone();
+    let pn = pool_name.clone();
+    let inserted = st
+        .db
+        .call(move |c| {
+            if crate::db::instances::get(c, &stored.name)?.is_some() {
+                return Ok(false);
+            }
+            crate::db::instances::insert(c, &stored, &pn)?;
+            Ok(true)
+        })
+        .await?;
+    if !inserted {
+        return Err(ApiError::new(
+            ErrorKind::AlreadyExists,
+            format!("Instance {:?} already exists", req.name),
+        ));
+    }
+    let start = req.start;
+    let state = st.clone();
+    let op = st
+        .ops
+        .start(spec("Creating instance", &req.name), move |_| async move {
+            let _guard = guard;
+            let st = state;
+            let result = create(&st, &rec, image.as_ref(), pool.as_ref()).await;
+            if let Err(e) = result {
+                // Undo: the volume, the runtime directory and the records.
+                let _ = pool.delete_volume(berth_storage::VolumeType::Container, &rec.name);
+                let _ = std::fs::remove_dir_all(inst::container_dir(&st, &rec.name));
+                let n = rec.name.clone();
+                let _ = st
+                    .db
+                    .call(move |c| crate::db::instances::delete(c, &n))
+                    .await;
+                return Err(e);
+            }
+            st.events.lifecycle(
+                "instance-created",
+                &format!("/1.0/instances/{}", rec.name),
+                None,
+            );
+            if start {
+                let rootfs = pool
+                    .volume_path(berth_storage::VolumeType::Container, &rec.name)
+                    .join("rootfs");
+                inst::start(&st, &rec, &rootfs).await?;
+                set_power(&st, &rec.name, "RUNNING").await;
+                st.events.lifecycle(
+                    "instance-started",
+                    &format!("/1.0/instances/{}", rec.name),
+                    None,
+                );
+            }
+            Ok(())
+        });
+    Ok(async_operation(op.render()))
+}
+
+async fn create(
+    st: &AppState,
+    rec: &InstanceRecord,
+    image: Option<&crate::db::images::ImageRecord>,
+    pool: &dyn berth_storage::Driver,
+) -> Result<(), String> {
+    let volume = pool
+        .create_volume(berth_storage::VolumeType::Container, &rec.name)
+        .map_err(|e| crate::logging::chain(&e))?;
+    let dir = inst::container_dir(st, &rec.name);
+    crate::db::create_private_dir(&dir)
+        .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+    let Some(img) = image else {
+        return std::fs::create_dir(volume.join("rootfs"))
+            .map_err(|e| format!("Failed to create rootfs: {e}"));
+    };
+    let images = st.paths.images();
+    let fp = img.image.fingerprint.clone();
+    let split = img.split;
+    let v = volume.clone();
+    tokio::task::spawn_blocking(move || {
+        let rootfs = split.then(|| images.join(format!("{fp}.rootfs")));
+        inst::unpack::unpack(&images.join(&fp), rootfs.as_deref(), &v)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| crate::logging::chain(&e))?;
+    let md: berth_image::ImageMetadata = serde_json::from_str(&img.metadata).unwrap_or_default();
+    let ctx = templates::Context {
+        name: &rec.name,
+        architecture: &rec.architecture,
+        config: &rec.config,
+    };
+    templates::apply(&volume, &md, "create", &ctx).map_err(|e| crate::logging::chain(&e))
+}
+
+async fn set_power(st: &AppState, name: &str, power: &str) {
+    let (n, p) = (name.to_owned(), power.to_owned());
+    let _ = st
+        .db
+        .call(move |c| {
+            if let Some(mut rec) = crate::db::instances::get(c, &n)? {
+                rec.config.insert("volatile.last_state.power".to_owned(), p);
+                if rec
+                    .config
+                    .get("volatile.last_state.power")
+                    .map(String::as_str)
+                    == Some("RUNNING")
+                {
+                    c.execute(
+                        "UPDATE instances SET last_used_at = ?2 WHERE name = ?1",
+                        rusqlite::params![n, now_rfc3339()],
+                    )?;
+                }
+                crate::db::instances::set_config(c, &n, &rec.config)?;
+            }
+            Ok(())
+        })
+        .await;
+}
+
+/// `DELETE /1.0/instances/{name}`: the instance must be stopped.
+pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let rec = find(&st, &name).await?;
+    let guard = st.instances.lock(&name).lock_owned().await;
+    if status_of(&st, &name).await.0 != StatusCode::Stopped {
+        return Err(ApiError::bad_request(
+            "Instance is running; stop it first (or delete with force)",
+        ));
+    }
+    let state = st.clone();
+    let op = st
+        .ops
+        .start(spec("Deleting instance", &name), move |_| async move {
+            let _guard = guard;
+            remove(&state, &rec).await
+        });
+    Ok(async_operation(op.render()))
+}
+
+async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
+    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let (_, devices) = inst::expand(&profiles, rec);
+    if let Some(pool) = inst::root_pool(&devices).and_then(|p| st.pools.get(&p)) {
+        match pool.delete_volume(berth_storage::VolumeType::Container, &rec.name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == berth_storage::StorageErrorKind::NotFound => {}
+            Err(e) => return Err(crate::logging::chain(&e)),
+        }
+    }
+    let _ = std::fs::remove_dir_all(inst::container_dir(st, &rec.name));
+    let n = rec.name.clone();
+    st.db
+        .call(move |c| crate::db::instances::delete(c, &n))
+        .await
+        .map_err(|e| crate::logging::chain(&e))?;
+    st.instances.forget(&rec.name);
+    st.events.lifecycle(
+        "instance-deleted",
+        &format!("/1.0/instances/{}", rec.name),
+        None,
+    );
+    Ok(())
+}
+
+async fn state_of(st: &AppState, name: &str) -> InstanceState {
+    let (status, pid) = status_of(st, name).await;
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    let processes = pid
+        .map(|_| crate::host::cgroup::processes(&cg))
+        .unwrap_or(0);
+    InstanceState {
+        status: status.name().to_owned(),
+        status_code: status.code(),
+        pid: i64::from(pid.unwrap_or(0)),
+        processes,
+        memory: berth_api::instance::InstanceStateMemory {
+            usage: pid
+                .map(|_| crate::host::cgroup::memory_usage(&cg))
+                .unwrap_or(0),
+            ..Default::default()
+        },
+        cpu: berth_api::instance::InstanceStateCpu {
+            usage: pid
+                .map(|_| crate::host::cgroup::cpu_usage(&cg))
+                .unwrap_or(0),
+        },
+        ..Default::default()
+    }
+}
+
+/// `GET /1.0/instances/{name}/state`.
+pub async fn get_state(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    find(&st, &name).await?;
+    Ok(sync(state_of(&st, &name).await))
+}
+
+/// `PUT /1.0/instances/{name}/state`.
+pub async fn put_state(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<InstanceStatePut>,
+) -> ApiResult {
+    let rec = find(&st, &name).await?;
+    let action = req.action.clone();
+    let description = match action.as_str() {
+        "start" => "Starting instance",
+        "stop" => "Stopping instance",
+        "restart" => "Restarting instance",
+        "freeze" => "Freezing instance",
+        "unfreeze" => "Unfreezing instance",
+        other => return Err(ApiError::bad_request(format!("Unknown action {other:?}"))),
+    };
+    if req.stateful {
+        return Err(ApiError::bad_request(
+            "Stateful stop and start are not supported yet",
+        ));
+    }
+    let lock = st.instances.lock(&name);
+    let state = st.clone();
+    let op = st.ops.start(spec(description, &name), move |_| async move {
+        let _guard = lock.lock_owned().await;
+        let st: Arc<crate::state::State> = state;
+        change_state(&st, &rec, &req).await
+    });
+    Ok(async_operation(op.render()))
+}
+
+async fn change_state(
+    st: &AppState,
+    rec: &InstanceRecord,
+    req: &InstanceStatePut,
+) -> Result<(), String> {
+    let name = &rec.name;
+    let source = format!("/1.0/instances/{name}");
+    let (status, _) = status_of(st, name).await;
+    let running = status != StatusCode::Stopped;
+    let rootfs = || -> Result<std::path::PathBuf, String> {
+        let profiles_missing = "Root disk pool is not available".to_owned();
+        let pool = inst::root_pool(&rec.devices)
+            .or_else(|| Some("default".to_owned()))
+            .and_then(|p| st.pools.get(&p))
+            .ok_or(profiles_missing)?;
+        Ok(pool
+            .volume_path(berth_storage::VolumeType::Container, name)
+            .join("rootfs"))
+    };
+    match req.action.as_str() {
+        "start" if status == StatusCode::Frozen => {
+            // As in LXD, starting a frozen instance thaws it.
+            let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+            tokio::task::spawn_blocking(move || crate::host::cgroup::set_frozen(&cg, false))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("Failed to unfreeze the instance: {e}"))?;
+            st.events.lifecycle("instance-resumed", &source, None);
+        }
+        "start" => {
+            if running {
+                return Err("The instance is already running".to_owned());
+            }
+            inst::start(st, rec, &rootfs()?).await?;
+            set_power(st, name, "RUNNING").await;
+            st.events.lifecycle("instance-started", &source, None);
+        }
+        "stop" => {
+            if !running {
+                return Err("The instance is already stopped".to_owned());
+            }
+            inst::stop(st, name, req.timeout, req.force).await?;
+            crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
+            set_power(st, name, "STOPPED").await;
+            st.events.lifecycle("instance-stopped", &source, None);
+            if rec.ephemeral {
+                remove(st, rec).await?;
+            }
+        }
+        "restart" => {
+            if running {
+                inst::stop(st, name, req.timeout, req.force).await?;
+            }
+            inst::start(st, rec, &rootfs()?).await?;
+            set_power(st, name, "RUNNING").await;
+            st.events.lifecycle("instance-restarted", &source, None);
+        }
+        "freeze" | "unfreeze" => {
+            let freeze = req.action == "freeze";
+            if !running {
+                return Err("The instance is not running".to_owned());
+            }
+            let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+            tokio::task::spawn_blocking(move || crate::host::cgroup::set_frozen(&cg, freeze))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    format!(
+                        "Failed to {} the instance: {e}",
+                        if freeze { "freeze" } else { "unfreeze" }
+                    )
+                })?;
+            st.events.lifecycle(
+                if freeze {
+                    "instance-paused"
+                } else {
+                    "instance-resumed"
+                },
+                &source,
+                None,
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `GET /1.0/instances/{name}/snapshots`: snapshots do not exist yet, so the list is empty.
+pub async fn list_snapshots(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    find(&st, &name).await?;
+    Ok(sync(Vec::<serde_json::Value>::new()))
+}
+
+/// `GET /1.0/profiles`.
+pub async fn list_profiles(State(st): State<AppState>) -> ApiResult {
+    let names = st
+        .db
+        .call(|c| crate::db::instances::profile_names(c))
+        .await?;
+    Ok(sync(
+        names
+            .iter()
+            .map(|n| format!("/1.0/profiles/{n}"))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /1.0/profiles/{name}`.
+pub async fn get_profile(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let p = profiles(&st, std::slice::from_ref(&name)).await?.remove(0);
+    Ok(sync(serde_json::json!({
+        "name": p.name, "description": p.description, "config": p.config, "devices": p.devices, "used_by": [],
+    })))
+}

@@ -1,0 +1,168 @@
+//! The instances, profiles and internal tables.
+
+use std::collections::BTreeMap;
+
+use berth_api::instance::Device;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+
+/// A stored instance.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceRecord {
+    pub name: String,
+    pub architecture: String,
+    pub description: String,
+    pub ephemeral: bool,
+    pub profiles: Vec<String>,
+    pub config: BTreeMap<String, String>,
+    pub devices: BTreeMap<String, Device>,
+    pub created_at: String,
+    pub last_used_at: String,
+}
+
+/// A stored profile.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileRecord {
+    pub name: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+    pub devices: BTreeMap<String, Device>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+const COLUMNS: &str = "name, architecture, description, ephemeral, profiles, config, devices, created_at, last_used_at";
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    Ok(InstanceRecord {
+        name: r.get(0)?,
+        architecture: r.get(1)?,
+        description: r.get(2)?,
+        ephemeral: r.get(3)?,
+        profiles: parse(&r.get::<_, String>(4)?),
+        config: parse(&r.get::<_, String>(5)?),
+        devices: parse(&r.get::<_, String>(6)?),
+        created_at: r.get(7)?,
+        last_used_at: r.get(8)?,
+    })
+}
+
+/// Every instance, by name.
+pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>, DbError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY name"))?;
+    Ok(stmt.query_map([], record)?.collect::<Result<_, _>>()?)
+}
+
+/// One instance.
+pub fn get(conn: &Connection, name: &str) -> Result<Option<InstanceRecord>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM instances WHERE name = ?1"),
+            [name],
+            record,
+        )
+        .optional()?)
+}
+
+/// Inserts an instance and its root volume record in one transaction.
+pub fn insert(conn: &mut Connection, i: &InstanceRecord, pool: &str) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![
+            i.name,
+            i.architecture,
+            i.description,
+            i.ephemeral,
+            json(&i.profiles),
+            json(&i.config),
+            json(&i.devices),
+            i.created_at,
+            i.last_used_at
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO storage_volumes (pool, type, name, description, config, created_at)
+         VALUES (?1, 'container', ?2, '', '{}', ?3)",
+        params![pool, i.name, i.created_at],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Replaces an instance's configuration.
+pub fn set_config(
+    conn: &Connection,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE instances SET config = ?2 WHERE name = ?1",
+        params![name, json(config)],
+    )?;
+    Ok(())
+}
+
+/// Deletes an instance and its volume records.
+pub fn delete(conn: &mut Connection, name: &str) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM instances WHERE name = ?1", [name])?;
+    tx.execute(
+        "DELETE FROM storage_volumes WHERE type = 'container' AND name = ?1",
+        [name],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// One profile.
+pub fn profile(conn: &Connection, name: &str) -> Result<Option<ProfileRecord>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT name, description, config, devices FROM profiles WHERE name = ?1",
+            [name],
+            |r| {
+                Ok(ProfileRecord {
+                    name: r.get(0)?,
+                    description: r.get(1)?,
+                    config: parse(&r.get::<_, String>(2)?),
+                    devices: parse(&r.get::<_, String>(3)?),
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Every profile name.
+pub fn profile_names(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare("SELECT name FROM profiles ORDER BY name")?;
+    Ok(stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// A daemon-internal flag.
+pub fn internal(conn: &Connection, key: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .query_row("SELECT value FROM internal WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Sets a daemon-internal flag.
+pub fn set_internal(conn: &Connection, key: &str, value: &str) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO internal (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}

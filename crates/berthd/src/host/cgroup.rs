@@ -1,0 +1,116 @@
+//! Reading a container's cgroup counters on cgroup v1 (per-controller hierarchies) and v2.
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+fn is_v2() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+fn dir(controller: &str, cg: &str) -> PathBuf {
+    if is_v2() {
+        Path::new(ROOT).join(cg)
+    } else {
+        Path::new(ROOT).join(controller).join(cg)
+    }
+}
+
+fn read_i64(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Processes in the cgroup and below.
+pub fn processes(cg: &str) -> i64 {
+    fn count(d: &Path) -> i64 {
+        let own = std::fs::read_to_string(d.join("cgroup.procs"))
+            .map(|s| s.lines().count() as i64)
+            .unwrap_or(0);
+        let children: i64 = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| count(&e.path()))
+            .sum();
+        own + children
+    }
+    count(&dir("pids", cg))
+}
+
+/// Memory in use, in bytes.
+pub fn memory_usage(cg: &str) -> i64 {
+    if is_v2() {
+        read_i64(&dir("memory", cg).join("memory.current")).unwrap_or(0)
+    } else {
+        read_i64(&dir("memory", cg).join("memory.usage_in_bytes")).unwrap_or(0)
+    }
+}
+
+/// CPU time used, in nanoseconds.
+pub fn cpu_usage(cg: &str) -> i64 {
+    if is_v2() {
+        let stat = std::fs::read_to_string(dir("cpu", cg).join("cpu.stat")).unwrap_or_default();
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map(|us| us * 1000)
+            .unwrap_or(0)
+    } else {
+        read_i64(&dir("cpuacct", cg).join("cpuacct.usage")).unwrap_or(0)
+    }
+}
+
+/// Freezes or thaws every process of the cgroup, waiting until the kernel reports it done.
+pub fn set_frozen(cg: &str, frozen: bool) -> std::io::Result<()> {
+    if is_v2() {
+        std::fs::write(
+            dir("freezer", cg).join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )?;
+    } else {
+        std::fs::write(
+            dir("freezer", cg).join("freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+        )?;
+    }
+    for _ in 0..500 {
+        if is_frozen(cg) == frozen {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(std::io::Error::other(
+        "the cgroup did not reach the requested freezer state",
+    ))
+}
+
+/// Whether the cgroup is frozen.
+pub fn is_frozen(cg: &str) -> bool {
+    if is_v2() {
+        let events =
+            std::fs::read_to_string(dir("freezer", cg).join("cgroup.events")).unwrap_or_default();
+        events.lines().any(|l| l.trim() == "frozen 1")
+    } else {
+        std::fs::read_to_string(dir("freezer", cg).join("freezer.state"))
+            .is_ok_and(|s| s.trim() == "FROZEN")
+    }
+}
+
+/// Removes this daemon's cgroup parent directory where it is empty (no container runs).
+pub fn remove_parent(parent: &str) {
+    let dirs: Vec<PathBuf> = if is_v2() {
+        vec![Path::new(ROOT).join(parent)]
+    } else {
+        std::fs::read_dir(ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(parent))
+            .collect()
+    };
+    for d in dirs {
+        // Fails (EBUSY, ENOTEMPTY) while any container's cgroup remains: that is fine.
+        let _ = std::fs::remove_dir(d);
+    }
+}

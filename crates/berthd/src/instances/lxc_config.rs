@@ -1,0 +1,130 @@
+//! Writing an instance's whole LXC configuration.
+//!
+//! berthd writes every key itself and includes nothing of the distribution's
+//! `common.conf.d`. Values come from validated sources only (names, paths berthd chose, the
+//! id map); [`check_value`] still refuses line breaks so nothing can smuggle a second key.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::idmap::IdMap;
+
+/// The seccomp policy of every container: LXC's v2 deny-list format, for every ABI.
+pub const SECCOMP: &str = "2
+denylist
+reject_force_umount
+[all]
+kexec_load errno 38
+open_by_handle_at errno 38
+init_module errno 38
+finit_module errno 38
+delete_module errno 38
+";
+
+/// Capabilities no container keeps.
+const CAP_DROP: &str = "sys_time sys_module sys_rawio mac_admin mac_override";
+
+/// A value that would break the configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("Invalid value for LXC key {key}: {value:?}")]
+pub struct BadValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// Refuses values with line breaks or NUL.
+pub fn check_value(key: &str, value: &str) -> Result<(), BadValue> {
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// What the configuration is made from.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub rootfs: &'a Path,
+    /// The container's own directory (logs, seccomp policy, console log).
+    pub dir: &'a Path,
+    /// The cgroup directory of this daemon's containers (`berth.<id>`).
+    pub cgroup_parent: &'a str,
+    pub idmap: IdMap,
+}
+
+/// Renders the configuration.
+pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
+    let mut out = String::new();
+    let mut set = |key: &str, value: &str| -> Result<(), BadValue> {
+        check_value(key, value)?;
+        let _ = writeln!(out, "{key} = {value}");
+        Ok(())
+    };
+    let dir = spec.dir.display().to_string();
+    set("lxc.uts.name", spec.name)?;
+    set("lxc.arch", std::env::consts::ARCH)?;
+    set("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()))?;
+    // The rootfs stays owned by host ids 0..65535 on disk; an idmapped mount shows it to
+    // the container's user namespace as its own, so creating a container chowns nothing.
+    set("lxc.rootfs.options", "idmap=container")?;
+    let m = spec.idmap;
+    set("lxc.idmap", &format!("u 0 {} {}", m.uid_base, m.size))?;
+    set("lxc.idmap", &format!("g 0 {} {}", m.gid_base, m.size))?;
+    set("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed")?;
+    set("lxc.autodev", "1")?;
+    set("lxc.pty.max", "1024")?;
+    set("lxc.tty.max", "0")?;
+    set("lxc.console.path", "none")?;
+    set("lxc.init.cmd", "/sbin/init")?;
+    set("lxc.cap.drop", CAP_DROP)?;
+    set("lxc.seccomp.profile", &format!("{dir}/seccomp"))?;
+    set("lxc.cgroup.relative", "0")?;
+    set(
+        "lxc.cgroup.dir.monitor",
+        &format!("{}/{}.monitor", spec.cgroup_parent, spec.name),
+    )?;
+    set(
+        "lxc.cgroup.dir.container",
+        &format!("{}/{}", spec.cgroup_parent, spec.name),
+    )?;
+    set("lxc.log.file", &format!("{dir}/lxc.log"))?;
+    set("lxc.log.level", "warn")?;
+    set("lxc.net.0.type", "empty")?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_unprivileged_config() {
+        let spec = Spec {
+            name: "c1",
+            rootfs: Path::new("/p/containers/c1/rootfs"),
+            dir: Path::new("/d/containers/c1"),
+            cgroup_parent: "berth.0123abcd",
+            idmap: IdMap {
+                uid_base: 1000000,
+                gid_base: 1000000,
+                size: 65536,
+            },
+        };
+        let c = render(&spec).unwrap();
+        assert!(c.contains("lxc.idmap = u 0 1000000 65536\n"));
+        assert!(c.contains("lxc.rootfs.options = idmap=container\n"));
+        assert!(c.contains("lxc.cgroup.dir.container = berth.0123abcd/c1\n"));
+        assert!(
+            !c.contains("include"),
+            "nothing of the distribution is included"
+        );
+        let bad = Spec {
+            name: "c1\nlxc.idmap = u 0 0 1",
+            ..spec
+        };
+        assert!(render(&bad).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! Instances: system containers on liblxc.
+//!
+//! ```text
+//!   create ──► STOPPED ──start──► RUNNING ──stop (clean, timeout; or force)──► STOPPED
+//!                 │                                                          │
+//!                 └──────────────────────── delete ◄─────────────────────────┘
+//! ```
+//!
+//! Every instance has a volume `containers/NAME` on its root disk's pool holding `rootfs/`,
+//! `metadata.yaml` and `templates/`, and a directory `DIR/containers/NAME` holding its LXC
+//! configuration, seccomp policy and logs. Starting re-executes berthd as `forkstart` (liblxc
+//! forks); stopping and state queries talk to the container's monitor in-process on a
+//! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
+
+pub mod idmap;
+pub mod lxc_config;
+pub mod templates;
+pub mod unpack;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_api::StatusCode;
+use berth_api::instance::Device;
+use sha2::{Digest, Sha256};
+
+use crate::db::instances::InstanceRecord;
+use crate::state::State;
+
+/// Per-instance locks.
+#[derive(Debug, Default)]
+pub struct Instances {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Instances {
+    /// The lock serialising changes to instance `name`.
+    pub fn lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the lock of a deleted instance.
+    pub fn forget(&self, name: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+/// Checks an instance name: a valid host name label, as LXD requires.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid instance name {name:?}: use letters, digits and hyphens, starting with a letter, at most 63 characters"
+        ))
+    }
+}
+
+/// The cgroup directory of this daemon's containers: derived from its state directory, so
+/// daemons on different directories never share a cgroup name.
+pub fn cgroup_parent(dir: &Path) -> String {
+    let digest = Sha256::digest(dir.to_string_lossy().as_bytes());
+    format!("berth.{}", berth_image::hex(&digest[..4]))
+}
+
+/// Profiles merged in order, then the instance's own values.
+pub fn expand(
+    profiles: &[crate::db::instances::ProfileRecord],
+    rec: &InstanceRecord,
+) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
+    let mut config = BTreeMap::new();
+    let mut devices = BTreeMap::new();
+    for p in profiles {
+        config.extend(p.config.clone());
+        devices.extend(p.devices.clone());
+    }
+    config.extend(rec.config.clone());
+    devices.extend(rec.devices.clone());
+    devices.retain(|_, d: &mut Device| d.get("type").map(String::as_str) != Some("none"));
+    (config, devices)
+}
+
+/// The pool of the root disk among expanded devices.
+pub fn root_pool(devices: &BTreeMap<String, Device>) -> Option<String> {
+    devices
+        .values()
+        .find(|d| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+        })
+        .and_then(|d| d.get("pool").cloned())
+}
+
+/// What liblxc says of a container: its status and init pid.
+pub fn lxc_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
+    let Ok(c) = berth_lxc::Container::new(name, lxcpath) else {
+        return (StatusCode::Error, None);
+    };
+    let state = c.state().unwrap_or_else(|_| "STOPPED".to_owned());
+    let status = match state.as_str() {
+        "STOPPED" => StatusCode::Stopped,
+        "FROZEN" => StatusCode::Frozen,
+        "ABORTING" => StatusCode::Error,
+        _ => StatusCode::Running,
+    };
+    let pid = if status == StatusCode::Stopped {
+        None
+    } else {
+        c.init_pid().ok().flatten()
+    };
+    (status, pid)
+}
+
+/// The container's runtime directory: LXC config, seccomp policy, logs.
+pub fn container_dir(st: &State, name: &str) -> PathBuf {
+    st.paths.containers().join(name)
+}
+
+/// The last error lines of a container's LXC log, to explain a failed start.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("lxc.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    lines
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|l| l.rsplit(" - ").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Writes the configuration and starts the container through `berthd forkstart`.
+pub async fn start(st: &State, rec: &InstanceRecord, rootfs: &Path) -> Result<(), String> {
+    let dir = container_dir(st, &rec.name);
+    crate::db::create_private_dir(&dir)
+        .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+    let spec = lxc_config::Spec {
+        name: &rec.name,
+        rootfs,
+        dir: &dir,
+        cgroup_parent: &st.runtime.cgroup_parent,
+        idmap: st.runtime.idmap,
+    };
+    let config = lxc_config::render(&spec).map_err(|e| e.to_string())?;
+    let conf_path = dir.join("lxc.conf");
+    std::fs::write(&conf_path, config).map_err(|e| format!("Failed to write LXC config: {e}"))?;
+    std::fs::write(dir.join("seccomp"), lxc_config::SECCOMP)
+        .map_err(|e| format!("Failed to write seccomp policy: {e}"))?;
+    let _ = std::fs::remove_file(dir.join("lxc.log"));
+    let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
+    let stderr = std::fs::File::create(dir.join("forkstart.log"))
+        .map_err(|e| format!("Failed to create log: {e}"))?;
+    let status = tokio::process::Command::new(exe)
+        .arg("forkstart")
+        .arg(&rec.name)
+        .arg(st.paths.containers())
+        .arg(&conf_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .await
+        .map_err(|e| format!("Failed to run forkstart: {e}"))?;
+    if !status.success() {
+        let why = log_tail(&dir);
+        return Err(if why.is_empty() {
+            "Failed to start the instance".to_owned()
+        } else {
+            format!("Failed to start the instance: {why}")
+        });
+    }
+    Ok(())
+}
+
+/// Stops the container: a clean shutdown waiting `timeout` seconds (-1: forever), or a
+/// kill with `force`.
+pub async fn stop(st: &State, name: &str, timeout: i64, force: bool) -> Result<(), String> {
+    let lxcpath = st.paths.containers();
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let c = berth_lxc::Container::new(&name, &lxcpath).map_err(|e| e.to_string())?;
+        if !c.is_running().unwrap_or(false) {
+            return Ok(());
+        }
+        // A frozen container can neither shut down nor die: thaw it first.
+        let _ = crate::host::cgroup::set_frozen(&cg, false);
+        if force {
+            c.stop()
+                .map_err(|_| "Failed to kill the instance".to_owned())?;
+        } else {
+            let t = i32::try_from(timeout.clamp(-1, i64::from(i32::MAX))).unwrap_or(-1);
+            if c.shutdown(t).is_err() {
+                return Err(
+                    "The instance did not stop within the timeout (use force to kill it)"
+                        .to_owned(),
+                );
+            }
+        }
+        if !c.wait("STOPPED", 30).unwrap_or(false) {
+            return Err("The instance did not stop".to_owned());
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
