@@ -198,3 +198,73 @@ async fn containers_survive_a_daemon_kill() {
     ok(&d.berth(&["delete", "keep"]));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn exec_pipes_exit_codes_and_security() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "x1"]));
+    // Output, exit code, environment, cwd and user.
+    let out = d.berth(&[
+        "exec",
+        "x1",
+        "--env",
+        "GREETING=hi",
+        "--cwd",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $(pwd); echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from /tmp\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let out = ok(&d.berth(&["exec", "x1", "--user", "1000", "--", "id", "-u"]));
+    assert_eq!(out, "1000\n");
+    // Inside, root is uid 0 of a user namespace mapped to unprivileged host ids.
+    let map = ok(&d.berth(&["exec", "x1", "--", "cat", "/proc/self/uid_map"]));
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(fields[0], "0");
+    assert_ne!(fields[1], "0", "{map}");
+    // Blocked by seccomp or capabilities: writing the sysrq trigger and loading modules.
+    let out = d.berth(&[
+        "exec",
+        "x1",
+        "--",
+        "sh",
+        "-c",
+        "echo h > /proc/sysrq-trigger",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "sysrq write must fail");
+    let out = d.berth(&["exec", "x1", "--", "sh", "-c", "insmod /nonexistent.ko"]);
+    assert_ne!(out.status.code(), Some(0));
+
+    // Stdin reaches the process and its end is seen (EOF handled exactly).
+    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
+        .args(["exec", "x1", "-T", "--", "wc", "-c"])
+        .env("BERTH_DIR", d.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&vec![b'x'; 100_000]).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
+
+    // Through the real lxc client, with and without a terminal.
+    let out = ok(&d.lxc(&["exec", "x1", "--", "echo", "via lxc"]));
+    assert_eq!(out, "via lxc\n");
+    let out = d.lxc(&["exec", "x1", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let out = ok(&d.lxc(&["exec", "x1", "-t", "--", "tty"]));
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    let out = ok(&d.berth(&["exec", "x1", "-t", "--", "sh", "-c", "stty size"]));
+    assert!(out.contains(' '), "{out:?}");
+    ok(&d.berth(&["delete", "-f", "x1"]));
+}

@@ -194,9 +194,74 @@ impl Container {
         call!(self, wait, s.as_ptr(), timeout)
     }
 
+    /// A descriptor of the running container's devpts mount, to open terminals that are the
+    /// container's own (so `tty` inside names them). Talks to the monitor; does not fork.
+    pub fn devpts_fd(&self) -> Result<std::os::fd::OwnedFd, LxcError> {
+        let fd = call!(self, devpts_fd)?;
+        if fd < 0 {
+            return Err(LxcError::Call("devpts_fd"));
+        }
+        // SAFETY: liblxc hands us a new descriptor that nothing else owns.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
     /// Runs `argv` in the container and waits for it; returns its wait status.
     /// **Forks**: call only from a single-threaded process.
     pub fn attach_run_wait(&self, opts: &AttachOptions, argv: &[String]) -> Result<i32, LxcError> {
+        let mut call_args = AttachCall::new(opts, argv)?;
+        let status = call!(
+            self,
+            attach_run_wait,
+            &mut call_args.raw,
+            call_args.program.as_ptr(),
+            call_args.arg_ptrs.as_ptr()
+        )?;
+        if status < 0 {
+            Err(LxcError::Call("attach_run_wait"))
+        } else {
+            Ok(status)
+        }
+    }
+
+    /// Starts `argv` in the container and returns its host pid without waiting: the caller
+    /// reaps it. **Forks**: call only from a single-threaded process.
+    pub fn attach(&self, opts: &AttachOptions, argv: &[String]) -> Result<i32, LxcError> {
+        let mut call_args = AttachCall::new(opts, argv)?;
+        let mut command = sys::lxc_attach_command_t {
+            program: call_args.program.as_ptr().cast_mut(),
+            argv: call_args.arg_ptrs.as_mut_ptr().cast(),
+        };
+        let mut pid: sys::pid_t = 0;
+        let payload: *mut sys::lxc_attach_command_t = &mut command;
+        let ret = call!(
+            self,
+            attach,
+            Some(sys::lxc_attach_run_command),
+            payload.cast(),
+            &mut call_args.raw,
+            &mut pid
+        )?;
+        if ret < 0 || pid <= 0 {
+            Err(LxcError::Call("attach"))
+        } else {
+            Ok(pid)
+        }
+    }
+}
+
+/// The C strings and options of one attach call, kept alive for its duration.
+struct AttachCall {
+    program: CString,
+    _args: Vec<CString>,
+    arg_ptrs: Vec<*const c_char>,
+    _env: Vec<CString>,
+    _env_ptrs: Vec<*mut c_char>,
+    _cwd: Option<CString>,
+    raw: sys::lxc_attach_options_t,
+}
+
+impl AttachCall {
+    fn new(opts: &AttachOptions, argv: &[String]) -> Result<AttachCall, LxcError> {
         let program = cstr(argv.first().map(String::as_str).unwrap_or(""))?;
         let args: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
         let mut arg_ptrs: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
@@ -216,18 +281,16 @@ impl Container {
         raw.stdin_fd = opts.stdin;
         raw.stdout_fd = opts.stdout;
         raw.stderr_fd = opts.stderr;
-        let status = call!(
-            self,
-            attach_run_wait,
-            &mut raw,
-            program.as_ptr(),
-            arg_ptrs.as_ptr()
-        )?;
-        if status < 0 {
-            Err(LxcError::Call("attach_run_wait"))
-        } else {
-            Ok(status)
-        }
+        // The pointers above point into heap buffers that move with the struct unchanged.
+        Ok(AttachCall {
+            program,
+            _args: args,
+            arg_ptrs,
+            _env: env,
+            _env_ptrs: env_ptrs,
+            _cwd: cwd,
+            raw,
+        })
     }
 }
 

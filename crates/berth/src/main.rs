@@ -55,6 +55,10 @@ enum Command {
     /// List instances
     #[command(alias = "ls")]
     List(cmd::list::Args),
+    /// Run a command in an instance
+    Exec(cmd::exec::Args),
+    /// Open a login shell in an instance
+    Shell { name: String },
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::Command),
@@ -84,8 +88,35 @@ fn main() -> ExitCode {
         }
     };
     let client = berth_client::Client::from_env();
-    let result = runtime.block_on(async move {
-        match cli.command {
+    // exec and shell exit with the command's own code.
+    let exec_args = match cli.command {
+        Command::Exec(a) => Some(a),
+        Command::Shell { name } => Some(cmd::exec::Args::shell(name)),
+        other => {
+            return finish(runtime.block_on(dispatch(&client, other)));
+        }
+    };
+    match exec_args.map(|a| runtime.block_on(cmd::exec::run(&client, a))) {
+        Some(Ok(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Some(Err(e)) => finish(Err(e)),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Result<()> {
+    let client = client.clone();
+    {
+        match command {
             Command::Info(a) => cmd::info::run(&client, a).await,
             Command::Version(a) => cmd::version::run(&client, a).await,
             Command::Monitor(a) => cmd::monitor::run(&client, a).await,
@@ -102,14 +133,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
-            Command::Completion(_) => Ok(()),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {}", one_line(&e));
-            ExitCode::FAILURE
+            Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
         }
     }
 }

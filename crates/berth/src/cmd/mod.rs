@@ -2,6 +2,7 @@
 
 pub mod completion;
 pub mod delete;
+pub mod exec;
 pub mod image;
 pub mod info;
 pub mod launch;

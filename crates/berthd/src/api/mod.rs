@@ -7,6 +7,7 @@
 
 mod cluster;
 mod events;
+mod exec;
 mod filter;
 mod image_aliases;
 mod images;
@@ -326,6 +327,7 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/snapshots",
             get(instances::list_snapshots),
         )
+        .route("/1.0/instances/{name}/exec", post(exec::post))
         .route("/1.0/profiles", get(instances::list_profiles))
         .route("/1.0/profiles/{name}", get(instances::get_profile))
         .route(

@@ -1,0 +1,119 @@
+//! The few raw host operations berth needs, kept in one small crate so `unsafe` stays out
+//! of the daemon: handing a file descriptor to a child at a fixed number, taking such a
+//! descriptor over in the child, and opening pseudo-terminals.
+
+#![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::pty::OpenptFlags;
+
+/// Makes `fd` appear as descriptor `target` in the child `cmd` starts.
+pub fn pass_fd(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec and only calls dup2 and
+    // fcntl, which are async-signal-safe and do not allocate; `fd` stays open in the parent
+    // until the command is spawned because the closure owns it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &fd;
+            // SAFETY: `raw` is open in the child: it was inherited from the parent.
+            let from = rustix::fd::BorrowedFd::borrow_raw(raw);
+            if raw == target {
+                // dup2 onto itself would keep close-on-exec: clear the flag instead.
+                rustix::io::fcntl_setfd(from, rustix::io::FdFlags::empty())?;
+                return Ok(());
+            }
+            // SAFETY: `target` is the number the child wants; dup2 replaces whatever is
+            // there, and forgetting the handle keeps the new descriptor open across exec.
+            let mut to = std::mem::ManuallyDrop::new(OwnedFd::from_raw_fd(target));
+            rustix::io::dup2(from, &mut to)?;
+            Ok(())
+        });
+    }
+}
+
+/// Takes over descriptor `n` inherited from the parent, if it is open, and marks it
+/// close-on-exec so that programs this process starts do not inherit it.
+pub fn take_inherited_fd(n: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) on any integer is harmless; it only tells whether it is open.
+    let b = unsafe { rustix::fd::BorrowedFd::borrow_raw(n) };
+    rustix::io::fcntl_getfd(b).ok()?;
+    rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC).ok()?;
+    // SAFETY: `n` is open and nothing else in this process owns it: it was inherited for
+    // exactly this purpose and is taken once, at start-up.
+    Some(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// A new pseudo-terminal: the controlling side and the terminal side.
+pub fn openpty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    let name = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok((master, slave))
+}
+
+/// A new pseudo-terminal from the devpts mount `devpts` (a container's own): the
+/// controlling side and the terminal side, the latter opened without a path.
+pub fn openpty_in(devpts: &OwnedFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let master = rustix::fs::openat(
+        devpts,
+        "ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::pty::unlockpt(&master)?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )?;
+    Ok((master, slave))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn passes_a_descriptor_at_a_fixed_number() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hi >&3"]);
+        pass_fd(&mut cmd, w, 3);
+        let status = cmd.status().unwrap();
+        assert!(status.success());
+        // The command keeps the parent's copy of the write end alive until it is dropped.
+        drop(cmd);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hi\n");
+        assert!(take_inherited_fd(999).is_none());
+    }
+
+    #[test]
+    fn opens_a_pty() {
+        let (m, s) = openpty().unwrap();
+        rustix::termios::tcsetwinsize(
+            &m,
+            rustix::termios::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(rustix::termios::tcgetwinsize(&s).unwrap().ws_col, 80);
+    }
+}

@@ -1,0 +1,409 @@
+//! `POST /1.0/instances/{name}/exec`: run a command in a container over websockets, as LXD.
+//!
+//! Non-interactive: streams `0` (stdin), `1` (stdout), `2` (stderr) and `control`, each
+//! connected to a pipe of the process. Interactive: stream `0` carries a pseudo-terminal
+//! both ways, plus `control` for `window-resize`. On either, `control` also takes
+//! `{"command":"signal","signal":N}`, delivered to the process by its host pid.
+//!
+//! End of stream is exact, as the clients need it: an empty text frame (or a close) from
+//! the client on stdin closes the process's stdin; when stdout or stderr reach end of file
+//! the server sends a close on that stream. The operation finishes after the process exits
+//! and its output is drained, with the exit code in `metadata.return`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::{Path, State};
+use berth_api::{OperationClass, StatusCode};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ApiError, ApiResult, AppState, Json, async_operation};
+use crate::fork::ExecSpec;
+use crate::operations::{OpCtx, OpSpec};
+
+/// The body of an exec request.
+#[derive(Debug, Deserialize)]
+pub struct ExecPost {
+    command: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(default)]
+    interactive: bool,
+    #[serde(rename = "wait-for-websocket", default)]
+    wait_for_websocket: bool,
+    #[serde(default)]
+    width: u16,
+    #[serde(default)]
+    height: u16,
+    #[serde(default)]
+    user: u32,
+    #[serde(default)]
+    group: u32,
+    #[serde(default)]
+    cwd: String,
+    #[serde(rename = "record-output", default)]
+    record_output: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Control {
+    command: String,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+    #[serde(default)]
+    signal: i32,
+}
+
+/// `POST /1.0/instances/{name}/exec`.
+pub async fn post(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<ExecPost>,
+) -> ApiResult {
+    if req.command.is_empty() {
+        return Err(ApiError::bad_request(
+            "Invalid value for field \"command\": it is empty",
+        ));
+    }
+    if req.record_output {
+        return Err(ApiError::bad_request("record-output is not supported yet"));
+    }
+    let n = name.clone();
+    let rec = st
+        .db
+        .call(move |c| crate::db::instances::get(c, &n))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Instance {name:?} not found")))?;
+    let lxcpath = st.paths.containers();
+    let n = name.clone();
+    let (status, _) =
+        tokio::task::spawn_blocking(move || crate::instances::lxc_status(&lxcpath, &n))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    if status != StatusCode::Running {
+        return Err(ApiError::bad_request("Instance is not running"));
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
+    env.insert("LANG".into(), "C.UTF-8".into());
+    env.insert(
+        "HOME".into(),
+        if req.user == 0 {
+            "/root".into()
+        } else {
+            "/".into()
+        },
+    );
+    if req.user == 0 {
+        env.insert("USER".into(), "root".into());
+    }
+    for (k, v) in &rec.config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            env.insert(var.to_owned(), v.clone());
+        }
+    }
+    env.extend(req.environment.clone());
+    let spec = ExecSpec {
+        argv: req.command.clone(),
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        uid: req.user,
+        gid: req.group,
+        cwd: req.cwd.clone(),
+        pty: req.interactive,
+    };
+    let fds: Vec<String> = if req.interactive {
+        vec!["0".into(), "control".into()]
+    } else {
+        vec!["0".into(), "1".into(), "2".into(), "control".into()]
+    };
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("command".into(), serde_json::json!(req.command));
+    metadata.insert("environment".into(), serde_json::json!(env));
+    metadata.insert("interactive".into(), req.interactive.into());
+    let mut resources = BTreeMap::new();
+    resources.insert(
+        "instances".to_owned(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    let op_spec = OpSpec {
+        class: OperationClass::Websocket,
+        description: "Executing command".to_owned(),
+        resources: Some(resources),
+        may_cancel: false,
+        metadata,
+        fds: fds.clone(),
+    };
+    let config = crate::instances::container_dir(&st, &name).join("lxc.conf");
+    let lxcpath = st.paths.containers();
+    let wait = req.wait_for_websocket;
+    let (width, height) = (req.width, req.height);
+    let op = st.ops.start(op_spec, move |ctx| async move {
+        run(
+            ctx,
+            fds,
+            wait,
+            Launch {
+                name,
+                lxcpath,
+                config,
+                spec,
+                width,
+                height,
+            },
+        )
+        .await
+    });
+    Ok(async_operation(op.render()))
+}
+
+struct Launch {
+    name: String,
+    lxcpath: std::path::PathBuf,
+    config: std::path::PathBuf,
+    spec: ExecSpec,
+    width: u16,
+    height: u16,
+}
+
+fn file(fd: OwnedFd) -> tokio::fs::File {
+    tokio::fs::File::from_std(std::fs::File::from(fd))
+}
+
+async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<(), String> {
+    let mut sockets: HashMap<String, WebSocket> = HashMap::new();
+    if wait {
+        while sockets.len() < fds.len() {
+            match ctx.accept().await {
+                Some((fd, ws)) => {
+                    sockets.insert(fd, ws);
+                }
+                None => return Err("Websocket operation ended before all streams connected".into()),
+            }
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spec_json = serde_json::to_string(&l.spec).map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("forkexec")
+        .arg(&l.name)
+        .arg(&l.lxcpath)
+        .arg(&l.config)
+        .arg(spec_json);
+    let (pid_r, pid_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
+    berth_host::pass_fd(&mut cmd, pid_w, 3);
+    // The process's ends of its streams, and ours.
+    let mut pty_master = None;
+    let (mut stdin_w, mut stdout_r, mut stderr_r) = (None, None, None);
+    if l.spec.pty {
+        // The terminal comes from the container's own devpts, so that inside it has a name.
+        let (n, p) = (l.name.clone(), l.lxcpath.clone());
+        let devpts = tokio::task::spawn_blocking(move || {
+            berth_lxc::Container::new(&n, &p).and_then(|c| c.devpts_fd())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let pty = match devpts {
+            Ok(fd) => berth_host::openpty_in(&fd),
+            Err(_) => berth_host::openpty(),
+        };
+        let (master, slave) = pty.map_err(|e| format!("Failed to open a terminal: {e}"))?;
+        let size = rustix::termios::Winsize {
+            ws_row: l.height.max(1),
+            ws_col: l.width.max(1),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(&master, size);
+        let s1 = slave.try_clone().map_err(|e| e.to_string())?;
+        let s2 = slave.try_clone().map_err(|e| e.to_string())?;
+        cmd.stdin(slave).stdout(s1).stderr(s2);
+        pty_master = Some(master);
+    } else {
+        let pipe =
+            || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string());
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        cmd.stdin(in_r).stdout(out_w).stderr(err_w);
+        stdin_w = Some(file(in_w));
+        stdout_r = Some(file(out_r));
+        stderr_r = Some(file(err_r));
+    }
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|e| format!("Failed to run forkexec: {e}"))?;
+    let control = sockets.remove("control");
+    let master_handle = pty_master.as_ref().and_then(|m| m.try_clone().ok());
+    let control_task = tokio::spawn(control_loop(control, file(pid_r), master_handle));
+    let mut pumps = Vec::new();
+    if let Some(master) = pty_master {
+        let reader = file(master.try_clone().map_err(|e| e.to_string())?);
+        let writer = file(master);
+        if let Some(ws) = sockets.remove("0") {
+            pumps.push(tokio::spawn(pty_pump(ws, reader, writer)));
+        }
+    } else {
+        if let (Some(ws), Some(w)) = (sockets.remove("0"), stdin_w.take()) {
+            tokio::spawn(stdin_pump(ws, w));
+        }
+        if let (Some(ws), Some(r)) = (sockets.remove("1"), stdout_r.take()) {
+            pumps.push(tokio::spawn(output_pump(ws, r)));
+        }
+        if let (Some(ws), Some(r)) = (sockets.remove("2"), stderr_r.take()) {
+            pumps.push(tokio::spawn(output_pump(ws, r)));
+        }
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    for p in pumps {
+        let _ = p.await;
+    }
+    control_task.abort();
+    let code = status.code().unwrap_or(1);
+    let mut md = serde_json::Map::new();
+    md.insert("return".into(), code.into());
+    ctx.set_metadata(md);
+    Ok(())
+}
+
+/// Client → process stdin. An empty text frame or a close ends stdin.
+async fn stdin_pump(mut ws: WebSocket, mut w: tokio::fs::File) {
+    while let Some(Ok(msg)) = ws.recv().await {
+        let data = match &msg {
+            Message::Binary(b) => b.to_vec(),
+            Message::Text(t) if !t.is_empty() => t.as_bytes().to_vec(),
+            Message::Text(_) | Message::Close(_) => break,
+            _ => continue,
+        };
+        if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
+            break;
+        }
+    }
+    drop(w);
+    // Keep the socket open until the client closes it, answering pings.
+    while let Some(Ok(msg)) = ws.recv().await {
+        if matches!(msg, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+/// Process stdout/stderr → client, then a close at end of file.
+async fn output_pump(mut ws: WebSocket, mut r: tokio::fs::File) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if ws
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+/// A terminal both ways on one socket.
+async fn pty_pump(ws: WebSocket, mut r: tokio::fs::File, mut w: tokio::fs::File) {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut tx, mut rx) = ws.split();
+    let input = tokio::spawn(async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if w.write_all(&b).await.is_err() {
+                        break;
+                    }
+                    let _ = w.flush().await;
+                }
+                Message::Text(t) if !t.is_empty() => {
+                    let _ = w.write_all(t.as_bytes()).await;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // EIO once every holder of the terminal side has closed it: the end of output.
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+    input.abort();
+}
+
+async fn control_loop(
+    ws: Option<WebSocket>,
+    mut pid_pipe: tokio::fs::File,
+    master: Option<OwnedFd>,
+) {
+    let Some(mut ws) = ws else { return };
+    // forkexec reports the command's host pid, then closes the pipe.
+    let mut pid_text = String::new();
+    let _ = pid_pipe.read_to_string(&mut pid_text).await;
+    let pid = pid_text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    while let Some(Ok(msg)) = ws.recv().await {
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let Ok(c) = serde_json::from_str::<Control>(&text) else {
+            continue;
+        };
+        match c.command.as_str() {
+            "signal" => {
+                if let (Some(pid), Some(sig)) =
+                    (pid, rustix::process::Signal::from_named_raw(c.signal))
+                {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+            "window-resize" => {
+                let get = |k: &str| {
+                    c.args
+                        .get(k)
+                        .and_then(|v| v.parse::<u16>().ok())
+                        .unwrap_or(0)
+                };
+                if let Some(m) = &master {
+                    let size = rustix::termios::Winsize {
+                        ws_row: get("height"),
+                        ws_col: get("width"),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let _ = rustix::termios::tcsetwinsize(m, size);
+                }
+            }
+            _ => {}
+        }
+    }
+}
