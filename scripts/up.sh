@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's main job, from a fresh machine: install what is missing, build, start berthd with
 # its embedded defaults (state in $BERTH_DIR, default /var/lib/berth) unless it already runs
-# there, show what it serves and make a local busybox image.
+# there, show what it serves, make a local busybox image, launch a container from it and run
+# a command inside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,15 @@ if ! "$bin/berth" image alias list -f csv | grep -q '^busybox,'; then
   "$bin/berth" image build busybox --alias busybox
 fi
 "$bin/berth" image list
+# A container from it, and a command run inside.
+state=$("$bin/berth" list -f csv | awk -F, '$1 == "demo" { print $2 }')
+if [ -z "$state" ]; then
+  "$bin/berth" launch busybox demo
+elif [ "$state" != "RUNNING" ]; then
+  "$bin/berth" start demo
+fi
+"$bin/berth" list
+"$bin/berth" exec demo -- sh -c 'echo "hello from $(hostname), uid $(id -u) inside"; uname -srm'
 echo
 echo "berthd is running on $dir/unix.socket. Try: $bin/berth monitor --pretty" >&2
 echo "Stop it with: kill \$(cat $dir/berthd.pid)" >&2
