@@ -38,6 +38,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let result = runtime.block_on(load(&socket))?;
     let loaded = rss_kib(daemon.pid())?;
     let imports = images(root, dir.path(), daemon.pid())?;
+    let containers = instances(root, dir.path(), daemon.pid())?;
     daemon.stop();
 
     println!(
@@ -64,7 +65,131 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             peak as f64 / 1024.0
         );
     }
+    for (what, value) in containers {
+        println!("{what}: {value}");
+    }
     Ok(())
+}
+
+/// Times the busybox container lifecycle from the CLI, as a user would, then `list` and
+/// berthd's RSS with many containers running, and each container's monitor PSS.
+fn instances(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
+    let berth = root.join("target/release/berth");
+    let run = |args: &[&str]| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let out = Command::new(&berth)
+            .args(args)
+            .env("BERTH_DIR", dir)
+            .stdout(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "berth {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let mut out = vec![];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // The busybox image was imported by `images` under its fingerprint; give it a name.
+    let fp = String::from_utf8_lossy(
+        &Command::new(&berth)
+            .args(["image", "list", "-f", "csv"])
+            .env("BERTH_DIR", dir)
+            .output()?
+            .stdout,
+    )
+    .lines()
+    .find(|l| l.contains("BusyBox"))
+    .and_then(|l| l.split(',').nth(1))
+    .unwrap_or_default()
+    .to_owned();
+    run(&["image", "alias", "create", "bb", &fp])?;
+    let (mut launch, mut stop, mut start, mut exec, mut force, mut delete, mut restart) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..5 {
+        let name = format!("b{i}");
+        launch.push(run(&["launch", "bb", &name])?);
+        exec.push(run(&["exec", &name, "--", "true"])?);
+        restart.push(run(&["restart", "-f", &name])?);
+        force.push(run(&["stop", "-f", &name])?);
+        start.push(run(&["start", &name])?);
+        stop.push(run(&["stop", &name])?);
+        delete.push(run(&["delete", &name])?);
+    }
+    for (what, v) in [
+        ("launch to RUNNING", launch),
+        ("start", start),
+        ("stop (clean; busybox init takes ~2 s)", stop),
+        ("stop --force", force),
+        ("restart --force", restart),
+        ("exec true", exec),
+        ("delete", delete),
+    ] {
+        out.push((
+            format!("busybox {what}, median of 5"),
+            format!("{:.1} ms", median(v)),
+        ));
+    }
+    let many: usize = std::env::var("BERTH_BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    for i in 0..many {
+        let name = format!("m{i}");
+        run(&["launch", "bb", &name])?;
+        if i + 1 == 1 || i + 1 == 50 || i + 1 == many {
+            let t = median(
+                (0..3)
+                    .map(|_| run(&["list"]))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            );
+            out.push((
+                format!("list with {} running containers", i + 1),
+                format!("{t:.1} ms"),
+            ));
+        }
+    }
+    out.push((
+        format!("berthd RSS with {many} running containers"),
+        format!("{:.1} MiB", rss_kib(pid)? as f64 / 1024.0),
+    ));
+    // Each container's host-side cost: its liblxc monitor (the parent of its init).
+    let state = Command::new(&berth)
+        .args(["query", "/1.0/instances/m0/state"])
+        .env("BERTH_DIR", dir)
+        .output()?;
+    let init: u32 = String::from_utf8_lossy(&state.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"pid\": "))
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    let monitor: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let pss = std::fs::read_to_string(format!("/proc/{monitor}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    out.push((
+        "one container's liblxc monitor PSS".to_owned(),
+        format!("{:.2} MiB", pss as f64 / 1024.0),
+    ));
+    for i in 0..many {
+        run(&["delete", "-f", &format!("m{i}")])?;
+    }
+    Ok(out)
 }
 
 /// Imports the busybox image, then a 512 MiB one, from the CLI as a user would; reports the
@@ -108,8 +233,24 @@ fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64,
     if !status.success() {
         bail!("tar failed");
     }
+    // A Debian image, bootstrapped from the Debian mirror debootstrap uses (network needed).
+    let debian = work.path().join("debian.tar.gz");
+    let status = Command::new(&berth)
+        .args(["image", "build", "debian", "-o"])
+        .arg(&debian)
+        .stdout(Stdio::null())
+        .status()?;
+    let mut files = vec![
+        ("busybox", busybox.clone()),
+        ("512 MiB random", big.clone()),
+    ];
+    if status.success() {
+        files.push(("Debian bookworm", debian.clone()));
+    } else {
+        eprintln!("(berth image build debian failed: no Debian image import figure)");
+    }
     let mut out = vec![];
-    for (name, file) in [("busybox", &busybox), ("512 MiB random", &big)] {
+    for (name, file) in &files {
         let size = std::fs::metadata(file)?.len();
         let t = Instant::now();
         let status = Command::new(&berth)
@@ -122,7 +263,7 @@ fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64,
             bail!("berth image import {name} failed");
         }
         out.push((
-            name.to_owned(),
+            (*name).to_owned(),
             size,
             t.elapsed().as_secs_f64(),
             hwm_kib(pid)?,

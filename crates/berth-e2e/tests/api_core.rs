@@ -52,6 +52,10 @@ async fn envelopes_sync_async_error() {
     let env = &m["environment"];
     assert_eq!(env["server"], "berth");
     assert_eq!(env["driver"], "lxc");
+    assert!(
+        env["driver_version"].as_str().unwrap().starts_with("5.0."),
+        "{env}"
+    );
     assert_eq!(env["server_pid"], json!(d.pid().unwrap()));
     assert_eq!(env["kernel"], "Linux");
     assert!(!env["kernel_version"].as_str().unwrap().is_empty());

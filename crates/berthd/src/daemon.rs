@@ -144,6 +144,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     let db = Db::open(&paths.database())?;
     let config = db.call_sync(|c| crate::db::config::load(c))?;
     let mut environment = crate::host::environment::read(Path::new("/"));
+    environment.driver_version = berth_lxc::version();
     environment.storage_supported_drivers = berth_storage::supported()
         .into_iter()
         .map(|d| berth_api::server::ServerStorageDriverInfo {

@@ -37,7 +37,7 @@ pub fn read(root: &Path) -> ServerEnvironment {
         addresses: vec![],
         architectures: architectures(&machine),
         driver: "lxc".to_owned(),
-        // Filled from liblxc once instances are driven through it.
+        // Filled by the daemon from liblxc.
         driver_version: String::new(),
         firewall: "nftables".to_owned(),
         kernel: uname.sysname().to_string_lossy().into_owned(),
