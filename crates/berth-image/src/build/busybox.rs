@@ -4,12 +4,11 @@
 //! when the container has an `eth0`, runs `udhcpc` on it in the background. The whole image
 //! is about 1 MB and builds in well under a second.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use super::{BuildError, ImageWriter, host_architecture, now};
-use crate::metadata::{ImageMetadata, Template};
+use super::{BuildError, begin, host_architecture, image_metadata, now};
+use crate::metadata::ImageMetadata;
 
 /// Where Debian's busybox-static installs the binary.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
@@ -103,41 +102,19 @@ pub fn build(busybox: &Path, out: &Path) -> Result<ImageMetadata, BuildError> {
     let version = version(busybox)?;
     let arch = host_architecture();
     let created = now();
-    let mut properties = BTreeMap::new();
-    properties.insert("os".to_owned(), "BusyBox".to_owned());
-    properties.insert("release".to_owned(), version.clone());
-    properties.insert("architecture".to_owned(), arch.clone());
-    properties.insert("variant".to_owned(), "default".to_owned());
-    properties.insert(
-        "description".to_owned(),
-        format!("BusyBox {version} {arch}"),
+    let md = image_metadata(
+        created,
+        &arch,
+        &[
+            ("os", "BusyBox".to_owned()),
+            ("release", version.clone()),
+            ("architecture", arch.clone()),
+            ("variant", "default".to_owned()),
+            ("description", format!("BusyBox {version} {arch}")),
+            ("name", format!("busybox-{version}-{arch}")),
+        ],
     );
-    properties.insert("name".to_owned(), format!("busybox-{version}-{arch}"));
-    let template = |file: &str| Template {
-        when: vec!["create".to_owned(), "copy".to_owned()],
-        template: file.to_owned(),
-        ..Default::default()
-    };
-    let mut templates = BTreeMap::new();
-    templates.insert("/etc/hostname".to_owned(), template("hostname.tpl"));
-    templates.insert("/etc/hosts".to_owned(), template("hosts.tpl"));
-    let md = ImageMetadata {
-        architecture: arch,
-        creation_date: created,
-        expiry_date: 0,
-        properties,
-        templates,
-    };
-
-    let mut w = ImageWriter::create(out, created.unsigned_abs())?;
-    w.metadata(&md)?;
-    w.dir("templates", 0o755)?;
-    w.file("templates/hostname.tpl", 0o644, b"{{ container.name }}\n")?;
-    w.file(
-        "templates/hosts.tpl",
-        0o644,
-        b"127.0.0.1\tlocalhost\n127.0.1.1\t{{ container.name }}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )?;
+    let mut w = begin(out, &md)?;
     w.dir("rootfs", 0o755)?;
     for d in [
         "bin",

@@ -5,12 +5,11 @@
 //! its own `/dev`, and berth refuses images that carry device nodes), and so are apt's caches.
 //! Packages come from the mirror the host's debootstrap uses, unless one is given.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use super::{BuildError, ImageWriter, host_architecture, now};
-use crate::metadata::{ImageMetadata, Template};
+use super::{BuildError, begin, host_architecture, image_metadata, now};
+use crate::metadata::ImageMetadata;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -160,41 +159,23 @@ pub fn build(opts: &DebianOptions, work: &Path, out: &Path) -> Result<ImageMetad
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let mut properties = BTreeMap::new();
-    properties.insert("os".to_owned(), "Debian".to_owned());
-    properties.insert("release".to_owned(), opts.release.clone());
-    properties.insert("architecture".to_owned(), arch.clone());
-    properties.insert("variant".to_owned(), "minbase".to_owned());
-    properties.insert(
-        "description".to_owned(),
-        format!("Debian {} ({version}) {arch}", opts.release),
+    let release = &opts.release;
+    let md = image_metadata(
+        created,
+        &arch,
+        &[
+            ("os", "Debian".to_owned()),
+            ("release", release.clone()),
+            ("architecture", arch.clone()),
+            ("variant", "minbase".to_owned()),
+            (
+                "description",
+                format!("Debian {release} ({version}) {arch}"),
+            ),
+            ("name", format!("debian-{release}-{arch}")),
+        ],
     );
-    properties.insert("name".to_owned(), format!("debian-{}-{arch}", opts.release));
-    let template = |file: &str| Template {
-        when: vec!["create".to_owned(), "copy".to_owned()],
-        template: file.to_owned(),
-        ..Default::default()
-    };
-    let mut templates = BTreeMap::new();
-    templates.insert("/etc/hostname".to_owned(), template("hostname.tpl"));
-    templates.insert("/etc/hosts".to_owned(), template("hosts.tpl"));
-    let md = ImageMetadata {
-        architecture: arch,
-        creation_date: created,
-        expiry_date: 0,
-        properties,
-        templates,
-    };
-
-    let mut w = ImageWriter::create(out, created.unsigned_abs())?;
-    w.metadata(&md)?;
-    w.dir("templates", 0o755)?;
-    w.file("templates/hostname.tpl", 0o644, b"{{ container.name }}\n")?;
-    w.file(
-        "templates/hosts.tpl",
-        0o644,
-        b"127.0.0.1\tlocalhost\n127.0.1.1\t{{ container.name }}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )?;
+    let mut w = begin(out, &md)?;
     w.tree("rootfs", &rootfs)?;
     w.finish()?;
     Ok(md)

@@ -146,6 +146,48 @@ impl ImageWriter {
     }
 }
 
+/// The metadata of a built image: its properties and the `hostname`/`hosts` templates
+/// every builder ships, rendered when an instance is created or copied.
+pub(crate) fn image_metadata(
+    created: i64,
+    arch: &str,
+    properties: &[(&str, String)],
+) -> ImageMetadata {
+    let template = |file: &str| crate::metadata::Template {
+        when: vec!["create".to_owned(), "copy".to_owned()],
+        template: file.to_owned(),
+        ..Default::default()
+    };
+    let mut templates = std::collections::BTreeMap::new();
+    templates.insert("/etc/hostname".to_owned(), template("hostname.tpl"));
+    templates.insert("/etc/hosts".to_owned(), template("hosts.tpl"));
+    ImageMetadata {
+        architecture: arch.to_owned(),
+        creation_date: created,
+        expiry_date: 0,
+        properties: properties
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        templates,
+    }
+}
+
+/// Starts an image file at `out` with `metadata.yaml` and the templates of
+/// [`image_metadata`].
+pub(crate) fn begin(out: &Path, md: &ImageMetadata) -> Result<ImageWriter, BuildError> {
+    let mut w = ImageWriter::create(out, md.creation_date.unsigned_abs())?;
+    w.metadata(md)?;
+    w.dir("templates", 0o755)?;
+    w.file("templates/hostname.tpl", 0o644, b"{{ container.name }}\n")?;
+    w.file(
+        "templates/hosts.tpl",
+        0o644,
+        b"127.0.0.1\tlocalhost\n127.0.1.1\t{{ container.name }}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
+    Ok(w)
+}
+
 /// The machine name of this host (`x86_64`, `aarch64`, …), as images name architectures.
 pub fn host_architecture() -> String {
     std::process::Command::new("uname")

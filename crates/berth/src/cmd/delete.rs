@@ -18,17 +18,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             let state: berth_api::instance::InstanceState =
                 client.get(&format!("/1.0/instances/{name}/state")).await?;
             if state.status_code != 102 {
-                let body = serde_json::json!({"action": "stop", "force": true, "timeout": -1});
-                let r = client
-                    .query(
-                        Method::PUT,
-                        &format!("/1.0/instances/{name}/state"),
-                        Some(&body),
-                    )
-                    .await?;
-                if let Some(id) = r.body.operation_id() {
-                    client.wait_success(id).await?;
-                }
+                crate::cmd::lifecycle::change_state(client, name, "stop", true, -1).await?;
             }
         }
         let r = client

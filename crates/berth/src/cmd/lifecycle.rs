@@ -17,21 +17,31 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, action: &str) -> anyhow::Result<()> {
     for name in &args.names {
-        let body =
-            serde_json::json!({"action": action, "timeout": args.timeout, "force": args.force});
-        let r = client
-            .query(
-                Method::PUT,
-                &format!("/1.0/instances/{name}/state"),
-                Some(&body),
-            )
-            .await?;
-        if let Some(id) = r.body.operation_id() {
-            client
-                .wait_success(id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        }
+        change_state(client, name, action, args.force, args.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Asks for a state change of one instance and waits for it.
+pub async fn change_state(
+    client: &Client,
+    name: &str,
+    action: &str,
+    force: bool,
+    timeout: i64,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"action": action, "timeout": timeout, "force": force});
+    let r = client
+        .query(
+            Method::PUT,
+            &format!("/1.0/instances/{name}/state"),
+            Some(&body),
+        )
+        .await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
     }
     Ok(())
 }

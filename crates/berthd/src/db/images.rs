@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use berth_api::image::{Image, ImageAlias, ImageAliasRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::DbError;
+use super::{DbError, from_json, to_json};
 
 /// An image row, with what the API does not show.
 #[derive(Debug, Clone)]
@@ -15,14 +15,6 @@ pub struct ImageRecord {
     pub split: bool,
     /// The image's metadata.yaml, as JSON.
     pub metadata: String,
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
-    serde_json::from_str(s).unwrap_or_default()
 }
 
 const COLUMNS: &str = "fingerprint, filename, size, public, auto_update, architecture, type, \
@@ -123,8 +115,8 @@ pub fn insert(
             i.architecture,
             i.kind,
             rec.split,
-            json(&i.properties),
-            json(&i.profiles),
+            to_json(&i.properties),
+            to_json(&i.profiles),
             rec.metadata,
             i.created_at,
             i.uploaded_at,
@@ -151,7 +143,7 @@ pub fn update(
 ) -> Result<(), DbError> {
     conn.execute(
         "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
-        params![fp, public, auto_update, json(properties), json(&profiles), expires_at],
+        params![fp, public, auto_update, to_json(properties), to_json(&profiles), expires_at],
     )?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use berth_api::instance::Device;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::DbError;
+use super::{DbError, from_json, to_json};
 
 /// A stored instance.
 #[derive(Debug, Clone, Default)]
@@ -30,14 +30,6 @@ pub struct ProfileRecord {
     pub devices: BTreeMap<String, Device>,
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-fn parse<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
-    serde_json::from_str(s).unwrap_or_default()
-}
-
 const COLUMNS: &str = "name, architecture, description, ephemeral, profiles, config, devices, created_at, last_used_at";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
@@ -46,9 +38,9 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
         architecture: r.get(1)?,
         description: r.get(2)?,
         ephemeral: r.get(3)?,
-        profiles: parse(&r.get::<_, String>(4)?),
-        config: parse(&r.get::<_, String>(5)?),
-        devices: parse(&r.get::<_, String>(6)?),
+        profiles: from_json(&r.get::<_, String>(4)?),
+        config: from_json(&r.get::<_, String>(5)?),
+        devices: from_json(&r.get::<_, String>(6)?),
         created_at: r.get(7)?,
         last_used_at: r.get(8)?,
     })
@@ -82,9 +74,9 @@ pub fn insert(conn: &mut Connection, i: &InstanceRecord, pool: &str) -> Result<(
             i.architecture,
             i.description,
             i.ephemeral,
-            json(&i.profiles),
-            json(&i.config),
-            json(&i.devices),
+            to_json(&i.profiles),
+            to_json(&i.config),
+            to_json(&i.devices),
             i.created_at,
             i.last_used_at
         ],
@@ -106,7 +98,7 @@ pub fn set_config(
 ) -> Result<(), DbError> {
     conn.execute(
         "UPDATE instances SET config = ?2 WHERE name = ?1",
-        params![name, json(config)],
+        params![name, to_json(config)],
     )?;
     Ok(())
 }
@@ -133,8 +125,8 @@ pub fn profile(conn: &Connection, name: &str) -> Result<Option<ProfileRecord>, D
                 Ok(ProfileRecord {
                     name: r.get(0)?,
                     description: r.get(1)?,
-                    config: parse(&r.get::<_, String>(2)?),
-                    devices: parse(&r.get::<_, String>(3)?),
+                    config: from_json(&r.get::<_, String>(2)?),
+                    devices: from_json(&r.get::<_, String>(3)?),
                 })
             },
         )

@@ -114,6 +114,16 @@ impl Db {
     }
 }
 
+/// A value as the JSON text stored in a column.
+pub fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A JSON column back as a value (the type's default when the text is unusable).
+pub fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
 /// Creates `dir` (and parents) with mode 0700.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
