@@ -249,14 +249,18 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
             pumps.push(tokio::spawn(pty_pump(ws, reader, writer)));
         }
     } else {
+        // Without a client stream, stdin is closed at once and output is read and dropped,
+        // so the command neither waits for input nor blocks on a full pipe.
         if let (Some(ws), Some(w)) = (sockets.remove("0"), stdin_w.take()) {
             tokio::spawn(stdin_pump(ws, w));
         }
-        if let (Some(ws), Some(r)) = (sockets.remove("1"), stdout_r.take()) {
-            pumps.push(tokio::spawn(output_pump(ws, r)));
-        }
-        if let (Some(ws), Some(r)) = (sockets.remove("2"), stderr_r.take()) {
-            pumps.push(tokio::spawn(output_pump(ws, r)));
+        drop(stdin_w.take());
+        for (fd, reader) in [("1", stdout_r.take()), ("2", stderr_r.take())] {
+            let Some(r) = reader else { continue };
+            match sockets.remove(fd) {
+                Some(ws) => pumps.push(tokio::spawn(output_pump(ws, r))),
+                None => pumps.push(tokio::spawn(discard(r))),
+            }
         }
     }
     let status = child.wait().await.map_err(|e| e.to_string())?;
@@ -311,6 +315,12 @@ async fn output_pump(mut ws: WebSocket, mut r: tokio::fs::File) {
         }
     }
     let _ = ws.send(Message::Close(None)).await;
+}
+
+/// Reads a stream to its end and drops what it read.
+async fn discard(mut r: tokio::fs::File) {
+    let mut sink = tokio::io::sink();
+    let _ = tokio::io::copy(&mut r, &mut sink).await;
 }
 
 /// A terminal both ways on one socket.

@@ -505,12 +505,14 @@ async fn change_state(
     let source = format!("/1.0/instances/{name}");
     let (status, _) = status_of(st, name).await;
     let running = status != StatusCode::Stopped;
+    // The root disk may come from a profile: look at the expanded devices.
+    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let (_, devices) = inst::expand(&profiles, rec);
+    let pool = inst::root_pool(&devices).and_then(|p| st.pools.get(&p));
     let rootfs = || -> Result<std::path::PathBuf, String> {
-        let profiles_missing = "Root disk pool is not available".to_owned();
-        let pool = inst::root_pool(&rec.devices)
-            .or_else(|| Some("default".to_owned()))
-            .and_then(|p| st.pools.get(&p))
-            .ok_or(profiles_missing)?;
+        let pool = pool
+            .as_ref()
+            .ok_or("The pool of the root disk is not available")?;
         Ok(pool
             .volume_path(berth_storage::VolumeType::Container, name)
             .join("rootfs"))
