@@ -268,3 +268,120 @@ async fn exec_pipes_exit_codes_and_security() {
     assert!(out.contains(' '), "{out:?}");
     ok(&d.berth(&["delete", "-f", "x1"]));
 }
+
+/// The value of a cgroup file of a container, on cgroup v1 or v2.
+fn cgroup_file(d: &Daemon, name: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let parent = d.cgroup_parent();
+    let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = if unified {
+        format!("/sys/fs/cgroup/{parent}/{name}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/{parent}/{name}/{v1}")
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn limits_contain_fork_bombs_and_memory_hogs() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&[
+        "launch",
+        "bb",
+        "lim",
+        "-c",
+        "limits.processes=20",
+        "-c",
+        "limits.memory=64MiB",
+        "-c",
+        "limits.kernel.nofile=200",
+    ]));
+    assert_eq!(cgroup_file(&d, "lim", "pids", "pids.max", "pids.max"), "20");
+    assert_eq!(
+        cgroup_file(&d, "lim", "memory", "memory.limit_in_bytes", "memory.max"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        ok(&d.berth(&["exec", "lim", "--", "sh", "-c", "ulimit -n"])),
+        "200\n"
+    );
+
+    // A fork bomb stops at limits.processes while berthd stays responsive.
+    let out = d.berth(&[
+        "exec",
+        "lim",
+        "-T",
+        "--",
+        "sh",
+        "-c",
+        "(for i in $(seq 1 200); do sleep 60 & done) >/dev/null 2>&1 </dev/null &",
+    ]);
+    assert!(out.status.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    let s = state(&d, "lim").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "berthd answers while the bomb runs"
+    );
+    assert!(
+        s.processes <= 20 && s.processes >= 10,
+        "processes capped at 20: {}",
+        s.processes
+    );
+
+    // A memory hog is killed at limits.memory.
+    ok(&d.berth(&["restart", "-f", "lim"]));
+    let out = d.berth(&[
+        "exec",
+        "lim",
+        "-T",
+        "--",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+
+    // Limits change live; bad values are refused and change nothing.
+    let c = d.client();
+    let r = c
+        .query(
+            Method::PATCH,
+            "/1.0/instances/lim",
+            Some(&json!({"config": {"limits.memory": "128MiB"}})),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        cgroup_file(&d, "lim", "memory", "memory.limit_in_bytes", "memory.max"),
+        (128u64 << 20).to_string()
+    );
+    for (k, v) in [
+        ("limits.memory", "lots"),
+        ("limits.processes", "-1"),
+        ("limits.kernel.nofile", "x"),
+        ("limits.bogus", "1"),
+    ] {
+        let err = c
+            .query(
+                Method::PATCH,
+                "/1.0/instances/lim",
+                Some(&json!({"config": {k: v}})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{k}={v}");
+        assert!(err.to_string().contains(k), "{err}");
+    }
+    let inst: Instance = c.get("/1.0/instances/lim").await.unwrap();
+    assert_eq!(inst.config["limits.memory"], "128MiB");
+    ok(&d.berth(&["delete", "-f", "lim"]));
+}

@@ -39,6 +39,7 @@ pub struct ServerSnapshot {
 pub struct Runtime {
     pub cgroup_parent: String,
     pub idmap: crate::instances::idmap::IdMap,
+    pub host: crate::instances::limits::Host,
 }
 
 /// Everything the handlers share.
@@ -86,6 +87,15 @@ impl State {
             runtime: Runtime {
                 cgroup_parent,
                 idmap: crate::instances::idmap::IdMap::host(std::path::Path::new("/etc")),
+                host: crate::instances::limits::Host {
+                    memory: crate::host::resources::read(std::path::Path::new("/"))
+                        .memory
+                        .total,
+                    cpus: std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1),
+                    cgroup_v2: crate::host::cgroup::is_v2(),
+                },
             },
             db,
             ops: Operations::new(events.clone()),

@@ -50,22 +50,39 @@ async fn profiles(st: &AppState, names: &[String]) -> Result<Vec<ProfileRecord>,
         .collect()
 }
 
-/// Config keys accepted on instances until the full key table exists.
-fn validate_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+/// Config keys accepted on instances until the full key table exists: free-form `user.*`,
+/// `environment.*` and `image.*`, `boot.autostart`, and the `limits.*` of
+/// [`inst::limits`].
+fn validate_config(
+    config: &BTreeMap<String, String>,
+    host: inst::limits::Host,
+) -> Result<(), ApiError> {
     for (k, v) in config {
         if v.contains(['\n', '\r', '\0']) && !k.starts_with("user.") {
             return Err(ApiError::bad_request(format!(
                 "Invalid value for {k:?}: line breaks are not allowed"
             )));
         }
-        let ok = ["user.", "environment.", "image."]
+        if ["user.", "environment.", "image.", "volatile."]
             .iter()
-            .any(|p| k.starts_with(p) && k.len() > p.len());
-        if !ok {
-            return Err(ApiError::bad_request(format!(
-                "Unknown configuration key {k:?}"
-            )));
+            .any(|p| k.starts_with(p) && k.len() > p.len())
+        {
+            continue;
         }
+        if k == "boot.autostart" {
+            if !matches!(v.as_str(), "true" | "false" | "") {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid value {v:?} for \"boot.autostart\": expected true or false"
+                )));
+            }
+            continue;
+        }
+        if inst::limits::validate(k, v, host).map_err(ApiError::bad_request)? {
+            continue;
+        }
+        return Err(ApiError::bad_request(format!(
+            "Unknown configuration key {k:?}"
+        )));
     }
     Ok(())
 }
@@ -153,10 +170,207 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     Ok(sync(out))
 }
 
+fn instance_etag(rec: &InstanceRecord) -> String {
+    crate::state::etag_of(&(
+        &rec.architecture,
+        &rec.config,
+        &rec.devices,
+        rec.ephemeral,
+        &rec.profiles,
+        &rec.description,
+    ))
+}
+
 /// `GET /1.0/instances/{name}`.
 pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let rec = find(&st, &name).await?;
-    Ok(sync(full(&st, &rec).await?))
+    let etag = instance_etag(&rec);
+    Ok(super::sync_etag(full(&st, &rec).await?, &etag))
+}
+
+/// Devices berth can give an instance today: the root disk, and `none` to mask one.
+fn validate_devices(
+    devices: &BTreeMap<String, berth_api::instance::Device>,
+) -> Result<(), ApiError> {
+    for (name, d) in devices {
+        match d.get("type").map(String::as_str) {
+            Some("none") => {}
+            Some("disk") if d.get("path").map(String::as_str) == Some("/") => {
+                if d.keys()
+                    .any(|k| !matches!(k.as_str(), "type" | "path" | "pool"))
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "Device {name:?}: only type, path and pool are supported on the root disk yet"
+                    )));
+                }
+            }
+            Some(t) => {
+                return Err(ApiError::bad_request(format!(
+                    "Device {name:?}: type {t:?} is not supported yet"
+                )));
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "Device {name:?} has no type"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /1.0/instances/{name}`: replaces the writable fields.
+pub async fn put(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> ApiResult {
+    update(&st, &name, &headers, req, true).await
+}
+
+/// `PATCH /1.0/instances/{name}`: merges into the writable fields; an empty config value
+/// unsets the key.
+pub async fn patch(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> ApiResult {
+    update(&st, &name, &headers, req, false).await
+}
+
+fn field<T: serde::de::DeserializeOwned>(
+    body: &serde_json::Value,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    match body.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("Invalid value for field \"{key}\": {e}"))),
+    }
+}
+
+async fn update(
+    st: &AppState,
+    name: &str,
+    headers: &axum::http::HeaderMap,
+    body: serde_json::Value,
+    replace: bool,
+) -> ApiResult {
+    let _guard = st.instances.lock(name).lock_owned().await;
+    let old = find(st, name).await?;
+    super::check_if_match(headers, &instance_etag(&old))?;
+    let mut rec = old.clone();
+    let volatile: BTreeMap<String, String> = old
+        .config
+        .iter()
+        .filter(|(k, _)| k.starts_with("volatile."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(config) = field::<BTreeMap<String, String>>(&body, "config")? {
+        let user: BTreeMap<String, String> = config
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("volatile."))
+            .collect();
+        if replace {
+            rec.config = user;
+        } else {
+            for (k, v) in user {
+                if v.is_empty() {
+                    rec.config.remove(&k);
+                } else {
+                    rec.config.insert(k, v);
+                }
+            }
+        }
+        rec.config.retain(|k, _| !k.starts_with("volatile."));
+        rec.config.extend(volatile);
+    } else if replace {
+        rec.config.retain(|k, _| k.starts_with("volatile."));
+    }
+    if let Some(devices) = field(&body, "devices")? {
+        rec.devices = if replace {
+            devices
+        } else {
+            rec.devices.into_iter().chain(devices).collect()
+        };
+    } else if replace {
+        rec.devices.clear();
+    }
+    if let Some(p) = field(&body, "profiles")? {
+        rec.profiles = p;
+    }
+    if let Some(d) = field(&body, "description")? {
+        rec.description = d;
+    }
+    if let Some(e) = field(&body, "ephemeral")? {
+        rec.ephemeral = e;
+    }
+    validate_config(&rec.config, st.runtime.host)?;
+    validate_devices(&rec.devices)?;
+    let profiles = profiles(st, &rec.profiles).await?;
+    let (expanded, devices) = inst::expand(&profiles, &rec);
+    validate_config(&expanded, st.runtime.host)?;
+    let (old_expanded, old_devices) = inst::expand(&profiles, &old);
+    if inst::root_pool(&devices) != inst::root_pool(&old_devices) {
+        return Err(ApiError::bad_request(
+            "The root disk's pool cannot be changed",
+        ));
+    }
+    let stored = rec.clone();
+    st.db
+        .call(move |c| crate::db::instances::update(c, &stored))
+        .await?;
+    if status_of(st, name).await.0 != StatusCode::Stopped {
+        apply_live(st, name, &old_expanded, &expanded).map_err(ApiError::bad_request)?;
+    }
+    st.events
+        .lifecycle("instance-updated", &format!("/1.0/instances/{name}"), None);
+    let op = st
+        .ops
+        .start(spec("Updating instance", name), |_| async { Ok(()) });
+    Ok(async_operation(op.render()))
+}
+
+/// Writes changed limits into a running container's cgroup; removed limits go back to
+/// the unlimited value.
+fn apply_live(
+    st: &AppState,
+    name: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let host = st.runtime.host;
+    let before = inst::limits::cgroup_settings(old, host)?;
+    let after = inst::limits::cgroup_settings(new, host)?;
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    let all_cpus = if host.cpus > 1 {
+        format!("0-{}", host.cpus - 1)
+    } else {
+        "0".to_owned()
+    };
+    for (controller, file, _) in &before {
+        if after.iter().any(|(_, f, _)| f == file) {
+            continue;
+        }
+        let reset = match *file {
+            "pids.max" | "memory.max" | "memory.high" | "memory.swap.max" => "max".to_owned(),
+            "cpu.max" => "max 100000".to_owned(),
+            "cpu.weight" => "100".to_owned(),
+            "cpu.shares" => "1024".to_owned(),
+            "cpuset.cpus" => all_cpus.clone(),
+            _ => "-1".to_owned(),
+        };
+        crate::host::cgroup::write(controller, &cg, file, &reset)
+            .map_err(|e| format!("Failed to reset {file}: {e}"))?;
+    }
+    for (controller, file, value) in &after {
+        crate::host::cgroup::write(controller, &cg, file, value)
+            .map_err(|e| format!("Failed to set {file} to {value}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn spec(description: &str, name: &str) -> OpSpec {
@@ -185,7 +399,11 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
             req.kind
         )));
     }
-    validate_config(&req.config)?;
+    if req.config.keys().any(|k| k.starts_with("volatile.")) {
+        return Err(ApiError::bad_request("volatile.* keys are set by berthd"));
+    }
+    validate_config(&req.config, st.runtime.host)?;
+    validate_devices(&req.devices)?;
     let image = match req.source.kind.as_str() {
         "image" => {
             if !req.source.server.is_empty() {
@@ -258,7 +476,8 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         created_at: now.clone(),
         last_used_at: "0001-01-01T00:00:00Z".to_owned(),
     };
-    let (_, devices) = inst::expand(&profiles, &rec);
+    let (expanded, devices) = inst::expand(&profiles, &rec);
+    validate_config(&expanded, st.runtime.host)?;
     let pool_name = inst::root_pool(&devices)
         .ok_or_else(|| ApiError::bad_request("The instance has no root disk device"))?;
     let pool = st.pools.get(&pool_name).ok_or_else(|| {
@@ -315,7 +534,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
                 let rootfs = pool
                     .volume_path(berth_storage::VolumeType::Container, &rec.name)
                     .join("rootfs");
-                inst::start(&st, &rec, &rootfs).await?;
+                inst::start(&st, &rec, &expanded, &rootfs).await?;
                 set_power(&st, &rec.name, "RUNNING").await;
                 st.events.lifecycle(
                     "instance-started",
@@ -507,7 +726,7 @@ async fn change_state(
     let running = status != StatusCode::Stopped;
     // The root disk may come from a profile: look at the expanded devices.
     let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
-    let (_, devices) = inst::expand(&profiles, rec);
+    let (config, devices) = inst::expand(&profiles, rec);
     let pool = inst::root_pool(&devices).and_then(|p| st.pools.get(&p));
     let rootfs = || -> Result<std::path::PathBuf, String> {
         let pool = pool
@@ -531,7 +750,7 @@ async fn change_state(
             if running {
                 return Err("The instance is already running".to_owned());
             }
-            inst::start(st, rec, &rootfs()?).await?;
+            inst::start(st, rec, &config, &rootfs()?).await?;
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-started", &source, None);
         }
@@ -551,7 +770,7 @@ async fn change_state(
             if running {
                 inst::stop(st, name, req.timeout, req.force).await?;
             }
-            inst::start(st, rec, &rootfs()?).await?;
+            inst::start(st, rec, &config, &rootfs()?).await?;
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-restarted", &source, None);
         }

@@ -317,7 +317,10 @@ pub fn router(state: AppState) -> Router {
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(
             "/1.0/instances/{name}",
-            get(instances::get).delete(instances::delete),
+            get(instances::get)
+                .put(instances::put)
+                .patch(instances::patch)
+                .delete(instances::delete),
         )
         .route(
             "/1.0/instances/{name}/state",

@@ -90,6 +90,15 @@ pub fn insert(conn: &mut Connection, i: &InstanceRecord, pool: &str) -> Result<(
     Ok(())
 }
 
+/// Replaces an instance's writable fields.
+pub fn update(conn: &Connection, i: &InstanceRecord) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE instances SET description = ?2, ephemeral = ?3, profiles = ?4, config = ?5, devices = ?6 WHERE name = ?1",
+        params![i.name, i.description, i.ephemeral, to_json(&i.profiles), to_json(&i.config), to_json(&i.devices)],
+    )?;
+    Ok(())
+}
+
 /// Replaces an instance's configuration.
 pub fn set_config(
     conn: &Connection,

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-fn is_v2() -> bool {
+/// Whether the host runs the unified (v2) cgroup hierarchy only.
+pub fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 
@@ -113,4 +114,9 @@ pub fn remove_parent(parent: &str) {
         // Fails (EBUSY, ENOTEMPTY) while any container's cgroup remains: that is fine.
         let _ = std::fs::remove_dir(d);
     }
+}
+
+/// Writes one cgroup file of a container's cgroup.
+pub fn write(controller: &str, cg: &str, file: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(dir(controller, cg).join(file), value)
 }

@@ -53,6 +53,8 @@ pub struct Spec<'a> {
     /// The cgroup directory of this daemon's containers (`berth.<id>`).
     pub cgroup_parent: &'a str,
     pub idmap: IdMap,
+    /// Further keys: resource limits.
+    pub extra: &'a [(String, String)],
 }
 
 /// Renders the configuration.
@@ -93,6 +95,9 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
     set("lxc.log.file", &format!("{dir}/lxc.log"))?;
     set("lxc.log.level", "warn")?;
     set("lxc.net.0.type", "empty")?;
+    for (k, v) in spec.extra {
+        set(k, v)?;
+    }
     Ok(out)
 }
 
@@ -112,8 +117,10 @@ mod tests {
                 gid_base: 1000000,
                 size: 65536,
             },
+            extra: &[("lxc.cgroup.pids.max".to_owned(), "50".to_owned())],
         };
         let c = render(&spec).unwrap();
+        assert!(c.contains("lxc.cgroup.pids.max = 50\n"));
         assert!(c.contains("lxc.idmap = u 0 1000000 65536\n"));
         assert!(c.contains("lxc.rootfs.options = idmap=container\n"));
         assert!(c.contains("lxc.cgroup.dir.container = berth.0123abcd/c1\n"));

@@ -13,6 +13,7 @@
 //! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
 
 pub mod idmap;
+pub mod limits;
 pub mod lxc_config;
 pub mod templates;
 pub mod unpack;
@@ -144,12 +145,38 @@ fn log_tail(dir: &Path) -> String {
         .join("; ")
 }
 
-/// Writes the configuration and starts the container through `berthd forkstart`.
-pub async fn start(st: &State, rec: &InstanceRecord, rootfs: &Path) -> Result<(), String> {
+/// The LXC keys of an expanded configuration's limits.
+pub fn limit_keys(
+    config: &BTreeMap<String, String>,
+    host: limits::Host,
+) -> Result<Vec<(String, String)>, String> {
+    let prefix = if host.cgroup_v2 {
+        "lxc.cgroup2"
+    } else {
+        "lxc.cgroup"
+    };
+    let mut keys: Vec<(String, String)> = limits::cgroup_settings(config, host)?
+        .into_iter()
+        .map(|(_, file, value)| (format!("{prefix}.{file}"), value))
+        .collect();
+    keys.extend(limits::prlimits(config)?);
+    Ok(keys)
+}
+
+/// Writes the configuration (with `config`'s limits) and starts the container through
+/// `berthd forkstart`.
+pub async fn start(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+    rootfs: &Path,
+) -> Result<(), String> {
     let dir = container_dir(st, &rec.name);
     crate::db::create_private_dir(&dir)
         .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+    let extra = limit_keys(config, st.runtime.host)?;
     let spec = lxc_config::Spec {
+        extra: &extra,
         name: &rec.name,
         rootfs,
         dir: &dir,
