@@ -385,3 +385,59 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
     assert_eq!(inst.config["limits.memory"], "128MiB");
     ok(&d.berth(&["delete", "-f", "lim"]));
 }
+
+#[tokio::test]
+async fn autostart_instances_start_with_berthd() {
+    let mut d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "auto", "-c", "boot.autostart=true"]));
+    ok(&d.berth(&["init", "bb", "manual"]));
+    ok(&d.berth(&["stop", "-f", "auto"]));
+    d.restart();
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = state(&d, "auto").await.status;
+        if status == "Running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "Running");
+    assert_eq!(state(&d, "manual").await.status, "Stopped");
+    let err = fails(&d.berth(&["launch", "bb", "bad", "-c", "boot.autostart=perhaps"]));
+    assert!(err.contains("boot.autostart"), "{err}");
+    ok(&d.berth(&["delete", "-f", "auto", "manual"]));
+}
+
+#[tokio::test]
+async fn create_reports_unpack_progress() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    let mut events = c.events(&[berth_api::EventType::Operation]).await.unwrap();
+    let body = json!({"name": "prog", "source": {"type": "image", "alias": "bb"}});
+    let r = c
+        .query(Method::POST, "/1.0/instances", Some(&body))
+        .await
+        .unwrap();
+    let id = r.body.operation_id().unwrap().to_owned();
+    let mut percents = vec![];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(ev)) = events.next().await {
+            if ev.metadata["id"].as_str() != Some(id.as_str()) {
+                continue;
+            }
+            if let Some(p) = ev.metadata["metadata"]["progress"]["percent"].as_str() {
+                percents.push(p.parse::<u32>().unwrap());
+            }
+            if ev.metadata["status"] == "Success" {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(percents.len() >= 2, "{percents:?}");
+    assert_eq!(percents.last(), Some(&100));
+    ok(&d.berth(&["delete", "prog"]));
+}

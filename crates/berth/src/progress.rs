@@ -13,3 +13,13 @@ pub fn bar(total: u64, label: &str) -> ProgressBar {
     bar.set_message(label.to_owned());
     bar
 }
+
+/// A percentage bar with a label.
+pub fn percent(label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg}: {pos}%") {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_owned());
+    bar
+}

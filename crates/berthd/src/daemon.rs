@@ -191,6 +191,8 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
             .await
     });
 
+    tokio::spawn(crate::api::instances::autostart(state.clone()));
+
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT received, shutting down"),

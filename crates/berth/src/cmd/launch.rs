@@ -58,11 +58,34 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
         body["devices"] = serde_json::json!({"root": {"type": "disk", "path": "/", "pool": pool}});
     }
     println!("{} {name}", if start { "Launching" } else { "Creating" });
+    // Follow the operation's unpack progress while it runs.
+    let mut events = client.events(&[berth_api::EventType::Operation]).await.ok();
     let r = client
         .query(Method::POST, "/1.0/instances", Some(&body))
         .await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
-    }
+    let Some(id) = r.body.operation_id().map(str::to_owned) else {
+        return Ok(());
+    };
+    let bar = crate::progress::percent("Unpacking image");
+    let b = bar.clone();
+    let op_id = id.clone();
+    let follow = tokio::spawn(async move {
+        let Some(events) = events.as_mut() else {
+            return;
+        };
+        while let Some(Ok(ev)) = events.next().await {
+            if ev.metadata["id"].as_str() != Some(op_id.as_str()) {
+                continue;
+            }
+            let percent = ev.metadata["metadata"]["progress"]["percent"].as_str();
+            if let Some(p) = percent.and_then(|p| p.parse().ok()) {
+                b.set_position(p);
+            }
+        }
+    });
+    let result = client.wait_success(&id).await;
+    follow.abort();
+    bar.finish_and_clear();
+    result?;
     Ok(())
 }

@@ -508,12 +508,12 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
     }
     let start = req.start;
     let state = st.clone();
-    let op = st
-        .ops
-        .start(spec("Creating instance", &req.name), move |_| async move {
+    let op = st.ops.start(
+        spec("Creating instance", &req.name),
+        move |ctx| async move {
             let _guard = guard;
             let st = state;
-            let result = create(&st, &rec, image.as_ref(), pool.as_ref()).await;
+            let result = create(&st, &rec, image.as_ref(), pool.as_ref(), &ctx).await;
             if let Err(e) = result {
                 // Undo: the volume, the runtime directory and the records.
                 let _ = pool.delete_volume(berth_storage::VolumeType::Container, &rec.name);
@@ -543,7 +543,8 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
                 );
             }
             Ok(())
-        });
+        },
+    );
     Ok(async_operation(op.render()))
 }
 
@@ -552,6 +553,7 @@ async fn create(
     rec: &InstanceRecord,
     image: Option<&crate::db::images::ImageRecord>,
     pool: &dyn berth_storage::Driver,
+    ctx: &crate::operations::OpCtx,
 ) -> Result<(), String> {
     let volume = pool
         .create_volume(berth_storage::VolumeType::Container, &rec.name)
@@ -567,13 +569,36 @@ async fn create(
     let fp = img.image.fingerprint.clone();
     let split = img.split;
     let v = volume.clone();
-    tokio::task::spawn_blocking(move || {
+    // Progress goes out as operation metadata (`progress.percent`), at most once per percent.
+    let (tx, mut rx) = tokio::sync::watch::channel((0u64, 0u64));
+    let report: inst::unpack::Progress = std::sync::Arc::new(move |done, total| {
+        let pct = |d: u64, t: u64| (d * 100).checked_div(t).unwrap_or(0);
+        tx.send_if_modified(|cur| {
+            let changed = pct(done, total) != pct(cur.0, cur.1);
+            *cur = (done, total);
+            changed
+        });
+    });
+    let unpack = tokio::task::spawn_blocking(move || {
         let rootfs = split.then(|| images.join(format!("{fp}.rootfs")));
-        inst::unpack::unpack(&images.join(&fp), rootfs.as_deref(), &v)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| crate::logging::chain(&e))?;
+        inst::unpack::unpack(&images.join(&fp), rootfs.as_deref(), &v, &report)
+    });
+    let progress = async {
+        while rx.changed().await.is_ok() {
+            let (done, total) = *rx.borrow();
+            let mut md = serde_json::Map::new();
+            let percent = (done * 100).checked_div(total).unwrap_or(0);
+            md.insert(
+                "progress".into(),
+                serde_json::json!({"stage": "unpack", "percent": percent.to_string()}),
+            );
+            ctx.set_metadata(md);
+        }
+    };
+    let (result, ()) = tokio::join!(unpack, progress);
+    result
+        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::logging::chain(&e))?;
     let md: berth_image::ImageMetadata = serde_json::from_str(&img.metadata).unwrap_or_default();
     let ctx = templates::Context {
         name: &rec.name,
@@ -802,6 +827,33 @@ async fn change_state(
         _ => {}
     }
     Ok(())
+}
+
+/// Starts every stopped instance with `boot.autostart=true` (called when berthd starts).
+pub async fn autostart(st: AppState) {
+    let Ok(recs) = st.db.call(|c| crate::db::instances::list(c)).await else {
+        return;
+    };
+    for rec in recs {
+        let Ok(profiles) = profiles(&st, &rec.profiles).await else {
+            continue;
+        };
+        let (config, _) = inst::expand(&profiles, &rec);
+        if config.get("boot.autostart").map(String::as_str) != Some("true") {
+            continue;
+        }
+        let _guard = st.instances.lock(&rec.name).lock_owned().await;
+        if status_of(&st, &rec.name).await.0 != StatusCode::Stopped {
+            continue;
+        }
+        let req = InstanceStatePut {
+            action: "start".to_owned(),
+            ..Default::default()
+        };
+        if let Err(e) = change_state(&st, &rec, &req).await {
+            tracing::warn!(instance = %rec.name, error = %e, "Autostart failed");
+        }
+    }
 }
 
 /// `GET /1.0/instances/{name}/snapshots`: snapshots do not exist yet, so the list is empty.

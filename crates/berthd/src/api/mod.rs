@@ -11,7 +11,7 @@ mod exec;
 mod filter;
 mod image_aliases;
 mod images;
-mod instances;
+pub mod instances;
 mod internal;
 mod operations;
 mod projects;

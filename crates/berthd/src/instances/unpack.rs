@@ -18,8 +18,37 @@ pub enum UnpackError {
     Unsquashfs(String),
 }
 
-fn unpack_tar(file: &Path, dest: &Path) -> Result<(), UnpackError> {
-    let reader = berth_image::compression::open(file).map_err(UnpackError::Io)?;
+/// Counts the compressed bytes read, for progress reports.
+struct Counting<R> {
+    inner: R,
+    done: u64,
+    report: Progress,
+}
+
+/// Called with (bytes of image files read, their total size).
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.report)(self.done, 0);
+        Ok(n)
+    }
+}
+
+fn unpack_tar(file: &Path, dest: &Path, report: &Progress) -> Result<(), UnpackError> {
+    let mut head = [0u8; 6];
+    let mut f = std::fs::File::open(file).map_err(UnpackError::Io)?;
+    let n = std::io::Read::read(&mut f, &mut head).map_err(UnpackError::Io)?;
+    let kind = berth_image::Compression::detect(&head[..n]);
+    let f = std::fs::File::open(file).map_err(UnpackError::Io)?;
+    let counting = Counting {
+        inner: std::io::BufReader::with_capacity(1 << 16, f),
+        done: 0,
+        report: report.clone(),
+    };
+    let reader = kind.reader(counting).map_err(UnpackError::Io)?;
     let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -29,9 +58,20 @@ fn unpack_tar(file: &Path, dest: &Path) -> Result<(), UnpackError> {
     archive.unpack(dest).map_err(UnpackError::Io)
 }
 
-/// Unpacks image `meta` (and `rootfs` for a split image) into volume directory `dest`.
-pub fn unpack(meta: &Path, rootfs: Option<&Path>, dest: &Path) -> Result<(), UnpackError> {
-    unpack_tar(meta, dest)?;
+/// Unpacks image `meta` (and `rootfs` for a split image) into volume directory `dest`,
+/// reporting progress as (bytes read, total bytes).
+pub fn unpack(
+    meta: &Path,
+    rootfs: Option<&Path>,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<(), UnpackError> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let meta_size = size(meta);
+    let total = meta_size + rootfs.map(size).unwrap_or(0);
+    let p = progress.clone();
+    let meta_progress: Progress = std::sync::Arc::new(move |done, _| p(done, total));
+    unpack_tar(meta, dest, &meta_progress)?;
     let Some(rootfs) = rootfs else { return Ok(()) };
     let target = dest.join("rootfs");
     let mut head = [0u8; 4];
@@ -41,7 +81,10 @@ pub fn unpack(meta: &Path, rootfs: Option<&Path>, dest: &Path) -> Result<(), Unp
         && berth_image::squashfs::is_squashfs(&head);
     if !is_squashfs {
         std::fs::create_dir_all(&target).map_err(UnpackError::Io)?;
-        return unpack_tar(rootfs, &target);
+        let p = progress.clone();
+        let rootfs_progress: Progress =
+            std::sync::Arc::new(move |done, _| p(meta_size + done, total));
+        return unpack_tar(rootfs, &target, &rootfs_progress);
     }
     let out = Command::new("unsquashfs")
         .args(["-f", "-n", "-d"])
