@@ -1,6 +1,6 @@
 //! `/1.0/instances`: create, list, inspect, delete; `/state`: start, stop, restart, freeze.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -149,12 +149,37 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
                 .collect::<Vec<_>>(),
         ));
     }
+    // One query for the profiles and one blocking task for every container's state: a
+    // list of hundreds must not cost hundreds of round trips.
+    let all: HashMap<String, ProfileRecord> = st
+        .db
+        .call(|c| crate::db::instances::all_profiles(c))
+        .await?
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+    let lxcpath = st.paths.containers();
+    let parent = st.runtime.cgroup_parent.clone();
+    let states: Vec<InstanceState> = tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|n| observe(&lxcpath, &parent, n))
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
     let mut out = Vec::with_capacity(recs.len());
-    for rec in &recs {
-        let mut v =
-            serde_json::to_value(full(&st, rec).await?).map_err(|e| ApiError::internal(&e))?;
+    for (rec, state) in recs.iter().zip(states) {
+        let profiles: Vec<ProfileRecord> = rec
+            .profiles
+            .iter()
+            .filter_map(|p| all.get(p).cloned())
+            .collect();
+        let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
+        let mut v = serde_json::to_value(render(rec, &profiles, status))
+            .map_err(|e| ApiError::internal(&e))?;
         if level >= 2 {
-            let state = state_of(&st, &rec.name).await;
             v["state"] = serde_json::to_value(state).unwrap_or_default();
             v["snapshots"] = serde_json::Value::Array(vec![]);
             v["backups"] = serde_json::Value::Array(vec![]);
@@ -677,30 +702,50 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
     Ok(())
 }
 
-async fn state_of(st: &AppState, name: &str) -> InstanceState {
-    let (status, pid) = status_of(st, name).await;
-    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
-    let processes = pid
-        .map(|_| crate::host::cgroup::processes(&cg))
-        .unwrap_or(0);
+/// What the host says of one container: liblxc's status, the freezer, cgroup counters.
+/// Blocking.
+fn observe(lxcpath: &std::path::Path, cgroup_parent: &str, name: &str) -> InstanceState {
+    let (mut status, pid) = inst::lxc_status(lxcpath, name);
+    let cg = format!("{cgroup_parent}/{name}");
+    if status == StatusCode::Running && crate::host::cgroup::is_frozen(&cg) {
+        status = StatusCode::Frozen;
+    }
+    let running = pid.is_some();
     InstanceState {
         status: status.name().to_owned(),
         status_code: status.code(),
         pid: i64::from(pid.unwrap_or(0)),
-        processes,
+        processes: if running {
+            crate::host::cgroup::processes(&cg)
+        } else {
+            0
+        },
         memory: berth_api::instance::InstanceStateMemory {
-            usage: pid
-                .map(|_| crate::host::cgroup::memory_usage(&cg))
-                .unwrap_or(0),
+            usage: if running {
+                crate::host::cgroup::memory_usage(&cg)
+            } else {
+                0
+            },
             ..Default::default()
         },
         cpu: berth_api::instance::InstanceStateCpu {
-            usage: pid
-                .map(|_| crate::host::cgroup::cpu_usage(&cg))
-                .unwrap_or(0),
+            usage: if running {
+                crate::host::cgroup::cpu_usage(&cg)
+            } else {
+                0
+            },
         },
         ..Default::default()
     }
+}
+
+async fn state_of(st: &AppState, name: &str) -> InstanceState {
+    let lxcpath = st.paths.containers();
+    let parent = st.runtime.cgroup_parent.clone();
+    let n = name.to_owned();
+    tokio::task::spawn_blocking(move || observe(&lxcpath, &parent, &n))
+        .await
+        .unwrap_or_default()
 }
 
 /// `GET /1.0/instances/{name}/state`.

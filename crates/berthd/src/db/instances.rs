@@ -142,6 +142,21 @@ pub fn profile(conn: &Connection, name: &str) -> Result<Option<ProfileRecord>, D
         .optional()?)
 }
 
+/// Every profile.
+pub fn all_profiles(conn: &Connection) -> Result<Vec<ProfileRecord>, DbError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ProfileRecord {
+            name: r.get(0)?,
+            description: r.get(1)?,
+            config: from_json(&r.get::<_, String>(2)?),
+            devices: from_json(&r.get::<_, String>(3)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every profile name.
 pub fn profile_names(conn: &Connection) -> Result<Vec<String>, DbError> {
     let mut stmt = conn.prepare("SELECT name FROM profiles ORDER BY name")?;
