@@ -441,3 +441,23 @@ async fn create_reports_unpack_progress() {
     assert_eq!(percents.last(), Some(&100));
     ok(&d.berth(&["delete", "prog"]));
 }
+
+#[tokio::test]
+async fn pylxd_drives_containers() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pylxd/lifecycle.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("bb")
+        .env("LXD_DIR", d.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pylxd failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd ok"));
+}

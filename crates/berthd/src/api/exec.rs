@@ -27,24 +27,26 @@ use crate::operations::{OpCtx, OpSpec};
 #[derive(Debug, Deserialize)]
 pub struct ExecPost {
     command: Vec<String>,
+    // Clients send null for what they leave to the server (pylxd does): every field but
+    // `command` is optional.
     #[serde(default)]
-    environment: BTreeMap<String, String>,
+    environment: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    interactive: bool,
+    interactive: Option<bool>,
     #[serde(rename = "wait-for-websocket", default)]
-    wait_for_websocket: bool,
+    wait_for_websocket: Option<bool>,
     #[serde(default)]
-    width: u16,
+    width: Option<u16>,
     #[serde(default)]
-    height: u16,
+    height: Option<u16>,
     #[serde(default)]
-    user: u32,
+    user: Option<u32>,
     #[serde(default)]
-    group: u32,
+    group: Option<u32>,
     #[serde(default)]
-    cwd: String,
+    cwd: Option<String>,
     #[serde(rename = "record-output", default)]
-    record_output: bool,
+    record_output: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +69,9 @@ pub async fn post(
             "Invalid value for field \"command\": it is empty",
         ));
     }
-    if req.record_output {
+    let interactive = req.interactive.unwrap_or(false);
+    let user = req.user.unwrap_or(0);
+    if req.record_output.unwrap_or(false) {
         return Err(ApiError::bad_request("record-output is not supported yet"));
     }
     let n = name.clone();
@@ -93,13 +97,13 @@ pub async fn post(
     env.insert("LANG".into(), "C.UTF-8".into());
     env.insert(
         "HOME".into(),
-        if req.user == 0 {
+        if user == 0 {
             "/root".into()
         } else {
             "/".into()
         },
     );
-    if req.user == 0 {
+    if user == 0 {
         env.insert("USER".into(), "root".into());
     }
     for (k, v) in &rec.config {
@@ -107,16 +111,16 @@ pub async fn post(
             env.insert(var.to_owned(), v.clone());
         }
     }
-    env.extend(req.environment.clone());
+    env.extend(req.environment.clone().unwrap_or_default());
     let spec = ExecSpec {
         argv: req.command.clone(),
         env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        uid: req.user,
-        gid: req.group,
-        cwd: req.cwd.clone(),
-        pty: req.interactive,
+        uid: user,
+        gid: req.group.unwrap_or(0),
+        cwd: req.cwd.clone().unwrap_or_default(),
+        pty: interactive,
     };
-    let fds: Vec<String> = if req.interactive {
+    let fds: Vec<String> = if interactive {
         vec!["0".into(), "control".into()]
     } else {
         vec!["0".into(), "1".into(), "2".into(), "control".into()]
@@ -124,7 +128,7 @@ pub async fn post(
     let mut metadata = serde_json::Map::new();
     metadata.insert("command".into(), serde_json::json!(req.command));
     metadata.insert("environment".into(), serde_json::json!(env));
-    metadata.insert("interactive".into(), req.interactive.into());
+    metadata.insert("interactive".into(), interactive.into());
     let mut resources = BTreeMap::new();
     resources.insert(
         "instances".to_owned(),
@@ -140,8 +144,8 @@ pub async fn post(
     };
     let config = crate::instances::container_dir(&st, &name).join("lxc.conf");
     let lxcpath = st.paths.containers();
-    let wait = req.wait_for_websocket;
-    let (width, height) = (req.width, req.height);
+    let wait = req.wait_for_websocket.unwrap_or(false);
+    let (width, height) = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(op_spec, move |ctx| async move {
         run(
             ctx,
@@ -176,8 +180,11 @@ fn file(fd: OwnedFd) -> tokio::fs::File {
 
 async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<(), String> {
     let mut sockets: HashMap<String, WebSocket> = HashMap::new();
+    // The data streams are required before the command starts; `control` is not (pylxd
+    // never opens it) and is taken whenever it comes.
+    let required = fds.iter().filter(|f| *f != "control").count();
     if wait {
-        while sockets.len() < fds.len() {
+        while sockets.keys().filter(|f| *f != "control").count() < required {
             match ctx.accept().await {
                 Some((fd, ws)) => {
                     sockets.insert(fd, ws);
@@ -238,9 +245,24 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
     let mut child = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(|e| format!("Failed to run forkexec: {e}"))?;
-    let control = sockets.remove("control");
+    // forkexec reports the command's host pid on the pipe, then closes it.
+    let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = file(pid_r).read_to_string(&mut text).await;
+        let _ = pid_tx.send(
+            text.trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw),
+        );
+    });
     let master_handle = pty_master.as_ref().and_then(|m| m.try_clone().ok());
-    let control_task = tokio::spawn(control_loop(control, file(pid_r), master_handle));
+    let mut control_tasks = Vec::new();
+    if let Some(ws) = sockets.remove("control") {
+        let master = master_handle.as_ref().and_then(|m| m.try_clone().ok());
+        control_tasks.push(tokio::spawn(control_loop(ws, pid_rx.clone(), master)));
+    }
     let mut pumps = Vec::new();
     if let Some(master) = pty_master {
         let reader = file(master.try_clone().map_err(|e| e.to_string())?);
@@ -263,11 +285,23 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
             }
         }
     }
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| e.to_string())?,
+            Some((fd, ws)) = ctx.accept() => {
+                if fd == "control" {
+                    let master = master_handle.as_ref().and_then(|m| m.try_clone().ok());
+                    control_tasks.push(tokio::spawn(control_loop(ws, pid_rx.clone(), master)));
+                }
+            }
+        }
+    };
     for p in pumps {
         let _ = p.await;
     }
-    control_task.abort();
+    for t in control_tasks {
+        t.abort();
+    }
     let code = status.code().unwrap_or(1);
     let mut md = serde_json::Map::new();
     md.insert("return".into(), code.into());
@@ -365,19 +399,11 @@ async fn pty_pump(ws: WebSocket, mut r: tokio::fs::File, mut w: tokio::fs::File)
 }
 
 async fn control_loop(
-    ws: Option<WebSocket>,
-    mut pid_pipe: tokio::fs::File,
+    mut ws: WebSocket,
+    mut pid: tokio::sync::watch::Receiver<Option<rustix::process::Pid>>,
     master: Option<OwnedFd>,
 ) {
-    let Some(mut ws) = ws else { return };
-    // forkexec reports the command's host pid, then closes the pipe.
-    let mut pid_text = String::new();
-    let _ = pid_pipe.read_to_string(&mut pid_text).await;
-    let pid = pid_text
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
+    let pid = pid.wait_for(Option::is_some).await.ok().and_then(|p| *p);
     while let Some(Ok(msg)) = ws.recv().await {
         let text = match msg {
             Message::Text(t) => t.to_string(),

@@ -162,10 +162,28 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     let lxcpath = st.paths.containers();
     let parent = st.runtime.cgroup_parent.clone();
     let states: Vec<InstanceState> = tokio::task::spawn_blocking(move || {
-        names
-            .iter()
-            .map(|n| observe(&lxcpath, &parent, n))
-            .collect()
+        // Each observation is a few round trips to a monitor and a few cgroup reads: spread
+        // them over the host's CPUs.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let chunk = names.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(|| {
+                        part.iter()
+                            .map(|n| observe(&lxcpath, &parent, n))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
