@@ -19,7 +19,12 @@ pub fn start(args: &[OsString]) -> i32 {
         c.load_config(Path::new(config))?;
         c.want_daemonize(true)?;
         c.want_close_all_fds(true)?;
-        c.start()
+        c.start()?;
+        // Record the init pid so state queries need no round trip to the monitor.
+        if let Ok(Some(pid)) = c.init_pid() {
+            crate::instances::record_init(&Path::new(lxcpath).join(name), pid);
+        }
+        Ok(())
     };
     match run() {
         Ok(()) => 0,

@@ -106,8 +106,57 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Option<String> {
         .and_then(|d| d.get("pool").cloned())
 }
 
-/// What liblxc says of a container: its status and init pid.
+/// The file recording a running container's init pid and that process's start time.
+const INIT_PID: &str = "init.pid";
+
+/// A process's start time (clock ticks after boot), which tells it from a later process
+/// that reuses its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces); start time is field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Records the init pid of a container that just started (in its directory `dir`).
+pub fn record_init(dir: &Path, pid: i32) {
+    if let Some(t) = start_time(pid) {
+        let _ = std::fs::write(dir.join(INIT_PID), format!("{pid} {t}\n"));
+    }
+}
+
+/// Forgets the recorded init pid of a container that stopped.
+pub fn forget_init(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(INIT_PID));
+}
+
+/// The recorded init pid, when that process still runs.
+fn recorded_init(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join(INIT_PID)).ok()?;
+    let (pid, t) = text.trim().split_once(' ')?;
+    let pid: i32 = pid.parse().ok()?;
+    (start_time(pid)? == t.parse::<u64>().ok()?).then_some(pid)
+}
+
+/// A container's status and init pid: from the recorded init pid when that process still
+/// runs (a few file reads), else from liblxc (a round trip to the container's monitor).
 pub fn lxc_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
+    if let Some(pid) = recorded_init(&lxcpath.join(name)) {
+        return (StatusCode::Running, Some(pid));
+    }
+    let (status, pid) = monitor_status(lxcpath, name);
+    if status == StatusCode::Stopped {
+        forget_init(&lxcpath.join(name));
+    }
+    (status, pid)
+}
+
+/// What liblxc says of a container: its status and init pid.
+fn monitor_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
     let Ok(c) = berth_lxc::Container::new(name, lxcpath) else {
         return (StatusCode::Error, None);
     };
@@ -242,6 +291,7 @@ pub async fn stop(st: &State, name: &str, timeout: i64, force: bool) -> Result<(
         if !c.wait("STOPPED", 30).unwrap_or(false) {
             return Err("The instance did not stop".to_owned());
         }
+        forget_init(&lxcpath.join(&name));
         Ok(())
     })
     .await
