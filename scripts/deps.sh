@@ -9,6 +9,7 @@ packages=(
   squashfs-tools  # unsquashfs: checking and unpacking squashfs rootfs images
   debootstrap     # berth image build debian
   lxc-dev         # liblxc 5.0 headers and library (lxc-sys links it)
+  lxcfs           # containers see their own limits in /proc (berthd starts it when needed)
   pkg-config      # lxc-sys's build script checks the liblxc version with it
 )
 

@@ -215,29 +215,81 @@ impl Daemon {
         found
     }
 
-    /// Kills whatever containers the test left running and removes their cgroups, so a
-    /// failed test leaves nothing behind either.
+    /// Kills whatever containers the test left running (every process in this daemon's
+    /// cgroups: inits and their liblxc monitors), removes their cgroups, and stops the
+    /// daemon's own lxcfs, so a failed test leaves nothing behind either.
     fn remove_containers(&self) {
-        let lxcpath = self.dir().join("containers");
-        for entry in std::fs::read_dir(&lxcpath).into_iter().flatten().flatten() {
-            let _ = Command::new("lxc-stop")
-                .args(["-k", "-n"])
-                .arg(entry.file_name())
-                .arg("-P")
-                .arg(&lxcpath)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        for dir in self.leftover_cgroups() {
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        fn procs(dir: &Path, out: &mut Vec<i32>) {
+            let own = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            out.extend(own.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 if child.path().is_dir() {
-                    let _ = std::fs::remove_dir(child.path());
+                    procs(&child.path(), out);
                 }
             }
-            let _ = std::fs::remove_dir(&dir);
+        }
+        fn remove_tree(dir: &Path) {
+            for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    remove_tree(&child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        let dirs = self.leftover_cgroups();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut pids = Vec::new();
+            for d in &dirs {
+                procs(d, &mut pids);
+            }
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for d in &dirs {
+            remove_tree(d);
+        }
+        self.stop_lxcfs();
+    }
+
+    /// Stops the lxcfs this daemon started for its containers (it unmounts itself).
+    fn stop_lxcfs(&self) {
+        let mount = self.dir().join("lxcfs");
+        let pid = std::fs::read_to_string(self.dir().join("lxcfs.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if lxcfs_mounted(&mount) {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
         }
     }
+}
+
+/// Whether an lxcfs is mounted at `path`.
+pub fn lxcfs_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.split(' ').nth(4) == Some(path.to_string_lossy().as_ref())
+                && l.contains(" fuse.lxcfs ")
+        })
 }
 
 /// The real LXD client: Debian's `lxd-client` package, which `.ci/run` installs.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_api::instance::{Instance, InstanceState};
 use berth_client::{ImportOptions, Method};
-use berth_e2e::{Daemon, busybox_image, fails, ok};
+use berth_e2e::{Daemon, busybox_image, fails, lxcfs_mounted, ok};
 use serde_json::json;
 
 async fn with_image(d: &Daemon) {
@@ -298,6 +298,8 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
         "limits.memory=64MiB",
         "-c",
         "limits.kernel.nofile=200",
+        "-c",
+        "limits.cpu=1",
     ]));
     assert_eq!(cgroup_file(&d, "lim", "pids", "pids.max", "pids.max"), "20");
     assert_eq!(
@@ -347,6 +349,45 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
 
+    // lxcfs: what the container reads of its memory, CPUs and uptime is its own.
+    assert_eq!(
+        ok(&d.berth(&["exec", "lim", "--", "head", "-1", "/proc/meminfo"])),
+        "MemTotal:          65536 kB\n"
+    );
+    let top = ok(&d.berth(&["exec", "lim", "--", "top", "-b", "-n", "1"]));
+    let mem: Vec<u64> = top
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix('K')?.parse().ok())
+        .collect();
+    assert_eq!(
+        mem[0] + mem[1],
+        65536,
+        "top's used + free is the limit: {top}"
+    );
+    assert_eq!(ok(&d.berth(&["exec", "lim", "--", "nproc"])), "1\n");
+    assert_eq!(
+        ok(&d.berth(&[
+            "exec",
+            "lim",
+            "--",
+            "grep",
+            "-c",
+            "^processor",
+            "/proc/cpuinfo"
+        ])),
+        "1\n"
+    );
+    let uptime = |s: &str| -> f64 { s.split_whitespace().next().unwrap().parse().unwrap() };
+    let inside = uptime(&ok(&d.berth(&["exec", "lim", "--", "cat", "/proc/uptime"])));
+    let host = uptime(&std::fs::read_to_string("/proc/uptime").unwrap());
+    assert!(
+        inside < 60.0 && inside < host,
+        "container uptime {inside} s, host {host} s"
+    );
+
     // Limits change live; bad values are refused and change nothing.
     let c = d.client();
     let r = c
@@ -363,6 +404,10 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
     assert_eq!(
         cgroup_file(&d, "lim", "memory", "memory.limit_in_bytes", "memory.max"),
         (128u64 << 20).to_string()
+    );
+    assert_eq!(
+        ok(&d.berth(&["exec", "lim", "--", "head", "-1", "/proc/meminfo"])),
+        "MemTotal:         131072 kB\n"
     );
     for (k, v) in [
         ("limits.memory", "lots"),
@@ -384,6 +429,11 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
     let inst: Instance = c.get("/1.0/instances/lim").await.unwrap();
     assert_eq!(inst.config["limits.memory"], "128MiB");
     ok(&d.berth(&["delete", "-f", "lim"]));
+    // berthd started its own lxcfs unless the host runs one; the harness stops it.
+    let own = d.dir().join("lxcfs");
+    assert!(lxcfs_mounted(&own) || lxcfs_mounted(std::path::Path::new("/var/lib/lxcfs")));
+    drop(d);
+    assert!(!lxcfs_mounted(&own));
 }
 
 #[tokio::test]

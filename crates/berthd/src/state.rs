@@ -40,6 +40,8 @@ pub struct Runtime {
     pub cgroup_parent: String,
     pub idmap: crate::instances::idmap::IdMap,
     pub host: crate::instances::limits::Host,
+    /// Serialises finding or starting lxcfs.
+    pub lxcfs: std::sync::Mutex<()>,
 }
 
 /// Everything the handlers share.
@@ -96,6 +98,7 @@ impl State {
                         .unwrap_or(1),
                     cgroup_v2: crate::host::cgroup::is_v2(),
                 },
+                lxcfs: std::sync::Mutex::new(()),
             },
             db,
             ops: Operations::new(events.clone()),

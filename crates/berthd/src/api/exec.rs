@@ -117,7 +117,13 @@ pub async fn post(
         env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         uid: user,
         gid: req.group.unwrap_or(0),
-        cwd: req.cwd.clone().unwrap_or_default(),
+        // As LXD: without a cwd, commands start in the user's home.
+        cwd: req
+            .cwd
+            .clone()
+            .filter(|c| !c.is_empty())
+            .or_else(|| env.get("HOME").cloned())
+            .unwrap_or_else(|| "/".to_owned()),
         pty: interactive,
     };
     let fds: Vec<String> = if interactive {

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod environment;
+pub mod lxcfs;
 pub mod resources;
 
 use std::path::Path;

@@ -212,6 +212,20 @@ pub fn limit_keys(
     Ok(keys)
 }
 
+/// The mount entries of lxcfs, starting it when the host runs none.
+async fn lxcfs_mounts(st: &State) -> Vec<String> {
+    let own = st.paths.dir().join("lxcfs");
+    let log = st.paths.logs().join("lxcfs.log");
+    // The lock lives in the shared state; the blocking task needs its own handle.
+    let st_lock = &st.runtime.lxcfs;
+    let guard = st_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let found = tokio::task::block_in_place(|| crate::host::lxcfs::ensure(&own, &log));
+    drop(guard);
+    found
+        .map(|p| crate::host::lxcfs::mount_entries(&p))
+        .unwrap_or_default()
+}
+
 /// Writes the configuration (with `config`'s limits) and starts the container through
 /// `berthd forkstart`.
 pub async fn start(
@@ -223,7 +237,10 @@ pub async fn start(
     let dir = container_dir(st, &rec.name);
     crate::db::create_private_dir(&dir)
         .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
-    let extra = limit_keys(config, st.runtime.host)?;
+    let mut extra = limit_keys(config, st.runtime.host)?;
+    for entry in lxcfs_mounts(st).await {
+        extra.push(("lxc.mount.entry".to_owned(), entry));
+    }
     let spec = lxc_config::Spec {
         extra: &extra,
         name: &rec.name,
