@@ -511,3 +511,128 @@ async fn pylxd_drives_containers() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd ok"));
 }
+
+/// The host range (base, size) of a running container's uid map, read from the host.
+fn uid_range(d: &Daemon, name: &str) -> (u64, u64) {
+    let map = ok(&d.berth(&["exec", name, "--", "cat", "/proc/self/uid_map"]));
+    let f: Vec<u64> = map.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(f[0], 0, "{map}");
+    (f[1], f[2])
+}
+
+#[tokio::test]
+async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "shared"]));
+    ok(&d.berth(&["launch", "bb", "iso1", "-c", "security.idmap.isolated=true"]));
+    ok(&d.berth(&["launch", "bb", "iso2", "-c", "security.idmap.isolated=true"]));
+    // Isolated maps are disjoint from each other and from the shared one; the init of
+    // each runs as that range's first host uid.
+    let ranges: Vec<(u64, u64)> = ["shared", "iso1", "iso2"]
+        .iter()
+        .map(|n| uid_range(&d, n))
+        .collect();
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{ranges:?} overlap");
+        }
+    }
+    for (n, r) in ["iso1", "iso2"].iter().zip(&ranges[1..]) {
+        assert_eq!(u64::from(host_uid(state(&d, n).await.pid)), r.0);
+        // Kept across restarts.
+        ok(&d.berth(&["restart", "-f", n]));
+        assert_eq!(uid_range(&d, n), *r);
+    }
+    let inst: Instance = d.client().get("/1.0/instances/iso2").await.unwrap();
+    assert_eq!(inst.config["volatile.idmap.base"], ranges[2].0.to_string());
+
+    // Privileged: no user namespace, root is host root.
+    ok(&d.berth(&["launch", "bb", "priv", "-c", "security.privileged=true"]));
+    assert_eq!(host_uid(state(&d, "priv").await.pid), 0);
+    assert_eq!(
+        uid_range(&d, "priv"),
+        (0, 4_294_967_295),
+        "the identity map of the host"
+    );
+
+    // Nesting: clean proc and sysfs instances for nested containers.
+    let out = d.berth(&["exec", "shared", "--", "ls", "/dev/.lxc"]);
+    assert!(!out.status.success());
+    ok(&d.berth(&["launch", "bb", "nest", "-c", "security.nesting=true"]));
+    let out = ok(&d.berth(&["exec", "nest", "--", "ls", "/dev/.lxc/proc/1/"]));
+    assert!(out.contains("status"), "{out}");
+
+    // Masked paths read as empty.
+    let out = ok(&d.berth(&[
+        "exec",
+        "shared",
+        "--",
+        "sh",
+        "-c",
+        "wc -c < /proc/timer_list; ls -A /sys/firmware | wc -l",
+    ]));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"]);
+
+    // raw.lxc reaches the container; keys that break isolation and line breaks do not.
+    ok(&d.berth(&[
+        "launch",
+        "bb",
+        "raw",
+        "-c",
+        "raw.lxc=lxc.environment = BERTH_RAW=yes",
+    ]));
+    let env = ok(&d.berth(&["exec", "raw", "--", "cat", "/proc/1/environ"]));
+    assert!(env.split('\0').any(|v| v == "BERTH_RAW=yes"), "{env:?}");
+    let c = d.client();
+    for (k, v, named) in [
+        ("raw.lxc", "lxc.idmap = u 0 0 65536", "lxc.idmap"),
+        (
+            "raw.lxc",
+            "lxc.hook.pre-start = /bin/sh",
+            "lxc.hook.pre-start",
+        ),
+        (
+            "raw.lxc",
+            "lxc.cgroup.devices.allow = a",
+            "lxc.cgroup.devices.allow",
+        ),
+        (
+            "raw.lxc",
+            "lxc.environment = A\rlxc.idmap = u 0 0 1",
+            "line 1",
+        ),
+        (
+            "raw.lxc",
+            "lxc.environment = A\nlxc.idmap = u 0 0 1",
+            "line 2",
+        ),
+        (
+            "limits.memory",
+            "64MiB\nlxc.idmap = u 0 0 65536",
+            "limits.memory",
+        ),
+        ("security.privileged", "yes", "security.privileged"),
+        ("security.idmap.size", "0", "security.idmap.size"),
+    ] {
+        let err = c
+            .query(
+                Method::PATCH,
+                "/1.0/instances/raw",
+                Some(&json!({"config": {k: v}})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{k}={v:?}");
+        assert!(err.to_string().contains(named), "{k}={v:?}: {err}");
+        let out = fails(&d.berth(&["launch", "bb", "refused", "-c", &format!("{k}={v}")]));
+        assert!(out.contains(named), "{out}");
+    }
+    let inst: Instance = c.get("/1.0/instances/raw").await.unwrap();
+    assert_eq!(inst.config["raw.lxc"], "lxc.environment = BERTH_RAW=yes");
+    let names: Vec<String> = c.get("/1.0/instances").await.unwrap();
+    assert!(!names.iter().any(|n| n.ends_with("/refused")));
+    for n in ["shared", "iso1", "iso2", "priv", "nest", "raw"] {
+        ok(&d.berth(&["delete", "-f", n]));
+    }
+}

@@ -38,7 +38,8 @@ pub struct ServerSnapshot {
 #[derive(Debug)]
 pub struct Runtime {
     pub cgroup_parent: String,
-    pub idmap: crate::instances::idmap::IdMap,
+    /// The host ids containers' maps come from.
+    pub ids: crate::instances::idmap::HostIds,
     pub host: crate::instances::limits::Host,
     /// Serialises finding or starting lxcfs.
     pub lxcfs: std::sync::Mutex<()>,
@@ -88,7 +89,7 @@ impl State {
             instances: crate::instances::Instances::default(),
             runtime: Runtime {
                 cgroup_parent,
-                idmap: crate::instances::idmap::IdMap::host(std::path::Path::new("/etc")),
+                ids: crate::instances::idmap::HostIds::read(std::path::Path::new("/etc")),
                 host: crate::instances::limits::Host {
                     memory: crate::host::resources::read(std::path::Path::new("/"))
                         .memory

@@ -58,7 +58,8 @@ fn validate_config(
     host: inst::limits::Host,
 ) -> Result<(), ApiError> {
     for (k, v) in config {
-        if v.contains(['\n', '\r', '\0']) && !k.starts_with("user.") {
+        // raw.lxc is a list of lines; parse_raw checks each one.
+        if v.contains(['\n', '\r', '\0']) && !k.starts_with("user.") && k != "raw.lxc" {
             return Err(ApiError::bad_request(format!(
                 "Invalid value for {k:?}: line breaks are not allowed"
             )));
@@ -69,10 +70,20 @@ fn validate_config(
         {
             continue;
         }
-        if k == "boot.autostart" {
+        if inst::idmap::validate(k, v).map_err(ApiError::bad_request)? {
+            continue;
+        }
+        if k == "raw.lxc" {
+            inst::lxc_config::parse_raw(v).map_err(ApiError::bad_request)?;
+            continue;
+        }
+        if matches!(
+            k.as_str(),
+            "boot.autostart" | "security.privileged" | "security.nesting"
+        ) {
             if !matches!(v.as_str(), "true" | "false" | "") {
                 return Err(ApiError::bad_request(format!(
-                    "Invalid value {v:?} for \"boot.autostart\": expected true or false"
+                    "Invalid value {v:?} for {k:?}: expected true or false"
                 )));
             }
             continue;
@@ -362,10 +373,19 @@ async fn update(
             "The root disk's pool cannot be changed",
         ));
     }
-    let stored = rec.clone();
+    let mut stored = rec.clone();
+    let ids = st.runtime.ids;
+    let map_config = expanded.clone();
     st.db
-        .call(move |c| crate::db::instances::update(c, &stored))
-        .await?;
+        .call(move |c| {
+            if let Err(e) = assign_idmap(c, &mut stored, &map_config, ids, false) {
+                return Ok(Err(e));
+            }
+            crate::db::instances::update(c, &stored)?;
+            Ok(Ok(()))
+        })
+        .await?
+        .map_err(ApiError::bad_request)?;
     if status_of(st, name).await.0 != StatusCode::Stopped {
         apply_live(st, name, &old_expanded, &expanded).map_err(ApiError::bad_request)?;
     }
@@ -499,14 +519,6 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         );
     }
     config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
-    let idmap = st.runtime.idmap.to_json();
-    config.insert(
-        "volatile.idmap.base".to_owned(),
-        st.runtime.idmap.uid_base.to_string(),
-    );
-    config.insert("volatile.idmap.current".to_owned(), idmap.clone());
-    config.insert("volatile.idmap.next".to_owned(), idmap.clone());
-    config.insert("volatile.last_state.idmap".to_owned(), idmap);
     config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
     let rec = InstanceRecord {
         name: req.name.clone(),
@@ -521,6 +533,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
     };
     let (expanded, devices) = inst::expand(&profiles, &rec);
     validate_config(&expanded, st.runtime.host)?;
+    let expanded_for_map = expanded.clone();
     let pool_name = inst::root_pool(&devices)
         .ok_or_else(|| ApiError::bad_request("The instance has no root disk device"))?;
     let pool = st.pools.get(&pool_name).ok_or_else(|| {
@@ -531,18 +544,25 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
 
     let lock = st.instances.lock(&req.name);
     let guard = lock.clone().lock_owned().await;
-    let stored = rec.clone();
+    let mut stored = rec.clone();
     let pn = pool_name.clone();
-    let inserted = st
+    let ids = st.runtime.ids;
+    let (inserted, rec) = st
         .db
         .call(move |c| {
             if crate::db::instances::get(c, &stored.name)?.is_some() {
-                return Ok(false);
+                return Ok(Ok((false, stored)));
+            }
+            // The id map is chosen where the others are read, so two creates never take
+            // the same isolated range.
+            if let Err(e) = assign_idmap(c, &mut stored, &expanded_for_map, ids, true) {
+                return Ok(Err(e));
             }
             crate::db::instances::insert(c, &stored, &pn)?;
-            Ok(true)
+            Ok(Ok((true, stored)))
         })
-        .await?;
+        .await?
+        .map_err(ApiError::bad_request)?;
     if !inserted {
         return Err(ApiError::new(
             ErrorKind::AlreadyExists,
@@ -651,6 +671,44 @@ async fn create(
     templates::apply(&volume, &md, "create", &ctx).map_err(|e| crate::logging::chain(&e))
 }
 
+/// Chooses the instance's id map from its expanded config (keeping its current isolated
+/// range while free) and stores it in its `volatile.idmap.*` keys. Runs in a database
+/// call, so the ranges of the other instances cannot change meanwhile. The map takes
+/// effect at the next start.
+fn assign_idmap(
+    c: &rusqlite::Connection,
+    rec: &mut InstanceRecord,
+    expanded: &BTreeMap<String, String>,
+    ids: inst::idmap::HostIds,
+    new: bool,
+) -> Result<(), String> {
+    let others = crate::db::instances::list(c).map_err(|e| e.to_string())?;
+    let taken = inst::idmap::IdMap::taken_by(
+        others
+            .iter()
+            .filter(|o| o.name != rec.name)
+            .map(|o| &o.config),
+        ids,
+    );
+    let current = if new {
+        None
+    } else {
+        rec.config
+            .get("volatile.idmap.base")
+            .and_then(|b| b.parse().ok())
+    };
+    let map = inst::idmap::choose(expanded, ids, current, &taken)?;
+    inst::idmap::IdMap::store(map, &mut rec.config);
+    if new {
+        let json = rec.config["volatile.idmap.next"].clone();
+        rec.config
+            .insert("volatile.idmap.current".to_owned(), json.clone());
+        rec.config
+            .insert("volatile.last_state.idmap".to_owned(), json);
+    }
+    Ok(())
+}
+
 async fn set_power(st: &AppState, name: &str, power: &str) {
     let (n, p) = (name.to_owned(), power.to_owned());
     let _ = st
@@ -658,6 +716,14 @@ async fn set_power(st: &AppState, name: &str, power: &str) {
         .call(move |c| {
             if let Some(mut rec) = crate::db::instances::get(c, &n)? {
                 rec.config.insert("volatile.last_state.power".to_owned(), p);
+                if rec.config["volatile.last_state.power"] == "RUNNING"
+                    && let Some(next) = rec.config.get("volatile.idmap.next").cloned()
+                {
+                    rec.config
+                        .insert("volatile.idmap.current".to_owned(), next.clone());
+                    rec.config
+                        .insert("volatile.last_state.idmap".to_owned(), next);
+                }
                 if rec
                     .config
                     .get("volatile.last_state.power")

@@ -52,9 +52,104 @@ pub struct Spec<'a> {
     pub dir: &'a Path,
     /// The cgroup directory of this daemon's containers (`berth.<id>`).
     pub cgroup_parent: &'a str,
-    pub idmap: IdMap,
-    /// Further keys: resource limits.
+    /// The user-namespace map; `None` for a privileged container.
+    pub idmap: Option<IdMap>,
+    /// `security.nesting`: clean proc and sysfs mounts at /dev/.lxc for nested containers.
+    pub nesting: bool,
+    /// Further keys: resource limits, lxcfs mounts, then `raw.lxc`.
     pub extra: &'a [(String, String)],
+}
+
+/// Paths of /proc and /sys hidden from containers beyond LXC's `mixed` mounts: files get
+/// /dev/null bound over them, directories an empty read-only tmpfs.
+const MASKED_FILES: [&str; 6] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+];
+const MASKED_DIRS: [&str; 3] = ["proc/acpi", "proc/scsi", "sys/firmware"];
+
+/// Keys `raw.lxc` may not set, with what to use instead: they hold the isolation berthd
+/// set up (id map, rootfs, seccomp, capabilities, cgroup placement and device access,
+/// namespaces, LSM), run host commands (hooks), or write host files (logs, console).
+const RAW_DENIED: [(&str, &str); 24] = [
+    ("lxc.idmap", "use security.idmap.* or security.privileged"),
+    ("lxc.id_map", "use security.idmap.* or security.privileged"),
+    ("lxc.include", "berthd writes the whole configuration"),
+    ("lxc.rootfs", "the root disk device sets it"),
+    ("lxc.seccomp", "berthd sets the seccomp policy"),
+    ("lxc.cap", "berthd sets the capabilities"),
+    ("lxc.cgroup.dir", "berthd places the container's cgroup"),
+    (
+        "lxc.cgroup.relative",
+        "berthd places the container's cgroup",
+    ),
+    ("lxc.cgroup.devices", "use unix-char and unix-block devices"),
+    (
+        "lxc.cgroup2.devices",
+        "use unix-char and unix-block devices",
+    ),
+    ("lxc.namespace", "berthd sets the namespaces"),
+    ("lxc.apparmor", "berthd sets the LSM profile"),
+    ("lxc.selinux", "berthd sets the LSM profile"),
+    ("lxc.hook", "hooks run commands on the host"),
+    ("lxc.log", "berthd keeps the container's log"),
+    ("lxc.logfile", "berthd keeps the container's log"),
+    ("lxc.syslog", "berthd keeps the container's log"),
+    ("lxc.console", "berthd sets up the console"),
+    ("lxc.ephemeral", "use the instance's ephemeral flag"),
+    ("lxc.monitor", "berthd places the monitor"),
+    ("lxc.no_new_privs", "berthd sets it"),
+    ("lxc.mount.fstab", "use lxc.mount.entry or disk devices"),
+    ("lxc.prlimit", "use limits.kernel.*"),
+    ("lxc.net", "networks come with nic devices"),
+];
+
+/// Parses and checks `raw.lxc`: one `lxc.KEY = VALUE` per line (blank lines and `#`
+/// comments allowed), no key from [`RAW_DENIED`]. Errors name the line and key.
+pub fn parse_raw(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in raw.split('\n').enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        if line.contains(['\r', '\0']) {
+            return Err(format!(
+                "Invalid raw.lxc line {n}: control characters are not allowed"
+            ));
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "Invalid raw.lxc line {n}: expected \"lxc.KEY = VALUE\": {line:?}"
+            ));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if !key.starts_with("lxc.")
+            || key.len() <= 4
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "Invalid raw.lxc line {n}: {key:?} is not an LXC key"
+            ));
+        }
+        if let Some((_, why)) = RAW_DENIED
+            .iter()
+            .find(|(d, _)| key == *d || key.starts_with(&format!("{d}.")))
+        {
+            return Err(format!(
+                "Invalid raw.lxc line {n}: {key:?} may not be set ({why})"
+            ));
+        }
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(out)
 }
 
 /// Renders the configuration.
@@ -69,13 +164,38 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
     set("lxc.uts.name", spec.name)?;
     set("lxc.arch", std::env::consts::ARCH)?;
     set("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()))?;
-    // The rootfs stays owned by host ids 0..65535 on disk; an idmapped mount shows it to
-    // the container's user namespace as its own, so creating a container chowns nothing.
-    set("lxc.rootfs.options", "idmap=container")?;
-    let m = spec.idmap;
-    set("lxc.idmap", &format!("u 0 {} {}", m.uid_base, m.size))?;
-    set("lxc.idmap", &format!("g 0 {} {}", m.gid_base, m.size))?;
+    if let Some(m) = spec.idmap {
+        // The rootfs stays owned by host ids 0..65535 on disk; an idmapped mount shows it
+        // to the container's user namespace as its own, so creating a container (or
+        // changing its map) chowns nothing.
+        set("lxc.rootfs.options", "idmap=container")?;
+        set("lxc.idmap", &format!("u 0 {} {}", m.uid_base, m.size))?;
+        set("lxc.idmap", &format!("g 0 {} {}", m.gid_base, m.size))?;
+    }
     set("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed")?;
+    for f in MASKED_FILES {
+        set(
+            "lxc.mount.entry",
+            &format!("/dev/null {f} none bind,optional 0 0"),
+        )?;
+    }
+    for d in MASKED_DIRS {
+        set(
+            "lxc.mount.entry",
+            &format!("tmpfs {d} tmpfs ro,nosuid,nodev,noexec,size=0,optional 0 0"),
+        )?;
+    }
+    if spec.nesting {
+        // Unmasked proc and sysfs instances, so nested containers can mount their own.
+        set(
+            "lxc.mount.entry",
+            "proc dev/.lxc/proc proc create=dir,optional 0 0",
+        )?;
+        set(
+            "lxc.mount.entry",
+            "sys dev/.lxc/sys sysfs create=dir,optional 0 0",
+        )?;
+    }
     set("lxc.autodev", "1")?;
     set("lxc.pty.max", "1024")?;
     set("lxc.tty.max", "0")?;
@@ -112,11 +232,12 @@ mod tests {
             rootfs: Path::new("/p/containers/c1/rootfs"),
             dir: Path::new("/d/containers/c1"),
             cgroup_parent: "berth.0123abcd",
-            idmap: IdMap {
+            idmap: Some(IdMap {
                 uid_base: 1000000,
                 gid_base: 1000000,
                 size: 65536,
-            },
+            }),
+            nesting: false,
             extra: &[("lxc.cgroup.pids.max".to_owned(), "50".to_owned())],
         };
         let c = render(&spec).unwrap();
@@ -133,5 +254,41 @@ mod tests {
             ..spec
         };
         assert!(render(&bad).is_err());
+        let privileged = Spec {
+            idmap: None,
+            nesting: true,
+            ..bad
+        };
+        let privileged = Spec {
+            name: "c1",
+            ..privileged
+        };
+        let c = render(&privileged).unwrap();
+        assert!(!c.contains("lxc.idmap") && !c.contains("idmap=container"));
+        assert!(c.contains("proc dev/.lxc/proc proc"));
+    }
+
+    #[test]
+    fn raw_lxc_is_checked_line_by_line() {
+        let ok =
+            parse_raw("# comment\nlxc.environment = A=b\n\nlxc.sysctl.net.ipv4.ip_forward=1\n")
+                .unwrap();
+        assert_eq!(ok[0], ("lxc.environment".to_owned(), "A=b".to_owned()));
+        assert_eq!(ok.len(), 2);
+        for bad in [
+            "lxc.idmap = u 0 0 65536",
+            "lxc.cgroup.devices.allow = a",
+            "lxc.hook.pre-start = /bin/sh -c evil",
+            "lxc.apparmor.profile = unconfined",
+            "lxc.include = /etc/passwd",
+            "lxc.cap.drop =",
+            "lxc.seccomp.profile = /dev/null",
+            "lxc.namespace.share.net = 1",
+            "not a key",
+            "foo = bar",
+        ] {
+            let e = parse_raw(bad).unwrap_err();
+            assert!(e.contains("line 1"), "{bad}: {e}");
+        }
     }
 }

@@ -241,13 +241,28 @@ pub async fn start(
     for entry in lxcfs_mounts(st).await {
         extra.push(("lxc.mount.entry".to_owned(), entry));
     }
+    // Last, so an administrator's raw keys win over berthd's defaults.
+    if let Some(raw) = config.get("raw.lxc") {
+        extra.extend(lxc_config::parse_raw(raw)?);
+    }
+    let flag = |k: &str| config.get(k).is_some_and(|v| v == "true");
+    let idmap = if flag("security.privileged") {
+        None
+    } else {
+        Some(
+            idmap::IdMap::from_volatile(&rec.config)
+                .flatten()
+                .unwrap_or_else(|| st.runtime.ids.shared()),
+        )
+    };
     let spec = lxc_config::Spec {
         extra: &extra,
         name: &rec.name,
         rootfs,
         dir: &dir,
         cgroup_parent: &st.runtime.cgroup_parent,
-        idmap: st.runtime.idmap,
+        idmap,
+        nesting: flag("security.nesting"),
     };
     let config = lxc_config::render(&spec).map_err(|e| e.to_string())?;
     let conf_path = dir.join("lxc.conf");
