@@ -26,6 +26,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_full",
     "instance_create_start",
     "api_filtering",
+    "instance_get_full",
+    "container_exec_recording",
 ];
 
 /// Whether `name` is advertised.

@@ -92,6 +92,24 @@ impl Client {
         })
     }
 
+    /// Fetches a file the server serves as is (not in an envelope), such as an instance's
+    /// log; an error reply becomes [`ClientError::Api`].
+    pub async fn get_file(&self, path: &str) -> Result<Bytes, ClientError> {
+        let reply = self
+            .transport
+            .request(Method::GET, path, None, None)
+            .await?;
+        if reply.status >= 400 {
+            let envelope: Response<serde_json::Value> = serde_json::from_slice(&reply.body)
+                .map_err(|source| ClientError::Decode {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            return Err(ClientError::api(reply.status, envelope.error));
+        }
+        Ok(reply.body)
+    }
+
     /// Sends a request; an error reply becomes [`ClientError::Api`].
     pub async fn query(
         &self,

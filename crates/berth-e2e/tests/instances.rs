@@ -180,13 +180,56 @@ async fn containers_survive_a_daemon_kill() {
     let mut d = Daemon::start();
     with_image(&d).await;
     ok(&d.berth(&["launch", "bb", "keep"]));
+    ok(&d.berth(&["launch", "bb", "gone"]));
     let pid = state(&d, "keep").await.pid;
+    let gone = state(&d, "gone").await.pid;
     d.kill();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the container outlives berthd"
     );
+    // While no berthd runs, "gone" dies with its liblxc monitor, which cleans up nothing.
+    let stat = std::fs::read_to_string(format!("/proc/{gone}/stat")).unwrap();
+    let monitor: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    for p in [monitor, i32::try_from(gone).unwrap()] {
+        let p = rustix::process::Pid::from_raw(p).unwrap();
+        rustix::process::kill_process(p, rustix::process::Signal::KILL).unwrap();
+    }
+    let parents = d.leftover_cgroups();
+    let cgroups = |name: &str| -> Vec<std::path::PathBuf> {
+        parents
+            .iter()
+            .flat_map(|p| [p.join(name), p.join(format!("{name}.monitor"))])
+            .filter(|p| p.exists())
+            .collect()
+    };
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{gone}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !cgroups("gone").is_empty(),
+        "the dead container left cgroups behind"
+    );
     d.restart();
+    // The next berthd reports it stopped and removes its leftovers; it starts again.
+    assert_eq!(state(&d, "gone").await.status, "Stopped");
+    assert_eq!(cgroups("gone"), Vec::<std::path::PathBuf>::new());
+    let inst: Instance = d.client().get("/1.0/instances/gone").await.unwrap();
+    assert_eq!(inst.config["volatile.last_state.power"], "STOPPED");
+    ok(&d.berth(&["start", "gone"]));
+    assert_eq!(state(&d, "gone").await.status, "Running");
+    ok(&d.berth(&["delete", "-f", "gone"]));
     let s = state(&d, "keep").await;
     assert_eq!(
         (s.status.as_str(), s.pid),
@@ -635,4 +678,197 @@ async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
     for n in ["shared", "iso1", "iso2", "priv", "nest", "raw"] {
         ok(&d.berth(&["delete", "-f", n]));
     }
+}
+
+#[tokio::test]
+async fn rename_logs_recorded_output_info_and_config() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "run1", "-c", "user.role=web"]));
+    ok(&d.berth(&["init", "bb", "idle1"]));
+
+    // Rename: running instances are refused; stopped ones move with their data.
+    let err = fails(&d.berth(&["rename", "run1", "other"]));
+    assert!(
+        err.contains("Renaming of running instance not allowed"),
+        "{err}"
+    );
+    ok(&d.lxc(&["rename", "idle1", "idle2"]));
+    let names = ok(&d.berth(&["list", "-f", "csv", "-c", "n"]));
+    assert_eq!(names, "idle2\nrun1\n");
+    let err = c
+        .query(
+            Method::POST,
+            "/1.0/instances/idle2",
+            Some(&json!({"name": "run1"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    let err = c
+        .query(
+            Method::POST,
+            "/1.0/instances/idle2",
+            Some(&json!({"name": "bad_name"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    ok(&d.berth(&["start", "idle2"]));
+    assert_eq!(
+        ok(&d.berth(&["exec", "idle2", "--", "echo", "moved"])),
+        "moved\n"
+    );
+
+    // Exec without websockets, its output recorded into log files.
+    let r = c
+        .query(
+            Method::POST,
+            "/1.0/instances/run1/exec",
+            Some(&json!({
+                "command": ["sh", "-c", "echo out; echo err >&2; exit 4"],
+                "record-output": true, "wait-for-websocket": false, "interactive": false,
+            })),
+        )
+        .await
+        .unwrap();
+    let op = c
+        .wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    let md = op.metadata.unwrap();
+    assert_eq!(md["return"], 4);
+    let out = md["output"]["1"].as_str().unwrap().to_owned();
+    let err_log = md["output"]["2"].as_str().unwrap().to_owned();
+    assert_eq!(c.get_file(&out).await.unwrap(), "out\n");
+    assert_eq!(c.get_file(&err_log).await.unwrap(), "err\n");
+    let logs: Vec<String> = c.get("/1.0/instances/run1/logs").await.unwrap();
+    assert!(logs.contains(&out) && logs.contains(&"/1.0/instances/run1/logs/lxc.log".to_owned()));
+    assert!(!logs.iter().any(|l| l.ends_with("init.pid")), "{logs:?}");
+    c.query(Method::DELETE, &out, None).await.unwrap();
+    let logs: Vec<String> = c.get("/1.0/instances/run1/logs").await.unwrap();
+    assert!(!logs.contains(&out));
+    for (method, path, status) in [
+        (Method::DELETE, "/1.0/instances/run1/logs/lxc.log", 400),
+        (Method::GET, "/1.0/instances/run1/logs/init.pid", 400),
+        (Method::GET, "/1.0/instances/run1/logs/exec_none", 404),
+        (Method::GET, "/1.0/instances/nope/logs", 404),
+    ] {
+        let e = c.query(method, path, None).await.unwrap_err();
+        assert_eq!(e.status(), Some(status), "{path}: {e}");
+    }
+
+    // info, from berth and the real lxc client.
+    for out in [
+        ok(&d.berth(&["info", "run1"])),
+        ok(&d.lxc(&["info", "run1"])),
+    ] {
+        assert!(out.contains("Name: run1\n"), "{out}");
+        assert!(out.contains("Status: RUNNING\n"), "{out}");
+        assert!(out.contains("Processes: "), "{out}");
+    }
+    let out = ok(&d.berth(&["info", "run1", "--show-log"]));
+    assert!(out.contains("\nLog:\n"), "{out}");
+
+    // config show|get|set|unset, and through lxc.
+    assert_eq!(
+        ok(&d.berth(&["config", "get", "run1", "user.role"])),
+        "web\n"
+    );
+    ok(&d.berth(&["config", "set", "run1", "user.role", "db"]));
+    ok(&d.berth(&["config", "set", "run1", "user.a=1", "limits.processes=50"]));
+    assert_eq!(ok(&d.lxc(&["config", "get", "run1", "user.role"])), "db\n");
+    ok(&d.lxc(&["config", "set", "run1", "user.b", "2"]));
+    let shown = ok(&d.berth(&["config", "show", "run1"]));
+    for want in [
+        "user.role: db",
+        "user.a: \"1\"",
+        "user.b: \"2\"",
+        "limits.processes: \"50\"",
+        "profiles:\n- default",
+    ] {
+        assert!(shown.contains(want), "{want} in {shown}");
+    }
+    assert_eq!(
+        cgroup_file(&d, "run1", "pids", "pids.max", "pids.max"),
+        "50",
+        "set applies live"
+    );
+    ok(&d.berth(&["config", "unset", "run1", "user.a"]));
+    let err = fails(&d.berth(&["config", "unset", "run1", "user.a"]));
+    assert!(err.contains("user.a"), "{err}");
+    let err = fails(&d.berth(&["config", "set", "run1", "limits.memory=lots"]));
+    assert!(err.contains("limits.memory"), "{err}");
+
+    // list: columns and filters.
+    let out = ok(&d.berth(&[
+        "list",
+        "-f",
+        "csv",
+        "-c",
+        "nsP,config:user.role:ROLE",
+        "status=running",
+    ]));
+    assert_eq!(out, "idle2,RUNNING,default,\nrun1,RUNNING,default,db\n");
+    let out = ok(&d.berth(&["list", "-f", "csv", "-c", "n", "user.role=d.*"]));
+    assert_eq!(out, "run1\n");
+    let out = ok(&d.berth(&["list", "-f", "csv", "-c", "n", "idle"]));
+    assert_eq!(out, "idle2\n");
+    let err = fails(&d.berth(&["list", "-c", "nL"]));
+    assert!(err.contains("column L"), "{err}");
+    for n in ["run1", "idle2"] {
+        ok(&d.berth(&["delete", "-f", n]));
+    }
+}
+
+#[tokio::test]
+async fn parallel_state_changes_all_return_and_settle() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "busy"]));
+    let actions = [
+        "stop", "start", "restart", "freeze", "unfreeze", "stop", "restart", "start", "freeze",
+        "start", "stop", "freeze", "unfreeze", "restart", "stop", "start", "freeze", "stop",
+        "start", "restart",
+    ];
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = actions
+        .iter()
+        .map(|action| {
+            let c = d.client();
+            let action = (*action).to_owned();
+            tokio::spawn(async move {
+                let body = json!({"action": action, "force": true, "timeout": -1});
+                let r = c
+                    .query(Method::PUT, "/1.0/instances/busy/state", Some(&body))
+                    .await
+                    .unwrap();
+                let op = c
+                    .wait_operation(r.body.operation_id().unwrap(), None)
+                    .await
+                    .unwrap();
+                (action, op)
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // Changes run one at a time: the last to finish successfully decides the state.
+    let last = done
+        .iter()
+        .filter(|(_, op)| op.status == "Success")
+        .max_by_key(|(_, op)| op.updated_at.clone())
+        .map(|(a, _)| a.as_str())
+        .unwrap();
+    let want = match last {
+        "stop" => "Stopped",
+        "freeze" => "Frozen",
+        _ => "Running",
+    };
+    assert_eq!(state(&d, "busy").await.status, want, "after {done:?}");
+    ok(&d.berth(&["delete", "-f", "busy"]));
 }

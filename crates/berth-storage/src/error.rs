@@ -92,6 +92,13 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    #[error("Failed to rename storage volume {} to {}", .from.display(), .to.display())]
+    RenameVolume {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("Failed to list storage volumes in {}", .path.display())]
     ListVolumes {
         path: PathBuf,
@@ -120,6 +127,7 @@ impl StorageError {
             | E::Resources { .. }
             | E::CreateVolume { .. }
             | E::DeleteVolume { .. }
+            | E::RenameVolume { .. }
             | E::ListVolumes { .. } => StorageErrorKind::Io,
         }
     }

@@ -136,6 +136,9 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Deletes a volume and everything in it; [`StorageErrorKind::NotFound`] if absent,
     /// [`StorageErrorKind::Busy`] if anything is mounted inside it.
     fn delete_volume(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError>;
+    /// Renames a volume; [`StorageErrorKind::NotFound`] if absent,
+    /// [`StorageErrorKind::AlreadyExists`] if `to` exists.
+    fn rename_volume(&self, vtype: VolumeType, from: &str, to: &str) -> Result<(), StorageError>;
     /// The names of the volumes of one type found on disk, sorted.
     fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError>;
 }

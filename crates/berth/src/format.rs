@@ -86,6 +86,18 @@ fn csv_cell(c: &str) -> String {
     }
 }
 
+/// Bytes as LXD prints them: `1.50MiB`.
+pub fn bytes(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2}{}", units[i])
+}
+
 /// A server timestamp as the LXD CLI shows it: `2024/01/31 10:00 UTC`.
 pub fn date(ts: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(ts)

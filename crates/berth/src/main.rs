@@ -24,7 +24,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the server's information and configuration
+    /// Show an instance's state, or the server's information and configuration
     Info(cmd::info::Args),
     /// Show the client and server versions
     Version(cmd::version::Args),
@@ -52,6 +52,12 @@ enum Command {
     /// Delete instances
     #[command(alias = "rm")]
     Delete(cmd::delete::Args),
+    /// Rename a stopped instance
+    #[command(alias = "mv")]
+    Rename(cmd::rename::Args),
+    /// Show and change an instance's configuration
+    #[command(subcommand)]
+    Config(cmd::config::Command),
     /// List instances
     #[command(alias = "ls")]
     List(cmd::list::Args),
@@ -131,6 +137,8 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Pause(a) => cmd::lifecycle::run(&client, a, "freeze").await,
             Command::Resume(a) => cmd::lifecycle::run(&client, a, "unfreeze").await,
             Command::Delete(a) => cmd::delete::run(&client, a).await,
+            Command::Rename(a) => cmd::rename::run(&client, a).await,
+            Command::Config(c) => cmd::config::run(&client, c).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),

@@ -176,6 +176,10 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         testing,
     ));
 
+    // Before serving: what died while no berthd ran is reported stopped from the first
+    // request on.
+    crate::api::instances::sweep(&state).await;
+
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("Failed to watch SIGINT")?;
     let listener = bind_socket(&paths.socket())?;

@@ -1,49 +1,395 @@
-//! `berth list`: instances, with LXD's default columns.
+//! `berth list [FILTER...] [-c COLUMNS]`: instances, with LXD's columns and filters.
+//!
+//! Columns are LXD's one-letter codes (default `ns46tS`), or custom ones, comma separated:
+//! `[config:|devices:]KEY[:NAME[:WIDTH]]`. Filters, all of which must match: a bare word
+//! matches names (an anchored regular expression, or a prefix); `KEY=VALUE[,VALUE…]`
+//! matches a field (`status`, `type`, `architecture`, `description`, …) or, for a dotted
+//! key, the expanded configuration, each value an anchored, case-insensitive regular
+//! expression.
 
 use berth_client::Client;
+use serde_json::Value;
 
 use crate::format::{Format, Table};
 
 /// Arguments of `berth list`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Filters: NAME-REGEX, or KEY=VALUE[,VALUE...]
+    filters: Vec<String>,
+    /// Columns: LXD's codes (n s 4 6 t S a b c d D e f F l m M N p P u) or
+    /// [config:|devices:]KEY[:NAME[:WIDTH]], comma separated
+    #[arg(short = 'c', long, default_value = "ns46tS")]
+    columns: String,
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
-    let instances: Vec<serde_json::Value> = client.get("/1.0/instances?recursion=2").await?;
-    let mut t = Table::new(&["NAME", "STATE", "IPV4", "IPV6", "TYPE", "SNAPSHOTS"]);
-    let s = |v: &serde_json::Value, k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    for i in &instances {
-        let kind = if i
-            .get("ephemeral")
-            .and_then(|e| e.as_bool())
-            .unwrap_or(false)
-        {
-            "CONTAINER (EPHEMERAL)".to_owned()
-        } else {
-            s(i, "type").to_uppercase()
-        };
-        let snapshots = i
-            .get("snapshots")
-            .and_then(|x| x.as_array())
-            .map(|a| a.len())
-            .unwrap_or(0);
-        t.row(vec![
-            s(i, "name"),
-            s(i, "status").to_uppercase(),
-            String::new(),
-            String::new(),
-            kind,
-            snapshots.to_string(),
-        ]);
+/// How a cell is made from an instance (with its state).
+type Cell = Box<dyn Fn(&Value) -> String>;
+
+/// One column: its header and its cells.
+struct Column {
+    header: String,
+    cell: Cell,
+}
+
+fn text(v: &Value, path: &[&str]) -> String {
+    let mut cur = v;
+    for p in path {
+        match cur.get(p) {
+            Some(x) => cur = x,
+            None => return String::new(),
+        }
     }
-    print!("{}", t.render(args.format, &instances)?);
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn number(v: &Value, path: &[&str]) -> i64 {
+    let mut cur = v;
+    for p in path {
+        match cur.get(p) {
+            Some(x) => cur = x,
+            None => return 0,
+        }
+    }
+    cur.as_i64().unwrap_or(0)
+}
+
+fn running(v: &Value) -> bool {
+    number(v, &["state", "pid"]) != 0
+}
+
+/// Addresses of one family in the state's networks, as `ADDR (IFACE)`, one per line.
+fn addresses(v: &Value, family: &str) -> String {
+    let mut out = Vec::new();
+    if let Some(nets) = v.pointer("/state/network").and_then(Value::as_object) {
+        for (iface, net) in nets {
+            if net.get("type").and_then(Value::as_str) == Some("loopback") {
+                continue;
+            }
+            for a in net
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let scope = text(a, &["scope"]);
+                if text(a, &["family"]) == family && scope != "link" && scope != "local" {
+                    out.push(format!("{} ({iface})", text(a, &["address"])));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.join("\n")
+}
+
+fn code(c: char) -> anyhow::Result<Column> {
+    let (header, cell): (&str, Cell) = match c {
+        'n' => ("NAME", Box::new(|v| text(v, &["name"]))),
+        's' => ("STATE", Box::new(|v| text(v, &["status"]).to_uppercase())),
+        '4' => ("IPV4", Box::new(|v| addresses(v, "inet"))),
+        '6' => ("IPV6", Box::new(|v| addresses(v, "inet6"))),
+        't' => (
+            "TYPE",
+            Box::new(|v| {
+                let kind = text(v, &["type"]).to_uppercase();
+                if v.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+                    format!("{kind} (EPHEMERAL)")
+                } else {
+                    kind
+                }
+            }),
+        ),
+        'S' => (
+            "SNAPSHOTS",
+            Box::new(|v| {
+                v.get("snapshots")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+                    .to_string()
+            }),
+        ),
+        'a' => ("ARCHITECTURE", Box::new(|v| text(v, &["architecture"]))),
+        'b' => (
+            "STORAGE POOL",
+            Box::new(|v| {
+                v.get("expanded_devices")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .find(|(_, d)| text(d, &["type"]) == "disk" && text(d, &["path"]) == "/")
+                    .map(|(_, d)| text(d, &["pool"]))
+                    .unwrap_or_default()
+            }),
+        ),
+        'c' => (
+            "CREATED AT",
+            Box::new(|v| crate::format::date(&text(v, &["created_at"]))),
+        ),
+        'd' => ("DESCRIPTION", Box::new(|v| text(v, &["description"]))),
+        'D' => (
+            "DISK USAGE",
+            Box::new(|v| {
+                let usage = number(v, &["state", "disk", "root", "usage"]);
+                if usage > 0 {
+                    crate::format::bytes(usage)
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'e' => ("PROJECT", Box::new(|v| text(v, &["project"]))),
+        'f' => (
+            "BASE IMAGE",
+            Box::new(|v| {
+                text(v, &["expanded_config", "volatile.base_image"])
+                    .chars()
+                    .take(12)
+                    .collect()
+            }),
+        ),
+        'F' => (
+            "BASE IMAGE",
+            Box::new(|v| text(v, &["expanded_config", "volatile.base_image"])),
+        ),
+        'l' => (
+            "LAST USED AT",
+            Box::new(|v| crate::format::date(&text(v, &["last_used_at"]))),
+        ),
+        'm' => (
+            "MEMORY USAGE",
+            Box::new(|v| {
+                if running(v) {
+                    crate::format::bytes(number(v, &["state", "memory", "usage"]))
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'M' => (
+            "MEMORY USAGE%",
+            Box::new(|v| {
+                let total = number(v, &["state", "memory", "total"]);
+                if running(v) && total > 0 {
+                    format!(
+                        "{:.0}%",
+                        number(v, &["state", "memory", "usage"]) as f64 * 100.0 / total as f64
+                    )
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'N' => (
+            "PROCESSES",
+            Box::new(|v| {
+                if running(v) {
+                    number(v, &["state", "processes"]).to_string()
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'p' => (
+            "PID",
+            Box::new(|v| {
+                if running(v) {
+                    number(v, &["state", "pid"]).to_string()
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'P' => (
+            "PROFILES",
+            Box::new(|v| {
+                v.get("profiles")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        ),
+        'u' => (
+            "CPU USAGE",
+            Box::new(|v| {
+                if running(v) {
+                    format!("{}s", number(v, &["state", "cpu", "usage"]) / 1_000_000_000)
+                } else {
+                    String::new()
+                }
+            }),
+        ),
+        'L' => anyhow::bail!("Can't specify column L when not clustered"),
+        other => anyhow::bail!("Unknown column shorthand char '{other}' in '-c'"),
+    };
+    Ok(Column {
+        header: header.to_owned(),
+        cell,
+    })
+}
+
+/// `[config:|devices:]KEY[:NAME[:WIDTH]]`.
+fn custom(spec: &str) -> anyhow::Result<Column> {
+    let (section, rest) = if let Some(r) = spec.strip_prefix("devices:") {
+        ("expanded_devices", r)
+    } else {
+        (
+            "expanded_config",
+            spec.strip_prefix("config:").unwrap_or(spec),
+        )
+    };
+    let mut parts = rest.split(':');
+    let key = parts.next().unwrap_or_default().to_owned();
+    if key.is_empty() {
+        anyhow::bail!("Invalid column {spec:?}: no key");
+    }
+    let header = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| key.to_uppercase());
+    let width: Option<usize> = match parts.next() {
+        Some(w) => Some(
+            w.parse()
+                .map_err(|_| anyhow::anyhow!("Invalid max width {w:?} in column {spec:?}"))?,
+        ),
+        None => None,
+    };
+    let cell: Cell = if section == "expanded_devices" {
+        // devices:NAME.KEY
+        Box::new(move |v| match key.split_once('.') {
+            Some((dev, k)) => text(v, &[section, dev, k]),
+            None => text(v, &[section, &key]),
+        })
+    } else {
+        Box::new(move |v| text(v, &[section, &key]))
+    };
+    Ok(Column {
+        header,
+        cell: Box::new(move |v| {
+            let s = cell(v);
+            match width {
+                Some(w) => s.chars().take(w).collect(),
+                None => s,
+            }
+        }),
+    })
+}
+
+fn columns(spec: &str) -> anyhow::Result<Vec<Column>> {
+    let mut out = Vec::new();
+    for piece in spec.split(',').filter(|p| !p.is_empty()) {
+        if piece.contains(':') {
+            out.push(custom(piece)?);
+        } else {
+            for c in piece.chars() {
+                out.push(code(c)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An anchored, case-insensitive match; a value that is no regular expression compares as
+/// text.
+fn matches(pattern: &str, value: &str) -> bool {
+    let anchored = if pattern.starts_with('^') || pattern.ends_with('$') {
+        format!("(?i){pattern}")
+    } else {
+        format!("(?i)^(?:{pattern})$")
+    };
+    match regex::Regex::new(&anchored) {
+        Ok(re) => re.is_match(value),
+        Err(_) => pattern.eq_ignore_ascii_case(value),
+    }
+}
+
+/// Whether an instance passes one command-line filter.
+fn passes(v: &Value, filter: &str) -> bool {
+    let Some((key, values)) = filter.split_once('=') else {
+        let name = text(v, &["name"]);
+        return name.starts_with(filter) || matches(filter, &name);
+    };
+    let actual = if key.contains('.') {
+        text(v, &["expanded_config", key])
+    } else {
+        match key {
+            "ipv4" => addresses(v, "inet"),
+            "ipv6" => addresses(v, "inet6"),
+            _ => text(v, &[key]),
+        }
+    };
+    values.split(',').any(|want| {
+        if matches!(key, "ipv4" | "ipv6") {
+            actual.lines().any(|a| a.split(' ').next() == Some(want))
+        } else {
+            matches(want, &actual)
+        }
+    })
+}
+
+pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+    let cols = columns(&args.columns)?;
+    let instances: Vec<Value> = client.get("/1.0/instances?recursion=2").await?;
+    let shown: Vec<&Value> = instances
+        .iter()
+        .filter(|v| args.filters.iter().all(|f| passes(v, f)))
+        .collect();
+    let headers: Vec<&str> = cols.iter().map(|c| c.header.as_str()).collect();
+    let mut t = Table::new(&headers);
+    for v in &shown {
+        t.row(cols.iter().map(|c| (c.cell)(v)).collect());
+    }
+    print!("{}", t.render(args.format, &shown)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn filters_and_columns() {
+        let v = serde_json::json!({
+            "name": "web1", "status": "Running", "type": "container", "ephemeral": true,
+            "expanded_config": {"user.role": "frontend", "volatile.base_image": "0123456789abcdef"},
+            "state": {"pid": 42, "processes": 3, "memory": {"usage": 1572864}},
+        });
+        assert!(passes(&v, "web"));
+        assert!(passes(&v, "w.b1"));
+        assert!(!passes(&v, "db"));
+        assert!(passes(&v, "status=running"));
+        assert!(passes(&v, "status=stopped,running"));
+        assert!(!passes(&v, "status=stopped"));
+        assert!(passes(&v, "user.role=front.*"));
+        assert!(!passes(&v, "user.role=front"));
+        let cols = columns("nstpNmf,config:user.role:ROLE").unwrap();
+        let row: Vec<String> = cols.iter().map(|c| (c.cell)(&v)).collect();
+        assert_eq!(
+            row,
+            [
+                "web1",
+                "RUNNING",
+                "CONTAINER (EPHEMERAL)",
+                "42",
+                "3",
+                "1.50MiB",
+                "0123456789ab",
+                "frontend"
+            ]
+        );
+        assert_eq!(cols[7].header, "ROLE");
+        assert!(columns("nL").is_err());
+        assert!(columns("nZ").is_err());
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod completion;
+pub mod config;
 pub mod delete;
 pub mod exec;
 pub mod image;
@@ -11,5 +12,6 @@ pub mod list;
 pub mod monitor;
 pub mod operation;
 pub mod query;
+pub mod rename;
 pub mod storage;
 pub mod version;

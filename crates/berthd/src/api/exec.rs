@@ -71,9 +71,6 @@ pub async fn post(
     }
     let interactive = req.interactive.unwrap_or(false);
     let user = req.user.unwrap_or(0);
-    if req.record_output.unwrap_or(false) {
-        return Err(ApiError::bad_request("record-output is not supported yet"));
-    }
     let n = name.clone();
     let rec = st
         .db
@@ -140,8 +137,30 @@ pub async fn post(
         "instances".to_owned(),
         vec![format!("/1.0/instances/{name}")],
     );
+    let wait = req.wait_for_websocket.unwrap_or(false);
+    // Without websockets (as LXD): a plain task, no terminal, stdin empty, and the output
+    // either recorded into the instance's log files or dropped.
+    let (class, fds, metadata) = if wait {
+        (OperationClass::Websocket, fds, metadata)
+    } else {
+        (OperationClass::Task, Vec::new(), serde_json::Map::new())
+    };
+    let spec = ExecSpec {
+        pty: spec.pty && wait,
+        ..spec
+    };
+    let record = (!wait && req.record_output.unwrap_or(false)).then(|| {
+        let id = uuid::Uuid::new_v4();
+        let dir = crate::instances::container_dir(&st, &name);
+        let file = |n: u8| {
+            let ext = if n == 1 { "stdout" } else { "stderr" };
+            let f = format!("exec_{id}.{ext}");
+            (dir.join(&f), format!("/1.0/instances/{name}/logs/{f}"))
+        };
+        [file(1), file(2)]
+    });
     let op_spec = OpSpec {
-        class: OperationClass::Websocket,
+        class,
         description: "Executing command".to_owned(),
         resources: Some(resources),
         may_cancel: false,
@@ -150,7 +169,6 @@ pub async fn post(
     };
     let config = crate::instances::container_dir(&st, &name).join("lxc.conf");
     let lxcpath = st.paths.containers();
-    let wait = req.wait_for_websocket.unwrap_or(false);
     let (width, height) = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(op_spec, move |ctx| async move {
         run(
@@ -164,6 +182,7 @@ pub async fn post(
                 spec,
                 width,
                 height,
+                record,
             },
         )
         .await
@@ -178,6 +197,8 @@ struct Launch {
     spec: ExecSpec,
     width: u16,
     height: u16,
+    /// Where stdout and stderr are recorded (file, API path), for `record-output`.
+    record: Option<[(std::path::PathBuf, String); 2]>,
 }
 
 fn file(fd: OwnedFd) -> tokio::fs::File {
@@ -237,6 +258,13 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
         let s2 = slave.try_clone().map_err(|e| e.to_string())?;
         cmd.stdin(slave).stdout(s1).stderr(s2);
         pty_master = Some(master);
+    } else if let Some([(out, _), (err, _)]) = &l.record {
+        let create = |p: &std::path::Path| {
+            std::fs::File::create(p).map_err(|e| format!("Failed to create {}: {e}", p.display()))
+        };
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(create(out)?)
+            .stderr(create(err)?);
     } else {
         let pipe =
             || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string());
@@ -311,6 +339,9 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
     let code = status.code().unwrap_or(1);
     let mut md = serde_json::Map::new();
     md.insert("return".into(), code.into());
+    if let Some([(_, out), (_, err)]) = &l.record {
+        md.insert("output".into(), serde_json::json!({"1": out, "2": err}));
+    }
     ctx.set_metadata(md);
     Ok(())
 }

@@ -172,6 +172,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
     let lxcpath = st.paths.containers();
     let parent = st.runtime.cgroup_parent.clone();
+    let host_memory = i64::try_from(st.runtime.host.memory).unwrap_or(i64::MAX);
     let states: Vec<InstanceState> = tokio::task::spawn_blocking(move || {
         // Each observation is a few round trips to a monitor and a few cgroup reads: spread
         // them over the host's CPUs.
@@ -185,7 +186,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
                 .map(|part| {
                     scope.spawn(|| {
                         part.iter()
-                            .map(|n| observe(&lxcpath, &parent, n))
+                            .map(|n| observe(&lxcpath, &parent, n, host_memory))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -235,11 +236,153 @@ fn instance_etag(rec: &InstanceRecord) -> String {
     ))
 }
 
-/// `GET /1.0/instances/{name}`.
-pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+/// `GET /1.0/instances/{name}`; with `recursion=1`, also its state, snapshots and backups
+/// (LXD's `instance_get_full`, which `lxc info` uses).
+pub async fn get(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let level = recursion(q.as_deref())?;
     let rec = find(&st, &name).await?;
     let etag = instance_etag(&rec);
-    Ok(super::sync_etag(full(&st, &rec).await?, &etag))
+    let inst = full(&st, &rec).await?;
+    if level == 0 {
+        return Ok(super::sync_etag(inst, &etag));
+    }
+    let mut v = serde_json::to_value(inst).map_err(|e| ApiError::internal(&e))?;
+    v["state"] = serde_json::to_value(state_of(&st, &name).await).unwrap_or_default();
+    v["snapshots"] = serde_json::Value::Array(vec![]);
+    v["backups"] = serde_json::Value::Array(vec![]);
+    Ok(super::sync_etag(v, &etag))
+}
+
+/// The body of `POST /1.0/instances/{name}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct InstancePost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    migration: bool,
+    #[serde(default)]
+    live: bool,
+}
+
+/// `POST /1.0/instances/{name}`: renames a stopped instance (its records, volume,
+/// runtime directory and logs) in an operation, as LXD.
+pub async fn rename(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<InstancePost>,
+) -> ApiResult {
+    let rec = find(&st, &name).await?;
+    if req.migration || req.live {
+        return Err(ApiError::bad_request(
+            "Migration between servers is not supported yet",
+        ));
+    }
+    let to = if req.name.is_empty() {
+        name.clone()
+    } else {
+        req.name.clone()
+    };
+    if to.contains('/') {
+        return Err(ApiError::bad_request(
+            "The character \"/\" is reserved for snapshots",
+        ));
+    }
+    inst::validate_name(&to).map_err(ApiError::bad_request)?;
+    if to != name {
+        let t = to.clone();
+        if st
+            .db
+            .call(move |c| crate::db::instances::get(c, &t))
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorKind::AlreadyExists,
+                format!("Name {to:?} already in use"),
+            ));
+        }
+    }
+    // Both names are held for the whole rename: nothing can start the old one or create
+    // the new one meanwhile.
+    let old_lock = st.instances.lock(&name);
+    let new_lock = st.instances.lock(&to);
+    let state = st.clone();
+    let op = st
+        .ops
+        .start(spec("Renaming instance", &name), move |_| async move {
+            let _old = old_lock.lock_owned().await;
+            let _new = if to == name {
+                None
+            } else {
+                Some(new_lock.lock_owned().await)
+            };
+            if to == name {
+                return Ok(());
+            }
+            rename_stopped(&state, &rec, &to).await
+        });
+    Ok(async_operation(op.render()))
+}
+
+async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result<(), String> {
+    let from = rec.name.clone();
+    if status_of(st, &from).await.0 != StatusCode::Stopped {
+        return Err("Renaming of running instance not allowed".to_owned());
+    }
+    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let (_, devices) = inst::expand(&profiles, rec);
+    let pool = inst::root_pool(&devices).and_then(|p| st.pools.get(&p));
+    let (f, t) = (from.clone(), to.to_owned());
+    if !st
+        .db
+        .call(move |c| crate::db::instances::rename(c, &f, &t))
+        .await
+        .map_err(|e| crate::logging::chain(&e))?
+    {
+        return Err(format!("Name {to:?} already in use"));
+    }
+    let undo_db = || async {
+        let (f, t) = (from.clone(), to.to_owned());
+        let _ = st
+            .db
+            .call(move |c| crate::db::instances::rename(c, &t, &f))
+            .await;
+    };
+    if let Some(pool) = &pool {
+        match pool.rename_volume(berth_storage::VolumeType::Container, &from, to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == berth_storage::StorageErrorKind::NotFound => {}
+            Err(e) => {
+                undo_db().await;
+                return Err(crate::logging::chain(&e));
+            }
+        }
+    }
+    let (old_dir, new_dir) = (inst::container_dir(st, &from), inst::container_dir(st, to));
+    if old_dir.exists()
+        && let Err(e) = std::fs::rename(&old_dir, &new_dir)
+    {
+        if let Some(pool) = &pool {
+            let _ = pool.rename_volume(berth_storage::VolumeType::Container, to, &from);
+        }
+        undo_db().await;
+        return Err(format!("Failed to rename {}: {e}", old_dir.display()));
+    }
+    // The old runtime config named the old paths; the next start writes a new one.
+    let _ = std::fs::remove_file(new_dir.join("lxc.conf"));
+    st.instances.forget(&from);
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("old_name".into(), from.into());
+    st.events.lifecycle(
+        "instance-renamed",
+        &format!("/1.0/instances/{to}"),
+        Some(ctx),
+    );
+    Ok(())
 }
 
 /// Devices berth can give an instance today: the root disk, and `none` to mask one.
@@ -788,7 +931,12 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
 
 /// What the host says of one container: liblxc's status, the freezer, cgroup counters.
 /// Blocking.
-fn observe(lxcpath: &std::path::Path, cgroup_parent: &str, name: &str) -> InstanceState {
+fn observe(
+    lxcpath: &std::path::Path,
+    cgroup_parent: &str,
+    name: &str,
+    host_memory: i64,
+) -> InstanceState {
     let (mut status, pid) = inst::lxc_status(lxcpath, name);
     let cg = format!("{cgroup_parent}/{name}");
     if status == StatusCode::Running && crate::host::cgroup::is_frozen(&cg) {
@@ -804,13 +952,15 @@ fn observe(lxcpath: &std::path::Path, cgroup_parent: &str, name: &str) -> Instan
         } else {
             0
         },
-        memory: berth_api::instance::InstanceStateMemory {
-            usage: if running {
-                crate::host::cgroup::memory_usage(&cg)
-            } else {
-                0
-            },
-            ..Default::default()
+        memory: if running {
+            berth_api::instance::InstanceStateMemory {
+                usage: crate::host::cgroup::memory_usage(&cg),
+                usage_peak: crate::host::cgroup::memory_peak(&cg),
+                total: crate::host::cgroup::memory_limit(&cg).unwrap_or(host_memory),
+                ..Default::default()
+            }
+        } else {
+            Default::default()
         },
         cpu: berth_api::instance::InstanceStateCpu {
             usage: if running {
@@ -827,7 +977,8 @@ async fn state_of(st: &AppState, name: &str) -> InstanceState {
     let lxcpath = st.paths.containers();
     let parent = st.runtime.cgroup_parent.clone();
     let n = name.to_owned();
-    tokio::task::spawn_blocking(move || observe(&lxcpath, &parent, &n))
+    let host_memory = i64::try_from(st.runtime.host.memory).unwrap_or(i64::MAX);
+    tokio::task::spawn_blocking(move || observe(&lxcpath, &parent, &n, host_memory))
         .await
         .unwrap_or_default()
 }
@@ -956,6 +1107,35 @@ async fn change_state(
         _ => {}
     }
     Ok(())
+}
+
+/// Called when berthd starts: instances whose container stopped while no berthd ran are
+/// recorded as stopped and their host leftovers (cgroups, recorded init pid) removed.
+pub async fn sweep(st: &AppState) {
+    let Ok(recs) = st.db.call(|c| crate::db::instances::list(c)).await else {
+        return;
+    };
+    for rec in recs {
+        let _guard = st.instances.lock(&rec.name).lock_owned().await;
+        if status_of(st, &rec.name).await.0 != StatusCode::Stopped {
+            continue;
+        }
+        let (parent, name) = (st.runtime.cgroup_parent.clone(), rec.name.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::host::cgroup::remove_leftovers(&parent, &name);
+        })
+        .await;
+        if rec
+            .config
+            .get("volatile.last_state.power")
+            .map(String::as_str)
+            == Some("RUNNING")
+        {
+            tracing::info!(instance = %rec.name, "Instance stopped while berthd was down");
+            set_power(st, &rec.name, "STOPPED").await;
+        }
+    }
+    crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
 }
 
 /// Starts every stopped instance with `boot.autostart=true` (called when berthd starts).

@@ -11,6 +11,7 @@ mod exec;
 mod filter;
 mod image_aliases;
 mod images;
+pub mod instance_logs;
 pub mod instances;
 mod internal;
 mod operations;
@@ -320,6 +321,7 @@ pub fn router(state: AppState) -> Router {
             get(instances::get)
                 .put(instances::put)
                 .patch(instances::patch)
+                .post(instances::rename)
                 .delete(instances::delete),
         )
         .route(
@@ -331,6 +333,11 @@ pub fn router(state: AppState) -> Router {
             get(instances::list_snapshots),
         )
         .route("/1.0/instances/{name}/exec", post(exec::post))
+        .route("/1.0/instances/{name}/logs", get(instance_logs::list))
+        .route(
+            "/1.0/instances/{name}/logs/{file}",
+            get(instance_logs::get).delete(instance_logs::delete),
+        )
         .route("/1.0/profiles", get(instances::list_profiles))
         .route("/1.0/profiles/{name}", get(instances::get_profile))
         .route(

@@ -124,6 +124,24 @@ pub fn delete(conn: &mut Connection, name: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Renames an instance and its volume records; `false` when `to` is taken.
+pub fn rename(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    if get(&tx, to)?.is_some() {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE instances SET name = ?2 WHERE name = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE storage_volumes SET name = ?2 WHERE type = 'container' AND name = ?1",
+        params![from, to],
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
 /// One profile.
 pub fn profile(conn: &Connection, name: &str) -> Result<Option<ProfileRecord>, DbError> {
     Ok(conn

@@ -48,6 +48,27 @@ pub fn memory_usage(cg: &str) -> i64 {
     }
 }
 
+/// The most memory used since the container started, in bytes.
+pub fn memory_peak(cg: &str) -> i64 {
+    let file = if is_v2() {
+        "memory.peak"
+    } else {
+        "memory.max_usage_in_bytes"
+    };
+    read_i64(&dir("memory", cg).join(file)).unwrap_or(0)
+}
+
+/// The memory limit, in bytes; `None` when unlimited.
+pub fn memory_limit(cg: &str) -> Option<i64> {
+    let file = if is_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    // v2 writes "max"; v1 a page-rounded i64::MAX.
+    read_i64(&dir("memory", cg).join(file)).filter(|v| *v < i64::MAX / 2)
+}
+
 /// CPU time used, in nanoseconds.
 pub fn cpu_usage(cg: &str) -> i64 {
     if is_v2() {
@@ -119,4 +140,36 @@ pub fn remove_parent(parent: &str) {
 /// Writes one cgroup file of a container's cgroup.
 pub fn write(controller: &str, cg: &str, file: &str, value: &str) -> std::io::Result<()> {
     std::fs::write(dir(controller, cg).join(file), value)
+}
+
+/// Removes what a container left in the cgroup tree (its own and its monitor's
+/// directories, bottom-up) when no process remains in them: after a monitor was killed,
+/// liblxc never cleaned up. Directories still holding processes stay.
+pub fn remove_leftovers(parent: &str, name: &str) {
+    fn remove_tree(dir: &Path) {
+        for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let roots: Vec<PathBuf> = if is_v2() {
+        vec![PathBuf::from(ROOT)]
+    } else {
+        std::fs::read_dir(ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    for root in roots {
+        for d in [name.to_owned(), format!("{name}.monitor")] {
+            let path = root.join(parent).join(d);
+            if path.is_dir() {
+                remove_tree(&path);
+            }
+        }
+    }
 }

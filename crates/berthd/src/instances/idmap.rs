@@ -45,6 +45,8 @@ pub struct HostIds {
     pub gid_base: u32,
     /// Ids in the smaller of the two ranges.
     pub count: u32,
+    /// Whether the ranges come from /etc/subuid and /etc/subgid (not the fallback).
+    pub from_subid: bool,
 }
 
 impl HostIds {
@@ -57,13 +59,39 @@ impl HostIds {
                 uid_base: u.0,
                 gid_base: g.0,
                 count: u.1.min(g.1),
+                from_subid: true,
             },
             _ => HostIds {
                 uid_base: FALLBACK_BASE,
                 gid_base: FALLBACK_BASE,
                 count: FALLBACK_COUNT,
+                from_subid: false,
             },
         }
+    }
+
+    /// Refuses a start liblxc would fail obscurely: with shadow's `newuidmap` installed,
+    /// liblxc maps ids only within root's /etc/subuid and /etc/subgid ranges.
+    pub fn check_usable(self, map: &IdMap) -> Result<(), String> {
+        let shadow = ["/usr/bin/newuidmap", "/bin/newuidmap"]
+            .iter()
+            .any(|p| Path::new(p).exists());
+        if shadow && !self.from_subid {
+            return Err(format!(
+                "newuidmap is installed, so liblxc needs root's id ranges: add \"root:{FALLBACK_BASE}:{FALLBACK_COUNT}\" to /etc/subuid and /etc/subgid"
+            ));
+        }
+        let inside = |base: u32, host: u32| {
+            u64::from(base) >= u64::from(host)
+                && u64::from(base) + u64::from(map.size) <= u64::from(host) + u64::from(self.count)
+        };
+        if shadow && !(inside(map.uid_base, self.uid_base) && inside(map.gid_base, self.gid_base)) {
+            return Err(format!(
+                "The id map {}+{} is outside root's ranges in /etc/subuid and /etc/subgid, which liblxc requires while newuidmap is installed",
+                map.uid_base, map.size
+            ));
+        }
+        Ok(())
     }
 
     /// The map containers share.
@@ -265,6 +293,7 @@ mod tests {
             uid_base: 1000,
             gid_base: 5000,
             count: 4 * SIZE,
+            from_subid: true,
         };
         let mut c = BTreeMap::new();
         c.insert("security.idmap.isolated".to_owned(), "true".to_owned());

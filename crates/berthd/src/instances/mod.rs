@@ -255,6 +255,9 @@ pub async fn start(
                 .unwrap_or_else(|| st.runtime.ids.shared()),
         )
     };
+    if let Some(m) = &idmap {
+        st.runtime.ids.check_usable(m)?;
+    }
     let spec = lxc_config::Spec {
         extra: &extra,
         name: &rec.name,

@@ -273,6 +273,37 @@ impl Driver for Dir {
         Ok(path)
     }
 
+    fn rename_volume(&self, vtype: VolumeType, from: &str, to: &str) -> Result<(), StorageError> {
+        validate_volume_name(from)?;
+        validate_volume_name(to)?;
+        let (src, dst) = (self.volume_path(vtype, from), self.volume_path(vtype, to));
+        if fs::symlink_metadata(&src).is_err() {
+            return Err(StorageError::VolumeNotFound {
+                vtype,
+                name: from.to_owned(),
+            });
+        }
+        // renameat2(RENAME_NOREPLACE): never replaces a volume that exists under `to`.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &src,
+            rustix::fs::CWD,
+            &dst,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => Err(StorageError::VolumeExists {
+                vtype,
+                name: to.to_owned(),
+            }),
+            Err(e) => Err(StorageError::RenameVolume {
+                from: src,
+                to: dst,
+                source: e.into(),
+            }),
+        }
+    }
+
     fn delete_volume(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
         validate_volume_name(name)?;
         let path = self.volume_path(vtype, name);

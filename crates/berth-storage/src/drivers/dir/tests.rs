@@ -233,3 +233,30 @@ fn delete_volume_is_refused_while_something_is_mounted_inside() {
     pool.delete_volume(VolumeType::Custom, "v").unwrap();
     assert_eq!(fs::read_to_string(host_data.join("keep")).unwrap(), "keep");
 }
+
+#[test]
+fn rename_volume_moves_data_and_never_replaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = dir_pool(None, &tmp.path().join("p"));
+    pool.create().unwrap();
+    let a = pool.create_volume(VolumeType::Container, "a").unwrap();
+    fs::write(a.join("data"), "x").unwrap();
+    pool.create_volume(VolumeType::Container, "c").unwrap();
+    pool.rename_volume(VolumeType::Container, "a", "b").unwrap();
+    let b = pool.volume_path(VolumeType::Container, "b");
+    assert_eq!(fs::read_to_string(b.join("data")).unwrap(), "x");
+    assert!(!a.exists());
+    let err = pool
+        .rename_volume(VolumeType::Container, "b", "c")
+        .unwrap_err();
+    assert_eq!(err.kind(), StorageErrorKind::AlreadyExists);
+    assert!(b.join("data").exists());
+    let err = pool
+        .rename_volume(VolumeType::Container, "gone", "d")
+        .unwrap_err();
+    assert_eq!(err.kind(), StorageErrorKind::NotFound);
+    let err = pool
+        .rename_volume(VolumeType::Container, "b", "../x")
+        .unwrap_err();
+    assert_eq!(err.kind(), StorageErrorKind::InvalidConfig);
+}

@@ -1,0 +1,113 @@
+//! `berth config show|get|set|unset`: an instance's configuration.
+
+use std::collections::BTreeMap;
+
+use berth_client::{Client, Method};
+use serde_json::Value;
+
+/// `berth config …`
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Show an instance's configuration as YAML
+    Show {
+        name: String,
+        /// Show the configuration with its profiles applied
+        #[arg(short = 'e', long)]
+        expanded: bool,
+    },
+    /// Get one configuration key of an instance
+    Get { name: String, key: String },
+    /// Set configuration keys: NAME KEY=VALUE... or NAME KEY VALUE
+    Set {
+        name: String,
+        #[arg(required = true)]
+        config: Vec<String>,
+    },
+    /// Unset configuration keys of an instance
+    Unset {
+        name: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `KEY=VALUE...`, or the two words `KEY VALUE` as `lxc config set` takes them.
+fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    if let [k, v] = items
+        && !k.contains('=')
+    {
+        return Ok(BTreeMap::from([(k.clone(), v.clone())]));
+    }
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("Invalid argument {kv:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+async fn patch(
+    client: &Client,
+    name: &str,
+    config: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "config": config });
+    let r = client
+        .query(
+            Method::PATCH,
+            &format!("/1.0/instances/{name}"),
+            Some(&body),
+        )
+        .await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
+    }
+    Ok(())
+}
+
+pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Show { name, expanded } => {
+            let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
+            let pick = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+            let (config, devices) = if expanded {
+                (pick("expanded_config"), pick("expanded_devices"))
+            } else {
+                (pick("config"), pick("devices"))
+            };
+            // The writable fields, in the order `lxc config show` prints them.
+            let mut out = serde_json::Map::new();
+            out.insert("architecture".into(), pick("architecture"));
+            out.insert("config".into(), config);
+            out.insert("devices".into(), devices);
+            out.insert("ephemeral".into(), pick("ephemeral"));
+            out.insert("profiles".into(), pick("profiles"));
+            out.insert("stateful".into(), pick("stateful"));
+            out.insert("description".into(), pick("description"));
+            print!("{}", crate::yaml::to_string(&out)?);
+        }
+        Command::Get { name, key } => {
+            let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
+            let value = v
+                .get("config")
+                .and_then(|c| c.get(&key))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            println!("{value}");
+        }
+        Command::Set { name, config } => patch(client, &name, pairs(&config)?).await?,
+        Command::Unset { name, keys } => {
+            let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
+            for k in &keys {
+                if v.get("config").and_then(|c| c.get(k)).is_none() {
+                    anyhow::bail!("Key {k:?} is not set on instance {name:?}");
+                }
+            }
+            let empty = keys.into_iter().map(|k| (k, String::new())).collect();
+            patch(client, &name, empty).await?;
+        }
+    }
+    Ok(())
+}
