@@ -872,3 +872,63 @@ async fn parallel_state_changes_all_return_and_settle() {
     assert_eq!(state(&d, "busy").await.status, want, "after {done:?}");
     ok(&d.berth(&["delete", "-f", "busy"]));
 }
+
+#[tokio::test]
+async fn start_and_rename_templates_are_rendered() {
+    let d = Daemon::start();
+    // The busybox image with two more templates: one for every start, one for renames.
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(busybox_image())
+        .arg("-C")
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let mut md = std::fs::read_to_string(tree.join("metadata.yaml")).unwrap();
+    md.push_str(
+        "  /etc/greeting:\n    when:\n    - start\n    template: greeting.tpl\n  /etc/renamed:\n    when:\n    - rename\n    template: renamed.tpl\n",
+    );
+    std::fs::write(tree.join("metadata.yaml"), md).unwrap();
+    std::fs::write(
+        tree.join("templates/greeting.tpl"),
+        "{{ config_get(\"user.greeting\", \"hello\") }} from {{ instance.name }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("templates/renamed.tpl"),
+        "now {{ instance.name }}\n",
+    )
+    .unwrap();
+    let image = work.path().join("image.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&tree)
+        .args(["metadata.yaml", "templates", "rootfs"])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let opts = ImportOptions {
+        aliases: vec!["tpl".into()],
+        ..Default::default()
+    };
+    d.client().import_image(&image, None, &opts).await.unwrap();
+
+    ok(&d.berth(&["launch", "tpl", "t1"]));
+    let read = |n: &str, f: &str| ok(&d.berth(&["exec", n, "--", "cat", f]));
+    assert_eq!(read("t1", "/etc/greeting"), "hello from t1\n");
+    ok(&d.berth(&["config", "set", "t1", "user.greeting=hi"]));
+    ok(&d.berth(&["restart", "-f", "t1"]));
+    assert_eq!(read("t1", "/etc/greeting"), "hi from t1\n");
+    ok(&d.berth(&["stop", "-f", "t1"]));
+    ok(&d.berth(&["rename", "t1", "t2"]));
+    ok(&d.berth(&["start", "t2"]));
+    assert_eq!(read("t2", "/etc/renamed"), "now t2\n");
+    assert_eq!(read("t2", "/etc/greeting"), "hi from t2\n");
+    ok(&d.berth(&["delete", "-f", "t2"]));
+}

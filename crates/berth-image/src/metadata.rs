@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// When a template is rendered.
-pub const TRIGGERS: [&str; 3] = ["create", "copy", "start"];
+pub const TRIGGERS: [&str; 4] = ["create", "copy", "start", "rename"];
 
 /// The parsed `metadata.yaml` of an image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

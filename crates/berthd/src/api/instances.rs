@@ -374,6 +374,16 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     }
     // The old runtime config named the old paths; the next start writes a new one.
     let _ = std::fs::remove_file(new_dir.join("lxc.conf"));
+    if let Some(pool) = &pool {
+        let renamed = InstanceRecord {
+            name: to.to_owned(),
+            ..rec.clone()
+        };
+        let volume = pool.volume_path(berth_storage::VolumeType::Container, to);
+        if let Err(e) = inst::apply_templates(&renamed, &volume, "rename") {
+            tracing::warn!(instance = %to, error = %e, "Rename templates failed");
+        }
+    }
     st.instances.forget(&from);
     let mut ctx = serde_json::Map::new();
     ctx.insert("old_name".into(), from.into());

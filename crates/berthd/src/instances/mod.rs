@@ -212,6 +212,22 @@ pub fn limit_keys(
     Ok(keys)
 }
 
+/// Renders the templates of the instance's image (kept in its volume) that `trigger` fires:
+/// `start` at every start, `rename` after a rename (`create` and `copy` run where those
+/// happen).
+pub fn apply_templates(rec: &InstanceRecord, volume: &Path, trigger: &str) -> Result<(), String> {
+    let Ok(text) = std::fs::read(volume.join("metadata.yaml")) else {
+        return Ok(());
+    };
+    let md = berth_image::ImageMetadata::parse(&text).map_err(|e| crate::logging::chain(&e))?;
+    let ctx = templates::Context {
+        name: &rec.name,
+        architecture: &rec.architecture,
+        config: &rec.config,
+    };
+    templates::apply(volume, &md, trigger, &ctx).map_err(|e| crate::logging::chain(&e))
+}
+
 /// The mount entries of lxcfs, starting it when the host runs none.
 async fn lxcfs_mounts(st: &State) -> Vec<String> {
     let own = st.paths.dir().join("lxcfs");
@@ -268,6 +284,9 @@ pub async fn start(
         nesting: flag("security.nesting"),
     };
     let config = lxc_config::render(&spec).map_err(|e| e.to_string())?;
+    if let Some(volume) = rootfs.parent() {
+        apply_templates(rec, volume, "start")?;
+    }
     let conf_path = dir.join("lxc.conf");
     std::fs::write(&conf_path, config).map_err(|e| format!("Failed to write LXC config: {e}"))?;
     std::fs::write(dir.join("seccomp"), lxc_config::SECCOMP)
