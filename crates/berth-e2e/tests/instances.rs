@@ -158,6 +158,21 @@ async fn failed_creates_leave_nothing() {
         .unwrap()
         .collect();
     assert!(left.is_empty());
+
+    // A start that fails says why, and leaves the instance stopped with nothing running
+    // and no cgroup behind.
+    ok(&d.berth(&[
+        "init",
+        "bb",
+        "nostart",
+        "-c",
+        "raw.lxc=lxc.init.cmd = /no/such/init",
+    ]));
+    let err = fails(&d.berth(&["start", "nostart"]));
+    assert!(err.contains("Failed to start the instance"), "{err}");
+    assert_eq!(state(&d, "nostart").await.status, "Stopped");
+    assert_eq!(d.leftover_cgroups(), Vec::<std::path::PathBuf>::new());
+    ok(&d.berth(&["delete", "nostart"]));
 }
 
 #[tokio::test]

@@ -307,6 +307,10 @@ pub async fn start(
         .await
         .map_err(|e| format!("Failed to run forkstart: {e}"))?;
     if !status.success() {
+        // liblxc leaves the monitor's cgroup behind when the container aborts.
+        crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, &rec.name);
+        crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
+        forget_init(&dir);
         let why = log_tail(&dir);
         return Err(if why.is_empty() {
             "Failed to start the instance".to_owned()
