@@ -6,7 +6,7 @@
 //!
 //! Figures are printed, never asserted: tests do not depend on the machine's speed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -278,6 +278,7 @@ fn hwm_kib(pid: u32) -> anyhow::Result<u64> {
 
 struct Daemon {
     child: Child,
+    dir: PathBuf,
 }
 
 impl Daemon {
@@ -298,7 +299,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Daemon { child })
+        Ok(Daemon {
+            child,
+            dir: dir.to_owned(),
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -317,6 +321,19 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The lxcfs berthd started for its containers outlives it: stop it (it unmounts
+        // itself) before the state directory goes.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("lxcfs.pid")) {
+            let pid = pid.trim().to_owned();
+            let _ = Command::new("kill").arg(&pid).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mount = format!(" {} ", self.dir.join("lxcfs").display());
+            while std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&mount))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 

@@ -785,6 +785,20 @@ async fn rename_logs_recorded_output_info_and_config() {
     }
     let out = ok(&d.berth(&["info", "run1", "--show-log"]));
     assert!(out.contains("\nLog:\n"), "{out}");
+    // The network state comes from inside the container's namespace.
+    let st = state(&d, "run1").await;
+    let lo = &st.network.unwrap()["lo"];
+    assert_eq!(lo["type"], "loopback");
+    assert!(
+        lo["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["address"] == "127.0.0.1" && a["scope"] == "local"),
+        "{lo}"
+    );
+    let out = ok(&d.berth(&["info", "run1"]));
+    assert!(out.contains("inet: 127.0.0.1/8 (local)"), "{out}");
 
     // config show|get|set|unset, and through lxc.
     assert_eq!(

@@ -35,8 +35,13 @@ impl Upload {
         }
     }
 
-    /// Moves the files to their final names in `dir`.
+    /// Flushes the files to disk and moves them to their final names in `dir` (then
+    /// flushes `dir`), so an image the database records survives a crash. Blocking.
     pub fn commit(mut self, dir: &Path, fingerprint: &str) -> std::io::Result<()> {
+        std::fs::File::open(&self.meta)?.sync_all()?;
+        if let Some(r) = &self.rootfs {
+            std::fs::File::open(r)?.sync_all()?;
+        }
         std::fs::rename(&self.meta, dir.join(fingerprint))?;
         if let Some(r) = &self.rootfs
             && let Err(e) = std::fs::rename(r, dir.join(format!("{fingerprint}.rootfs")))
@@ -45,7 +50,7 @@ impl Upload {
             return Err(e);
         }
         self.committed = true;
-        Ok(())
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 

@@ -96,8 +96,66 @@ pub fn render(v: &Value) -> String {
                 crate::format::bytes(total)
             ));
         }
+        network(v, &mut line);
     }
     out
+}
+
+/// The `Network usage` section of `berth info NAME`.
+fn network(v: &Value, line: &mut impl FnMut(String)) {
+    let Some(nets) = v.pointer("/state/network").and_then(Value::as_object) else {
+        return;
+    };
+    if nets.is_empty() {
+        return;
+    }
+    line("  Network usage:".to_owned());
+    for (name, n) in nets {
+        line(format!("    {name}:"));
+        line(format!("      Type: {}", text(n, "/type")));
+        line(format!("      State: {}", text(n, "/state").to_uppercase()));
+        for (label, key) in [("Host interface", "/host_name"), ("MAC address", "/hwaddr")] {
+            let t = text(n, key);
+            if !t.is_empty() {
+                line(format!("      {label}: {t}"));
+            }
+        }
+        line(format!("      MTU: {}", number(n, "/mtu")));
+        for (label, key) in [
+            ("Bytes received", "bytes_received"),
+            ("Bytes sent", "bytes_sent"),
+        ] {
+            let b = number(n, &format!("/counters/{key}"));
+            line(format!("      {label}: {}", crate::format::bytes(b)));
+        }
+        for (label, key) in [
+            ("Packets received", "packets_received"),
+            ("Packets sent", "packets_sent"),
+        ] {
+            line(format!(
+                "      {label}: {}",
+                number(n, &format!("/counters/{key}"))
+            ));
+        }
+        let addrs: Vec<&Value> = n
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .collect();
+        if !addrs.is_empty() {
+            line("      IP addresses:".to_owned());
+            for a in addrs {
+                line(format!(
+                    "        {}: {}/{} ({})",
+                    text(a, "/family"),
+                    text(a, "/address"),
+                    text(a, "/netmask"),
+                    text(a, "/scope")
+                ));
+            }
+        }
+    }
 }
 
 async fn instance(client: &Client, name: &str, show_log: bool) -> anyhow::Result<()> {

@@ -428,8 +428,10 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, req: Request) 
         return Err(ApiError::new(ErrorKind::Conflict, msg));
     }
     let dir = st.paths.images();
-    upload
-        .commit(&dir, &fp)
+    let (d, f) = (dir.clone(), fp.clone());
+    tokio::task::spawn_blocking(move || upload.commit(&d, &f))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
         .map_err(|e| ApiError::internal(&e))?;
     let stored = rec.clone();
     if let Err(e) = st

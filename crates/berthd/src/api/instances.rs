@@ -979,6 +979,7 @@ fn observe(
                 0
             },
         },
+        network: pid.and_then(|p| crate::host::netns::interfaces(p).ok()),
         ..Default::default()
     }
 }

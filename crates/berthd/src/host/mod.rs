@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod environment;
 pub mod lxcfs;
+pub mod netns;
 pub mod resources;
 
 use std::path::Path;

@@ -1,0 +1,255 @@
+//! A container's network interfaces, as LXD reports them in the instance state: names,
+//! addresses, counters, MTU, hardware address, link state.
+//!
+//! A route netlink socket is opened inside the container's network namespace (a short-lived
+//! thread joins the namespace just to create it: a socket stays bound to the namespace it was
+//! made in), then the link and address tables are dumped and parsed here. Nothing is read
+//! from the container's own filesystem.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
+use serde_json::{Value, json};
+
+const NLMSG_HDR: usize = 16;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_STATS64: u16 = 23;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFF_UP: u32 = 0x1;
+const IFF_LOOPBACK: u32 = 0x8;
+const IFF_POINTOPOINT: u32 = 0x10;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Opens a route netlink socket in the network namespace of process `pid`.
+fn socket_in(pid: i32) -> std::io::Result<OwnedFd> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<OwnedFd> {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            // No protocol: NETLINK_ROUTE, the route netlink family.
+            Ok(rustix::net::socket(
+                AddressFamily::NETLINK,
+                SocketType::RAW,
+                None,
+            )?)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+    })
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Sends one dump request and returns the payloads (type, body) of every reply message.
+fn dump(fd: &OwnedFd, kind: u16, family: u8, seq: u32) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
+    // nlmsghdr + a zeroed ifinfomsg (16 bytes) or ifaddrmsg (8 bytes).
+    let body = if kind == RTM_GETLINK { 16 } else { 8 };
+    let mut req = vec![0u8; NLMSG_HDR + body];
+    let len = u32::try_from(req.len()).unwrap_or(32);
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    req[NLMSG_HDR] = family;
+    rustix::net::send(fd, &req, SendFlags::empty())?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty())?;
+        let mut at = 0;
+        while at + NLMSG_HDR <= n {
+            let len = u32_at(&buf, at).unwrap_or(0) as usize;
+            let typ = u16_at(&buf, at + 4).unwrap_or(0);
+            if len < NLMSG_HDR || at + len > n {
+                return Ok(out);
+            }
+            match typ {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => return Err(std::io::Error::other("netlink dump failed")),
+                _ => out.push((typ, buf[at + NLMSG_HDR..at + len].to_vec())),
+            }
+            at += (len + 3) & !3;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// The attributes after a fixed header of `skip` bytes: (type, value).
+fn attrs(body: &[u8], skip: usize) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = skip;
+    while at + 4 <= body.len() {
+        let len = usize::from(u16_at(body, at).unwrap_or(0));
+        let typ = u16_at(body, at + 2).unwrap_or(0) & 0x3fff;
+        if len < 4 || at + len > body.len() {
+            break;
+        }
+        out.push((typ, &body[at + 4..at + len]));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn scope_name(scope: u8) -> &'static str {
+    match scope {
+        0 => "global",
+        253 => "link",
+        254 => "local",
+        _ => "global",
+    }
+}
+
+fn address_text(family: u8, raw: &[u8]) -> Option<String> {
+    match family {
+        AF_INET => {
+            let b: [u8; 4] = raw.get(..4)?.try_into().ok()?;
+            Some(std::net::Ipv4Addr::from(b).to_string())
+        }
+        AF_INET6 => {
+            let b: [u8; 16] = raw.get(..16)?.try_into().ok()?;
+            Some(std::net::Ipv6Addr::from(b).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The interfaces of the network namespace of process `pid`, keyed by name, in LXD's
+/// `InstanceStateNetwork` form.
+pub fn interfaces(pid: i32) -> std::io::Result<BTreeMap<String, Value>> {
+    let fd = socket_in(pid)?;
+    let mut by_index: BTreeMap<i32, (String, Value)> = BTreeMap::new();
+    for (typ, body) in dump(&fd, RTM_GETLINK, 0, 1)? {
+        if typ != RTM_NEWLINK || body.len() < 16 {
+            continue;
+        }
+        let index = u32_at(&body, 4).unwrap_or(0) as i32;
+        let flags = u32_at(&body, 8).unwrap_or(0);
+        let (mut name, mut mtu, mut hw, mut stats) = (String::new(), 0u32, String::new(), None);
+        for (t, v) in attrs(&body, 16) {
+            match t {
+                IFLA_IFNAME => {
+                    name = String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(v))
+                        .into_owned();
+                }
+                IFLA_MTU => mtu = u32_at(v, 0).unwrap_or(0),
+                IFLA_ADDRESS => {
+                    hw = v
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":");
+                }
+                IFLA_STATS64 => stats = Some(v.to_vec()),
+                _ => {}
+            }
+        }
+        // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors,
+        // tx_errors, rx_dropped, tx_dropped, …
+        let s = |i: usize| stats.as_deref().and_then(|b| u64_at(b, i * 8)).unwrap_or(0);
+        let kind = if flags & IFF_LOOPBACK != 0 {
+            "loopback"
+        } else if flags & IFF_POINTOPOINT != 0 {
+            "point-to-point"
+        } else {
+            "broadcast"
+        };
+        let v = json!({
+            "addresses": [],
+            "counters": {
+                "bytes_received": s(2), "bytes_sent": s(3),
+                "packets_received": s(0), "packets_sent": s(1),
+                "errors_received": s(4), "errors_sent": s(5),
+                "packets_dropped_inbound": s(6), "packets_dropped_outbound": s(7),
+            },
+            "hwaddr": if kind == "loopback" { String::new() } else { hw },
+            "host_name": "",
+            "mtu": mtu,
+            "state": if flags & IFF_UP != 0 { "up" } else { "down" },
+            "type": kind,
+        });
+        by_index.insert(index, (name, v));
+    }
+    for (typ, body) in dump(&fd, RTM_GETADDR, 0, 2)? {
+        if typ != RTM_NEWADDR || body.len() < 8 {
+            continue;
+        }
+        let (family, prefix, scope) = (body[0], body[1], body[3]);
+        let index = u32_at(&body, 4).unwrap_or(0) as i32;
+        let all = attrs(&body, 8);
+        // IFA_LOCAL is the interface's own address on point-to-point links.
+        let raw = all
+            .iter()
+            .find(|(t, _)| *t == IFA_LOCAL)
+            .or_else(|| all.iter().find(|(t, _)| *t == IFA_ADDRESS))
+            .map(|(_, v)| *v);
+        let (Some(raw), Some((_, iface))) = (raw, by_index.get_mut(&index)) else {
+            continue;
+        };
+        let Some(address) = address_text(family, raw) else {
+            continue;
+        };
+        if let Some(list) = iface.get_mut("addresses").and_then(Value::as_array_mut) {
+            list.push(json!({
+                "family": if family == AF_INET { "inet" } else { "inet6" },
+                "address": address,
+                "netmask": prefix.to_string(),
+                "scope": scope_name(scope),
+            }));
+        }
+    }
+    Ok(by_index.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_namespace() {
+        // Root only (joining a namespace needs CAP_SYS_ADMIN); the tests run as root.
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let ifaces = interfaces(pid).unwrap();
+        let lo = &ifaces["lo"];
+        assert_eq!(lo["type"], "loopback");
+        assert_eq!(lo["state"], "up");
+        assert!(
+            lo["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["address"] == "127.0.0.1" && a["netmask"] == "8"),
+            "{lo}"
+        );
+    }
+}
