@@ -186,7 +186,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
                 .map(|part| {
                     scope.spawn(|| {
                         part.iter()
-                            .map(|n| observe(&lxcpath, &parent, n, host_memory))
+                            .map(|n| observe(&lxcpath, &parent, n, host_memory, true))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -729,7 +729,9 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         move |ctx| async move {
             let _guard = guard;
             let st = state;
+            let began = std::time::Instant::now();
             let result = create(&st, &rec, image.as_ref(), pool.as_ref(), &ctx).await;
+            tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Instance created");
             if let Err(e) = result {
                 // Undo: the volume, the runtime directory and the records.
                 let _ = pool.delete_volume(berth_storage::VolumeType::Container, &rec.name);
@@ -750,8 +752,16 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
                 let rootfs = pool
                     .volume_path(berth_storage::VolumeType::Container, &rec.name)
                     .join("rootfs");
+                let began = std::time::Instant::now();
                 inst::start(&st, &rec, &expanded, &rootfs).await?;
+                let started = began.elapsed().as_millis();
                 set_power(&st, &rec.name, "RUNNING").await;
+                tracing::debug!(
+                    instance = %rec.name,
+                    start_ms = started,
+                    recorded_ms = began.elapsed().as_millis(),
+                    "Instance started"
+                );
                 st.events.lifecycle(
                     "instance-started",
                     &format!("/1.0/instances/{}", rec.name),
@@ -811,7 +821,9 @@ async fn create(
             ctx.set_metadata(md);
         }
     };
+    let began = std::time::Instant::now();
     let (result, ()) = tokio::join!(unpack, progress);
+    tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Image unpacked");
     result
         .map_err(|e| e.to_string())?
         .map_err(|e| crate::logging::chain(&e))?;
@@ -941,11 +953,14 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
 
 /// What the host says of one container: liblxc's status, the freezer, cgroup counters.
 /// Blocking.
+/// `own_thread`: the caller owns this thread and discards it (a scoped worker), so reading
+/// the network may move it into the container's network namespace.
 fn observe(
     lxcpath: &std::path::Path,
     cgroup_parent: &str,
     name: &str,
     host_memory: i64,
+    own_thread: bool,
 ) -> InstanceState {
     let (mut status, pid) = inst::lxc_status(lxcpath, name);
     let cg = format!("{cgroup_parent}/{name}");
@@ -979,7 +994,13 @@ fn observe(
                 0
             },
         },
-        network: pid.and_then(|p| crate::host::netns::interfaces(p).ok()),
+        network: pid.and_then(|p| {
+            if own_thread {
+                crate::host::netns::interfaces_joining(p).ok()
+            } else {
+                crate::host::netns::interfaces(p).ok()
+            }
+        }),
         ..Default::default()
     }
 }
@@ -989,7 +1010,7 @@ async fn state_of(st: &AppState, name: &str) -> InstanceState {
     let parent = st.runtime.cgroup_parent.clone();
     let n = name.to_owned();
     let host_memory = i64::try_from(st.runtime.host.memory).unwrap_or(i64::MAX);
-    tokio::task::spawn_blocking(move || observe(&lxcpath, &parent, &n, host_memory))
+    tokio::task::spawn_blocking(move || observe(&lxcpath, &parent, &n, host_memory, false))
         .await
         .unwrap_or_default()
 }

@@ -33,24 +33,28 @@ const IFF_POINTOPOINT: u32 = 0x10;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Opens a route netlink socket in the network namespace of process `pid`.
-fn socket_in(pid: i32) -> std::io::Result<OwnedFd> {
+/// Opens a route netlink socket in the network namespace of process `pid` from the
+/// calling thread, which joins that namespace and then goes back to its own (abstract unix
+/// sockets, such as liblxc's command sockets, are per network namespace). If going back
+/// fails the thread stays there: callers on threads they do not own use [`socket_in`].
+fn socket_joining(pid: i32) -> std::io::Result<OwnedFd> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let net = Some(rustix::thread::LinkNameSpaceType::Network);
+    rustix::thread::move_into_link_name_space(ns.as_fd(), net)?;
+    // No protocol: NETLINK_ROUTE, the route netlink family.
+    let sock = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None);
+    rustix::thread::move_into_link_name_space(own.as_fd(), net)?;
+    Ok(sock?)
+}
+
+/// Opens a route netlink socket in the network namespace of process `pid`, from a
+/// short-lived thread so the caller's thread keeps its namespace.
+fn socket_in(pid: i32) -> std::io::Result<OwnedFd> {
     std::thread::scope(|s| {
-        s.spawn(|| -> std::io::Result<OwnedFd> {
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
-            // No protocol: NETLINK_ROUTE, the route netlink family.
-            Ok(rustix::net::socket(
-                AddressFamily::NETLINK,
-                SocketType::RAW,
-                None,
-            )?)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+        s.spawn(|| socket_joining(pid))
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
     })
 }
 
@@ -144,9 +148,19 @@ fn address_text(family: u8, raw: &[u8]) -> Option<String> {
 /// The interfaces of the network namespace of process `pid`, keyed by name, in LXD's
 /// `InstanceStateNetwork` form.
 pub fn interfaces(pid: i32) -> std::io::Result<BTreeMap<String, Value>> {
-    let fd = socket_in(pid)?;
+    read(&socket_in(pid)?)
+}
+
+/// As [`interfaces`], but the calling thread joins the namespace itself for a moment
+/// (saving a thread per call): only for threads the caller owns and discards, such as a
+/// scoped worker, in case it cannot go back.
+pub fn interfaces_joining(pid: i32) -> std::io::Result<BTreeMap<String, Value>> {
+    read(&socket_joining(pid)?)
+}
+
+fn read(fd: &OwnedFd) -> std::io::Result<BTreeMap<String, Value>> {
     let mut by_index: BTreeMap<i32, (String, Value)> = BTreeMap::new();
-    for (typ, body) in dump(&fd, RTM_GETLINK, 0, 1)? {
+    for (typ, body) in dump(fd, RTM_GETLINK, 0, 1)? {
         if typ != RTM_NEWLINK || body.len() < 16 {
             continue;
         }
@@ -197,7 +211,7 @@ pub fn interfaces(pid: i32) -> std::io::Result<BTreeMap<String, Value>> {
         });
         by_index.insert(index, (name, v));
     }
-    for (typ, body) in dump(&fd, RTM_GETADDR, 0, 2)? {
+    for (typ, body) in dump(fd, RTM_GETADDR, 0, 2)? {
         if typ != RTM_NEWADDR || body.len() < 8 {
             continue;
         }
