@@ -30,6 +30,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The real incus client (its file push/pull speak SFTP), from Debian's bookworm-backports:
+# that suite is added to the machine's own Debian source when missing.
+if ! command -v incus >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing: incus (incus-client from bookworm-backports); run this as root." >&2
+    exit 1
+  fi
+  src=/etc/apt/sources.list.d/debian.sources
+  if [ -f "$src" ] && ! grep -q "bookworm-backports" "$src"; then
+    sed -i '0,/^Suites: bookworm\b/s//Suites: bookworm bookworm-backports/' "$src"
+  elif [ ! -f "$src" ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d; then
+    mirror=$(awk '/^deb / && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list)
+    echo "deb ${mirror:-http://deb.debian.org/debian} bookworm-backports main" \
+      > /etc/apt/sources.list.d/bookworm-backports.list
+  fi
+  echo "Installing: incus-client (bookworm-backports)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -t bookworm-backports incus-client
+fi
+
 # pylxd, the Python client the end-to-end tests also drive berthd with.
 if ! python3 -c 'import pylxd' 2>/dev/null; then
   echo "Installing pylxd" >&2

@@ -28,6 +28,13 @@ pub const API_EXTENSIONS: &[&str] = &[
     "api_filtering",
     "instance_get_full",
     "container_exec_recording",
+    // Issue 5: files, SFTP, console.
+    "directory_manipulation",
+    "file_delete",
+    "file_append",
+    "file_symlinks",
+    "file_get_symlink",
+    "instance_file_head",
 ];
 
 /// Whether `name` is advertised.

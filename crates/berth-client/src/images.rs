@@ -224,7 +224,7 @@ impl Client {
 }
 
 /// Reads and decodes a reply's envelope.
-async fn envelope(
+pub(crate) async fn envelope(
     path: &str,
     resp: hyper::Response<hyper::body::Incoming>,
 ) -> Result<berth_api::Response, ClientError> {

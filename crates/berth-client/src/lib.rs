@@ -7,6 +7,7 @@
 
 mod error;
 mod events;
+mod files;
 mod images;
 mod transport;
 
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
 pub use events::EventStream;
+pub use files::{Fetched, FileMeta, copy_stream};
 pub use hyper::Method;
 pub use images::{ImportOptions, Progress};
 pub use transport::WebSocket;

@@ -65,6 +65,9 @@ enum Command {
     Exec(cmd::exec::Args),
     /// Open a login shell in an instance
     Shell { name: String },
+    /// Copy files into and out of instances
+    #[command(subcommand)]
+    File(cmd::file::Command),
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::Command),
@@ -138,6 +141,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Resume(a) => cmd::lifecycle::run(&client, a, "unfreeze").await,
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
+            Command::File(c) => cmd::file::run(&client, c).await,
             Command::Config(c) => cmd::config::run(&client, c).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,

@@ -17,6 +17,7 @@ mod lock;
 mod logging;
 mod operations;
 mod paths;
+mod sftp;
 mod state;
 mod storage;
 

@@ -4,6 +4,7 @@ pub mod completion;
 pub mod config;
 pub mod delete;
 pub mod exec;
+pub mod file;
 pub mod image;
 pub mod info;
 pub mod launch;

@@ -142,6 +142,24 @@ async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError>
     Ok(render(rec, &profiles, status))
 }
 
+/// The rootfs directory of an instance, on its root disk's pool.
+pub async fn rootfs_path(st: &AppState, name: &str) -> Result<std::path::PathBuf, ApiError> {
+    let rec = find(st, name).await?;
+    let profiles = profiles(st, &rec.profiles).await?;
+    let (_, devices) = inst::expand(&profiles, &rec);
+    let pool = inst::root_pool(&devices)
+        .and_then(|p| st.pools.get(&p))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                "The pool of the instance's root disk is not available",
+            )
+        })?;
+    Ok(pool
+        .volume_path(berth_storage::VolumeType::Container, name)
+        .join("rootfs"))
+}
+
 /// `GET /1.0/instances`.
 pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let level = recursion(q.as_deref())?;
@@ -994,6 +1012,10 @@ fn observe(
                 0
             },
         },
+        // Clients parse it as a time: never empty.
+        started_at: pid
+            .and_then(inst::started_at)
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned()),
         network: pid.and_then(|p| {
             if own_thread {
                 crate::host::netns::interfaces_joining(p).ok()

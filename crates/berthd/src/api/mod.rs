@@ -11,6 +11,7 @@ mod exec;
 mod filter;
 mod image_aliases;
 mod images;
+pub mod instance_files;
 pub mod instance_logs;
 pub mod instances;
 mod internal;
@@ -333,6 +334,13 @@ pub fn router(state: AppState) -> Router {
             get(instances::list_snapshots),
         )
         .route("/1.0/instances/{name}/exec", post(exec::post))
+        .route(
+            "/1.0/instances/{name}/files",
+            get(instance_files::get)
+                .post(instance_files::post)
+                .delete(instance_files::delete),
+        )
+        .route("/1.0/instances/{name}/sftp", get(instance_files::sftp))
         .route("/1.0/instances/{name}/logs", get(instance_logs::list))
         .route(
             "/1.0/instances/{name}/logs/{file}",

@@ -15,6 +15,7 @@
 pub mod idmap;
 pub mod limits;
 pub mod lxc_config;
+pub mod rootfs;
 pub mod templates;
 pub mod unpack;
 
@@ -120,6 +121,23 @@ fn start_time(pid: i32) -> Option<u64> {
         .nth(19)?
         .parse()
         .ok()
+}
+
+/// When process `pid` started, as RFC 3339 (the instance state's `started_at`).
+pub fn started_at(pid: i32) -> Option<String> {
+    let ticks = start_time(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    let secs = boot + i64::try_from(ticks / hz).ok()?;
+    let nanos = u32::try_from((ticks % hz) * (1_000_000_000 / hz)).ok()?;
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Records the init pid of a container that just started (in its directory `dir`).
