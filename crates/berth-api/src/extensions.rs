@@ -35,6 +35,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_symlinks",
     "file_get_symlink",
     "instance_file_head",
+    "console",
 ];
 
 /// Whether `name` is advertised.

@@ -65,6 +65,11 @@ impl Drop for Container {
     }
 }
 
+unsafe extern "C" {
+    #[link_name = "free"]
+    fn libc_free(p: *mut std::ffi::c_void);
+}
+
 /// Calls a function of the container's table, which liblxc always fills.
 macro_rules! call {
     ($self:ident, $name:ident $(, $arg:expr)*) => {{
@@ -203,6 +208,42 @@ impl Container {
         }
         // SAFETY: liblxc hands us a new descriptor that nothing else owns.
         Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
+    /// Attaches `stdin`/`stdout` to the container's console until either side hangs up
+    /// (`escape` < 0: no escape key). Runs liblxc's console loop: call only from a process
+    /// of its own (it handles signals and terminal modes of `stdin`).
+    pub fn console(&self, stdin: c_int, stdout: c_int, escape: c_int) -> Result<(), LxcError> {
+        let r = call!(self, console, 0, stdin, stdout, stdout, escape)?;
+        if r < 0 {
+            return Err(LxcError::Call("console"));
+        }
+        Ok(())
+    }
+
+    /// The running container's console ring buffer; `clear` empties it (after reading).
+    /// Talks to the monitor; does not fork.
+    pub fn console_log(&self, clear: bool) -> Result<Vec<u8>, LxcError> {
+        let mut max: u64 = 1 << 20;
+        let mut log = sys::lxc_console_log {
+            clear,
+            read: true,
+            read_max: &mut max,
+            data: std::ptr::null_mut(),
+        };
+        let r = call!(self, console_log, &mut log)?;
+        if r < 0 {
+            return Err(LxcError::Call("console_log"));
+        }
+        if log.data.is_null() {
+            return Ok(Vec::new());
+        }
+        let len = usize::try_from(max).unwrap_or(0);
+        // SAFETY: liblxc returned a malloc'd buffer of `max` bytes that we now own.
+        let data = unsafe { std::slice::from_raw_parts(log.data.cast::<u8>(), len) }.to_vec();
+        // SAFETY: allocated by liblxc with malloc; freed once, here.
+        unsafe { libc_free(log.data.cast()) };
+        Ok(data)
     }
 
     /// Runs `argv` in the container and waits for it; returns its wait status.

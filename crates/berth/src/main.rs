@@ -65,6 +65,8 @@ enum Command {
     Exec(cmd::exec::Args),
     /// Open a login shell in an instance
     Shell { name: String },
+    /// Attach to an instance's console (detach with ctrl+a q)
+    Console(cmd::console::Args),
     /// Copy files into and out of instances
     #[command(subcommand)]
     File(cmd::file::Command),
@@ -142,6 +144,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
             Command::File(c) => cmd::file::run(&client, c).await,
+            Command::Console(a) => cmd::console::run(&client, a).await,
             Command::Config(c) => cmd::config::run(&client, c).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,

@@ -35,6 +35,31 @@ pub fn start(args: &[OsString]) -> i32 {
     }
 }
 
+/// `berthd forkconsole NAME LXCPATH CONFIG`: attaches this process's stdin/stdout (the
+/// terminal side of a pty berthd holds) to the container's console until either hangs up.
+pub fn console(args: &[OsString]) -> i32 {
+    let [name, lxcpath, config] = args else {
+        eprintln!("usage: berthd forkconsole NAME LXCPATH CONFIG");
+        return 1;
+    };
+    // The pty becomes the controlling terminal, so a resize on berthd's side reaches
+    // liblxc as SIGWINCH and it passes the size on to the console.
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::ioctl_tiocsctty(rustix::stdio::stdin());
+    let run = || -> Result<(), berth_lxc::LxcError> {
+        let c = berth_lxc::Container::new(&name.to_string_lossy(), Path::new(lxcpath))?;
+        c.load_config(Path::new(config))?;
+        c.console(0, 1, -1)
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
 /// What `forkexec` runs, passed as one JSON argument.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ExecSpec {

@@ -23,7 +23,7 @@ console::respawn:-/bin/sh
 const RCS: &str = "\
 #!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+grep -qs ' /run ' /proc/mounts || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 [ -s /etc/hostname ] && hostname -F /etc/hostname
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then

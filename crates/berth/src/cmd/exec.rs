@@ -52,10 +52,10 @@ impl Args {
 }
 
 /// Restores the terminal's mode when dropped.
-struct RawMode(Option<rustix::termios::Termios>);
+pub(crate) struct RawMode(Option<rustix::termios::Termios>);
 
 impl RawMode {
-    fn enter() -> RawMode {
+    pub(crate) fn enter() -> RawMode {
         let stdin = rustix::stdio::stdin();
         let Ok(saved) = rustix::termios::tcgetattr(stdin) else {
             return RawMode(None);
@@ -79,7 +79,7 @@ impl Drop for RawMode {
     }
 }
 
-fn term_size() -> (u16, u16) {
+pub(crate) fn term_size() -> (u16, u16) {
     rustix::termios::tcgetwinsize(rustix::stdio::stdout())
         .map(|w| (w.ws_col, w.ws_row))
         .unwrap_or((80, 24))

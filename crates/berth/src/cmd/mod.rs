@@ -2,6 +2,7 @@
 
 pub mod completion;
 pub mod config;
+pub mod console;
 pub mod delete;
 pub mod exec;
 pub mod file;

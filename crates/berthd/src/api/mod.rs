@@ -11,6 +11,7 @@ mod exec;
 mod filter;
 mod image_aliases;
 mod images;
+pub mod instance_console;
 pub mod instance_files;
 pub mod instance_logs;
 pub mod instances;
@@ -341,6 +342,12 @@ pub fn router(state: AppState) -> Router {
                 .delete(instance_files::delete),
         )
         .route("/1.0/instances/{name}/sftp", get(instance_files::sftp))
+        .route(
+            "/1.0/instances/{name}/console",
+            get(instance_console::get_log)
+                .post(instance_console::post)
+                .delete(instance_console::clear_log),
+        )
         .route("/1.0/instances/{name}/logs", get(instance_logs::list))
         .route(
             "/1.0/instances/{name}/logs/{file}",

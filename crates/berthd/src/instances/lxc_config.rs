@@ -199,7 +199,11 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
     set("lxc.autodev", "1")?;
     set("lxc.pty.max", "1024")?;
     set("lxc.tty.max", "0")?;
-    set("lxc.console.path", "none")?;
+    // liblxc's console: a pty the monitor holds, a ring buffer and a log file (kept to the
+    // buffer's size), which berth console attaches to and reads.
+    set("lxc.console.buffer.size", "auto")?;
+    set("lxc.console.size", "auto")?;
+    set("lxc.console.logfile", &format!("{dir}/console.log"))?;
     set("lxc.init.cmd", "/sbin/init")?;
     set("lxc.cap.drop", CAP_DROP)?;
     set("lxc.seccomp.profile", &format!("{dir}/seccomp"))?;

@@ -1,0 +1,297 @@
+//! `/1.0/instances/{name}/console`: attach to a container's console (POST, a websocket
+//! operation with a terminal stream `0` and `control`), read its log (GET), clear it
+//! (DELETE), as LXD.
+//!
+//! The console is liblxc's: a pty the container's monitor holds (so it outlives berthd and
+//! any client), with a ring buffer and a log file `DIR/containers/NAME/console.log`.
+//! Attaching runs `berthd forkconsole` on the terminal side of a pty berthd opens, which
+//! relays between it and the console until the client detaches (closes `control` or its
+//! stream) or the container stops; the log keeps everything across detaches.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::ws::Message;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use berth_api::{OperationClass, StatusCode};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ApiError, ApiResult, AppState, Json, async_operation, sync};
+use crate::operations::{OpCtx, OpSpec};
+
+/// The body of `POST /console`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConsolePost {
+    #[serde(default)]
+    width: Option<u16>,
+    #[serde(default)]
+    height: Option<u16>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Control {
+    command: String,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+}
+
+async fn running(st: &AppState, name: &str) -> Result<bool, ApiError> {
+    let n = name.to_owned();
+    st.db
+        .call(move |c| crate::db::instances::get(c, &n))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Instance {name:?} not found")))?;
+    let lxcpath = st.paths.containers();
+    let n = name.to_owned();
+    let (status, _) =
+        tokio::task::spawn_blocking(move || crate::instances::lxc_status(&lxcpath, &n))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    Ok(status != StatusCode::Stopped)
+}
+
+/// `POST /1.0/instances/{name}/console`.
+pub async fn post(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<ConsolePost>,
+) -> ApiResult {
+    match req.kind.as_deref() {
+        None | Some("" | "console") => {}
+        Some("vga") => {
+            return Err(ApiError::bad_request(
+                "VGA console is only supported by virtual machines",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Unknown console type {other:?}"
+            )));
+        }
+    }
+    if !running(&st, &name).await? {
+        return Err(ApiError::bad_request("Instance is not running"));
+    }
+    let mut resources = BTreeMap::new();
+    resources.insert(
+        "instances".to_owned(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    let spec = OpSpec {
+        class: OperationClass::Websocket,
+        description: "Showing console".to_owned(),
+        resources: Some(resources),
+        may_cancel: false,
+        metadata: serde_json::Map::new(),
+        fds: vec!["0".into(), "control".into()],
+    };
+    let dir = crate::instances::container_dir(&st, &name);
+    let lxcpath = st.paths.containers();
+    let size = (req.width.unwrap_or(80), req.height.unwrap_or(24));
+    let op = st.ops.start(spec, move |ctx| async move {
+        attach(ctx, name, lxcpath, dir.join("lxc.conf"), size).await
+    });
+    Ok(async_operation(op.render()))
+}
+
+async fn attach(
+    mut ctx: OpCtx,
+    name: String,
+    lxcpath: std::path::PathBuf,
+    config: std::path::PathBuf,
+    (width, height): (u16, u16),
+) -> Result<(), String> {
+    // The terminal stream first (clients connect control first, then it).
+    let mut data = None;
+    let mut control = None;
+    while data.is_none() {
+        match ctx.accept().await {
+            Some((fd, ws)) if fd == "0" => data = Some(ws),
+            Some((_, ws)) => control = Some(ws),
+            None => return Err("The console operation ended before its stream connected".into()),
+        }
+    }
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let (master, slave) =
+        berth_host::openpty().map_err(|e| format!("Failed to open a terminal: {e}"))?;
+    let set_size = |fd: &std::os::fd::OwnedFd, w: u16, h: u16| {
+        let _ = rustix::termios::tcsetwinsize(
+            fd,
+            rustix::termios::Winsize {
+                ws_row: h.max(1),
+                ws_col: w.max(1),
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        );
+    };
+    set_size(&master, width, height);
+    // liblxc puts its side of the terminal in raw mode, flushing pending input, when its
+    // console loop is ready: watch for that before passing the client's keys on.
+    let probe = slave.try_clone().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = slave.try_clone().map_err(|e| e.to_string())?;
+    let err = slave.try_clone().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("forkconsole")
+        .arg(&name)
+        .arg(&lxcpath)
+        .arg(&config)
+        .stdin(slave)
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("Failed to run forkconsole: {e}"))?;
+    let ready = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while rustix::termios::tcgetattr(&probe)
+        .is_ok_and(|t| t.local_modes.contains(rustix::termios::LocalModes::ICANON))
+        && tokio::time::Instant::now() < ready
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(probe);
+    let resize_fd = master.try_clone().map_err(|e| e.to_string())?;
+    let reader = std::fs::File::from(master.try_clone().map_err(|e| e.to_string())?);
+    let writer = std::fs::File::from(master);
+    let mut reader = tokio::fs::File::from_std(reader);
+    let mut writer = tokio::fs::File::from_std(writer);
+    let (mut tx, mut rx) = data.split();
+    // Console → client.
+    let output = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    // Client → console; a close (or the end of the stream) detaches.
+    let input = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let bytes: Vec<u8> = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Control: window-resize; its close is the detach LXD clients send.
+    let controls = async {
+        loop {
+            let ws = match control.take() {
+                Some(ws) => ws,
+                None => match ctx.accept().await {
+                    Some((fd, ws)) if fd == "control" => ws,
+                    Some(_) => continue,
+                    None => std::future::pending().await,
+                },
+            };
+            let mut ws = ws;
+            while let Some(Ok(msg)) = ws.recv().await {
+                let text = match msg {
+                    Message::Text(t) => t.to_string(),
+                    Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if let Ok(c) = serde_json::from_str::<Control>(&text)
+                    && c.command == "window-resize"
+                {
+                    let get = |k: &str| c.args.get(k).and_then(|v| v.parse::<u16>().ok());
+                    if let (Some(w), Some(h)) = (get("width"), get("height")) {
+                        set_size(&resize_fd, w, h);
+                    }
+                }
+            }
+            return;
+        }
+    };
+    tokio::select! {
+        () = output => {}
+        () = input => {}
+        () = controls => {}
+        _ = child.wait() => {}
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    // Leave the client's terminal on a fresh line, then close the stream properly.
+    let _ = tx.send(Message::Binary(b"\n\r".to_vec().into())).await;
+    let _ = tx.send(Message::Close(None)).await;
+    Ok(())
+}
+
+fn log_path(st: &AppState, name: &str) -> std::path::PathBuf {
+    crate::instances::container_dir(st, name).join("console.log")
+}
+
+/// `GET /1.0/instances/{name}/console`: the console log (the ring buffer of a running
+/// container, else the log file).
+pub async fn get_log(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let is_running = running(&st, &name).await?;
+    let lxcpath = st.paths.containers();
+    let file = log_path(&st, &name);
+    let n = name.clone();
+    let data = tokio::task::spawn_blocking(move || -> Vec<u8> {
+        if is_running
+            && let Ok(Ok(buf)) =
+                berth_lxc::Container::new(&n, &lxcpath).map(|c| c.console_log(false))
+            && !buf.is_empty()
+        {
+            return buf;
+        }
+        std::fs::read(&file).unwrap_or_default()
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    let mut resp = Body::from(data).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("inline;filename=console.log"),
+    );
+    Ok(resp)
+}
+
+/// `DELETE /1.0/instances/{name}/console`: clears the console log.
+pub async fn clear_log(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let is_running = running(&st, &name).await?;
+    let lxcpath = st.paths.containers();
+    let file = log_path(&st, &name);
+    tokio::task::spawn_blocking(move || {
+        if is_running && let Ok(c) = berth_lxc::Container::new(&name, &lxcpath) {
+            let _ = c.console_log(true);
+        }
+        if file.exists() {
+            let _ = std::fs::File::create(&file);
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    Ok(sync(serde_json::Value::Object(serde_json::Map::new())))
+}
