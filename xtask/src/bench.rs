@@ -39,6 +39,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let loaded = rss_kib(daemon.pid())?;
     let imports = images(root, dir.path(), daemon.pid())?;
     let containers = instances(root, dir.path(), daemon.pid())?;
+    let transfers = files(root, dir.path(), daemon.pid())?;
     daemon.stop();
 
     println!(
@@ -65,7 +66,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             peak as f64 / 1024.0
         );
     }
-    for (what, value) in containers {
+    for (what, value) in containers.into_iter().chain(transfers) {
         println!("{what}: {value}");
     }
     Ok(())
@@ -190,6 +191,81 @@ fn instances(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, S
         run(&["delete", "-f", &format!("m{i}")])?;
     }
     Ok(out)
+}
+
+/// Pushes a 1 GiB file into a busybox container and pulls it back with `berth file`, as a
+/// user would: throughput of each, and berthd's peak RSS after them (it must not grow with
+/// the file).
+fn files(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
+    let berth = root.join("target/release/berth");
+    let run = |args: &[&str]| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let out = Command::new(&berth)
+            .args(args)
+            .env("BERTH_DIR", dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "berth {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-files-")
+        .tempdir()?;
+    let big = work.path().join("big.bin");
+    let status = Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=1024", "status=none"])
+        .status()?;
+    if !status.success() {
+        bail!("dd failed");
+    }
+    let size = std::fs::metadata(&big)?.len() as f64;
+    run(&["launch", "bb", "files-bench"])?;
+    let before = hwm_kib(pid)?;
+    let push = run(&[
+        "file",
+        "push",
+        big.to_str().unwrap_or_default(),
+        "files-bench/root/big.bin",
+    ])?;
+    let back = work.path().join("back.bin");
+    let pull = run(&[
+        "file",
+        "pull",
+        "files-bench/root/big.bin",
+        back.to_str().unwrap_or_default(),
+    ])?;
+    let after = hwm_kib(pid)?;
+    if std::fs::metadata(&back)?.len() != std::fs::metadata(&big)?.len() {
+        bail!("the pulled file differs in size");
+    }
+    run(&["delete", "-f", "files-bench"])?;
+    let mbs = |secs: f64| size / secs / 1e6;
+    Ok(vec![
+        (
+            "file push 1 GiB".to_owned(),
+            format!("{push:.2} s, {:.0} MB/s", mbs(push)),
+        ),
+        (
+            "file pull 1 GiB".to_owned(),
+            format!("{pull:.2} s, {:.0} MB/s", mbs(pull)),
+        ),
+        (
+            "berthd peak RSS before and after the transfers".to_owned(),
+            format!(
+                "{:.1} MiB, {:.1} MiB",
+                before as f64 / 1024.0,
+                after as f64 / 1024.0
+            ),
+        ),
+    ])
 }
 
 /// Imports the busybox image, then a 512 MiB one, from the CLI as a user would; reports the

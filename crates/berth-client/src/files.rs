@@ -282,6 +282,9 @@ pub async fn copy_stream(
     progress: Option<Progress>,
 ) -> std::io::Result<u64> {
     use tokio::io::AsyncWriteExt;
+    // Chunks arrive as the connection delivers them (often 16 KiB); a file written per
+    // chunk costs a blocking task each, so gather them into large writes.
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
     let mut done = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;

@@ -189,7 +189,7 @@ pub async fn get(
                 .map_err(|e| io_error(&path, &e))?;
             let file = tokio::fs::File::from_std(file);
             let body =
-                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 18));
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
             raw_response(body, m.size, &path)
         }
         Kind::Other => {
