@@ -11,6 +11,7 @@ packages=(
   lxc-dev         # liblxc 5.0 headers and library (lxc-sys links it)
   lxcfs           # containers see their own limits in /proc (berthd starts it when needed)
   pkg-config      # lxc-sys's build script checks the liblxc version with it
+  libc6-dev       # static libc: an e2e test builds a syscall probe to run in a container
 )
 
 missing=()

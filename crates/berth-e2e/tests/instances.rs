@@ -29,6 +29,43 @@ async fn state(d: &Daemon, name: &str) -> InstanceState {
         .unwrap()
 }
 
+/// A static program calling the syscalls berth's seccomp policy denies; it prints
+/// `NAME RESULT ERRNO` for each.
+fn syscall_probe(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("probe.c");
+    std::fs::write(
+        &src,
+        r#"#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#define PROBE(name, ...) do { errno = 0; long r = syscall(SYS_##name, __VA_ARGS__); \
+    printf(#name " %ld %d\n", r, errno); } while (0)
+int main(void) {
+    PROBE(kexec_load, 0, 0, 0, 0);
+    PROBE(init_module, 0, 0, "");
+    PROBE(finit_module, -1, "", 0);
+    PROBE(open_by_handle_at, -1, 0, 0);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let bin = dir.join("probe");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
 fn host_uid(pid: i64) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -297,6 +334,27 @@ async fn exec_pipes_exit_codes_and_security() {
     assert_ne!(out.status.code(), Some(0), "sysrq write must fail");
     let out = d.berth(&["exec", "x1", "--", "sh", "-c", "insmod /nonexistent.ko"]);
     assert_ne!(out.status.code(), Some(0));
+    // The seccomp policy answers ENOSYS (38) to kexec_load, module loading and
+    // open_by_handle_at: a static probe built here calls each one inside.
+    let work = tempfile::tempdir().unwrap();
+    let probe = syscall_probe(work.path());
+    ok(&d.berth(&[
+        "file",
+        "push",
+        "--mode",
+        "0755",
+        probe.to_str().unwrap(),
+        "x1/probe",
+    ]));
+    let out = ok(&d.berth(&["exec", "x1", "--", "/probe"]));
+    for call in [
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "open_by_handle_at",
+    ] {
+        assert!(out.contains(&format!("{call} -1 38\n")), "{call}: {out}");
+    }
 
     // Stdin reaches the process and its end is seen (EOF handled exactly).
     let mut child = std::process::Command::new(berth_e2e::bin("berth"))

@@ -73,6 +73,9 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::Command),
+    /// Manage profiles
+    #[command(subcommand)]
+    Profile(cmd::profile::Command),
     /// Manage storage pools
     #[command(subcommand)]
     Storage(cmd::storage::Command),
@@ -148,6 +151,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Config(c) => cmd::config::run(&client, c).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
+            Command::Profile(c) => cmd::profile::run(&client, c).await,
             Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
         }
     }

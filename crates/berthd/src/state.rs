@@ -54,6 +54,8 @@ pub struct State {
     pub image_lock: tokio::sync::Mutex<()>,
     /// Serialises storage pool writes.
     pub pool_lock: tokio::sync::Mutex<()>,
+    /// Serialises profile writes.
+    pub profile_lock: tokio::sync::Mutex<()>,
     pub image_limits: berth_image::Limits,
     pub instances: crate::instances::Instances,
     pub runtime: Runtime,
@@ -85,6 +87,7 @@ impl State {
             pools,
             image_lock: tokio::sync::Mutex::new(()),
             pool_lock: tokio::sync::Mutex::new(()),
+            profile_lock: tokio::sync::Mutex::new(()),
             image_limits: berth_image::Limits::default(),
             instances: crate::instances::Instances::default(),
             runtime: Runtime {

@@ -23,6 +23,8 @@ pub enum Command {
         #[arg(required = true)]
         config: Vec<String>,
     },
+    /// Edit an instance's configuration as YAML in $EDITOR (or from standard input)
+    Edit { name: String },
     /// Unset configuration keys of an instance
     Unset {
         name: String,
@@ -31,8 +33,27 @@ pub enum Command {
     },
 }
 
+/// The writable fields of an instance, as `lxc config edit` shows them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct InstancePut {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    devices: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    ephemeral: bool,
+    #[serde(default)]
+    profiles: Vec<String>,
+    #[serde(default)]
+    stateful: bool,
+    #[serde(default)]
+    description: String,
+}
+
 /// `KEY=VALUE...`, or the two words `KEY VALUE` as `lxc config set` takes them.
-fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     if let [k, v] = items
         && !k.contains('=')
     {
@@ -98,6 +119,24 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             println!("{value}");
         }
         Command::Set { name, config } => patch(client, &name, pairs(&config)?).await?,
+        Command::Edit { name } => {
+            let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
+            let current: InstancePut = serde_json::from_value(v)?;
+            super::profile::edit_yaml(&current, |put: InstancePut| {
+                let name = name.clone();
+                async move {
+                    let body = serde_json::to_value(&put)?;
+                    let r = client
+                        .query(Method::PUT, &format!("/1.0/instances/{name}"), Some(&body))
+                        .await?;
+                    if let Some(id) = r.body.operation_id() {
+                        client.wait_success(id).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        }
         Command::Unset { name, keys } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
             for k in &keys {

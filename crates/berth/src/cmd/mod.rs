@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod monitor;
 pub mod operation;
+pub mod profile;
 pub mod query;
 pub mod rename;
 pub mod storage;

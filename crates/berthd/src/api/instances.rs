@@ -53,7 +53,7 @@ async fn profiles(st: &AppState, names: &[String]) -> Result<Vec<ProfileRecord>,
 /// Config keys accepted on instances until the full key table exists: free-form `user.*`,
 /// `environment.*` and `image.*`, `boot.autostart`, and the `limits.*` of
 /// [`inst::limits`].
-fn validate_config(
+pub(crate) fn validate_config(
     config: &BTreeMap<String, String>,
     host: inst::limits::Host,
 ) -> Result<(), ApiError> {
@@ -121,7 +121,7 @@ fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) 
     }
 }
 
-async fn status_of(st: &AppState, name: &str) -> (StatusCode, Option<i32>) {
+pub(crate) async fn status_of(st: &AppState, name: &str) -> (StatusCode, Option<i32>) {
     let lxcpath = st.paths.containers();
     let n = name.to_owned();
     let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
@@ -414,7 +414,7 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
 }
 
 /// Devices berth can give an instance today: the root disk, and `none` to mask one.
-fn validate_devices(
+pub(crate) fn validate_devices(
     devices: &BTreeMap<String, berth_api::instance::Device>,
 ) -> Result<(), ApiError> {
     for (name, d) in devices {
@@ -570,7 +570,7 @@ async fn update(
 
 /// Writes changed limits into a running container's cgroup; removed limits go back to
 /// the unlimited value.
-fn apply_live(
+pub(crate) fn apply_live(
     st: &AppState,
     name: &str,
     old: &BTreeMap<String, String>,
@@ -1223,26 +1223,4 @@ pub async fn autostart(st: AppState) {
 pub async fn list_snapshots(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     find(&st, &name).await?;
     Ok(sync(Vec::<serde_json::Value>::new()))
-}
-
-/// `GET /1.0/profiles`.
-pub async fn list_profiles(State(st): State<AppState>) -> ApiResult {
-    let names = st
-        .db
-        .call(|c| crate::db::instances::profile_names(c))
-        .await?;
-    Ok(sync(
-        names
-            .iter()
-            .map(|n| format!("/1.0/profiles/{n}"))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// `GET /1.0/profiles/{name}`.
-pub async fn get_profile(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let p = profiles(&st, std::slice::from_ref(&name)).await?.remove(0);
-    Ok(sync(serde_json::json!({
-        "name": p.name, "description": p.description, "config": p.config, "devices": p.devices, "used_by": [],
-    })))
 }

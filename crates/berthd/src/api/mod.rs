@@ -17,6 +17,7 @@ pub mod instance_logs;
 pub mod instances;
 mod internal;
 mod operations;
+pub mod profiles;
 mod projects;
 mod resources;
 mod server;
@@ -119,6 +120,18 @@ pub fn sync_etag<T: serde::Serialize>(metadata: T, etag: &str) -> Response {
 /// A sync reply with empty metadata (`{}`), as LXD sends for writes.
 pub fn sync_empty() -> Response {
     sync(serde_json::Map::new())
+}
+
+/// A sync reply for a created object: `201 Created` with its `Location`, as LXD.
+pub fn sync_created(location: &str) -> Response {
+    let mut resp = json_response(
+        StatusCode::CREATED,
+        &berth_api::Response::sync(serde_json::Map::new()),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 /// A pre-serialised sync reply.
@@ -353,8 +366,15 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/logs/{file}",
             get(instance_logs::get).delete(instance_logs::delete),
         )
-        .route("/1.0/profiles", get(instances::list_profiles))
-        .route("/1.0/profiles/{name}", get(instances::get_profile))
+        .route("/1.0/profiles", get(profiles::list).post(profiles::post))
+        .route(
+            "/1.0/profiles/{name}",
+            get(profiles::get)
+                .put(profiles::put)
+                .patch(profiles::patch)
+                .delete(profiles::delete)
+                .post(profiles::rename),
+        )
         .route(
             "/1.0/storage-pools",
             get(storage_pools::list).post(storage_pools::post),

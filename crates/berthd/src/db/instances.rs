@@ -175,12 +175,67 @@ pub fn all_profiles(conn: &Connection) -> Result<Vec<ProfileRecord>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Every profile name.
-pub fn profile_names(conn: &Connection) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn.prepare("SELECT name FROM profiles ORDER BY name")?;
-    Ok(stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+/// Inserts a profile; `false` when the name is taken.
+pub fn insert_profile(conn: &Connection, p: &ProfileRecord) -> Result<bool, DbError> {
+    let n = conn.execute(
+        "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO NOTHING",
+        params![
+            p.name,
+            p.description,
+            to_json(&p.config),
+            to_json(&p.devices)
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Replaces a profile's description, config and devices.
+pub fn update_profile(conn: &Connection, p: &ProfileRecord) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE profiles SET description = ?2, config = ?3, devices = ?4 WHERE name = ?1",
+        params![
+            p.name,
+            p.description,
+            to_json(&p.config),
+            to_json(&p.devices)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes a profile.
+pub fn delete_profile(conn: &Connection, name: &str) -> Result<(), DbError> {
+    conn.execute("DELETE FROM profiles WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+/// Renames a profile and the references of every instance to it, in one transaction;
+/// `false` when `to` is taken.
+pub fn rename_profile(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    if profile(&tx, to)?.is_some() {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE profiles SET name = ?2 WHERE name = ?1",
+        params![from, to],
+    )?;
+    for mut i in list(&tx)? {
+        if i.profiles.iter().any(|p| p == from) {
+            for p in &mut i.profiles {
+                if p == from {
+                    *p = to.to_owned();
+                }
+            }
+            tx.execute(
+                "UPDATE instances SET profiles = ?2 WHERE name = ?1",
+                params![i.name, to_json(&i.profiles)],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(true)
 }
 
 /// A daemon-internal flag.

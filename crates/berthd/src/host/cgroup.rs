@@ -144,8 +144,9 @@ pub fn write(controller: &str, cg: &str, file: &str, value: &str) -> std::io::Re
 
 /// Removes what a container left in the cgroup tree (its own and its monitor's
 /// directories, bottom-up) when no process remains in them: after a monitor was killed,
-/// liblxc never cleaned up. Directories still holding processes stay.
-pub fn remove_leftovers(parent: &str, name: &str) {
+/// liblxc never cleaned up. Directories still holding processes stay: returns whether
+/// none remains.
+pub fn remove_leftovers(parent: &str, name: &str) -> bool {
     fn remove_tree(dir: &Path) {
         for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if child.file_type().is_ok_and(|t| t.is_dir()) {
@@ -164,12 +165,15 @@ pub fn remove_leftovers(parent: &str, name: &str) {
             .map(|e| e.path())
             .collect()
     };
+    let mut gone = true;
     for root in roots {
         for d in [name.to_owned(), format!("{name}.monitor")] {
             let path = root.join(parent).join(d);
             if path.is_dir() {
                 remove_tree(&path);
+                gone &= !path.exists();
             }
         }
     }
+    gone
 }

@@ -325,8 +325,14 @@ pub async fn start(
         .await
         .map_err(|e| format!("Failed to run forkstart: {e}"))?;
     if !status.success() {
-        // liblxc leaves the monitor's cgroup behind when the container aborts.
-        crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, &rec.name);
+        // liblxc leaves the monitor's cgroup behind when the container aborts, and the
+        // monitor may still be exiting: retry for a moment.
+        for _ in 0..100 {
+            if crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, &rec.name) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
         forget_init(&dir);
         let why = log_tail(&dir);

@@ -1,0 +1,211 @@
+//! Profiles: CRUD through the API, berth and the real lxc client; expansion order; changes
+//! reaching running containers; refused changes changing nothing; editing as YAML.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use berth_client::{ImportOptions, Method};
+use berth_e2e::{Daemon, busybox_image, fails, ok};
+use serde_json::{Value, json};
+
+async fn with_image(d: &Daemon) {
+    let opts = ImportOptions {
+        aliases: vec!["bb".into()],
+        ..Default::default()
+    };
+    d.client()
+        .import_image(&busybox_image(), None, &opts)
+        .await
+        .unwrap();
+}
+
+/// pids.max of a container, on cgroup v1 or v2.
+fn pids_max(d: &Daemon, name: &str) -> String {
+    let parent = d.cgroup_parent();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = if v2 {
+        format!("/sys/fs/cgroup/{parent}/{name}/pids.max")
+    } else {
+        format!("/sys/fs/cgroup/pids/{parent}/{name}/pids.max")
+    };
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+/// Runs a shell command line in a terminal (`script`), with the real lxc client pointed
+/// at this daemon and `EDITOR` set.
+fn in_terminal(d: &Daemon, line: &str, editor: &str) -> std::process::Output {
+    std::process::Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .env("LXD_DIR", d.dir())
+        .env("LXD_CONF", d.dir().join("lxc-client"))
+        .env("EDITOR", editor)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// An `EDITOR` that rewrites `from` into `to` in the file it is given.
+fn editor(dir: &std::path::Path, from: &str, to: &str) -> String {
+    let script = dir.join(format!("edit-{}", to.replace(['/', ' ', ':'], "_")));
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nsed -i 's/{from}/{to}/' \"$1\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn profiles_expand_in_order_and_changes_reach_running_instances() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["profile", "create", "lim"]));
+    ok(&d.berth(&["profile", "set", "lim", "limits.processes=30"]));
+    ok(&d.lxc(&["profile", "create", "a"]));
+    ok(&d.lxc(&["profile", "set", "a", "user.k=a"]));
+    ok(&d.berth(&["profile", "copy", "a", "b"]));
+    ok(&d.berth(&["profile", "set", "b", "user.k", "b"]));
+    ok(&d.berth(&[
+        "launch", "bb", "c1", "-p", "default", "-p", "lim", "-p", "a", "-p", "b",
+    ]));
+    assert_eq!(pids_max(&d, "c1"), "30");
+    // Later profiles win, the instance's own values win over all.
+    let inst: Value = c.get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(inst["expanded_config"]["user.k"], "b");
+    ok(&d.berth(&["config", "set", "c1", "user.k=own"]));
+    let inst: Value = c.get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(inst["expanded_config"]["user.k"], "own");
+
+    // A profile change reaches the running instance at once.
+    ok(&d.berth(&["profile", "set", "lim", "limits.processes=40"]));
+    assert_eq!(pids_max(&d, "c1"), "40");
+    // A bad value is refused, naming the key, and changes nothing.
+    let err = fails(&d.berth(&["profile", "set", "lim", "limits.memory=lots"]));
+    assert!(err.contains("limits.memory"), "{err}");
+    assert_eq!(
+        ok(&d.berth(&["profile", "get", "lim", "limits.memory"])),
+        "\n"
+    );
+    // A change that would leave an instance without its root disk is refused, naming it.
+    let e = c
+        .query(
+            Method::PUT,
+            "/1.0/profiles/default",
+            Some(&json!({"config": {}, "devices": {}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("c1"), "{e}");
+
+    // used_by; in-use profiles stay; renames follow into instances.
+    let lim: Value = c.get("/1.0/profiles/lim").await.unwrap();
+    assert_eq!(lim["used_by"], json!(["/1.0/instances/c1"]));
+    let err = fails(&d.berth(&["profile", "delete", "lim"]));
+    assert!(err.contains("in use"), "{err}");
+    ok(&d.lxc(&["profile", "rename", "lim", "limits"]));
+    let inst: Value = c.get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(inst["profiles"], json!(["default", "limits", "a", "b"]));
+    ok(&d.berth(&["profile", "remove", "c1", "limits"]));
+    ok(&d.berth(&["profile", "delete", "limits"]));
+    let list = ok(&d.berth(&["profile", "list", "-f", "csv"]));
+    assert_eq!(
+        list.lines()
+            .map(|l| l.split(',').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["a", "b", "default"]
+    );
+    // default stays.
+    for (method, body) in [
+        (Method::DELETE, None),
+        (Method::POST, Some(json!({"name": "x"}))),
+    ] {
+        let e = c
+            .query(method, "/1.0/profiles/default", body.as_ref())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(403));
+    }
+    // A stale ETag is refused with 412, for profiles and instances.
+    for path in ["/1.0/profiles/a", "/1.0/instances/c1"] {
+        let r = c
+            .raw(
+                Method::PATCH,
+                path,
+                Some(json!({"description": "x"}).to_string().into()),
+                Some("stale"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 412, "{path}");
+    }
+    ok(&d.berth(&["delete", "-f", "c1"]));
+}
+
+#[tokio::test]
+async fn real_lxc_edits_profiles_and_instances_in_an_editor() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["init", "bb", "e1"]));
+    ok(&d.lxc(&["profile", "create", "web"]));
+    ok(&d.lxc(&["profile", "set", "web", "user.role=old"]));
+    let work = tempfile::tempdir().unwrap();
+    // lxc profile edit and lxc config edit, with EDITOR set to a script (in a terminal:
+    // without one, lxc reads the YAML from standard input instead).
+    ok(&in_terminal(
+        &d,
+        "lxc profile edit web",
+        &editor(work.path(), "user.role: old", "user.role: new"),
+    ));
+    let p: Value = c.get("/1.0/profiles/web").await.unwrap();
+    assert_eq!(p["config"]["user.role"], "new");
+    ok(&in_terminal(
+        &d,
+        "lxc config edit e1",
+        &editor(work.path(), "ephemeral: false", "ephemeral: true"),
+    ));
+    let i: Value = c.get("/1.0/instances/e1").await.unwrap();
+    assert_eq!(i["ephemeral"], true);
+    // berth profile edit from standard input, as lxc takes it too.
+    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
+        .args(["profile", "edit", "web"])
+        .env("BERTH_DIR", d.dir())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"description: piped\nconfig:\n  user.role: piped\ndevices: {}\n")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let p: Value = c.get("/1.0/profiles/web").await.unwrap();
+    assert_eq!(p["config"]["user.role"], "piped");
+    assert_eq!(p["description"], "piped");
+    // berth config edit with a refused value fails and changes nothing.
+    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
+        .args(["config", "edit", "e1"])
+        .env("BERTH_DIR", d.dir())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"config:\n  limits.memory: lots\nprofiles:\n- default\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.memory"));
+    let i: Value = c.get("/1.0/instances/e1").await.unwrap();
+    assert_eq!(i["ephemeral"], true);
+    assert!(i["config"].get("limits.memory").is_none());
+    ok(&d.berth(&["delete", "e1"]));
+}
