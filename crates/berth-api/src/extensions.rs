@@ -36,6 +36,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_get_symlink",
     "instance_file_head",
     "console",
+    // Issue 6: configuration.
+    "metadata_configuration",
 ];
 
 /// Whether `name` is advertised.

@@ -209,3 +209,144 @@ async fn real_lxc_edits_profiles_and_instances_in_an_editor() {
     assert!(i["config"].get("limits.memory").is_none());
     ok(&d.berth(&["delete", "e1"]));
 }
+
+/// A valid and an invalid value for every key berth serves in its key table (families by
+/// one member; `None`: the key takes anything).
+const SAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
+    ("boot.autostart", "boot.autostart", "true", Some("maybe")),
+    ("limits.cpu", "limits.cpu", "1", Some("0-99")),
+    (
+        "limits.cpu.allowance",
+        "limits.cpu.allowance",
+        "50%",
+        Some("lots"),
+    ),
+    (
+        "limits.cpu.priority",
+        "limits.cpu.priority",
+        "5",
+        Some("11"),
+    ),
+    ("limits.memory", "limits.memory", "256MiB", Some("lots")),
+    (
+        "limits.memory.enforce",
+        "limits.memory.enforce",
+        "soft",
+        Some("medium"),
+    ),
+    (
+        "limits.memory.swap",
+        "limits.memory.swap",
+        "false",
+        Some("perhaps"),
+    ),
+    ("limits.processes", "limits.processes", "100", Some("-1")),
+    (
+        "limits.kernel.*",
+        "limits.kernel.nofile",
+        "1024:2048",
+        Some("x"),
+    ),
+    (
+        "security.privileged",
+        "security.privileged",
+        "true",
+        Some("yes"),
+    ),
+    ("security.nesting", "security.nesting", "true", Some("1")),
+    (
+        "security.idmap.isolated",
+        "security.idmap.isolated",
+        "true",
+        Some("yes"),
+    ),
+    (
+        "security.idmap.size",
+        "security.idmap.size",
+        "100000",
+        Some("0"),
+    ),
+    (
+        "security.idmap.base",
+        "security.idmap.base",
+        "2000000",
+        Some("-5"),
+    ),
+    (
+        "raw.lxc",
+        "raw.lxc",
+        "lxc.environment = A=1",
+        Some("lxc.idmap = u 0 0 1"),
+    ),
+    ("environment.*", "environment.FOO", "bar", Some("a\nb")),
+    ("image.*", "image.os", "BusyBox", Some("a\nb")),
+    ("user.*", "user.note", "two\nlines", None),
+];
+
+#[tokio::test]
+async fn every_key_in_the_table_is_checked() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["init", "bb", "k1"]));
+    let md: Value = c.get("/1.0/metadata/configuration").await.unwrap();
+    let mut served: Vec<String> = md["configs"]["instance"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|g| g["keys"].as_array().unwrap().clone())
+        .flat_map(|k| k.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+        .filter(|k| k != "volatile.*")
+        .collect();
+    served.sort();
+    let mut sampled: Vec<String> = SAMPLES.iter().map(|s| s.0.to_owned()).collect();
+    sampled.sort();
+    assert_eq!(
+        served, sampled,
+        "the table and this test's samples must match"
+    );
+    for (_, key, good, bad) in SAMPLES {
+        for (target, path) in [
+            ("instance", "/1.0/instances/k1"),
+            ("profile", "/1.0/profiles/default"),
+        ] {
+            let r = c
+                .query(Method::PATCH, path, Some(&json!({"config": {*key: good}})))
+                .await
+                .unwrap_or_else(|e| panic!("{target} {key}={good:?}: {e}"));
+            if let Some(id) = r.body.operation_id() {
+                c.wait_success(id).await.unwrap();
+            }
+            let v: Value = c.get(path).await.unwrap();
+            assert_eq!(v["config"][*key], *good, "{target} {key}");
+            if let Some(bad) = bad {
+                let e = c
+                    .query(Method::PATCH, path, Some(&json!({"config": {*key: bad}})))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.status(), Some(400), "{target} {key}={bad:?}");
+                assert!(e.to_string().contains(key), "{target} {key}: {e}");
+                let v: Value = c.get(path).await.unwrap();
+                assert_eq!(v["config"][*key], *good, "a refused value changes nothing");
+            }
+            let r = c
+                .query(Method::PATCH, path, Some(&json!({"config": {*key: ""}})))
+                .await
+                .unwrap();
+            if let Some(id) = r.body.operation_id() {
+                c.wait_success(id).await.unwrap();
+            }
+        }
+    }
+    // Unknown keys are refused, naming them; volatile keys cannot be set by users.
+    let e = c
+        .query(
+            Method::PATCH,
+            "/1.0/instances/k1",
+            Some(&json!({"config": {"bogus.key": "1"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("bogus.key"), "{e}");
+    ok(&d.berth(&["delete", "k1"]));
+}

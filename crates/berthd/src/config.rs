@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 #[derive(Debug)]
 pub struct ServerKey {
     pub name: &'static str,
-    /// What the key means; served later by `/1.0/metadata/configuration`.
-    #[allow(dead_code)]
+    /// What the key means, as `/1.0/metadata/configuration` serves it.
     pub description: &'static str,
     pub default: &'static str,
     validate: fn(&str) -> Result<(), String>,

@@ -50,50 +50,14 @@ async fn profiles(st: &AppState, names: &[String]) -> Result<Vec<ProfileRecord>,
         .collect()
 }
 
-/// Config keys accepted on instances until the full key table exists: free-form `user.*`,
-/// `environment.*` and `image.*`, `boot.autostart`, and the `limits.*` of
-/// [`inst::limits`].
+/// Checks every key of an instance's or profile's configuration against the key table
+/// ([`inst::keys`]); the error names the key and value.
 pub(crate) fn validate_config(
     config: &BTreeMap<String, String>,
     host: inst::limits::Host,
 ) -> Result<(), ApiError> {
     for (k, v) in config {
-        // raw.lxc is a list of lines; parse_raw checks each one.
-        if v.contains(['\n', '\r', '\0']) && !k.starts_with("user.") && k != "raw.lxc" {
-            return Err(ApiError::bad_request(format!(
-                "Invalid value for {k:?}: line breaks are not allowed"
-            )));
-        }
-        if ["user.", "environment.", "image.", "volatile."]
-            .iter()
-            .any(|p| k.starts_with(p) && k.len() > p.len())
-        {
-            continue;
-        }
-        if inst::idmap::validate(k, v).map_err(ApiError::bad_request)? {
-            continue;
-        }
-        if k == "raw.lxc" {
-            inst::lxc_config::parse_raw(v).map_err(ApiError::bad_request)?;
-            continue;
-        }
-        if matches!(
-            k.as_str(),
-            "boot.autostart" | "security.privileged" | "security.nesting"
-        ) {
-            if !matches!(v.as_str(), "true" | "false" | "") {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid value {v:?} for {k:?}: expected true or false"
-                )));
-            }
-            continue;
-        }
-        if inst::limits::validate(k, v, host).map_err(ApiError::bad_request)? {
-            continue;
-        }
-        return Err(ApiError::bad_request(format!(
-            "Unknown configuration key {k:?}"
-        )));
+        inst::keys::validate(k, v, host).map_err(ApiError::bad_request)?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod instance_files;
 pub mod instance_logs;
 pub mod instances;
 mod internal;
+pub mod metadata;
 mod operations;
 pub mod profiles;
 mod projects;
@@ -366,6 +367,7 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/logs/{file}",
             get(instance_logs::get).delete(instance_logs::delete),
         )
+        .route("/1.0/metadata/configuration", get(metadata::configuration))
         .route("/1.0/profiles", get(profiles::list).post(profiles::post))
         .route(
             "/1.0/profiles/{name}",

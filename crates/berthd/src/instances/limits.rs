@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 /// Kernel resource limits `limits.kernel.*` may set.
-const RLIMITS: &[&str] = &[
+pub const RLIMITS: &[&str] = &[
     "as",
     "core",
     "cpu",

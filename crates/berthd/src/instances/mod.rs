@@ -13,6 +13,7 @@
 //! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
 
 pub mod idmap;
+pub mod keys;
 pub mod limits;
 pub mod lxc_config;
 pub mod rootfs;
