@@ -350,3 +350,76 @@ async fn every_key_in_the_table_is_checked() {
     assert!(e.to_string().contains("bogus.key"), "{e}");
     ok(&d.berth(&["delete", "k1"]));
 }
+
+#[tokio::test]
+async fn admin_init_auto_and_preseed() {
+    let d = Daemon::start();
+    let c = d.client();
+    // --auto on a fresh server keeps what berthd set up and is idempotent.
+    ok(&d.berth(&["profile", "set", "default", "user.kept=yes"]));
+    ok(&d.berth(&["admin", "init", "--auto"]));
+    ok(&d.berth(&["admin", "init", "--auto"]));
+    let p: Value = c.get("/1.0/profiles/default").await.unwrap();
+    assert_eq!(p["devices"]["root"]["pool"], "default");
+    assert_eq!(p["config"]["user.kept"], "yes");
+    // A preseed on standard input: server config, a new pool, a new profile.
+    let pool_dir = tempfile::tempdir().unwrap();
+    let source = pool_dir.path().join("p2");
+    let seed = format!(
+        "config:\n  core.shutdown_timeout: \"7\"\nstorage_pools:\n- name: p2\n  driver: dir\n  config:\n    source: {}\nprofiles:\n- name: small\n  config:\n    limits.memory: 64MiB\n  devices:\n    root:\n      type: disk\n      path: /\n      pool: p2\n",
+        source.display()
+    );
+    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
+        .args(["admin", "init", "--preseed"])
+        .env("BERTH_DIR", d.dir())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(seed.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server: Value = c.get("/1.0").await.unwrap();
+    assert_eq!(server["config"]["core.shutdown_timeout"], "7");
+    let pool: Value = c.get("/1.0/storage-pools/p2").await.unwrap();
+    assert_eq!(pool["driver"], "dir");
+    let small: Value = c.get("/1.0/profiles/small").await.unwrap();
+    assert_eq!(small["config"]["limits.memory"], "64MiB");
+    // A preseed with a bad key is refused, naming it.
+    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
+        .args(["admin", "init", "--preseed"])
+        .env("BERTH_DIR", d.dir())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"profiles:\n- name: bad\n  config:\n    limits.memory: lots\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.memory"));
+    let e = c.get::<Value>("/1.0/profiles/bad").await.unwrap_err();
+    assert_eq!(e.status(), Some(404));
+    // The pool can go once nothing uses it.
+    ok(&d.berth(&["profile", "delete", "small"]));
+    ok(&d.berth(&["storage", "delete", "p2"]));
+}

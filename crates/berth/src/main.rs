@@ -73,6 +73,9 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(cmd::image::Command),
+    /// Set up the server (storage pool, default profile)
+    #[command(subcommand)]
+    Admin(cmd::admin::Command),
     /// Manage profiles
     #[command(subcommand)]
     Profile(cmd::profile::Command),
@@ -152,6 +155,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Profile(c) => cmd::profile::run(&client, c).await,
+            Command::Admin(c) => cmd::admin::run(&client, c).await,
             Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
         }
     }

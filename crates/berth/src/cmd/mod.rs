@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod admin;
 pub mod completion;
 pub mod config;
 pub mod console;
