@@ -151,24 +151,58 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
-    let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+    let work: Vec<(InstanceRecord, Vec<ProfileRecord>)> = recs
+        .into_iter()
+        .map(|rec| {
+            let profiles = rec
+                .profiles
+                .iter()
+                .filter_map(|p| all.get(p).cloned())
+                .collect();
+            (rec, profiles)
+        })
+        .collect();
     let lxcpath = st.paths.containers();
     let parent = st.runtime.cgroup_parent.clone();
     let host_memory = i64::try_from(st.runtime.host.memory).unwrap_or(i64::MAX);
-    let states: Vec<InstanceState> = tokio::task::spawn_blocking(move || {
-        // Each observation is a few round trips to a monitor and a few cgroup reads: spread
-        // them over the host's CPUs.
+    // Each instance is observed (a few file reads; its network read from inside its
+    // namespace at recursion 2), rendered, filtered and serialised by workers spread over
+    // the host's CPUs: a list of hundreds costs no round trip per instance on one thread.
+    let one = move |rec: &InstanceRecord,
+                    profiles: &[ProfileRecord]|
+          -> Option<Box<serde_json::value::RawValue>> {
+        let state = if level >= 2 {
+            observe(&lxcpath, &parent, &rec.name, host_memory, true)
+        } else {
+            observe_status(&lxcpath, &parent, &rec.name)
+        };
+        let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
+        let mut v = serde_json::to_value(render(rec, profiles, status)).ok()?;
+        if level >= 2 {
+            v["state"] = serde_json::to_value(state).unwrap_or_default();
+            v["snapshots"] = serde_json::Value::Array(vec![]);
+            v["backups"] = serde_json::Value::Array(vec![]);
+        }
+        if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
+            return None;
+        }
+        if level == 0 {
+            v = serde_json::Value::String(format!("/1.0/instances/{}", rec.name));
+        }
+        serde_json::value::to_raw_value(&v).ok()
+    };
+    let out: Vec<Box<serde_json::value::RawValue>> = tokio::task::spawn_blocking(move || {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let chunk = names.len().div_ceil(threads).max(1);
+        let chunk = work.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = names
+            let handles: Vec<_> = work
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(|| {
                         part.iter()
-                            .map(|n| observe(&lxcpath, &parent, n, host_memory, true))
+                            .filter_map(|(rec, profiles)| one(rec, profiles))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -181,29 +215,6 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
-    let mut out = Vec::with_capacity(recs.len());
-    for (rec, state) in recs.iter().zip(states) {
-        let profiles: Vec<ProfileRecord> = rec
-            .profiles
-            .iter()
-            .filter_map(|p| all.get(p).cloned())
-            .collect();
-        let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
-        let mut v = serde_json::to_value(render(rec, &profiles, status))
-            .map_err(|e| ApiError::internal(&e))?;
-        if level >= 2 {
-            v["state"] = serde_json::to_value(state).unwrap_or_default();
-            v["snapshots"] = serde_json::Value::Array(vec![]);
-            v["backups"] = serde_json::Value::Array(vec![]);
-        }
-        if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
-            continue;
-        }
-        if level == 0 {
-            v = serde_json::Value::String(format!("/1.0/instances/{}", rec.name));
-        }
-        out.push(v);
-    }
     Ok(sync(out))
 }
 
@@ -933,10 +944,26 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// What the host says of one container: liblxc's status, the freezer, cgroup counters.
-/// Blocking.
-/// `own_thread`: the caller owns this thread and discards it (a scoped worker), so reading
-/// the network may move it into the container's network namespace.
+/// An instance's status and init pid only (what a list without state shows). Blocking.
+fn observe_status(lxcpath: &std::path::Path, cgroup_parent: &str, name: &str) -> InstanceState {
+    let (mut status, pid) = inst::lxc_status(lxcpath, name);
+    if status == StatusCode::Running
+        && crate::host::cgroup::is_frozen(&format!("{cgroup_parent}/{name}"))
+    {
+        status = StatusCode::Frozen;
+    }
+    InstanceState {
+        status: status.name().to_owned(),
+        status_code: status.code(),
+        pid: i64::from(pid.unwrap_or(0)),
+        ..Default::default()
+    }
+}
+
+/// What the host says of one container: its status and init pid, the freezer, cgroup
+/// counters, its network. Blocking. `own_thread`: the caller owns this thread and discards
+/// it (a scoped worker), so reading the network may move it into the container's network
+/// namespace for a moment.
 fn observe(
     lxcpath: &std::path::Path,
     cgroup_parent: &str,
