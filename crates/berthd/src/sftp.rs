@@ -224,8 +224,39 @@ fn long_name(name: &str, m: &Meta) -> String {
     )
 }
 
+/// FSETSTAT: attributes applied through the open descriptor.
+fn fset(file: &std::fs::File, a: &Attrs) -> std::io::Result<()> {
+    if a.uid.is_some() || a.gid.is_some() {
+        rustix::fs::fchown(
+            file,
+            a.uid.map(rustix::fs::Uid::from_raw),
+            a.gid.map(rustix::fs::Gid::from_raw),
+        )?;
+    }
+    if let Some(mode) = a.mode {
+        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode & 0o7777))?;
+    }
+    if let Some(size) = a.size {
+        file.set_len(size)?;
+    }
+    if let Some((at, mt)) = a.times {
+        let ts = |s: u32| rustix::fs::Timespec {
+            tv_sec: i64::from(s),
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            file,
+            &rustix::fs::Timestamps {
+                last_access: ts(at),
+                last_modification: ts(mt),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 enum Handle {
-    File(std::fs::File, String),
+    File(std::fs::File),
     Dir(Vec<(String, Meta)>, usize),
 }
 
@@ -262,10 +293,18 @@ impl Session<'_> {
             )?;
         }
         if let Some(size) = a.size {
-            let (f, _) = self.fs.write_file(
+            // An existing file only: a size never creates one.
+            let f = self.fs.open_rw(
                 path,
-                crate::instances::rootfs::Write::Append,
-                Owner::default(),
+                crate::instances::rootfs::OpenHow {
+                    read: false,
+                    write: true,
+                    create: false,
+                    truncate: false,
+                    excl: false,
+                    append: false,
+                    mode: 0,
+                },
             )?;
             f.set_len(size)?;
         }
@@ -300,7 +339,7 @@ impl Session<'_> {
                     },
                 );
                 match opened {
-                    Ok(file) => self.handle(id, Handle::File(file, path)),
+                    Ok(file) => self.handle(id, Handle::File(file)),
                     Err(e) => io_status(id, &e),
                 }
             }
@@ -319,7 +358,7 @@ impl Session<'_> {
                 let offset = f.u64()?;
                 let len = f.u32()?.min(MAX_READ) as usize;
                 match self.lookup(&h) {
-                    Some(Handle::File(file, _)) => {
+                    Some(Handle::File(file)) => {
                         let mut buf = vec![0u8; len];
                         match file.read_at(&mut buf, offset) {
                             Ok(0) if len > 0 => status(id, FX_EOF, "EOF"),
@@ -335,7 +374,7 @@ impl Session<'_> {
                 let offset = f.u64()?;
                 let data = f.bytes()?;
                 match self.lookup(&h) {
-                    Some(Handle::File(file, _)) => ok(file.write_all_at(data, offset)),
+                    Some(Handle::File(file)) => ok(file.write_all_at(data, offset)),
                     _ => status(id, FX_FAILURE, "invalid handle"),
                 }
             }
@@ -353,13 +392,12 @@ impl Session<'_> {
             }
             FSTAT => {
                 let h = f.bytes()?.to_vec();
-                let path = match self.lookup(&h) {
-                    Some(Handle::File(_, p)) => p.clone(),
-                    _ => return Ok(status(id, FX_FAILURE, "invalid handle")),
-                };
-                match self.fs.stat(&path) {
-                    Ok(m) => Reply::new(ATTRS, id).attrs(&m).finish(),
-                    Err(e) => io_status(id, &e),
+                match self.lookup(&h) {
+                    Some(Handle::File(file)) => match crate::instances::rootfs::fmeta(file) {
+                        Ok(m) => Reply::new(ATTRS, id).attrs(&m).finish(),
+                        Err(e) => io_status(id, &e),
+                    },
+                    _ => status(id, FX_FAILURE, "invalid handle"),
                 }
             }
             SETSTAT => {
@@ -370,11 +408,11 @@ impl Session<'_> {
             FSETSTAT => {
                 let h = f.bytes()?.to_vec();
                 let a = f.attrs()?;
-                let path = match self.lookup(&h) {
-                    Some(Handle::File(_, p)) => p.clone(),
-                    _ => return Ok(status(id, FX_FAILURE, "invalid handle")),
-                };
-                ok(self.set(&path, &a))
+                // On the open file itself, never on whatever its path names now.
+                match self.lookup(&h) {
+                    Some(Handle::File(file)) => ok(fset(file, &a)),
+                    _ => status(id, FX_FAILURE, "invalid handle"),
+                }
             }
             OPENDIR => {
                 let path = f.string()?;
@@ -486,7 +524,7 @@ impl Session<'_> {
                     "fsync@openssh.com" => {
                         let h = f.bytes()?.to_vec();
                         match self.lookup(&h) {
-                            Some(Handle::File(file, _)) => ok(file.sync_all()),
+                            Some(Handle::File(file)) => ok(file.sync_all()),
                             _ => status(id, FX_FAILURE, "invalid handle"),
                         }
                     }

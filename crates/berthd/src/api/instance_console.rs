@@ -228,14 +228,22 @@ async fn attach(
             return;
         }
     };
-    tokio::select! {
-        () = output => {}
-        () = input => {}
-        () = controls => {}
-        _ = child.wait() => {}
-    }
+    let exited = tokio::select! {
+        () = output => None,
+        () = input => None,
+        () = controls => None,
+        status = child.wait() => status.ok(),
+    };
     let _ = child.start_kill();
     let _ = child.wait().await;
+    // forkconsole ending by itself with an error (the console could not be attached, or
+    // the container stopped under it) fails the operation.
+    if let Some(status) = exited
+        && !status.success()
+    {
+        let _ = tx.send(Message::Close(None)).await;
+        return Err("Failed to attach to the console".to_owned());
+    }
     // Leave the client's terminal on a fresh line, then close the stream properly.
     let _ = tx.send(Message::Binary(b"\n\r".to_vec().into())).await;
     let _ = tx.send(Message::Close(None)).await;

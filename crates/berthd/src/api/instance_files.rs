@@ -187,7 +187,8 @@ pub async fn get(
             let (file, m) = blocking(move || fs.open_read(&p, false))
                 .await?
                 .map_err(|e| io_error(&path, &e))?;
-            let file = tokio::fs::File::from_std(file);
+            // Exactly the announced length, even if the file changes meanwhile.
+            let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), m.size);
             let body =
                 Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
             raw_response(body, m.size, &path)

@@ -460,6 +460,8 @@ async fn update(
     replace: bool,
 ) -> ApiResult {
     let _guard = st.instances.lock(name).lock_owned().await;
+    // Profiles cannot change or go while this instance's expansion is checked and stored.
+    let _profiles_guard = st.profile_lock.lock().await;
     let old = find(st, name).await?;
     super::check_if_match(headers, &instance_etag(&old))?;
     let mut rec = old.clone();
@@ -648,6 +650,8 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         .profiles
         .clone()
         .unwrap_or_else(|| vec!["default".to_owned()]);
+    // Held until the instance is recorded: its profiles cannot change or go meanwhile.
+    let profile_guard = st.profile_lock.lock().await;
     let profiles = profiles(&st, &profile_names).await?;
     let now = now_rfc3339();
     let mut config = req.config.clone();
@@ -709,6 +713,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         })
         .await?
         .map_err(ApiError::bad_request)?;
+    drop(profile_guard);
     if !inserted {
         return Err(ApiError::new(
             ErrorKind::AlreadyExists,
@@ -833,7 +838,7 @@ async fn create(
 /// range while free) and stores it in its `volatile.idmap.*` keys. Runs in a database
 /// call, so the ranges of the other instances cannot change meanwhile. The map takes
 /// effect at the next start.
-fn assign_idmap(
+pub(crate) fn assign_idmap(
     c: &rusqlite::Connection,
     rec: &mut InstanceRecord,
     expanded: &BTreeMap<String, String>,

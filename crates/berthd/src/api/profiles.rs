@@ -265,10 +265,31 @@ async fn update(
             )));
         }
     }
+    // The profile and its users' id maps (a profile may make them isolated, privileged…)
+    // are written together; new maps apply at each user's next start.
     let stored = new.clone();
+    let ids = st.runtime.ids;
+    let remapped: Vec<(InstanceRecord, BTreeMap<String, String>)> = users
+        .iter()
+        .map(|rec| ((*rec).clone(), expand_with(rec, &new).0))
+        .collect();
     st.db
-        .call(move |c| crate::db::instances::update_profile(c, &stored))
-        .await?;
+        .call(move |c| {
+            let mut records = Vec::new();
+            for (mut rec, expanded) in remapped {
+                if let Err(e) = super::instances::assign_idmap(c, &mut rec, &expanded, ids, false) {
+                    return Ok(Err(format!("Instance {:?}: {e}", rec.name)));
+                }
+                records.push(rec);
+            }
+            crate::db::instances::update_profile(c, &stored)?;
+            for rec in records {
+                crate::db::instances::set_config(c, &rec.name, &rec.config)?;
+            }
+            Ok(Ok(()))
+        })
+        .await?
+        .map_err(ApiError::bad_request)?;
     // Running users get the changed limits now.
     for rec in users {
         if status_of(st, &rec.name).await.0 == berth_api::StatusCode::Stopped {

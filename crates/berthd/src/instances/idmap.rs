@@ -154,6 +154,11 @@ pub fn choose(
     }
     let size = number(config, "security.idmap.size")?.unwrap_or(SIZE);
     if let Some(base) = number(config, "security.idmap.base")? {
+        if base < SIZE {
+            return Err(format!(
+                "security.idmap.base {base} would map the container onto the host's system ids: use {SIZE} or more"
+            ));
+        }
         if base.checked_add(size).is_none() {
             return Err(
                 "security.idmap.base plus security.idmap.size is beyond the id space".into(),
@@ -237,8 +242,19 @@ impl IdMap {
         configs: impl Iterator<Item = &'a BTreeMap<String, String>>,
         host: HostIds,
     ) -> Vec<(u32, u32)> {
+        // Both the map an instance will start with and the one it runs with now: a range
+        // stays taken until the container using it restarts.
         configs
-            .filter_map(|c| Self::from_volatile(c).flatten())
+            .flat_map(|c| {
+                ["volatile.idmap.next", "volatile.idmap.current"]
+                    .into_iter()
+                    .filter_map(|k| {
+                        let mut one = BTreeMap::new();
+                        one.insert("volatile.idmap.next".to_owned(), c.get(k)?.clone());
+                        Self::from_volatile(&one).flatten()
+                    })
+                    .collect::<Vec<_>>()
+            })
             .filter(|m| *m != host.shared())
             .map(|m| (m.uid_base, m.size))
             .collect()
@@ -324,6 +340,22 @@ mod tests {
         let m = choose(&c, host, None, &[]).unwrap().unwrap();
         assert_eq!((m.uid_base, m.gid_base, m.size), (7000000, 7000000, 1000));
         assert!(validate("security.idmap.size", "0").is_err());
+        let mut low = BTreeMap::new();
+        low.insert("security.idmap.base".to_owned(), "1000".to_owned());
+        assert!(
+            choose(&low, host, None, &[])
+                .unwrap_err()
+                .contains("system ids")
+        );
+        // A range an instance still runs with (current) stays taken.
+        let mut running = BTreeMap::new();
+        IdMap::store(Some(b), &mut running);
+        running.insert("volatile.idmap.current".to_owned(), b.to_json());
+        running.insert("volatile.idmap.next".to_owned(), host.shared().to_json());
+        assert_eq!(
+            IdMap::taken_by([&running].into_iter(), host),
+            [(b.uid_base, b.size)]
+        );
         assert!(validate("security.idmap.isolated", "yes").is_err());
     }
 }

@@ -75,7 +75,11 @@ const MASKED_DIRS: [&str; 3] = ["proc/acpi", "proc/scsi", "sys/firmware"];
 /// Keys `raw.lxc` may not set, with what to use instead: they hold the isolation berthd
 /// set up (id map, rootfs, seccomp, capabilities, cgroup placement and device access,
 /// namespaces, LSM), run host commands (hooks), or write host files (logs, console).
-const RAW_DENIED: [(&str, &str); 24] = [
+const RAW_DENIED: [(&str, &str); 25] = [
+    (
+        "lxc.mount.auto",
+        "it would undo the proc and sys protections",
+    ),
     ("lxc.idmap", "use security.idmap.* or security.privileged"),
     ("lxc.id_map", "use security.idmap.* or security.privileged"),
     ("lxc.include", "berthd writes the whole configuration"),
@@ -137,6 +141,13 @@ pub fn parse_raw(raw: &str) -> Result<Vec<(String, String)>, String> {
         {
             return Err(format!(
                 "Invalid raw.lxc line {n}: {key:?} is not an LXC key"
+            ));
+        }
+        // An empty value resets a list key (mount entries, capabilities…) to nothing,
+        // dropping what berthd set up.
+        if value.is_empty() {
+            return Err(format!(
+                "Invalid raw.lxc line {n}: {key:?} has no value (it would clear berthd's settings)"
             ));
         }
         if let Some((_, why)) = RAW_DENIED
@@ -290,6 +301,8 @@ mod tests {
             "lxc.namespace.share.net = 1",
             "not a key",
             "foo = bar",
+            "lxc.mount.entry =",
+            "lxc.mount.auto = proc:rw sys:rw",
         ] {
             let e = parse_raw(bad).unwrap_err();
             assert!(e.contains("line 1"), "{bad}: {e}");

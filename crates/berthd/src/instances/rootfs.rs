@@ -80,6 +80,11 @@ fn meta(st: &Stat) -> Meta {
     }
 }
 
+/// Metadata of an open file.
+pub fn fmeta(file: &File) -> std::io::Result<Meta> {
+    rustix::fs::fstat(file).map(|s| meta(&s)).map_err(io)
+}
+
 /// How [`RootFs::write_file`] treats an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
@@ -113,6 +118,11 @@ pub struct OpenHow {
 pub struct RootFs {
     root: OwnedFd,
 }
+
+/// The most entries a directory listing returns (a container could make millions).
+const MAX_ENTRIES: usize = 1_000_000;
+/// The deepest tree `remove_all` removes (each level holds a descriptor).
+const MAX_DEPTH: usize = 256;
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -174,14 +184,21 @@ impl RootFs {
         } else {
             path
         };
-        rustix::fs::openat2(
-            &self.root,
-            p,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )
-        .map_err(io)
+        // RESOLVE_IN_ROOT answers EAGAIN when a rename or mount anywhere raced a `..`
+        // step: try again, a bounded number of times.
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(
+                &self.root,
+                p,
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            ) {
+                Err(Errno::AGAIN) if tries < 64 => tries += 1,
+                r => return r.map_err(io),
+            }
+        }
     }
 
     /// The parent directory of `path` (resolved in the root) and its final component, which
@@ -245,8 +262,19 @@ impl RootFs {
                 continue;
             }
             let name = OsStr::from_bytes(name);
-            let st = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
+            // An entry removed since readdir saw it is simply not listed.
+            let st = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io(e)),
+            };
             out.push((name.to_string_lossy().into_owned(), meta(&st)));
+            if out.len() > MAX_ENTRIES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{path} has more than {MAX_ENTRIES} entries"),
+                ));
+            }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -341,21 +369,34 @@ impl RootFs {
 
     /// Opens regular file `path` as SFTP's OPEN asks (a directory too, read-only).
     pub fn open_rw(&self, path: &str, how: OpenHow) -> std::io::Result<File> {
-        let (dir, name) = self.parent(path)?;
-        let mut flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let mut flags = OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         flags |= match (how.read, how.write) {
             (true, true) => OFlags::RDWR,
             (false, true) => OFlags::WRONLY,
             _ => OFlags::RDONLY,
         };
-        if how.create {
-            flags |= OFlags::CREATE;
-        }
-        if how.excl {
-            flags |= OFlags::EXCL;
-        }
-        let fd = rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(how.mode & 0o777))
-            .map_err(io)?;
+        // An existing path is resolved whole (symlinks followed, inside the root); a new
+        // file is created in its resolved parent and gets exactly `mode`.
+        let existing = if how.excl {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        } else {
+            self.resolve(&relative(path), flags)
+        };
+        let fd = match existing {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && how.create => {
+                let (dir, name) = self.parent(path)?;
+                let mut cflags = flags | OFlags::CREATE | OFlags::NOFOLLOW;
+                if how.excl {
+                    cflags |= OFlags::EXCL;
+                }
+                let fd = rustix::fs::openat(&dir, &name, cflags, Mode::from_raw_mode(0o600))
+                    .map_err(io)?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(how.mode & 0o7777)).map_err(io)?;
+                fd
+            }
+            Err(e) => return Err(e),
+        };
         let k = meta(&rustix::fs::fstat(&fd).map_err(io)?).kind;
         if k != Kind::File && (k != Kind::Directory || how.write) {
             return Err(std::io::Error::new(
@@ -450,7 +491,7 @@ impl RootFs {
     /// Removes `path` and everything below it.
     pub fn remove_all(&self, path: &str) -> std::io::Result<()> {
         let (dir, name) = self.parent(path)?;
-        remove_tree(&dir, &name)
+        remove_tree(&dir, &name, 0)
     }
 
     /// Changes owner and mode of `path` (not following a final symlink for the owner; a
@@ -535,7 +576,13 @@ impl RootFs {
 }
 
 /// Removes `name` in `dir` with everything below it, never following symlinks.
-fn remove_tree(dir: &OwnedFd, name: &Path) -> std::io::Result<()> {
+fn remove_tree(dir: &OwnedFd, name: &Path, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the tree is deeper than {MAX_DEPTH} levels"),
+        ));
+    }
     let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
     if meta(&st).kind != Kind::Directory {
         return rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(io);
@@ -559,7 +606,7 @@ fn remove_tree(dir: &OwnedFd, name: &Path) -> std::io::Result<()> {
         }
     }
     for n in names {
-        remove_tree(&sub, &n)?;
+        remove_tree(&sub, &n, depth + 1)?;
     }
     rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(io)
 }
@@ -670,6 +717,19 @@ mod tests {
         assert_eq!(names, ["l", "u"]);
         assert!(fs.remove("/home").is_err(), "not empty");
         fs.remove_all("/home").unwrap();
+        // Trees deeper than the limit are refused, not recursed into without end.
+        let mut deep = String::from("/deep");
+        fs.mkdir(&deep, Owner::default()).unwrap();
+        for _ in 0..MAX_DEPTH + 2 {
+            deep.push_str("/d");
+            fs.mkdir(&deep, Owner::default()).unwrap();
+        }
+        assert!(
+            fs.remove_all("/deep")
+                .unwrap_err()
+                .to_string()
+                .contains("deeper")
+        );
         assert!(fs.lstat("/home").is_err());
         assert!(fs.remove("/").is_err());
     }
