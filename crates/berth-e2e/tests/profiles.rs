@@ -423,3 +423,122 @@ async fn admin_init_auto_and_preseed() {
     ok(&d.berth(&["profile", "delete", "small"]));
     ok(&d.berth(&["storage", "delete", "p2"]));
 }
+
+#[tokio::test]
+async fn host_directories_bind_with_shift_readonly_and_required() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    let host = tempfile::tempdir().unwrap();
+    let data = host.path().join("data dir");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("owned"), "hi\n").unwrap();
+    std::os::unix::fs::chown(data.join("owned"), Some(1000), Some(1001)).unwrap();
+    let disk = |extra: &[(&str, &str)]| {
+        let mut dev =
+            json!({"type": "disk", "source": data.to_str().unwrap(), "path": "/mnt/data"});
+        for (k, v) in extra {
+            dev[*k] = json!(v);
+        }
+        dev
+    };
+    for (name, dev) in [
+        ("shifted", disk(&[("shift", "true")])),
+        ("plain", disk(&[])),
+        ("ro", disk(&[("readonly", "true"), ("shift", "true")])),
+    ] {
+        ok(&d.berth(&["init", "bb", name]));
+        let r = c
+            .query(
+                Method::PATCH,
+                &format!("/1.0/instances/{name}"),
+                Some(&json!({"devices": {"data": dev}})),
+            )
+            .await
+            .unwrap();
+        c.wait_success(r.body.operation_id().unwrap())
+            .await
+            .unwrap();
+        ok(&d.berth(&["start", name]));
+    }
+    let stat = |n: &str| ok(&d.berth(&["exec", n, "--", "stat", "-c", "%u %g", "/mnt/data/owned"]));
+    // With shift, host ids show inside as the same numbers; without, as nobody.
+    assert_eq!(stat("shifted"), "1000 1001\n");
+    assert_eq!(stat("plain"), "65534 65534\n");
+    // Writes go to the host directory, except on a read-only disk.
+    ok(&d.berth(&[
+        "exec",
+        "shifted",
+        "--",
+        "sh",
+        "-c",
+        "echo new > /mnt/data/from-inside",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(data.join("from-inside")).unwrap(),
+        "new\n"
+    );
+    let out = d.berth(&["exec", "ro", "--", "sh", "-c", "echo x > /mnt/data/nope"]);
+    assert!(!out.status.success());
+    assert!(!data.join("nope").exists());
+    // A missing source refuses the start naming the device, unless not required.
+    ok(&d.berth(&["init", "bb", "missing"]));
+    let gone = json!({"type": "disk", "source": "/nonexistent/berth", "path": "/mnt/x"});
+    let r = c
+        .query(
+            Method::PATCH,
+            "/1.0/instances/missing",
+            Some(&json!({"devices": {"gone": gone}})),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    let err = fails(&d.berth(&["start", "missing"]));
+    assert!(err.contains("gone"), "{err}");
+    let r = c
+        .query(
+            Method::PATCH,
+            "/1.0/instances/missing",
+            Some(&json!({"devices": {"gone": {"type": "disk", "source": "/nonexistent/berth", "path": "/mnt/x", "required": "false"}}})),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    ok(&d.berth(&["start", "missing"]));
+    // Bad devices are refused naming the device and key.
+    for (dev, needle) in [
+        (
+            json!({"type": "disk", "source": "relative", "path": "/x"}),
+            "source",
+        ),
+        (
+            json!({"type": "disk", "source": "/tmp", "path": "/x", "shift": "yes"}),
+            "shift",
+        ),
+        (
+            json!({"type": "disk", "source": "/tmp", "path": "/x", "color": "red"}),
+            "color",
+        ),
+    ] {
+        let e = c
+            .query(
+                Method::PATCH,
+                "/1.0/instances/missing",
+                Some(&json!({"devices": {"bad": dev}})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(400));
+        assert!(
+            e.to_string().contains("bad") && e.to_string().contains(needle),
+            "{e}"
+        );
+    }
+    for n in ["shifted", "plain", "ro", "missing"] {
+        ok(&d.berth(&["delete", "-f", n]));
+    }
+}

@@ -404,6 +404,9 @@ pub(crate) fn validate_devices(
                     )));
                 }
             }
+            Some("disk") => {
+                inst::devices::check_disk(name, d).map_err(ApiError::bad_request)?;
+            }
             Some(t) => {
                 return Err(ApiError::bad_request(format!(
                     "Device {name:?}: type {t:?} is not supported yet"
@@ -751,7 +754,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
                     .volume_path(berth_storage::VolumeType::Container, &rec.name)
                     .join("rootfs");
                 let began = std::time::Instant::now();
-                inst::start(&st, &rec, &expanded, &rootfs).await?;
+                inst::start(&st, &rec, &expanded, &devices, &rootfs).await?;
                 let started = began.elapsed().as_millis();
                 set_power(&st, &rec.name, "RUNNING").await;
                 tracing::debug!(
@@ -1105,7 +1108,7 @@ async fn change_state(
             if running {
                 return Err("The instance is already running".to_owned());
             }
-            inst::start(st, rec, &config, &rootfs()?).await?;
+            inst::start(st, rec, &config, &devices, &rootfs()?).await?;
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-started", &source, None);
         }
@@ -1125,7 +1128,7 @@ async fn change_state(
             if running {
                 inst::stop(st, name, req.timeout, req.force).await?;
             }
-            inst::start(st, rec, &config, &rootfs()?).await?;
+            inst::start(st, rec, &config, &devices, &rootfs()?).await?;
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-restarted", &source, None);
         }

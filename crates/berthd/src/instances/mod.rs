@@ -12,6 +12,7 @@
 //! forks); stopping and state queries talk to the container's monitor in-process on a
 //! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
 
+pub mod devices;
 pub mod idmap;
 pub mod keys;
 pub mod limits;
@@ -267,6 +268,7 @@ pub async fn start(
     st: &State,
     rec: &InstanceRecord,
     config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
     rootfs: &Path,
 ) -> Result<(), String> {
     let dir = container_dir(st, &rec.name);
@@ -276,11 +278,14 @@ pub async fn start(
     for entry in lxcfs_mounts(st).await {
         extra.push(("lxc.mount.entry".to_owned(), entry));
     }
+    let flag = |k: &str| config.get(k).is_some_and(|v| v == "true");
+    for entry in devices::disk_mounts(devices, !flag("security.privileged"))? {
+        extra.push(("lxc.mount.entry".to_owned(), entry));
+    }
     // Last, so an administrator's raw keys win over berthd's defaults.
     if let Some(raw) = config.get("raw.lxc") {
         extra.extend(lxc_config::parse_raw(raw)?);
     }
-    let flag = |k: &str| config.get(k).is_some_and(|v| v == "true");
     let idmap = if flag("security.privileged") {
         None
     } else {
