@@ -542,3 +542,77 @@ async fn host_directories_bind_with_shift_readonly_and_required() {
         ok(&d.berth(&["delete", "-f", n]));
     }
 }
+
+#[tokio::test]
+async fn devices_through_berth_and_lxc() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    let c = d.client();
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().to_str().unwrap().to_owned();
+    ok(&d.berth(&["init", "bb", "dv"]));
+    let source = format!("source={src}");
+    ok(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "dv",
+        "data",
+        "disk",
+        &source,
+        "path=/mnt/a",
+    ]));
+    ok(&d.berth(&["config", "device", "set", "dv", "data", "readonly=true"]));
+    assert_eq!(
+        ok(&d.berth(&["config", "device", "get", "dv", "data", "readonly"])),
+        "true\n"
+    );
+    ok(&d.berth(&["config", "device", "unset", "dv", "data", "readonly"]));
+    let list = ok(&d.berth(&["config", "device", "list", "dv", "-f", "csv"]));
+    assert_eq!(list, "data,disk\n");
+    // The real client adds one too; both mount at start.
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "dv",
+        "more",
+        "disk",
+        &source,
+        "path=/mnt/b",
+    ]));
+    ok(&d.berth(&["start", "dv"]));
+    std::fs::write(host.path().join("seen"), "yes\n").unwrap();
+    for p in ["/mnt/a/seen", "/mnt/b/seen"] {
+        assert_eq!(ok(&d.berth(&["exec", "dv", "--", "cat", p])), "yes\n");
+    }
+    // Profile devices, and overriding an inherited one in the instance.
+    ok(&d.berth(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "shared",
+        "disk",
+        &source,
+        "path=/mnt/p",
+    ]));
+    let i: Value = c.get("/1.0/instances/dv").await.unwrap();
+    assert_eq!(i["expanded_devices"]["shared"]["path"], "/mnt/p");
+    ok(&d.berth(&[
+        "config",
+        "device",
+        "override",
+        "dv",
+        "shared",
+        "path=/mnt/q",
+    ]));
+    let i: Value = c.get("/1.0/instances/dv").await.unwrap();
+    assert_eq!(i["devices"]["shared"]["path"], "/mnt/q");
+    assert_eq!(i["expanded_devices"]["shared"]["path"], "/mnt/q");
+    ok(&d.berth(&["config", "device", "remove", "dv", "data", "more", "shared"]));
+    ok(&d.berth(&["profile", "device", "remove", "default", "shared"]));
+    let err = fails(&d.berth(&["config", "device", "get", "dv", "data", "path"]));
+    assert!(err.contains("data"), "{err}");
+    ok(&d.berth(&["delete", "-f", "dv"]));
+}

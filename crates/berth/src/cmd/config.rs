@@ -25,6 +25,9 @@ pub enum Command {
     },
     /// Edit an instance's configuration as YAML in $EDITOR (or from standard input)
     Edit { name: String },
+    /// Manage an instance's devices
+    #[command(subcommand)]
+    Device(super::device::Command),
     /// Unset configuration keys of an instance
     Unset {
         name: String,
@@ -119,6 +122,9 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             println!("{value}");
         }
         Command::Set { name, config } => patch(client, &name, pairs(&config)?).await?,
+        Command::Device(c) => {
+            super::device::run(client, super::device::Target::Instance, c).await?
+        }
         Command::Edit { name } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
             let current: InstancePut = serde_json::from_value(v)?;

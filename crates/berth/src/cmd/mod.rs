@@ -5,6 +5,7 @@ pub mod completion;
 pub mod config;
 pub mod console;
 pub mod delete;
+pub mod device;
 pub mod exec;
 pub mod file;
 pub mod image;

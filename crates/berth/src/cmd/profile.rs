@@ -59,6 +59,9 @@ pub enum Command {
     Assign { instance: String, profiles: String },
     /// Edit a profile as YAML in $EDITOR (or from standard input)
     Edit { name: String },
+    /// Manage a profile's devices
+    #[command(subcommand)]
+    Device(super::device::Command),
 }
 
 /// The fields a profile edit changes.
@@ -249,6 +252,9 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .map(str::to_owned)
                 .collect();
             set_profiles(client, &instance, &list).await?;
+        }
+        Command::Device(c) => {
+            super::device::run(client, super::device::Target::Profile, c).await?;
         }
         Command::Edit { name } => {
             let p = profile(client, &name).await?;
