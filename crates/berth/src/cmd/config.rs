@@ -123,7 +123,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Set { name, config } => patch(client, &name, pairs(&config)?).await?,
         Command::Device(c) => {
-            super::device::run(client, super::device::Target::Instance, c).await?
+            super::device::run(client, super::device::Target::Instance, c).await?;
         }
         Command::Edit { name } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
