@@ -1,7 +1,5 @@
 //! `berth storage …`: storage pools.
 
-use std::collections::BTreeMap;
-
 use berth_api::storage::{StoragePool, StoragePoolResources};
 use berth_client::{Client, Method};
 
@@ -43,17 +41,6 @@ pub enum Command {
     Unset { pool: String, key: String },
 }
 
-fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow::anyhow!("Invalid argument {kv:?}: expected KEY=VALUE"))
-        })
-        .collect()
-}
-
 fn size(bytes: u64) -> String {
     format!("{:.2}GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -93,7 +80,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             description,
         } => {
             let body = serde_json::json!({
-                "name": pool, "driver": driver, "description": description, "config": pairs(&config)?,
+                "name": pool, "driver": driver, "description": description, "config": super::config::pairs(&config)?,
             });
             client
                 .query(Method::POST, "/1.0/storage-pools", Some(&body))
@@ -124,7 +111,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             println!("{}", p.config.get(&key).cloned().unwrap_or_default());
         }
         Command::Set { pool, config } => {
-            let body = serde_json::json!({ "config": pairs(&config)? });
+            let body = serde_json::json!({ "config": super::config::pairs(&config)? });
             client
                 .query(
                     Method::PATCH,

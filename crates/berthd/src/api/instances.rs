@@ -443,7 +443,8 @@ pub async fn patch(
     update(&st, &name, &headers, req, false).await
 }
 
-fn field<T: serde::de::DeserializeOwned>(
+/// Field `key` of a PUT/PATCH body: absent or null is `None`, a bad type a 400 naming it.
+pub(crate) fn field<T: serde::de::DeserializeOwned>(
     body: &serde_json::Value,
     key: &str,
 ) -> Result<Option<T>, ApiError> {

@@ -13,7 +13,7 @@ use berth_api::ErrorKind;
 use berth_api::instance::Device;
 use serde::Deserialize;
 
-use super::instances::{apply_live, status_of, validate_config, validate_devices};
+use super::instances::{apply_live, field, status_of, validate_config, validate_devices};
 use super::{ApiError, ApiResult, AppState, Json, recursion, sync};
 use crate::db::instances::{InstanceRecord, ProfileRecord};
 use crate::instances as inst;
@@ -170,18 +170,6 @@ pub async fn patch(
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
     update(&st, &name, &headers, req, false).await
-}
-
-fn field<T: serde::de::DeserializeOwned>(
-    body: &serde_json::Value,
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    match body.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| ApiError::bad_request(format!("Invalid value for field \"{key}\": {e}"))),
-    }
 }
 
 async fn update(
