@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// Whether the host runs the unified (v2) cgroup hierarchy only.
+/// Whether the host runs the unified (v2) cgroup hierarchy only (checked once: every
+/// counter read asks).
 pub fn is_v2() -> bool {
-    Path::new(ROOT).join("cgroup.controllers").exists()
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V2.get_or_init(|| Path::new(ROOT).join("cgroup.controllers").exists())
 }
 
 fn dir(controller: &str, cg: &str) -> PathBuf {

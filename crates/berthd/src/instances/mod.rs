@@ -125,16 +125,24 @@ fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// When the host booted (seconds since the epoch), read once: /proc/stat is large.
+fn boot_time() -> Option<i64> {
+    static BOOT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// When process `pid` started, as RFC 3339 (the instance state's `started_at`).
 pub fn started_at(pid: i32) -> Option<String> {
     let ticks = start_time(pid)?;
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let boot: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let boot = boot_time()?;
     let hz = rustix::param::clock_ticks_per_second().max(1);
     let secs = boot + i64::try_from(ticks / hz).ok()?;
     let nanos = u32::try_from((ticks % hz) * (1_000_000_000 / hz)).ok()?;
