@@ -72,26 +72,31 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the berth CLI as a user would (stdin and stdout to nothing); its wall time in
+/// seconds, or its error.
+fn timed(berth: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = Command::new(berth)
+        .args(args)
+        .env("BERTH_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "berth {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Times the busybox container lifecycle from the CLI, as a user would, then `list` and
 /// berthd's RSS with many containers running, and each container's monitor PSS.
 fn instances(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
     let berth = root.join("target/release/berth");
-    let run = |args: &[&str]| -> anyhow::Result<f64> {
-        let t = Instant::now();
-        let out = Command::new(&berth)
-            .args(args)
-            .env("BERTH_DIR", dir)
-            .stdout(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "berth {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
-    };
+    let run = |args: &[&str]| timed(&berth, dir, args).map(|secs| secs * 1000.0);
     let mut out = vec![];
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -198,22 +203,7 @@ fn instances(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, S
 /// the file).
 fn files(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
     let berth = root.join("target/release/berth");
-    let run = |args: &[&str]| -> anyhow::Result<f64> {
-        let started = Instant::now();
-        let out = Command::new(&berth)
-            .args(args)
-            .env("BERTH_DIR", dir)
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "berth {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(started.elapsed().as_secs_f64())
-    };
+    let run = |args: &[&str]| timed(&berth, dir, args);
     let work = tempfile::Builder::new()
         .prefix("berth-bench-files-")
         .tempdir()?;

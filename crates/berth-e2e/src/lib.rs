@@ -159,6 +159,24 @@ impl Daemon {
             .expect("run berth")
     }
 
+    /// Runs the `berth` CLI against this daemon with `input` on its standard input.
+    pub fn berth_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("berth"))
+            .args(args)
+            .env("BERTH_DIR", self.dir())
+            .env_remove("BERTH_SOCKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("write berth's stdin");
+        }
+        child.wait_with_output().expect("wait for berth")
+    }
+
     /// A command running the real LXD client (`lxc`) against this daemon.
     pub fn lxc_command(&self, args: &[&str]) -> Command {
         let conf = self.dir().join("lxc-client");

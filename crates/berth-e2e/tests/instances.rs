@@ -357,19 +357,10 @@ async fn exec_pipes_exit_codes_and_security() {
     }
 
     // Stdin reaches the process and its end is seen (EOF handled exactly).
-    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
-        .args(["exec", "x1", "-T", "--", "wc", "-c"])
-        .env("BERTH_DIR", d.dir())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&vec![b'x'; 100_000]).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = d.berth_with_input(
+        &["exec", "x1", "-T", "--", "wc", "-c"],
+        &vec![b'x'; 100_000],
+    );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
 

@@ -169,39 +169,22 @@ async fn real_lxc_edits_profiles_and_instances_in_an_editor() {
     let i: Value = c.get("/1.0/instances/e1").await.unwrap();
     assert_eq!(i["ephemeral"], true);
     // berth profile edit from standard input, as lxc takes it too.
-    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
-        .args(["profile", "edit", "web"])
-        .env("BERTH_DIR", d.dir())
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"description: piped\nconfig:\n  user.role: piped\ndevices: {}\n")
-            .unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    assert!(
+        d.berth_with_input(
+            &["profile", "edit", "web"],
+            b"description: piped\nconfig:\n  user.role: piped\ndevices: {}\n"
+        )
+        .status
+        .success()
+    );
     let p: Value = c.get("/1.0/profiles/web").await.unwrap();
     assert_eq!(p["config"]["user.role"], "piped");
     assert_eq!(p["description"], "piped");
     // berth config edit with a refused value fails and changes nothing.
-    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
-        .args(["config", "edit", "e1"])
-        .env("BERTH_DIR", d.dir())
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"config:\n  limits.memory: lots\nprofiles:\n- default\n")
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = d.berth_with_input(
+        &["config", "edit", "e1"],
+        b"config:\n  limits.memory: lots\nprofiles:\n- default\n",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.memory"));
     let i: Value = c.get("/1.0/instances/e1").await.unwrap();
@@ -369,23 +352,7 @@ async fn admin_init_auto_and_preseed() {
         "config:\n  core.shutdown_timeout: \"7\"\nstorage_pools:\n- name: p2\n  driver: dir\n  config:\n    source: {}\nprofiles:\n- name: small\n  config:\n    limits.memory: 64MiB\n  devices:\n    root:\n      type: disk\n      path: /\n      pool: p2\n",
         source.display()
     );
-    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
-        .args(["admin", "init", "--preseed"])
-        .env("BERTH_DIR", d.dir())
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(seed.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = d.berth_with_input(&["admin", "init", "--preseed"], seed.as_bytes());
     assert!(
         out.status.success(),
         "{}",
@@ -398,23 +365,10 @@ async fn admin_init_auto_and_preseed() {
     let small: Value = c.get("/1.0/profiles/small").await.unwrap();
     assert_eq!(small["config"]["limits.memory"], "64MiB");
     // A preseed with a bad key is refused, naming it.
-    let mut child = std::process::Command::new(berth_e2e::bin("berth"))
-        .args(["admin", "init", "--preseed"])
-        .env("BERTH_DIR", d.dir())
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"profiles:\n- name: bad\n  config:\n    limits.memory: lots\n")
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = d.berth_with_input(
+        &["admin", "init", "--preseed"],
+        b"profiles:\n- name: bad\n  config:\n    limits.memory: lots\n",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.memory"));
     let e = c.get::<Value>("/1.0/profiles/bad").await.unwrap_err();

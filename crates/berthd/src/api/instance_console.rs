@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::ws::Message;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
 use berth_api::{OperationClass, StatusCode};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -42,18 +40,8 @@ struct Control {
 }
 
 async fn running(st: &AppState, name: &str) -> Result<bool, ApiError> {
-    let n = name.to_owned();
-    st.db
-        .call(move |c| crate::db::instances::get(c, &n))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Instance {name:?} not found")))?;
-    let lxcpath = st.paths.containers();
-    let n = name.to_owned();
-    let (status, _) =
-        tokio::task::spawn_blocking(move || crate::instances::lxc_status(&lxcpath, &n))
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-    Ok(status != StatusCode::Stopped)
+    super::instances::find(st, name).await?;
+    Ok(super::instances::status_of(st, name).await.0 != StatusCode::Stopped)
 }
 
 /// `POST /1.0/instances/{name}/console`.
@@ -273,17 +261,8 @@ pub async fn get_log(State(st): State<AppState>, Path(name): Path<String>) -> Ap
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
-    let mut resp = Body::from(data).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("inline;filename=console.log"),
-    );
-    Ok(resp)
+    let len = data.len() as u64;
+    Ok(super::inline_file(Body::from(data), len, "console.log"))
 }
 
 /// `DELETE /1.0/instances/{name}/console`: clears the console log.

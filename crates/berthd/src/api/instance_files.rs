@@ -18,20 +18,9 @@ use super::{ApiError, ApiResult, AppState, sync};
 use crate::instances::rootfs::{Kind, Meta, Owner, RootFs, Write};
 
 fn path_param(q: Option<&str>) -> Result<String, ApiError> {
-    match super::query_param(q, "path") {
-        Some(raw) => {
-            let p = url::form_urlencoded::parse(format!("p={raw}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            if p.is_empty() {
-                Err(ApiError::bad_request("Missing path argument"))
-            } else {
-                Ok(p)
-            }
-        }
-        None => Err(ApiError::bad_request("Missing path argument")),
-    }
+    super::query_value(q, "path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Missing path argument"))
 }
 
 fn io_error(path: &str, e: &std::io::Error) -> ApiError {
@@ -203,21 +192,11 @@ pub async fn get(
 }
 
 fn raw_response(body: Body, len: u64, path: &str) -> axum::response::Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let base = std::path::Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={base}")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp
+    super::inline_file(body, len, &base)
 }
 
 /// `POST /1.0/instances/{name}/files?path=…`: writes a file (overwrite or append), creates

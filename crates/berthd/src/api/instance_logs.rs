@@ -7,7 +7,6 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 
 use super::{ApiError, ApiResult, AppState, sync};
@@ -23,12 +22,7 @@ fn valid(file: &str) -> bool {
 }
 
 async fn exists(st: &AppState, name: &str) -> Result<(), ApiError> {
-    let n = name.to_owned();
-    st.db
-        .call(move |c| crate::db::instances::get(c, &n))
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(format!("Instance {name:?} not found")))
+    super::instances::find(st, name).await.map(|_| ())
 }
 
 fn checked(file: &str) -> Result<(), ApiError> {
@@ -83,17 +77,11 @@ pub async fn get(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .len();
-    let mut resp =
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 16)).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+    let resp = super::inline_file(
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 16)),
+        len,
+        &file,
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={file}")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
     st.events.lifecycle(
         "instance-log-retrieved",
         &format!("/1.0/instances/{name}/logs/{file}"),

@@ -13,19 +13,12 @@ use crate::instances::{self as inst, templates};
 use crate::operations::OpSpec;
 use crate::state::now_rfc3339;
 
-/// Decodes a URL query value (`%20`, `+`).
-fn decode(raw: &str) -> String {
-    url::form_urlencoded::parse(format!("v={raw}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("Instance {name:?} not found"))
 }
 
-async fn find(st: &AppState, name: &str) -> Result<InstanceRecord, ApiError> {
+/// An instance's record, or 404 naming it.
+pub(crate) async fn find(st: &AppState, name: &str) -> Result<InstanceRecord, ApiError> {
     let n = name.to_owned();
     st.db
         .call(move |c| crate::db::instances::get(c, &n))
@@ -127,7 +120,7 @@ pub async fn rootfs_path(st: &AppState, name: &str) -> Result<std::path::PathBuf
 /// `GET /1.0/instances`.
 pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let level = recursion(q.as_deref())?;
-    let filter = match super::query_param(q.as_deref(), "filter").map(decode) {
+    let filter = match super::query_value(q.as_deref(), "filter") {
         Some(f) if !f.trim().is_empty() => Some(
             super::filter::parse(&f)
                 .map_err(|e| ApiError::bad_request(format!("Invalid filter: {e}")))?,

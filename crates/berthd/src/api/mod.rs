@@ -135,6 +135,22 @@ pub fn sync_created(location: &str) -> Response {
     resp
 }
 
+/// A file served as is (not in an envelope), as LXD serves logs and instance files:
+/// `application/octet-stream`, its length, `inline;filename=NAME`.
+pub fn inline_file(body: axum::body::Body, len: u64, filename: &str) -> Response {
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={filename}")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
 /// A pre-serialised sync reply.
 pub fn sync_raw(body: bytes::Bytes, etag: Option<&str>) -> Response {
     let mut resp = (
@@ -188,6 +204,16 @@ pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
+    })
+}
+
+/// A query parameter's value, URL-decoded (`%2F`, `+`).
+pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query_param(query, name).map(|raw| {
+        url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     })
 }
 
