@@ -570,3 +570,155 @@ async fn devices_through_berth_and_lxc() {
     assert!(err.contains("data"), "{err}");
     ok(&d.berth(&["delete", "-f", "dv"]));
 }
+
+#[tokio::test]
+async fn devices_come_and_go_on_running_containers() {
+    let d = Daemon::start();
+    with_image(&d).await;
+    ok(&d.berth(&["launch", "bb", "live"]));
+    let sh = |script: &str| d.berth(&["exec", "live", "--", "sh", "-c", script]);
+    // A unix-char device appears with the owner and mode asked for, and works.
+    ok(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "zero",
+        "unix-char",
+        "source=/dev/zero",
+        "path=/dev/berth/zero",
+        "uid=1000",
+        "gid=1001",
+        "mode=0640",
+    ]));
+    assert_eq!(
+        ok(&sh("stat -c '%F %t:%T %u %g %a' /dev/berth/zero")),
+        "character special file 1:5 1000 1001 640\n"
+    );
+    assert_eq!(
+        ok(&sh("head -c 4 /dev/berth/zero | od -An -tx1")).trim(),
+        "00 00 00 00"
+    );
+    // One the device cgroup does not allow by default gets its rule.
+    ok(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "odd",
+        "unix-char",
+        "path=/dev/berth-odd",
+        "major=240",
+        "minor=7",
+    ]));
+    assert_eq!(ok(&sh("stat -c '%t:%T' /dev/berth-odd")), "f0:7\n");
+    let v1_list = format!(
+        "/sys/fs/cgroup/devices/{}/live/devices.list",
+        d.cgroup_parent()
+    );
+    let v1 = std::path::Path::new(&v1_list).exists();
+    if v1 {
+        let list = std::fs::read_to_string(&v1_list).unwrap();
+        assert!(list.lines().any(|l| l == "c 240:7 rwm"), "{list}");
+    }
+    // The real lxc client adds one too.
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "null2",
+        "unix-char",
+        "source=/dev/null",
+        "path=/dev/lxc-null",
+    ]));
+    ok(&sh("test -c /dev/lxc-null && echo x > /dev/lxc-null"));
+    // A restart keeps them.
+    ok(&d.berth(&["restart", "--force", "live"]));
+    assert_eq!(
+        ok(&sh("stat -c '%t:%T %u %g %a' /dev/berth/zero")),
+        "1:5 1000 1001 640\n"
+    );
+    // Removed, they disappear: from inside, from the host's node directory, from the
+    // device cgroup.
+    ok(&d.berth(&["config", "device", "remove", "live", "zero", "odd"]));
+    ok(&d.lxc(&["config", "device", "remove", "live", "null2"]));
+    assert_eq!(
+        ok(&sh(
+            "for f in /dev/berth/zero /dev/berth-odd /dev/lxc-null; do test -e $f && echo $f; done; true"
+        )),
+        ""
+    );
+    let nodes = d.dir().join("devices/live");
+    assert_eq!(std::fs::read_dir(&nodes).unwrap().count(), 0);
+    if v1 {
+        let list = std::fs::read_to_string(&v1_list).unwrap();
+        assert!(!list.lines().any(|l| l == "c 240:7 rwm"), "{list}");
+    }
+
+    // A host directory comes and goes live, shifted, and through a profile.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("owned"), "hi\n").unwrap();
+    std::os::unix::fs::chown(host.path().join("owned"), Some(1000), Some(1001)).unwrap();
+    let source = format!("source={}", host.path().display());
+    ok(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "data",
+        "disk",
+        &source,
+        "path=/mnt/data",
+        "shift=true",
+    ]));
+    assert_eq!(ok(&sh("stat -c '%u %g' /mnt/data/owned")), "1000 1001\n");
+    ok(&d.berth(&["config", "device", "remove", "live", "data"]));
+    assert_eq!(ok(&sh("ls -A /mnt/data")), "");
+    ok(&d.berth(&["profile", "create", "shared"]));
+    ok(&d.berth(&["profile", "add", "live", "shared"]));
+    ok(&d.berth(&[
+        "profile",
+        "device",
+        "add",
+        "shared",
+        "ro",
+        "disk",
+        &source,
+        "path=/srv/ro",
+        "readonly=true",
+    ]));
+    assert_eq!(ok(&sh("cat /srv/ro/owned")), "hi\n");
+    assert!(!sh("echo x > /srv/ro/new").status.success());
+    ok(&d.berth(&["profile", "device", "remove", "shared", "ro"]));
+    assert_eq!(ok(&sh("ls -A /srv/ro")), "");
+
+    // What cannot be added is refused naming the device, and nothing changes.
+    let err = fails(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "gone",
+        "unix-char",
+        "source=/nonexistent/berth-dev",
+    ]));
+    assert!(err.contains("gone"), "{err}");
+    let err = fails(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "notdev",
+        "unix-block",
+        "source=/dev/zero",
+    ]));
+    assert!(err.contains("notdev") && err.contains("block"), "{err}");
+    let shown = ok(&d.berth(&["config", "show", "live"]));
+    assert!(
+        !shown.contains("gone") && !shown.contains("notdev"),
+        "{shown}"
+    );
+    ok(&d.berth(&["delete", "-f", "live"]));
+    assert!(!nodes.exists());
+}

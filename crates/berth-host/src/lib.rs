@@ -1,10 +1,11 @@
 //! The few raw host operations berth needs, kept in one small crate so `unsafe` stays out
 //! of the daemon: handing a file descriptor to a child at a fixed number, taking such a
-//! descriptor over in the child, and opening pseudo-terminals.
+//! descriptor over in the child, opening pseudo-terminals, and changing a detached mount's
+//! attributes (`mount_setattr`, which rustix does not wrap).
 
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -78,6 +79,76 @@ pub fn openpty_in(devpts: &OwnedFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
         OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
     )?;
     Ok((master, slave))
+}
+
+/// What [`mount_setattr`] changes on a detached mount.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MountAttr<'a> {
+    /// Make the mount read-only.
+    pub readonly: bool,
+    /// Show the files' owners through this user namespace's id map (an idmapped mount).
+    pub idmap: Option<BorrowedFd<'a>>,
+    /// `MS_PRIVATE`, `MS_SLAVE` or `MS_SHARED`; 0 leaves it.
+    pub propagation: u64,
+    /// Apply to every mount of the tree, not only its top.
+    pub recursive: bool,
+}
+
+/// `MS_PRIVATE`, `MS_SLAVE` and `MS_SHARED`, for [`MountAttr::propagation`].
+pub const MS_PRIVATE: u64 = 1 << 18;
+pub const MS_SLAVE: u64 = 1 << 19;
+pub const MS_SHARED: u64 = 1 << 20;
+
+/// The kernel's `struct mount_attr`.
+#[repr(C)]
+struct RawMountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` on the mount `fd` (from `open_tree(OPEN_TREE_CLONE)`).
+pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr<'_>) -> std::io::Result<()> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const AT_EMPTY_PATH: u32 = 0x1000;
+    const AT_RECURSIVE: u32 = 0x8000;
+    let mut raw = RawMountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: attr.propagation,
+        userns_fd: 0,
+    };
+    if attr.readonly {
+        raw.attr_set |= MOUNT_ATTR_RDONLY;
+    }
+    if let Some(ns) = attr.idmap {
+        raw.attr_set |= MOUNT_ATTR_IDMAP;
+        raw.userns_fd = u64::try_from(ns.as_raw_fd()).unwrap_or_default();
+    }
+    let mut flags = AT_EMPTY_PATH;
+    if attr.recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is a static empty C string, `raw` is a live `struct mount_attr` of
+    // the size passed, and the kernel only reads it; both descriptors are borrowed for the
+    // call's duration.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &raw const raw,
+            std::mem::size_of::<RawMountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,18 @@ impl Container {
         }
     }
 
+    /// Sets cgroup item `key` (e.g. `devices.allow`) of the running container through its
+    /// monitor, which also keeps cgroup v2's device program in step.
+    pub fn set_cgroup_item(&self, key: &str, value: &str) -> Result<(), LxcError> {
+        let k = cstr(key)?;
+        let v = cstr(value)?;
+        if call!(self, set_cgroup_item, k.as_ptr(), v.as_ptr())? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("set_cgroup_item"))
+        }
+    }
+
     /// Waits up to `timeout` seconds for the container to reach `state`.
     pub fn wait(&self, state: &str, timeout: i32) -> Result<bool, LxcError> {
         let s = cstr(state)?;

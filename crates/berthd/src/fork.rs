@@ -133,3 +133,170 @@ pub fn exec(args: &[OsString]) -> i32 {
         _ => 1,
     }
 }
+
+/// What `forkmount` does in a running container, passed as one JSON argument.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MountSpec {
+    /// The container's init, whose namespaces and root are joined.
+    pub pid: i32,
+    /// The container has its own user namespace (unprivileged).
+    pub userns: bool,
+    /// A host path to mount at `target`; `None` unmounts `target` instead.
+    pub source: Option<String>,
+    /// The path inside the container.
+    pub target: String,
+    /// The mount point is a directory (else a file, as for device nodes).
+    pub dir: bool,
+    pub readonly: bool,
+    pub recursive: bool,
+    /// An idmapped mount through the container's user namespace.
+    pub shift: bool,
+    /// `private`, `shared`, `slave` or their `r` forms.
+    pub propagation: Option<String>,
+    /// After unmounting, remove the (empty) mount point.
+    pub remove: bool,
+}
+
+/// `berthd forkmount SPEC`: mounts a host path into a running container, or unmounts one.
+///
+/// The host path is opened here, on the host, as a detached mount (`open_tree`), given its
+/// attributes, and only then does this process join the container's user and mount
+/// namespaces and its root: the mount point is made and resolved as the container's root
+/// sees it, so a symlink the container planted can only lead elsewhere inside it.
+pub fn mount(args: &[OsString]) -> i32 {
+    let [spec] = args else {
+        eprintln!("usage: berthd forkmount SPEC");
+        return 1;
+    };
+    let spec: MountSpec = match serde_json::from_str(&spec.to_string_lossy()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: invalid mount spec: {e}");
+            return 1;
+        }
+    };
+    match mount_in(&spec) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
+fn mount_in(spec: &MountSpec) -> Result<(), String> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
+    use rustix::thread::LinkNameSpaceType;
+
+    let proc = format!("/proc/{}", spec.pid);
+    let open = |p: &str, flags: OFlags| {
+        rustix::fs::open(
+            format!("{proc}/{p}"),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("Failed to open {proc}/{p}: {e}"))
+    };
+    let mntns = open("ns/mnt", OFlags::RDONLY)?;
+    let userns = if spec.userns {
+        Some(open("ns/user", OFlags::RDONLY)?)
+    } else {
+        None
+    };
+    let root = open("root", OFlags::PATH | OFlags::DIRECTORY)?;
+    let tree = match &spec.source {
+        Some(source) => {
+            let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+            if spec.recursive {
+                flags |= OpenTreeFlags::AT_RECURSIVE;
+            }
+            let tree = rustix::mount::open_tree(rustix::fs::CWD, source.as_str(), flags)
+                .map_err(|e| format!("Failed to open {source}: {e}"))?;
+            let propagation = match spec
+                .propagation
+                .as_deref()
+                .map(|p| p.trim_start_matches('r'))
+            {
+                Some("private") => berth_host::MS_PRIVATE,
+                Some("slave") => berth_host::MS_SLAVE,
+                Some("shared") => berth_host::MS_SHARED,
+                _ => 0,
+            };
+            let attr = berth_host::MountAttr {
+                readonly: spec.readonly,
+                idmap: if spec.shift {
+                    userns.as_ref().map(std::os::fd::AsFd::as_fd)
+                } else {
+                    None
+                },
+                propagation,
+                recursive: spec.recursive,
+            };
+            berth_host::mount_setattr(std::os::fd::AsFd::as_fd(&tree), &attr)
+                .map_err(|e| format!("Failed to set the mount's attributes: {e}"))?;
+            Some(tree)
+        }
+        None => None,
+    };
+    // Become the container's root, then enter its mounts and its root directory.
+    if let Some(ns) = &userns {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(ns),
+            Some(LinkNameSpaceType::User),
+        )
+        .map_err(|e| format!("Failed to join the user namespace: {e}"))?;
+        let root_id = rustix::process::Gid::ROOT;
+        rustix::thread::set_thread_res_gid(root_id, root_id, root_id)
+            .and_then(|()| rustix::thread::set_thread_groups(&[]))
+            .and_then(|()| {
+                let u = rustix::process::Uid::ROOT;
+                rustix::thread::set_thread_res_uid(u, u, u)
+            })
+            .map_err(|e| format!("Failed to become the container's root: {e}"))?;
+    }
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&mntns),
+        Some(LinkNameSpaceType::Mount),
+    )
+    .map_err(|e| format!("Failed to join the mount namespace: {e}"))?;
+    rustix::process::fchdir(&root)
+        .and_then(|()| rustix::process::chroot("."))
+        .and_then(|()| rustix::process::chdir("/"))
+        .map_err(|e| format!("Failed to enter the container's root: {e}"))?;
+    let target = Path::new(&spec.target);
+    let Some(tree) = tree else {
+        rustix::mount::unmount(target, UnmountFlags::DETACH)
+            .map_err(|e| format!("Failed to unmount {}: {e}", spec.target))?;
+        if spec.remove {
+            let _ = std::fs::remove_file(target);
+        }
+        return Ok(());
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("Failed to create {}: {e}", parent.display()))?;
+    }
+    let made = if spec.dir {
+        std::fs::create_dir(target)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map(drop)
+    };
+    if let Err(e) = made
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(format!("Failed to create {}: {e}", spec.target));
+    }
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| format!("Failed to mount at {}: {e}", spec.target))
+}

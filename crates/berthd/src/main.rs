@@ -53,6 +53,9 @@ fn main() -> ExitCode {
     if raw.get(1).is_some_and(|a| a == "forkconsole") {
         return ExitCode::from(u8::try_from(fork::console(&raw[2..])).unwrap_or(1));
     }
+    if raw.get(1).is_some_and(|a| a == "forkmount") {
+        return ExitCode::from(u8::try_from(fork::mount(&raw[2..])).unwrap_or(1));
+    }
     if raw.get(1).is_some_and(|a| a == "forkexec") {
         return ExitCode::from(u8::try_from(fork::exec(&raw[2..])).unwrap_or(1));
     }

@@ -43,6 +43,12 @@ impl Paths {
         self.dir.join("containers")
     }
 
+    /// The host nodes of containers' unix devices, one directory per container. It and
+    /// those directories are 0711: a container's root binds its nodes from there.
+    pub fn devices(&self) -> PathBuf {
+        self.dir.join("devices")
+    }
+
     pub fn storage_pools(&self) -> PathBuf {
         self.dir.join("storage-pools")
     }

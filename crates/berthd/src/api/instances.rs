@@ -358,8 +358,10 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
         undo_db().await;
         return Err(format!("Failed to rename {}: {e}", old_dir.display()));
     }
-    // The old runtime config named the old paths; the next start writes a new one.
+    // The old runtime config and device nodes named the old paths; the next start makes
+    // new ones.
     let _ = std::fs::remove_file(new_dir.join("lxc.conf"));
+    let _ = std::fs::remove_dir_all(inst::nodes_dir(st, &from));
     if let Some(pool) = &pool {
         let renamed = InstanceRecord {
             name: to.to_owned(),
@@ -381,11 +383,21 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     Ok(())
 }
 
-/// Devices berth can give an instance today: the root disk, and `none` to mask one.
+/// Devices berth can give an instance today: the root disk, host-path disks, unix-char
+/// and unix-block devices, and `none` to mask one.
 pub(crate) fn validate_devices(
     devices: &BTreeMap<String, berth_api::instance::Device>,
 ) -> Result<(), ApiError> {
     for (name, d) in devices {
+        if name.is_empty()
+            || name.len() > 64
+            || name.starts_with('.')
+            || name.contains(['/', '\n', '\r', '\0'])
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid device name {name:?}: use at most 64 characters, no slash, not starting with a dot"
+            )));
+        }
         match d.get("type").map(String::as_str) {
             Some("none") => {}
             Some("disk") if d.get("path").map(String::as_str) == Some("/") => {
@@ -399,6 +411,9 @@ pub(crate) fn validate_devices(
             }
             Some("disk") => {
                 inst::devices::check_disk(name, d).map_err(ApiError::bad_request)?;
+            }
+            Some("unix-char" | "unix-block") => {
+                inst::devices::check_unix(name, d).map_err(ApiError::bad_request)?;
             }
             Some(t) => {
                 return Err(ApiError::bad_request(format!(
@@ -518,6 +533,11 @@ async fn update(
             "The root disk's pool cannot be changed",
         ));
     }
+    let (status, pid) = status_of(st, name).await;
+    let change = inst::hotplug::diff(&old_devices, &devices);
+    if status != StatusCode::Stopped {
+        inst::hotplug::check(&change).map_err(ApiError::bad_request)?;
+    }
     let mut stored = rec.clone();
     let ids = st.runtime.ids;
     let map_config = expanded.clone();
@@ -531,8 +551,13 @@ async fn update(
         })
         .await?
         .map_err(ApiError::bad_request)?;
-    if status_of(st, name).await.0 != StatusCode::Stopped {
+    if status != StatusCode::Stopped {
         apply_live(st, name, &old_expanded, &expanded).map_err(ApiError::bad_request)?;
+        if let (Some(pid), false) = (pid, change.is_empty()) {
+            inst::hotplug::apply(st, name, pid, &change, &devices)
+                .await
+                .map_err(|e| ApiError::new(berth_api::ErrorKind::Internal, e))?;
+        }
     }
     st.events
         .lifecycle("instance-updated", &format!("/1.0/instances/{name}"), None);
@@ -932,6 +957,7 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
         }
     }
     let _ = std::fs::remove_dir_all(inst::container_dir(st, &rec.name));
+    let _ = std::fs::remove_dir_all(inst::nodes_dir(st, &rec.name));
     let n = rec.name.clone();
     st.db
         .call(move |c| crate::db::instances::delete(c, &n))

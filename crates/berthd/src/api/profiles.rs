@@ -234,12 +234,19 @@ async fn update(
         .iter()
         .filter(|i| i.profiles.iter().any(|p| p == name))
         .collect();
+    let mut running = Vec::new();
     for rec in &users {
         let (config, devices) = expand_with(rec, &new);
         validate_config(&config, st.runtime.host).map_err(|e| {
             ApiError::bad_request(format!("Instance {:?}: {}", rec.name, e.message))
         })?;
         let (_, old_devices) = expand_with(rec, &old);
+        if let (_, Some(pid)) = status_of(st, &rec.name).await {
+            let change = inst::hotplug::diff(&old_devices, &devices);
+            inst::hotplug::check(&change)
+                .map_err(|e| ApiError::bad_request(format!("Instance {:?}: {e}", rec.name)))?;
+            running.push((rec.name.clone(), pid, change, devices.clone()));
+        }
         if inst::root_pool(&devices) != inst::root_pool(&old_devices) {
             return Err(ApiError::bad_request(format!(
                 "Instance {:?}: the root disk's pool cannot be changed",
@@ -278,14 +285,18 @@ async fn update(
         })
         .await?
         .map_err(ApiError::bad_request)?;
-    // Running users get the changed limits now.
-    for rec in users {
-        if status_of(st, &rec.name).await.0 == berth_api::StatusCode::Stopped {
+    // Running users get the changed limits and devices now.
+    for (instance, pid, change, devices) in running {
+        let Some(rec) = users.iter().find(|r| r.name == instance) else {
             continue;
-        }
+        };
         let (before, _) = expand_with(rec, &old);
         let (after, _) = expand_with(rec, &new);
-        if let Err(e) = apply_live(st, &rec.name, &before, &after) {
+        let mut applied = apply_live(st, &rec.name, &before, &after);
+        if applied.is_ok() && !change.is_empty() {
+            applied = inst::hotplug::apply(st, &rec.name, pid, &change, &devices).await;
+        }
+        if let Err(e) = applied {
             tracing::warn!(instance = %rec.name, error = %e, "Profile change not applied live");
         }
     }

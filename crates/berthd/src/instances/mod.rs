@@ -13,6 +13,7 @@
 //! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
 
 pub mod devices;
+pub mod hotplug;
 pub mod idmap;
 pub mod keys;
 pub mod limits;
@@ -208,6 +209,11 @@ pub fn container_dir(st: &State, name: &str) -> PathBuf {
     st.paths.containers().join(name)
 }
 
+/// Where the host nodes of a container's unix devices are made.
+pub fn nodes_dir(st: &State, name: &str) -> PathBuf {
+    st.paths.devices().join(name)
+}
+
 /// The last error lines of a container's LXC log, to explain a failed start.
 fn log_tail(dir: &Path) -> String {
     let log = std::fs::read_to_string(dir.join("lxc.log")).unwrap_or_default();
@@ -290,10 +296,6 @@ pub async fn start(
     for entry in devices::disk_mounts(devices, !flag("security.privileged"))? {
         extra.push(("lxc.mount.entry".to_owned(), entry));
     }
-    // Last, so an administrator's raw keys win over berthd's defaults.
-    if let Some(raw) = config.get("raw.lxc") {
-        extra.extend(lxc_config::parse_raw(raw)?);
-    }
     let idmap = if flag("security.privileged") {
         None
     } else {
@@ -305,6 +307,32 @@ pub async fn start(
     };
     if let Some(m) = &idmap {
         st.runtime.ids.check_usable(m)?;
+    }
+    // The device cgroup: deny all, then the standard nodes and the unix devices.
+    let (nodes, rules) = devices::unix_at_start(
+        &nodes_dir(st, &rec.name),
+        devices,
+        idmap.map(|m| (m.uid_base, m.gid_base)),
+    )?;
+    let devices_key = if st.runtime.host.cgroup_v2 {
+        "lxc.cgroup2.devices"
+    } else {
+        "lxc.cgroup.devices"
+    };
+    extra.push((format!("{devices_key}.deny"), "a".to_owned()));
+    for rule in devices::DEFAULT_RULES
+        .iter()
+        .map(|r| (*r).to_owned())
+        .chain(rules)
+    {
+        extra.push((format!("{devices_key}.allow"), rule));
+    }
+    for entry in nodes {
+        extra.push(("lxc.mount.entry".to_owned(), entry));
+    }
+    // Last, so an administrator's raw keys win over berthd's defaults.
+    if let Some(raw) = config.get("raw.lxc") {
+        extra.extend(lxc_config::parse_raw(raw)?);
     }
     let spec = lxc_config::Spec {
         extra: &extra,

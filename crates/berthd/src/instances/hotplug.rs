@@ -1,0 +1,201 @@
+//! Adding and removing devices on a running container: host-path disks and unix devices.
+//!
+//! A change is split into what goes and what comes ([`diff`]), checked before anything is
+//! stored ([`check`]), then applied ([`apply`]): each mount or unmount runs in a
+//! `berthd forkmount` helper, which must be single-threaded to join the container's user
+//! and mount namespaces; device cgroup rules go through the container's monitor.
+
+use std::collections::BTreeMap;
+
+use berth_api::instance::Device;
+
+use super::devices::{self, is_host_disk, is_unix};
+use crate::fork::MountSpec;
+use crate::state::State;
+
+/// Devices leaving and joining a running container (a changed device does both).
+#[derive(Debug, Default)]
+pub struct Change {
+    pub remove: Vec<(String, Device)>,
+    pub add: Vec<(String, Device)>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
+}
+
+/// What changes between two expanded device sets, among the devices that apply live.
+pub fn diff(old: &BTreeMap<String, Device>, new: &BTreeMap<String, Device>) -> Change {
+    let live = |d: &Device| is_host_disk(d) || is_unix(d);
+    Change {
+        remove: old
+            .iter()
+            .filter(|(n, d)| live(d) && new.get(*n) != Some(d))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect(),
+        add: new
+            .iter()
+            .filter(|(n, d)| live(d) && old.get(*n) != Some(d))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect(),
+    }
+}
+
+/// Refuses additions that cannot be made (a missing required source, a host node of the
+/// wrong kind), naming the device.
+pub fn check(change: &Change) -> Result<(), String> {
+    for (name, d) in &change.add {
+        if is_unix(d) {
+            devices::resolve_unix(name, d)?;
+        } else if let Some(source) = d.get("source")
+            && d.get("required").is_none_or(|v| v == "true")
+            && std::fs::metadata(source).is_err()
+        {
+            return Err(format!("Device {name:?}: missing source {source:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The host uid and gid bases of a running container's user namespace; `None` when it
+/// has none (privileged).
+fn running_ids(pid: i32) -> Option<(u32, u32)> {
+    let base = |file: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        let mut f = text.split_whitespace();
+        let (inside, outside, count) = (f.next()?, f.next()?, f.next()?);
+        if inside == "0" && outside == "0" && count == "4294967295" {
+            return None;
+        }
+        outside.parse().ok()
+    };
+    Some((base("uid_map")?, base("gid_map")?))
+}
+
+/// Runs `berthd forkmount`; its one-line error on failure.
+async fn forkmount(spec: &MountSpec) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
+    let arg = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let out = tokio::process::Command::new(exe)
+        .arg("forkmount")
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("Failed to run forkmount: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(err.trim().trim_start_matches("Error: ").to_owned())
+}
+
+/// Sets a device cgroup rule (`devices.allow` or `devices.deny`) of running container
+/// `name`.
+async fn cgroup_rule(
+    st: &State,
+    name: &str,
+    key: &'static str,
+    rule: String,
+) -> Result<(), String> {
+    let lxcpath = st.paths.containers();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let c = berth_lxc::Container::new(&name, &lxcpath).map_err(|e| e.to_string())?;
+        c.load_config(&lxcpath.join(&name).join("lxc.conf"))
+            .map_err(|e| e.to_string())?;
+        c.set_cgroup_item(key, &rule)
+            .map_err(|_| format!("Failed to set {key} {rule}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Applies `change` to running container `name` (init `pid`), whose devices become `now`.
+pub async fn apply(
+    st: &State,
+    name: &str,
+    pid: i32,
+    change: &Change,
+    now: &BTreeMap<String, Device>,
+) -> Result<(), String> {
+    let nodes = super::nodes_dir(st, name);
+    let ids = running_ids(pid);
+    let base = MountSpec {
+        pid,
+        userns: ids.is_some(),
+        ..MountSpec::default()
+    };
+    for (dev, d) in &change.remove {
+        let Some(path) = d.get("path").or_else(|| d.get("source")) else {
+            continue;
+        };
+        let spec = MountSpec {
+            target: path.clone(),
+            remove: is_unix(d),
+            ..base.clone()
+        };
+        // An optional disk whose source was missing was never mounted: nothing to undo.
+        let unmounted = forkmount(&spec).await;
+        if !is_unix(d) {
+            if let Err(e) = unmounted {
+                tracing::debug!(instance = name, device = dev, error = %e, "Nothing to unmount");
+            }
+            continue;
+        }
+        let _ = std::fs::remove_file(devices::node_path(&nodes, dev));
+        if let Ok(Some(node)) = devices::resolve_unix(dev, d) {
+            let rule = node.rule();
+            let still_used = devices::DEFAULT_RULES.contains(&rule.as_str())
+                || now.iter().filter(|(_, d)| is_unix(d)).any(|(n, d)| {
+                    devices::resolve_unix(n, d).is_ok_and(|o| o.is_some_and(|o| o.rule() == rule))
+                });
+            if !still_used {
+                cgroup_rule(st, name, "devices.deny", rule).await?;
+            }
+        }
+    }
+    for (dev, d) in &change.add {
+        if is_unix(d) {
+            let Some(node) = devices::resolve_unix(dev, d)? else {
+                continue;
+            };
+            let host = devices::make_node(&nodes, dev, &node, ids)?;
+            cgroup_rule(st, name, "devices.allow", node.rule()).await?;
+            let spec = MountSpec {
+                source: Some(host.to_string_lossy().into_owned()),
+                target: node.path.clone(),
+                ..base.clone()
+            };
+            forkmount(&spec)
+                .await
+                .map_err(|e| format!("Device {dev:?}: {e}"))?;
+            continue;
+        }
+        let (Some(source), Some(path)) = (d.get("source"), d.get("path")) else {
+            continue;
+        };
+        let flag = |k: &str| d.get(k).is_some_and(|v| v == "true");
+        let dir_source = match std::fs::metadata(source) {
+            Ok(m) => m.is_dir(),
+            Err(_) if d.get("required").is_some_and(|v| v == "false") => continue,
+            Err(e) => return Err(format!("Device {dev:?}: missing source {source:?}: {e}")),
+        };
+        let spec = MountSpec {
+            source: Some(source.clone()),
+            target: path.clone(),
+            dir: dir_source,
+            readonly: flag("readonly"),
+            recursive: flag("recursive"),
+            shift: flag("shift") && ids.is_some(),
+            propagation: d.get("propagation").cloned(),
+            ..base.clone()
+        };
+        forkmount(&spec)
+            .await
+            .map_err(|e| format!("Device {dev:?}: {e}"))?;
+    }
+    Ok(())
+}
