@@ -94,7 +94,10 @@ impl Client {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let p = files_path(instance, path);
-        let resp = self.transport.send(Method::POST, &p, headers, body).await?;
+        let resp = self
+            .transport
+            .send(Method::POST, &self.scoped(&p), headers, body)
+            .await?;
         let status = resp.status().as_u16();
         let env = envelope(&p, resp).await?;
         if status >= 400 || env.kind == berth_api::ResponseType::Error {
@@ -205,7 +208,7 @@ impl Client {
         let p = files_path(instance, path);
         let resp = self
             .transport
-            .send(Method::GET, &p, &[], Empty::<Bytes>::new())
+            .send(Method::GET, &self.scoped(&p), &[], Empty::<Bytes>::new())
             .await?;
         let status = resp.status().as_u16();
         let meta = meta_of(resp.headers());
@@ -264,7 +267,12 @@ impl Client {
         };
         let resp = self
             .transport
-            .send(Method::DELETE, &p, &headers, Empty::<Bytes>::new())
+            .send(
+                Method::DELETE,
+                &self.scoped(&p),
+                &headers,
+                Empty::<Bytes>::new(),
+            )
             .await?;
         let status = resp.status().as_u16();
         let env = envelope(&p, resp).await?;

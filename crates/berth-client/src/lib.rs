@@ -42,6 +42,8 @@ pub struct RawResponse {
 #[derive(Debug, Clone)]
 pub struct Client {
     transport: Transport,
+    /// The project every request names (`?project=`), when not the server's default.
+    project: Option<String>,
 }
 
 impl Client {
@@ -49,6 +51,7 @@ impl Client {
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Client {
             transport: Transport::Unix(path.into()),
+            project: None,
         }
     }
 
@@ -64,6 +67,24 @@ impl Client {
         Self::unix(dir.join("unix.socket"))
     }
 
+    /// The same server, with every request naming `project`.
+    #[must_use]
+    pub fn with_project(mut self, project: Option<String>) -> Self {
+        self.project = project.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// `path` with the client's project added to its query.
+    pub(crate) fn scoped<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.project {
+            Some(p) if !path.contains("project=") && !path.starts_with("/1.0/operations") => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                std::borrow::Cow::Owned(format!("{path}{sep}project={p}"))
+            }
+            _ => std::borrow::Cow::Borrowed(path),
+        }
+    }
+
     /// Sends a request and returns the reply whatever its status; fails only when the
     /// server cannot be reached or does not answer with an LXD envelope.
     pub async fn raw(
@@ -73,7 +94,10 @@ impl Client {
         body: Option<Bytes>,
         if_match: Option<&str>,
     ) -> Result<RawResponse, ClientError> {
-        let reply = self.transport.request(method, path, body, if_match).await?;
+        let reply = self
+            .transport
+            .request(method, &self.scoped(path), body, if_match)
+            .await?;
         let header = |name: &str| {
             reply
                 .headers
@@ -99,7 +123,7 @@ impl Client {
     pub async fn get_file(&self, path: &str) -> Result<Bytes, ClientError> {
         let reply = self
             .transport
-            .request(Method::GET, path, None, None)
+            .request(Method::GET, &self.scoped(path), None, None)
             .await?;
         if reply.status >= 400 {
             let envelope: Response<serde_json::Value> = serde_json::from_slice(&reply.body)

@@ -18,6 +18,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The project to work in (default: the one `berth project switch` chose, else default)
+    #[arg(long, global = true, env = "BERTH_PROJECT")]
+    project: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +82,9 @@ enum Command {
     /// Manage profiles
     #[command(subcommand)]
     Profile(cmd::profile::Command),
+    /// Manage projects
+    #[command(subcommand)]
+    Project(cmd::project::Command),
     /// Manage storage pools
     #[command(subcommand)]
     Storage(cmd::storage::Command),
@@ -104,7 +110,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = berth_client::Client::from_env();
+    let client = berth_client::Client::from_env().with_project(cmd::project::current(cli.project));
     // exec and shell exit with the command's own code.
     let exec_args = match cli.command {
         Command::Exec(a) => Some(a),
@@ -155,6 +161,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Profile(c) => cmd::profile::run(&client, c).await,
+            Command::Project(c) => cmd::project::run(&client, c).await,
             Command::Admin(c) => cmd::admin::run(&client, c).await,
             Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
         }

@@ -96,6 +96,10 @@ impl Events {
     }
 
     fn send(&self, kind: EventType, metadata: serde_json::Value) {
+        self.send_in(kind, metadata, berth_api::DEFAULT_PROJECT);
+    }
+
+    fn send_in(&self, kind: EventType, metadata: serde_json::Value, project: &str) {
         if self.inner.tx.receiver_count() == 0 {
             return;
         }
@@ -104,7 +108,7 @@ impl Events {
             timestamp: crate::state::now_rfc3339(),
             metadata,
             location: LOCATION.to_owned(),
-            project: berth_api::DEFAULT_PROJECT.to_owned(),
+            project: project.to_owned(),
         };
         let Ok(json) = serde_json::to_string(&event) else {
             return;
@@ -127,8 +131,14 @@ impl Events {
             context,
             requestor: None,
         };
+        // The object's project is in its URL (`?project=`) when not `default`.
+        let project = source
+            .split_once("project=")
+            .map_or(berth_api::DEFAULT_PROJECT, |(_, p)| {
+                p.split('&').next().unwrap_or_default()
+            });
         if let Ok(v) = serde_json::to_value(lc) {
-            self.send(EventType::Lifecycle, v);
+            self.send_in(EventType::Lifecycle, v, project);
         }
     }
 

@@ -16,6 +16,7 @@ pub mod list;
 pub mod monitor;
 pub mod operation;
 pub mod profile;
+pub mod project;
 pub mod query;
 pub mod rename;
 pub mod storage;

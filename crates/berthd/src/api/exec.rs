@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket};
-use axum::extract::{Path, State};
 use berth_api::{OperationClass, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,7 +61,7 @@ struct Control {
 /// `POST /1.0/instances/{name}/exec`.
 pub async fn post(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     Json(req): Json<ExecPost>,
 ) -> ApiResult {
     if req.command.is_empty() {
@@ -133,10 +133,7 @@ pub async fn post(
     metadata.insert("environment".into(), serde_json::json!(env));
     metadata.insert("interactive".into(), interactive.into());
     let mut resources = BTreeMap::new();
-    resources.insert(
-        "instances".to_owned(),
-        vec![format!("/1.0/instances/{name}")],
-    );
+    resources.insert("instances".to_owned(), vec![super::instances::url(&name)]);
     let wait = req.wait_for_websocket.unwrap_or(false);
     // Without websockets (as LXD): a plain task, no terminal, stdin empty, and the output
     // either recorded into the instance's log files or dropped.
@@ -155,7 +152,10 @@ pub async fn post(
         let file = |n: u8| {
             let ext = if n == 1 { "stdout" } else { "stderr" };
             let f = format!("exec_{id}.{ext}");
-            (dir.join(&f), format!("/1.0/instances/{name}/logs/{f}"))
+            (
+                dir.join(&f),
+                super::instances::url_sub(&name, &format!("/logs/{f}")),
+            )
         };
         [file(1), file(2)]
     });

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::extract::ws::Message;
-use axum::extract::{Path, State};
 use berth_api::{OperationClass, StatusCode};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -47,7 +47,7 @@ async fn running(st: &AppState, name: &str) -> Result<bool, ApiError> {
 /// `POST /1.0/instances/{name}/console`.
 pub async fn post(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     Json(req): Json<ConsolePost>,
 ) -> ApiResult {
     match req.kind.as_deref() {
@@ -67,10 +67,7 @@ pub async fn post(
         return Err(ApiError::bad_request("Instance is not running"));
     }
     let mut resources = BTreeMap::new();
-    resources.insert(
-        "instances".to_owned(),
-        vec![format!("/1.0/instances/{name}")],
-    );
+    resources.insert("instances".to_owned(), vec![super::instances::url(&name)]);
     let spec = OpSpec {
         class: OperationClass::Websocket,
         description: "Showing console".to_owned(),
@@ -244,7 +241,10 @@ fn log_path(st: &AppState, name: &str) -> std::path::PathBuf {
 
 /// `GET /1.0/instances/{name}/console`: the console log (the ring buffer of a running
 /// container, else the log file).
-pub async fn get_log(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_log(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     let is_running = running(&st, &name).await?;
     let lxcpath = st.paths.containers();
     let file = log_path(&st, &name);
@@ -266,7 +266,10 @@ pub async fn get_log(State(st): State<AppState>, Path(name): Path<String>) -> Ap
 }
 
 /// `DELETE /1.0/instances/{name}/console`: clears the console log.
-pub async fn clear_log(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn clear_log(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     let is_running = running(&st, &name).await?;
     let lxcpath = st.paths.containers();
     let file = log_path(&st, &name);

@@ -6,7 +6,7 @@
 //! may use either, replies carry both. Ids are the container's own.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode as Http, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
@@ -145,7 +145,7 @@ fn mode_header(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
 /// entries, or where a symlink points; metadata in the headers.
 pub async fn get(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let path = path_param(q.as_deref())?;
@@ -203,7 +203,7 @@ fn raw_response(body: Body, len: u64, path: &str) -> axum::response::Response {
 /// a directory, or creates a symlink (the body is its target).
 pub async fn post(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -271,7 +271,7 @@ pub async fn post(
 /// `X-Incus-force: true` (or `X-LXD-force`) a whole tree.
 pub async fn delete(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
@@ -300,7 +300,7 @@ pub async fn delete(
 /// SFTP session rooted in the container.
 pub async fn sftp(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     mut req: Request,
 ) -> ApiResult {
     let upgrade = req

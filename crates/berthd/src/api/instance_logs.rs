@@ -36,7 +36,10 @@ fn checked(file: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /1.0/instances/{name}/logs`.
-pub async fn list(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     exists(&st, &name).await?;
     let dir = crate::instances::container_dir(&st, &name);
     let mut files: Vec<String> = std::fs::read_dir(&dir)
@@ -51,7 +54,7 @@ pub async fn list(State(st): State<AppState>, Path(name): Path<String>) -> ApiRe
     Ok(sync(
         files
             .iter()
-            .map(|f| format!("/1.0/instances/{name}/logs/{f}"))
+            .map(|f| super::instances::url_sub(&name, &format!("/logs/{f}")))
             .collect::<Vec<_>>(),
     ))
 }
@@ -59,7 +62,8 @@ pub async fn list(State(st): State<AppState>, Path(name): Path<String>) -> ApiRe
 /// `GET /1.0/instances/{name}/logs/{file}`: the file itself, streamed.
 pub async fn get(
     State(st): State<AppState>,
-    Path((name, file)): Path<(String, String)>,
+    super::InstanceName(name): super::InstanceName,
+    Path((_, file)): Path<(String, String)>,
 ) -> ApiResult {
     exists(&st, &name).await?;
     checked(&file)?;
@@ -84,7 +88,7 @@ pub async fn get(
     );
     st.events.lifecycle(
         "instance-log-retrieved",
-        &format!("/1.0/instances/{name}/logs/{file}"),
+        &super::instances::url_sub(&name, &format!("/logs/{file}")),
         None,
     );
     Ok(resp)
@@ -93,7 +97,8 @@ pub async fn get(
 /// `DELETE /1.0/instances/{name}/logs/{file}`.
 pub async fn delete(
     State(st): State<AppState>,
-    Path((name, file)): Path<(String, String)>,
+    super::InstanceName(name): super::InstanceName,
+    Path((_, file)): Path<(String, String)>,
 ) -> ApiResult {
     exists(&st, &name).await?;
     checked(&file)?;
@@ -112,7 +117,7 @@ pub async fn delete(
     })?;
     st.events.lifecycle(
         "instance-log-deleted",
-        &format!("/1.0/instances/{name}/logs/{file}"),
+        &super::instances::url_sub(&name, &format!("/logs/{file}")),
         None,
     );
     Ok(sync(serde_json::Value::Object(serde_json::Map::new())))

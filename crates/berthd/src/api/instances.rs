@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use berth_api::instance::{Instance, InstanceState, InstanceStatePut, InstancesPost};
 use berth_api::{ErrorKind, OperationClass, StatusCode};
 
@@ -14,7 +14,22 @@ use crate::operations::OpSpec;
 use crate::state::now_rfc3339;
 
 fn not_found(name: &str) -> ApiError {
+    let name = crate::db::instances::api_name(name);
     ApiError::not_found(format!("Instance {name:?} not found"))
+}
+
+/// An instance's URL from its host-wide name: its name, and its project when not
+/// `default`.
+pub(crate) fn url(host_name: &str) -> String {
+    url_sub(host_name, "")
+}
+
+/// The URL of something under an instance (`/logs/F`…), from its host-wide name.
+pub(crate) fn url_sub(host_name: &str, sub: &str) -> String {
+    match host_name.split_once('_') {
+        Some((project, name)) => format!("/1.0/instances/{name}{sub}?project={project}"),
+        None => format!("/1.0/instances/{host_name}{sub}"),
+    }
 }
 
 /// An instance's record, or 404 naming it.
@@ -26,14 +41,23 @@ pub(crate) async fn find(st: &AppState, name: &str) -> Result<InstanceRecord, Ap
         .ok_or_else(|| not_found(name))
 }
 
-async fn profiles(st: &AppState, names: &[String]) -> Result<Vec<ProfileRecord>, ApiError> {
+/// Profiles `names` as the instances of `project` see them: the project's own, or
+/// `default`'s when it does not have `features.profiles`.
+pub(crate) async fn profiles(
+    st: &AppState,
+    project: &str,
+    names: &[String],
+) -> Result<Vec<ProfileRecord>, ApiError> {
     let names = names.to_vec();
+    let project = project.to_owned();
     let found = st
         .db
         .call(move |c| {
+            let from = crate::db::instances::project(c, &project)?
+                .map_or_else(|| project.clone(), |p| p.profiles_project().to_owned());
             names
                 .iter()
-                .map(|n| Ok((n.clone(), crate::db::instances::profile(c, n)?)))
+                .map(|n| Ok((n.clone(), crate::db::instances::profile(c, &from, n)?)))
                 .collect::<Result<Vec<_>, crate::db::DbError>>()
         })
         .await?;
@@ -58,7 +82,7 @@ pub(crate) fn validate_config(
 fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) -> Instance {
     let (expanded_config, expanded_devices) = inst::expand(profiles, rec);
     Instance {
-        name: rec.name.clone(),
+        name: rec.api_name().to_owned(),
         description: rec.description.clone(),
         status: status.name().to_owned(),
         status_code: status.code(),
@@ -66,7 +90,7 @@ fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) 
         last_used_at: rec.last_used_at.clone(),
         location: "none".to_owned(),
         kind: "container".to_owned(),
-        project: berth_api::DEFAULT_PROJECT.to_owned(),
+        project: rec.project.clone(),
         architecture: rec.architecture.clone(),
         ephemeral: rec.ephemeral,
         stateful: false,
@@ -94,7 +118,7 @@ pub(crate) async fn status_of(st: &AppState, name: &str) -> (StatusCode, Option<
 }
 
 async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError> {
-    let profiles = profiles(st, &rec.profiles).await?;
+    let profiles = profiles(st, &rec.project, &rec.profiles).await?;
     let (status, _) = status_of(st, &rec.name).await;
     Ok(render(rec, &profiles, status))
 }
@@ -102,7 +126,7 @@ async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError>
 /// The rootfs directory of an instance, on its root disk's pool.
 pub async fn rootfs_path(st: &AppState, name: &str) -> Result<std::path::PathBuf, ApiError> {
     let rec = find(st, name).await?;
-    let profiles = profiles(st, &rec.profiles).await?;
+    let profiles = profiles(st, &rec.project, &rec.profiles).await?;
     let (_, devices) = inst::expand(&profiles, &rec);
     let pool = inst::root_pool(&devices)
         .and_then(|p| st.pools.get(&p))
@@ -127,30 +151,44 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
         ),
         _ => None,
     };
-    let recs = st.db.call(|c| crate::db::instances::list(c)).await?;
+    // `?project=` lists that project's instances; `all-projects=true` every project's.
+    let every = super::query_value(q.as_deref(), "all-projects").is_some_and(|v| v == "true");
+    let project = super::project_param(q.as_deref());
+    let mut recs = st.db.call(|c| crate::db::instances::list(c)).await?;
+    recs.retain(|r| every || r.project == project);
     if level == 0 && filter.is_none() {
-        return Ok(sync(
-            recs.iter()
-                .map(|r| format!("/1.0/instances/{}", r.name))
-                .collect::<Vec<_>>(),
-        ));
+        return Ok(sync(recs.iter().map(|r| url(&r.name)).collect::<Vec<_>>()));
     }
-    // One query for the profiles and one blocking task for every container's state: a
-    // list of hundreds must not cost hundreds of round trips.
-    let all: HashMap<String, ProfileRecord> = st
+    // One query for the profiles and projects, and one blocking task for every
+    // container's state: a list of hundreds must not cost hundreds of round trips.
+    let (all_profiles, projects) = st
         .db
-        .call(|c| crate::db::instances::all_profiles(c))
-        .await?
+        .call(|c| {
+            Ok((
+                crate::db::instances::all_profiles(c)?,
+                crate::db::instances::projects(c)?,
+            ))
+        })
+        .await?;
+    let profile_project: HashMap<String, String> = projects
+        .iter()
+        .map(|p| (p.name.clone(), p.profiles_project().to_owned()))
+        .collect();
+    let all: HashMap<(String, String), ProfileRecord> = all_profiles
         .into_iter()
-        .map(|p| (p.name.clone(), p))
+        .map(|p| ((p.project.clone(), p.name.clone()), p))
         .collect();
     let work: Vec<(InstanceRecord, Vec<ProfileRecord>)> = recs
         .into_iter()
         .map(|rec| {
+            let from = profile_project
+                .get(&rec.project)
+                .cloned()
+                .unwrap_or_else(|| rec.project.clone());
             let profiles = rec
                 .profiles
                 .iter()
-                .filter_map(|p| all.get(p).cloned())
+                .filter_map(|p| all.get(&(from.clone(), p.clone())).cloned())
                 .collect();
             (rec, profiles)
         })
@@ -180,7 +218,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
             return None;
         }
         if level == 0 {
-            v = serde_json::Value::String(format!("/1.0/instances/{}", rec.name));
+            v = serde_json::Value::String(url(&rec.name));
         }
         serde_json::value::to_raw_value(&v).ok()
     };
@@ -226,7 +264,7 @@ fn instance_etag(rec: &InstanceRecord) -> String {
 /// (LXD's `instance_get_full`, which `lxc info` uses).
 pub async fn get(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let level = recursion(q.as_deref())?;
@@ -258,7 +296,7 @@ pub struct InstancePost {
 /// runtime directory and logs) in an operation, as LXD.
 pub async fn rename(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     Json(req): Json<InstancePost>,
 ) -> ApiResult {
     let rec = find(&st, &name).await?;
@@ -268,7 +306,7 @@ pub async fn rename(
         ));
     }
     let to = if req.name.is_empty() {
-        name.clone()
+        rec.api_name().to_owned()
     } else {
         req.name.clone()
     };
@@ -278,6 +316,7 @@ pub async fn rename(
         ));
     }
     inst::validate_name(&to).map_err(ApiError::bad_request)?;
+    let to = crate::db::instances::host_name(&rec.project, &to);
     if to != name {
         let t = to.clone();
         if st
@@ -288,7 +327,10 @@ pub async fn rename(
         {
             return Err(ApiError::new(
                 ErrorKind::AlreadyExists,
-                format!("Name {to:?} already in use"),
+                format!(
+                    "Name {:?} already in use",
+                    crate::db::instances::api_name(&to)
+                ),
             ));
         }
     }
@@ -319,7 +361,9 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     if status_of(st, &from).await.0 != StatusCode::Stopped {
         return Err("Renaming of running instance not allowed".to_owned());
     }
-    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let profiles = profiles(st, &rec.project, &rec.profiles)
+        .await
+        .map_err(|e| e.message)?;
     let (_, devices) = inst::expand(&profiles, rec);
     let pool = inst::root_pool(&devices).and_then(|p| st.pools.get(&p));
     let (f, t) = (from.clone(), to.to_owned());
@@ -375,11 +419,7 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     st.instances.forget(&from);
     let mut ctx = serde_json::Map::new();
     ctx.insert("old_name".into(), from.into());
-    st.events.lifecycle(
-        "instance-renamed",
-        &format!("/1.0/instances/{to}"),
-        Some(ctx),
-    );
+    st.events.lifecycle("instance-renamed", &url(to), Some(ctx));
     Ok(())
 }
 
@@ -402,10 +442,17 @@ pub(crate) fn validate_devices(
             Some("none") => {}
             Some("disk") if d.get("path").map(String::as_str) == Some("/") => {
                 if d.keys()
-                    .any(|k| !matches!(k.as_str(), "type" | "path" | "pool"))
+                    .any(|k| !matches!(k.as_str(), "type" | "path" | "pool" | "size"))
                 {
                     return Err(ApiError::bad_request(format!(
-                        "Device {name:?}: only type, path and pool are supported on the root disk yet"
+                        "Device {name:?}: only type, path, pool and size are supported on the root disk yet"
+                    )));
+                }
+                if let Some(size) = d.get("size")
+                    && inst::limits::parse_size(size).is_none()
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "Device {name:?}: invalid value {size:?} for \"size\": expected a size such as 10GiB"
                     )));
                 }
             }
@@ -433,7 +480,7 @@ pub(crate) fn validate_devices(
 /// `PUT /1.0/instances/{name}`: replaces the writable fields.
 pub async fn put(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     headers: axum::http::HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
@@ -444,7 +491,7 @@ pub async fn put(
 /// unsets the key.
 pub async fn patch(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     headers: axum::http::HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
@@ -522,12 +569,16 @@ async fn update(
     if let Some(e) = field(&body, "ephemeral")? {
         rec.ephemeral = e;
     }
+    let profiles = profiles(st, &rec.project, &rec.profiles).await?;
+    let (expanded, devices) = inst::expand(&profiles, &rec);
+    let candidate = (rec.name.clone(), expanded.clone(), devices.clone());
+    super::projects::check_allowed(st, &rec.project, &candidate).await?;
     validate_config(&rec.config, st.runtime.host)?;
     validate_devices(&rec.devices)?;
-    let profiles = profiles(st, &rec.profiles).await?;
-    let (expanded, devices) = inst::expand(&profiles, &rec);
     validate_config(&expanded, st.runtime.host)?;
-    let (old_expanded, old_devices) = inst::expand(&profiles, &old);
+    super::projects::check_limits_with(st, &rec.project, &candidate).await?;
+    let old_profiles = self::profiles(st, &old.project, &old.profiles).await?;
+    let (old_expanded, old_devices) = inst::expand(&old_profiles, &old);
     if inst::root_pool(&devices) != inst::root_pool(&old_devices) {
         return Err(ApiError::bad_request(
             "The root disk's pool cannot be changed",
@@ -559,8 +610,7 @@ async fn update(
                 .map_err(|e| ApiError::new(berth_api::ErrorKind::Internal, e))?;
         }
     }
-    st.events
-        .lifecycle("instance-updated", &format!("/1.0/instances/{name}"), None);
+    st.events.lifecycle("instance-updated", &url(name), None);
     let op = st
         .ops
         .start(spec("Updating instance", name), |_| async { Ok(()) });
@@ -608,10 +658,7 @@ pub(crate) fn apply_live(
 
 fn spec(description: &str, name: &str) -> OpSpec {
     let mut resources = BTreeMap::new();
-    resources.insert(
-        "instances".to_owned(),
-        vec![format!("/1.0/instances/{name}")],
-    );
+    resources.insert("instances".to_owned(), vec![url(name)]);
     OpSpec {
         class: OperationClass::Task,
         description: description.to_owned(),
@@ -624,8 +671,14 @@ fn spec(description: &str, name: &str) -> OpSpec {
 
 /// `POST /1.0/instances`: creates an instance from a local image (or empty), and starts it
 /// when asked.
-pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) -> ApiResult {
+pub async fn post(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    Json(req): Json<InstancesPost>,
+) -> ApiResult {
     inst::validate_name(&req.name).map_err(ApiError::bad_request)?;
+    let project = super::project_param(q.as_deref());
+    let host_name = crate::db::instances::host_name(&project, &req.name);
     if !req.kind.is_empty() && req.kind != "container" {
         return Err(ApiError::bad_request(format!(
             "Instance type {:?} is not supported",
@@ -635,8 +688,6 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
     if req.config.keys().any(|k| k.starts_with("volatile.")) {
         return Err(ApiError::bad_request("volatile.* keys are set by berthd"));
     }
-    validate_config(&req.config, st.runtime.host)?;
-    validate_devices(&req.devices)?;
     let image = match req.source.kind.as_str() {
         "image" => {
             if !req.source.server.is_empty() {
@@ -674,7 +725,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         .unwrap_or_else(|| vec!["default".to_owned()]);
     // Held until the instance is recorded: its profiles cannot change or go meanwhile.
     let profile_guard = st.profile_lock.lock().await;
-    let profiles = profiles(&st, &profile_names).await?;
+    let profiles = profiles(&st, &project, &profile_names).await?;
     let now = now_rfc3339();
     let mut config = req.config.clone();
     let architecture = image
@@ -693,7 +744,8 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
     config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
     config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
     let rec = InstanceRecord {
-        name: req.name.clone(),
+        name: host_name.clone(),
+        project: project.clone(),
         architecture,
         description: req.description.clone(),
         ephemeral: req.ephemeral,
@@ -704,7 +756,12 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         last_used_at: "0001-01-01T00:00:00Z".to_owned(),
     };
     let (expanded, devices) = inst::expand(&profiles, &rec);
+    let candidate = (host_name.clone(), expanded.clone(), devices.clone());
+    super::projects::check_allowed(&st, &project, &candidate).await?;
+    validate_config(&req.config, st.runtime.host)?;
+    validate_devices(&req.devices)?;
     validate_config(&expanded, st.runtime.host)?;
+    super::projects::check_limits_with(&st, &project, &candidate).await?;
     let expanded_for_map = expanded.clone();
     let pool_name = inst::root_pool(&devices)
         .ok_or_else(|| ApiError::bad_request("The instance has no root disk device"))?;
@@ -714,7 +771,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
         ))
     })?;
 
-    let lock = st.instances.lock(&req.name);
+    let lock = st.instances.lock(&host_name);
     let guard = lock.clone().lock_owned().await;
     let mut stored = rec.clone();
     let pn = pool_name.clone();
@@ -745,7 +802,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
     let start = req.start;
     let state = st.clone();
     let op = st.ops.start(
-        spec("Creating instance", &req.name),
+        spec("Creating instance", &host_name),
         move |ctx| async move {
             let _guard = guard;
             let st = state;
@@ -765,7 +822,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
             }
             st.events.lifecycle(
                 "instance-created",
-                &format!("/1.0/instances/{}", rec.name),
+                &url(&rec.name),
                 None,
             );
             if start {
@@ -784,7 +841,7 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<InstancesPost>) ->
                 );
                 st.events.lifecycle(
                     "instance-started",
-                    &format!("/1.0/instances/{}", rec.name),
+                    &url(&rec.name),
                     None,
                 );
             }
@@ -849,7 +906,7 @@ async fn create(
         .map_err(|e| crate::logging::chain(&e))?;
     let md: berth_image::ImageMetadata = serde_json::from_str(&img.metadata).unwrap_or_default();
     let ctx = templates::Context {
-        name: &rec.name,
+        name: rec.api_name(),
         architecture: &rec.architecture,
         config: &rec.config,
     };
@@ -928,7 +985,10 @@ async fn set_power(st: &AppState, name: &str, power: &str) {
 }
 
 /// `DELETE /1.0/instances/{name}`: the instance must be stopped.
-pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     let rec = find(&st, &name).await?;
     let guard = st.instances.lock(&name).lock_owned().await;
     if status_of(&st, &name).await.0 != StatusCode::Stopped {
@@ -947,7 +1007,9 @@ pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Api
 }
 
 async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
-    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let profiles = profiles(st, &rec.project, &rec.profiles)
+        .await
+        .map_err(|e| e.message)?;
     let (_, devices) = inst::expand(&profiles, rec);
     if let Some(pool) = inst::root_pool(&devices).and_then(|p| st.pools.get(&p)) {
         match pool.delete_volume(berth_storage::VolumeType::Container, &rec.name) {
@@ -964,11 +1026,8 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
         .await
         .map_err(|e| crate::logging::chain(&e))?;
     st.instances.forget(&rec.name);
-    st.events.lifecycle(
-        "instance-deleted",
-        &format!("/1.0/instances/{}", rec.name),
-        None,
-    );
+    st.events
+        .lifecycle("instance-deleted", &url(&rec.name), None);
     Ok(())
 }
 
@@ -1057,7 +1116,10 @@ async fn state_of(st: &AppState, name: &str) -> InstanceState {
 }
 
 /// `GET /1.0/instances/{name}/state`.
-pub async fn get_state(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_state(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     find(&st, &name).await?;
     Ok(sync(state_of(&st, &name).await))
 }
@@ -1065,7 +1127,7 @@ pub async fn get_state(State(st): State<AppState>, Path(name): Path<String>) -> 
 /// `PUT /1.0/instances/{name}/state`.
 pub async fn put_state(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    super::InstanceName(name): super::InstanceName,
     Json(req): Json<InstanceStatePut>,
 ) -> ApiResult {
     let rec = find(&st, &name).await?;
@@ -1099,11 +1161,13 @@ async fn change_state(
     req: &InstanceStatePut,
 ) -> Result<(), String> {
     let name = &rec.name;
-    let source = format!("/1.0/instances/{name}");
+    let source = url(name);
     let (status, _) = status_of(st, name).await;
     let running = status != StatusCode::Stopped;
     // The root disk may come from a profile: look at the expanded devices.
-    let profiles = profiles(st, &rec.profiles).await.map_err(|e| e.message)?;
+    let profiles = profiles(st, &rec.project, &rec.profiles)
+        .await
+        .map_err(|e| e.message)?;
     let (config, devices) = inst::expand(&profiles, rec);
     let pool = inst::root_pool(&devices).and_then(|p| st.pools.get(&p));
     let rootfs = || -> Result<std::path::PathBuf, String> {
@@ -1217,7 +1281,7 @@ pub async fn autostart(st: AppState) {
         return;
     };
     for rec in recs {
-        let Ok(profiles) = profiles(&st, &rec.profiles).await else {
+        let Ok(profiles) = profiles(&st, &rec.project, &rec.profiles).await else {
             continue;
         };
         let (config, _) = inst::expand(&profiles, &rec);
@@ -1239,7 +1303,10 @@ pub async fn autostart(st: AppState) {
 }
 
 /// `GET /1.0/instances/{name}/snapshots`: snapshots do not exist yet, so the list is empty.
-pub async fn list_snapshots(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn list_snapshots(
+    State(st): State<AppState>,
+    super::InstanceName(name): super::InstanceName,
+) -> ApiResult {
     find(&st, &name).await?;
     Ok(sync(Vec::<serde_json::Value>::new()))
 }

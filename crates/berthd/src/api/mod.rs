@@ -298,15 +298,63 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed")
 }
 
-/// Only the `default` project exists: `?project=` naming any other is a 404 everywhere.
-async fn check_project(req: Request, next: Next) -> Response {
-    if let Some(p) = query_param(req.uri().query(), "project")
-        && !p.is_empty()
-        && p != berth_api::DEFAULT_PROJECT
-    {
-        return ApiError::not_found(format!("Project \"{p}\" not found")).into_response();
+/// The project a request names with `?project=` (`default` when absent).
+pub fn project_param(query: Option<&str>) -> String {
+    query_param(query, "project")
+        .map(str::to_owned)
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| berth_api::DEFAULT_PROJECT.to_owned())
+}
+
+/// `?project=` naming a project that does not exist is a 404 everywhere.
+async fn check_project(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let p = project_param(req.uri().query());
+    if p != berth_api::DEFAULT_PROJECT {
+        let name = p.clone();
+        match st
+            .db
+            .call(move |c| crate::db::instances::project(c, &name))
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return ApiError::not_found(format!("Project \"{p}\" not found")).into_response();
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     next.run(req).await
+}
+
+/// The host-wide name of the instance a request's path names, in the request's project
+/// (see [`crate::db::instances`]).
+#[derive(Debug)]
+pub struct InstanceName(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for InstanceName {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let name = params
+            .iter()
+            .find(|(k, _)| *k == "name")
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
+        let project = project_param(parts.uri.query());
+        Ok(InstanceName(crate::db::instances::host_name(
+            &project, &name,
+        )))
+    }
 }
 
 /// The whole API.
@@ -325,8 +373,16 @@ pub fn router(state: AppState) -> Router {
         .route("/1.0/operations/{id}/wait", get(operations::wait))
         .route("/1.0/operations/{id}/websocket", get(operations::websocket))
         .route("/1.0/events", get(events::get))
-        .route("/1.0/projects", get(projects::list))
-        .route("/1.0/projects/{name}", get(projects::get))
+        .route("/1.0/projects", get(projects::list).post(projects::post))
+        .route(
+            "/1.0/projects/{name}",
+            get(projects::get)
+                .put(projects::put)
+                .patch(projects::patch)
+                .delete(projects::delete)
+                .post(projects::rename),
+        )
+        .route("/1.0/projects/{name}/state", get(projects::state))
         .route("/1.0/cluster", get(cluster::get))
         .route("/1.0/warnings", get(warnings::list))
         .route("/1.0/warnings/{uuid}", get(warnings::get))
@@ -434,7 +490,7 @@ pub fn router(state: AppState) -> Router {
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(check_project))
+        .layer(middleware::from_fn_with_state(state.clone(), check_project))
         .with_state(state)
 }
 

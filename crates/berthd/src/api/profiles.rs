@@ -2,8 +2,11 @@
 //!
 //! A profile change is checked against every instance using it before anything is
 //! written (an instance that would become invalid refuses the whole change, naming it);
-//! then limits reach running instances live. `default` always exists: it can be edited,
-//! not deleted or renamed.
+//! then limits and devices reach running instances live. `default` always exists: it can
+//! be edited, not deleted or renamed.
+//!
+//! Profiles belong to a project: `?project=P` works on P's own profiles when P has
+//! `features.profiles=true`, else on the `default` project's, which P's instances then use.
 
 use std::collections::BTreeMap;
 
@@ -54,14 +57,55 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("Profile {name:?} not found"))
 }
 
+/// Whose profiles a request works on.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The project the request names.
+    project: String,
+    /// The project whose profiles those are.
+    profiles: String,
+    /// Every project whose instances use these profiles.
+    users: Vec<String>,
+}
+
+impl Scope {
+    fn url(&self, name: &str) -> String {
+        if self.project == berth_api::DEFAULT_PROJECT {
+            format!("/1.0/profiles/{name}")
+        } else {
+            format!("/1.0/profiles/{name}?project={}", self.project)
+        }
+    }
+}
+
+async fn scope(st: &AppState, q: Option<&str>) -> Result<Scope, ApiError> {
+    let project = super::project_param(q);
+    let projects = st.db.call(|c| crate::db::instances::projects(c)).await?;
+    let profiles = projects
+        .iter()
+        .find(|p| p.name == project)
+        .map_or_else(|| project.clone(), |p| p.profiles_project().to_owned());
+    let users = projects
+        .iter()
+        .filter(|p| p.profiles_project() == profiles)
+        .map(|p| p.name.clone())
+        .collect();
+    Ok(Scope {
+        project,
+        profiles,
+        users,
+    })
+}
+
 fn etag(p: &ProfileRecord) -> String {
     crate::state::etag_of(&(&p.name, &p.description, &p.config, &p.devices))
 }
 
-async fn find(st: &AppState, name: &str) -> Result<ProfileRecord, ApiError> {
+async fn find(st: &AppState, scope: &Scope, name: &str) -> Result<ProfileRecord, ApiError> {
     let n = name.to_owned();
+    let p = scope.profiles.clone();
     st.db
-        .call(move |c| crate::db::instances::profile(c, &n))
+        .call(move |c| crate::db::instances::profile(c, &p, &n))
         .await?
         .ok_or_else(|| not_found(name))
 }
@@ -77,30 +121,35 @@ fn used_by(name: &str, instances: &[InstanceRecord]) -> Vec<String> {
     instances
         .iter()
         .filter(|i| i.profiles.iter().any(|p| p == name))
-        .map(|i| format!("/1.0/instances/{}", i.name))
+        .map(|i| super::instances::url(&i.name))
         .collect()
 }
 
-async fn all_instances(st: &AppState) -> Result<Vec<InstanceRecord>, ApiError> {
-    Ok(st.db.call(|c| crate::db::instances::list(c)).await?)
+/// The instances that use the scope's profiles.
+async fn all_instances(st: &AppState, scope: &Scope) -> Result<Vec<InstanceRecord>, ApiError> {
+    let mut all = st.db.call(|c| crate::db::instances::list(c)).await?;
+    all.retain(|i| scope.users.contains(&i.project));
+    Ok(all)
 }
 
 /// `GET /1.0/profiles`.
 pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let level = recursion(q.as_deref())?;
-    let profiles = st
+    let scope = scope(&st, q.as_deref()).await?;
+    let mut profiles = st
         .db
         .call(|c| crate::db::instances::all_profiles(c))
         .await?;
+    profiles.retain(|p| p.project == scope.profiles);
     if level == 0 {
         return Ok(sync(
             profiles
                 .iter()
-                .map(|p| format!("/1.0/profiles/{}", p.name))
+                .map(|p| scope.url(&p.name))
                 .collect::<Vec<_>>(),
         ));
     }
-    let instances = all_instances(&st).await?;
+    let instances = all_instances(&st, &scope).await?;
     Ok(sync(
         profiles
             .iter()
@@ -110,9 +159,14 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
 }
 
 /// `GET /1.0/profiles/{name}`.
-pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let p = find(&st, &name).await?;
-    let instances = all_instances(&st).await?;
+pub async fn get(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let scope = scope(&st, q.as_deref()).await?;
+    let p = find(&st, &scope, &name).await?;
+    let instances = all_instances(&st, &scope).await?;
     Ok(super::sync_etag(
         render(&p, &used_by(&name, &instances)),
         &etag(&p),
@@ -120,14 +174,20 @@ pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiRes
 }
 
 /// `POST /1.0/profiles`.
-pub async fn post(State(st): State<AppState>, Json(req): Json<ProfilesPost>) -> ApiResult {
+pub async fn post(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    Json(req): Json<ProfilesPost>,
+) -> ApiResult {
     check_name(&req.name)?;
+    let scope = scope(&st, q.as_deref()).await?;
     let config = req.config.unwrap_or_default();
     let devices = req.devices.unwrap_or_default();
     validate_config(&config, st.runtime.host)?;
     validate_devices(&devices)?;
     let _guard = st.profile_lock.lock().await;
     let rec = ProfileRecord {
+        project: scope.profiles.clone(),
         name: req.name.clone(),
         description: req.description.unwrap_or_default(),
         config,
@@ -144,43 +204,45 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<ProfilesPost>) -> 
             format!("Profile {:?} already exists", req.name),
         ));
     }
-    st.events.lifecycle(
-        "profile-created",
-        &format!("/1.0/profiles/{}", req.name),
-        None,
-    );
-    Ok(super::sync_created(&format!("/1.0/profiles/{}", req.name)))
+    st.events
+        .lifecycle("profile-created", &scope.url(&req.name), None);
+    Ok(super::sync_created(&scope.url(&req.name)))
 }
 
 /// `PUT /1.0/profiles/{name}`: replaces description, config and devices.
 pub async fn put(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
-    update(&st, &name, &headers, req, true).await
+    let scope = scope(&st, q.as_deref()).await?;
+    update(&st, &scope, &name, &headers, req, true).await
 }
 
 /// `PATCH /1.0/profiles/{name}`: merges; an empty config value unsets the key.
 pub async fn patch(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
-    update(&st, &name, &headers, req, false).await
+    let scope = scope(&st, q.as_deref()).await?;
+    update(&st, &scope, &name, &headers, req, false).await
 }
 
 async fn update(
     st: &AppState,
+    scope: &Scope,
     name: &str,
     headers: &HeaderMap,
     body: serde_json::Value,
     replace: bool,
 ) -> ApiResult {
     let _guard = st.profile_lock.lock().await;
-    let old = find(st, name).await?;
+    let old = find(st, scope, name).await?;
     super::check_if_match(headers, &etag(&old))?;
     let mut new = old.clone();
     match field::<BTreeMap<String, String>>(&body, "config")? {
@@ -211,11 +273,12 @@ async fn update(
     validate_config(&new.config, st.runtime.host)?;
     validate_devices(&new.devices)?;
     // Every instance using the profile must stay valid; its root disk must not move.
-    let instances = all_instances(st).await?;
-    let all = st
+    let instances = all_instances(st, scope).await?;
+    let mut all = st
         .db
         .call(|c| crate::db::instances::all_profiles(c))
         .await?;
+    all.retain(|p| p.project == scope.profiles);
     let expand_with = |rec: &InstanceRecord, replacement: &ProfileRecord| {
         let profiles: Vec<ProfileRecord> = rec
             .profiles
@@ -237,9 +300,20 @@ async fn update(
     let mut running = Vec::new();
     for rec in &users {
         let (config, devices) = expand_with(rec, &new);
-        validate_config(&config, st.runtime.host).map_err(|e| {
-            ApiError::bad_request(format!("Instance {:?}: {}", rec.name, e.message))
-        })?;
+        let candidate = (rec.name.clone(), config.clone(), devices.clone());
+        let naming = |e: ApiError| {
+            ApiError::new(
+                e.kind,
+                format!("Instance {:?}: {}", rec.api_name(), e.message),
+            )
+        };
+        super::projects::check_allowed(st, &rec.project, &candidate)
+            .await
+            .map_err(naming)?;
+        validate_config(&config, st.runtime.host).map_err(naming)?;
+        super::projects::check_limits_with(st, &rec.project, &candidate)
+            .await
+            .map_err(naming)?;
         let (_, old_devices) = expand_with(rec, &old);
         if let (_, Some(pid)) = status_of(st, &rec.name).await {
             let change = inst::hotplug::diff(&old_devices, &devices);
@@ -273,7 +347,7 @@ async fn update(
             let mut records = Vec::new();
             for (mut rec, expanded) in remapped {
                 if let Err(e) = super::instances::assign_idmap(c, &mut rec, &expanded, ids, false) {
-                    return Ok(Err(format!("Instance {:?}: {e}", rec.name)));
+                    return Ok(Err(format!("Instance {:?}: {e}", rec.api_name())));
                 }
                 records.push(rec);
             }
@@ -301,12 +375,17 @@ async fn update(
         }
     }
     st.events
-        .lifecycle("profile-updated", &format!("/1.0/profiles/{name}"), None);
+        .lifecycle("profile-updated", &scope.url(name), None);
     Ok(super::sync_empty())
 }
 
 /// `DELETE /1.0/profiles/{name}`: not `default`, not while instances use it.
-pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let scope = scope(&st, q.as_deref()).await?;
     if name == "default" {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -314,19 +393,19 @@ pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Api
         ));
     }
     let _guard = st.profile_lock.lock().await;
-    find(&st, &name).await?;
-    let instances = all_instances(&st).await?;
+    find(&st, &scope, &name).await?;
+    let instances = all_instances(&st, &scope).await?;
     if !used_by(&name, &instances).is_empty() {
         return Err(ApiError::bad_request(format!(
             "Profile {name:?} is currently in use"
         )));
     }
-    let n = name.clone();
+    let (p, n) = (scope.profiles.clone(), name.clone());
     st.db
-        .call(move |c| crate::db::instances::delete_profile(c, &n))
+        .call(move |c| crate::db::instances::delete_profile(c, &p, &n))
         .await?;
     st.events
-        .lifecycle("profile-deleted", &format!("/1.0/profiles/{name}"), None);
+        .lifecycle("profile-deleted", &scope.url(&name), None);
     Ok(super::sync_empty())
 }
 
@@ -334,8 +413,10 @@ pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Api
 pub async fn rename(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
     Json(req): Json<ProfilePost>,
 ) -> ApiResult {
+    let scope = scope(&st, q.as_deref()).await?;
     if name == "default" {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -344,11 +425,12 @@ pub async fn rename(
     }
     check_name(&req.name)?;
     let _guard = st.profile_lock.lock().await;
-    find(&st, &name).await?;
+    find(&st, &scope, &name).await?;
     let (from, to) = (name.clone(), req.name.clone());
+    let (p, users) = (scope.profiles.clone(), scope.users.clone());
     let renamed = st
         .db
-        .call(move |c| crate::db::instances::rename_profile(c, &from, &to))
+        .call(move |c| crate::db::instances::rename_profile(c, &p, &users, &from, &to))
         .await?;
     if !renamed {
         return Err(ApiError::new(
@@ -358,10 +440,7 @@ pub async fn rename(
     }
     let mut ctx = serde_json::Map::new();
     ctx.insert("old_name".into(), name.into());
-    st.events.lifecycle(
-        "profile-renamed",
-        &format!("/1.0/profiles/{}", req.name),
-        Some(ctx),
-    );
-    Ok(super::sync_created(&format!("/1.0/profiles/{}", req.name)))
+    st.events
+        .lifecycle("profile-renamed", &scope.url(&req.name), Some(ctx));
+    Ok(super::sync_created(&scope.url(&req.name)))
 }

@@ -1,4 +1,9 @@
-//! The instances, profiles and internal tables.
+//! The instances, profiles, projects and internal tables.
+//!
+//! An instance's `name` here is its host-wide name: the API name in the `default` project,
+//! `PROJECT_NAME` in another (project names hold no `_`, instance names neither), so
+//! containers, volumes and cgroups of different projects never collide. Profiles are keyed
+//! by project and name.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +15,10 @@ use super::{DbError, from_json, to_json};
 /// A stored instance.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceRecord {
+    /// The host-wide name (see the module header); [`InstanceRecord::api_name`] is the
+    /// name the API shows.
     pub name: String,
+    pub project: String,
     pub architecture: String,
     pub description: String,
     pub ephemeral: bool,
@@ -21,16 +29,38 @@ pub struct InstanceRecord {
     pub last_used_at: String,
 }
 
+impl InstanceRecord {
+    /// The instance's name within its project.
+    pub fn api_name(&self) -> &str {
+        api_name(&self.name)
+    }
+}
+
+/// The host-wide name of instance `name` in `project`.
+pub fn host_name(project: &str, name: &str) -> String {
+    if project == berth_api::DEFAULT_PROJECT || project.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{project}_{name}")
+    }
+}
+
+/// The name within its project of a host-wide instance name.
+pub fn api_name(host_name: &str) -> &str {
+    host_name.split_once('_').map_or(host_name, |(_, n)| n)
+}
+
 /// A stored profile.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileRecord {
+    pub project: String,
     pub name: String,
     pub description: String,
     pub config: BTreeMap<String, String>,
     pub devices: BTreeMap<String, Device>,
 }
 
-const COLUMNS: &str = "name, architecture, description, ephemeral, profiles, config, devices, created_at, last_used_at";
+const COLUMNS: &str = "name, architecture, description, ephemeral, profiles, config, devices, created_at, last_used_at, project";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
     Ok(InstanceRecord {
@@ -43,6 +73,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRecord> {
         devices: from_json(&r.get::<_, String>(6)?),
         created_at: r.get(7)?,
         last_used_at: r.get(8)?,
+        project: r.get(9)?,
     })
 }
 
@@ -68,7 +99,9 @@ pub fn get(conn: &Connection, name: &str) -> Result<Option<InstanceRecord>, DbEr
 pub fn insert(conn: &mut Connection, i: &InstanceRecord, pool: &str) -> Result<(), DbError> {
     let tx = conn.transaction()?;
     tx.execute(
-        &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!(
+            "INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
         params![
             i.name,
             i.architecture,
@@ -78,7 +111,8 @@ pub fn insert(conn: &mut Connection, i: &InstanceRecord, pool: &str) -> Result<(
             to_json(&i.config),
             to_json(&i.devices),
             i.created_at,
-            i.last_used_at
+            i.last_used_at,
+            i.project
         ],
     )?;
     tx.execute(
@@ -142,45 +176,49 @@ pub fn rename(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbErr
     Ok(true)
 }
 
-/// One profile.
-pub fn profile(conn: &Connection, name: &str) -> Result<Option<ProfileRecord>, DbError> {
+const PROFILE_COLUMNS: &str = "project, name, description, config, devices";
+
+fn profile_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
+    Ok(ProfileRecord {
+        project: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        config: from_json(&r.get::<_, String>(3)?),
+        devices: from_json(&r.get::<_, String>(4)?),
+    })
+}
+
+/// One profile of `project`.
+pub fn profile(
+    conn: &Connection,
+    project: &str,
+    name: &str,
+) -> Result<Option<ProfileRecord>, DbError> {
     Ok(conn
         .query_row(
-            "SELECT name, description, config, devices FROM profiles WHERE name = ?1",
-            [name],
-            |r| {
-                Ok(ProfileRecord {
-                    name: r.get(0)?,
-                    description: r.get(1)?,
-                    config: from_json(&r.get::<_, String>(2)?),
-                    devices: from_json(&r.get::<_, String>(3)?),
-                })
-            },
+            &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE project = ?1 AND name = ?2"),
+            [project, name],
+            profile_record,
         )
         .optional()?)
 }
 
-/// Every profile.
+/// Every profile of every project.
 pub fn all_profiles(conn: &Connection) -> Result<Vec<ProfileRecord>, DbError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(ProfileRecord {
-            name: r.get(0)?,
-            description: r.get(1)?,
-            config: from_json(&r.get::<_, String>(2)?),
-            devices: from_json(&r.get::<_, String>(3)?),
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PROFILE_COLUMNS} FROM profiles ORDER BY project, name"
+    ))?;
+    let rows = stmt.query_map([], profile_record)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Inserts a profile; `false` when the name is taken.
+/// Inserts a profile; `false` when the name is taken in its project.
 pub fn insert_profile(conn: &Connection, p: &ProfileRecord) -> Result<bool, DbError> {
     let n = conn.execute(
-        "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO profiles (project, name, description, config, devices)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (project, name) DO NOTHING",
         params![
+            p.project,
             p.name,
             p.description,
             to_json(&p.config),
@@ -193,8 +231,10 @@ pub fn insert_profile(conn: &Connection, p: &ProfileRecord) -> Result<bool, DbEr
 /// Replaces a profile's description, config and devices.
 pub fn update_profile(conn: &Connection, p: &ProfileRecord) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE profiles SET description = ?2, config = ?3, devices = ?4 WHERE name = ?1",
+        "UPDATE profiles SET description = ?3, config = ?4, devices = ?5
+         WHERE project = ?1 AND name = ?2",
         params![
+            p.project,
             p.name,
             p.description,
             to_json(&p.config),
@@ -205,24 +245,34 @@ pub fn update_profile(conn: &Connection, p: &ProfileRecord) -> Result<(), DbErro
 }
 
 /// Deletes a profile.
-pub fn delete_profile(conn: &Connection, name: &str) -> Result<(), DbError> {
-    conn.execute("DELETE FROM profiles WHERE name = ?1", [name])?;
+pub fn delete_profile(conn: &Connection, project: &str, name: &str) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM profiles WHERE project = ?1 AND name = ?2",
+        [project, name],
+    )?;
     Ok(())
 }
 
-/// Renames a profile and the references of every instance to it, in one transaction;
+/// Renames a profile of `project` and the references to it of every instance of
+/// `users` (the projects whose instances use `project`'s profiles), in one transaction;
 /// `false` when `to` is taken.
-pub fn rename_profile(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbError> {
+pub fn rename_profile(
+    conn: &mut Connection,
+    project: &str,
+    users: &[String],
+    from: &str,
+    to: &str,
+) -> Result<bool, DbError> {
     let tx = conn.transaction()?;
-    if profile(&tx, to)?.is_some() {
+    if profile(&tx, project, to)?.is_some() {
         return Ok(false);
     }
     tx.execute(
-        "UPDATE profiles SET name = ?2 WHERE name = ?1",
-        params![from, to],
+        "UPDATE profiles SET name = ?3 WHERE project = ?1 AND name = ?2",
+        params![project, from, to],
     )?;
     for mut i in list(&tx)? {
-        if i.profiles.iter().any(|p| p == from) {
+        if users.contains(&i.project) && i.profiles.iter().any(|p| p == from) {
             for p in &mut i.profiles {
                 if p == from {
                     *p = to.to_owned();
@@ -234,6 +284,139 @@ pub fn rename_profile(conn: &mut Connection, from: &str, to: &str) -> Result<boo
             )?;
         }
     }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// A stored project.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectRecord {
+    pub name: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+}
+
+impl ProjectRecord {
+    fn flag(&self, key: &str) -> bool {
+        self.config.get(key).is_some_and(|v| v == "true")
+    }
+
+    /// The project whose profiles this project's instances use.
+    pub fn profiles_project(&self) -> &str {
+        if self.flag("features.profiles") {
+            &self.name
+        } else {
+            berth_api::DEFAULT_PROJECT
+        }
+    }
+
+    /// Whether `restricted=true`.
+    pub fn restricted(&self) -> bool {
+        self.flag("restricted")
+    }
+}
+
+fn project_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
+    Ok(ProjectRecord {
+        name: r.get(0)?,
+        description: r.get(1)?,
+        config: from_json(&r.get::<_, String>(2)?),
+    })
+}
+
+/// Every project, by name.
+pub fn projects(conn: &Connection) -> Result<Vec<ProjectRecord>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, description, config FROM projects ORDER BY name")?;
+    Ok(stmt
+        .query_map([], project_record)?
+        .collect::<Result<_, _>>()?)
+}
+
+/// One project.
+pub fn project(conn: &Connection, name: &str) -> Result<Option<ProjectRecord>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT name, description, config FROM projects WHERE name = ?1",
+            [name],
+            project_record,
+        )
+        .optional()?)
+}
+
+/// Inserts a project and, when it has its own profiles, its `default` profile;
+/// `false` when the name is taken.
+pub fn insert_project(conn: &mut Connection, p: &ProjectRecord) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    let n = tx.execute(
+        "INSERT INTO projects (name, description, config) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO NOTHING",
+        params![p.name, p.description, to_json(&p.config)],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if p.profiles_project() == p.name {
+        insert_profile(
+            &tx,
+            &ProfileRecord {
+                project: p.name.clone(),
+                name: "default".to_owned(),
+                description: format!("Default berth profile for project {}", p.name),
+                ..ProfileRecord::default()
+            },
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Replaces a project's description and config; a project that gains its own profiles
+/// gets a `default` one.
+pub fn update_project(conn: &mut Connection, p: &ProjectRecord) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE projects SET description = ?2, config = ?3 WHERE name = ?1",
+        params![p.name, p.description, to_json(&p.config)],
+    )?;
+    if p.profiles_project() == p.name && profile(&tx, &p.name, "default")?.is_none() {
+        insert_profile(
+            &tx,
+            &ProfileRecord {
+                project: p.name.clone(),
+                name: "default".to_owned(),
+                description: format!("Default berth profile for project {}", p.name),
+                ..ProfileRecord::default()
+            },
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes a project and its profiles.
+pub fn delete_project(conn: &mut Connection, name: &str) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM profiles WHERE project = ?1", [name])?;
+    tx.execute("DELETE FROM projects WHERE name = ?1", [name])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Renames an empty project and its profiles.
+pub fn rename_project(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    if project(&tx, to)?.is_some() {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE projects SET name = ?2 WHERE name = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE profiles SET project = ?2 WHERE project = ?1",
+        params![from, to],
+    )?;
     tx.commit()?;
     Ok(true)
 }

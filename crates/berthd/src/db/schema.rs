@@ -82,6 +82,30 @@ const UPDATES: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     );"#,
+    // 4: projects. Instances keep their host-wide name (`PROJECT_NAME` outside `default`)
+    // and record their project; profiles are keyed by project and name.
+    r#"CREATE TABLE projects (
+        name TEXT PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL
+    );
+    INSERT INTO projects (name, description, config) VALUES (
+        'default', 'Default berth project',
+        '{"features.images":"true","features.networks":"true","features.profiles":"true","features.storage.buckets":"true","features.storage.volumes":"true"}'
+    );
+    ALTER TABLE instances ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE profiles_by_project (
+        project TEXT NOT NULL REFERENCES projects (name),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    INSERT INTO profiles_by_project (project, name, description, config, devices)
+        SELECT 'default', name, description, config, devices FROM profiles;
+    DROP TABLE profiles;
+    ALTER TABLE profiles_by_project RENAME TO profiles;"#,
 ];
 
 /// The schema version this berthd writes.

@@ -46,6 +46,8 @@ pub fn check_value(key: &str, value: &str) -> Result<(), BadValue> {
 /// What the configuration is made from.
 #[derive(Debug)]
 pub struct Spec<'a> {
+    /// The host name inside: the instance's name in its project.
+    pub hostname: &'a str,
     pub name: &'a str,
     pub rootfs: &'a Path,
     /// The container's own directory (logs, seccomp policy, console log).
@@ -172,7 +174,7 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
         Ok(())
     };
     let dir = spec.dir.display().to_string();
-    set("lxc.uts.name", spec.name)?;
+    set("lxc.uts.name", spec.hostname)?;
     set("lxc.arch", std::env::consts::ARCH)?;
     set("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()))?;
     if let Some(m) = spec.idmap {
@@ -244,6 +246,7 @@ mod tests {
     fn renders_unprivileged_config() {
         let spec = Spec {
             name: "c1",
+            hostname: "c1",
             rootfs: Path::new("/p/containers/c1/rootfs"),
             dir: Path::new("/d/containers/c1"),
             cgroup_parent: "berth.0123abcd",

@@ -255,7 +255,7 @@ pub fn apply_templates(rec: &InstanceRecord, volume: &Path, trigger: &str) -> Re
     };
     let md = berth_image::ImageMetadata::parse(&text).map_err(|e| crate::logging::chain(&e))?;
     let ctx = templates::Context {
-        name: &rec.name,
+        name: rec.api_name(),
         architecture: &rec.architecture,
         config: &rec.config,
     };
@@ -337,6 +337,7 @@ pub async fn start(
     let spec = lxc_config::Spec {
         extra: &extra,
         name: &rec.name,
+        hostname: rec.api_name(),
         rootfs,
         dir: &dir,
         cgroup_parent: &st.runtime.cgroup_parent,
