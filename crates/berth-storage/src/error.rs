@@ -99,6 +99,16 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    #[error("Snapshot {snap:?} of storage volume {name:?} already exists")]
+    SnapshotExists { name: String, snap: String },
+    #[error("Snapshot {snap:?} of storage volume {name:?} not found")]
+    SnapshotNotFound { name: String, snap: String },
+    #[error("Failed to copy {} to {}: {detail}", .from.display(), .to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        detail: String,
+    },
     #[error("Failed to list storage volumes in {}", .path.display())]
     ListVolumes {
         path: PathBuf,
@@ -118,8 +128,10 @@ impl StorageError {
             | E::InvalidVolumeName { .. }
             | E::SourceNotEmpty { .. }
             | E::SourceNotDirectory { .. } => StorageErrorKind::InvalidConfig,
-            E::SourceMissing { .. } | E::VolumeNotFound { .. } => StorageErrorKind::NotFound,
-            E::VolumeExists { .. } => StorageErrorKind::AlreadyExists,
+            E::SourceMissing { .. } | E::VolumeNotFound { .. } | E::SnapshotNotFound { .. } => {
+                StorageErrorKind::NotFound
+            }
+            E::VolumeExists { .. } | E::SnapshotExists { .. } => StorageErrorKind::AlreadyExists,
             E::PoolInUse { .. } | E::VolumeMounted { .. } => StorageErrorKind::Busy,
             E::CreatePool { .. }
             | E::DeletePool { .. }
@@ -128,6 +140,7 @@ impl StorageError {
             | E::CreateVolume { .. }
             | E::DeleteVolume { .. }
             | E::RenameVolume { .. }
+            | E::Copy { .. }
             | E::ListVolumes { .. } => StorageErrorKind::Io,
         }
     }

@@ -70,6 +70,16 @@ impl VolumeType {
         }
     }
 
+    /// The directory holding the snapshots of volumes of this type (one directory per
+    /// volume, one per snapshot inside).
+    pub fn snapshots_dir_name(self) -> &'static str {
+        match self {
+            VolumeType::Container => "containers-snapshots",
+            VolumeType::Image => "images-snapshots",
+            VolumeType::Custom => "custom-snapshots",
+        }
+    }
+
     /// The volume type of an API name, if it is one.
     pub fn parse(api_name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.api_name() == api_name)
@@ -141,6 +151,44 @@ pub trait Driver: Send + Sync + fmt::Debug {
     fn rename_volume(&self, vtype: VolumeType, from: &str, to: &str) -> Result<(), StorageError>;
     /// The names of the volumes of one type found on disk, sorted.
     fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError>;
+    /// Where snapshot `snap` of volume `name` lives on the host (pure path arithmetic).
+    fn snapshot_path(&self, vtype: VolumeType, name: &str, snap: &str) -> PathBuf;
+    /// Makes snapshot `snap` of volume `name`: a copy keeping owners, modes, links, device
+    /// nodes and extended attributes; [`StorageErrorKind::AlreadyExists`] if it exists.
+    fn create_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError>;
+    /// Deletes one snapshot; [`StorageErrorKind::NotFound`] if absent.
+    fn delete_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError>;
+    /// Renames a snapshot of volume `name`.
+    fn rename_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError>;
+    /// Replaces volume `name`'s content with a copy of snapshot `snap`; the volume is left
+    /// whole (old or new) if it fails.
+    fn restore_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError>;
+    /// Deletes every snapshot of volume `name` (when the volume goes).
+    fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError>;
+    /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).
+    fn rename_snapshots(&self, vtype: VolumeType, from: &str, to: &str)
+    -> Result<(), StorageError>;
 }
 
 /// A driver constructor: pool name, configuration, default source.

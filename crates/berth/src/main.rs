@@ -85,6 +85,9 @@ enum Command {
     /// Manage projects
     #[command(subcommand)]
     Project(cmd::project::Command),
+    /// Snapshot instances and restore them
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::Command),
     /// Manage storage pools
     #[command(subcommand)]
     Storage(cmd::storage::Command),
@@ -162,6 +165,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Storage(c) => cmd::storage::run(&client, c).await,
             Command::Profile(c) => cmd::profile::run(&client, c).await,
             Command::Project(c) => cmd::project::run(&client, c).await,
+            Command::Snapshot(c) => cmd::snapshot::run(&client, c).await,
             Command::Admin(c) => cmd::admin::run(&client, c).await,
             Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
         }

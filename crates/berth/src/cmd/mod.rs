@@ -19,5 +19,6 @@ pub mod profile;
 pub mod project;
 pub mod query;
 pub mod rename;
+pub mod snapshot;
 pub mod storage;
 pub mod version;

@@ -161,12 +161,17 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     }
     // One query for the profiles and projects, and one blocking task for every
     // container's state: a list of hundreds must not cost hundreds of round trips.
-    let (all_profiles, projects) = st
+    let (all_profiles, projects, snapshots) = st
         .db
-        .call(|c| {
+        .call(move |c| {
             Ok((
                 crate::db::instances::all_profiles(c)?,
                 crate::db::instances::projects(c)?,
+                if level >= 2 {
+                    crate::db::snapshots::all(c)?
+                } else {
+                    BTreeMap::new()
+                },
             ))
         })
         .await?;
@@ -211,7 +216,10 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
         let mut v = serde_json::to_value(render(rec, profiles, status)).ok()?;
         if level >= 2 {
             v["state"] = serde_json::to_value(state).unwrap_or_default();
-            v["snapshots"] = serde_json::Value::Array(vec![]);
+            v["snapshots"] = snapshots.get(&rec.name).map_or_else(
+                || serde_json::Value::Array(vec![]),
+                |all| all.iter().map(super::snapshots::render_plain).collect(),
+            );
             v["backups"] = serde_json::Value::Array(vec![]);
         }
         if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
@@ -276,7 +284,7 @@ pub async fn get(
     }
     let mut v = serde_json::to_value(inst).map_err(|e| ApiError::internal(&e))?;
     v["state"] = serde_json::to_value(state_of(&st, &name).await).unwrap_or_default();
-    v["snapshots"] = serde_json::Value::Array(vec![]);
+    v["snapshots"] = serde_json::Value::Array(super::snapshots::rendered(&st, &rec).await);
     v["backups"] = serde_json::Value::Array(vec![]);
     Ok(super::sync_etag(v, &etag))
 }
@@ -373,7 +381,10 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
         .await
         .map_err(|e| crate::logging::chain(&e))?
     {
-        return Err(format!("Name {to:?} already in use"));
+        return Err(format!(
+            "Name {:?} already in use",
+            crate::db::instances::api_name(to)
+        ));
     }
     let undo_db = || async {
         let (f, t) = (from.clone(), to.to_owned());
@@ -391,6 +402,11 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
                 return Err(crate::logging::chain(&e));
             }
         }
+        if let Err(e) = pool.rename_snapshots(berth_storage::VolumeType::Container, &from, to) {
+            let _ = pool.rename_volume(berth_storage::VolumeType::Container, to, &from);
+            undo_db().await;
+            return Err(crate::logging::chain(&e));
+        }
     }
     let (old_dir, new_dir) = (inst::container_dir(st, &from), inst::container_dir(st, to));
     if old_dir.exists()
@@ -398,6 +414,7 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     {
         if let Some(pool) = &pool {
             let _ = pool.rename_volume(berth_storage::VolumeType::Container, to, &from);
+            let _ = pool.rename_snapshots(berth_storage::VolumeType::Container, to, &from);
         }
         undo_db().await;
         return Err(format!("Failed to rename {}: {e}", old_dir.display()));
@@ -518,6 +535,13 @@ async fn update(
     body: serde_json::Value,
     replace: bool,
 ) -> ApiResult {
+    // `{"restore": SNAPSHOT}` restores a snapshot instead.
+    if let Some(snap) = field::<String>(&body, "restore")?.filter(|s| !s.is_empty()) {
+        let stateful = field::<bool>(&body, "stateful")?.unwrap_or(false);
+        // Clients send `SNAP` or `INSTANCE/SNAP`.
+        let snap = snap.rsplit('/').next().unwrap_or_default().to_owned();
+        return super::snapshots::restore(st, name, &snap, stateful).await;
+    }
     let _guard = st.instances.lock(name).lock_owned().await;
     // Profiles cannot change or go while this instance's expansion is checked and stored.
     let _profiles_guard = st.profile_lock.lock().await;
@@ -951,7 +975,7 @@ pub(crate) fn assign_idmap(
     Ok(())
 }
 
-async fn set_power(st: &AppState, name: &str, power: &str) {
+pub(crate) async fn set_power(st: &AppState, name: &str, power: &str) {
     let (n, p) = (name.to_owned(), power.to_owned());
     let _ = st
         .db
@@ -1017,6 +1041,8 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
             Err(e) if e.kind() == berth_storage::StorageErrorKind::NotFound => {}
             Err(e) => return Err(crate::logging::chain(&e)),
         }
+        pool.delete_snapshots(berth_storage::VolumeType::Container, &rec.name)
+            .map_err(|e| crate::logging::chain(&e))?;
     }
     let _ = std::fs::remove_dir_all(inst::container_dir(st, &rec.name));
     let _ = std::fs::remove_dir_all(inst::nodes_dir(st, &rec.name));
@@ -1155,7 +1181,7 @@ pub async fn put_state(
     Ok(async_operation(op.render()))
 }
 
-async fn change_state(
+pub(crate) async fn change_state(
     st: &AppState,
     rec: &InstanceRecord,
     req: &InstanceStatePut,
@@ -1300,13 +1326,4 @@ pub async fn autostart(st: AppState) {
             tracing::warn!(instance = %rec.name, error = %e, "Autostart failed");
         }
     }
-}
-
-/// `GET /1.0/instances/{name}/snapshots`: snapshots do not exist yet, so the list is empty.
-pub async fn list_snapshots(
-    State(st): State<AppState>,
-    super::InstanceName(name): super::InstanceName,
-) -> ApiResult {
-    find(&st, &name).await?;
-    Ok(sync(Vec::<serde_json::Value>::new()))
 }

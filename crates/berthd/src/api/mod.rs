@@ -22,6 +22,7 @@ pub mod profiles;
 mod projects;
 mod resources;
 mod server;
+mod snapshots;
 mod storage_pools;
 mod warnings;
 
@@ -428,7 +429,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/1.0/instances/{name}/snapshots",
-            get(instances::list_snapshots),
+            get(snapshots::list).post(snapshots::post),
+        )
+        .route(
+            "/1.0/instances/{name}/snapshots/{snap}",
+            get(snapshots::get)
+                .put(snapshots::put)
+                .patch(snapshots::put)
+                .post(snapshots::rename)
+                .delete(snapshots::delete),
         )
         .route("/1.0/instances/{name}/exec", post(exec::post))
         .route(

@@ -150,6 +150,7 @@ pub fn set_config(
 pub fn delete(conn: &mut Connection, name: &str) -> Result<(), DbError> {
     let tx = conn.transaction()?;
     tx.execute("DELETE FROM instances WHERE name = ?1", [name])?;
+    tx.execute("DELETE FROM snapshots WHERE instance = ?1", [name])?;
     tx.execute(
         "DELETE FROM storage_volumes WHERE type = 'container' AND name = ?1",
         [name],
@@ -166,6 +167,10 @@ pub fn rename(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbErr
     }
     tx.execute(
         "UPDATE instances SET name = ?2 WHERE name = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE snapshots SET instance = ?2 WHERE instance = ?1",
         params![from, to],
     )?;
     tx.execute(

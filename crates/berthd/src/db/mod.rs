@@ -9,6 +9,7 @@ pub mod images;
 pub mod instances;
 pub mod pools;
 pub mod schema;
+pub mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -106,6 +106,21 @@ const UPDATES: &[&str] = &[
         SELECT 'default', name, description, config, devices FROM profiles;
     DROP TABLE profiles;
     ALTER TABLE profiles_by_project RENAME TO profiles;"#,
+    // 5: instance snapshots, keyed by the instance's host-wide name.
+    "CREATE TABLE snapshots (
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL,
+        stateful INTEGER NOT NULL,
+        profiles TEXT NOT NULL,
+        config TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (instance, name)
+    );",
 ];
 
 /// The schema version this berthd writes.

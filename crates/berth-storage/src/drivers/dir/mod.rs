@@ -4,7 +4,8 @@
 //! custom-snapshots}/NAME`. The pool directories are 0711 so that nobody else can list them;
 //! every volume is 0700 and owned by root, because idmapped containers leave host-uid-0 files
 //! (setuid binaries included) on disk that no other host user may reach. No quotas, no
-//! cheap snapshots, nothing to mount: `mount` only checks that the source is there.
+//! cheap snapshots (a snapshot is a full copy made by `cp -a`, reflinked where the
+//! filesystem can), nothing to mount: `mount` only checks that the source is there.
 
 mod config;
 #[cfg(test)]
@@ -121,6 +122,38 @@ impl Dir {
             Err(source) => Err(Self::delete_err(path)(source)),
         }
     }
+}
+
+impl Dir {
+    /// The directory of volume `name`'s snapshots.
+    fn snapshots_of(&self, vtype: VolumeType, name: &str) -> PathBuf {
+        self.source.join(vtype.snapshots_dir_name()).join(name)
+    }
+}
+
+/// Copies directory `from` to the new directory `to` with `cp -a` (owners, modes, links,
+/// device nodes, extended attributes); a partial copy is removed.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StorageError> {
+    let fail = |detail: String| StorageError::Copy {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        detail,
+    };
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg("--no-target-directory")
+        .arg(from)
+        .arg(to)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run cp: {e}")))?;
+    if out.status.success() {
+        return set_mode(to, VOLUME_MODE).map_err(|e| fail(e.to_string()));
+    }
+    let _ = fs::remove_dir_all(to);
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(fail(err.lines().next().unwrap_or("cp failed").to_owned()))
 }
 
 impl Driver for Dir {
@@ -337,6 +370,176 @@ impl Driver for Dir {
         fs::remove_dir_all(&path).map_err(delete_err)
     }
 
+    fn snapshot_path(&self, vtype: VolumeType, name: &str, snap: &str) -> PathBuf {
+        self.snapshots_of(vtype, name).join(snap)
+    }
+
+    fn create_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let src = self.volume_path(vtype, name);
+        if !src.is_dir() {
+            return Err(StorageError::VolumeNotFound {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        let parent = self.snapshots_of(vtype, name);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(POOL_DIR_MODE)
+            .create(&parent)
+            .map_err(|source| StorageError::CreateVolume {
+                path: parent.clone(),
+                source,
+            })?;
+        let dst = parent.join(snap);
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(StorageError::SnapshotExists {
+                name: name.to_owned(),
+                snap: snap.to_owned(),
+            });
+        }
+        copy_tree(&src, &dst)
+    }
+
+    fn delete_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let path = self.snapshot_path(vtype, name, snap);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => fs::remove_dir_all(&path)
+                .map_err(|source| StorageError::DeleteVolume { path, source }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::SnapshotNotFound {
+                name: name.to_owned(),
+                snap: snap.to_owned(),
+            }),
+            Err(source) => Err(StorageError::DeleteVolume { path, source }),
+        }
+    }
+
+    fn rename_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(from)?;
+        validate_volume_name(to)?;
+        let (src, dst) = (
+            self.snapshot_path(vtype, name, from),
+            self.snapshot_path(vtype, name, to),
+        );
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &src,
+            rustix::fs::CWD,
+            &dst,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => Err(StorageError::SnapshotExists {
+                name: name.to_owned(),
+                snap: to.to_owned(),
+            }),
+            Err(rustix::io::Errno::NOENT) => Err(StorageError::SnapshotNotFound {
+                name: name.to_owned(),
+                snap: from.to_owned(),
+            }),
+            Err(e) => Err(StorageError::RenameVolume {
+                from: src,
+                to: dst,
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn restore_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let snap_path = self.snapshot_path(vtype, name, snap);
+        if !snap_path.is_dir() {
+            return Err(StorageError::SnapshotNotFound {
+                name: name.to_owned(),
+                snap: snap.to_owned(),
+            });
+        }
+        let vol = self.volume_path(vtype, name);
+        // The copy is made beside the volume (dot names are never volumes), then swapped in
+        // with one exchange, so the volume is whole at every moment.
+        let dir = self.source.join(vtype.dir_name());
+        let fresh = dir.join(format!(".{name}.restore"));
+        let _ = fs::remove_dir_all(&fresh);
+        copy_tree(&snap_path, &fresh)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &fresh,
+            rustix::fs::CWD,
+            &vol,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| {
+            let _ = fs::remove_dir_all(&fresh);
+            StorageError::RenameVolume {
+                from: fresh.clone(),
+                to: vol.clone(),
+                source: e.into(),
+            }
+        })?;
+        // `fresh` now holds the old content.
+        fs::remove_dir_all(&fresh).map_err(|source| StorageError::DeleteVolume {
+            path: fresh.clone(),
+            source,
+        })
+    }
+
+    fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let path = self.snapshots_of(vtype, name);
+        match fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(StorageError::DeleteVolume { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn rename_snapshots(
+        &self,
+        vtype: VolumeType,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(from)?;
+        validate_volume_name(to)?;
+        let (src, dst) = (self.snapshots_of(vtype, from), self.snapshots_of(vtype, to));
+        match fs::rename(&src, &dst) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(StorageError::RenameVolume {
+                from: src,
+                to: dst,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError> {
         let dir = self.source.join(vtype.dir_name());
         let list_err = |source| StorageError::ListVolumes {
@@ -349,8 +552,11 @@ impl Driver for Dir {
             if !entry.file_type().map_err(list_err)?.is_dir() {
                 continue;
             }
-            // Volume names come from the API as UTF-8; anything else is not a berth volume.
-            if let Ok(name) = entry.file_name().into_string() {
+            // Volume names come from the API as UTF-8; anything else is not a berth volume,
+            // nor is a dot name (a restore in progress).
+            if let Ok(name) = entry.file_name().into_string()
+                && !name.starts_with('.')
+            {
                 names.push(name);
             }
         }

@@ -260,3 +260,48 @@ fn rename_volume_moves_data_and_never_replaces() {
         .unwrap_err();
     assert_eq!(err.kind(), StorageErrorKind::InvalidConfig);
 }
+
+#[test]
+fn snapshots_copy_restore_rename_and_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = dir_pool(None, &tmp.path().join("p"));
+    pool.create().unwrap();
+    let t = VolumeType::Container;
+    let vol = pool.create_volume(t, "c1").unwrap();
+    fs::create_dir(vol.join("rootfs")).unwrap();
+    fs::write(vol.join("rootfs/f"), "one").unwrap();
+    std::os::unix::fs::chown(vol.join("rootfs/f"), Some(1000), Some(1001)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", vol.join("rootfs/link")).unwrap();
+    pool.create_snapshot(t, "c1", "s0").unwrap();
+    let snap = pool.snapshot_path(t, "c1", "s0");
+    assert_eq!(fs::read_to_string(snap.join("rootfs/f")).unwrap(), "one");
+    assert_eq!(fs::metadata(snap.join("rootfs/f")).unwrap().uid(), 1000);
+    assert_eq!(
+        fs::read_link(snap.join("rootfs/link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(mode(&snap), 0o700);
+    assert_eq!(
+        pool.create_snapshot(t, "c1", "s0").unwrap_err().kind(),
+        StorageErrorKind::AlreadyExists
+    );
+    fs::write(vol.join("rootfs/f"), "two").unwrap();
+    fs::write(vol.join("rootfs/new"), "x").unwrap();
+    pool.restore_snapshot(t, "c1", "s0").unwrap();
+    assert_eq!(fs::read_to_string(vol.join("rootfs/f")).unwrap(), "one");
+    assert!(!vol.join("rootfs/new").exists());
+    assert_eq!(pool.list_volumes(t).unwrap(), ["c1"]);
+    pool.rename_snapshot(t, "c1", "s0", "s1").unwrap();
+    assert!(pool.snapshot_path(t, "c1", "s1").is_dir());
+    pool.rename_volume(t, "c1", "c2").unwrap();
+    pool.rename_snapshots(t, "c1", "c2").unwrap();
+    assert!(pool.snapshot_path(t, "c2", "s1").is_dir());
+    assert_eq!(
+        pool.delete_snapshot(t, "c2", "nope").unwrap_err().kind(),
+        StorageErrorKind::NotFound
+    );
+    pool.delete_snapshot(t, "c2", "s1").unwrap();
+    pool.delete_snapshots(t, "c2").unwrap();
+    pool.delete_volume(t, "c2").unwrap();
+    pool.delete().unwrap();
+}

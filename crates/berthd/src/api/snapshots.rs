@@ -1,0 +1,526 @@
+//! `/1.0/instances/{name}/snapshots`: stateless snapshots, and restoring one
+//! (`PUT /1.0/instances/{name}` with `restore`).
+//!
+//! A snapshot is a copy of the instance's volume on its pool (the driver's
+//! `create_snapshot`) plus a row holding the instance's own configuration, devices and
+//! profiles at that moment. Restoring checks the snapshot's configuration as an update
+//! would (project restrictions first, a 403 naming the restriction; then keys and
+//! limits) before anything changes, stops a running instance, swaps the volume's content
+//! for a copy of the snapshot's, writes the configuration back and starts it again.
+//! Stateful snapshots (CRIU) come with checkpoint/restore.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use berth_api::{ErrorKind, StatusCode};
+use serde::Deserialize;
+
+use super::instances::{self, find as find_instance, url_sub};
+use super::{ApiError, ApiResult, AppState, InstanceName, Json, async_operation, recursion, sync};
+use crate::db::instances::InstanceRecord;
+use crate::db::snapshots::SnapshotRecord;
+use crate::instances as inst;
+use crate::operations::OpSpec;
+
+/// The body of `POST /1.0/instances/{name}/snapshots`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SnapshotsPost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    stateful: bool,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// The body of `POST /1.0/instances/{name}/snapshots/{snap}` (rename).
+#[derive(Debug, Deserialize)]
+pub struct SnapshotPost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    migration: bool,
+}
+
+/// LXD's "no expiry".
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 63
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', ' ', '\n', '\t', '\0'])
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid snapshot name {name:?}: no slash or space, at most 63 characters"
+        )));
+    }
+    Ok(())
+}
+
+fn not_found(instance: &str, snap: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Snapshot {snap:?} of instance {:?} not found",
+        crate::db::instances::api_name(instance)
+    ))
+}
+
+async fn find(st: &AppState, instance: &str, snap: &str) -> Result<SnapshotRecord, ApiError> {
+    let (i, s) = (instance.to_owned(), snap.to_owned());
+    st.db
+        .call(move |c| crate::db::snapshots::get(c, &i, &s))
+        .await?
+        .ok_or_else(|| not_found(instance, snap))
+}
+
+fn snap_url(instance: &str, snap: &str) -> String {
+    url_sub(instance, &format!("/snapshots/{snap}"))
+}
+
+fn spec(description: &str, instance: &str, snap: &str) -> OpSpec {
+    let mut resources = BTreeMap::new();
+    resources.insert("instances".to_owned(), vec![instances::url(instance)]);
+    resources.insert(
+        "instances_snapshots".to_owned(),
+        vec![snap_url(instance, snap)],
+    );
+    OpSpec {
+        class: berth_api::OperationClass::Task,
+        description: description.to_owned(),
+        resources: Some(resources),
+        may_cancel: false,
+        metadata: serde_json::Map::new(),
+        fds: vec![],
+    }
+}
+
+/// The pool of an instance's root disk.
+async fn pool_of(
+    st: &AppState,
+    rec: &InstanceRecord,
+) -> Result<std::sync::Arc<dyn berth_storage::Driver>, ApiError> {
+    let profiles = instances::profiles(st, &rec.project, &rec.profiles).await?;
+    let (_, devices) = inst::expand(&profiles, rec);
+    inst::root_pool(&devices)
+        .and_then(|p| st.pools.get(&p))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                "The pool of the instance's root disk is not available",
+            )
+        })
+}
+
+/// A snapshot as a list shows it: without the expansion, which needs its profiles.
+pub(crate) fn render_plain(s: &SnapshotRecord) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "description": s.description,
+        "architecture": s.architecture,
+        "config": s.config,
+        "devices": s.devices,
+        "ephemeral": s.ephemeral,
+        "profiles": s.profiles,
+        "stateful": s.stateful,
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "last_used_at": NEVER,
+        "size": -1,
+    })
+}
+
+/// A snapshot as LXD shows it.
+async fn render(st: &AppState, project: &str, s: &SnapshotRecord) -> serde_json::Value {
+    // A profile deleted since is left out of the expansion.
+    let mut profiles = Vec::new();
+    for p in &s.profiles {
+        if let Ok(mut found) = instances::profiles(st, project, std::slice::from_ref(p)).await {
+            profiles.append(&mut found);
+        }
+    }
+    let as_instance = InstanceRecord {
+        config: s.config.clone(),
+        devices: s.devices.clone(),
+        ..InstanceRecord::default()
+    };
+    let (expanded_config, expanded_devices) = inst::expand(&profiles, &as_instance);
+    let mut v = render_plain(s);
+    v["expanded_config"] = serde_json::json!(expanded_config);
+    v["expanded_devices"] = serde_json::json!(expanded_devices);
+    v
+}
+
+/// An instance's snapshots, rendered (for `recursion` on the instance).
+pub(crate) async fn rendered(st: &AppState, rec: &InstanceRecord) -> Vec<serde_json::Value> {
+    let n = rec.name.clone();
+    let Ok(all) = st.db.call(move |c| crate::db::snapshots::list(c, &n)).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in &all {
+        out.push(render(st, &rec.project, s).await);
+    }
+    out
+}
+
+/// `GET /1.0/instances/{name}/snapshots`.
+pub async fn list(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let rec = find_instance(&st, &name).await?;
+    if recursion(q.as_deref())? > 0 {
+        return Ok(sync(rendered(&st, &rec).await));
+    }
+    let n = name.clone();
+    let all = st
+        .db
+        .call(move |c| crate::db::snapshots::list(c, &n))
+        .await?;
+    Ok(sync(
+        all.iter()
+            .map(|s| snap_url(&name, &s.name))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /1.0/instances/{name}/snapshots/{snap}`.
+pub async fn get(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Path((_, snap)): Path<(String, String)>,
+) -> ApiResult {
+    let rec = find_instance(&st, &name).await?;
+    let s = find(&st, &name, &snap).await?;
+    Ok(sync(render(&st, &rec.project, &s).await))
+}
+
+/// `POST /1.0/instances/{name}/snapshots`: a copy of the instance's volume and
+/// configuration, named `snapN` (the first free N) when no name is given.
+pub async fn post(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Json(req): Json<SnapshotsPost>,
+) -> ApiResult {
+    let rec = find_instance(&st, &name).await?;
+    if req.stateful {
+        return Err(ApiError::bad_request(
+            "Stateful snapshots are not supported yet",
+        ));
+    }
+    let project = rec.project.clone();
+    let p = project.clone();
+    let proj = st
+        .db
+        .call(move |c| crate::db::instances::project(c, &p))
+        .await?;
+    if let Some(proj) = proj
+        && proj.restricted()
+        && proj.config.get("restricted.snapshots").map(String::as_str) == Some("block")
+    {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("Snapshots are forbidden in project {project:?} (restricted.snapshots=block)"),
+        ));
+    }
+    let n = name.clone();
+    let existing = st
+        .db
+        .call(move |c| crate::db::snapshots::list(c, &n))
+        .await?;
+    let snap = if req.name.is_empty() {
+        (0..)
+            .map(|i| format!("snap{i}"))
+            .find(|c| !existing.iter().any(|s| &s.name == c))
+            .unwrap_or_default()
+    } else {
+        req.name.clone()
+    };
+    check_name(&snap)?;
+    if existing.iter().any(|s| s.name == snap) {
+        return Err(ApiError::new(
+            ErrorKind::AlreadyExists,
+            format!("Snapshot {snap:?} already exists"),
+        ));
+    }
+    let pool = pool_of(&st, &rec).await?;
+    let record = SnapshotRecord {
+        instance: rec.name.clone(),
+        name: snap.clone(),
+        description: String::new(),
+        architecture: rec.architecture.clone(),
+        ephemeral: rec.ephemeral,
+        stateful: false,
+        profiles: rec.profiles.clone(),
+        config: rec.config.clone(),
+        devices: rec.devices.clone(),
+        created_at: crate::state::now_rfc3339(),
+        expires_at: req.expires_at.unwrap_or_else(|| NEVER.to_owned()),
+    };
+    let lock = st.instances.lock(&name);
+    let state = st.clone();
+    let op = st.ops.start(
+        spec("Snapshotting instance", &name, &snap),
+        move |_| async move {
+            let _guard = lock.lock_owned().await;
+            let (i, s) = (record.instance.clone(), record.name.clone());
+            tokio::task::spawn_blocking(move || {
+                pool.create_snapshot(berth_storage::VolumeType::Container, &i, &s)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::logging::chain(&e))?;
+            let stored = record.clone();
+            let inserted = state
+                .db
+                .call(move |c| crate::db::snapshots::insert(c, &stored))
+                .await
+                .map_err(|e| crate::logging::chain(&e))?;
+            if !inserted {
+                return Err(format!("Snapshot {:?} already exists", record.name));
+            }
+            state.events.lifecycle(
+                "instance-snapshot-created",
+                &snap_url(&record.instance, &record.name),
+                None,
+            );
+            Ok(())
+        },
+    );
+    Ok(async_operation(op.render()))
+}
+
+/// `PUT`/`PATCH /1.0/instances/{name}/snapshots/{snap}`: description and expiry.
+pub async fn put(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Path((_, snap)): Path<(String, String)>,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult {
+    let mut s = find(&st, &name, &snap).await?;
+    if let Some(d) = instances::field::<String>(&body, "description")? {
+        s.description = d;
+    }
+    if let Some(e) = instances::field::<String>(&body, "expires_at")? {
+        if chrono::DateTime::parse_from_rfc3339(&e).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value {e:?} for \"expires_at\": expected an RFC 3339 time"
+            )));
+        }
+        s.expires_at = e;
+    }
+    st.db
+        .call(move |c| crate::db::snapshots::update(c, &s))
+        .await?;
+    st.events
+        .lifecycle("instance-snapshot-updated", &snap_url(&name, &snap), None);
+    Ok(super::sync_empty())
+}
+
+/// `POST /1.0/instances/{name}/snapshots/{snap}`: renames a snapshot.
+pub async fn rename(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Path((_, snap)): Path<(String, String)>,
+    Json(req): Json<SnapshotPost>,
+) -> ApiResult {
+    if req.migration {
+        return Err(ApiError::bad_request(
+            "Migration between servers is not supported yet",
+        ));
+    }
+    let rec = find_instance(&st, &name).await?;
+    find(&st, &name, &snap).await?;
+    check_name(&req.name)?;
+    let (i, t) = (name.clone(), req.name.clone());
+    if st
+        .db
+        .call(move |c| crate::db::snapshots::get(c, &i, &t))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            ErrorKind::AlreadyExists,
+            format!("Snapshot {:?} already exists", req.name),
+        ));
+    }
+    let pool = pool_of(&st, &rec).await?;
+    let lock = st.instances.lock(&name);
+    let state = st.clone();
+    let to = req.name;
+    let op = st.ops.start(
+        spec("Renaming snapshot", &name, &snap),
+        move |_| async move {
+            let _guard = lock.lock_owned().await;
+            pool.rename_snapshot(berth_storage::VolumeType::Container, &name, &snap, &to)
+                .map_err(|e| crate::logging::chain(&e))?;
+            let (i, f, t) = (name.clone(), snap.clone(), to.clone());
+            let renamed = state
+                .db
+                .call(move |c| crate::db::snapshots::rename(c, &i, &f, &t))
+                .await
+                .map_err(|e| crate::logging::chain(&e))?;
+            if !renamed {
+                let _ =
+                    pool.rename_snapshot(berth_storage::VolumeType::Container, &name, &to, &snap);
+                return Err(format!("Snapshot {to:?} already exists"));
+            }
+            let mut ctx = serde_json::Map::new();
+            ctx.insert("old_name".into(), snap.into());
+            state.events.lifecycle(
+                "instance-snapshot-renamed",
+                &snap_url(&name, &to),
+                Some(ctx),
+            );
+            Ok(())
+        },
+    );
+    Ok(async_operation(op.render()))
+}
+
+/// `DELETE /1.0/instances/{name}/snapshots/{snap}`.
+pub async fn delete(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Path((_, snap)): Path<(String, String)>,
+) -> ApiResult {
+    let rec = find_instance(&st, &name).await?;
+    find(&st, &name, &snap).await?;
+    let pool = pool_of(&st, &rec).await?;
+    let lock = st.instances.lock(&name);
+    let state = st.clone();
+    let op = st.ops.start(
+        spec("Deleting snapshot", &name, &snap),
+        move |_| async move {
+            let _guard = lock.lock_owned().await;
+            let (n, s) = (name.clone(), snap.clone());
+            let deleted = tokio::task::spawn_blocking(move || {
+                pool.delete_snapshot(berth_storage::VolumeType::Container, &n, &s)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            match deleted {
+                Err(e) if e.kind() != berth_storage::StorageErrorKind::NotFound => {
+                    return Err(crate::logging::chain(&e));
+                }
+                _ => {}
+            }
+            let (n, s) = (name.clone(), snap.clone());
+            state
+                .db
+                .call(move |c| crate::db::snapshots::delete(c, &n, &s))
+                .await
+                .map_err(|e| crate::logging::chain(&e))?;
+            state
+                .events
+                .lifecycle("instance-snapshot-deleted", &snap_url(&name, &snap), None);
+            Ok(())
+        },
+    );
+    Ok(async_operation(op.render()))
+}
+
+fn start_put() -> berth_api::instance::InstanceStatePut {
+    berth_api::instance::InstanceStatePut {
+        action: "start".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Restores snapshot `snap` of instance `name` (the `restore` field of a PUT).
+pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: bool) -> ApiResult {
+    if stateful {
+        return Err(ApiError::bad_request(
+            "Stateful restores are not supported yet",
+        ));
+    }
+    let _profiles_guard = st.profile_lock.lock().await;
+    let rec = find_instance(st, name).await?;
+    let s = find(st, name, snap).await?;
+    let mut new = rec.clone();
+    new.config = s
+        .config
+        .iter()
+        .filter(|(k, _)| !k.starts_with("volatile."))
+        .chain(
+            rec.config
+                .iter()
+                .filter(|(k, _)| k.starts_with("volatile.")),
+        )
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    new.devices = s.devices.clone();
+    new.profiles = s.profiles.clone();
+    new.ephemeral = s.ephemeral;
+    // The snapshot's configuration must pass today's rules, restrictions first.
+    let profiles = instances::profiles(st, &new.project, &new.profiles).await?;
+    let (expanded, devices) = inst::expand(&profiles, &new);
+    let candidate = (new.name.clone(), expanded.clone(), devices.clone());
+    super::projects::check_allowed(st, &new.project, &candidate).await?;
+    instances::validate_config(&new.config, st.runtime.host)?;
+    instances::validate_devices(&new.devices)?;
+    instances::validate_config(&expanded, st.runtime.host)?;
+    super::projects::check_limits_with(st, &new.project, &candidate).await?;
+    let old_profiles = instances::profiles(st, &rec.project, &rec.profiles).await?;
+    let (_, old_devices) = inst::expand(&old_profiles, &rec);
+    if inst::root_pool(&devices) != inst::root_pool(&old_devices) {
+        return Err(ApiError::bad_request(
+            "The snapshot's root disk is on another pool",
+        ));
+    }
+    let pool = pool_of(st, &rec).await?;
+    let lock = st.instances.lock(name);
+    let state = st.clone();
+    let (name, snap) = (name.to_owned(), snap.to_owned());
+    let op = st.ops.start(
+        spec("Restoring snapshot", &name, &snap),
+        move |_| async move {
+            let _guard = lock.lock_owned().await;
+            let running = instances::status_of(&state, &name).await.0 != StatusCode::Stopped;
+            if running {
+                inst::stop(&state, &name, -1, true).await?;
+                instances::set_power(&state, &name, "STOPPED").await;
+            }
+            let (n, s) = (name.clone(), snap.clone());
+            let restored = tokio::task::spawn_blocking(move || {
+                pool.restore_snapshot(berth_storage::VolumeType::Container, &n, &s)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| crate::logging::chain(&e)));
+            if let Err(e) = restored {
+                // The volume is whole (the old content): bring the instance back up.
+                if running && let Ok(rec) = find_instance(&state, &name).await {
+                    let _ = instances::change_state(&state, &rec, &start_put()).await;
+                }
+                return Err(e);
+            }
+            let mut stored = new.clone();
+            let ids = state.runtime.ids;
+            state
+                .db
+                .call(move |c| {
+                    if let Err(e) = instances::assign_idmap(c, &mut stored, &expanded, ids, false) {
+                        return Ok(Err(e));
+                    }
+                    crate::db::instances::update(c, &stored)?;
+                    Ok(Ok(()))
+                })
+                .await
+                .map_err(|e| crate::logging::chain(&e))??;
+            let mut ctx = serde_json::Map::new();
+            ctx.insert("snapshot".into(), snap.clone().into());
+            state
+                .events
+                .lifecycle("instance-restored", &instances::url(&name), Some(ctx));
+            if running {
+                let rec = find_instance(&state, &name).await.map_err(|e| e.message)?;
+                instances::change_state(&state, &rec, &start_put()).await?;
+            }
+            Ok(())
+        },
+    );
+    Ok(async_operation(op.render()))
+}
