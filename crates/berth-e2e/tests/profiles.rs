@@ -714,11 +714,24 @@ async fn devices_come_and_go_on_running_containers() {
         "source=/dev/zero",
     ]));
     assert!(err.contains("notdev") && err.contains("block"), "{err}");
+    let err = fails(&d.berth(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "farowner",
+        "unix-char",
+        "source=/dev/zero",
+        "path=/dev/far",
+        "uid=70000",
+    ]));
+    assert!(err.contains("farowner") && err.contains("id map"), "{err}");
     let shown = ok(&d.berth(&["config", "show", "live"]));
     assert!(
-        !shown.contains("gone") && !shown.contains("notdev"),
+        !shown.contains("gone") && !shown.contains("notdev") && !shown.contains("farowner"),
         "{shown}"
     );
+    assert!(!nodes.join("unix.farowner").exists());
     ok(&d.berth(&["delete", "-f", "live"]));
     assert!(!nodes.exists());
 }

@@ -84,6 +84,12 @@ async fn projects_keep_instances_and_profiles_apart() {
     );
     let urls: Vec<String> = c.get("/1.0/instances?project=own").await.unwrap();
     assert_eq!(urls, ["/1.0/instances/web?project=own"]);
+    // The host-wide name of another project's instance is no way in.
+    let e = c
+        .query(Method::GET, "/1.0/instances/shared_web", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404));
     // Profiles: "own" has its own; "shared" sees default's.
     ok(&d.berth(&["--project", "own", "profile", "create", "mine"]));
     assert!(!ok(&d.berth(&["profile", "list", "-f", "csv"])).contains("mine"));
@@ -125,7 +131,10 @@ async fn projects_keep_instances_and_profiles_apart() {
         ok(&d.berth(&["--project", p, "delete", "-f", "web"]));
     }
     ok(&d.berth(&["--project", "own", "profile", "delete", "mine"]));
-    ok(&d.berth(&["project", "delete", "shared", "own"]));
+    // An empty project renames (its own profiles follow), through the real client.
+    ok(&d.lxc(&["project", "rename", "own", "renamed"]));
+    assert!(ok(&d.berth(&["--project", "renamed", "profile", "show", "default"])).contains("root"));
+    ok(&d.berth(&["project", "delete", "shared", "renamed"]));
     assert_eq!(
         ok(&d.berth(&["project", "list", "-f", "csv"]))
             .lines()

@@ -21,6 +21,8 @@ const LOCATION: &str = "none";
 pub struct EventMsg {
     pub kind: EventType,
     pub json: String,
+    /// The project of the object the event is about.
+    pub project: String,
 }
 
 /// The hub; cheap to clone.
@@ -113,7 +115,11 @@ impl Events {
         let Ok(json) = serde_json::to_string(&event) else {
             return;
         };
-        let msg = EventMsg { kind, json };
+        let msg = EventMsg {
+            kind,
+            json,
+            project: project.to_owned(),
+        };
         // An error only means nobody is subscribed any more.
         let _ = self.inner.tx.send(Arc::new(msg));
     }

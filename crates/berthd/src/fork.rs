@@ -5,6 +5,7 @@
 //! exits 1.
 
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// `berthd forkstart NAME LXCPATH CONFIG`: starts a container, daemonized; returns once
@@ -139,6 +140,11 @@ pub fn exec(args: &[OsString]) -> i32 {
 pub struct MountSpec {
     /// The container's init, whose namespaces and root are joined.
     pub pid: i32,
+    /// That process's start time (clock ticks after boot): a later process reusing the
+    /// pid is refused.
+    pub start_time: u64,
+    /// Refuse a `source` whose path holds a symlink (restricted projects).
+    pub no_symlinks: bool,
     /// The container has its own user namespace (unprivileged).
     pub userns: bool,
     /// A host path to mount at `target`; `None` unmounts `target` instead.
@@ -151,7 +157,8 @@ pub struct MountSpec {
     pub recursive: bool,
     /// An idmapped mount through the container's user namespace.
     pub shift: bool,
-    /// `private`, `shared`, `slave` or their `r` forms.
+    /// `private`, `shared`, `slave` or their `r` forms; default `slave`, so nothing the
+    /// container mounts there reaches the host.
     pub propagation: Option<String>,
     /// After unmounting, remove the (empty) mount point.
     pub remove: bool,
@@ -189,21 +196,50 @@ fn mount_in(spec: &MountSpec) -> Result<(), String> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
     use rustix::thread::LinkNameSpaceType;
 
+    // /proc/PID is opened once and checked to be the container's init (not a later
+    // process reusing its pid); everything else is opened relative to it.
     let proc = format!("/proc/{}", spec.pid);
+    let dir = rustix::fs::open(
+        &proc,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("Failed to open {proc}: {e}"))?;
     let open = |p: &str, flags: OFlags| {
-        rustix::fs::open(
-            format!("{proc}/{p}"),
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("Failed to open {proc}/{p}: {e}"))
+        rustix::fs::openat(&dir, p, flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("Failed to open {proc}/{p}: {e}"))
     };
+    let mut stat = String::new();
+    std::io::Read::read_to_string(
+        &mut std::fs::File::from(open("stat", OFlags::RDONLY)?),
+        &mut stat,
+    )
+    .map_err(|e| format!("Failed to read {proc}/stat: {e}"))?;
+    let started: Option<u64> = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok());
+    if spec.start_time != 0 && started != Some(spec.start_time) {
+        return Err("The instance's init has changed (it stopped or restarted)".to_owned());
+    }
     let mntns = open("ns/mnt", OFlags::RDONLY)?;
     let userns = if spec.userns {
         Some(open("ns/user", OFlags::RDONLY)?)
     } else {
         None
     };
+    // Never the host's own namespaces.
+    let same_as_ours = |fd: &OwnedFd, ns: &str| -> bool {
+        let (Ok(theirs), Ok(ours)) = (
+            rustix::fs::fstat(fd),
+            rustix::fs::stat(format!("/proc/self/ns/{ns}")),
+        ) else {
+            return true;
+        };
+        theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev
+    };
+    if same_as_ours(&mntns, "mnt") || userns.as_ref().is_some_and(|u| same_as_ours(u, "user")) {
+        return Err("The process is not in the instance's namespaces".to_owned());
+    }
     let root = open("root", OFlags::PATH | OFlags::DIRECTORY)?;
     let tree = match &spec.source {
         Some(source) => {
@@ -211,17 +247,30 @@ fn mount_in(spec: &MountSpec) -> Result<(), String> {
             if spec.recursive {
                 flags |= OpenTreeFlags::AT_RECURSIVE;
             }
-            let tree = rustix::mount::open_tree(rustix::fs::CWD, source.as_str(), flags)
-                .map_err(|e| format!("Failed to open {source}: {e}"))?;
+            let tree = if spec.no_symlinks {
+                let how =
+                    rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+                let fd = rustix::fs::openat2(
+                    rustix::fs::CWD,
+                    source.as_str(),
+                    OFlags::PATH | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    how,
+                )
+                .map_err(|e| format!("Failed to open {source} without following symlinks: {e}"))?;
+                rustix::mount::open_tree(&fd, "", flags | OpenTreeFlags::AT_EMPTY_PATH)
+            } else {
+                rustix::mount::open_tree(rustix::fs::CWD, source.as_str(), flags)
+            }
+            .map_err(|e| format!("Failed to open {source}: {e}"))?;
             let propagation = match spec
                 .propagation
                 .as_deref()
                 .map(|p| p.trim_start_matches('r'))
             {
                 Some("private") => berth_host::MS_PRIVATE,
-                Some("slave") => berth_host::MS_SLAVE,
                 Some("shared") => berth_host::MS_SHARED,
-                _ => 0,
+                _ => berth_host::MS_SLAVE,
             };
             let attr = berth_host::MountAttr {
                 readonly: spec.readonly,

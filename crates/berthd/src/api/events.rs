@@ -36,17 +36,24 @@ pub async fn get(
     let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // Subscribe before the upgrade completes, so nothing sent after this reply is missed.
     let sub = st.events.subscribe(types);
+    // Lifecycle events of one project (`?project=`, default `default`), or of all with
+    // `all-projects=true`.
+    let project = (super::query_value(q.as_deref(), "all-projects").as_deref() != Some("true"))
+        .then(|| super::project_param(q.as_deref()));
     Ok(ws
-        .on_upgrade(move |socket| forward(socket, sub))
+        .on_upgrade(move |socket| forward(socket, sub, project))
         .into_response())
 }
 
-async fn forward(mut socket: WebSocket, mut sub: Subscription) {
+async fn forward(mut socket: WebSocket, mut sub: Subscription, project: Option<String>) {
     loop {
         tokio::select! {
             msg = sub.rx.recv() => match msg {
                 Ok(msg) => {
+                    let elsewhere = msg.kind == EventType::Lifecycle
+                        && project.as_ref().is_some_and(|p| *p != msg.project);
                     if sub.wants(&msg)
+                        && !elsewhere
                         && socket.send(Message::Text(msg.json.clone().into())).await.is_err()
                     {
                         return;

@@ -76,7 +76,10 @@ pub async fn post(
         .db
         .call(move |c| crate::db::instances::get(c, &n))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Instance {name:?} not found")))?;
+        .ok_or_else(|| {
+            let name = crate::db::instances::api_name(&name);
+            ApiError::not_found(format!("Instance {name:?} not found"))
+        })?;
     let lxcpath = st.paths.containers();
     let n = name.clone();
     let (status, _) =

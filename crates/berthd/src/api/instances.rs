@@ -435,7 +435,10 @@ async fn rename_stopped(st: &AppState, rec: &InstanceRecord, to: &str) -> Result
     }
     st.instances.forget(&from);
     let mut ctx = serde_json::Map::new();
-    ctx.insert("old_name".into(), from.into());
+    ctx.insert(
+        "old_name".into(),
+        crate::db::instances::api_name(&from).into(),
+    );
     st.events.lifecycle("instance-renamed", &url(to), Some(ctx));
     Ok(())
 }
@@ -627,11 +630,28 @@ async fn update(
         .await?
         .map_err(ApiError::bad_request)?;
     if status != StatusCode::Stopped {
-        apply_live(st, name, &old_expanded, &expanded).map_err(ApiError::bad_request)?;
-        if let (Some(pid), false) = (pid, change.is_empty()) {
-            inst::hotplug::apply(st, name, pid, &change, &devices)
-                .await
-                .map_err(|e| ApiError::new(berth_api::ErrorKind::Internal, e))?;
+        let mut applied = apply_live(st, name, &old_expanded, &expanded);
+        if let (Ok(()), Some(pid), false) = (&applied, pid, change.is_empty()) {
+            let target = inst::hotplug::Target {
+                pid,
+                privileged: old_expanded
+                    .get("security.privileged")
+                    .is_some_and(|v| v == "true"),
+                no_symlinks: super::projects::is_restricted(st, &rec.project).await,
+            };
+            applied = inst::hotplug::apply(st, name, target, &change, &devices).await;
+            if applied.is_err() {
+                // Take back what was added; the old record goes back below.
+                let back = inst::hotplug::diff(&devices, &old_devices);
+                let _ = inst::hotplug::apply(st, name, target, &back, &old_devices).await;
+            }
+        }
+        if let Err(e) = applied {
+            let _ = apply_live(st, name, &expanded, &old_expanded);
+            st.db
+                .call(move |c| crate::db::instances::update(c, &old))
+                .await?;
+            return Err(ApiError::new(berth_api::ErrorKind::Internal, e));
         }
     }
     st.events.lifecycle("instance-updated", &url(name), None);

@@ -351,6 +351,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for InstanceName {
             .find(|(k, _)| *k == "name")
             .map(|(_, v)| v.to_owned())
             .unwrap_or_default();
+        // A name that is no instance name (`p_c`, say) never reaches another project's
+        // instance.
+        if crate::instances::validate_name(&name).is_err() {
+            return Err(ApiError::not_found(format!("Instance {name:?} not found")).into_response());
+        }
         let project = project_param(parts.uri.query());
         Ok(InstanceName(crate::db::instances::host_name(
             &project, &name,

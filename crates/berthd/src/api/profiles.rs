@@ -241,7 +241,7 @@ async fn update(
     body: serde_json::Value,
     replace: bool,
 ) -> ApiResult {
-    let _guard = st.profile_lock.lock().await;
+    let guard = st.profile_lock.lock().await;
     let old = find(st, scope, name).await?;
     super::check_if_match(headers, &etag(&old))?;
     let mut new = old.clone();
@@ -298,6 +298,7 @@ async fn update(
         .filter(|i| i.profiles.iter().any(|p| p == name))
         .collect();
     let mut running = Vec::new();
+    let mut by_project: BTreeMap<String, Vec<super::projects::Expanded>> = BTreeMap::new();
     for rec in &users {
         let (config, devices) = expand_with(rec, &new);
         let candidate = (rec.name.clone(), config.clone(), devices.clone());
@@ -311,28 +312,37 @@ async fn update(
             .await
             .map_err(naming)?;
         validate_config(&config, st.runtime.host).map_err(naming)?;
-        super::projects::check_limits_with(st, &rec.project, &candidate)
-            .await
-            .map_err(naming)?;
-        let (_, old_devices) = expand_with(rec, &old);
-        if let (_, Some(pid)) = status_of(st, &rec.name).await {
+        by_project
+            .entry(rec.project.clone())
+            .or_default()
+            .push(candidate);
+        let (old_config, old_devices) = expand_with(rec, &old);
+        if status_of(st, &rec.name).await.1.is_some() {
             let change = inst::hotplug::diff(&old_devices, &devices);
-            inst::hotplug::check(&change)
-                .map_err(|e| ApiError::bad_request(format!("Instance {:?}: {e}", rec.name)))?;
-            running.push((rec.name.clone(), pid, change, devices.clone()));
+            inst::hotplug::check(&change).map_err(|e| {
+                ApiError::bad_request(format!("Instance {:?}: {e}", rec.api_name()))
+            })?;
+            let privileged = old_config
+                .get("security.privileged")
+                .is_some_and(|v| v == "true");
+            running.push((rec.name.clone(), change, devices.clone(), privileged));
         }
         if inst::root_pool(&devices) != inst::root_pool(&old_devices) {
             return Err(ApiError::bad_request(format!(
                 "Instance {:?}: the root disk's pool cannot be changed",
-                rec.name
+                rec.api_name()
             )));
         }
         if inst::root_pool(&devices).is_none() {
             return Err(ApiError::bad_request(format!(
                 "Instance {:?} would have no root disk",
-                rec.name
+                rec.api_name()
             )));
         }
+    }
+    // Limits are summed over each project with all its users changed at once.
+    for (project, candidates) in &by_project {
+        super::projects::check_limits_many(st, project, candidates).await?;
     }
     // The profile and its users' id maps (a profile may make them isolated, privileged…)
     // are written together; new maps apply at each user's next start.
@@ -359,16 +369,28 @@ async fn update(
         })
         .await?
         .map_err(ApiError::bad_request)?;
-    // Running users get the changed limits and devices now.
-    for (instance, pid, change, devices) in running {
+    // Running users get the changed limits and devices now, each under its own lock
+    // (taken after the profile lock is let go: instance updates take them the other way).
+    drop(guard);
+    for (instance, change, devices, privileged) in running {
         let Some(rec) = users.iter().find(|r| r.name == instance) else {
+            continue;
+        };
+        let lock = st.instances.lock(&rec.name);
+        let _instance_guard = lock.lock().await;
+        let Some(pid) = status_of(st, &rec.name).await.1 else {
             continue;
         };
         let (before, _) = expand_with(rec, &old);
         let (after, _) = expand_with(rec, &new);
         let mut applied = apply_live(st, &rec.name, &before, &after);
         if applied.is_ok() && !change.is_empty() {
-            applied = inst::hotplug::apply(st, &rec.name, pid, &change, &devices).await;
+            let target = inst::hotplug::Target {
+                pid,
+                privileged,
+                no_symlinks: super::projects::is_restricted(st, &rec.project).await,
+            };
+            applied = inst::hotplug::apply(st, &rec.name, target, &change, &devices).await;
         }
         if let Err(e) = applied {
             tracing::warn!(instance = %rec.name, error = %e, "Profile change not applied live");

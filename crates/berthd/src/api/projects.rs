@@ -281,11 +281,17 @@ pub(crate) fn check_restrictions(
 }
 
 /// Whether a host-path disk's source lies under `restricted.devices.disk.paths`, when set.
+/// The source must hold no symlink (it is opened so when mounted live), so that what the
+/// check sees is what gets mounted.
 fn disk_path_allowed(p: &ProjectRecord, d: &Device) -> bool {
+    let raw = d.get("source").map(String::as_str).unwrap_or_default();
+    let source = std::path::Path::new(raw);
+    if std::fs::canonicalize(source).is_ok_and(|c| c != source) {
+        return false;
+    }
     let Some(paths) = p.config.get("restricted.devices.disk.paths") else {
         return true;
     };
-    let source = std::path::Path::new(d.get("source").map(String::as_str).unwrap_or_default());
     paths
         .split(',')
         .map(str::trim)
@@ -335,7 +341,7 @@ fn usage(
 }
 
 /// A project's instances, expanded: (host-wide name, config, devices).
-type Expanded = (String, BTreeMap<String, String>, BTreeMap<String, Device>);
+pub(crate) type Expanded = (String, BTreeMap<String, String>, BTreeMap<String, Device>);
 
 async fn expanded_instances(st: &AppState, project: &str) -> Result<Vec<Expanded>, ApiError> {
     let p = project.to_owned();
@@ -426,6 +432,32 @@ pub(crate) async fn check_allowed(
 ) -> Result<(), ApiError> {
     let p = find(st, project).await?;
     check_restrictions(&p, &candidate.1, &candidate.2)
+}
+
+/// Refuses (400) when `project`'s instances, with each of `candidates` replacing its old
+/// self, would exceed a limit (a profile change moves several at once).
+pub(crate) async fn check_limits_many(
+    st: &AppState,
+    project: &str,
+    candidates: &[Expanded],
+) -> Result<(), ApiError> {
+    let p = find(st, project).await?;
+    if !p.config.keys().any(|k| k.starts_with("limits.")) {
+        return Ok(());
+    }
+    let mut all = expanded_instances(st, project).await?;
+    for c in candidates {
+        match all.iter_mut().find(|i| i.0 == c.0) {
+            Some(i) => *i = c.clone(),
+            None => all.push(c.clone()),
+        }
+    }
+    check_limits(&p, &all, None, st.runtime.host)
+}
+
+/// Whether `project` has `restricted=true` (false when it cannot be read).
+pub(crate) async fn is_restricted(st: &AppState, project: &str) -> bool {
+    find(st, project).await.is_ok_and(|p| p.restricted())
 }
 
 /// Refuses (400) instance `candidate` of `project` (valid by now) when the project's
@@ -683,9 +715,25 @@ pub async fn rename(
             format!("Project {:?} already exists", req.name),
         ));
     }
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("old_name".into(), name.into());
     st.events
-        .lifecycle("project-renamed", &url(&req.name), None);
-    Ok(super::sync_created(&url(&req.name)))
+        .lifecycle("project-renamed", &url(&req.name), Some(ctx));
+    // LXD answers a rename with an operation (its client waits on one).
+    let mut resources = BTreeMap::new();
+    resources.insert("projects".to_owned(), vec![url(&req.name)]);
+    let op = st.ops.start(
+        crate::operations::OpSpec {
+            class: berth_api::OperationClass::Task,
+            description: "Renaming project".to_owned(),
+            resources: Some(resources),
+            may_cancel: false,
+            metadata: serde_json::Map::new(),
+            fds: vec![],
+        },
+        |_| async { Ok(()) },
+    );
+    Ok(super::async_operation(op.render()))
 }
 
 /// `GET /1.0/projects/{name}/state`: each limited resource's limit and usage.

@@ -95,7 +95,7 @@ const UPDATES: &[&str] = &[
     );
     ALTER TABLE instances ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
     CREATE TABLE profiles_by_project (
-        project TEXT NOT NULL REFERENCES projects (name),
+        project TEXT NOT NULL,
         name TEXT NOT NULL,
         description TEXT NOT NULL,
         config TEXT NOT NULL,

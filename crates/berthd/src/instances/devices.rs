@@ -269,15 +269,26 @@ fn make_nodes_dir(nodes: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A container's id map as device nodes need it: uid base, gid base, size.
+pub type Ids = (u32, u32, u32);
+
 /// Makes device `name`'s node on the host, owned by the host ids its owner maps to.
-/// `ids`: the container's (uid base, gid base), `None` for a privileged container.
+/// `ids`: the container's map, `None` for a privileged container; an owner outside the
+/// map is refused (it would be another container's or a host user's id).
 pub fn make_node(
     nodes: &Path,
     name: &str,
     node: &UnixNode,
-    ids: Option<(u32, u32)>,
+    ids: Option<Ids>,
 ) -> Result<std::path::PathBuf, String> {
     use rustix::fs::{FileType, Mode};
+    if let Some((_, _, size)) = ids
+        && (node.uid >= size || node.gid >= size)
+    {
+        return Err(format!(
+            "Device {name:?}: uid and gid must be below {size}, the size of the instance's id map"
+        ));
+    }
     make_nodes_dir(nodes)?;
     let path = node_path(nodes, name);
     let _ = std::fs::remove_file(&path);
@@ -295,7 +306,7 @@ pub fn make_node(
         rustix::fs::makedev(node.major, node.minor),
     )
     .map_err(fail)?;
-    let (uid, gid) = ids.map_or((node.uid, node.gid), |(u, g)| {
+    let (uid, gid) = ids.map_or((node.uid, node.gid), |(u, g, _)| {
         (u.saturating_add(node.uid), g.saturating_add(node.gid))
     });
     rustix::fs::chown(
@@ -313,7 +324,7 @@ pub fn make_node(
 pub fn unix_at_start(
     nodes: &Path,
     devices: &BTreeMap<String, Device>,
-    ids: Option<(u32, u32)>,
+    ids: Option<Ids>,
 ) -> Result<(Vec<String>, Vec<String>), String> {
     let _ = std::fs::remove_dir_all(nodes);
     let mut mounts = Vec::new();
@@ -361,6 +372,13 @@ pub fn disk_mounts(
                 return Err(format!("Device {name:?}: missing source {source:?}: {e}"));
             }
         };
+        // The entry names the source with its symlinks resolved now, so one swapped in
+        // later (say by a container writing to a directory another disk exposes) is not
+        // followed at mount time.
+        let source = std::fs::canonicalize(source)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|e| format!("Device {name:?}: cannot resolve source {source:?}: {e}"))?;
+        let source = &source;
         let mut opts = vec![
             if flag(d, "recursive", false) {
                 "rbind"

@@ -59,19 +59,28 @@ pub fn check(change: &Change) -> Result<(), String> {
     Ok(())
 }
 
-/// The host uid and gid bases of a running container's user namespace; `None` when it
-/// has none (privileged).
-fn running_ids(pid: i32) -> Option<(u32, u32)> {
-    let base = |file: &str| -> Option<u32> {
+/// The id map of a running container's user namespace (uid base, gid base, size).
+fn running_ids(pid: i32) -> Option<devices::Ids> {
+    let first = |file: &str| -> Option<(u32, u32)> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
         let mut f = text.split_whitespace();
-        let (inside, outside, count) = (f.next()?, f.next()?, f.next()?);
-        if inside == "0" && outside == "0" && count == "4294967295" {
-            return None;
-        }
-        outside.parse().ok()
+        let (_, outside, count) = (f.next()?, f.next()?, f.next()?);
+        Some((outside.parse().ok()?, count.parse().ok()?))
     };
-    Some((base("uid_map")?, base("gid_map")?))
+    let (uid, size) = first("uid_map")?;
+    let (gid, _) = first("gid_map")?;
+    Some((uid, gid, size))
+}
+
+/// The running container a change applies to.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Its init.
+    pub pid: i32,
+    /// It runs without a user namespace (`security.privileged`).
+    pub privileged: bool,
+    /// Host-path sources must hold no symlink (its project is restricted).
+    pub no_symlinks: bool,
 }
 
 /// Runs `berthd forkmount`; its one-line error on failure.
@@ -113,19 +122,27 @@ async fn cgroup_rule(
     .map_err(|e| e.to_string())?
 }
 
-/// Applies `change` to running container `name` (init `pid`), whose devices become `now`.
+/// Applies `change` to running container `name`, whose devices become `now`.
 pub async fn apply(
     st: &State,
     name: &str,
-    pid: i32,
+    target: Target,
     change: &Change,
     now: &BTreeMap<String, Device>,
 ) -> Result<(), String> {
     let nodes = super::nodes_dir(st, name);
-    let ids = running_ids(pid);
+    let pid = target.pid;
+    let start_time = super::start_time(pid).ok_or("The instance is not running")?;
+    let ids = if target.privileged {
+        None
+    } else {
+        Some(running_ids(pid).ok_or("The instance's id map is unreadable")?)
+    };
     let base = MountSpec {
         pid,
-        userns: ids.is_some(),
+        start_time,
+        userns: !target.privileged,
+        no_symlinks: target.no_symlinks,
         ..MountSpec::default()
     };
     for (dev, d) in &change.remove {
@@ -163,15 +180,23 @@ pub async fn apply(
                 continue;
             };
             let host = devices::make_node(&nodes, dev, &node, ids)?;
-            cgroup_rule(st, name, "devices.allow", node.rule()).await?;
             let spec = MountSpec {
                 source: Some(host.to_string_lossy().into_owned()),
                 target: node.path.clone(),
                 ..base.clone()
             };
-            forkmount(&spec)
-                .await
-                .map_err(|e| format!("Device {dev:?}: {e}"))?;
+            let added = match cgroup_rule(st, name, "devices.allow", node.rule()).await {
+                Ok(()) => forkmount(&spec).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = added {
+                // Undo this device: its node, and its rule unless something else needs it.
+                let _ = std::fs::remove_file(&host);
+                if !devices::DEFAULT_RULES.contains(&node.rule().as_str()) {
+                    let _ = cgroup_rule(st, name, "devices.deny", node.rule()).await;
+                }
+                return Err(format!("Device {dev:?}: {e}"));
+            }
             continue;
         }
         let (Some(source), Some(path)) = (d.get("source"), d.get("path")) else {
@@ -189,7 +214,7 @@ pub async fn apply(
             dir: dir_source,
             readonly: flag("readonly"),
             recursive: flag("recursive"),
-            shift: flag("shift") && ids.is_some(),
+            shift: flag("shift") && !target.privileged,
             propagation: d.get("propagation").cloned(),
             ..base.clone()
         };

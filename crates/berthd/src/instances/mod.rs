@@ -115,7 +115,7 @@ const INIT_PID: &str = "init.pid";
 
 /// A process's start time (clock ticks after boot), which tells it from a later process
 /// that reuses its pid.
-fn start_time(pid: i32) -> Option<u64> {
+pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces); start time is field 22.
     stat.rsplit_once(')')?
@@ -312,7 +312,7 @@ pub async fn start(
     let (nodes, rules) = devices::unix_at_start(
         &nodes_dir(st, &rec.name),
         devices,
-        idmap.map(|m| (m.uid_base, m.gid_base)),
+        idmap.map(|m| (m.uid_base, m.gid_base, m.size)),
     )?;
     let devices_key = if st.runtime.host.cgroup_v2 {
         "lxc.cgroup2.devices"
