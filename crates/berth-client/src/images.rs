@@ -122,7 +122,7 @@ impl Client {
         let body = StreamBody::new(body.map_ok(Frame::data));
         let resp = self
             .transport
-            .send(Method::POST, "/1.0/images", &headers, body)
+            .send(Method::POST, &self.scoped("/1.0/images"), &headers, body)
             .await?;
         let status = resp.status().as_u16();
         let envelope = envelope("/1.0/images", resp).await?;
@@ -166,7 +166,7 @@ impl Client {
             .transport
             .send(
                 Method::GET,
-                &path,
+                &self.scoped(&path),
                 &[],
                 http_body_util::Empty::<Bytes>::new(),
             )

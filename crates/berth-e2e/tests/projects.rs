@@ -31,6 +31,8 @@ async fn projects_keep_instances_and_profiles_apart() {
         "shared",
         "-c",
         "features.profiles=false",
+        "-c",
+        "features.images=false",
     ]));
     ok(&d.lxc(&["project", "create", "own"]));
     let list = ok(&d.lxc(&["project", "list", "-f", "csv"]));
@@ -38,6 +40,28 @@ async fn projects_keep_instances_and_profiles_apart() {
     // The same name in three projects: three containers, each with its own host name.
     ok(&d.berth(&["launch", "bb", "web"]));
     ok(&d.berth(&["--project", "shared", "launch", "bb", "web"]));
+    // "own" has its own images (LXD's default for new projects): none yet.
+    let err = fails(&d.berth(&["--project", "own", "launch", "bb", "web"]));
+    assert!(err.contains("not found"), "{err}");
+    assert!(ok(&d.lxc(&["image", "list", "--project", "own", "-f", "csv"])).is_empty());
+    let files_before = berth_e2e::image_store_files(&d);
+    let opts = ImportOptions {
+        aliases: vec!["bb".into()],
+        ..Default::default()
+    };
+    d.client()
+        .with_project(Some("own".into()))
+        .import_image(&busybox_image(), None, &opts)
+        .await
+        .unwrap();
+    // Imported there too, it is still stored once.
+    assert_eq!(berth_e2e::image_store_files(&d), files_before);
+    assert_eq!(
+        ok(&d.lxc(&["image", "alias", "list", "--project", "own", "-f", "csv"]))
+            .lines()
+            .count(),
+        1
+    );
     // The project's own default profile starts empty: it needs a root disk first.
     let err = fails(&d.berth(&["--project", "own", "launch", "bb", "web"]));
     assert!(err.contains("root disk"), "{err}");
@@ -131,6 +155,12 @@ async fn projects_keep_instances_and_profiles_apart() {
         ok(&d.berth(&["--project", p, "delete", "-f", "web"]));
     }
     ok(&d.berth(&["--project", "own", "profile", "delete", "mine"]));
+    // Its images keep it from going; deleting them there leaves default's copy whole.
+    let err = fails(&d.berth(&["project", "delete", "own"]));
+    assert!(err.contains("not empty"), "{err}");
+    ok(&d.lxc(&["image", "delete", "bb", "--project", "own"]));
+    assert_eq!(berth_e2e::image_store_files(&d), files_before);
+    assert!(ok(&d.lxc(&["image", "list", "-f", "csv"])).contains("bb"));
     // An empty project renames (its own profiles follow), through the real client.
     ok(&d.lxc(&["project", "rename", "own", "renamed"]));
     assert!(ok(&d.berth(&["--project", "renamed", "profile", "show", "default"])).contains("root"));
@@ -156,6 +186,8 @@ async fn restricted_projects_refuse_what_they_restrict() {
         "restricted=true",
         "-c",
         "features.profiles=false",
+        "-c",
+        "features.images=false",
         "-c",
         "limits.instances=2",
     ]));

@@ -99,7 +99,15 @@ async fn snapshots_restore_content_and_configuration() {
 async fn restricted_projects_refuse_restoring_what_they_restrict() {
     let d = Daemon::start();
     with_image(&d).await;
-    ok(&d.berth(&["project", "create", "team", "-c", "features.profiles=false"]));
+    ok(&d.berth(&[
+        "project",
+        "create",
+        "team",
+        "-c",
+        "features.profiles=false",
+        "-c",
+        "features.images=false",
+    ]));
     let in_team = |args: &[&str]| {
         let mut all = vec!["--project", "team"];
         all.extend_from_slice(args);

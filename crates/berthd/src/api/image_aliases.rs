@@ -6,7 +6,8 @@ use berth_api::ErrorKind;
 use berth_api::image::{ImageAlias, ImageAliasPost, ImageAliasPut, ImageAliasesPost};
 
 use super::{
-    ApiError, ApiResult, AppState, Json, check_if_match, recursion, sync, sync_empty, sync_etag,
+    ApiError, ApiResult, AppState, ImageProject, Json, check_if_match, recursion, sync, sync_empty,
+    sync_etag,
 };
 use crate::state::etag_of;
 
@@ -24,36 +25,50 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn find(st: &AppState, name: &str) -> Result<ImageAlias, ApiError> {
-    let n = name.to_owned();
+async fn find(st: &AppState, project: &str, name: &str) -> Result<ImageAlias, ApiError> {
+    let (p, n) = (project.to_owned(), name.to_owned());
     st.db
-        .call(move |c| crate::db::images::get_alias(c, &n))
+        .call(move |c| crate::db::images::get_alias(c, &p, &n))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Image alias {name:?} not found")))
 }
 
-fn source(name: &str) -> String {
-    format!("/1.0/images/aliases/{name}")
+fn source(name: &str, project: &str) -> String {
+    super::image_url(&format!("/1.0/images/aliases/{name}"), project)
 }
 
 /// `GET /1.0/images/aliases`.
-pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    ImageProject(project): ImageProject,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let recursive = recursion(q.as_deref())? > 0;
-    let all = st.db.call(|c| crate::db::images::list_aliases(c)).await?;
+    let p = project.clone();
+    let all = st
+        .db
+        .call(move |c| crate::db::images::list_aliases(c, &p))
+        .await?;
     if recursive {
         Ok(sync(all))
     } else {
         Ok(sync(
-            all.iter().map(|a| source(&a.name)).collect::<Vec<_>>(),
+            all.iter()
+                .map(|a| source(&a.name, &project))
+                .collect::<Vec<_>>(),
         ))
     }
 }
 
 /// `POST /1.0/images/aliases`.
-pub async fn post(State(st): State<AppState>, Json(req): Json<ImageAliasesPost>) -> ApiResult {
+pub async fn post(
+    State(st): State<AppState>,
+    ImageProject(project): ImageProject,
+    Json(req): Json<ImageAliasesPost>,
+) -> ApiResult {
     validate_name(&req.name)?;
     let _guard = st.image_lock.lock().await;
-    let target = super::images::resolve(&st, &req.target)
+    let target = super::images::resolve(&st, &project, &req.target)
         .await?
         .image
         .fingerprint;
@@ -73,13 +88,14 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<ImageAliasesPost>)
             alias.kind
         )));
     }
+    let p = project.clone();
     let exists = st
         .db
         .call(move |c| {
-            if crate::db::images::get_alias(c, &alias.name)?.is_some() {
+            if crate::db::images::get_alias(c, &p, &alias.name)?.is_some() {
                 return Ok(true);
             }
-            crate::db::images::insert_alias(c, &alias)?;
+            crate::db::images::insert_alias(c, &p, &alias)?;
             Ok(false)
         })
         .await?;
@@ -90,29 +106,39 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<ImageAliasesPost>)
         ));
     }
     st.events
-        .lifecycle("image-alias-created", &source(&req.name), None);
+        .lifecycle("image-alias-created", &source(&req.name, &project), None);
     Ok(sync_empty())
 }
 
 /// `GET /1.0/images/aliases/{name}`.
-pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let a = find(&st, &name).await?;
+pub async fn get(
+    State(st): State<AppState>,
+    ImageProject(project): ImageProject,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let a = find(&st, &project, &name).await?;
     let etag = etag_of(&(&a.name, &a.target, &a.description));
     Ok(sync_etag(a, &etag))
 }
 
 async fn update(
     st: &AppState,
+    project: &str,
     name: &str,
     headers: &HeaderMap,
     req: ImageAliasPut,
     replace: bool,
 ) -> ApiResult {
     let _guard = st.image_lock.lock().await;
-    let mut a = find(st, name).await?;
+    let mut a = find(st, project, name).await?;
     check_if_match(headers, &etag_of(&(&a.name, &a.target, &a.description)))?;
     match req.target {
-        Some(t) => a.target = super::images::resolve(st, &t).await?.image.fingerprint,
+        Some(t) => {
+            a.target = super::images::resolve(st, project, &t)
+                .await?
+                .image
+                .fingerprint;
+        }
         None if replace => return Err(ApiError::bad_request("Missing field \"target\"")),
         None => {}
     }
@@ -121,51 +147,55 @@ async fn update(
         None if replace => a.description.clear(),
         None => {}
     }
+    let p = project.to_owned();
     st.db
-        .call(move |c| crate::db::images::update_alias(c, &a))
+        .call(move |c| crate::db::images::update_alias(c, &p, &a))
         .await?;
     st.events
-        .lifecycle("image-alias-updated", &source(name), None);
+        .lifecycle("image-alias-updated", &source(name, project), None);
     Ok(sync_empty())
 }
 
 /// `PUT /1.0/images/aliases/{name}`.
 pub async fn put(
     State(st): State<AppState>,
+    ImageProject(project): ImageProject,
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(req): Json<ImageAliasPut>,
 ) -> ApiResult {
-    update(&st, &name, &headers, req, true).await
+    update(&st, &project, &name, &headers, req, true).await
 }
 
 /// `PATCH /1.0/images/aliases/{name}`.
 pub async fn patch(
     State(st): State<AppState>,
+    ImageProject(project): ImageProject,
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(req): Json<ImageAliasPut>,
 ) -> ApiResult {
-    update(&st, &name, &headers, req, false).await
+    update(&st, &project, &name, &headers, req, false).await
 }
 
 /// `POST /1.0/images/aliases/{name}`: rename.
 pub async fn rename(
     State(st): State<AppState>,
+    ImageProject(project): ImageProject,
     Path(name): Path<String>,
     Json(req): Json<ImageAliasPost>,
 ) -> ApiResult {
     validate_name(&req.name)?;
     let _guard = st.image_lock.lock().await;
-    find(&st, &name).await?;
-    let (from, to) = (name.clone(), req.name.clone());
+    find(&st, &project, &name).await?;
+    let (from, to, p) = (name.clone(), req.name.clone(), project.clone());
     let taken = st
         .db
         .call(move |c| {
-            if crate::db::images::get_alias(c, &to)?.is_some() {
+            if crate::db::images::get_alias(c, &p, &to)?.is_some() {
                 return Ok(true);
             }
-            crate::db::images::rename_alias(c, &from, &to)?;
+            crate::db::images::rename_alias(c, &p, &from, &to)?;
             Ok(false)
         })
         .await?;
@@ -177,20 +207,27 @@ pub async fn rename(
     }
     let mut ctx = serde_json::Map::new();
     ctx.insert("old_name".to_owned(), name.clone().into());
-    st.events
-        .lifecycle("image-alias-renamed", &source(&req.name), Some(ctx));
+    st.events.lifecycle(
+        "image-alias-renamed",
+        &source(&req.name, &project),
+        Some(ctx),
+    );
     Ok(sync_empty())
 }
 
 /// `DELETE /1.0/images/aliases/{name}`.
-pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(
+    State(st): State<AppState>,
+    ImageProject(project): ImageProject,
+    Path(name): Path<String>,
+) -> ApiResult {
     let _guard = st.image_lock.lock().await;
-    find(&st, &name).await?;
-    let n = name.clone();
+    find(&st, &project, &name).await?;
+    let (p, n) = (project.clone(), name.clone());
     st.db
-        .call(move |c| crate::db::images::delete_alias(c, &n))
+        .call(move |c| crate::db::images::delete_alias(c, &p, &n))
         .await?;
     st.events
-        .lifecycle("image-alias-deleted", &source(&name), None);
+        .lifecycle("image-alias-deleted", &source(&name, &project), None);
     Ok(sync_empty())
 }

@@ -29,17 +29,18 @@ pub fn lxd_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The full fingerprint of the one image whose fingerprint starts with `prefix`.
-pub async fn resolve(st: &AppState, prefix: &str) -> Result<ImageRecord, ApiError> {
+pub async fn resolve(st: &AppState, project: &str, prefix: &str) -> Result<ImageRecord, ApiError> {
     if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::not_found("Image not found"));
     }
     let p = prefix.to_ascii_lowercase();
+    let project = project.to_owned();
     let rec = st
         .db
         .call(move |c| {
-            let fps = crate::db::images::matching(c, &p)?;
+            let fps = crate::db::images::matching(c, &project, &p)?;
             match fps.as_slice() {
-                [one] => Ok(Ok(crate::db::images::get(c, one)?)),
+                [one] => Ok(Ok(crate::db::images::get(c, &project, one)?)),
                 [] => Ok(Ok(None)),
                 _ => Ok(Err(())),
             }
@@ -52,15 +53,22 @@ pub async fn resolve(st: &AppState, prefix: &str) -> Result<ImageRecord, ApiErro
 }
 
 /// `GET /1.0/images`.
-pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let recursive = recursion(q.as_deref())? > 0;
-    let recs = st.db.call(|c| crate::db::images::list(c)).await?;
+    let p = project.clone();
+    let recs = st.db.call(move |c| crate::db::images::list(c, &p)).await?;
     if recursive {
         Ok(sync(recs.into_iter().map(|r| r.image).collect::<Vec<_>>()))
     } else {
         Ok(sync(
             recs.iter()
-                .map(|r| format!("/1.0/images/{}", r.image.fingerprint))
+                .map(|r| {
+                    super::image_url(&format!("/1.0/images/{}", r.image.fingerprint), &project)
+                })
                 .collect::<Vec<_>>(),
         ))
     }
@@ -77,8 +85,12 @@ fn image_etag(i: &Image) -> String {
 }
 
 /// `GET /1.0/images/{fingerprint}`.
-pub async fn get(State(st): State<AppState>, Path(fp): Path<String>) -> ApiResult {
-    let rec = resolve(&st, &fp).await?;
+pub async fn get(
+    State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
+    Path(fp): Path<String>,
+) -> ApiResult {
+    let rec = resolve(&st, &project, &fp).await?;
     let etag = image_etag(&rec.image);
     Ok(sync_etag(rec.image, &etag))
 }
@@ -86,22 +98,24 @@ pub async fn get(State(st): State<AppState>, Path(fp): Path<String>) -> ApiResul
 /// `PUT /1.0/images/{fingerprint}`.
 pub async fn put(
     State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
     Path(fp): Path<String>,
     headers: HeaderMap,
     Json(req): Json<ImagePut>,
 ) -> ApiResult {
-    update(&st, &fp, &headers, req, false).await
+    update(&st, &project, &fp, &headers, req).await
 }
 
 /// `PATCH /1.0/images/{fingerprint}`.
 pub async fn patch(
     State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
     Path(fp): Path<String>,
     headers: HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
     let _guard = st.image_lock.lock().await;
-    let rec = resolve(&st, &fp).await?;
+    let rec = resolve(&st, &project, &fp).await?;
     let i = &rec.image;
     let mut merged = ImagePut {
         auto_update: i.auto_update,
@@ -135,18 +149,18 @@ pub async fn patch(
         merged.profiles = serde_json::from_value(v).map_err(|e| bad("profiles", e))?;
     }
     drop(_guard);
-    update(&st, &fp, &headers, merged, true).await
+    update(&st, &project, &fp, &headers, merged).await
 }
 
 async fn update(
     st: &AppState,
+    project: &str,
     fp: &str,
     headers: &HeaderMap,
     req: ImagePut,
-    _patch: bool,
 ) -> ApiResult {
     let _guard = st.image_lock.lock().await;
-    let rec = resolve(st, fp).await?;
+    let rec = resolve(st, project, fp).await?;
     check_if_match(headers, &image_etag(&rec.image))?;
     let fingerprint = rec.image.fingerprint.clone();
     let expires = req.expires_at.unwrap_or_default();
@@ -165,25 +179,39 @@ async fn update(
             )
         })
         .await?;
-    st.events
-        .lifecycle("image-updated", &format!("/1.0/images/{fingerprint}"), None);
+    st.events.lifecycle(
+        "image-updated",
+        &super::image_url(&format!("/1.0/images/{fingerprint}"), project),
+        None,
+    );
     Ok(super::sync_empty())
 }
 
 /// `DELETE /1.0/images/{fingerprint}`: an operation, as in LXD.
-pub async fn delete(State(st): State<AppState>, Path(fp): Path<String>) -> ApiResult {
+pub async fn delete(
+    State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
+    Path(fp): Path<String>,
+) -> ApiResult {
     let _guard = st.image_lock.lock().await;
-    let rec = resolve(&st, &fp).await?;
+    let rec = resolve(&st, &project, &fp).await?;
     let fingerprint = rec.image.fingerprint.clone();
-    let f = fingerprint.clone();
-    st.db
-        .call(move |c| crate::db::images::delete(c, &f))
+    let (f, p) = (fingerprint.clone(), project.clone());
+    let last = st
+        .db
+        .call(move |c| crate::db::images::delete(c, &p, &f))
         .await?;
-    let dir = st.paths.images();
-    let _ = std::fs::remove_file(dir.join(&fingerprint));
-    let _ = std::fs::remove_file(dir.join(format!("{fingerprint}.rootfs")));
-    st.events
-        .lifecycle("image-deleted", &format!("/1.0/images/{fingerprint}"), None);
+    // The files go with the last project holding the image.
+    if last {
+        let dir = st.paths.images();
+        let _ = std::fs::remove_file(dir.join(&fingerprint));
+        let _ = std::fs::remove_file(dir.join(format!("{fingerprint}.rootfs")));
+    }
+    st.events.lifecycle(
+        "image-deleted",
+        &super::image_url(&format!("/1.0/images/{fingerprint}"), &project),
+        None,
+    );
     let mut resources = BTreeMap::new();
     resources.insert(
         "images".to_owned(),
@@ -318,7 +346,12 @@ fn parse_properties(raw: &str) -> BTreeMap<String, String> {
 
 /// `POST /1.0/images`: imports an uploaded image. The upload is checked before the reply, so
 /// a bad image gets 400 and leaves nothing behind; the reply is an operation, as LXD sends.
-pub async fn post(State(st): State<AppState>, headers: HeaderMap, req: Request) -> ApiResult {
+pub async fn post(
+    State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
     let mut upload = receive(&st, req).await?;
     if upload.meta_name.is_empty() {
         upload.meta_name = lxd_header(&headers, "filename")
@@ -389,7 +422,7 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, req: Request) 
             uploaded_at: now,
             expires_at: expires,
             last_used_at: "0001-01-01T00:00:00Z".to_owned(),
-            project: berth_api::DEFAULT_PROJECT.to_owned(),
+            project: project.clone(),
             ..Default::default()
         },
         split: upload.rootfs.is_some(),
@@ -408,16 +441,17 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, req: Request) 
     let _guard = st.image_lock.lock().await;
     let f = fp.clone();
     let names = alias_names.clone();
+    let p = project.clone();
     let conflict = st
         .db
         .call(move |c| {
-            if crate::db::images::get(c, &f)?.is_some() {
+            if crate::db::images::get(c, &p, &f)?.is_some() {
                 return Ok(Some(
                     "Image with same fingerprint already exists".to_owned(),
                 ));
             }
             for n in &names {
-                if crate::db::images::get_alias(c, n)?.is_some() {
+                if crate::db::images::get_alias(c, &p, n)?.is_some() {
                     return Ok(Some(format!("Alias {n:?} already exists")));
                 }
             }
@@ -434,22 +468,32 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, req: Request) 
         .map_err(|e| ApiError::internal(&e))?
         .map_err(|e| ApiError::internal(&e))?;
     let stored = rec.clone();
+    let (p, f) = (project.clone(), fp.clone());
+    let held_elsewhere = st
+        .db
+        .call(move |c| crate::db::images::stored(c, &f))
+        .await?;
     if let Err(e) = st
         .db
-        .call(move |c| crate::db::images::insert(c, &stored, &aliases))
+        .call(move |c| crate::db::images::insert(c, &p, &stored, &aliases))
         .await
     {
-        let _ = std::fs::remove_file(dir.join(&fp));
-        let _ = std::fs::remove_file(dir.join(format!("{fp}.rootfs")));
+        if !held_elsewhere {
+            let _ = std::fs::remove_file(dir.join(&fp));
+            let _ = std::fs::remove_file(dir.join(format!("{fp}.rootfs")));
+        }
         return Err(e.into());
     }
     tracing::info!(fingerprint = %fp, size = rec.image.size, "Image imported");
-    st.events
-        .lifecycle("image-created", &format!("/1.0/images/{fp}"), None);
+    st.events.lifecycle(
+        "image-created",
+        &super::image_url(&format!("/1.0/images/{fp}"), &project),
+        None,
+    );
     for a in &alias_names {
         st.events.lifecycle(
             "image-alias-created",
-            &format!("/1.0/images/aliases/{a}"),
+            &super::image_url(&format!("/1.0/images/aliases/{a}"), &project),
             None,
         );
     }
@@ -497,8 +541,12 @@ async fn file_stream(path: std::path::PathBuf) -> Result<(u64, Body), ApiError> 
 
 /// `GET /1.0/images/{fingerprint}/export`: the file itself, or a multipart body with the
 /// `metadata` and `rootfs` parts of a split image; streamed from disk.
-pub async fn export(State(st): State<AppState>, Path(fp): Path<String>) -> ApiResult {
-    let rec = resolve(&st, &fp).await?;
+pub async fn export(
+    State(st): State<AppState>,
+    super::ImageProject(project): super::ImageProject,
+    Path(fp): Path<String>,
+) -> ApiResult {
+    let rec = resolve(&st, &project, &fp).await?;
     let fp = rec.image.fingerprint.clone();
     let dir = st.paths.images();
     if !rec.split {

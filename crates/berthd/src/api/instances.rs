@@ -744,17 +744,19 @@ pub async fn post(
             } else {
                 req.source.alias.clone()
             };
+            // The image comes from the instance's project's images.
+            let images = super::images_project_of(&st, &project).await?;
             let fp = if req.source.alias.is_empty() {
                 key.clone()
             } else {
-                let a = key.clone();
+                let (a, p) = (key.clone(), images.clone());
                 st.db
-                    .call(move |c| crate::db::images::get_alias(c, &a))
+                    .call(move |c| crate::db::images::get_alias(c, &p, &a))
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("Image alias {key:?} not found")))?
                     .target
             };
-            Some(super::images::resolve(&st, &fp).await?)
+            Some(super::images::resolve(&st, &images, &fp).await?)
         }
         "none" | "" => None,
         other => {

@@ -331,6 +331,52 @@ async fn check_project(
     next.run(req).await
 }
 
+/// The project whose images a request works on: the request's own with
+/// `features.images=true`, else `default`.
+#[derive(Debug)]
+pub struct ImageProject(pub String);
+
+impl axum::extract::FromRequestParts<AppState> for ImageProject {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let project = project_param(parts.uri.query());
+        images_project_of(st, &project)
+            .await
+            .map(ImageProject)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// The project whose images `project`'s requests and instances use.
+pub async fn images_project_of(st: &AppState, project: &str) -> Result<String, ApiError> {
+    if project == berth_api::DEFAULT_PROJECT {
+        return Ok(project.to_owned());
+    }
+    let p = project.to_owned();
+    let rec = st
+        .db
+        .call(move |c| crate::db::instances::project(c, &p))
+        .await?;
+    Ok(rec.map_or_else(
+        || berth_api::DEFAULT_PROJECT.to_owned(),
+        |r| r.images_project().to_owned(),
+    ))
+}
+
+/// The URL of an image (or alias) of `project`: `/1.0/images/FP` plus `?project=` when
+/// not `default`.
+pub fn image_url(path: &str, project: &str) -> String {
+    if project == berth_api::DEFAULT_PROJECT {
+        path.to_owned()
+    } else {
+        format!("{path}?project={project}")
+    }
+}
+
 /// The host-wide name of the instance a request's path names, in the request's project
 /// (see [`crate::db::instances`]).
 #[derive(Debug)]

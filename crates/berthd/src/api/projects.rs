@@ -2,9 +2,10 @@
 //!
 //! Instances always belong to one project (names are unique within it). With
 //! `features.profiles=true` a project has its own profiles (a new one starts with an empty
-//! `default`), else its instances use the `default` project's. Images and storage volumes
-//! are shared by all projects for now: `features.images` and `features.storage.volumes`
-//! are recorded but do not yet separate anything.
+//! `default`), else its instances use the `default` project's; the same with
+//! `features.images` for images and their aliases (an image file is stored once, held by
+//! every project that imported it). Custom storage volumes do not exist yet, so
+//! `features.storage.volumes` is recorded only.
 //!
 //! `limits.*` cap the sums over a project's instances (each instance must then set the
 //! limited key, as LXD requires), and `restricted=true` turns on the `restricted.*` keys,
@@ -645,7 +646,8 @@ async fn update(
     Ok(super::sync_empty())
 }
 
-/// Whether anything but its `default` profile lives in project `name`.
+/// Whether anything but its `default` profile lives in project `name`: instances, other
+/// profiles, images.
 async fn in_use(st: &AppState, name: &str) -> Result<bool, ApiError> {
     let n = name.to_owned();
     Ok(st
@@ -653,7 +655,9 @@ async fn in_use(st: &AppState, name: &str) -> Result<bool, ApiError> {
         .call(move |c| {
             let instances = crate::db::instances::list(c)?;
             let profiles = crate::db::instances::all_profiles(c)?;
+            let images = !crate::db::images::list(c, &n)?.is_empty();
             Ok(instances.iter().any(|i| i.project == n)
+                || images
                 || profiles
                     .iter()
                     .any(|p| p.project == n && p.name != "default"))
@@ -673,7 +677,7 @@ pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Api
     find(&st, &name).await?;
     if in_use(&st, &name).await? {
         return Err(ApiError::bad_request(format!(
-            "Project {name:?} is not empty (delete its instances and profiles first)"
+            "Project {name:?} is not empty (delete its instances, images and profiles first)"
         )));
     }
     let n = name.clone();

@@ -1,4 +1,9 @@
-//! The images and image_aliases tables.
+//! The images, image_projects and image_aliases tables.
+//!
+//! An image is stored once (one row, one file) and held by projects: `default`, and each
+//! project with `features.images=true` that imported it. Every call takes the image
+//! project (the request's, or `default` for projects sharing its images); an image a
+//! project does not hold does not exist for it. Aliases are per project.
 
 use std::collections::BTreeMap;
 
@@ -45,11 +50,12 @@ fn record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     })
 }
 
-fn aliases_of(conn: &Connection, fp: &str) -> Result<Vec<ImageAliasRef>, DbError> {
+fn aliases_of(conn: &Connection, project: &str, fp: &str) -> Result<Vec<ImageAliasRef>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT name, description FROM image_aliases WHERE fingerprint = ?1 ORDER BY name",
+        "SELECT name, description FROM image_aliases WHERE project = ?1 AND fingerprint = ?2
+         ORDER BY name",
     )?;
-    let rows = stmt.query_map([fp], |r| {
+    let rows = stmt.query_map([project, fp], |r| {
         Ok(ImageAliasRef {
             name: r.get(0)?,
             description: r.get(1)?,
@@ -58,52 +64,87 @@ fn aliases_of(conn: &Connection, fp: &str) -> Result<Vec<ImageAliasRef>, DbError
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Every image, with its aliases.
-pub fn list(conn: &Connection) -> Result<Vec<ImageRecord>, DbError> {
+/// Every image of `project`, with its aliases there.
+pub fn list(conn: &Connection, project: &str) -> Result<Vec<ImageRecord>, DbError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM images ORDER BY uploaded_at, fingerprint"
+        "SELECT {COLUMNS} FROM images WHERE fingerprint IN
+         (SELECT fingerprint FROM image_projects WHERE project = ?1)
+         ORDER BY uploaded_at, fingerprint"
     ))?;
-    let mut out: Vec<ImageRecord> = stmt.query_map([], record)?.collect::<Result<_, _>>()?;
+    let mut out: Vec<ImageRecord> = stmt
+        .query_map([project], record)?
+        .collect::<Result<_, _>>()?;
     for rec in &mut out {
-        rec.image.aliases = aliases_of(conn, &rec.image.fingerprint)?;
+        rec.image.aliases = aliases_of(conn, project, &rec.image.fingerprint)?;
+        rec.image.project = project.to_owned();
     }
     Ok(out)
 }
 
-/// The fingerprints starting with `prefix`.
-pub fn matching(conn: &Connection, prefix: &str) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn
-        .prepare("SELECT fingerprint FROM images WHERE substr(fingerprint, 1, length(?1)) = ?1")?;
-    let rows = stmt.query_map([prefix], |r| r.get(0))?;
+/// The fingerprints of `project`'s images starting with `prefix`.
+pub fn matching(conn: &Connection, project: &str, prefix: &str) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT fingerprint FROM image_projects
+         WHERE project = ?1 AND substr(fingerprint, 1, length(?2)) = ?2",
+    )?;
+    let rows = stmt.query_map([project, prefix], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// One image by full fingerprint.
-pub fn get(conn: &Connection, fp: &str) -> Result<Option<ImageRecord>, DbError> {
+/// Whether any project holds image `fp` (its row and file exist).
+pub fn stored(conn: &Connection, fp: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM images WHERE fingerprint = ?1", [fp], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some())
+}
+
+/// One image of `project` by full fingerprint.
+pub fn get(conn: &Connection, project: &str, fp: &str) -> Result<Option<ImageRecord>, DbError> {
     let rec = conn
         .query_row(
-            &format!("SELECT {COLUMNS} FROM images WHERE fingerprint = ?1"),
-            [fp],
+            &format!(
+                "SELECT {COLUMNS} FROM images WHERE fingerprint = ?2 AND fingerprint IN
+                 (SELECT fingerprint FROM image_projects WHERE project = ?1)"
+            ),
+            [project, fp],
             record,
         )
         .optional()?;
     match rec {
         Some(mut rec) => {
-            rec.image.aliases = aliases_of(conn, fp)?;
+            rec.image.aliases = aliases_of(conn, project, fp)?;
+            rec.image.project = project.to_owned();
             Ok(Some(rec))
         }
         None => Ok(None),
     }
 }
 
-/// Inserts an image and its aliases in one transaction.
+/// Records image `rec` for `project` with its aliases there, in one transaction: the row
+/// when no project holds it yet, else only the holding.
 pub fn insert(
     conn: &mut Connection,
+    project: &str,
     rec: &ImageRecord,
     aliases: &[ImageAlias],
 ) -> Result<(), DbError> {
     let tx = conn.transaction()?;
     let i = &rec.image;
+    if stored(&tx, &i.fingerprint)? {
+        tx.execute(
+            "INSERT INTO image_projects (fingerprint, project) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+            [&i.fingerprint, project],
+        )?;
+        for a in aliases {
+            insert_alias_tx(&tx, project, a)?;
+        }
+        tx.commit()?;
+        return Ok(());
+    }
     tx.execute(
         &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
         params![
@@ -124,8 +165,12 @@ pub fn insert(
             i.last_used_at
         ],
     )?;
+    tx.execute(
+        "INSERT INTO image_projects (fingerprint, project) VALUES (?1, ?2)",
+        [&i.fingerprint, project],
+    )?;
     for a in aliases {
-        insert_alias_tx(&tx, a)?;
+        insert_alias_tx(&tx, project, a)?;
     }
     tx.commit()?;
     Ok(())
@@ -148,10 +193,31 @@ pub fn update(
     Ok(())
 }
 
-/// Deletes an image (its aliases go with it).
-pub fn delete(conn: &Connection, fp: &str) -> Result<(), DbError> {
-    conn.execute("DELETE FROM images WHERE fingerprint = ?1", [fp])?;
-    Ok(())
+/// Removes image `fp` from `project` with its aliases there; the row goes (with every
+/// alias) when no project holds it any more, and then `true` says its files can go.
+pub fn delete(conn: &mut Connection, project: &str, fp: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM image_projects WHERE fingerprint = ?1 AND project = ?2",
+        [fp, project],
+    )?;
+    tx.execute(
+        "DELETE FROM image_aliases WHERE fingerprint = ?1 AND project = ?2",
+        [fp, project],
+    )?;
+    let held: bool = tx
+        .query_row(
+            "SELECT 1 FROM image_projects WHERE fingerprint = ?1",
+            [fp],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !held {
+        tx.execute("DELETE FROM images WHERE fingerprint = ?1", [fp])?;
+    }
+    tx.commit()?;
+    Ok(!held)
 }
 
 fn alias(r: &Row<'_>) -> rusqlite::Result<ImageAlias> {
@@ -163,57 +229,71 @@ fn alias(r: &Row<'_>) -> rusqlite::Result<ImageAlias> {
     })
 }
 
-/// Every alias.
-pub fn list_aliases(conn: &Connection) -> Result<Vec<ImageAlias>, DbError> {
-    let mut stmt = conn
-        .prepare("SELECT name, fingerprint, description, type FROM image_aliases ORDER BY name")?;
-    Ok(stmt.query_map([], alias)?.collect::<Result<_, _>>()?)
+/// Every alias of `project`.
+pub fn list_aliases(conn: &Connection, project: &str) -> Result<Vec<ImageAlias>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT name, fingerprint, description, type FROM image_aliases WHERE project = ?1
+         ORDER BY name",
+    )?;
+    Ok(stmt
+        .query_map([project], alias)?
+        .collect::<Result<_, _>>()?)
 }
 
-/// One alias.
-pub fn get_alias(conn: &Connection, name: &str) -> Result<Option<ImageAlias>, DbError> {
+/// One alias of `project`.
+pub fn get_alias(
+    conn: &Connection,
+    project: &str,
+    name: &str,
+) -> Result<Option<ImageAlias>, DbError> {
     Ok(conn
         .query_row(
-            "SELECT name, fingerprint, description, type FROM image_aliases WHERE name = ?1",
-            [name],
+            "SELECT name, fingerprint, description, type FROM image_aliases
+             WHERE project = ?1 AND name = ?2",
+            [project, name],
             alias,
         )
         .optional()?)
 }
 
-fn insert_alias_tx(conn: &Connection, a: &ImageAlias) -> Result<(), DbError> {
+fn insert_alias_tx(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
     conn.execute(
-        "INSERT INTO image_aliases (name, fingerprint, description, type) VALUES (?1, ?2, ?3, ?4)",
-        params![a.name, a.target, a.description, a.kind],
+        "INSERT INTO image_aliases (project, name, fingerprint, description, type)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![project, a.name, a.target, a.description, a.kind],
     )?;
     Ok(())
 }
 
-/// Creates an alias.
-pub fn insert_alias(conn: &Connection, a: &ImageAlias) -> Result<(), DbError> {
-    insert_alias_tx(conn, a)
+/// Creates an alias in `project`.
+pub fn insert_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
+    insert_alias_tx(conn, project, a)
 }
 
 /// Replaces an alias's target and description.
-pub fn update_alias(conn: &Connection, a: &ImageAlias) -> Result<(), DbError> {
+pub fn update_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE image_aliases SET fingerprint = ?2, description = ?3 WHERE name = ?1",
-        params![a.name, a.target, a.description],
+        "UPDATE image_aliases SET fingerprint = ?3, description = ?4
+         WHERE project = ?1 AND name = ?2",
+        params![project, a.name, a.target, a.description],
     )?;
     Ok(())
 }
 
 /// Renames an alias.
-pub fn rename_alias(conn: &Connection, from: &str, to: &str) -> Result<(), DbError> {
+pub fn rename_alias(conn: &Connection, project: &str, from: &str, to: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE image_aliases SET name = ?2 WHERE name = ?1",
-        params![from, to],
+        "UPDATE image_aliases SET name = ?3 WHERE project = ?1 AND name = ?2",
+        params![project, from, to],
     )?;
     Ok(())
 }
 
 /// Deletes an alias.
-pub fn delete_alias(conn: &Connection, name: &str) -> Result<(), DbError> {
-    conn.execute("DELETE FROM image_aliases WHERE name = ?1", [name])?;
+pub fn delete_alias(conn: &Connection, project: &str, name: &str) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM image_aliases WHERE project = ?1 AND name = ?2",
+        [project, name],
+    )?;
     Ok(())
 }

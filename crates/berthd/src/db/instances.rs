@@ -315,6 +315,15 @@ impl ProjectRecord {
         }
     }
 
+    /// The project whose images this project's requests and instances use.
+    pub fn images_project(&self) -> &str {
+        if self.flag("features.images") {
+            &self.name
+        } else {
+            berth_api::DEFAULT_PROJECT
+        }
+    }
+
     /// Whether `restricted=true`.
     pub fn restricted(&self) -> bool {
         self.flag("restricted")
@@ -408,7 +417,7 @@ pub fn delete_project(conn: &mut Connection, name: &str) -> Result<(), DbError> 
     Ok(())
 }
 
-/// Renames an empty project and its profiles.
+/// Renames a project without instances, with its profiles, images and aliases.
 pub fn rename_project(conn: &mut Connection, from: &str, to: &str) -> Result<bool, DbError> {
     let tx = conn.transaction()?;
     if project(&tx, to)?.is_some() {
@@ -418,10 +427,12 @@ pub fn rename_project(conn: &mut Connection, from: &str, to: &str) -> Result<boo
         "UPDATE projects SET name = ?2 WHERE name = ?1",
         params![from, to],
     )?;
-    tx.execute(
-        "UPDATE profiles SET project = ?2 WHERE project = ?1",
-        params![from, to],
-    )?;
+    for table in ["profiles", "image_projects", "image_aliases"] {
+        tx.execute(
+            &format!("UPDATE {table} SET project = ?2 WHERE project = ?1"),
+            params![from, to],
+        )?;
+    }
     tx.commit()?;
     Ok(true)
 }

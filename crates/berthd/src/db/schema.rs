@@ -121,6 +121,26 @@ const UPDATES: &[&str] = &[
         expires_at TEXT NOT NULL,
         PRIMARY KEY (instance, name)
     );",
+    // 6: images per project: one row and file per image, the projects holding it, and
+    // aliases keyed by project.
+    "CREATE TABLE image_projects (
+        fingerprint TEXT NOT NULL REFERENCES images (fingerprint) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, project)
+    );
+    INSERT INTO image_projects (fingerprint, project) SELECT fingerprint, 'default' FROM images;
+    CREATE TABLE image_aliases_by_project (
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL REFERENCES images (fingerprint) ON DELETE CASCADE,
+        description TEXT NOT NULL,
+        type TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    INSERT INTO image_aliases_by_project (project, name, fingerprint, description, type)
+        SELECT 'default', name, fingerprint, description, type FROM image_aliases;
+    DROP TABLE image_aliases;
+    ALTER TABLE image_aliases_by_project RENAME TO image_aliases;",
 ];
 
 /// The schema version this berthd writes.
