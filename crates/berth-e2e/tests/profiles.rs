@@ -190,6 +190,48 @@ async fn real_lxc_edits_profiles_and_instances_in_an_editor() {
     let i: Value = c.get("/1.0/instances/e1").await.unwrap();
     assert_eq!(i["ephemeral"], true);
     assert!(i["config"].get("limits.memory").is_none());
+    // berth in a terminal: a refused edit re-opens the editor with the error on top; the
+    // fixed text is then saved.
+    let script = work.path().join("fix-on-error");
+    let seen = work.path().join("seen");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+if grep -q '^# Error' \"$1\"; then
+  cp \"$1\" {seen}
+  sed -i 's/user.role: piped/user.role: fixed/; s/limits.memory: lots/limits.memory: 64MiB/' \"$1\"
+else
+  sed -i 's/user.role: piped/user.role: piped\\n  limits.memory: lots/' \"$1\"
+fi
+",
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let berth = berth_e2e::bin("berth");
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} profile edit web", berth.display()),
+            "/dev/null",
+        ])
+        .env("BERTH_DIR", d.dir())
+        .env("BERTH_CONF", d.dir().join("berth-client"))
+        .env("EDITOR", &script)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        shown.starts_with("# Error") && shown.contains("limits.memory"),
+        "{shown}"
+    );
+    let p: Value = c.get("/1.0/profiles/web").await.unwrap();
+    assert_eq!(p["config"]["user.role"], "fixed");
+    assert_eq!(p["config"]["limits.memory"], "64MiB");
     ok(&d.berth(&["delete", "e1"]));
 }
 
