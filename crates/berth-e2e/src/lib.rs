@@ -386,6 +386,18 @@ pub fn busybox_image() -> PathBuf {
     out
 }
 
+/// Imports the shared busybox test image into daemon `d` as alias `bb`.
+pub async fn with_busybox(d: &Daemon) {
+    let opts = berth_client::ImportOptions {
+        aliases: vec!["bb".into()],
+        ..Default::default()
+    };
+    d.client()
+        .import_image(&busybox_image(), None, &opts)
+        .await
+        .expect("import the busybox image");
+}
+
 /// The SHA-256 of a file, as hex.
 pub fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum")

@@ -8,18 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_client::{ImportOptions, Method};
-use berth_e2e::{Daemon, busybox_image, fails, ok, sha256_file};
+use berth_client::Method;
+use berth_e2e::{Daemon, fails, ok, sha256_file};
 
 async fn with_containers(d: &Daemon) {
-    let opts = ImportOptions {
-        aliases: vec!["bb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&busybox_image(), None, &opts)
-        .await
-        .unwrap();
+    berth_e2e::with_busybox(d).await;
     ok(&d.berth(&["launch", "bb", "run"]));
     ok(&d.berth(&["init", "bb", "idle"]));
 }

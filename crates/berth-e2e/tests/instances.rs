@@ -11,17 +11,6 @@ use berth_client::{ImportOptions, Method};
 use berth_e2e::{Daemon, busybox_image, fails, lxcfs_mounted, ok};
 use serde_json::json;
 
-async fn with_image(d: &Daemon) {
-    let opts = ImportOptions {
-        aliases: vec!["bb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&busybox_image(), None, &opts)
-        .await
-        .unwrap();
-}
-
 async fn state(d: &Daemon, name: &str) -> InstanceState {
     d.client()
         .get(&format!("/1.0/instances/{name}/state"))
@@ -75,7 +64,7 @@ fn host_uid(pid: i64) -> u32 {
 #[tokio::test]
 async fn lifecycle_through_the_cli_unprivileged() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "c1"]));
     let s = state(&d, "c1").await;
     assert_eq!(s.status, "Running");
@@ -135,7 +124,7 @@ async fn lifecycle_through_the_cli_unprivileged() {
 #[tokio::test]
 async fn real_lxc_client_drives_containers() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.lxc(&["launch", "bb", "viaLxc"]));
     let list = ok(&d.lxc(&["list", "--format", "csv"]));
     assert!(list.starts_with("viaLxc,RUNNING,"), "{list}");
@@ -150,7 +139,7 @@ async fn real_lxc_client_drives_containers() {
 #[tokio::test]
 async fn failed_creates_leave_nothing() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     let cases = [
         (
@@ -215,7 +204,7 @@ async fn failed_creates_leave_nothing() {
 #[tokio::test]
 async fn ephemeral_instances_go_away_on_stop() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "eph", "-e"]));
     assert_eq!(state(&d, "eph").await.status, "Running");
     ok(&d.berth(&["stop", "-f", "eph"]));
@@ -230,7 +219,7 @@ async fn ephemeral_instances_go_away_on_stop() {
 #[tokio::test]
 async fn containers_survive_a_daemon_kill() {
     let mut d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "keep"]));
     ok(&d.berth(&["launch", "bb", "gone"]));
     let pid = state(&d, "keep").await.pid;
@@ -297,7 +286,7 @@ async fn containers_survive_a_daemon_kill() {
 #[tokio::test]
 async fn exec_pipes_exit_codes_and_security() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "x1"]));
     // Output, exit code, environment, cwd and user.
     let out = d.berth(&[
@@ -394,7 +383,7 @@ fn cgroup_file(d: &Daemon, name: &str, controller: &str, v1: &str, v2: &str) -> 
 #[tokio::test]
 async fn limits_contain_fork_bombs_and_memory_hogs() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&[
         "launch",
         "bb",
@@ -546,7 +535,7 @@ async fn limits_contain_fork_bombs_and_memory_hogs() {
 #[tokio::test]
 async fn autostart_instances_start_with_berthd() {
     let mut d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "auto", "-c", "boot.autostart=true"]));
     ok(&d.berth(&["init", "bb", "manual"]));
     ok(&d.berth(&["stop", "-f", "auto"]));
@@ -569,7 +558,7 @@ async fn autostart_instances_start_with_berthd() {
 #[tokio::test]
 async fn create_reports_unpack_progress() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     let mut events = c.events(&[berth_api::EventType::Operation]).await.unwrap();
     let body = json!({"name": "prog", "source": {"type": "image", "alias": "bb"}});
@@ -602,7 +591,7 @@ async fn create_reports_unpack_progress() {
 #[tokio::test]
 async fn pylxd_drives_containers() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pylxd/lifecycle.py");
     let out = std::process::Command::new("python3")
         .arg(script)
@@ -630,7 +619,7 @@ fn uid_range(d: &Daemon, name: &str) -> (u64, u64) {
 #[tokio::test]
 async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "shared"]));
     ok(&d.berth(&["launch", "bb", "iso1", "-c", "security.idmap.isolated=true"]));
     ok(&d.berth(&["launch", "bb", "iso2", "-c", "security.idmap.isolated=true"]));
@@ -747,7 +736,7 @@ async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
 #[tokio::test]
 async fn rename_logs_recorded_output_info_and_config() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["launch", "bb", "run1", "-c", "user.role=web"]));
     ok(&d.berth(&["init", "bb", "idle1"]));
@@ -903,7 +892,7 @@ async fn rename_logs_recorded_output_info_and_config() {
 #[tokio::test]
 async fn parallel_state_changes_all_return_and_settle() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "busy"]));
     let actions = [
         "stop", "start", "restart", "freeze", "unfreeze", "stop", "restart", "start", "freeze",

@@ -3,20 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
-use berth_client::{ImportOptions, Method};
-use berth_e2e::{Daemon, busybox_image, fails, ok};
+use berth_client::Method;
+use berth_e2e::{Daemon, fails, ok};
 use serde_json::{Value, json};
-
-async fn with_image(d: &Daemon) {
-    let opts = ImportOptions {
-        aliases: vec!["bb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&busybox_image(), None, &opts)
-        .await
-        .unwrap();
-}
 
 /// pids.max of a container, on cgroup v1 or v2.
 fn pids_max(d: &Daemon, name: &str) -> String {
@@ -58,7 +47,7 @@ fn editor(dir: &std::path::Path, from: &str, to: &str) -> String {
 #[tokio::test]
 async fn profiles_expand_in_order_and_changes_reach_running_instances() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["profile", "create", "lim"]));
     ok(&d.berth(&["profile", "set", "lim", "limits.processes=30"]));
@@ -146,7 +135,7 @@ async fn profiles_expand_in_order_and_changes_reach_running_instances() {
 #[tokio::test]
 async fn real_lxc_edits_profiles_and_instances_in_an_editor() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["init", "bb", "e1"]));
     ok(&d.lxc(&["profile", "create", "web"]));
@@ -311,7 +300,7 @@ const SAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
 #[tokio::test]
 async fn every_key_in_the_table_is_checked() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["init", "bb", "k1"]));
     let md: Value = c.get("/1.0/metadata/configuration").await.unwrap();
@@ -423,7 +412,7 @@ async fn admin_init_auto_and_preseed() {
 #[tokio::test]
 async fn host_directories_bind_with_shift_readonly_and_required() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     let host = tempfile::tempdir().unwrap();
     let data = host.path().join("data dir");
@@ -542,7 +531,7 @@ async fn host_directories_bind_with_shift_readonly_and_required() {
 #[tokio::test]
 async fn devices_through_berth_and_lxc() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     let host = tempfile::tempdir().unwrap();
     let src = host.path().to_str().unwrap().to_owned();
@@ -616,7 +605,7 @@ async fn devices_through_berth_and_lxc() {
 #[tokio::test]
 async fn devices_come_and_go_on_running_containers() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["launch", "bb", "live"]));
     let sh = |script: &str| d.berth(&["exec", "live", "--", "sh", "-c", script]);
     // A unix-char device appears with the owner and mode asked for, and works.

@@ -8,21 +8,10 @@ use berth_client::{ImportOptions, Method};
 use berth_e2e::{Daemon, busybox_image, fails, ok};
 use serde_json::{Value, json};
 
-async fn with_image(d: &Daemon) {
-    let opts = ImportOptions {
-        aliases: vec!["bb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&busybox_image(), None, &opts)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn projects_keep_instances_and_profiles_apart() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     // One project through berth (sharing default's profiles), one through the real lxc
     // client (its own profiles, as LXD's default).
     ok(&d.berth(&[
@@ -176,7 +165,7 @@ async fn projects_keep_instances_and_profiles_apart() {
 #[tokio::test]
 async fn restricted_projects_refuse_what_they_restrict() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&[
         "project",

@@ -4,25 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
-use berth_client::{ImportOptions, Method};
-use berth_e2e::{Daemon, busybox_image, fails, ok};
+use berth_client::Method;
+use berth_e2e::{Daemon, fails, ok};
 use serde_json::{Value, json};
-
-async fn with_image(d: &Daemon) {
-    let opts = ImportOptions {
-        aliases: vec!["bb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&busybox_image(), None, &opts)
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn snapshots_restore_content_and_configuration() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["launch", "bb", "snappy", "-c", "user.stage=one"]));
     let sh = |script: &str| d.berth(&["exec", "snappy", "--", "sh", "-c", script]);
@@ -98,7 +87,7 @@ async fn snapshots_restore_content_and_configuration() {
 #[tokio::test]
 async fn restricted_projects_refuse_restoring_what_they_restrict() {
     let d = Daemon::start();
-    with_image(&d).await;
+    berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&[
         "project",
         "create",

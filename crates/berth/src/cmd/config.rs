@@ -91,6 +91,53 @@ async fn patch(
     Ok(())
 }
 
+/// PATCHes `config` into the object (profile, project) at `path`; an empty value unsets
+/// a key.
+pub async fn patch_object_config(
+    client: &Client,
+    path: &str,
+    config: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "config": config });
+    client.query(Method::PATCH, path, Some(&body)).await?;
+    Ok(())
+}
+
+/// Prints configuration key `key` of the object at `path` (empty when unset).
+pub async fn print_object_key(client: &Client, path: &str, key: &str) -> anyhow::Result<()> {
+    let v: Value = client.get(path).await?;
+    println!(
+        "{}",
+        v["config"]
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Unsets `keys` of the object at `path`, `what` naming it; a key that is not set is an
+/// error and nothing changes.
+pub async fn unset_object_keys(
+    client: &Client,
+    path: &str,
+    keys: Vec<String>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let v: Value = client.get(path).await?;
+    for k in &keys {
+        if v["config"].get(k).is_none() {
+            anyhow::bail!("Key {k:?} is not set on {what}");
+        }
+    }
+    patch_object_config(
+        client,
+        path,
+        keys.into_iter().map(|k| (k, String::new())).collect(),
+    )
+    .await
+}
+
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Show { name, expanded } => {

@@ -109,11 +109,7 @@ async fn patch_config(
     name: &str,
     config: BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "config": config });
-    client
-        .query(Method::PATCH, &format!("/1.0/profiles/{name}"), Some(&body))
-        .await?;
-    Ok(())
+    super::config::patch_object_config(client, &format!("/1.0/profiles/{name}"), config).await
 }
 
 /// Reads YAML from standard input when it is not a terminal (`berth profile edit p <
@@ -195,29 +191,17 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Get { name, key } => {
-            let p = profile(client, &name).await?;
-            println!(
-                "{}",
-                p["config"]
-                    .get(&key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            );
+            super::config::print_object_key(client, &format!("/1.0/profiles/{name}"), &key).await?;
         }
         Command::Set { name, config } => {
             patch_config(client, &name, super::config::pairs(&config)?).await?;
         }
         Command::Unset { name, keys } => {
-            let p = profile(client, &name).await?;
-            for k in &keys {
-                if p["config"].get(k).is_none() {
-                    anyhow::bail!("Key {k:?} is not set on profile {name:?}");
-                }
-            }
-            patch_config(
+            super::config::unset_object_keys(
                 client,
-                &name,
-                keys.into_iter().map(|k| (k, String::new())).collect(),
+                &format!("/1.0/profiles/{name}"),
+                keys,
+                &format!("profile {name:?}"),
             )
             .await?;
         }

@@ -96,18 +96,6 @@ fn path(name: &str) -> String {
     format!("/1.0/projects/{name}")
 }
 
-async fn patch_config(
-    client: &Client,
-    name: &str,
-    config: BTreeMap<String, String>,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "config": config });
-    client
-        .query(Method::PATCH, &path(name), Some(&body))
-        .await?;
-    Ok(())
-}
-
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::List { format } => {
@@ -161,29 +149,22 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Get { name, key } => {
-            let p: Value = client.get(&path(&name)).await?;
-            println!(
-                "{}",
-                p["config"]
-                    .get(&key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            );
+            super::config::print_object_key(client, &path(&name), &key).await?;
         }
         Command::Set { name, config } => {
-            patch_config(client, &name, super::config::pairs(&config)?).await?;
+            super::config::patch_object_config(
+                client,
+                &path(&name),
+                super::config::pairs(&config)?,
+            )
+            .await?;
         }
         Command::Unset { name, keys } => {
-            let p: Value = client.get(&path(&name)).await?;
-            for k in &keys {
-                if p["config"].get(k).is_none() {
-                    anyhow::bail!("Key {k:?} is not set on project {name:?}");
-                }
-            }
-            patch_config(
+            super::config::unset_object_keys(
                 client,
-                &name,
-                keys.into_iter().map(|k| (k, String::new())).collect(),
+                &path(&name),
+                keys,
+                &format!("project {name:?}"),
             )
             .await?;
         }

@@ -518,6 +518,30 @@ pub async fn patch(
     update(&st, &name, &headers, req, false).await
 }
 
+/// Applies a PUT/PATCH body's `config` to `config`: PUT replaces it (absent: empties it),
+/// PATCH merges, an empty value unsetting the key.
+pub(crate) fn merge_config(
+    config: &mut BTreeMap<String, String>,
+    body: &serde_json::Value,
+    replace: bool,
+) -> Result<(), ApiError> {
+    match field::<BTreeMap<String, String>>(body, "config")? {
+        Some(new) if replace => *config = new,
+        Some(new) => {
+            for (k, v) in new {
+                if v.is_empty() {
+                    config.remove(&k);
+                } else {
+                    config.insert(k, v);
+                }
+            }
+        }
+        None if replace => config.clear(),
+        None => {}
+    }
+    Ok(())
+}
+
 /// Field `key` of a PUT/PATCH body: absent or null is `None`, a bad type a 400 naming it.
 pub(crate) fn field<T: serde::de::DeserializeOwned>(
     body: &serde_json::Value,

@@ -39,7 +39,9 @@ pub struct ProfilePost {
     name: String,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+/// Checks a profile or snapshot name (`what`): one path component, no spaces, at most
+/// 63 characters.
+pub(crate) fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty()
         || name.len() > 63
         || name == "."
@@ -47,10 +49,14 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         || name.contains(['/', '\\', ' ', '\n', '\t', '\0'])
     {
         return Err(ApiError::bad_request(format!(
-            "Invalid profile name {name:?}"
+            "Invalid {what} name {name:?}: no slash or space, at most 63 characters"
         )));
     }
     Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    check_object_name("profile", name)
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -245,20 +251,7 @@ async fn update(
     let old = find(st, scope, name).await?;
     super::check_if_match(headers, &etag(&old))?;
     let mut new = old.clone();
-    match field::<BTreeMap<String, String>>(&body, "config")? {
-        Some(config) if replace => new.config = config,
-        Some(config) => {
-            for (k, v) in config {
-                if v.is_empty() {
-                    new.config.remove(&k);
-                } else {
-                    new.config.insert(k, v);
-                }
-            }
-        }
-        None if replace => new.config.clear(),
-        None => {}
-    }
+    super::instances::merge_config(&mut new.config, &body, replace)?;
     match field::<BTreeMap<String, Device>>(&body, "devices")? {
         Some(devices) if replace => new.devices = devices,
         Some(devices) => new.devices.extend(devices),

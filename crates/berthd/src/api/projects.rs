@@ -602,20 +602,7 @@ async fn update(
     let old = find(st, name).await?;
     super::check_if_match(headers, &etag(&old))?;
     let mut new = old.clone();
-    match field::<BTreeMap<String, String>>(body, "config")? {
-        Some(config) if replace => new.config = config,
-        Some(config) => {
-            for (k, v) in config {
-                if v.is_empty() {
-                    new.config.remove(&k);
-                } else {
-                    new.config.insert(k, v);
-                }
-            }
-        }
-        None if replace => new.config.clear(),
-        None => {}
-    }
+    super::instances::merge_config(&mut new.config, body, replace)?;
     if let Some(d) = field(body, "description")? {
         new.description = d;
     } else if replace {

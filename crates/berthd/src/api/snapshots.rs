@@ -46,17 +46,7 @@ pub struct SnapshotPost {
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > 63
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '\\', ' ', '\n', '\t', '\0'])
-    {
-        return Err(ApiError::bad_request(format!(
-            "Invalid snapshot name {name:?}: no slash or space, at most 63 characters"
-        )));
-    }
-    Ok(())
+    super::profiles::check_object_name("snapshot", name)
 }
 
 fn not_found(instance: &str, snap: &str) -> ApiError {

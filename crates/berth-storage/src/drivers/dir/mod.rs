@@ -316,14 +316,8 @@ impl Driver for Dir {
                 name: from.to_owned(),
             });
         }
-        // renameat2(RENAME_NOREPLACE): never replaces a volume that exists under `to`.
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &src,
-            rustix::fs::CWD,
-            &dst,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
+        // Never replaces a volume that exists under `to`.
+        match rename_noreplace(&src, &dst) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::EXIST) => Err(StorageError::VolumeExists {
                 vtype,
@@ -442,13 +436,7 @@ impl Driver for Dir {
             self.snapshot_path(vtype, name, from),
             self.snapshot_path(vtype, name, to),
         );
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &src,
-            rustix::fs::CWD,
-            &dst,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
+        match rename_noreplace(&src, &dst) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::EXIST) => Err(StorageError::SnapshotExists {
                 name: name.to_owned(),
@@ -563,6 +551,17 @@ impl Driver for Dir {
         names.sort();
         Ok(names)
     }
+}
+
+/// `renameat2(RENAME_NOREPLACE)`: `EEXIST` when `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> Result<(), rustix::io::Errno> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
 }
 
 /// Sets the permission bits of `path` exactly.
