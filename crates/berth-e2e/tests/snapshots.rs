@@ -144,3 +144,79 @@ async fn restricted_projects_refuse_restoring_what_they_restrict() {
     ok(&in_team(&["delete", "-f", "app"]));
     ok(&d.berth(&["project", "delete", "team"]));
 }
+
+#[tokio::test]
+async fn scheduled_snapshots_follow_pattern_and_expire() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "timed"]));
+    ok(&d.berth(&[
+        "config",
+        "set",
+        "timed",
+        "snapshots.schedule=@hourly",
+        "snapshots.pattern=auto-%d",
+        "snapshots.expiry=2H",
+    ]));
+    let pass = |at: &'static str| {
+        let c = c.clone();
+        async move {
+            c.query(
+                Method::POST,
+                "/internal/testing/snapshot-schedule",
+                Some(&json!({ "at": at })),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let snaps = || async {
+        let all: Vec<Value> = c
+            .get("/1.0/instances/timed/snapshots?recursion=1")
+            .await
+            .unwrap();
+        all.iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["expires_at"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    pass("2026-01-01T05:00:00Z").await;
+    assert_eq!(
+        snaps().await,
+        [("auto-0".to_owned(), "2026-01-01T07:00:00Z".to_owned())]
+    );
+    // Not on the hour: nothing.
+    pass("2026-01-01T05:30:00Z").await;
+    assert_eq!(snaps().await.len(), 1);
+    // Two hours on: a new one, and the first has expired.
+    pass("2026-01-01T07:00:00Z").await;
+    assert_eq!(
+        snaps().await,
+        [("auto-1".to_owned(), "2026-01-01T09:00:00Z".to_owned())]
+    );
+    // A manual snapshot without a name follows the pattern too.
+    ok(&d.berth(&["snapshot", "create", "timed"]));
+    assert!(snaps().await.iter().any(|(n, _)| n == "auto-0"));
+    // Stopped instances are skipped unless snapshots.schedule.stopped=true.
+    ok(&d.berth(&["stop", "-f", "timed"]));
+    pass("2026-01-01T08:00:00Z").await;
+    assert_eq!(snaps().await.len(), 2);
+    ok(&d.berth(&["config", "set", "timed", "snapshots.schedule.stopped=true"]));
+    pass("2026-01-01T08:00:00Z").await;
+    assert!(snaps().await.iter().any(|(n, _)| n == "auto-2"));
+    // Bad values are refused naming the key.
+    for (kv, key) in [
+        ("snapshots.schedule=* * *", "snapshots.schedule"),
+        ("snapshots.expiry=3x", "snapshots.expiry"),
+        ("snapshots.pattern=a/b", "snapshots.pattern"),
+    ] {
+        let err = fails(&d.berth(&["config", "set", "timed", kv]));
+        assert!(err.contains(key), "{err}");
+    }
+    ok(&d.berth(&["delete", "timed"]));
+}

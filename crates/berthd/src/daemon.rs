@@ -196,6 +196,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     });
 
     tokio::spawn(crate::api::instances::autostart(state.clone()));
+    tokio::spawn(crate::api::snapshots::scheduler(state.clone()));
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),

@@ -1,5 +1,5 @@
 //! `/internal/testing/*`: endpoints the end-to-end tests use to drive the operation machinery
-//! directly. Served only when berthd runs with `--testing`.
+//! and the snapshot scheduler directly. Served only when berthd runs with `--testing`.
 
 use std::time::Duration;
 
@@ -76,4 +76,25 @@ pub async fn create_operation(
         }
     });
     Ok(async_operation(op.render()))
+}
+
+/// The body of `POST /internal/testing/snapshot-schedule`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePass {
+    /// The minute to run the pass for (RFC 3339).
+    at: String,
+}
+
+/// `POST /internal/testing/snapshot-schedule`: runs one pass of the snapshot scheduler now,
+/// as if at minute `at` (scheduled snapshots and expiry), and returns when it is done.
+pub async fn snapshot_schedule(
+    State(st): State<AppState>,
+    Json(req): Json<SchedulePass>,
+) -> ApiResult {
+    let at = chrono::DateTime::parse_from_rfc3339(&req.at)
+        .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))?
+        .with_timezone(&chrono::Utc);
+    super::snapshots::scheduled_pass(&st, at).await;
+    Ok(super::sync_empty())
 }

@@ -22,7 +22,7 @@ pub mod profiles;
 mod projects;
 mod resources;
 mod server;
-mod snapshots;
+pub mod snapshots;
 mod storage_pools;
 mod warnings;
 
@@ -543,10 +543,15 @@ pub fn router(state: AppState) -> Router {
             get(storage_pools::volumes),
         );
     if state.testing {
-        r = r.route(
-            "/internal/testing/operations",
-            post(internal::create_operation),
-        );
+        r = r
+            .route(
+                "/internal/testing/operations",
+                post(internal::create_operation),
+            )
+            .route(
+                "/internal/testing/snapshot-schedule",
+                post(internal::snapshot_schedule),
+            );
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -220,11 +220,18 @@ pub async fn post(
         .db
         .call(move |c| crate::db::snapshots::list(c, &n))
         .await?;
+    // Unnamed snapshots follow snapshots.pattern; snapshots.expiry dates them unless the
+    // request does.
+    let profiles = instances::profiles(&st, &rec.project, &rec.profiles).await?;
+    let (config, _) = inst::expand(&profiles, &rec);
     let snap = if req.name.is_empty() {
-        (0..)
-            .map(|i| format!("snap{i}"))
-            .find(|c| !existing.iter().any(|s| &s.name == c))
-            .unwrap_or_default()
+        let taken: Vec<String> = existing.iter().map(|s| s.name.clone()).collect();
+        inst::schedule::next_name(
+            config
+                .get("snapshots.pattern")
+                .map_or("snap%d", String::as_str),
+            &taken,
+        )
     } else {
         req.name.clone()
     };
@@ -235,10 +242,47 @@ pub async fn post(
             format!("Snapshot {snap:?} already exists"),
         ));
     }
+    let expires_at = match req.expires_at {
+        Some(e) => e,
+        None => expiry_of(&config, chrono::Utc::now()).map_err(ApiError::bad_request)?,
+    };
     let pool = pool_of(&st, &rec).await?;
+    let lock = st.instances.lock(&name);
+    let state = st.clone();
+    let op = st.ops.start(
+        spec("Snapshotting instance", &name, &snap),
+        move |_| async move {
+            let _guard = lock.lock_owned().await;
+            take(&state, &rec, pool, &snap, expires_at).await
+        },
+    );
+    Ok(async_operation(op.render()))
+}
+
+/// When a snapshot taken at `now` expires under the instance's `snapshots.expiry`.
+fn expiry_of(
+    config: &BTreeMap<String, String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, String> {
+    let spec = config.get("snapshots.expiry").map_or("", String::as_str);
+    Ok(inst::schedule::expiry(spec, now)?.map_or_else(
+        || NEVER.to_owned(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    ))
+}
+
+/// Takes snapshot `snap` of `rec` (whose lock the caller holds): the volume copy, then
+/// the row.
+async fn take(
+    st: &AppState,
+    rec: &InstanceRecord,
+    pool: std::sync::Arc<dyn berth_storage::Driver>,
+    snap: &str,
+    expires_at: String,
+) -> Result<(), String> {
     let record = SnapshotRecord {
         instance: rec.name.clone(),
-        name: snap.clone(),
+        name: snap.to_owned(),
         description: String::new(),
         architecture: rec.architecture.clone(),
         ephemeral: rec.ephemeral,
@@ -247,39 +291,144 @@ pub async fn post(
         config: rec.config.clone(),
         devices: rec.devices.clone(),
         created_at: crate::state::now_rfc3339(),
-        expires_at: req.expires_at.unwrap_or_else(|| NEVER.to_owned()),
+        expires_at,
     };
-    let lock = st.instances.lock(&name);
-    let state = st.clone();
-    let op = st.ops.start(
-        spec("Snapshotting instance", &name, &snap),
-        move |_| async move {
-            let _guard = lock.lock_owned().await;
-            let (i, s) = (record.instance.clone(), record.name.clone());
-            tokio::task::spawn_blocking(move || {
-                pool.create_snapshot(berth_storage::VolumeType::Container, &i, &s)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| crate::logging::chain(&e))?;
-            let stored = record.clone();
-            let inserted = state
-                .db
-                .call(move |c| crate::db::snapshots::insert(c, &stored))
-                .await
-                .map_err(|e| crate::logging::chain(&e))?;
-            if !inserted {
-                return Err(format!("Snapshot {:?} already exists", record.name));
-            }
-            state.events.lifecycle(
-                "instance-snapshot-created",
-                &snap_url(&record.instance, &record.name),
-                None,
-            );
-            Ok(())
-        },
+    let (i, s) = (record.instance.clone(), record.name.clone());
+    let copy_pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        copy_pool.create_snapshot(berth_storage::VolumeType::Container, &i, &s)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| crate::logging::chain(&e))?;
+    let stored = record.clone();
+    let inserted = st
+        .db
+        .call(move |c| crate::db::snapshots::insert(c, &stored))
+        .await
+        .map_err(|e| crate::logging::chain(&e))?;
+    if !inserted {
+        let _ = pool.delete_snapshot(berth_storage::VolumeType::Container, &rec.name, snap);
+        return Err(format!("Snapshot {snap:?} already exists"));
+    }
+    st.events.lifecycle(
+        "instance-snapshot-created",
+        &snap_url(&record.instance, &record.name),
+        None,
     );
-    Ok(async_operation(op.render()))
+    Ok(())
+}
+
+/// Deletes snapshot `snap` of instance `name` (whose lock the caller holds): files, then
+/// the row.
+async fn remove(
+    st: &AppState,
+    pool: std::sync::Arc<dyn berth_storage::Driver>,
+    name: &str,
+    snap: &str,
+) -> Result<(), String> {
+    let (n, s) = (name.to_owned(), snap.to_owned());
+    let deleted = tokio::task::spawn_blocking(move || {
+        pool.delete_snapshot(berth_storage::VolumeType::Container, &n, &s)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Err(e) = deleted
+        && e.kind() != berth_storage::StorageErrorKind::NotFound
+    {
+        return Err(crate::logging::chain(&e));
+    }
+    let (n, s) = (name.to_owned(), snap.to_owned());
+    st.db
+        .call(move |c| crate::db::snapshots::delete(c, &n, &s))
+        .await
+        .map_err(|e| crate::logging::chain(&e))?;
+    st.events
+        .lifecycle("instance-snapshot-deleted", &snap_url(name, snap), None);
+    Ok(())
+}
+
+/// One pass of the snapshot scheduler for the minute of `now`: takes the snapshots whose
+/// `snapshots.schedule` fires (of running instances, and of stopped ones with
+/// `snapshots.schedule.stopped=true`), then deletes expired snapshots.
+pub(crate) async fn scheduled_pass(st: &AppState, now: chrono::DateTime<chrono::Utc>) {
+    let Ok(recs) = st.db.call(|c| crate::db::instances::list(c)).await else {
+        return;
+    };
+    for rec in recs {
+        let Ok(profiles) = instances::profiles(st, &rec.project, &rec.profiles).await else {
+            continue;
+        };
+        let (config, _) = inst::expand(&profiles, &rec);
+        let schedule = config.get("snapshots.schedule").map_or("", String::as_str);
+        let Ok(schedules) = inst::schedule::parse_schedule(schedule) else {
+            continue;
+        };
+        if !inst::schedule::fires(&schedules, now) {
+            continue;
+        }
+        let running = instances::status_of(st, &rec.name).await.0 != StatusCode::Stopped;
+        let when_stopped = config
+            .get("snapshots.schedule.stopped")
+            .is_some_and(|v| v == "true");
+        if !running && !when_stopped {
+            continue;
+        }
+        let Ok(pool) = pool_of(st, &rec).await else {
+            continue;
+        };
+        let lock = st.instances.lock(&rec.name);
+        let _guard = lock.lock().await;
+        let n = rec.name.clone();
+        let taken: Vec<String> = st
+            .db
+            .call(move |c| crate::db::snapshots::list(c, &n))
+            .await
+            .map(|all| all.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default();
+        let snap = inst::schedule::next_name(
+            config
+                .get("snapshots.pattern")
+                .map_or("snap%d", String::as_str),
+            &taken,
+        );
+        let expires = expiry_of(&config, now).unwrap_or_else(|_| NEVER.to_owned());
+        if let Err(e) = take(st, &rec, pool, &snap, expires).await {
+            tracing::warn!(instance = %rec.name, error = %e, "Scheduled snapshot failed");
+        }
+    }
+    // Expired snapshots go.
+    let Ok(all) = st.db.call(|c| crate::db::snapshots::all(c)).await else {
+        return;
+    };
+    for s in all.into_values().flatten() {
+        let expired = chrono::DateTime::parse_from_rfc3339(&s.expires_at)
+            .is_ok_and(|t| s.expires_at != NEVER && t <= now);
+        if !expired {
+            continue;
+        }
+        let Ok(rec) = find_instance(st, &s.instance).await else {
+            continue;
+        };
+        let Ok(pool) = pool_of(st, &rec).await else {
+            continue;
+        };
+        let lock = st.instances.lock(&rec.name);
+        let _guard = lock.lock().await;
+        if let Err(e) = remove(st, pool, &rec.name, &s.name).await {
+            tracing::warn!(instance = %rec.name, snapshot = %s.name, error = %e, "Expired snapshot not deleted");
+        }
+    }
+}
+
+/// Runs [`scheduled_pass`] at the start of every minute, for as long as berthd runs.
+pub async fn scheduler(st: AppState) {
+    loop {
+        let now = chrono::Utc::now();
+        let into_minute = u64::from(chrono::Timelike::second(&now));
+        tokio::time::sleep(std::time::Duration::from_secs(60 - into_minute.min(59))).await;
+        scheduled_pass(&st, chrono::Utc::now()).await;
+    }
 }
 
 /// `PUT`/`PATCH /1.0/instances/{name}/snapshots/{snap}`: description and expiry.
@@ -385,28 +534,7 @@ pub async fn delete(
         spec("Deleting snapshot", &name, &snap),
         move |_| async move {
             let _guard = lock.lock_owned().await;
-            let (n, s) = (name.clone(), snap.clone());
-            let deleted = tokio::task::spawn_blocking(move || {
-                pool.delete_snapshot(berth_storage::VolumeType::Container, &n, &s)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            match deleted {
-                Err(e) if e.kind() != berth_storage::StorageErrorKind::NotFound => {
-                    return Err(crate::logging::chain(&e));
-                }
-                _ => {}
-            }
-            let (n, s) = (name.clone(), snap.clone());
-            state
-                .db
-                .call(move |c| crate::db::snapshots::delete(c, &n, &s))
-                .await
-                .map_err(|e| crate::logging::chain(&e))?;
-            state
-                .events
-                .lifecycle("instance-snapshot-deleted", &snap_url(&name, &snap), None);
-            Ok(())
+            remove(&state, pool, &name, &snap).await
         },
     );
     Ok(async_operation(op.render()))

@@ -19,6 +19,8 @@ pub enum Check {
     Idmap,
     /// LXC configuration lines (`lxc_config::parse_raw`).
     RawLxc,
+    /// `snapshots.schedule`, `snapshots.expiry`, `snapshots.pattern` (`schedule`).
+    Snapshots,
     /// Anything on one line.
     Text,
     /// Anything, line breaks included (`user.*`).
@@ -218,6 +220,42 @@ pub const INSTANCE_KEYS: &[Key] = &[
         )
     },
     key(
+        "snapshots.schedule",
+        "snapshots",
+        "string",
+        "",
+        true,
+        "When to snapshot the instance: a cron expression, or aliases like @hourly, @daily",
+        Check::Snapshots,
+    ),
+    key(
+        "snapshots.schedule.stopped",
+        "snapshots",
+        "bool",
+        "false",
+        true,
+        "Whether scheduled snapshots are taken of a stopped instance too",
+        Check::Bool,
+    ),
+    key(
+        "snapshots.pattern",
+        "snapshots",
+        "string",
+        "snap%d",
+        true,
+        "The name of snapshots taken without one; %d stands for the first free number",
+        Check::Snapshots,
+    ),
+    key(
+        "snapshots.expiry",
+        "snapshots",
+        "string",
+        "",
+        true,
+        "When snapshots are deleted, after they are taken: terms like 1M 2H 3d 4w 5m 6y",
+        Check::Snapshots,
+    ),
+    key(
         "environment.*",
         "miscellaneous",
         "string",
@@ -297,6 +335,11 @@ pub fn validate(name: &str, value: &str, host: Host) -> Result<(), String> {
         Check::RawLxc => {
             super::lxc_config::parse_raw(value)?;
         }
+        Check::Snapshots => match name {
+            "snapshots.schedule" => super::schedule::parse_schedule(value).map(drop)?,
+            "snapshots.expiry" => super::schedule::expiry(value, chrono::Utc::now()).map(drop)?,
+            _ => super::schedule::check_pattern(value)?,
+        },
         Check::Text | Check::Free => {}
     }
     Ok(())

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod lxc_config;
 pub mod rootfs;
+pub mod schedule;
 pub mod templates;
 pub mod unpack;
 
