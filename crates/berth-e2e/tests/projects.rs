@@ -43,8 +43,25 @@ async fn projects_keep_instances_and_profiles_apart() {
         .import_image(&busybox_image(), None, &opts)
         .await
         .unwrap();
-    // Imported there too, it is still stored once.
+    // Imported there too, it is still stored once; its properties are each project's own.
     assert_eq!(berth_e2e::image_store_files(&d), files_before);
+    let fp = ok(&d.lxc(&["image", "list", "-f", "csv", "-c", "F"]));
+    let fp = fp.trim();
+    let c = d.client();
+    c.query(
+        Method::PATCH,
+        &format!("/1.0/images/{fp}?project=own"),
+        Some(&json!({"properties": {"team": "own"}})),
+    )
+    .await
+    .unwrap();
+    let mine: Value = c
+        .get(&format!("/1.0/images/{fp}?project=own"))
+        .await
+        .unwrap();
+    assert_eq!(mine["properties"]["team"], "own");
+    let theirs: Value = c.get(&format!("/1.0/images/{fp}")).await.unwrap();
+    assert!(theirs["properties"].get("team").is_none(), "{theirs}");
     assert_eq!(
         ok(&d.lxc(&["image", "alias", "list", "--project", "own", "-f", "csv"]))
             .lines()

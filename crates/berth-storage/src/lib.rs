@@ -186,6 +186,8 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Deletes every snapshot of volume `name` (when the volume goes).
     fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError>;
+    /// Removes what an interrupted operation left (half-made restore copies); at start.
+    fn remove_leftovers(&self) -> Result<(), StorageError>;
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).
     fn rename_snapshots(&self, vtype: VolumeType, from: &str, to: &str)
     -> Result<(), StorageError>;

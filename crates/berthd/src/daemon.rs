@@ -178,6 +178,12 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
 
     // Before serving: what died while no berthd ran is reported stopped from the first
     // request on.
+    for pool in state.pools.all() {
+        if let Err(e) = pool.remove_leftovers() {
+            tracing::warn!(error = %crate::logging::chain(&e), "Leftovers not removed");
+        }
+    }
+    crate::api::snapshots::recover(&state).await;
     crate::api::instances::sweep(&state).await;
 
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;

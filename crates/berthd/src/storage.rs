@@ -30,6 +30,16 @@ impl Pools {
             .insert(name.to_owned(), driver);
     }
 
+    /// Every loaded pool.
+    pub fn all(&self) -> Vec<Arc<dyn Driver>> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn remove(&self, name: &str) {
         self.inner
             .write()

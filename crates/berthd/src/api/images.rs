@@ -165,11 +165,12 @@ async fn update(
     let fingerprint = rec.image.fingerprint.clone();
     let expires = req.expires_at.unwrap_or_default();
     let profiles = req.profiles.unwrap_or_else(|| vec!["default".to_owned()]);
-    let f = fingerprint.clone();
+    let (f, p) = (fingerprint.clone(), project.to_owned());
     st.db
         .call(move |c| {
             crate::db::images::update(
                 c,
+                &p,
                 &f,
                 req.public,
                 req.auto_update,
@@ -462,17 +463,24 @@ pub async fn post(
         return Err(ApiError::new(ErrorKind::Conflict, msg));
     }
     let dir = st.paths.images();
-    let (d, f) = (dir.clone(), fp.clone());
-    tokio::task::spawn_blocking(move || upload.commit(&d, &f))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::internal(&e))?;
-    let stored = rec.clone();
-    let (p, f) = (project.clone(), fp.clone());
+    // An image another project holds is stored already: its files stay as they are (the
+    // upload is dropped) and this project only gains its holding.
+    let f = fp.clone();
     let held_elsewhere = st
         .db
         .call(move |c| crate::db::images::stored(c, &f))
         .await?;
+    if held_elsewhere {
+        drop(upload);
+    } else {
+        let (d, f) = (dir.clone(), fp.clone());
+        tokio::task::spawn_blocking(move || upload.commit(&d, &f))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    let stored = rec.clone();
+    let p = project.clone();
     if let Err(e) = st
         .db
         .call(move |c| crate::db::images::insert(c, &p, &stored, &aliases))

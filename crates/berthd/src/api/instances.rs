@@ -565,8 +565,16 @@ async fn update(
     // `{"restore": SNAPSHOT}` restores a snapshot instead.
     if let Some(snap) = field::<String>(&body, "restore")?.filter(|s| !s.is_empty()) {
         let stateful = field::<bool>(&body, "stateful")?.unwrap_or(false);
-        // Clients send `SNAP` or `INSTANCE/SNAP`.
-        let snap = snap.rsplit('/').next().unwrap_or_default().to_owned();
+        // Clients send `SNAP` or `INSTANCE/SNAP`; another instance's snapshot is refused.
+        let snap = match snap.split_once('/') {
+            Some((instance, s)) if instance == crate::db::instances::api_name(name) => s.to_owned(),
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "Snapshot {snap:?} is not one of this instance's"
+                )));
+            }
+            None => snap,
+        };
         return super::snapshots::restore(st, name, &snap, stateful).await;
     }
     let _guard = st.instances.lock(name).lock_owned().await;
@@ -793,7 +801,10 @@ pub async fn post(
         .profiles
         .clone()
         .unwrap_or_else(|| vec!["default".to_owned()]);
-    // Held until the instance is recorded: its profiles cannot change or go meanwhile.
+    // The instance's lock, then the profile lock (the order every path takes them in),
+    // held until the instance is recorded: its profiles cannot change or go meanwhile.
+    let lock = st.instances.lock(&host_name);
+    let guard = lock.clone().lock_owned().await;
     let profile_guard = st.profile_lock.lock().await;
     let profiles = profiles(&st, &project, &profile_names).await?;
     let now = now_rfc3339();
@@ -841,8 +852,6 @@ pub async fn post(
         ))
     })?;
 
-    let lock = st.instances.lock(&host_name);
-    let guard = lock.clone().lock_owned().await;
     let mut stored = rec.clone();
     let pn = pool_name.clone();
     let ids = st.runtime.ids;

@@ -46,10 +46,10 @@ pub(crate) fn check_object_name(what: &str, name: &str) -> Result<(), ApiError> 
         || name.len() > 63
         || name == "."
         || name == ".."
-        || name.contains(['/', '\\', ' ', '\n', '\t', '\0'])
+        || name.contains(['/', '\\', ' ', '\n', '\t', '\0', '?', '#', '%'])
     {
         return Err(ApiError::bad_request(format!(
-            "Invalid {what} name {name:?}: no slash or space, at most 63 characters"
+            "Invalid {what} name {name:?}: no slash, space, ?, # or %, at most 63 characters"
         )));
     }
     Ok(())

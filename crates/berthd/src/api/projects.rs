@@ -614,10 +614,10 @@ async fn update(
     if let Some(f) = FEATURES
         .iter()
         .find(|f| feature(&old, f) != feature(&new, f))
-        && !instances.is_empty()
+        && (!instances.is_empty() || in_use(st, name).await?)
     {
         return Err(ApiError::bad_request(format!(
-            "{f} can only be changed on an empty project"
+            "{f} can only be changed on an empty project (no instances, images or profiles but default)"
         )));
     }
     // Every instance in it must stay within the new rules.

@@ -184,24 +184,13 @@ pub async fn get(
 ) -> ApiResult {
     let rec = find_instance(&st, &name).await?;
     let s = find(&st, &name, &snap).await?;
-    Ok(sync(render(&st, &rec.project, &s).await))
+    let etag = snapshot_etag(&s);
+    Ok(super::sync_etag(render(&st, &rec.project, &s).await, &etag))
 }
 
-/// `POST /1.0/instances/{name}/snapshots`: a copy of the instance's volume and
-/// configuration, named `snapN` (the first free N) when no name is given.
-pub async fn post(
-    State(st): State<AppState>,
-    InstanceName(name): InstanceName,
-    Json(req): Json<SnapshotsPost>,
-) -> ApiResult {
-    let rec = find_instance(&st, &name).await?;
-    if req.stateful {
-        return Err(ApiError::bad_request(
-            "Stateful snapshots are not supported yet",
-        ));
-    }
-    let project = rec.project.clone();
-    let p = project.clone();
+/// Refuses snapshots in a project with `restricted.snapshots=block` (403).
+async fn check_allowed(st: &AppState, project: &str) -> Result<(), ApiError> {
+    let p = project.to_owned();
     let proj = st
         .db
         .call(move |c| crate::db::instances::project(c, &p))
@@ -215,45 +204,59 @@ pub async fn post(
             format!("Snapshots are forbidden in project {project:?} (restricted.snapshots=block)"),
         ));
     }
-    let n = name.clone();
-    let existing = st
-        .db
-        .call(move |c| crate::db::snapshots::list(c, &n))
-        .await?;
-    // Unnamed snapshots follow snapshots.pattern; snapshots.expiry dates them unless the
-    // request does.
-    let profiles = instances::profiles(&st, &rec.project, &rec.profiles).await?;
-    let (config, _) = inst::expand(&profiles, &rec);
-    let snap = if req.name.is_empty() {
-        let taken: Vec<String> = existing.iter().map(|s| s.name.clone()).collect();
-        inst::schedule::next_name(
-            config
-                .get("snapshots.pattern")
-                .map_or("snap%d", String::as_str),
-            &taken,
-        )
-    } else {
-        req.name.clone()
-    };
-    check_name(&snap)?;
-    if existing.iter().any(|s| s.name == snap) {
-        return Err(ApiError::new(
-            ErrorKind::AlreadyExists,
-            format!("Snapshot {snap:?} already exists"),
+    Ok(())
+}
+
+/// `POST /1.0/instances/{name}/snapshots`: a copy of the instance's volume and
+/// configuration, named by `snapshots.pattern` (default `snapN`, the first free N) when
+/// no name is given.
+pub async fn post(
+    State(st): State<AppState>,
+    InstanceName(name): InstanceName,
+    Json(req): Json<SnapshotsPost>,
+) -> ApiResult {
+    let rec = find_instance(&st, &name).await?;
+    if req.stateful {
+        return Err(ApiError::bad_request(
+            "Stateful snapshots are not supported yet",
         ));
     }
-    let expires_at = match req.expires_at {
-        Some(e) => e,
-        None => expiry_of(&config, chrono::Utc::now()).map_err(ApiError::bad_request)?,
-    };
-    let pool = pool_of(&st, &rec).await?;
+    check_allowed(&st, &rec.project).await?;
+    let snap = (!req.name.is_empty()).then(|| req.name.clone());
+    if let Some(snap) = &snap {
+        check_name(snap)?;
+        let (i, s) = (name.clone(), snap.clone());
+        if st
+            .db
+            .call(move |c| crate::db::snapshots::get(c, &i, &s))
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorKind::AlreadyExists,
+                format!("Snapshot {snap:?} already exists"),
+            ));
+        }
+    }
+    if let Some(e) = &req.expires_at
+        && chrono::DateTime::parse_from_rfc3339(e).is_err()
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid value {e:?} for \"expires_at\": expected an RFC 3339 time"
+        )));
+    }
+    let uuid = rec.config.get("volatile.uuid").cloned().unwrap_or_default();
     let lock = st.instances.lock(&name);
     let state = st.clone();
+    let shown = snap.clone().unwrap_or_default();
     let op = st.ops.start(
-        spec("Snapshotting instance", &name, &snap),
+        spec("Snapshotting instance", &name, &shown),
         move |_| async move {
             let _guard = lock.lock_owned().await;
-            take(&state, &rec, pool, &snap, expires_at).await
+            let at = chrono::Utc::now();
+            take(&state, &name, &uuid, snap, req.expires_at, at)
+                .await
+                .map(drop)
         },
     );
     Ok(async_operation(op.render()))
@@ -271,18 +274,58 @@ fn expiry_of(
     ))
 }
 
-/// Takes snapshot `snap` of `rec` (whose lock the caller holds): the volume copy, then
-/// the row.
+/// Takes a snapshot of instance `name` (whose lock the caller holds), which must still be
+/// the instance `uuid` names (not one created since under the same name): named `snap`,
+/// else by `snapshots.pattern`; expiring at `expires_at`, else by `snapshots.expiry`
+/// from `at`. A running instance is frozen while its volume is copied, so nothing inside
+/// can swap a directory for a symlink under the copy. Returns the snapshot's name.
 async fn take(
     st: &AppState,
-    rec: &InstanceRecord,
-    pool: std::sync::Arc<dyn berth_storage::Driver>,
-    snap: &str,
-    expires_at: String,
-) -> Result<(), String> {
+    name: &str,
+    uuid: &str,
+    snap: Option<String>,
+    expires_at: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<String, String> {
+    let rec = find_instance(st, name).await.map_err(|e| e.message)?;
+    if rec.config.get("volatile.uuid").map(String::as_str) != Some(uuid) {
+        return Err("The instance was replaced meanwhile".to_owned());
+    }
+    check_allowed(st, &rec.project)
+        .await
+        .map_err(|e| e.message)?;
+    let profiles = instances::profiles(st, &rec.project, &rec.profiles)
+        .await
+        .map_err(|e| e.message)?;
+    let (config, _) = inst::expand(&profiles, &rec);
+    let n = name.to_owned();
+    let existing: Vec<String> = st
+        .db
+        .call(move |c| crate::db::snapshots::list(c, &n))
+        .await
+        .map_err(|e| crate::logging::chain(&e))?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let snap = snap.unwrap_or_else(|| {
+        inst::schedule::next_name(
+            config
+                .get("snapshots.pattern")
+                .map_or("snap%d", String::as_str),
+            &existing,
+        )
+    });
+    if existing.contains(&snap) {
+        return Err(format!("Snapshot {snap:?} already exists"));
+    }
+    let expires_at = match expires_at {
+        Some(e) => e,
+        None => expiry_of(&config, at)?,
+    };
+    let pool = pool_of(st, &rec).await.map_err(|e| e.message)?;
     let record = SnapshotRecord {
         instance: rec.name.clone(),
-        name: snap.to_owned(),
+        name: snap.clone(),
         description: String::new(),
         architecture: rec.architecture.clone(),
         ephemeral: rec.ephemeral,
@@ -293,30 +336,48 @@ async fn take(
         created_at: crate::state::now_rfc3339(),
         expires_at,
     };
-    let (i, s) = (record.instance.clone(), record.name.clone());
-    let copy_pool = pool.clone();
+    let running = instances::status_of(st, name).await.0 != StatusCode::Stopped;
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    let (i, s, copy_pool) = (rec.name.clone(), snap.clone(), pool.clone());
     tokio::task::spawn_blocking(move || {
-        copy_pool.create_snapshot(berth_storage::VolumeType::Container, &i, &s)
+        let t = berth_storage::VolumeType::Container;
+        // The database has no such snapshot: files under its name are left from a crash.
+        if copy_pool.snapshot_path(t, &i, &s).exists() {
+            copy_pool
+                .delete_snapshot(t, &i, &s)
+                .map_err(|e| crate::logging::chain(&e))?;
+        }
+        let freeze = running && !crate::host::cgroup::is_frozen(&cg);
+        if freeze {
+            crate::host::cgroup::set_frozen(&cg, true)
+                .map_err(|e| format!("Failed to freeze the instance for its snapshot: {e}"))?;
+        }
+        let copied = copy_pool.create_snapshot(t, &i, &s);
+        if freeze && let Err(e) = crate::host::cgroup::set_frozen(&cg, false) {
+            tracing::error!(instance = %i, error = %e, "Failed to thaw the instance after its snapshot");
+        }
+        copied.map_err(|e| crate::logging::chain(&e))
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| crate::logging::chain(&e))?;
+    .map_err(|e| e.to_string())??;
     let stored = record.clone();
     let inserted = st
         .db
         .call(move |c| crate::db::snapshots::insert(c, &stored))
         .await
-        .map_err(|e| crate::logging::chain(&e))?;
-    if !inserted {
-        let _ = pool.delete_snapshot(berth_storage::VolumeType::Container, &rec.name, snap);
-        return Err(format!("Snapshot {snap:?} already exists"));
+        .map_err(|e| crate::logging::chain(&e));
+    if !matches!(inserted, Ok(true)) {
+        let _ = pool.delete_snapshot(berth_storage::VolumeType::Container, &rec.name, &snap);
+        return Err(inserted
+            .err()
+            .unwrap_or_else(|| format!("Snapshot {snap:?} already exists")));
     }
     st.events.lifecycle(
         "instance-snapshot-created",
         &snap_url(&record.instance, &record.name),
         None,
     );
-    Ok(())
+    Ok(snap)
 }
 
 /// Deletes snapshot `snap` of instance `name` (whose lock the caller holds): files, then
@@ -374,26 +435,13 @@ pub(crate) async fn scheduled_pass(st: &AppState, now: chrono::DateTime<chrono::
         if !running && !when_stopped {
             continue;
         }
-        let Ok(pool) = pool_of(st, &rec).await else {
+        if check_allowed(st, &rec.project).await.is_err() {
             continue;
-        };
+        }
+        let uuid = rec.config.get("volatile.uuid").cloned().unwrap_or_default();
         let lock = st.instances.lock(&rec.name);
         let _guard = lock.lock().await;
-        let n = rec.name.clone();
-        let taken: Vec<String> = st
-            .db
-            .call(move |c| crate::db::snapshots::list(c, &n))
-            .await
-            .map(|all| all.into_iter().map(|s| s.name).collect())
-            .unwrap_or_default();
-        let snap = inst::schedule::next_name(
-            config
-                .get("snapshots.pattern")
-                .map_or("snap%d", String::as_str),
-            &taken,
-        );
-        let expires = expiry_of(&config, now).unwrap_or_else(|_| NEVER.to_owned());
-        if let Err(e) = take(st, &rec, pool, &snap, expires).await {
+        if let Err(e) = take(st, &rec.name, &uuid, None, None, now).await {
             tracing::warn!(instance = %rec.name, error = %e, "Scheduled snapshot failed");
         }
     }
@@ -431,14 +479,21 @@ pub async fn scheduler(st: AppState) {
     }
 }
 
-/// `PUT`/`PATCH /1.0/instances/{name}/snapshots/{snap}`: description and expiry.
+fn snapshot_etag(s: &SnapshotRecord) -> String {
+    crate::state::etag_of(&(&s.description, &s.expires_at))
+}
+
+/// `PUT`/`PATCH /1.0/instances/{name}/snapshots/{snap}`: description and expiry, honouring
+/// `If-Match`; an operation, as LXD answers.
 pub async fn put(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
     Path((_, snap)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult {
     let mut s = find(&st, &name, &snap).await?;
+    super::check_if_match(&headers, &snapshot_etag(&s))?;
     if let Some(d) = instances::field::<String>(&body, "description")? {
         s.description = d;
     }
@@ -455,7 +510,12 @@ pub async fn put(
         .await?;
     st.events
         .lifecycle("instance-snapshot-updated", &snap_url(&name, &snap), None);
-    Ok(super::sync_empty())
+    let op = st
+        .ops
+        .start(spec("Updating snapshot", &name, &snap), |_| async {
+            Ok(())
+        });
+    Ok(async_operation(op.render()))
 }
 
 /// `POST /1.0/instances/{name}/snapshots/{snap}`: renames a snapshot.
@@ -500,11 +560,14 @@ pub async fn rename(
                 .db
                 .call(move |c| crate::db::snapshots::rename(c, &i, &f, &t))
                 .await
-                .map_err(|e| crate::logging::chain(&e))?;
-            if !renamed {
+                .map_err(|e| crate::logging::chain(&e));
+            if !matches!(renamed, Ok(true)) {
+                // The files go back under the name the database still has.
                 let _ =
                     pool.rename_snapshot(berth_storage::VolumeType::Container, &name, &to, &snap);
-                return Err(format!("Snapshot {to:?} already exists"));
+                return Err(renamed
+                    .err()
+                    .unwrap_or_else(|| format!("Snapshot {to:?} already exists")));
             }
             let mut ctx = serde_json::Map::new();
             ctx.insert("old_name".into(), snap.into());
@@ -547,16 +610,9 @@ fn start_put() -> berth_api::instance::InstanceStatePut {
     }
 }
 
-/// Restores snapshot `snap` of instance `name` (the `restore` field of a PUT).
-pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: bool) -> ApiResult {
-    if stateful {
-        return Err(ApiError::bad_request(
-            "Stateful restores are not supported yet",
-        ));
-    }
-    let _profiles_guard = st.profile_lock.lock().await;
-    let rec = find_instance(st, name).await?;
-    let s = find(st, name, snap).await?;
+/// The instance record a restore of `s` gives `rec`: the snapshot's own config (with the
+/// instance's `volatile.*`), devices, profiles and ephemeral flag.
+fn restored_record(rec: &InstanceRecord, s: &SnapshotRecord) -> InstanceRecord {
     let mut new = rec.clone();
     new.config = s
         .config
@@ -572,7 +628,19 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
     new.devices = s.devices.clone();
     new.profiles = s.profiles.clone();
     new.ephemeral = s.ephemeral;
-    // The snapshot's configuration must pass today's rules, restrictions first.
+    new
+}
+
+/// Checks that restoring `snap` of instance `name` is allowed and valid today
+/// (restrictions first, as a 403); returns the record it would give.
+async fn check_restore(
+    st: &AppState,
+    name: &str,
+    snap: &str,
+) -> Result<(InstanceRecord, BTreeMap<String, String>), ApiError> {
+    let rec = find_instance(st, name).await?;
+    let s = find(st, name, snap).await?;
+    let new = restored_record(&rec, &s);
     let profiles = instances::profiles(st, &new.project, &new.profiles).await?;
     let (expanded, devices) = inst::expand(&profiles, &new);
     let candidate = (new.name.clone(), expanded.clone(), devices.clone());
@@ -588,7 +656,87 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
             "The snapshot's root disk is on another pool",
         ));
     }
-    let pool = pool_of(st, &rec).await?;
+    Ok((new, expanded))
+}
+
+/// The internal flag saying a restore of instance `name` is under way (its value: the
+/// snapshot), so one a crash interrupted is finished at the next start.
+fn restore_flag(name: &str) -> String {
+    format!("restoring/{name}")
+}
+
+/// Swaps instance `name`'s volume for a copy of snapshot `snap` and stores the snapshot's
+/// configuration, clearing the restore flag in the same transaction. Idempotent: a second
+/// run copies again. The instance is stopped and its lock held.
+async fn finish_restore(st: &AppState, name: &str, snap: &str) -> Result<(), String> {
+    let rec = find_instance(st, name).await.map_err(|e| e.message)?;
+    let s = find(st, name, snap).await.map_err(|e| e.message)?;
+    let pool = pool_of(st, &rec).await.map_err(|e| e.message)?;
+    let (n, sn) = (name.to_owned(), snap.to_owned());
+    tokio::task::spawn_blocking(move || {
+        pool.restore_snapshot(berth_storage::VolumeType::Container, &n, &sn)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| crate::logging::chain(&e))?;
+    let mut stored = restored_record(&rec, &s);
+    let profiles = instances::profiles(st, &stored.project, &stored.profiles)
+        .await
+        .unwrap_or_default();
+    let (expanded, _) = inst::expand(&profiles, &stored);
+    let ids = st.runtime.ids;
+    let flag = restore_flag(name);
+    st.db
+        .call(move |c| {
+            let tx = c.unchecked_transaction()?;
+            if let Err(e) = instances::assign_idmap(&tx, &mut stored, &expanded, ids, false) {
+                return Ok(Err(e));
+            }
+            crate::db::instances::update(&tx, &stored)?;
+            crate::db::instances::delete_internal(&tx, &flag)?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await
+        .map_err(|e| crate::logging::chain(&e))?
+}
+
+/// Finishes the restores a crash interrupted (their flag is still set): at start, before
+/// instances are swept or started.
+pub async fn recover(st: &AppState) {
+    let flags = st
+        .db
+        .call(|c| crate::db::instances::internal_prefixed(c, "restoring/"))
+        .await
+        .unwrap_or_default();
+    for (key, snap) in flags {
+        let name = key.trim_start_matches("restoring/").to_owned();
+        let finished = if instances::status_of(st, &name).await.0 == StatusCode::Stopped {
+            finish_restore(st, &name, &snap).await
+        } else {
+            Err("the instance runs".to_owned())
+        };
+        match finished {
+            Ok(()) => {
+                tracing::warn!(instance = %name, snapshot = %snap, "Finished an interrupted restore");
+            }
+            Err(e) => {
+                tracing::error!(instance = %name, snapshot = %snap, error = %e, "Interrupted restore not finished");
+            }
+        }
+    }
+}
+
+/// Restores snapshot `snap` of instance `name` (the `restore` field of a PUT): checked
+/// here (so a refusal is the request's status), and again under the instance's and the
+/// profile lock when the operation runs.
+pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: bool) -> ApiResult {
+    if stateful {
+        return Err(ApiError::bad_request(
+            "Stateful restores are not supported yet",
+        ));
+    }
+    check_restore(st, name, snap).await?;
     let lock = st.instances.lock(name);
     let state = st.clone();
     let (name, snap) = (name.to_owned(), snap.to_owned());
@@ -596,38 +744,31 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
         spec("Restoring snapshot", &name, &snap),
         move |_| async move {
             let _guard = lock.lock_owned().await;
+            {
+                let _profiles = state.profile_lock.lock().await;
+                check_restore(&state, &name, &snap)
+                    .await
+                    .map_err(|e| e.message)?;
+            }
             let running = instances::status_of(&state, &name).await.0 != StatusCode::Stopped;
             if running {
                 inst::stop(&state, &name, -1, true).await?;
                 instances::set_power(&state, &name, "STOPPED").await;
             }
-            let (n, s) = (name.clone(), snap.clone());
-            let restored = tokio::task::spawn_blocking(move || {
-                pool.restore_snapshot(berth_storage::VolumeType::Container, &n, &s)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| crate::logging::chain(&e)));
-            if let Err(e) = restored {
-                // The volume is whole (the old content): bring the instance back up.
+            let (flag, s) = (restore_flag(&name), snap.clone());
+            state
+                .db
+                .call(move |c| crate::db::instances::set_internal(c, &flag, &s))
+                .await
+                .map_err(|e| crate::logging::chain(&e))?;
+            if let Err(e) = finish_restore(&state, &name, &snap).await {
+                // The volume is whole (old content, or the snapshot's if only the record
+                // failed, which the flag finishes at the next start): bring it back up.
                 if running && let Ok(rec) = find_instance(&state, &name).await {
                     let _ = instances::change_state(&state, &rec, &start_put()).await;
                 }
                 return Err(e);
             }
-            let mut stored = new.clone();
-            let ids = state.runtime.ids;
-            state
-                .db
-                .call(move |c| {
-                    if let Err(e) = instances::assign_idmap(c, &mut stored, &expanded, ids, false) {
-                        return Ok(Err(e));
-                    }
-                    crate::db::instances::update(c, &stored)?;
-                    Ok(Ok(()))
-                })
-                .await
-                .map_err(|e| crate::logging::chain(&e))??;
             let mut ctx = serde_json::Map::new();
             ctx.insert("snapshot".into(), snap.clone().into());
             state

@@ -3,7 +3,8 @@
 //! An image is stored once (one row, one file) and held by projects: `default`, and each
 //! project with `features.images=true` that imported it. Every call takes the image
 //! project (the request's, or `default` for projects sharing its images); an image a
-//! project does not hold does not exist for it. Aliases are per project.
+//! project does not hold does not exist for it. What a user edits (public, auto_update,
+//! properties, profiles, expiry) is kept per project, as are aliases.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,11 @@ pub struct ImageRecord {
 
 const COLUMNS: &str = "fingerprint, filename, size, public, auto_update, architecture, type, \
     split, properties, profiles, metadata, created_at, uploaded_at, expires_at, last_used_at";
+
+/// [`COLUMNS`] as a project sees them: the editable ones from its holding.
+const PROJECT_COLUMNS: &str = "i.fingerprint, i.filename, i.size, p.public, p.auto_update, \
+    i.architecture, i.type, i.split, p.properties, p.profiles, i.metadata, i.created_at, \
+    i.uploaded_at, p.expires_at, i.last_used_at";
 
 fn record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     let size: i64 = r.get(2)?;
@@ -67,9 +73,9 @@ fn aliases_of(conn: &Connection, project: &str, fp: &str) -> Result<Vec<ImageAli
 /// Every image of `project`, with its aliases there.
 pub fn list(conn: &Connection, project: &str) -> Result<Vec<ImageRecord>, DbError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM images WHERE fingerprint IN
-         (SELECT fingerprint FROM image_projects WHERE project = ?1)
-         ORDER BY uploaded_at, fingerprint"
+        "SELECT {PROJECT_COLUMNS} FROM images i JOIN image_projects p
+         ON p.fingerprint = i.fingerprint WHERE p.project = ?1
+         ORDER BY i.uploaded_at, i.fingerprint"
     ))?;
     let mut out: Vec<ImageRecord> = stmt
         .query_map([project], record)?
@@ -106,8 +112,8 @@ pub fn get(conn: &Connection, project: &str, fp: &str) -> Result<Option<ImageRec
     let rec = conn
         .query_row(
             &format!(
-                "SELECT {COLUMNS} FROM images WHERE fingerprint = ?2 AND fingerprint IN
-                 (SELECT fingerprint FROM image_projects WHERE project = ?1)"
+                "SELECT {PROJECT_COLUMNS} FROM images i JOIN image_projects p
+                 ON p.fingerprint = i.fingerprint WHERE p.project = ?1 AND i.fingerprint = ?2"
             ),
             [project, fp],
             record,
@@ -134,11 +140,7 @@ pub fn insert(
     let tx = conn.transaction()?;
     let i = &rec.image;
     if stored(&tx, &i.fingerprint)? {
-        tx.execute(
-            "INSERT INTO image_projects (fingerprint, project) VALUES (?1, ?2)
-             ON CONFLICT DO NOTHING",
-            [&i.fingerprint, project],
-        )?;
+        hold(&tx, project, i)?;
         for a in aliases {
             insert_alias_tx(&tx, project, a)?;
         }
@@ -165,10 +167,7 @@ pub fn insert(
             i.last_used_at
         ],
     )?;
-    tx.execute(
-        "INSERT INTO image_projects (fingerprint, project) VALUES (?1, ?2)",
-        [&i.fingerprint, project],
-    )?;
+    hold(&tx, project, i)?;
     for a in aliases {
         insert_alias_tx(&tx, project, a)?;
     }
@@ -176,9 +175,30 @@ pub fn insert(
     Ok(())
 }
 
-/// Updates the writable fields of an image.
+/// Records that `project` holds image `i`, with `i`'s editable fields.
+fn hold(conn: &Connection, project: &str, i: &Image) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO image_projects
+            (fingerprint, project, public, auto_update, properties, profiles, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        params![
+            i.fingerprint,
+            project,
+            i.public,
+            i.auto_update,
+            to_json(&i.properties),
+            to_json(&i.profiles),
+            i.expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Updates the writable fields of an image, as `project` sees it.
+#[allow(clippy::too_many_arguments)] // one per writable field, as the API has them
 pub fn update(
     conn: &Connection,
+    project: &str,
     fp: &str,
     public: bool,
     auto_update: bool,
@@ -187,8 +207,17 @@ pub fn update(
     expires_at: &str,
 ) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
-        params![fp, public, auto_update, to_json(properties), to_json(&profiles), expires_at],
+        "UPDATE image_projects SET public = ?3, auto_update = ?4, properties = ?5,
+         profiles = ?6, expires_at = ?7 WHERE fingerprint = ?1 AND project = ?2",
+        params![
+            fp,
+            project,
+            public,
+            auto_update,
+            to_json(properties),
+            to_json(&profiles),
+            expires_at
+        ],
     )?;
     Ok(())
 }

@@ -446,6 +446,24 @@ pub fn internal(conn: &Connection, key: &str) -> Result<Option<String>, DbError>
         .optional()?)
 }
 
+/// Removes a daemon-internal flag.
+pub fn delete_internal(conn: &Connection, key: &str) -> Result<(), DbError> {
+    conn.execute("DELETE FROM internal WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+/// The daemon-internal flags whose key starts with `prefix`.
+pub fn internal_prefixed(
+    conn: &Connection,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT key, value FROM internal WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+    )?;
+    let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Sets a daemon-internal flag.
 pub fn set_internal(conn: &Connection, key: &str, value: &str) -> Result<(), DbError> {
     conn.execute(

@@ -121,14 +121,22 @@ const UPDATES: &[&str] = &[
         expires_at TEXT NOT NULL,
         PRIMARY KEY (instance, name)
     );",
-    // 6: images per project: one row and file per image, the projects holding it, and
-    // aliases keyed by project.
+    // 6: images per project: one row and file per image; the projects holding it, each
+    // with its own public flag, properties, profiles and expiry; aliases keyed by project.
     "CREATE TABLE image_projects (
         fingerprint TEXT NOT NULL REFERENCES images (fingerprint) ON DELETE CASCADE,
         project TEXT NOT NULL,
+        public INTEGER NOT NULL,
+        auto_update INTEGER NOT NULL,
+        properties TEXT NOT NULL,
+        profiles TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
         PRIMARY KEY (fingerprint, project)
     );
-    INSERT INTO image_projects (fingerprint, project) SELECT fingerprint, 'default' FROM images;
+    INSERT INTO image_projects
+        (fingerprint, project, public, auto_update, properties, profiles, expires_at)
+        SELECT fingerprint, 'default', public, auto_update, properties, profiles, expires_at
+        FROM images;
     CREATE TABLE image_aliases_by_project (
         project TEXT NOT NULL,
         name TEXT NOT NULL,

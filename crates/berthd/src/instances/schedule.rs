@@ -38,9 +38,11 @@ pub fn parse_schedule(value: &str) -> Result<Vec<croner::Cron>, String> {
         .collect()
 }
 
-/// Whether any of `schedules` fires in the minute of `at`.
+/// Whether any of `schedules` fires in the minute of `at`, read in the host's local time
+/// (as LXD reads them).
 pub fn fires(schedules: &[croner::Cron], at: DateTime<Utc>) -> bool {
     use chrono::Timelike;
+    let at = at.with_timezone(&chrono::Local);
     let minute = at
         .with_second(0)
         .and_then(|t| t.with_nanosecond(0))

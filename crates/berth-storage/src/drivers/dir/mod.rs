@@ -491,11 +491,11 @@ impl Driver for Dir {
                 source: e.into(),
             }
         })?;
-        // `fresh` now holds the old content.
-        fs::remove_dir_all(&fresh).map_err(|source| StorageError::DeleteVolume {
-            path: fresh.clone(),
-            source,
-        })
+        // `fresh` now holds the old content; the restore is done whether or not it can
+        // be removed now (a leftover dot directory is removed by the next restore or
+        // `remove_leftovers`).
+        let _ = fs::remove_dir_all(&fresh);
+        Ok(())
     }
 
     fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
@@ -526,6 +526,25 @@ impl Driver for Dir {
             }),
             _ => Ok(()),
         }
+    }
+
+    fn remove_leftovers(&self) -> Result<(), StorageError> {
+        for vtype in VolumeType::ALL {
+            let dir = self.source.join(vtype.dir_name());
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".restore") {
+                    let path = entry.path();
+                    fs::remove_dir_all(&path)
+                        .map_err(|source| StorageError::DeleteVolume { path, source })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError> {

@@ -287,6 +287,12 @@ fn snapshots_copy_restore_rename_and_go() {
     );
     fs::write(vol.join("rootfs/f"), "two").unwrap();
     fs::write(vol.join("rootfs/new"), "x").unwrap();
+    // What an interrupted restore leaves is removed at start, and never listed.
+    let leftover = tmp.path().join("p/containers/.c1.restore");
+    fs::create_dir_all(leftover.join("rootfs")).unwrap();
+    assert_eq!(pool.list_volumes(t).unwrap(), ["c1"]);
+    pool.remove_leftovers().unwrap();
+    assert!(!leftover.exists());
     pool.restore_snapshot(t, "c1", "s0").unwrap();
     assert_eq!(fs::read_to_string(vol.join("rootfs/f")).unwrap(), "one");
     assert!(!vol.join("rootfs/new").exists());
