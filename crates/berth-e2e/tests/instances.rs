@@ -999,3 +999,57 @@ async fn start_and_rename_templates_are_rendered() {
     assert_eq!(read("t2", "/etc/greeting"), "hi from t2\n");
     ok(&d.berth(&["delete", "-f", "t2"]));
 }
+
+#[tokio::test]
+async fn spare_volumes_serve_launches_and_go_with_their_image_and_pool() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let fp = ok(&d.lxc(&["image", "list", "-f", "csv", "-c", "F"]));
+    let fp = fp.trim().to_owned();
+    ok(&d.berth(&["storage", "create", "second", "dir"]));
+    let spare = |pool: &str| {
+        let dir = d.dir().join(format!("storage-pools/{pool}/containers"));
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(".spare-") && !n.ends_with(".tmp")
+                })
+            })
+            .unwrap_or(false)
+    };
+    let wait_spare = |pool: &'static str| {
+        for _ in 0..500 {
+            if spare(pool) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("no spare volume on {pool}");
+    };
+    // The first launch unpacks and leaves a spare; the next takes it, templates applied.
+    ok(&d.berth(&["launch", "bb", "first"]));
+    wait_spare("default");
+    ok(&d.berth(&["launch", "bb", "second"]));
+    assert_eq!(
+        ok(&d.berth(&["exec", "second", "--", "cat", "/etc/hostname"])),
+        "second\n"
+    );
+    assert_eq!(
+        ok(&d.berth(&["exec", "second", "--", "hostname"])),
+        "second\n"
+    );
+    wait_spare("default");
+    // Spares are not volumes a user sees.
+    let volumes = ok(&d.lxc(&["storage", "volume", "list", "default", "-f", "csv"]));
+    assert!(!volumes.contains(".spare"), "{volumes}");
+    // A pool holding only spares can be deleted.
+    ok(&d.berth(&["launch", "bb", "elsewhere", "-s", "second"]));
+    wait_spare("second");
+    ok(&d.berth(&["delete", "-f", "elsewhere"]));
+    ok(&d.berth(&["storage", "delete", "second"]));
+    // The spare goes with its image.
+    ok(&d.berth(&["image", "delete", &fp]));
+    assert!(!spare("default"));
+    ok(&d.berth(&["delete", "-f", "first", "second"]));
+}

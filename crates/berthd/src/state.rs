@@ -58,6 +58,8 @@ pub struct State {
     pub profile_lock: tokio::sync::Mutex<()>,
     pub image_limits: berth_image::Limits,
     pub instances: crate::instances::Instances,
+    /// Spare volumes being unpacked.
+    pub spares: crate::instances::spares::Refills,
     pub runtime: Runtime,
     pub db: Db,
     pub ops: Operations,
@@ -90,6 +92,7 @@ impl State {
             profile_lock: tokio::sync::Mutex::new(()),
             image_limits: berth_image::Limits::default(),
             instances: crate::instances::Instances::default(),
+            spares: crate::instances::spares::Refills::default(),
             runtime: Runtime {
                 cgroup_parent,
                 ids: crate::instances::idmap::HostIds::read(std::path::Path::new("/etc")),

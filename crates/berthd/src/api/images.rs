@@ -207,6 +207,7 @@ pub async fn delete(
         let dir = st.paths.images();
         let _ = std::fs::remove_file(dir.join(&fingerprint));
         let _ = std::fs::remove_file(dir.join(format!("{fingerprint}.rootfs")));
+        crate::instances::spares::drop_image(&st, &fingerprint);
     }
     st.events.lifecycle(
         "image-deleted",

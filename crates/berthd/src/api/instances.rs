@@ -924,6 +924,10 @@ pub async fn post(
                     None,
                 );
             }
+            // The next instance from this image takes a volume unpacked meanwhile.
+            if let Some(img) = image {
+                inst::spares::refill(st.clone(), pool.clone(), img);
+            }
             Ok(())
         },
     );
@@ -937,12 +941,19 @@ async fn create(
     pool: &dyn berth_storage::Driver,
     ctx: &crate::operations::OpCtx,
 ) -> Result<(), String> {
-    let volume = pool
-        .create_volume(berth_storage::VolumeType::Container, &rec.name)
-        .map_err(|e| crate::logging::chain(&e))?;
     let dir = inst::container_dir(st, &rec.name);
     crate::db::create_private_dir(&dir)
         .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+    // The image unpacked ahead (a spare volume) is taken with one rename.
+    if let Some(img) = image
+        && inst::spares::claim(pool, &img.image.fingerprint, &rec.name)
+    {
+        let volume = pool.volume_path(berth_storage::VolumeType::Container, &rec.name);
+        return apply_create_templates(rec, img, &volume);
+    }
+    let volume = pool
+        .create_volume(berth_storage::VolumeType::Container, &rec.name)
+        .map_err(|e| crate::logging::chain(&e))?;
     let Some(img) = image else {
         return std::fs::create_dir(volume.join("rootfs"))
             .map_err(|e| format!("Failed to create rootfs: {e}"));
@@ -983,13 +994,22 @@ async fn create(
     result
         .map_err(|e| e.to_string())?
         .map_err(|e| crate::logging::chain(&e))?;
+    apply_create_templates(rec, img, &volume)
+}
+
+/// Renders the image's `create` templates into a new instance's volume.
+fn apply_create_templates(
+    rec: &InstanceRecord,
+    img: &crate::db::images::ImageRecord,
+    volume: &std::path::Path,
+) -> Result<(), String> {
     let md: berth_image::ImageMetadata = serde_json::from_str(&img.metadata).unwrap_or_default();
     let ctx = templates::Context {
         name: rec.api_name(),
         architecture: &rec.architecture,
         config: &rec.config,
     };
-    templates::apply(&volume, &md, "create", &ctx).map_err(|e| crate::logging::chain(&e))
+    templates::apply(volume, &md, "create", &ctx).map_err(|e| crate::logging::chain(&e))
 }
 
 /// Chooses the instance's id map from its expanded config (keeping its current isolated

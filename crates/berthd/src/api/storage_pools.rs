@@ -240,6 +240,8 @@ pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Api
         Some(d) => d,
         None => load(&st, &name, &rec.driver, rec.config.clone())?,
     };
+    // Spare volumes are berthd's own, not a user's: they go first.
+    crate::instances::spares::clear(driver.as_ref());
     tokio::task::spawn_blocking(move || driver.unmount().and_then(|()| driver.delete()))
         .await
         .map_err(|e| ApiError::internal(&e))?

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod lxc_config;
 pub mod rootfs;
 pub mod schedule;
+pub mod spares;
 pub mod templates;
 pub mod unpack;
 

@@ -529,6 +529,8 @@ impl Driver for Dir {
     }
 
     fn remove_leftovers(&self) -> Result<(), StorageError> {
+        // Dot names ending .restore or .tmp are half-made copies of an interrupted restore
+        // or volume fill.
         for vtype in VolumeType::ALL {
             let dir = self.source.join(vtype.dir_name());
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -537,7 +539,7 @@ impl Driver for Dir {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with('.') && name.ends_with(".restore") {
+                if name.starts_with('.') && (name.ends_with(".restore") || name.ends_with(".tmp")) {
                     let path = entry.path();
                     fs::remove_dir_all(&path)
                         .map_err(|source| StorageError::DeleteVolume { path, source })?;
