@@ -444,3 +444,32 @@ async fn images_aliases_and_pools_survive_restart_and_sigkill() {
     let pools = ok(&d.berth(&["storage", "list", "-f", "csv"]));
     assert!(pools.lines().any(|l| l.starts_with("kept,dir,")), "{pools}");
 }
+
+#[tokio::test]
+async fn alias_names_may_hold_slashes() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let fp = ok(&d.lxc(&["image", "list", "-f", "csv", "-c", "F"]));
+    let fp = fp.trim();
+    ok(&d.lxc(&["image", "alias", "create", "busybox/1.36", fp]));
+    let list = ok(&d.lxc(&["image", "alias", "list", "-f", "csv"]));
+    assert!(list.contains("busybox/1.36"), "{list}");
+    let c = d.client();
+    let a: serde_json::Value = c.get("/1.0/images/aliases/busybox/1.36").await.unwrap();
+    assert_eq!(a["target"], fp);
+    ok(&d.lxc(&["image", "alias", "rename", "busybox/1.36", "busybox/stable"]));
+    ok(&d.berth(&["init", "busybox/stable", "slashed"]));
+    ok(&d.lxc(&["image", "alias", "delete", "busybox/stable"]));
+    for bad in ["/lead", "trail/", "a//b", "a/../b"] {
+        let e = c
+            .query(
+                berth_client::Method::POST,
+                "/1.0/images/aliases",
+                Some(&serde_json::json!({"name": bad, "target": fp})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(400), "{bad}");
+    }
+    ok(&d.berth(&["delete", "slashed"]));
+}

@@ -608,6 +608,26 @@ async fn pylxd_drives_containers() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd ok"));
 }
 
+#[tokio::test]
+async fn pylxd_drives_configuration() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pylxd/config.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("bb")
+        .env("LXD_DIR", d.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pylxd failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd config ok"));
+}
+
 /// The host range (base, size) of a running container's uid map, read from the host.
 fn uid_range(d: &Daemon, name: &str) -> (u64, u64) {
     let map = ok(&d.berth(&["exec", name, "--", "cat", "/proc/self/uid_map"]));

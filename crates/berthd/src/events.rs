@@ -148,10 +148,20 @@ impl Events {
         }
     }
 
-    /// An `operation` event: an operation was created or changed.
+    /// An `operation` event: an operation was created or changed. Its project is the one
+    /// its resources' URLs name (`?project=`), else `default`.
     pub fn operation(&self, op: &Operation) {
+        let project = op
+            .resources
+            .iter()
+            .flat_map(|r| r.values().flatten())
+            .find_map(|url| url.split_once("project=").map(|(_, p)| p))
+            .map_or(berth_api::DEFAULT_PROJECT, |p| {
+                p.split('&').next().unwrap_or_default()
+            })
+            .to_owned();
         if let Ok(v) = serde_json::to_value(op) {
-            self.send(EventType::Operation, v);
+            self.send_in(EventType::Operation, v, &project);
         }
     }
 

@@ -37,7 +37,8 @@ pub async fn get(
     // Subscribe before the upgrade completes, so nothing sent after this reply is missed.
     let sub = st.events.subscribe(types);
     // Lifecycle events of one project (`?project=`, default `default`), or of all with
-    // `all-projects=true`.
+    // `all-projects=true`. Operation events all go out: not every operation knows its
+    // project yet, and clients wait on them.
     let project = (super::query_value(q.as_deref(), "all-projects").as_deref() != Some("true"))
         .then(|| super::project_param(q.as_deref()));
     Ok(ws

@@ -11,11 +11,16 @@ use super::{
 };
 use crate::state::etag_of;
 
-/// Checks an alias name: what LXD allows, minus what breaks URLs and shells.
+/// Checks an alias name: what LXD allows (slashes included, as in `debian/12`), minus
+/// what breaks URLs and shells.
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty()
         || name.len() > 255
-        || name.contains('/')
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.contains("//")
+        || name.split('/').any(|part| part == "." || part == "..")
+        || name.contains(['?', '#', '%'])
         || name.chars().any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(ApiError::bad_request(format!(

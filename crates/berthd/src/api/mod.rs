@@ -450,7 +450,8 @@ pub fn router(state: AppState) -> Router {
             get(image_aliases::list).post(image_aliases::post),
         )
         .route(
-            "/1.0/images/aliases/{name}",
+            // Alias names may hold slashes (`debian/12`), as LXD's.
+            "/1.0/images/aliases/{*name}",
             get(image_aliases::get)
                 .put(image_aliases::put)
                 .patch(image_aliases::patch)
