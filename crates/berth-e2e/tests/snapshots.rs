@@ -28,6 +28,11 @@ async fn snapshots_restore_content_and_configuration() {
         ok(&d.lxc(&["list", "snappy", "-c", "nS", "-f", "csv"])),
         "snappy,2\n"
     );
+    let info = ok(&d.berth(&["info", "snappy"]));
+    assert!(
+        info.contains("Snapshots:") && info.contains("first") && info.contains("snap0"),
+        "{info}"
+    );
     let snap: Value = c
         .get("/1.0/instances/snappy/snapshots/first")
         .await

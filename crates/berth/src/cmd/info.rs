@@ -98,7 +98,41 @@ pub fn render(v: &Value) -> String {
         }
         network(v, &mut line);
     }
+    snapshots(v, &mut out);
     out
+}
+
+/// The `Snapshots` table of `berth info NAME`, as `lxc info` prints it.
+fn snapshots(v: &Value, out: &mut String) {
+    let Some(snaps) = v.pointer("/snapshots").and_then(Value::as_array) else {
+        return;
+    };
+    if snaps.is_empty() {
+        return;
+    }
+    let mut t = crate::format::Table::new(&["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"]);
+    for s in snaps {
+        let expires = text(s, "/expires_at");
+        t.row(vec![
+            text(s, "/name"),
+            crate::format::date(&text(s, "/created_at")),
+            if expires.starts_with("0001-") {
+                String::new()
+            } else {
+                crate::format::date(&expires)
+            },
+            if s.pointer("/stateful").and_then(Value::as_bool) == Some(true) {
+                "YES"
+            } else {
+                "NO"
+            }
+            .to_owned(),
+        ]);
+    }
+    if let Ok(table) = t.render(crate::format::Format::Table, snaps) {
+        out.push_str("\nSnapshots:\n");
+        out.push_str(&table);
+    }
 }
 
 /// The `Network usage` section of `berth info NAME`.
