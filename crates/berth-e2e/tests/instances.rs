@@ -588,13 +588,14 @@ async fn create_reports_unpack_progress() {
     ok(&d.berth(&["delete", "prog"]));
 }
 
-#[tokio::test]
-async fn pylxd_drives_containers() {
-    let d = Daemon::start();
-    berth_e2e::with_busybox(&d).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pylxd/lifecycle.py");
+/// Runs pylxd script `script` (in tests/pylxd) against `d` with the busybox alias `bb`
+/// and checks it printed `done`.
+fn run_pylxd(d: &Daemon, script: &str, done: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pylxd")
+        .join(script);
     let out = std::process::Command::new("python3")
-        .arg(script)
+        .arg(path)
         .arg("bb")
         .env("LXD_DIR", d.dir())
         .output()
@@ -605,27 +606,21 @@ async fn pylxd_drives_containers() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd ok"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(done));
+}
+
+#[tokio::test]
+async fn pylxd_drives_containers() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    run_pylxd(&d, "lifecycle.py", "pylxd ok");
 }
 
 #[tokio::test]
 async fn pylxd_drives_configuration() {
     let d = Daemon::start();
     berth_e2e::with_busybox(&d).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pylxd/config.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg("bb")
-        .env("LXD_DIR", d.dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pylxd failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pylxd config ok"));
+    run_pylxd(&d, "config.py", "pylxd config ok");
 }
 
 /// The host range (base, size) of a running container's uid map, read from the host.
