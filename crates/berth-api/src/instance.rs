@@ -62,7 +62,7 @@ pub struct InstancesPost {
 /// Where a new instance comes from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSource {
-    /// `image` or `none`.
+    /// `image`, `copy` or `none`.
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
@@ -79,6 +79,19 @@ pub struct InstanceSource {
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub allow_inconsistent: bool,
+    /// `copy`: the instance (`NAME`) or snapshot (`NAME/SNAP`) copied.
+    #[serde(default)]
+    pub source: String,
+    /// `copy`: leave the source's snapshots behind.
+    #[serde(default)]
+    pub instance_only: bool,
+    /// `copy`: the source's project, when not the new instance's.
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(rename = "base-image", default)]
+    pub base_image: String,
 }
 
 /// `PUT /1.0/instances/{name}/state`.

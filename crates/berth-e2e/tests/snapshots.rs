@@ -225,3 +225,50 @@ async fn scheduled_snapshots_follow_pattern_and_expire() {
     }
     ok(&d.berth(&["delete", "timed"]));
 }
+
+#[tokio::test]
+async fn copies_of_instances_and_snapshots() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "orig", "-c", "user.role=web"]));
+    let sh = |name: &str, script: &str| d.berth(&["exec", name, "--", "sh", "-c", script]);
+    ok(&sh("orig", "echo one > /root/state"));
+    ok(&d.berth(&["snapshot", "create", "orig", "s1"]));
+    ok(&sh("orig", "echo two > /root/state"));
+    // The real client copies a running instance: files, config and snapshots come along,
+    // with a host name of its own.
+    ok(&d.lxc(&["copy", "orig", "twin"]));
+    ok(&d.berth(&["start", "twin"]));
+    assert_eq!(ok(&sh("twin", "cat /root/state")), "two\n");
+    assert_eq!(ok(&sh("twin", "hostname")), "twin\n");
+    assert_eq!(
+        ok(&d.berth(&["config", "get", "twin", "user.role"])),
+        "web\n"
+    );
+    let snaps: Vec<String> = c.get("/1.0/instances/twin/snapshots").await.unwrap();
+    assert_eq!(snaps, ["/1.0/instances/twin/snapshots/s1"]);
+    let (a, b): (Value, Value) = (
+        c.get("/1.0/instances/orig").await.unwrap(),
+        c.get("/1.0/instances/twin").await.unwrap(),
+    );
+    assert_ne!(a["config"]["volatile.uuid"], b["config"]["volatile.uuid"]);
+    // The original still runs, untouched.
+    assert_eq!(
+        ok(&d.berth(&["list", "orig", "-c", "s", "-f", "csv"])),
+        "RUNNING\n"
+    );
+    // A snapshot copied through berth, without the snapshots.
+    ok(&d.berth(&["copy", "orig/s1", "past", "--instance-only"]));
+    ok(&d.berth(&["start", "past"]));
+    assert_eq!(ok(&sh("past", "cat /root/state")), "one\n");
+    let snaps: Vec<String> = c.get("/1.0/instances/past/snapshots").await.unwrap();
+    assert!(snaps.is_empty());
+    // Bad sources are refused and leave nothing.
+    let err = fails(&d.berth(&["copy", "orig/nope", "ghost"]));
+    assert!(err.contains("nope"), "{err}");
+    let err = fails(&d.berth(&["copy", "missing", "ghost"]));
+    assert!(err.contains("missing"), "{err}");
+    assert!(!ok(&d.berth(&["list", "-c", "n", "-f", "csv"])).contains("ghost"));
+    ok(&d.berth(&["delete", "-f", "orig", "twin", "past"]));
+}

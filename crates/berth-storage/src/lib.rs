@@ -186,6 +186,22 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ) -> Result<(), StorageError>;
     /// Deletes every snapshot of volume `name` (when the volume goes).
     fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError>;
+    /// Makes volume `name` as a copy of the directory `from` (another volume or a
+    /// snapshot, on any pool); [`StorageErrorKind::AlreadyExists`] if it exists.
+    fn create_volume_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &Path,
+    ) -> Result<(), StorageError>;
+    /// Makes snapshot `snap` of volume `name` as a copy of the directory `from`.
+    fn create_snapshot_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+        from: &Path,
+    ) -> Result<(), StorageError>;
     /// Removes what an interrupted operation left (half-made restore copies); at start.
     fn remove_leftovers(&self) -> Result<(), StorageError>;
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).

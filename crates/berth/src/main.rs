@@ -58,6 +58,9 @@ enum Command {
     /// Rename a stopped instance
     #[command(alias = "mv")]
     Rename(cmd::rename::Args),
+    /// Copy an instance, or one of its snapshots, into a new instance
+    #[command(alias = "cp")]
+    Copy(cmd::copy::Args),
     /// Show and change an instance's configuration
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -158,6 +161,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Resume(a) => cmd::lifecycle::run(&client, a, "unfreeze").await,
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
+            Command::Copy(a) => cmd::copy::run(&client, a).await,
             Command::File(c) => cmd::file::run(&client, c).await,
             Command::Console(a) => cmd::console::run(&client, a).await,
             Command::Config(c) => cmd::config::run(&client, c).await,

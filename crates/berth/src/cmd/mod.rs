@@ -4,6 +4,7 @@ pub mod admin;
 pub mod completion;
 pub mod config;
 pub mod console;
+pub mod copy;
 pub mod delete;
 pub mod device;
 pub mod exec;

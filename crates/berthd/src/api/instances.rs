@@ -761,9 +761,19 @@ pub async fn post(
             req.kind
         )));
     }
-    if req.config.keys().any(|k| k.starts_with("volatile.")) {
+    let mut req = req;
+    if req.source.kind == "copy" {
+        // Clients copying an instance send its config, volatile keys and all: berthd sets
+        // those of the copy itself.
+        req.config.retain(|k, _| !k.starts_with("volatile."));
+    } else if req.config.keys().any(|k| k.starts_with("volatile.")) {
         return Err(ApiError::bad_request("volatile.* keys are set by berthd"));
     }
+    let copy = if req.source.kind == "copy" {
+        Some(copy_source(&st, &project, &req.source).await?)
+    } else {
+        None
+    };
     let image = match req.source.kind.as_str() {
         "image" => {
             if !req.source.server.is_empty() {
@@ -790,7 +800,7 @@ pub async fn post(
             };
             Some(super::images::resolve(&st, &images, &fp).await?)
         }
-        "none" | "" => None,
+        "none" | "" | "copy" => None,
         other => {
             return Err(ApiError::bad_request(format!(
                 "Instance source {other:?} is not supported yet"
@@ -812,7 +822,14 @@ pub async fn post(
     let architecture = image
         .as_ref()
         .map(|i| i.image.architecture.clone())
+        .or_else(|| copy.as_ref().map(|c| c.rec.architecture.clone()))
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    if let Some(base) = copy
+        .as_ref()
+        .and_then(|c| c.rec.config.get("volatile.base_image"))
+    {
+        config.insert("volatile.base_image".to_owned(), base.clone());
+    }
     if let Some(img) = &image {
         for (k, v) in &img.image.properties {
             config.insert(format!("image.{k}"), v.clone());
@@ -886,11 +903,15 @@ pub async fn post(
             let _guard = guard;
             let st = state;
             let began = std::time::Instant::now();
-            let result = create(&st, &rec, image.as_ref(), pool.as_ref(), &ctx).await;
+            let result = match &copy {
+                Some(from) => create_copy(&st, &rec, from, pool.as_ref()).await,
+                None => create(&st, &rec, image.as_ref(), pool.as_ref(), &ctx).await,
+            };
             tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Instance created");
             if let Err(e) = result {
-                // Undo: the volume, the runtime directory and the records.
+                // Undo: the volume and its snapshots, the runtime directory and the records.
                 let _ = pool.delete_volume(berth_storage::VolumeType::Container, &rec.name);
+                let _ = pool.delete_snapshots(berth_storage::VolumeType::Container, &rec.name);
                 let _ = std::fs::remove_dir_all(inst::container_dir(&st, &rec.name));
                 let n = rec.name.clone();
                 let _ = st
@@ -932,6 +953,137 @@ pub async fn post(
         },
     );
     Ok(async_operation(op.render()))
+}
+
+/// What a copy is made from: a running or stopped instance's volume, or one of its
+/// snapshots, with the snapshots that go along.
+#[derive(Debug)]
+struct CopyFrom {
+    rec: InstanceRecord,
+    /// The directory copied.
+    path: std::path::PathBuf,
+    /// The cgroup to freeze while copying (a running instance's volume).
+    freeze: Option<String>,
+    /// The source's snapshots copied too, with their directories.
+    snapshots: Vec<(crate::db::snapshots::SnapshotRecord, std::path::PathBuf)>,
+}
+
+/// Resolves `source` (`NAME` or `NAME/SNAP`, in `source.project` or `project`).
+async fn copy_source(
+    st: &AppState,
+    project: &str,
+    source: &berth_api::instance::InstanceSource,
+) -> Result<CopyFrom, ApiError> {
+    // `live` (which lxc sends for a running source) is served by a stateless copy of the
+    // frozen instance: its running state comes with CRIU.
+    if !source.server.is_empty() {
+        return Err(ApiError::bad_request(
+            "Copies between servers are not supported yet",
+        ));
+    }
+    let src_project = if source.project.is_empty() {
+        project
+    } else {
+        &source.project
+    };
+    let (name, snap) = match source.source.split_once('/') {
+        Some((n, s)) => (n, Some(s)),
+        None => (source.source.as_str(), None),
+    };
+    inst::validate_name(name).map_err(ApiError::bad_request)?;
+    let host = crate::db::instances::host_name(src_project, name);
+    let rec = find(st, &host).await?;
+    let profiles = profiles(st, &rec.project, &rec.profiles).await?;
+    let (_, devices) = inst::expand(&profiles, &rec);
+    let pool = inst::root_pool(&devices)
+        .and_then(|p| st.pools.get(&p))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                "The pool of the source's root disk is not available",
+            )
+        })?;
+    let t = berth_storage::VolumeType::Container;
+    let all = {
+        let h = host.clone();
+        st.db
+            .call(move |c| crate::db::snapshots::list(c, &h))
+            .await?
+    };
+    if let Some(snap) = snap {
+        if !all.iter().any(|s| s.name == snap) {
+            return Err(ApiError::not_found(format!(
+                "Snapshot {snap:?} of instance {name:?} not found"
+            )));
+        }
+        return Ok(CopyFrom {
+            path: pool.snapshot_path(t, &host, snap),
+            rec,
+            freeze: None,
+            snapshots: vec![],
+        });
+    }
+    let running = status_of(st, &host).await.0 != StatusCode::Stopped;
+    let snapshots = if source.instance_only {
+        vec![]
+    } else {
+        all.into_iter()
+            .map(|s| {
+                let p = pool.snapshot_path(t, &host, &s.name);
+                (s, p)
+            })
+            .collect()
+    };
+    Ok(CopyFrom {
+        path: pool.volume_path(t, &host),
+        freeze: running.then(|| format!("{}/{}", st.runtime.cgroup_parent, host)),
+        rec,
+        snapshots,
+    })
+}
+
+/// Makes instance `rec`'s volume (and snapshots) as copies of `from`, a running source
+/// frozen meanwhile, then renders the image's `copy` templates.
+async fn create_copy(
+    st: &AppState,
+    rec: &InstanceRecord,
+    from: &CopyFrom,
+    pool: &dyn berth_storage::Driver,
+) -> Result<(), String> {
+    let dir = inst::container_dir(st, &rec.name);
+    crate::db::create_private_dir(&dir)
+        .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+    // The source cannot change, stop or go while it is copied.
+    let _source = st.instances.lock(&from.rec.name).lock_owned().await;
+    let t = berth_storage::VolumeType::Container;
+    let freeze = from
+        .freeze
+        .as_ref()
+        .filter(|cg| !crate::host::cgroup::is_frozen(cg));
+    if let Some(cg) = freeze {
+        crate::host::cgroup::set_frozen(cg, true)
+            .map_err(|e| format!("Failed to freeze the source for its copy: {e}"))?;
+    }
+    let copied = tokio::task::block_in_place(|| pool.create_volume_from(t, &rec.name, &from.path));
+    if let Some(cg) = freeze
+        && let Err(e) = crate::host::cgroup::set_frozen(cg, false)
+    {
+        tracing::error!(error = %e, "Failed to thaw the source after its copy");
+    }
+    copied.map_err(|e| crate::logging::chain(&e))?;
+    for (s, path) in &from.snapshots {
+        tokio::task::block_in_place(|| pool.create_snapshot_from(t, &rec.name, &s.name, path))
+            .map_err(|e| crate::logging::chain(&e))?;
+        let row = crate::db::snapshots::SnapshotRecord {
+            instance: rec.name.clone(),
+            ..s.clone()
+        };
+        st.db
+            .call(move |c| crate::db::snapshots::insert(c, &row))
+            .await
+            .map_err(|e| crate::logging::chain(&e))?;
+    }
+    inst::apply_templates(rec, &pool.volume_path(t, &rec.name), "copy")
 }
 
 async fn create(

@@ -375,7 +375,6 @@ impl Driver for Dir {
         snap: &str,
     ) -> Result<(), StorageError> {
         validate_volume_name(name)?;
-        validate_volume_name(snap)?;
         let src = self.volume_path(vtype, name);
         if !src.is_dir() {
             return Err(StorageError::VolumeNotFound {
@@ -383,6 +382,35 @@ impl Driver for Dir {
                 name: name.to_owned(),
             });
         }
+        self.create_snapshot_from(vtype, name, snap, &src)
+    }
+
+    fn create_volume_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &Path,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let dst = self.volume_path(vtype, name);
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(StorageError::VolumeExists {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        copy_tree(from, &dst)
+    }
+
+    fn create_snapshot_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+        from: &Path,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
         let parent = self.snapshots_of(vtype, name);
         DirBuilder::new()
             .recursive(true)
@@ -399,7 +427,7 @@ impl Driver for Dir {
                 snap: snap.to_owned(),
             });
         }
-        copy_tree(&src, &dst)
+        copy_tree(from, &dst)
     }
 
     fn delete_snapshot(

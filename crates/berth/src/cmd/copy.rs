@@ -1,0 +1,62 @@
+//! `berth copy SOURCE[/SNAPSHOT] NAME`: a new instance copied from an instance or one of
+//! its snapshots, as `lxc copy` makes it on one server.
+
+use berth_client::{Client, Method};
+use serde_json::Value;
+
+/// Arguments of `berth copy`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The instance, or `INSTANCE/SNAPSHOT`, to copy
+    source: String,
+    /// The new instance's name
+    name: String,
+    /// Leave the source's snapshots behind
+    #[arg(long)]
+    instance_only: bool,
+    /// Config keys for the copy: -c KEY=VALUE (repeatable)
+    #[arg(short = 'c', long = "config")]
+    config: Vec<String>,
+}
+
+pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+    let (instance, snap) = match args.source.split_once('/') {
+        Some((i, s)) => (i, Some(s)),
+        None => (args.source.as_str(), None),
+    };
+    // The copy starts with the source's (or the snapshot's) own configuration.
+    let from: Value = match snap {
+        Some(s) => {
+            client
+                .get(&format!("/1.0/instances/{instance}/snapshots/{s}"))
+                .await?
+        }
+        None => client.get(&format!("/1.0/instances/{instance}")).await?,
+    };
+    let mut config: serde_json::Map<String, Value> =
+        from["config"].as_object().cloned().unwrap_or_default();
+    config.retain(|k, _| !k.starts_with("volatile."));
+    for (k, v) in super::config::pairs(&args.config)? {
+        config.insert(k, v.into());
+    }
+    let body = serde_json::json!({
+        "name": args.name,
+        "source": {
+            "type": "copy",
+            "source": args.source,
+            "instance_only": args.instance_only,
+        },
+        "config": config,
+        "devices": from["devices"],
+        "profiles": from["profiles"],
+        "ephemeral": from["ephemeral"],
+        "description": from["description"],
+    });
+    let r = client
+        .query(Method::POST, "/1.0/instances", Some(&body))
+        .await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
+    }
+    Ok(())
+}
