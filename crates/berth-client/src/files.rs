@@ -82,8 +82,11 @@ fn meta_of(headers: &hyper::HeaderMap) -> FileMeta {
 }
 
 impl Client {
-    async fn post_path<B>(
+    /// Sends `method` on file `path` of `instance`; an error reply becomes
+    /// [`ClientError::Api`].
+    async fn send_path<B>(
         &self,
+        method: Method,
         instance: &str,
         path: &str,
         headers: &[(String, String)],
@@ -96,7 +99,7 @@ impl Client {
         let p = files_path(instance, path);
         let resp = self
             .transport
-            .send(Method::POST, &self.scoped(&p), headers, body)
+            .send(method, &self.scoped(&p), headers, body)
             .await?;
         let status = resp.status().as_u16();
         let env = envelope(&p, resp).await?;
@@ -137,8 +140,14 @@ impl Client {
         };
         let write = if append { "append" } else { "overwrite" };
         let body = StreamBody::new(stream.map_ok(Frame::data));
-        self.post_path(instance, path, &headers_of(&meta, Some(write)), body)
-            .await
+        self.send_path(
+            Method::POST,
+            instance,
+            path,
+            &headers_of(&meta, Some(write)),
+            body,
+        )
+        .await
     }
 
     /// Writes `data` to `path` in `instance`.
@@ -153,7 +162,8 @@ impl Client {
             kind: "file".to_owned(),
             ..meta.clone()
         };
-        self.post_path(
+        self.send_path(
+            Method::POST,
             instance,
             path,
             &headers_of(&meta, Some("overwrite")),
@@ -173,7 +183,8 @@ impl Client {
             kind: "directory".to_owned(),
             ..meta.clone()
         };
-        self.post_path(
+        self.send_path(
+            Method::POST,
             instance,
             path,
             &headers_of(&meta, None),
@@ -194,7 +205,8 @@ impl Client {
             kind: "symlink".to_owned(),
             ..meta.clone()
         };
-        self.post_path(
+        self.send_path(
+            Method::POST,
             instance,
             path,
             &headers_of(&meta, None),
@@ -259,27 +271,19 @@ impl Client {
         path: &str,
         force: bool,
     ) -> Result<(), ClientError> {
-        let p = files_path(instance, path);
         let headers = if force {
             vec![("X-LXD-force".to_owned(), "true".to_owned())]
         } else {
             vec![]
         };
-        let resp = self
-            .transport
-            .send(
-                Method::DELETE,
-                &self.scoped(&p),
-                &headers,
-                Empty::<Bytes>::new(),
-            )
-            .await?;
-        let status = resp.status().as_u16();
-        let env = envelope(&p, resp).await?;
-        if status >= 400 || env.kind == berth_api::ResponseType::Error {
-            return Err(ClientError::api(status, env.error));
-        }
-        Ok(())
+        self.send_path(
+            Method::DELETE,
+            instance,
+            path,
+            &headers,
+            Empty::<Bytes>::new(),
+        )
+        .await
     }
 }
 

@@ -71,15 +71,7 @@ pub async fn post(
     }
     let interactive = req.interactive.unwrap_or(false);
     let user = req.user.unwrap_or(0);
-    let n = name.clone();
-    let rec = st
-        .db
-        .call(move |c| crate::db::instances::get(c, &n))
-        .await?
-        .ok_or_else(|| {
-            let name = crate::db::instances::api_name(&name);
-            ApiError::not_found(format!("Instance {name:?} not found"))
-        })?;
+    let rec = super::instances::find(&st, &name).await?;
     let lxcpath = st.paths.containers();
     let n = name.clone();
     let (status, _) =

@@ -123,22 +123,89 @@ async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError>
     Ok(render(rec, &profiles, status))
 }
 
-/// The rootfs directory of an instance, on its root disk's pool.
-pub async fn rootfs_path(st: &AppState, name: &str) -> Result<std::path::PathBuf, ApiError> {
-    let rec = find(st, name).await?;
+/// The pool of an instance's root disk (from its expanded devices).
+pub(crate) async fn pool_of(
+    st: &AppState,
+    rec: &InstanceRecord,
+) -> Result<Arc<dyn berth_storage::Driver>, ApiError> {
     let profiles = profiles(st, &rec.project, &rec.profiles).await?;
-    let (_, devices) = inst::expand(&profiles, &rec);
-    let pool = inst::root_pool(&devices)
+    let (_, devices) = inst::expand(&profiles, rec);
+    inst::root_pool(&devices)
         .and_then(|p| st.pools.get(&p))
         .ok_or_else(|| {
             ApiError::new(
                 ErrorKind::Internal,
                 "The pool of the instance's root disk is not available",
             )
-        })?;
-    Ok(pool
+        })
+}
+
+/// The rootfs directory of an instance, on its root disk's pool.
+pub async fn rootfs_path(st: &AppState, name: &str) -> Result<std::path::PathBuf, ApiError> {
+    let rec = find(st, name).await?;
+    Ok(pool_of(st, &rec)
+        .await?
         .volume_path(berth_storage::VolumeType::Container, name)
         .join("rootfs"))
+}
+
+/// Pairs each instance with its profiles, resolved in memory from every profile and
+/// project (a project without `features.profiles` uses `default`'s).
+fn with_profiles(
+    recs: Vec<InstanceRecord>,
+    all_profiles: Vec<ProfileRecord>,
+    projects: &[crate::db::instances::ProjectRecord],
+) -> Vec<(InstanceRecord, Vec<ProfileRecord>)> {
+    let profile_project: HashMap<&str, &str> = projects
+        .iter()
+        .map(|p| (p.name.as_str(), p.profiles_project()))
+        .collect();
+    let all: HashMap<(String, String), ProfileRecord> = all_profiles
+        .into_iter()
+        .map(|p| ((p.project.clone(), p.name.clone()), p))
+        .collect();
+    recs.into_iter()
+        .map(|rec| {
+            let from = profile_project
+                .get(rec.project.as_str())
+                .map_or_else(|| rec.project.clone(), |p| (*p).to_owned());
+            let profiles = rec
+                .profiles
+                .iter()
+                .filter_map(|p| all.get(&(from.clone(), p.clone())).cloned())
+                .collect();
+            (rec, profiles)
+        })
+        .collect()
+}
+
+/// An instance with its expanded config and devices.
+pub(crate) type ExpandedInstance = (
+    InstanceRecord,
+    BTreeMap<String, String>,
+    BTreeMap<String, berth_api::instance::Device>,
+);
+
+/// Every instance, expanded, from one database call: for passes over all of them
+/// (project limits, the snapshot scheduler).
+pub(crate) async fn expand_all(st: &AppState) -> Result<Vec<ExpandedInstance>, ApiError> {
+    let (recs, all_profiles, projects) = st
+        .db
+        .call(|c| {
+            Ok((
+                crate::db::instances::list(c)?,
+                crate::db::instances::all_profiles(c)?,
+                crate::db::instances::projects(c)?,
+            ))
+        })
+        .await?;
+    Ok(with_profiles(recs, all_profiles, &projects)
+        .into_iter()
+        .map(|(rec, profiles)| {
+            let (config, devices) = inst::expand(&profiles, &rec);
+            (rec, config, devices)
+        })
+        .collect())
 }
 
 /// `GET /1.0/instances`.
@@ -175,29 +242,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
             ))
         })
         .await?;
-    let profile_project: HashMap<String, String> = projects
-        .iter()
-        .map(|p| (p.name.clone(), p.profiles_project().to_owned()))
-        .collect();
-    let all: HashMap<(String, String), ProfileRecord> = all_profiles
-        .into_iter()
-        .map(|p| ((p.project.clone(), p.name.clone()), p))
-        .collect();
-    let work: Vec<(InstanceRecord, Vec<ProfileRecord>)> = recs
-        .into_iter()
-        .map(|rec| {
-            let from = profile_project
-                .get(&rec.project)
-                .cloned()
-                .unwrap_or_else(|| rec.project.clone());
-            let profiles = rec
-                .profiles
-                .iter()
-                .filter_map(|p| all.get(&(from.clone(), p.clone())).cloned())
-                .collect();
-            (rec, profiles)
-        })
-        .collect();
+    let work = with_profiles(recs, all_profiles, &projects);
     let lxcpath = st.paths.containers();
     let parent = st.runtime.cgroup_parent.clone();
     let host_memory = i64::try_from(st.runtime.host.memory).unwrap_or(i64::MAX);
@@ -993,16 +1038,7 @@ async fn copy_source(
     inst::validate_name(name).map_err(ApiError::bad_request)?;
     let host = crate::db::instances::host_name(src_project, name);
     let rec = find(st, &host).await?;
-    let profiles = profiles(st, &rec.project, &rec.profiles).await?;
-    let (_, devices) = inst::expand(&profiles, &rec);
-    let pool = inst::root_pool(&devices)
-        .and_then(|p| st.pools.get(&p))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::Internal,
-                "The pool of the source's root disk is not available",
-            )
-        })?;
+    let pool = pool_of(st, &rec).await?;
     let t = berth_storage::VolumeType::Container;
     let all = {
         let h = host.clone();

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::instances::field;
 use super::{ApiError, ApiResult, AppState, Json, recursion, sync};
-use crate::db::instances::{InstanceRecord, ProjectRecord};
+use crate::db::instances::ProjectRecord;
 use crate::instances::{self as inst, limits::Host};
 
 /// The body of `POST /1.0/projects`.
@@ -345,21 +345,12 @@ fn usage(
 pub(crate) type Expanded = (String, BTreeMap<String, String>, BTreeMap<String, Device>);
 
 async fn expanded_instances(st: &AppState, project: &str) -> Result<Vec<Expanded>, ApiError> {
-    let p = project.to_owned();
-    let recs: Vec<InstanceRecord> = st
-        .db
-        .call(move |c| crate::db::instances::list(c))
+    Ok(super::instances::expand_all(st)
         .await?
         .into_iter()
-        .filter(|r| r.project == p)
-        .collect();
-    let mut out = Vec::new();
-    for rec in recs {
-        let profiles = super::instances::profiles(st, &rec.project, &rec.profiles).await?;
-        let (config, devices) = inst::expand(&profiles, &rec);
-        out.push((rec.name.clone(), config, devices));
-    }
-    Ok(out)
+        .filter(|(rec, _, _)| rec.project == project)
+        .map(|(rec, config, devices)| (rec.name, config, devices))
+        .collect())
 }
 
 /// Refuses (400) when the project's instances, with `candidate` (host-wide name, config,

@@ -15,7 +15,7 @@ use axum::extract::{Path, RawQuery, State};
 use berth_api::{ErrorKind, StatusCode};
 use serde::Deserialize;
 
-use super::instances::{self, find as find_instance, url_sub};
+use super::instances::{self, find as find_instance, pool_of, url_sub};
 use super::{ApiError, ApiResult, AppState, InstanceName, Json, async_operation, recursion, sync};
 use crate::db::instances::InstanceRecord;
 use crate::db::snapshots::SnapshotRecord;
@@ -83,23 +83,6 @@ fn spec(description: &str, instance: &str, snap: &str) -> OpSpec {
         metadata: serde_json::Map::new(),
         fds: vec![],
     }
-}
-
-/// The pool of an instance's root disk.
-async fn pool_of(
-    st: &AppState,
-    rec: &InstanceRecord,
-) -> Result<std::sync::Arc<dyn berth_storage::Driver>, ApiError> {
-    let profiles = instances::profiles(st, &rec.project, &rec.profiles).await?;
-    let (_, devices) = inst::expand(&profiles, rec);
-    inst::root_pool(&devices)
-        .and_then(|p| st.pools.get(&p))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::Internal,
-                "The pool of the instance's root disk is not available",
-            )
-        })
 }
 
 /// A snapshot as a list shows it: without the expansion, which needs its profiles.
@@ -413,14 +396,10 @@ async fn remove(
 /// `snapshots.schedule` fires (of running instances, and of stopped ones with
 /// `snapshots.schedule.stopped=true`), then deletes expired snapshots.
 pub(crate) async fn scheduled_pass(st: &AppState, now: chrono::DateTime<chrono::Utc>) {
-    let Ok(recs) = st.db.call(|c| crate::db::instances::list(c)).await else {
+    let Ok(all) = instances::expand_all(st).await else {
         return;
     };
-    for rec in recs {
-        let Ok(profiles) = instances::profiles(st, &rec.project, &rec.profiles).await else {
-            continue;
-        };
-        let (config, _) = inst::expand(&profiles, &rec);
+    for (rec, config, _) in all {
         let schedule = config.get("snapshots.schedule").map_or("", String::as_str);
         let Ok(schedules) = inst::schedule::parse_schedule(schedule) else {
             continue;

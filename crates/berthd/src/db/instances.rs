@@ -358,6 +358,23 @@ pub fn project(conn: &Connection, name: &str) -> Result<Option<ProjectRecord>, D
         .optional()?)
 }
 
+/// Gives project `p`, when it has its own profiles, an empty `default` profile unless it
+/// has one.
+fn own_default_profile(conn: &Connection, p: &ProjectRecord) -> Result<(), DbError> {
+    if p.profiles_project() == p.name {
+        insert_profile(
+            conn,
+            &ProfileRecord {
+                project: p.name.clone(),
+                name: "default".to_owned(),
+                description: format!("Default berth profile for project {}", p.name),
+                ..ProfileRecord::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Inserts a project and, when it has its own profiles, its `default` profile;
 /// `false` when the name is taken.
 pub fn insert_project(conn: &mut Connection, p: &ProjectRecord) -> Result<bool, DbError> {
@@ -370,17 +387,7 @@ pub fn insert_project(conn: &mut Connection, p: &ProjectRecord) -> Result<bool, 
     if n == 0 {
         return Ok(false);
     }
-    if p.profiles_project() == p.name {
-        insert_profile(
-            &tx,
-            &ProfileRecord {
-                project: p.name.clone(),
-                name: "default".to_owned(),
-                description: format!("Default berth profile for project {}", p.name),
-                ..ProfileRecord::default()
-            },
-        )?;
-    }
+    own_default_profile(&tx, p)?;
     tx.commit()?;
     Ok(true)
 }
@@ -393,17 +400,7 @@ pub fn update_project(conn: &mut Connection, p: &ProjectRecord) -> Result<(), Db
         "UPDATE projects SET description = ?2, config = ?3 WHERE name = ?1",
         params![p.name, p.description, to_json(&p.config)],
     )?;
-    if p.profiles_project() == p.name && profile(&tx, &p.name, "default")?.is_none() {
-        insert_profile(
-            &tx,
-            &ProfileRecord {
-                project: p.name.clone(),
-                name: "default".to_owned(),
-                description: format!("Default berth profile for project {}", p.name),
-                ..ProfileRecord::default()
-            },
-        )?;
-    }
+    own_default_profile(&tx, p)?;
     tx.commit()?;
     Ok(())
 }

@@ -422,10 +422,7 @@ impl Driver for Dir {
             })?;
         let dst = parent.join(snap);
         if fs::symlink_metadata(&dst).is_ok() {
-            return Err(StorageError::SnapshotExists {
-                name: name.to_owned(),
-                snap: snap.to_owned(),
-            });
+            return Err(snapshot_taken(name, snap));
         }
         copy_tree(from, &dst)
     }
@@ -442,10 +439,7 @@ impl Driver for Dir {
         match fs::symlink_metadata(&path) {
             Ok(_) => fs::remove_dir_all(&path)
                 .map_err(|source| StorageError::DeleteVolume { path, source }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::SnapshotNotFound {
-                name: name.to_owned(),
-                snap: snap.to_owned(),
-            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(no_snapshot(name, snap)),
             Err(source) => Err(StorageError::DeleteVolume { path, source }),
         }
     }
@@ -466,14 +460,8 @@ impl Driver for Dir {
         );
         match rename_noreplace(&src, &dst) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::EXIST) => Err(StorageError::SnapshotExists {
-                name: name.to_owned(),
-                snap: to.to_owned(),
-            }),
-            Err(rustix::io::Errno::NOENT) => Err(StorageError::SnapshotNotFound {
-                name: name.to_owned(),
-                snap: from.to_owned(),
-            }),
+            Err(rustix::io::Errno::EXIST) => Err(snapshot_taken(name, to)),
+            Err(rustix::io::Errno::NOENT) => Err(no_snapshot(name, from)),
             Err(e) => Err(StorageError::RenameVolume {
                 from: src,
                 to: dst,
@@ -492,10 +480,7 @@ impl Driver for Dir {
         validate_volume_name(snap)?;
         let snap_path = self.snapshot_path(vtype, name, snap);
         if !snap_path.is_dir() {
-            return Err(StorageError::SnapshotNotFound {
-                name: name.to_owned(),
-                snap: snap.to_owned(),
-            });
+            return Err(no_snapshot(name, snap));
         }
         let vol = self.volume_path(vtype, name);
         // The copy is made beside the volume (dot names are never volumes), then swapped in
@@ -599,6 +584,20 @@ impl Driver for Dir {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+fn no_snapshot(name: &str, snap: &str) -> StorageError {
+    StorageError::SnapshotNotFound {
+        name: name.to_owned(),
+        snap: snap.to_owned(),
+    }
+}
+
+fn snapshot_taken(name: &str, snap: &str) -> StorageError {
+    StorageError::SnapshotExists {
+        name: name.to_owned(),
+        snap: snap.to_owned(),
     }
 }
 
