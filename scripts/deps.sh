@@ -52,6 +52,10 @@ if ! command -v incus >/dev/null 2>&1; then
   apt-get install -y -q --no-install-recommends -t bookworm-backports incus-client
 fi
 
+# CRIU 4.1 for stateful stop/start (bookworm's criu 3.17 fails on current kernels): built
+# from Debian's source once, then a no-op.
+bash "$(dirname "$0")/build-criu.sh"
+
 # pylxd, the Python client the end-to-end tests also drive berthd with.
 if ! python3 -c 'import pylxd' 2>/dev/null; then
   echo "Installing pylxd" >&2

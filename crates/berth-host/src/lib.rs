@@ -1,7 +1,8 @@
 //! The few raw host operations berth needs, kept in one small crate so `unsafe` stays out
 //! of the daemon: handing a file descriptor to a child at a fixed number, taking such a
-//! descriptor over in the child, opening pseudo-terminals, and changing a detached mount's
-//! attributes (`mount_setattr`, which rustix does not wrap).
+//! descriptor over in the child, opening pseudo-terminals, changing a detached mount's
+//! attributes (`mount_setattr`, which rustix does not wrap), and making a user namespace
+//! with a given id map (for idmapped mounts made before a container exists).
 
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
 
@@ -149,6 +150,43 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr<'_>) -> std::io::Resul
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// A user namespace mapping ids `0..size` to host ids from `uid_base` and `gid_base`,
+/// for idmapped mounts made before a container exists (a restore's root). A short-lived
+/// child process creates it; the returned descriptor keeps the namespace alive.
+pub fn userns_with_map(uid_base: u32, gid_base: u32, size: u32) -> std::io::Result<OwnedFd> {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // unshare(2), which is async-signal-safe and does not allocate.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER)?;
+            Ok(())
+        });
+    }
+    // spawn returns once the child has exec'd, so it is in its namespace by then.
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let result = (|| {
+        std::fs::write(
+            format!("/proc/{pid}/uid_map"),
+            format!("0 {uid_base} {size}\n"),
+        )?;
+        std::fs::write(
+            format!("/proc/{pid}/gid_map"),
+            format!("0 {gid_base} {size}\n"),
+        )?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+        Ok(OwnedFd::from(ns))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 #[cfg(test)]

@@ -85,6 +85,10 @@ macro_rules! call {
     }};
 }
 
+// liblxc's `migrate` commands (an unnamed enum in lxccontainer.h, so not in the bindings).
+const MIGRATE_DUMP: u32 = 1;
+const MIGRATE_RESTORE: u32 = 2;
+
 /// How to run a command in a container.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
@@ -229,6 +233,49 @@ impl Container {
         let r = call!(self, console, 0, stdin, stdout, stdout, escape)?;
         if r < 0 {
             return Err(LxcError::Call("console"));
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the running container into `dir` with CRIU (a fresh directory: liblxc
+    /// refuses one holding an earlier dump); `stop` kills it once dumped, else it goes on
+    /// running. **Forks** (criu): call only from a single-threaded process.
+    pub fn checkpoint(&self, dir: &Path, stop: bool) -> Result<(), LxcError> {
+        self.migrate(MIGRATE_DUMP, dir, stop, "checkpoint")
+    }
+
+    /// Restores the container from the CRIU images in `dir`; returns once it runs.
+    /// **Forks**: call only from a single-threaded process.
+    pub fn restore(&self, dir: &Path) -> Result<(), LxcError> {
+        self.migrate(MIGRATE_RESTORE, dir, false, "restore")
+    }
+
+    fn migrate(
+        &self,
+        cmd: u32,
+        dir: &Path,
+        stop: bool,
+        what: &'static str,
+    ) -> Result<(), LxcError> {
+        let d = cpath(dir)?;
+        let mut opts = sys::migrate_opts {
+            // liblxc only reads it.
+            directory: d.as_ptr().cast_mut(),
+            verbose: false,
+            stop,
+            predump_dir: std::ptr::null_mut(),
+            pageserver_address: std::ptr::null_mut(),
+            pageserver_port: std::ptr::null_mut(),
+            preserves_inodes: false,
+            action_script: std::ptr::null_mut(),
+            disable_skip_in_flight: false,
+            ghost_limit: 0,
+            features_to_check: 0,
+        };
+        let size = u32::try_from(std::mem::size_of::<sys::migrate_opts>()).unwrap_or(u32::MAX);
+        let r = call!(self, migrate, cmd, &mut opts, size)?;
+        if r != 0 {
+            return Err(LxcError::Call(what));
         }
         Ok(())
     }

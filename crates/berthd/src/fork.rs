@@ -349,3 +349,41 @@ fn mount_in(spec: &MountSpec) -> Result<(), String> {
     )
     .map_err(|e| format!("Failed to mount at {}: {e}", spec.target))
 }
+
+/// `berthd forkmigrate dump|restore NAME LXCPATH CONFIG DIR [stop]`: checkpoints the
+/// running container into the fresh directory `DIR` (`stop`: and stops it), or restores
+/// it from there. berthd sets the environment: `PATH` finding the right criu and
+/// `CRIU_CONFIG_FILE` with this call's criu options; descriptors it passed stay open for
+/// criu to inherit (the console's terminal on restore).
+pub fn migrate(args: &[OsString]) -> i32 {
+    let (action, name, lxcpath, config, dir, stop) = match args {
+        [a, n, l, c, d] => (a, n, l, c, d, false),
+        [a, n, l, c, d, s] if s == "stop" => (a, n, l, c, d, true),
+        _ => {
+            eprintln!("usage: berthd forkmigrate dump|restore NAME LXCPATH CONFIG DIR [stop]");
+            return 1;
+        }
+    };
+    let dir = Path::new(dir);
+    let run = || -> Result<(), berth_lxc::LxcError> {
+        let c = berth_lxc::Container::new(&name.to_string_lossy(), Path::new(lxcpath))?;
+        c.load_config(Path::new(config))?;
+        if action == "dump" {
+            c.checkpoint(dir, stop)
+        } else {
+            c.want_daemonize(true)?;
+            c.restore(dir)?;
+            if let Ok(Some(pid)) = c.init_pid() {
+                crate::instances::record_init(&Path::new(lxcpath).join(name), pid);
+            }
+            Ok(())
+        }
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}

@@ -56,6 +56,14 @@ fn main() -> ExitCode {
     if raw.get(1).is_some_and(|a| a == "forkmount") {
         return ExitCode::from(u8::try_from(fork::mount(&raw[2..])).unwrap_or(1));
     }
+    if raw.get(1).is_some_and(|a| a == "forkmigrate") {
+        return ExitCode::from(u8::try_from(fork::migrate(&raw[2..])).unwrap_or(1));
+    }
+    if raw.get(1).is_some_and(|a| a == "forkconsolekeeper") {
+        return ExitCode::from(
+            u8::try_from(instances::console::keeper_main(&raw[2..])).unwrap_or(1),
+        );
+    }
     if raw.get(1).is_some_and(|a| a == "forkexec") {
         return ExitCode::from(u8::try_from(fork::exec(&raw[2..])).unwrap_or(1));
     }

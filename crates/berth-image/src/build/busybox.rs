@@ -15,9 +15,20 @@ pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
 const INITTAB: &str = "\
 ::sysinit:/etc/init.d/rcS
-console::respawn:-/bin/sh
+::respawn:/etc/init.d/console
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/umount -a -r
+";
+
+/// The shell on the console. Re-opening the console makes it the shell's controlling
+/// terminal (job control, Ctrl-C), except in a checkpointable container: CRIU cannot
+/// restore a console held that way, so there the shell runs without one.
+const CONSOLE: &str = "\
+#!/bin/sh
+if [ \"$BERTH_CHECKPOINTABLE\" = true ]; then
+    exec /bin/sh -l
+fi
+exec /bin/sh -l </dev/console >/dev/console 2>&1
 ";
 
 const RCS: &str = "\
@@ -148,6 +159,7 @@ pub fn build(busybox: &Path, out: &Path) -> Result<ImageMetadata, BuildError> {
     }
     w.file("rootfs/etc/inittab", 0o644, INITTAB.as_bytes())?;
     w.file("rootfs/etc/init.d/rcS", 0o755, RCS.as_bytes())?;
+    w.file("rootfs/etc/init.d/console", 0o755, CONSOLE.as_bytes())?;
     w.file(
         "rootfs/usr/share/udhcpc/default.script",
         0o755,

@@ -13,11 +13,43 @@ pub struct Args {
     /// Seconds to wait for a clean shutdown (-1: forever)
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     timeout: i64,
+    /// Save the running state (stop; needs migration.stateful=true and CRIU)
+    #[arg(long)]
+    stateful: bool,
+    /// Discard a saved state and boot afresh (start)
+    #[arg(long)]
+    stateless: bool,
 }
 
 pub async fn run(client: &Client, args: Args, action: &str) -> anyhow::Result<()> {
+    if args.stateful && action != "stop" {
+        anyhow::bail!("--stateful applies to stop only");
+    }
+    if args.stateless && action != "start" {
+        anyhow::bail!("--stateless applies to start only");
+    }
     for name in &args.names {
-        change_state(client, name, action, args.force, args.timeout)
+        // As lxc does: a start restores a saved state unless told not to.
+        let stateful = if action == "start" && !args.stateless {
+            client
+                .query(Method::GET, &format!("/1.0/instances/{name}"), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+                .body
+                .metadata
+                .get("stateful")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        } else {
+            args.stateful
+        };
+        let body = serde_json::json!({
+            "action": action,
+            "timeout": args.timeout,
+            "force": args.force,
+            "stateful": stateful,
+        });
+        put_state(client, name, &body)
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     }
@@ -33,11 +65,15 @@ pub async fn change_state(
     timeout: i64,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({"action": action, "timeout": timeout, "force": force});
+    put_state(client, name, &body).await
+}
+
+async fn put_state(client: &Client, name: &str, body: &serde_json::Value) -> anyhow::Result<()> {
     let r = client
         .query(
             Method::PUT,
             &format!("/1.0/instances/{name}/state"),
-            Some(&body),
+            Some(body),
         )
         .await?;
     if let Some(id) = r.body.operation_id() {

@@ -80,7 +80,11 @@ pub async fn post(
     let lxcpath = st.paths.containers();
     let size = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(spec, move |ctx| async move {
-        attach(ctx, name, lxcpath, dir.join("lxc.conf"), size).await
+        if has_keeper(&dir) {
+            attach_keeper(ctx, dir, size).await
+        } else {
+            attach(ctx, name, lxcpath, dir.join("lxc.conf"), size).await
+        }
     });
     Ok(async_operation(op.render()))
 }
@@ -125,7 +129,7 @@ async fn attach(
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = slave.try_clone().map_err(|e| e.to_string())?;
     let err = slave.try_clone().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(exe)
+    let child = tokio::process::Command::new(exe)
         .arg("forkconsole")
         .arg(&name)
         .arg(&lxcpath)
@@ -147,8 +151,35 @@ async fn attach(
     let resize_fd = master.try_clone().map_err(|e| e.to_string())?;
     let reader = std::fs::File::from(master.try_clone().map_err(|e| e.to_string())?);
     let writer = std::fs::File::from(master);
-    let mut reader = tokio::fs::File::from_std(reader);
-    let mut writer = tokio::fs::File::from_std(writer);
+    let ends = Ends {
+        reader: Box::new(tokio::fs::File::from_std(reader)),
+        writer: Box::new(tokio::fs::File::from_std(writer)),
+        resize: Box::new(move |w, h| set_size(&resize_fd, w, h)),
+    };
+    pump(ctx, data, control, ends, Some(child)).await
+}
+
+/// The console's side of an attach: its output, its input and how to resize it.
+struct Ends {
+    reader: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    writer: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    resize: Box<dyn Fn(u16, u16) + Send + Sync>,
+}
+
+/// Relays between the client's streams and the console until the client detaches, the
+/// console ends or `child` (liblxc's console loop) exits.
+async fn pump(
+    mut ctx: OpCtx,
+    data: axum::extract::ws::WebSocket,
+    mut control: Option<axum::extract::ws::WebSocket>,
+    ends: Ends,
+    mut child: Option<tokio::process::Child>,
+) -> Result<(), String> {
+    let Ends {
+        mut reader,
+        mut writer,
+        resize,
+    } = ends;
     let (mut tx, mut rx) = data.split();
     // Console → client.
     let output = async {
@@ -206,21 +237,29 @@ async fn attach(
                 {
                     let get = |k: &str| c.args.get(k).and_then(|v| v.parse::<u16>().ok());
                     if let (Some(w), Some(h)) = (get("width"), get("height")) {
-                        set_size(&resize_fd, w, h);
+                        resize(w, h);
                     }
                 }
             }
             return;
         }
     };
+    let waited = async {
+        match child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
     let exited = tokio::select! {
         () = output => None,
         () = input => None,
         () = controls => None,
-        status = child.wait() => status.ok(),
+        status = waited => status,
     };
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    if let Some(mut child) = child {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
     // forkconsole ending by itself with an error (the console could not be attached, or
     // the container stopped under it) fails the operation.
     if let Some(status) = exited
@@ -233,6 +272,58 @@ async fn attach(
     let _ = tx.send(Message::Binary(b"\n\r".to_vec().into())).await;
     let _ = tx.send(Message::Close(None)).await;
     Ok(())
+}
+
+/// Whether a console keeper serves this container's console (a checkpointable one).
+fn has_keeper(dir: &std::path::Path) -> bool {
+    dir.join(crate::instances::console::SOCKET).exists()
+}
+
+/// Attaches to the console a keeper serves (see [`crate::instances::console`]).
+async fn attach_keeper(
+    mut ctx: OpCtx,
+    dir: std::path::PathBuf,
+    (width, height): (u16, u16),
+) -> Result<(), String> {
+    let mut data = None;
+    let mut control = None;
+    while data.is_none() {
+        match ctx.accept().await {
+            Some((fd, ws)) if fd == "0" => data = Some(ws),
+            Some((_, ws)) => control = Some(ws),
+            None => return Err("The console operation ended before its stream connected".into()),
+        }
+    }
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let resize = {
+        let dir = dir.clone();
+        move |w: u16, h: u16| {
+            let _ = crate::instances::console::request(&dir, &format!("resize {w} {h}"));
+        }
+    };
+    let d = dir.clone();
+    let conn = tokio::task::spawn_blocking(move || {
+        resize(width, height);
+        crate::instances::console::connect(&d, "attach").map(|c| (c, resize))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (conn, resize) =
+        conn.map_err(|e| format!("Failed to attach to the console keeper: {e}"))?;
+    conn.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let conn = tokio::net::UnixStream::from_std(conn).map_err(|e| e.to_string())?;
+    let (reader, writer) = conn.into_split();
+    let ends = Ends {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        resize: Box::new(move |w, h| {
+            // A quick local request; the keeper answers at once.
+            tokio::task::block_in_place(|| resize(w, h));
+        }),
+    };
+    pump(ctx, data, control, ends, None).await
 }
 
 fn log_path(st: &AppState, name: &str) -> std::path::PathBuf {
@@ -249,7 +340,13 @@ pub async fn get_log(
     let lxcpath = st.paths.containers();
     let file = log_path(&st, &name);
     let n = name.clone();
+    let dir = crate::instances::container_dir(&st, &name);
     let data = tokio::task::spawn_blocking(move || -> Vec<u8> {
+        if has_keeper(&dir)
+            && let Ok(buf) = crate::instances::console::request(&dir, "log")
+        {
+            return buf;
+        }
         if is_running
             && let Ok(Ok(buf)) =
                 berth_lxc::Container::new(&n, &lxcpath).map(|c| c.console_log(false))
@@ -273,8 +370,11 @@ pub async fn clear_log(
     let is_running = running(&st, &name).await?;
     let lxcpath = st.paths.containers();
     let file = log_path(&st, &name);
+    let dir = crate::instances::container_dir(&st, &name);
     tokio::task::spawn_blocking(move || {
-        if is_running && let Ok(c) = berth_lxc::Container::new(&name, &lxcpath) {
+        if has_keeper(&dir) {
+            let _ = crate::instances::console::request(&dir, "clear");
+        } else if is_running && let Ok(c) = berth_lxc::Container::new(&name, &lxcpath) {
             let _ = c.console_log(true);
         }
         if file.exists() {

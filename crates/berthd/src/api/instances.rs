@@ -79,8 +79,16 @@ pub(crate) fn validate_config(
     Ok(())
 }
 
-fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) -> Instance {
+/// `stateful`: a stopped instance holding a saved state, under containers dir `lxcpath`.
+fn render(
+    rec: &InstanceRecord,
+    profiles: &[ProfileRecord],
+    status: StatusCode,
+    lxcpath: &std::path::Path,
+) -> Instance {
     let (expanded_config, expanded_devices) = inst::expand(profiles, rec);
+    let stateful =
+        status == StatusCode::Stopped && inst::checkpoint::has_state_in(lxcpath, &rec.name);
     Instance {
         name: rec.api_name().to_owned(),
         description: rec.description.clone(),
@@ -93,7 +101,7 @@ fn render(rec: &InstanceRecord, profiles: &[ProfileRecord], status: StatusCode) 
         project: rec.project.clone(),
         architecture: rec.architecture.clone(),
         ephemeral: rec.ephemeral,
-        stateful: false,
+        stateful,
         profiles: rec.profiles.clone(),
         config: rec.config.clone(),
         devices: rec.devices.clone(),
@@ -120,7 +128,7 @@ pub(crate) async fn status_of(st: &AppState, name: &str) -> (StatusCode, Option<
 async fn full(st: &AppState, rec: &InstanceRecord) -> Result<Instance, ApiError> {
     let profiles = profiles(st, &rec.project, &rec.profiles).await?;
     let (status, _) = status_of(st, &rec.name).await;
-    Ok(render(rec, &profiles, status))
+    Ok(render(rec, &profiles, status, &st.paths.containers()))
 }
 
 /// The pool of an instance's root disk (from its expanded devices).
@@ -258,7 +266,7 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
             observe_status(&lxcpath, &parent, &rec.name)
         };
         let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
-        let mut v = serde_json::to_value(render(rec, profiles, status)).ok()?;
+        let mut v = serde_json::to_value(render(rec, profiles, status, &lxcpath)).ok()?;
         if level >= 2 {
             v["state"] = serde_json::to_value(state).unwrap_or_default();
             v["snapshots"] = snapshots.get(&rec.name).map_or_else(
@@ -1307,7 +1315,10 @@ async fn remove(st: &AppState, rec: &InstanceRecord) -> Result<(), String> {
         pool.delete_snapshots(berth_storage::VolumeType::Container, &rec.name)
             .map_err(|e| crate::logging::chain(&e))?;
     }
-    let _ = std::fs::remove_dir_all(inst::container_dir(st, &rec.name));
+    let dir = inst::container_dir(st, &rec.name);
+    let d = dir.clone();
+    let _ = tokio::task::spawn_blocking(move || inst::console::quit(&d)).await;
+    let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(inst::nodes_dir(st, &rec.name));
     let n = rec.name.clone();
     st.db
@@ -1430,9 +1441,7 @@ pub async fn put_state(
         other => return Err(ApiError::bad_request(format!("Unknown action {other:?}"))),
     };
     if req.stateful {
-        return Err(ApiError::bad_request(
-            "Stateful stop and start are not supported yet",
-        ));
+        check_stateful(&st, &rec, &action).await?;
     }
     let lock = st.instances.lock(&name);
     let state = st.clone();
@@ -1442,6 +1451,44 @@ pub async fn put_state(
         change_state(&st, &rec, &req).await
     });
     Ok(async_operation(op.render()))
+}
+
+/// Refuses a stateful state change that cannot work, before anything happens.
+async fn check_stateful(st: &AppState, rec: &InstanceRecord, action: &str) -> Result<(), ApiError> {
+    match action {
+        "stop" => {
+            let profiles = profiles(st, &rec.project, &rec.profiles).await?;
+            let (config, _) = inst::expand(&profiles, rec);
+            if !inst::checkpoint::checkpointable(&config) {
+                return Err(ApiError::bad_request(
+                    "Stateful stop requires migration.stateful=true on the instance",
+                ));
+            }
+            if rec.ephemeral {
+                return Err(ApiError::bad_request(
+                    "Stateful stop is not possible for an ephemeral instance",
+                ));
+            }
+            if status_of(st, &rec.name).await.0 == StatusCode::Stopped {
+                return Err(ApiError::bad_request("The instance is already stopped"));
+            }
+            inst::checkpoint::criu_check()
+                .await
+                .map_err(ApiError::bad_request)
+        }
+        "start" => {
+            if inst::checkpoint::has_state(st, &rec.name) {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(
+                    "The instance has no saved state to restore",
+                ))
+            }
+        }
+        other => Err(ApiError::bad_request(format!(
+            "Action {other:?} cannot be stateful (only stop and start)"
+        ))),
+    }
 }
 
 pub(crate) async fn change_state(
@@ -1481,15 +1528,33 @@ pub(crate) async fn change_state(
             if running {
                 return Err("The instance is already running".to_owned());
             }
-            inst::start(st, rec, &config, &devices, &rootfs()?).await?;
+            if req.stateful {
+                inst::checkpoint::restore(st, rec, &config, &devices, &rootfs()?).await?;
+            } else {
+                // As in LXD, a stateless start discards a saved state.
+                inst::checkpoint::discard(st, name)?;
+                inst::start(st, rec, &config, &devices, &rootfs()?).await?;
+            }
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-started", &source, None);
+        }
+        "stop" if req.stateful => {
+            let pid = status_of(st, name)
+                .await
+                .1
+                .ok_or("The instance is not running")?;
+            inst::checkpoint::checkpoint(st, rec, &config, pid, true).await?;
+            crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
+            set_power(st, name, "STOPPED").await;
+            st.events.lifecycle("instance-stopped", &source, None);
         }
         "stop" => {
             if !running {
                 return Err("The instance is already stopped".to_owned());
             }
             inst::stop(st, name, req.timeout, req.force).await?;
+            let dir = inst::container_dir(st, name);
+            let _ = tokio::task::spawn_blocking(move || inst::console::quit(&dir)).await;
             crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
             set_power(st, name, "STOPPED").await;
             st.events.lifecycle("instance-stopped", &source, None);
@@ -1581,8 +1646,10 @@ pub async fn autostart(st: AppState) {
         if status_of(&st, &rec.name).await.0 != StatusCode::Stopped {
             continue;
         }
+        // A saved state is restored, not discarded.
         let req = InstanceStatePut {
             action: "start".to_owned(),
+            stateful: inst::checkpoint::has_state(&st, &rec.name),
             ..Default::default()
         };
         if let Err(e) = change_state(&st, &rec, &req).await {

@@ -76,6 +76,16 @@ pub const INSTANCE_KEYS: &[Key] = &[
         Check::Bool,
     ),
     key(
+        "migration.stateful",
+        "migration",
+        "bool",
+        "false",
+        false,
+        "Whether the instance can be checkpointed (stateful stop and start with CRIU); \
+         its console then comes from berthd's console keeper (takes effect at the next start)",
+        Check::Bool,
+    ),
+    key(
         "limits.cpu",
         "resource-limits",
         "string",

@@ -58,6 +58,11 @@ pub struct Spec<'a> {
     pub idmap: Option<IdMap>,
     /// `security.nesting`: clean proc and sysfs mounts at /dev/.lxc for nested containers.
     pub nesting: bool,
+    /// `rootfs` is already an idmapped mount (a restore's): liblxc must not map it again.
+    pub root_mapped: bool,
+    /// The host terminal a console keeper holds, bound in as `/dev/console` instead of
+    /// liblxc's console (checkpointable containers).
+    pub console: Option<&'a Path>,
     /// Further keys: resource limits, lxcfs mounts, then `raw.lxc`.
     pub extra: &'a [(String, String)],
 }
@@ -181,7 +186,9 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
         // The rootfs stays owned by host ids 0..65535 on disk; an idmapped mount shows it
         // to the container's user namespace as its own, so creating a container (or
         // changing its map) chowns nothing.
-        set("lxc.rootfs.options", "idmap=container")?;
+        if !spec.root_mapped {
+            set("lxc.rootfs.options", "idmap=container")?;
+        }
         set("lxc.idmap", &format!("u 0 {} {}", m.uid_base, m.size))?;
         set("lxc.idmap", &format!("g 0 {} {}", m.gid_base, m.size))?;
     }
@@ -212,11 +219,25 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
     set("lxc.autodev", "1")?;
     set("lxc.pty.max", "1024")?;
     set("lxc.tty.max", "0")?;
-    // liblxc's console: a pty the monitor holds, a ring buffer and a log file (kept to the
-    // buffer's size), which berth console attaches to and reads.
-    set("lxc.console.buffer.size", "auto")?;
-    set("lxc.console.size", "auto")?;
-    set("lxc.console.logfile", &format!("{dir}/console.log"))?;
+    if let Some(tty) = spec.console {
+        // CRIU cannot restore liblxc's console: a keeper's terminal instead, which init
+        // takes as its standard streams (CONSOLE is what busybox and sysvinit read).
+        set("lxc.console.path", "none")?;
+        set(
+            "lxc.mount.entry",
+            &format!("{} dev/console none bind,create=file 0 0", tty.display()),
+        )?;
+        set("lxc.environment", "CONSOLE=/dev/console")?;
+        // Tells the image's console program not to claim the console as its
+        // controlling terminal, which CRIU cannot restore.
+        set("lxc.environment", "BERTH_CHECKPOINTABLE=true")?;
+    } else {
+        // liblxc's console: a pty the monitor holds, a ring buffer and a log file (kept to
+        // the buffer's size), which berth console attaches to and reads.
+        set("lxc.console.buffer.size", "auto")?;
+        set("lxc.console.size", "auto")?;
+        set("lxc.console.logfile", &format!("{dir}/console.log"))?;
+    }
     set("lxc.init.cmd", "/sbin/init")?;
     set("lxc.cap.drop", CAP_DROP)?;
     set("lxc.seccomp.profile", &format!("{dir}/seccomp"))?;
@@ -256,6 +277,8 @@ mod tests {
                 size: 65536,
             }),
             nesting: false,
+            console: None,
+            root_mapped: false,
             extra: &[("lxc.cgroup.pids.max".to_owned(), "50".to_owned())],
         };
         let c = render(&spec).unwrap();

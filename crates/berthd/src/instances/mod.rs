@@ -12,6 +12,8 @@
 //! forks); stopping and state queries talk to the container's monitor in-process on a
 //! blocking thread. Changes to one instance are serialised by its lock in [`Instances`].
 
+pub mod checkpoint;
+pub mod console;
 pub mod devices;
 pub mod hotplug;
 pub mod idmap;
@@ -278,6 +280,25 @@ async fn lxcfs_mounts(st: &State) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The user-namespace map the instance runs with; `None` when privileged.
+pub fn idmap_of(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+) -> Option<idmap::IdMap> {
+    if config
+        .get("security.privileged")
+        .is_some_and(|v| v == "true")
+    {
+        return None;
+    }
+    Some(
+        idmap::IdMap::from_volatile(&rec.config)
+            .flatten()
+            .unwrap_or_else(|| st.runtime.ids.shared()),
+    )
+}
+
 /// Writes the configuration (with `config`'s limits) and starts the container through
 /// `berthd forkstart`.
 pub async fn start(
@@ -287,6 +308,61 @@ pub async fn start(
     devices: &BTreeMap<String, Device>,
     rootfs: &Path,
 ) -> Result<(), String> {
+    let conf_path = prepare(st, rec, config, devices, rootfs, false).await?;
+    let dir = container_dir(st, &rec.name);
+    let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
+    let stderr = std::fs::File::create(dir.join("forkstart.log"))
+        .map_err(|e| format!("Failed to create log: {e}"))?;
+    let status = tokio::process::Command::new(exe)
+        .arg("forkstart")
+        .arg(&rec.name)
+        .arg(st.paths.containers())
+        .arg(&conf_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .await
+        .map_err(|e| format!("Failed to run forkstart: {e}"))?;
+    if !status.success() {
+        return Err(failed_start(st, &rec.name, "Failed to start the instance").await);
+    }
+    Ok(())
+}
+
+/// Cleans up after a container that failed to start (or restore); the error to report.
+pub async fn failed_start(st: &State, name: &str, what: &str) -> String {
+    let dir = container_dir(st, name);
+    // liblxc leaves the monitor's cgroup behind when the container aborts, and the
+    // monitor may still be exiting: retry for a moment.
+    for _ in 0..100 {
+        if crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
+    forget_init(&dir);
+    let why = log_tail(&dir);
+    if why.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {why}")
+    }
+}
+
+/// Writes everything a start or a restore needs: the container's directory, LXC
+/// configuration, seccomp policy, device nodes, the console keeper of a checkpointable
+/// container; runs the `start` templates. Returns the configuration's path.
+/// `root_mapped`: `rootfs` is an idmapped mount already (a restore's), not the volume's.
+pub async fn prepare(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+    rootfs: &Path,
+    root_mapped: bool,
+) -> Result<PathBuf, String> {
     let dir = container_dir(st, &rec.name);
     crate::db::create_private_dir(&dir)
         .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
@@ -298,18 +374,20 @@ pub async fn start(
     for entry in devices::disk_mounts(devices, !flag("security.privileged"))? {
         extra.push(("lxc.mount.entry".to_owned(), entry));
     }
-    let idmap = if flag("security.privileged") {
-        None
-    } else {
-        Some(
-            idmap::IdMap::from_volatile(&rec.config)
-                .flatten()
-                .unwrap_or_else(|| st.runtime.ids.shared()),
-        )
-    };
+    let idmap = idmap_of(st, rec, config);
     if let Some(m) = &idmap {
         st.runtime.ids.check_usable(m)?;
     }
+    // A checkpointable container's console comes from its keeper; any other's is
+    // liblxc's (a keeper left from before the key changed goes).
+    let console = if checkpoint::checkpointable(config) {
+        let (uid, gid) = idmap.map_or((0, 0), |m| (m.uid_base, m.gid_base));
+        Some(console::ensure(&dir, uid, gid).await?)
+    } else {
+        let d = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || console::quit(&d)).await;
+        None
+    };
     // The device cgroup: deny all, then the standard nodes and the unix devices.
     let (nodes, rules) = devices::unix_at_start(
         &nodes_dir(st, &rec.name),
@@ -345,9 +423,12 @@ pub async fn start(
         cgroup_parent: &st.runtime.cgroup_parent,
         idmap,
         nesting: flag("security.nesting"),
+        console: console.as_deref(),
+        root_mapped,
     };
     let config = lxc_config::render(&spec).map_err(|e| e.to_string())?;
-    if let Some(volume) = rootfs.parent() {
+    // A restore resumes the instance: no start templates.
+    if !root_mapped && let Some(volume) = rootfs.parent() {
         apply_templates(rec, volume, "start")?;
     }
     let conf_path = dir.join("lxc.conf");
@@ -355,39 +436,7 @@ pub async fn start(
     std::fs::write(dir.join("seccomp"), lxc_config::SECCOMP)
         .map_err(|e| format!("Failed to write seccomp policy: {e}"))?;
     let _ = std::fs::remove_file(dir.join("lxc.log"));
-    let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
-    let stderr = std::fs::File::create(dir.join("forkstart.log"))
-        .map_err(|e| format!("Failed to create log: {e}"))?;
-    let status = tokio::process::Command::new(exe)
-        .arg("forkstart")
-        .arg(&rec.name)
-        .arg(st.paths.containers())
-        .arg(&conf_path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .status()
-        .await
-        .map_err(|e| format!("Failed to run forkstart: {e}"))?;
-    if !status.success() {
-        // liblxc leaves the monitor's cgroup behind when the container aborts, and the
-        // monitor may still be exiting: retry for a moment.
-        for _ in 0..100 {
-            if crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, &rec.name) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
-        forget_init(&dir);
-        let why = log_tail(&dir);
-        return Err(if why.is_empty() {
-            "Failed to start the instance".to_owned()
-        } else {
-            format!("Failed to start the instance: {why}")
-        });
-    }
-    Ok(())
+    Ok(conf_path)
 }
 
 /// Stops the container: a clean shutdown waiting `timeout` seconds (-1: forever), or a

@@ -1,0 +1,370 @@
+//! Stateful stop and start: checkpoint and restore with CRIU through liblxc.
+//!
+//! An instance with `migration.stateful=true` is *checkpointable*: its console comes from
+//! a console keeper (see [`super::console`]) instead of liblxc's pty, which CRIU cannot
+//! restore. A stateful stop dumps its processes into `DIR/containers/NAME/state/` and
+//! stops it; the next start restores them from there (a stateless start discards the
+//! state instead, as LXD does). Each call runs `berthd forkmigrate` (liblxc forks criu)
+//! with its own `CRIU_CONFIG_FILE`, the only way to hand criu options through liblxc:
+//! the console terminal is declared external on dump (`external tty[RDEV:DEV]`) and given
+//! back on restore (`inherit-fd`), whatever terminal the keeper holds by then.
+//!
+//! Parts of a restore run as the container's root, so the images are owned by it (and
+//! private to it and host root) and the container's directory is searchable (0711).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_api::instance::Device;
+
+use crate::db::instances::InstanceRecord;
+use crate::state::State;
+
+/// The search path of criu calls: the locally built criu (`scripts/build-criu.sh`) before
+/// the distribution's.
+pub const CRIU_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The state directory's name in the container's directory.
+const STATE: &str = "state";
+/// The console's identity recorded with a checkpoint.
+const CONSOLE_ID: &str = "berth-console-tty";
+/// The criu options of one call.
+const CRIU_CONF: &str = "berth-criu.conf";
+
+/// Whether the expanded configuration makes the instance checkpointable.
+pub fn checkpointable(config: &BTreeMap<String, String>) -> bool {
+    config
+        .get("migration.stateful")
+        .is_some_and(|v| v == "true")
+}
+
+/// Where a stateful stop keeps the instance's state.
+pub fn state_dir(st: &State, name: &str) -> PathBuf {
+    super::container_dir(st, name).join(STATE)
+}
+
+/// Whether the instance has a saved state to restore.
+pub fn has_state(st: &State, name: &str) -> bool {
+    has_state_in(&st.paths.containers(), name)
+}
+
+/// [`has_state`] for the containers directory `lxcpath`.
+pub fn has_state_in(lxcpath: &Path, name: &str) -> bool {
+    lxcpath
+        .join(name)
+        .join(STATE)
+        .join("inventory.img")
+        .exists()
+}
+
+/// Removes a saved state.
+pub fn discard(st: &State, name: &str) -> Result<(), String> {
+    match std::fs::remove_dir_all(state_dir(st, name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("Failed to remove the saved state: {e}")),
+    }
+}
+
+/// Whether a working criu is installed; the reason when not.
+pub async fn criu_check() -> Result<(), String> {
+    let out = tokio::process::Command::new("criu")
+        .arg("check")
+        .env("PATH", CRIU_PATH)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stderr).into_owned()
+                + &String::from_utf8_lossy(&o.stdout);
+            let why = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("criu check failed")
+                .trim()
+                .to_owned();
+            Err(format!(
+                "Stateful stop and start need a working CRIU ({why}; run scripts/build-criu.sh)"
+            ))
+        }
+        Err(_) => Err(
+            "Stateful stop and start need CRIU, which is not installed (run scripts/build-criu.sh)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `tty[RDEV:DEV]` of a running container's /dev/console when it is a terminal bound in
+/// from the host (a checkpointable container's is).
+fn external_console(pid: i32) -> Option<String> {
+    let m = std::fs::metadata(format!("/proc/{pid}/root/dev/console")).ok()?;
+    m.file_type()
+        .is_char_device()
+        .then(|| format!("tty[{:x}:{:x}]", m.rdev(), m.dev()))
+}
+
+/// Gives every file of the state directory (flat, as criu writes it) to the container's
+/// root, and the directory too, private to it.
+fn give_to(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+    }
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// One line saying why criu failed, from its log `log` in `dir`.
+fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+    if text.contains("ctty inheritance detected") {
+        return format!(
+            "Failed to {what} the instance: a process in it holds /dev/console as its \
+             controlling terminal, which CRIU cannot restore"
+        );
+    }
+    // criu's own probes for iptables binaries, rlimits and loopback addresses fail
+    // harmlessly.
+    let harmless = [
+        "iptables",
+        "ip6tables",
+        "RLIMIT_NOFILE",
+        "ddress already assigned",
+    ];
+    let last = text
+        .lines()
+        .rfind(|l| l.starts_with("Error") && !harmless.iter().any(|h| l.contains(h)))
+        .or_else(|| helper.lines().next_back())
+        .map(|l| format!(": {}", l.trim()))
+        .unwrap_or_default();
+    format!(
+        "Failed to {what} the instance{last} (log: {})",
+        dir.join(log).display()
+    )
+}
+
+/// Runs `berthd forkmigrate` with the criu options `conf`; its stderr when it fails.
+async fn forkmigrate(
+    st: &State,
+    name: &str,
+    args: &[&str],
+    conf: &str,
+    tty: Option<std::fs::File>,
+) -> Result<(), String> {
+    let dir = super::container_dir(st, name);
+    let state = dir.join(STATE);
+    let conf_path = state.join(CRIU_CONF);
+    std::fs::write(&conf_path, conf).map_err(|e| format!("Failed to write criu options: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("forkmigrate")
+        .arg(args[0])
+        .arg(name)
+        .arg(st.paths.containers())
+        .arg(dir.join("lxc.conf"))
+        .arg(&state)
+        .args(&args[1..])
+        .env("PATH", CRIU_PATH)
+        .env("CRIU_CONFIG_FILE", &conf_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // A file, not a pipe: the restored container's monitor inherits it and lives on.
+    let log = dir.join("forkmigrate.log");
+    let stderr = std::fs::File::create(&log).map_err(|e| format!("Failed to create log: {e}"))?;
+    cmd.stderr(stderr);
+    if let Some(tty) = tty {
+        berth_host::pass_fd(&mut cmd, tty.into(), 3);
+    }
+    let status = tokio::process::Command::from(cmd)
+        .status()
+        .await
+        .map_err(|e| format!("Failed to run forkmigrate: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::fs::read_to_string(&log).unwrap_or_default())
+    }
+}
+
+/// Checkpoints the running instance into its state directory; `stop`: and stops it.
+/// A failure leaves the instance running and no state.
+pub async fn checkpoint(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+    pid: i32,
+    stop: bool,
+) -> Result<(), String> {
+    let name = &rec.name;
+    let dir = super::container_dir(st, name);
+    let state = dir.join(STATE);
+    discard(st, name)?;
+    // Parts of a restore run as the container's root: it must reach its state.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("Failed to open {} to the container: {e}", dir.display()))?;
+    std::fs::create_dir(&state).map_err(|e| format!("Failed to create the state dir: {e}"))?;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    let mut conf = String::new();
+    if let Some(id) = external_console(pid) {
+        std::fs::write(state.join(CONSOLE_ID), &id).map_err(|e| e.to_string())?;
+        conf.push_str(&format!(
+            "external {id}\next-mount-map /dev/console:console\n"
+        ));
+    }
+    let args: &[&str] = if stop { &["dump", "stop"] } else { &["dump"] };
+    if let Err(helper) = forkmigrate(st, name, args, &conf, None).await {
+        let e = criu_failure(&state, "dump.log", "checkpoint", &helper);
+        // Keep criu's log for the user beside the container's other logs.
+        let _ = std::fs::copy(state.join("dump.log"), dir.join("criu-dump.log"));
+        let _ = discard(st, name);
+        return Err(e.replace(
+            &state.join("dump.log").display().to_string(),
+            &dir.join("criu-dump.log").display().to_string(),
+        ));
+    }
+    let (uid, gid) = super::idmap_of(st, rec, config).map_or((0, 0), |m| (m.uid_base, m.gid_base));
+    if let Err(e) = give_to(&state, uid, gid) {
+        let _ = discard(st, name);
+        return Err(format!("Failed to hand the state to the container: {e}"));
+    }
+    if stop {
+        super::forget_init(&dir);
+        let (parent, n) = (st.runtime.cgroup_parent.clone(), name.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for _ in 0..100 {
+                if crate::host::cgroup::remove_leftovers(&parent, &n) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+        .await;
+    }
+    Ok(())
+}
+
+/// Restores the stopped instance from its saved state, which is removed once it runs.
+/// A failure keeps the state (a later stateful start may try again; a stateless start
+/// discards it).
+pub async fn restore(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+    rootfs: &Path,
+) -> Result<(), String> {
+    let name = &rec.name;
+    if !checkpointable(config) {
+        return Err(
+            "The saved state needs migration.stateful=true (set it again, or start stateless)"
+                .to_owned(),
+        );
+    }
+    let dir = super::container_dir(st, name);
+    // liblxc's restore path mounts the rootfs without its idmap: hand it one mapped
+    // already (a bind of it, which criu makes the root, keeps the map).
+    let idmap = super::idmap_of(st, rec, config);
+    let staged = dir.join(STAGED_ROOT);
+    let root = match idmap {
+        Some(m) => {
+            let (from, to) = (rootfs.to_owned(), staged.clone());
+            tokio::task::spawn_blocking(move || stage_root(&from, &to, m))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("Failed to prepare the restore's root: {e}"))?;
+            staged.clone()
+        }
+        None => rootfs.to_owned(),
+    };
+    let result = restore_from(st, rec, config, devices, &root, idmap.is_some()).await;
+    if idmap.is_some() {
+        unstage_root(&staged);
+    }
+    result
+}
+
+/// Where a restore's idmapped root is mounted, in the container's directory.
+const STAGED_ROOT: &str = "restore-root";
+
+/// Mounts `rootfs` at `at` as an idmapped mount through map `m`.
+fn stage_root(rootfs: &Path, at: &Path, m: super::idmap::IdMap) -> std::io::Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    unstage_root(at);
+    std::fs::create_dir(at)?;
+    let ns = berth_host::userns_with_map(m.uid_base, m.gid_base, m.size)?;
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        rootfs,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    let attr = berth_host::MountAttr {
+        idmap: Some(std::os::fd::AsFd::as_fd(&ns)),
+        propagation: berth_host::MS_PRIVATE,
+        ..Default::default()
+    };
+    berth_host::mount_setattr(std::os::fd::AsFd::as_fd(&tree), &attr)?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        at,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// Detaches a restore's root (the container keeps its own copy) and removes the dir.
+fn unstage_root(at: &Path) {
+    let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
+    let _ = std::fs::remove_dir(at);
+}
+
+async fn restore_from(
+    st: &State,
+    rec: &InstanceRecord,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+    root: &Path,
+    root_mapped: bool,
+) -> Result<(), String> {
+    let name = &rec.name;
+    let state = state_dir(st, name);
+    super::prepare(st, rec, config, devices, root, root_mapped).await?;
+    let dir = super::container_dir(st, name);
+    let mut conf = String::new();
+    let mut tty_file = None;
+    if let Ok(id) = std::fs::read_to_string(state.join(CONSOLE_ID)) {
+        let tty = super::console::tty(&dir).ok_or("The console keeper is not running")?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc_o_noctty())
+            .open(&tty)
+            .map_err(|e| format!("Failed to open the console terminal: {e}"))?;
+        conf.push_str(&format!(
+            "inherit-fd fd[3]:{}\next-mount-map console:{}\n",
+            id.trim(),
+            tty.display()
+        ));
+        tty_file = Some(file);
+    }
+    // The options file is written into the state dir, which the container's root owns.
+    if let Err(helper) = forkmigrate(st, name, &["restore"], &conf, tty_file).await {
+        let e = criu_failure(&state, "restore.log", "restore", &helper);
+        let _ = std::fs::copy(state.join("restore.log"), dir.join("criu-restore.log"));
+        let e = e.replace(
+            &state.join("restore.log").display().to_string(),
+            &dir.join("criu-restore.log").display().to_string(),
+        );
+        return Err(super::failed_start(st, name, &e).await);
+    }
+    discard(st, name)
+}
+
+fn libc_o_noctty() -> i32 {
+    i32::try_from(rustix::fs::OFlags::NOCTTY.bits()).unwrap_or(0)
+}
