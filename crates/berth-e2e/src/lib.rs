@@ -278,7 +278,33 @@ impl Daemon {
         for d in &dirs {
             remove_tree(d);
         }
+        self.stop_console_keepers();
         self.stop_lxcfs();
+    }
+
+    /// The console keepers of this daemon's containers (they outlive berthd by design).
+    pub fn console_keepers(&self) -> Vec<i32> {
+        let dir = self.dir().join("containers");
+        let needle = dir.as_os_str().as_encoded_bytes();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmd.split(|b| *b == 0).nth(1) == Some(b"forkconsolekeeper".as_slice())
+                    && cmd.windows(needle.len()).any(|w| w == needle)
+            })
+            .collect()
+    }
+
+    fn stop_console_keepers(&self) {
+        for pid in self.console_keepers() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
 
     /// Stops the lxcfs this daemon started for its containers (it unmounts itself).

@@ -1,0 +1,208 @@
+//! Checkpointable containers (`migration.stateful=true`): stateful stop and start with
+//! CRIU keep the processes and their memory, and the console (served by berthd's console
+//! keeper) goes on through it, through the API, `berth` and the real `lxc` client.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use std::time::Duration;
+
+use berth_client::{Client, Method};
+use berth_e2e::{Daemon, fails, ok};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Attaches to `name`'s console as the clients do (control, then the terminal), types
+/// `input` and returns what came back once it holds `expect`; then detaches.
+async fn console(c: &Client, name: &str, input: &str, expect: &str) -> String {
+    let r = c
+        .query(
+            Method::POST,
+            &format!("/1.0/instances/{name}/console"),
+            Some(&serde_json::json!({"width": 100, "height": 30, "type": "console"})),
+        )
+        .await
+        .unwrap();
+    let id = r.body.operation_id().unwrap().to_owned();
+    let fds = r.body.metadata["metadata"]["fds"].clone();
+    let mut control = c
+        .operation_websocket(&id, fds["control"].as_str().unwrap())
+        .await
+        .unwrap();
+    let data = c
+        .operation_websocket(&id, fds["0"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = data.split();
+    tx.send(Message::Binary(format!("{input}\r").into_bytes().into()))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(expect) {
+        let msg = tokio::time::timeout_at(deadline, rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("{expect:?} on the console in time; got {seen:?}"));
+        if let Some(Ok(Message::Binary(b))) = msg {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    control.close(None).await.unwrap();
+    let op = c
+        .wait_operation(&id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(op.status, "Success");
+    seen
+}
+
+/// The text between `start` and the end of its line, after the last `start` in `text`.
+fn after(text: &str, start: &str) -> String {
+    let i = text
+        .rfind(start)
+        .unwrap_or_else(|| panic!("{start:?} in {text:?}"));
+    text[i + start.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+async fn instance(c: &Client, name: &str) -> serde_json::Value {
+    c.query(Method::GET, &format!("/1.0/instances/{name}"), None)
+        .await
+        .unwrap()
+        .body
+        .metadata
+}
+
+async fn wait_for_boot(c: &Client, name: &str) {
+    for _ in 0..200 {
+        let log = c
+            .get_file(&format!("/1.0/instances/{name}/console"))
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&log).contains("BusyBox") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no boot output on {name}'s console");
+}
+
+#[tokio::test]
+async fn stateful_stop_and_start_keep_processes_and_console() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "ck", "-c", "migration.stateful=true"]));
+    // The boot output reaches the keeper's log; the console takes input.
+    wait_for_boot(&c, "ck").await;
+    let out = console(
+        &c,
+        "ck",
+        "X=kept-$((6*7)); (while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done) & echo pid-$$-$X",
+        "-kept-42",
+    )
+    .await;
+    let shell = after(&out, "pid-");
+    assert!(shell.ends_with("-kept-42"), "{out}");
+
+    // Stateful stop: stopped, with a saved state; the console log is still there.
+    ok(&d.berth(&["stop", "--stateful", "ck"]));
+    let i = instance(&c, "ck").await;
+    assert_eq!(i["status"], "Stopped");
+    assert_eq!(i["stateful"], true);
+    assert!(d.dir().join("containers/ck/state/inventory.img").exists());
+    let log = ok(&d.berth(&["console", "ck", "--show-log"]));
+    assert!(log.contains("-kept-42"), "{log}");
+
+    // Start restores: the same shell, its variable and its background loop go on.
+    ok(&d.berth(&["start", "ck"]));
+    let i = instance(&c, "ck").await;
+    assert_eq!(i["status"], "Running");
+    assert_eq!(i["stateful"], false);
+    assert!(!d.dir().join("containers/ck/state").exists());
+    // (The typed line is echoed as typed; the answer has the values.)
+    let out = console(&c, "ck", "echo again-$$-$X", "-kept-42\r").await;
+    assert_eq!(after(&out, "again-"), shell, "{out}");
+    let n1: u64 = ok(&d.berth(&["exec", "ck", "--", "cat", "/tmp/n"]))
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n2: u64 = ok(&d.berth(&["exec", "ck", "--", "cat", "/tmp/n"]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        n2 > n1,
+        "the loop runs on after the restore: {n1} then {n2}"
+    );
+    // Files written after the restore belong to the container's root (its idmap holds).
+    let owner = ok(&d.berth(&["exec", "ck", "--", "stat", "-c", "%u", "/tmp/n"]));
+    assert_eq!(owner.trim(), "0");
+
+    // The real lxc client: lxc stop --stateful, lxc start restores.
+    ok(&d.lxc(&["stop", "--stateful", "ck"]));
+    assert_eq!(instance(&c, "ck").await["stateful"], true);
+    ok(&d.lxc(&["start", "ck"]));
+    let out = console(&c, "ck", "echo lxc-$$-$X", "-kept-42\r").await;
+    assert_eq!(after(&out, "lxc-"), shell, "{out}");
+    let log = ok(&d.lxc(&["console", "ck", "--show-log"]));
+    assert!(log.contains("lxc-"), "{log}");
+
+    // A stateless start discards the state and boots afresh.
+    ok(&d.berth(&["stop", "--stateful", "ck"]));
+    ok(&d.berth(&["start", "--stateless", "ck"]));
+    assert!(!d.dir().join("containers/ck/state").exists());
+    wait_for_boot(&c, "ck").await;
+    let out = console(&c, "ck", "echo fresh-[$X]", "fresh-[]").await;
+    assert!(out.contains("fresh-[]"), "{out}");
+
+    // Deleting the instance stops its console keeper.
+    assert_eq!(d.console_keepers().len(), 1);
+    ok(&d.berth(&["delete", "-f", "ck"]));
+    assert!(d.console_keepers().is_empty());
+}
+
+#[tokio::test]
+async fn stateful_requests_that_cannot_work_are_refused() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "plain"]));
+    // Without migration.stateful: refused, naming the key; the instance runs on.
+    let e = fails(&d.berth(&["stop", "--stateful", "plain"]));
+    assert!(e.contains("migration.stateful"), "{e}");
+    let e = fails(&d.lxc(&["stop", "--stateful", "plain"]));
+    assert!(e.contains("migration.stateful"), "{e}");
+    assert_eq!(instance(&c, "plain").await["status"], "Running");
+    assert!(!d.dir().join("containers/plain/state").exists());
+    // Restart cannot be stateful; a start with no saved state cannot restore.
+    let put = |action: &str| serde_json::json!({"action": action, "stateful": true});
+    let e = c
+        .query(
+            Method::PUT,
+            "/1.0/instances/plain/state",
+            Some(&put("restart")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    ok(&d.berth(&["stop", "-f", "plain"]));
+    let e = c
+        .query(
+            Method::PUT,
+            "/1.0/instances/plain/state",
+            Some(&put("start")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("no saved state"), "{e}");
+    assert_eq!(instance(&c, "plain").await["status"], "Stopped");
+    // The key is checked like any other; a plain container has no keeper.
+    let e = fails(&d.berth(&["config", "set", "plain", "migration.stateful=maybe"]));
+    assert!(e.contains("migration.stateful"), "{e}");
+    assert!(d.console_keepers().is_empty());
+    ok(&d.berth(&["delete", "plain"]));
+}
