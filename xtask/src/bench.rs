@@ -142,6 +142,24 @@ fn instances(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, S
             format!("{:.1} ms", median(v)),
         ));
     }
+    // Checkpoint and restore with CRIU (a checkpointable container, console keeper and
+    // all); the start restores the saved state.
+    let (mut dump, mut restore) = (vec![], vec![]);
+    run(&["launch", "bb", "ck", "-c", "migration.stateful=true"])?;
+    for _ in 0..5 {
+        dump.push(run(&["stop", "--stateful", "ck"])?);
+        restore.push(run(&["start", "ck"])?);
+    }
+    run(&["delete", "-f", "ck"])?;
+    for (what, v) in [
+        ("stop --stateful (CRIU dump)", dump),
+        ("start from a saved state (CRIU restore)", restore),
+    ] {
+        out.push((
+            format!("busybox {what}, median of 5"),
+            format!("{:.1} ms", median(v)),
+        ));
+    }
     let many: usize = std::env::var("BERTH_BENCH_INSTANCES")
         .ok()
         .and_then(|v| v.parse().ok())

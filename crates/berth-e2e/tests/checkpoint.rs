@@ -177,6 +177,12 @@ async fn stateful_requests_that_cannot_work_are_refused() {
     assert!(e.contains("migration.stateful"), "{e}");
     assert_eq!(instance(&c, "plain").await["status"], "Running");
     assert!(!d.dir().join("containers/plain/state").exists());
+    // The key takes effect at the next start: until then, refused too.
+    ok(&d.berth(&["config", "set", "plain", "migration.stateful=true"]));
+    let e = fails(&d.berth(&["stop", "--stateful", "plain"]));
+    assert!(e.contains("restart it first"), "{e}");
+    assert_eq!(instance(&c, "plain").await["status"], "Running");
+    ok(&d.berth(&["config", "unset", "plain", "migration.stateful"]));
     // Restart cannot be stateful; a start with no saved state cannot restore.
     let put = |action: &str| serde_json::json!({"action": action, "stateful": true});
     let e = c

@@ -310,8 +310,8 @@ async fn attach_keeper(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let (conn, resize) =
-        conn.map_err(|e| format!("Failed to attach to the console keeper: {e}"))?;
+    let (conn, resize) = conn
+        .map_err(|e| format!("The console keeper does not answer ({e}): restart the instance"))?;
     conn.set_nonblocking(true).map_err(|e| e.to_string())?;
     let conn = tokio::net::UnixStream::from_std(conn).map_err(|e| e.to_string())?;
     let (reader, writer) = conn.into_split();
@@ -324,6 +324,19 @@ async fn attach_keeper(
         }),
     };
     pump(ctx, data, control, ends, None).await
+}
+
+/// The last `max` bytes of file `path` (none when it cannot be read).
+fn tail(path: &std::path::Path, max: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut out = Vec::new();
+    let _ = f.take(max).read_to_end(&mut out);
+    out
 }
 
 fn log_path(st: &AppState, name: &str) -> std::path::PathBuf {
@@ -354,7 +367,7 @@ pub async fn get_log(
         {
             return buf;
         }
-        std::fs::read(&file).unwrap_or_default()
+        tail(&file, 1 << 20)
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;

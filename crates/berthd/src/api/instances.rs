@@ -1472,18 +1472,24 @@ async fn check_stateful(st: &AppState, rec: &InstanceRecord, action: &str) -> Re
             if status_of(st, &rec.name).await.0 == StatusCode::Stopped {
                 return Err(ApiError::bad_request("The instance is already stopped"));
             }
+            if !inst::checkpoint::runs_with_keeper(st, &rec.name) {
+                return Err(ApiError::bad_request(
+                    "The instance was started before migration.stateful=true: restart it first",
+                ));
+            }
             inst::checkpoint::criu_check()
                 .await
                 .map_err(ApiError::bad_request)
         }
         "start" => {
-            if inst::checkpoint::has_state(st, &rec.name) {
-                Ok(())
-            } else {
-                Err(ApiError::bad_request(
+            if !inst::checkpoint::has_state(st, &rec.name) {
+                return Err(ApiError::bad_request(
                     "The instance has no saved state to restore",
-                ))
+                ));
             }
+            inst::checkpoint::criu_check()
+                .await
+                .map_err(ApiError::bad_request)
         }
         other => Err(ApiError::bad_request(format!(
             "Action {other:?} cannot be stateful (only stop and start)"
@@ -1531,25 +1537,25 @@ pub(crate) async fn change_state(
             if req.stateful {
                 inst::checkpoint::restore(st, rec, &config, &devices, &rootfs()?).await?;
             } else {
-                // As in LXD, a stateless start discards a saved state.
-                inst::checkpoint::discard(st, name)?;
+                // As in LXD, a stateless start discards a saved state (the start does).
                 inst::start(st, rec, &config, &devices, &rootfs()?).await?;
             }
             set_power(st, name, "RUNNING").await;
             st.events.lifecycle("instance-started", &source, None);
         }
         "stop" if req.stateful => {
-            let pid = status_of(st, name)
-                .await
-                .1
-                .ok_or("The instance is not running")?;
-            inst::checkpoint::checkpoint(st, rec, &config, pid, true).await?;
+            if !running {
+                return Err("The instance is already stopped".to_owned());
+            }
+            inst::checkpoint::checkpoint(st, rec, &config, true).await?;
             crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
             set_power(st, name, "STOPPED").await;
             st.events.lifecycle("instance-stopped", &source, None);
         }
         "stop" => {
             if !running {
+                let dir = inst::container_dir(st, name);
+                let _ = tokio::task::spawn_blocking(move || inst::console::quit(&dir)).await;
                 return Err("The instance is already stopped".to_owned());
             }
             inst::stop(st, name, req.timeout, req.force).await?;
@@ -1612,8 +1618,17 @@ pub async fn sweep(st: &AppState) {
             continue;
         }
         let (parent, name) = (st.runtime.cgroup_parent.clone(), rec.name.clone());
+        // A restore's root left mounted by a crash, and the console keeper of a container
+        // that powered itself off (one with a saved state keeps its keeper and its log).
+        let has_state = inst::checkpoint::has_state(st, &rec.name);
+        let dir = inst::container_dir(st, &rec.name);
+        let state = st.clone();
         let _ = tokio::task::spawn_blocking(move || {
             crate::host::cgroup::remove_leftovers(&parent, &name);
+            inst::checkpoint::unstage(&state, &name);
+            if !has_state {
+                inst::console::quit(&dir);
+            }
         })
         .await;
         if rec

@@ -734,6 +734,8 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
                 inst::stop(&state, &name, -1, true).await?;
                 instances::set_power(&state, &name, "STOPPED").await;
             }
+            // A saved state belongs to the files being replaced.
+            inst::checkpoint::discard(&state, &name)?;
             let (flag, s) = (restore_flag(&name), snap.clone());
             state
                 .db

@@ -10,10 +10,13 @@
 //! back on restore (`inherit-fd`), whatever terminal the keeper holds by then.
 //!
 //! Parts of a restore run as the container's root, so the images are owned by it (and
-//! private to it and host root) and the container's directory is searchable (0711).
+//! private to it and host root). The criu options are berthd's own file (root's, 0600,
+//! in the container's directory), never one in the state directory the container's root
+//! owns; the console identity kept with the state is checked before it is used.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_api::instance::Device;
@@ -28,8 +31,8 @@ pub const CRIU_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 const STATE: &str = "state";
 /// The console's identity recorded with a checkpoint.
 const CONSOLE_ID: &str = "berth-console-tty";
-/// The criu options of one call.
-const CRIU_CONF: &str = "berth-criu.conf";
+/// The criu options of one call, in the container's directory.
+const CRIU_CONF: &str = "criu.conf";
 
 /// Whether the expanded configuration makes the instance checkpointable.
 pub fn checkpointable(config: &BTreeMap<String, String>) -> bool {
@@ -97,13 +100,41 @@ pub async fn criu_check() -> Result<(), String> {
     }
 }
 
-/// `tty[RDEV:DEV]` of a running container's /dev/console when it is a terminal bound in
-/// from the host (a checkpointable container's is).
-fn external_console(pid: i32) -> Option<String> {
-    let m = std::fs::metadata(format!("/proc/{pid}/root/dev/console")).ok()?;
-    m.file_type()
-        .is_char_device()
-        .then(|| format!("tty[{:x}:{:x}]", m.rdev(), m.dev()))
+/// Whether the running container was started with the keeper's console (its LXC
+/// configuration says so), which a checkpoint needs.
+pub fn runs_with_keeper(st: &State, name: &str) -> bool {
+    std::fs::read_to_string(super::container_dir(st, name).join("lxc.conf"))
+        .is_ok_and(|c| c.lines().any(|l| l == "lxc.console.path = none"))
+}
+
+/// CRIU's name of the host terminal `tty`: `tty[RDEV:DEV]`.
+fn tty_id(tty: &Path) -> std::io::Result<String> {
+    let m = std::fs::metadata(tty)?;
+    Ok(format!("tty[{:x}:{:x}]", m.rdev(), m.dev()))
+}
+
+/// A console identity read back from a saved state, when it has CRIU's form.
+fn checked_id(text: &str) -> Option<&str> {
+    let id = text.trim();
+    let inner = id.strip_prefix("tty[")?.strip_suffix(']')?;
+    let (a, b) = inner.split_once(':')?;
+    let hex = |s: &str| !s.is_empty() && s.len() <= 16 && s.bytes().all(|c| c.is_ascii_hexdigit());
+    (hex(a) && hex(b)).then_some(id)
+}
+
+/// Writes this call's criu options as a new root-owned 0600 file (never through a link).
+fn write_conf(path: &Path, conf: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
+        .open(path)?;
+    f.write_all(conf.as_bytes())
 }
 
 /// Gives every file of the state directory (flat, as criu writes it) to the container's
@@ -156,8 +187,8 @@ async fn forkmigrate(
 ) -> Result<(), String> {
     let dir = super::container_dir(st, name);
     let state = dir.join(STATE);
-    let conf_path = state.join(CRIU_CONF);
-    std::fs::write(&conf_path, conf).map_err(|e| format!("Failed to write criu options: {e}"))?;
+    let conf_path = dir.join(CRIU_CONF);
+    write_conf(&conf_path, conf).map_err(|e| format!("Failed to write criu options: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("forkmigrate")
@@ -190,41 +221,55 @@ async fn forkmigrate(
 }
 
 /// Checkpoints the running instance into its state directory; `stop`: and stops it.
-/// A failure leaves the instance running and no state.
+/// The instance must run with the keeper's console ([`runs_with_keeper`]). A failure
+/// leaves no state, unless the instance died after a complete dump (then the state is
+/// all that is left of its processes, and is kept).
 pub async fn checkpoint(
     st: &State,
     rec: &InstanceRecord,
     config: &BTreeMap<String, String>,
-    pid: i32,
     stop: bool,
 ) -> Result<(), String> {
     let name = &rec.name;
     let dir = super::container_dir(st, name);
     let state = dir.join(STATE);
     discard(st, name)?;
-    // Parts of a restore run as the container's root: it must reach its state.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(|e| format!("Failed to open {} to the container: {e}", dir.display()))?;
+    let d = dir.clone();
+    let tty = tokio::task::spawn_blocking(move || super::console::tty(&d))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("The console keeper is not running (restart the instance)")?;
+    let id = tty_id(&tty).map_err(|e| format!("Failed to read the console: {e}"))?;
     std::fs::create_dir(&state).map_err(|e| format!("Failed to create the state dir: {e}"))?;
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
-    let mut conf = String::new();
-    if let Some(id) = external_console(pid) {
-        std::fs::write(state.join(CONSOLE_ID), &id).map_err(|e| e.to_string())?;
-        conf.push_str(&format!(
-            "external {id}\next-mount-map /dev/console:console\n"
-        ));
-    }
+    std::fs::write(state.join(CONSOLE_ID), &id).map_err(|e| e.to_string())?;
+    let conf = format!("external {id}\next-mount-map /dev/console:console\n");
     let args: &[&str] = if stop { &["dump", "stop"] } else { &["dump"] };
     if let Err(helper) = forkmigrate(st, name, args, &conf, None).await {
         let e = criu_failure(&state, "dump.log", "checkpoint", &helper);
         // Keep criu's log for the user beside the container's other logs.
         let _ = std::fs::copy(state.join("dump.log"), dir.join("criu-dump.log"));
-        let _ = discard(st, name);
-        return Err(e.replace(
+        let e = e.replace(
             &state.join("dump.log").display().to_string(),
             &dir.join("criu-dump.log").display().to_string(),
-        ));
+        );
+        let (lxcpath, n) = (st.paths.containers(), name.clone());
+        let stopped = tokio::task::spawn_blocking(move || {
+            super::lxc_status(&lxcpath, &n).0 == berth_api::StatusCode::Stopped
+        })
+        .await
+        .unwrap_or(false);
+        if stopped && state.join("inventory.img").exists() {
+            let (uid, gid) =
+                super::idmap_of(st, rec, config).map_or((0, 0), |m| (m.uid_base, m.gid_base));
+            let _ = give_to(&state, uid, gid);
+            return Err(format!(
+                "{e}; the instance stopped, its saved state was kept"
+            ));
+        }
+        let _ = discard(st, name);
+        return Err(e);
     }
     let (uid, gid) = super::idmap_of(st, rec, config).map_or((0, 0), |m| (m.uid_base, m.gid_base));
     if let Err(e) = give_to(&state, uid, gid) {
@@ -280,7 +325,7 @@ pub async fn restore(
         }
         None => rootfs.to_owned(),
     };
-    let result = restore_from(st, rec, config, devices, &root, idmap.is_some()).await;
+    let result = restore_from(st, rec, config, devices, &root).await;
     if idmap.is_some() {
         unstage_root(&staged);
     }
@@ -318,6 +363,10 @@ fn stage_root(rootfs: &Path, at: &Path, m: super::idmap::IdMap) -> std::io::Resu
 }
 
 /// Detaches a restore's root (the container keeps its own copy) and removes the dir.
+pub fn unstage(st: &State, name: &str) {
+    unstage_root(&super::container_dir(st, name).join(STAGED_ROOT));
+}
+
 fn unstage_root(at: &Path) {
     let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
     let _ = std::fs::remove_dir(at);
@@ -329,16 +378,20 @@ async fn restore_from(
     config: &BTreeMap<String, String>,
     devices: &BTreeMap<String, Device>,
     root: &Path,
-    root_mapped: bool,
 ) -> Result<(), String> {
     let name = &rec.name;
     let state = state_dir(st, name);
-    super::prepare(st, rec, config, devices, root, root_mapped).await?;
+    super::prepare(st, rec, config, devices, root, true).await?;
     let dir = super::container_dir(st, name);
     let mut conf = String::new();
     let mut tty_file = None;
-    if let Ok(id) = std::fs::read_to_string(state.join(CONSOLE_ID)) {
-        let tty = super::console::tty(&dir).ok_or("The console keeper is not running")?;
+    if let Ok(text) = std::fs::read_to_string(state.join(CONSOLE_ID)) {
+        let id = checked_id(&text).ok_or("The saved state's console record is invalid")?;
+        let d = dir.clone();
+        let tty = tokio::task::spawn_blocking(move || super::console::tty(&d))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("The console keeper is not running")?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -346,8 +399,7 @@ async fn restore_from(
             .open(&tty)
             .map_err(|e| format!("Failed to open the console terminal: {e}"))?;
         conf.push_str(&format!(
-            "inherit-fd fd[3]:{}\next-mount-map console:{}\n",
-            id.trim(),
+            "inherit-fd fd[3]:{id}\next-mount-map console:{}\n",
             tty.display()
         ));
         tty_file = Some(file);
@@ -367,4 +419,24 @@ async fn restore_from(
 
 fn libc_o_noctty() -> i32 {
     i32::try_from(rustix::fs::OFlags::NOCTTY.bits()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_id;
+
+    #[test]
+    fn console_records_are_checked() {
+        assert_eq!(checked_id("tty[8800:1a]\n"), Some("tty[8800:1a]"));
+        for bad in [
+            "tty[8800:1a]\naction-script /x",
+            "tty[88 00:1a]",
+            "tty[:1a]",
+            "tty[8800]",
+            "fd[3]",
+            "",
+        ] {
+            assert_eq!(checked_id(bad), None, "{bad:?}");
+        }
+    }
 }

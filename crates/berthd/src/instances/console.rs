@@ -73,11 +73,20 @@ pub fn tty(dir: &Path) -> Option<PathBuf> {
 pub async fn ensure(dir: &Path, uid: u32, gid: u32) -> Result<PathBuf, String> {
     let d = dir.to_owned();
     if let Ok(Some(path)) = tokio::task::spawn_blocking(move || tty(&d)).await {
+        // The container's id map may have changed since the keeper started.
+        rustix::fs::chown(
+            &path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| format!("Failed to give the console to the container: {e}"))?;
         return Ok(path);
     }
     let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
     let log = std::fs::File::create(dir.join("console-keeper.log"))
         .map_err(|e| format!("Failed to create the console keeper's log: {e}"))?;
+    // It makes its own session (setsid): no terminal signal of berthd's reaches it, and
+    // it goes on when berthd stops (tokio reaps it if it ends while berthd runs).
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("forkconsolekeeper")
         .arg(dir)
@@ -85,10 +94,7 @@ pub async fn ensure(dir: &Path, uid: u32, gid: u32) -> Result<PathBuf, String> {
         .arg(gid.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(log)
-        // Its own session: no terminal signal of berthd's reaches it, and it goes on when
-        // berthd stops (tokio reaps it if it ends while berthd runs).
-        .process_group(0);
+        .stderr(log);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("Failed to start the console keeper: {e}"))?;
@@ -273,12 +279,13 @@ fn keep(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)?;
     std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    // Appending: after a truncation the next write lands at the start again.
     let log = std::fs::OpenOptions::new()
         .create(true)
-        .write(true)
-        .truncate(true)
+        .append(true)
         .mode(0o600)
         .open(dir.join(LOG))?;
+    log.set_len(0)?;
     let keeper = Arc::new(Keeper {
         master,
         ring: Mutex::new(VecDeque::with_capacity(RING)),

@@ -354,16 +354,21 @@ pub async fn failed_start(st: &State, name: &str, what: &str) -> String {
 /// Writes everything a start or a restore needs: the container's directory, LXC
 /// configuration, seccomp policy, device nodes, the console keeper of a checkpointable
 /// container; runs the `start` templates. Returns the configuration's path.
-/// `root_mapped`: `rootfs` is an idmapped mount already (a restore's), not the volume's.
+/// `restoring`: for a restore from a saved state (no templates; an unprivileged
+/// container's `rootfs` is then an idmapped mount already, not the volume); otherwise a
+/// saved state is discarded (a fresh boot makes it stale).
 pub async fn prepare(
     st: &State,
     rec: &InstanceRecord,
     config: &BTreeMap<String, String>,
     devices: &BTreeMap<String, Device>,
     rootfs: &Path,
-    root_mapped: bool,
+    restoring: bool,
 ) -> Result<PathBuf, String> {
     let dir = container_dir(st, &rec.name);
+    if !restoring {
+        checkpoint::discard(st, &rec.name)?;
+    }
     crate::db::create_private_dir(&dir)
         .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
     let mut extra = limit_keys(config, st.runtime.host)?;
@@ -378,6 +383,7 @@ pub async fn prepare(
     if let Some(m) = &idmap {
         st.runtime.ids.check_usable(m)?;
     }
+    let root_mapped = restoring && idmap.is_some();
     // A checkpointable container's console comes from its keeper; any other's is
     // liblxc's (a keeper left from before the key changed goes).
     let console = if checkpoint::checkpointable(config) {
@@ -428,7 +434,7 @@ pub async fn prepare(
     };
     let config = lxc_config::render(&spec).map_err(|e| e.to_string())?;
     // A restore resumes the instance: no start templates.
-    if !root_mapped && let Some(volume) = rootfs.parent() {
+    if !restoring && let Some(volume) = rootfs.parent() {
         apply_templates(rec, volume, "start")?;
     }
     let conf_path = dir.join("lxc.conf");
