@@ -66,6 +66,21 @@ fn after(text: &str, start: &str) -> String {
         .collect()
 }
 
+/// Runs a berth or lxc command that checkpoints or restores `name`; on failure the panic
+/// shows criu's log too.
+fn criu_ok(d: &Daemon, out: &std::process::Output, name: &str) {
+    if !out.status.success() {
+        let dir = d.dir().join("containers").join(name);
+        let log = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        panic!(
+            "{}\n--- criu-dump.log\n{}\n--- criu-restore.log\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log("criu-dump.log"),
+            log("criu-restore.log")
+        );
+    }
+}
+
 async fn instance(c: &Client, name: &str) -> serde_json::Value {
     c.query(Method::GET, &format!("/1.0/instances/{name}"), None)
         .await
@@ -107,7 +122,7 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     assert!(shell.ends_with("-kept-42"), "{out}");
 
     // Stateful stop: stopped, with a saved state; the console log is still there.
-    ok(&d.berth(&["stop", "--stateful", "ck"]));
+    criu_ok(&d, &d.berth(&["stop", "--stateful", "ck"]), "ck");
     let i = instance(&c, "ck").await;
     assert_eq!(i["status"], "Stopped");
     assert_eq!(i["stateful"], true);
@@ -116,7 +131,7 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     assert!(log.contains("-kept-42"), "{log}");
 
     // Start restores: the same shell, its variable and its background loop go on.
-    ok(&d.berth(&["start", "ck"]));
+    criu_ok(&d, &d.berth(&["start", "ck"]), "ck");
     let i = instance(&c, "ck").await;
     assert_eq!(i["status"], "Running");
     assert_eq!(i["stateful"], false);
@@ -142,16 +157,16 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     assert_eq!(owner.trim(), "0");
 
     // The real lxc client: lxc stop --stateful, lxc start restores.
-    ok(&d.lxc(&["stop", "--stateful", "ck"]));
+    criu_ok(&d, &d.lxc(&["stop", "--stateful", "ck"]), "ck");
     assert_eq!(instance(&c, "ck").await["stateful"], true);
-    ok(&d.lxc(&["start", "ck"]));
+    criu_ok(&d, &d.lxc(&["start", "ck"]), "ck");
     let out = console(&c, "ck", "echo lxc-$$-$X", "-kept-42\r").await;
     assert_eq!(after(&out, "lxc-"), shell, "{out}");
     let log = ok(&d.lxc(&["console", "ck", "--show-log"]));
     assert!(log.contains("lxc-"), "{log}");
 
     // A stateless start discards the state and boots afresh.
-    ok(&d.berth(&["stop", "--stateful", "ck"]));
+    criu_ok(&d, &d.berth(&["stop", "--stateful", "ck"]), "ck");
     ok(&d.berth(&["start", "--stateless", "ck"]));
     assert!(!d.dir().join("containers/ck/state").exists());
     wait_for_boot(&c, "ck").await;

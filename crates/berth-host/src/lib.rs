@@ -189,6 +189,27 @@ pub fn userns_with_map(uid_base: u32, gid_base: u32, size: u32) -> std::io::Resu
     result
 }
 
+/// Marks every descriptor from 3 up close-on-exec, so that nothing a daemon inherited
+/// from whoever started it reaches the processes it starts (containers' among them).
+pub fn cloexec_from_3() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing; it only sets a flag on
+    // descriptors of this process, which no Rust object's validity depends on.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,9 @@ pub struct Options {
 
 /// Runs the daemon until it is told to stop.
 pub fn run(opts: Options) -> anyhow::Result<()> {
+    // Descriptors inherited from whoever started berthd must not reach its helpers, lxcfs,
+    // console keepers or the commands run in containers.
+    berth_host::cloexec_from_3().context("Failed to mark inherited descriptors close-on-exec")?;
     let paths = Paths::new(opts.dir);
     make_state_dir(paths.dir())?;
     let lock = DaemonLock::acquire(paths.dir(), &paths.lock())?;

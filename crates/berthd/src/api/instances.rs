@@ -1547,7 +1547,7 @@ pub(crate) async fn change_state(
             if !running {
                 return Err("The instance is already stopped".to_owned());
             }
-            inst::checkpoint::checkpoint(st, rec, &config, true).await?;
+            inst::checkpoint::checkpoint(st, rec, true).await?;
             crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
             set_power(st, name, "STOPPED").await;
             st.events.lifecycle("instance-stopped", &source, None);

@@ -9,8 +9,9 @@
 //! the console terminal is declared external on dump (`external tty[RDEV:DEV]`) and given
 //! back on restore (`inherit-fd`), whatever terminal the keeper holds by then.
 //!
-//! Parts of a restore run as the container's root, so the images are owned by it (and
-//! private to it and host root). The criu options are berthd's own file (root's, 0600,
+//! Parts of a restore open the images as the container's root, some before its ids are
+//! mapped, so the state directory is 0755 (inside the container's 0700 directory, which
+//! no host user can pass). The criu options are berthd's own file (root's, 0600,
 //! in the container's directory), never one in the state directory the container's root
 //! owns; the console identity kept with the state is checked before it is used.
 
@@ -137,17 +138,6 @@ fn write_conf(path: &Path, conf: &str) -> std::io::Result<()> {
     f.write_all(conf.as_bytes())
 }
 
-/// Gives every file of the state directory (flat, as criu writes it) to the container's
-/// root, and the directory too, private to it.
-fn give_to(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-    }
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 /// One line saying why criu failed, from its log `log` in `dir`.
 fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
     let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
@@ -155,6 +145,22 @@ fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
         return format!(
             "Failed to {what} the instance: a process in it holds /dev/console as its \
              controlling terminal, which CRIU cannot restore"
+        );
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.contains("is outside of its pid namespace"))
+    {
+        // "A session leader of HOSTPID(PID) is outside of its pid namespace".
+        let pid = line
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or("?");
+        return format!(
+            "Failed to {what} the instance: process {pid} in it still belongs to the \
+             session of the exec that started it (CRIU cannot restore that; end it, or \
+             start it with setsid)"
         );
     }
     // criu's own probes for iptables binaries, rlimits and loopback addresses fail
@@ -224,12 +230,7 @@ async fn forkmigrate(
 /// The instance must run with the keeper's console ([`runs_with_keeper`]). A failure
 /// leaves no state, unless the instance died after a complete dump (then the state is
 /// all that is left of its processes, and is kept).
-pub async fn checkpoint(
-    st: &State,
-    rec: &InstanceRecord,
-    config: &BTreeMap<String, String>,
-    stop: bool,
-) -> Result<(), String> {
+pub async fn checkpoint(st: &State, rec: &InstanceRecord, stop: bool) -> Result<(), String> {
     let name = &rec.name;
     let dir = super::container_dir(st, name);
     let state = dir.join(STATE);
@@ -241,7 +242,11 @@ pub async fn checkpoint(
         .ok_or("The console keeper is not running (restart the instance)")?;
     let id = tty_id(&tty).map_err(|e| format!("Failed to read the console: {e}"))?;
     std::fs::create_dir(&state).map_err(|e| format!("Failed to create the state dir: {e}"))?;
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+    // Restored tasks open images through criu's descriptor of this directory, some
+    // while their ids are not mapped yet: it must be open to "others" (0755, files 0644
+    // as criu writes them). The container's directory above it stays 0700: no host user
+    // reaches it by path.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     std::fs::write(state.join(CONSOLE_ID), &id).map_err(|e| e.to_string())?;
     let conf = format!("external {id}\next-mount-map /dev/console:console\n");
@@ -261,20 +266,12 @@ pub async fn checkpoint(
         .await
         .unwrap_or(false);
         if stopped && state.join("inventory.img").exists() {
-            let (uid, gid) =
-                super::idmap_of(st, rec, config).map_or((0, 0), |m| (m.uid_base, m.gid_base));
-            let _ = give_to(&state, uid, gid);
             return Err(format!(
                 "{e}; the instance stopped, its saved state was kept"
             ));
         }
         let _ = discard(st, name);
         return Err(e);
-    }
-    let (uid, gid) = super::idmap_of(st, rec, config).map_or((0, 0), |m| (m.uid_base, m.gid_base));
-    if let Err(e) = give_to(&state, uid, gid) {
-        let _ = discard(st, name);
-        return Err(format!("Failed to hand the state to the container: {e}"));
     }
     if stop {
         super::forget_init(&dir);
