@@ -180,6 +180,55 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
 }
 
 #[tokio::test]
+async fn stateful_snapshots_bring_processes_back() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "ck", "-c", "migration.stateful=true"]));
+    wait_for_boot(&c, "ck").await;
+    let out = console(&c, "ck", "Y=snap-$((5*5)); echo set-$$-$Y", "-snap-25").await;
+    let shell = after(&out, "set-");
+    // A stateful snapshot keeps the instance running.
+    criu_ok(&d, &d.lxc(&["snapshot", "ck", "s1", "--stateful"]), "ck");
+    let snap = c
+        .query(Method::GET, "/1.0/instances/ck/snapshots/s1", None)
+        .await
+        .unwrap()
+        .body
+        .metadata;
+    assert_eq!(snap["stateful"], true);
+    assert_eq!(instance(&c, "ck").await["status"], "Running");
+    console(&c, "ck", "Y=changed; echo now-$Y", "now-changed\r").await;
+    // A stateful restore brings back the snapshot's shell and its variable.
+    criu_ok(&d, &d.lxc(&["restore", "ck", "s1", "--stateful"]), "ck");
+    assert_eq!(instance(&c, "ck").await["status"], "Running");
+    let out = console(&c, "ck", "echo got-$$-$Y", "-snap-25\r").await;
+    assert_eq!(after(&out, "got-"), shell, "{out}");
+    // berth too, from a stopped instance; the snapshot keeps its state for next time.
+    ok(&d.berth(&["stop", "-f", "ck"]));
+    criu_ok(
+        &d,
+        &d.berth(&["snapshot", "restore", "ck", "s1", "--stateful"]),
+        "ck",
+    );
+    let out = console(&c, "ck", "echo again-$$-$Y", "-snap-25\r").await;
+    assert_eq!(after(&out, "again-"), shell, "{out}");
+    // A plain restore of it boots the snapshot's files afresh.
+    ok(&d.berth(&["snapshot", "restore", "ck", "s1"]));
+    wait_for_boot(&c, "ck").await;
+    console(&c, "ck", "echo fresh-[$Y]", "fresh-[]").await;
+    // A stateless snapshot cannot be restored statefully; copies leave the state behind.
+    ok(&d.berth(&["snapshot", "create", "ck", "plain"]));
+    let e = fails(&d.berth(&["snapshot", "restore", "ck", "plain", "--stateful"]));
+    assert!(e.contains("not stateful"), "{e}");
+    ok(&d.berth(&["copy", "ck/s1", "ck2"]));
+    let pool = d.dir().join("storage-pools/default/containers");
+    assert!(!pool.join("ck2/state").exists());
+    assert!(!pool.join("ck/state").exists());
+    ok(&d.berth(&["delete", "-f", "ck", "ck2"]));
+}
+
+#[tokio::test]
 async fn stateful_requests_that_cannot_work_are_refused() {
     let d = Daemon::start();
     berth_e2e::with_busybox(&d).await;
@@ -190,6 +239,13 @@ async fn stateful_requests_that_cannot_work_are_refused() {
     assert!(e.contains("migration.stateful"), "{e}");
     let e = fails(&d.lxc(&["stop", "--stateful", "plain"]));
     assert!(e.contains("migration.stateful"), "{e}");
+    let e = fails(&d.lxc(&["snapshot", "plain", "s", "--stateful"]));
+    assert!(e.contains("migration.stateful"), "{e}");
+    assert!(
+        c.query(Method::GET, "/1.0/instances/plain/snapshots/s", None)
+            .await
+            .is_err()
+    );
     assert_eq!(instance(&c, "plain").await["status"], "Running");
     assert!(!d.dir().join("containers/plain/state").exists());
     // The key takes effect at the next start: until then, refused too.

@@ -228,6 +228,12 @@ fi
 /// one member; `None`: the key takes anything).
 const SAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
     ("boot.autostart", "boot.autostart", "true", Some("maybe")),
+    (
+        "migration.stateful",
+        "migration.stateful",
+        "true",
+        Some("maybe"),
+    ),
     ("limits.cpu", "limits.cpu", "1", Some("0-99")),
     (
         "limits.cpu.allowance",

@@ -15,6 +15,9 @@ pub enum Command {
         /// When the snapshot expires (RFC 3339)
         #[arg(long)]
         expires_at: Option<String>,
+        /// Keep the running processes too (CRIU; needs migration.stateful=true)
+        #[arg(long)]
+        stateful: bool,
     },
     /// List an instance's snapshots
     #[command(alias = "ls")]
@@ -40,7 +43,13 @@ pub enum Command {
         names: Vec<String>,
     },
     /// Restore an instance to a snapshot (a running instance is restarted)
-    Restore { instance: String, name: String },
+    Restore {
+        instance: String,
+        name: String,
+        /// Bring back the snapshot's running processes too (a stateful snapshot)
+        #[arg(long)]
+        stateful: bool,
+    },
 }
 
 /// Sends a request and waits for its operation.
@@ -63,8 +72,10 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             instance,
             name,
             expires_at,
+            stateful,
         } => {
-            let mut body = serde_json::json!({ "name": name.unwrap_or_default() });
+            let mut body =
+                serde_json::json!({ "name": name.unwrap_or_default(), "stateful": stateful });
             if let Some(e) = expires_at {
                 body["expires_at"] = e.into();
             }
@@ -133,8 +144,12 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .await?;
             }
         }
-        Command::Restore { instance, name } => {
-            let body = serde_json::json!({ "restore": name, "stateful": false });
+        Command::Restore {
+            instance,
+            name,
+            stateful,
+        } => {
+            let body = serde_json::json!({ "restore": name, "stateful": stateful });
             run_op(
                 client,
                 Method::PUT,

@@ -1115,6 +1115,8 @@ async fn create_copy(
         tracing::error!(error = %e, "Failed to thaw the source after its copy");
     }
     copied.map_err(|e| crate::logging::chain(&e))?;
+    // A copy from a stateful snapshot does not take its saved state along.
+    inst::checkpoint::strip_volume(&pool.volume_path(t, &rec.name));
     for (s, path) in &from.snapshots {
         tokio::task::block_in_place(|| pool.create_snapshot_from(t, &rec.name, &s.name, path))
             .map_err(|e| crate::logging::chain(&e))?;
@@ -1453,24 +1455,33 @@ pub async fn put_state(
     Ok(async_operation(op.render()))
 }
 
-/// Refuses a stateful state change that cannot work, before anything happens.
-async fn check_stateful(st: &AppState, rec: &InstanceRecord, action: &str) -> Result<(), ApiError> {
+/// Refuses a stateful state change that cannot work, before anything happens. `dump`
+/// (a stateful stop or snapshot) checks that the instance can be checkpointed now.
+pub(crate) async fn check_stateful(
+    st: &AppState,
+    rec: &InstanceRecord,
+    action: &str,
+) -> Result<(), ApiError> {
     match action {
-        "stop" => {
+        "stop" | "snapshot" => {
             let profiles = profiles(st, &rec.project, &rec.profiles).await?;
             let (config, _) = inst::expand(&profiles, rec);
             if !inst::checkpoint::checkpointable(&config) {
-                return Err(ApiError::bad_request(
-                    "Stateful stop requires migration.stateful=true on the instance",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "Stateful {action} requires migration.stateful=true on the instance"
+                )));
             }
-            if rec.ephemeral {
+            if rec.ephemeral && action == "stop" {
                 return Err(ApiError::bad_request(
                     "Stateful stop is not possible for an ephemeral instance",
                 ));
             }
             if status_of(st, &rec.name).await.0 == StatusCode::Stopped {
-                return Err(ApiError::bad_request("The instance is already stopped"));
+                return Err(ApiError::bad_request(if action == "stop" {
+                    "The instance is already stopped"
+                } else {
+                    "A stateful snapshot needs a running instance"
+                }));
             }
             if !inst::checkpoint::runs_with_keeper(st, &rec.name) {
                 return Err(ApiError::bad_request(

@@ -200,9 +200,7 @@ pub async fn post(
 ) -> ApiResult {
     let rec = find_instance(&st, &name).await?;
     if req.stateful {
-        return Err(ApiError::bad_request(
-            "Stateful snapshots are not supported yet",
-        ));
+        instances::check_stateful(&st, &rec, "snapshot").await?;
     }
     check_allowed(&st, &rec.project).await?;
     let snap = (!req.name.is_empty()).then(|| req.name.clone());
@@ -237,7 +235,7 @@ pub async fn post(
         move |_| async move {
             let _guard = lock.lock_owned().await;
             let at = chrono::Utc::now();
-            take(&state, &name, &uuid, snap, req.expires_at, at)
+            take(&state, &name, &uuid, snap, req.expires_at, at, req.stateful)
                 .await
                 .map(drop)
         },
@@ -261,7 +259,10 @@ fn expiry_of(
 /// the instance `uuid` names (not one created since under the same name): named `snap`,
 /// else by `snapshots.pattern`; expiring at `expires_at`, else by `snapshots.expiry`
 /// from `at`. A running instance is frozen while its volume is copied, so nothing inside
-/// can swap a directory for a symlink under the copy. Returns the snapshot's name.
+/// can swap a directory for a symlink under the copy. `stateful`: the running processes
+/// are checkpointed first (CRIU, the instance goes on) and the state kept with the
+/// snapshot. Returns the snapshot's name.
+#[allow(clippy::too_many_arguments)]
 async fn take(
     st: &AppState,
     name: &str,
@@ -269,6 +270,7 @@ async fn take(
     snap: Option<String>,
     expires_at: Option<String>,
     at: chrono::DateTime<chrono::Utc>,
+    stateful: bool,
 ) -> Result<String, String> {
     let rec = find_instance(st, name).await.map_err(|e| e.message)?;
     if rec.config.get("volatile.uuid").map(String::as_str) != Some(uuid) {
@@ -312,7 +314,7 @@ async fn take(
         description: String::new(),
         architecture: rec.architecture.clone(),
         ephemeral: rec.ephemeral,
-        stateful: false,
+        stateful,
         profiles: rec.profiles.clone(),
         config: rec.config.clone(),
         devices: rec.devices.clone(),
@@ -320,9 +322,15 @@ async fn take(
         expires_at,
     };
     let running = instances::status_of(st, name).await.0 != StatusCode::Stopped;
+    if stateful {
+        if !running {
+            return Err("A stateful snapshot needs a running instance".to_owned());
+        }
+        inst::checkpoint::checkpoint(st, &rec, false).await?;
+    }
     let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
     let (i, s, copy_pool) = (rec.name.clone(), snap.clone(), pool.clone());
-    tokio::task::spawn_blocking(move || {
+    let copied = tokio::task::spawn_blocking(move || {
         let t = berth_storage::VolumeType::Container;
         // The database has no such snapshot: files under its name are left from a crash.
         if copy_pool.snapshot_path(t, &i, &s).exists() {
@@ -342,7 +350,21 @@ async fn take(
         copied.map_err(|e| crate::logging::chain(&e))
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .and_then(|()| {
+        if stateful {
+            let at = pool.snapshot_path(berth_storage::VolumeType::Container, &rec.name, &snap);
+            inst::checkpoint::keep_with_snapshot(st, &rec.name, &at)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = copied {
+        let _ = inst::checkpoint::discard(st, &rec.name);
+        let _ = pool.delete_snapshot(berth_storage::VolumeType::Container, &rec.name, &snap);
+        return Err(e);
+    }
     let stored = record.clone();
     let inserted = st
         .db
@@ -420,7 +442,7 @@ pub(crate) async fn scheduled_pass(st: &AppState, now: chrono::DateTime<chrono::
         let uuid = rec.config.get("volatile.uuid").cloned().unwrap_or_default();
         let lock = st.instances.lock(&rec.name);
         let _guard = lock.lock().await;
-        if let Err(e) = take(st, &rec.name, &uuid, None, None, now).await {
+        if let Err(e) = take(st, &rec.name, &uuid, None, None, now, false).await {
             tracing::warn!(instance = %rec.name, error = %e, "Scheduled snapshot failed");
         }
     }
@@ -647,17 +669,26 @@ fn restore_flag(name: &str) -> String {
 /// Swaps instance `name`'s volume for a copy of snapshot `snap` and stores the snapshot's
 /// configuration, clearing the restore flag in the same transaction. Idempotent: a second
 /// run copies again. The instance is stopped and its lock held.
-async fn finish_restore(st: &AppState, name: &str, snap: &str) -> Result<(), String> {
+async fn finish_restore(
+    st: &AppState,
+    name: &str,
+    snap: &str,
+    keep_state: bool,
+) -> Result<(), String> {
     let rec = find_instance(st, name).await.map_err(|e| e.message)?;
     let s = find(st, name, snap).await.map_err(|e| e.message)?;
     let pool = pool_of(st, &rec).await.map_err(|e| e.message)?;
     let (n, sn) = (name.to_owned(), snap.to_owned());
+    let volume = pool.volume_path(berth_storage::VolumeType::Container, name);
     tokio::task::spawn_blocking(move || {
         pool.restore_snapshot(berth_storage::VolumeType::Container, &n, &sn)
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| crate::logging::chain(&e))?;
+    // A stateful snapshot's state came back with the volume: the instance's saved state
+    // for a stateful restore, else removed.
+    inst::checkpoint::take_from_volume(st, name, &volume, keep_state)?;
     let mut stored = restored_record(&rec, &s);
     let profiles = instances::profiles(st, &stored.project, &stored.profiles)
         .await
@@ -691,7 +722,7 @@ pub async fn recover(st: &AppState) {
     for (key, snap) in flags {
         let name = key.trim_start_matches("restoring/").to_owned();
         let finished = if instances::status_of(st, &name).await.0 == StatusCode::Stopped {
-            finish_restore(st, &name, &snap).await
+            finish_restore(st, &name, &snap, false).await
         } else {
             Err("the instance runs".to_owned())
         };
@@ -710,12 +741,17 @@ pub async fn recover(st: &AppState) {
 /// here (so a refusal is the request's status), and again under the instance's and the
 /// profile lock when the operation runs.
 pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: bool) -> ApiResult {
-    if stateful {
-        return Err(ApiError::bad_request(
-            "Stateful restores are not supported yet",
-        ));
-    }
     check_restore(st, name, snap).await?;
+    if stateful {
+        if !find(st, name, snap).await?.stateful {
+            return Err(ApiError::bad_request(format!(
+                "Snapshot {snap:?} has no saved state (it is not stateful)"
+            )));
+        }
+        inst::checkpoint::criu_check()
+            .await
+            .map_err(ApiError::bad_request)?;
+    }
     let lock = st.instances.lock(name);
     let state = st.clone();
     let (name, snap) = (name.to_owned(), snap.to_owned());
@@ -742,7 +778,7 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
                 .call(move |c| crate::db::instances::set_internal(c, &flag, &s))
                 .await
                 .map_err(|e| crate::logging::chain(&e))?;
-            if let Err(e) = finish_restore(&state, &name, &snap).await {
+            if let Err(e) = finish_restore(&state, &name, &snap, stateful).await {
                 // The volume is whole (old content, or the snapshot's if only the record
                 // failed, which the flag finishes at the next start): bring it back up.
                 if running && let Ok(rec) = find_instance(&state, &name).await {
@@ -755,9 +791,14 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
             state
                 .events
                 .lifecycle("instance-restored", &instances::url(&name), Some(ctx));
-            if running {
+            // A stateful restore brings the snapshot's processes back.
+            if running || stateful {
                 let rec = find_instance(&state, &name).await.map_err(|e| e.message)?;
-                instances::change_state(&state, &rec, &start_put()).await?;
+                let put = berth_api::instance::InstanceStatePut {
+                    stateful,
+                    ..start_put()
+                };
+                instances::change_state(&state, &rec, &put).await?;
             }
             Ok(())
         },

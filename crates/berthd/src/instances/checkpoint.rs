@@ -61,6 +61,62 @@ pub fn has_state_in(lxcpath: &Path, name: &str) -> bool {
         .exists()
 }
 
+/// Moves directory `from` to `to` (a rename, else a copy and a removal: a pool may be on
+/// another filesystem than berthd's directory).
+fn move_dir(from: &Path, to: &Path) -> Result<(), String> {
+    match std::fs::rename(from, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() != Some(18) => {
+            return Err(format!("Failed to move {}: {e}", from.display()));
+        }
+        Err(_) => {} // EXDEV
+    }
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| format!("Failed to run cp: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(to);
+        return Err(format!(
+            "Failed to copy {}: {}",
+            from.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::remove_dir_all(from).map_err(|e| format!("Failed to remove {}: {e}", from.display()))
+}
+
+/// Keeps the instance's saved state with a snapshot: moved into the snapshot's volume
+/// `snapshot` (as `state/`, where LXD keeps it too).
+pub fn keep_with_snapshot(st: &State, name: &str, snapshot: &Path) -> Result<(), String> {
+    move_dir(&state_dir(st, name), &snapshot.join(STATE))
+}
+
+/// After a snapshot restore: the state the restored volume `volume` carries (a stateful
+/// snapshot's) becomes the instance's saved state when `keep`, else it goes. Returns
+/// whether there was one.
+pub fn take_from_volume(st: &State, name: &str, volume: &Path, keep: bool) -> Result<bool, String> {
+    let carried = volume.join(STATE);
+    if !carried.exists() {
+        return Ok(false);
+    }
+    if keep {
+        discard(st, name)?;
+        move_dir(&carried, &state_dir(st, name))?;
+    } else {
+        std::fs::remove_dir_all(&carried)
+            .map_err(|e| format!("Failed to remove the snapshot's state: {e}"))?;
+    }
+    Ok(true)
+}
+
+/// Removes a saved state a volume carries (one copied from a stateful snapshot).
+pub fn strip_volume(volume: &Path) {
+    let _ = std::fs::remove_dir_all(volume.join(STATE));
+}
+
 /// Removes a saved state.
 pub fn discard(st: &State, name: &str) -> Result<(), String> {
     match std::fs::remove_dir_all(state_dir(st, name)) {
