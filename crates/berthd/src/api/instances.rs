@@ -1028,7 +1028,7 @@ async fn copy_source(
     source: &berth_api::instance::InstanceSource,
 ) -> Result<CopyFrom, ApiError> {
     // `live` (which lxc sends for a running source) is served by a stateless copy of the
-    // frozen instance: its running state comes with CRIU.
+    // frozen instance, as LXD serves local copies (running state moves with migration).
     if !source.server.is_empty() {
         return Err(ApiError::bad_request(
             "Copies between servers are not supported yet",
