@@ -89,6 +89,21 @@ pub async fn post(
     Ok(async_operation(op.render()))
 }
 
+type Ws = axum::extract::ws::WebSocket;
+
+/// Waits for the terminal stream `0` (clients connect `control` first, then it); returns
+/// it and `control` when that came first.
+async fn streams(ctx: &mut OpCtx) -> Result<(Ws, Option<Ws>), String> {
+    let mut control = None;
+    loop {
+        match ctx.accept().await {
+            Some((fd, ws)) if fd == "0" => return Ok((ws, control)),
+            Some((_, ws)) => control = Some(ws),
+            None => return Err("The console operation ended before its stream connected".into()),
+        }
+    }
+}
+
 async fn attach(
     mut ctx: OpCtx,
     name: String,
@@ -96,19 +111,7 @@ async fn attach(
     config: std::path::PathBuf,
     (width, height): (u16, u16),
 ) -> Result<(), String> {
-    // The terminal stream first (clients connect control first, then it).
-    let mut data = None;
-    let mut control = None;
-    while data.is_none() {
-        match ctx.accept().await {
-            Some((fd, ws)) if fd == "0" => data = Some(ws),
-            Some((_, ws)) => control = Some(ws),
-            None => return Err("The console operation ended before its stream connected".into()),
-        }
-    }
-    let Some(data) = data else {
-        return Ok(());
-    };
+    let (data, control) = streams(&mut ctx).await?;
     let (master, slave) =
         berth_host::openpty().map_err(|e| format!("Failed to open a terminal: {e}"))?;
     let set_size = |fd: &std::os::fd::OwnedFd, w: u16, h: u16| {
@@ -285,18 +288,7 @@ async fn attach_keeper(
     dir: std::path::PathBuf,
     (width, height): (u16, u16),
 ) -> Result<(), String> {
-    let mut data = None;
-    let mut control = None;
-    while data.is_none() {
-        match ctx.accept().await {
-            Some((fd, ws)) if fd == "0" => data = Some(ws),
-            Some((_, ws)) => control = Some(ws),
-            None => return Err("The console operation ended before its stream connected".into()),
-        }
-    }
-    let Some(data) = data else {
-        return Ok(());
-    };
+    let (data, control) = streams(&mut ctx).await?;
     let resize = {
         let dir = dir.clone();
         move |w: u16, h: u16| {
