@@ -222,10 +222,20 @@ async fn stateful_snapshots_bring_processes_back() {
     let e = fails(&d.berth(&["snapshot", "restore", "ck", "plain", "--stateful"]));
     assert!(e.contains("not stateful"), "{e}");
     ok(&d.berth(&["copy", "ck/s1", "ck2"]));
+    ok(&d.berth(&["copy", "ck", "ck3"]));
     let pool = d.dir().join("storage-pools/default/containers");
     assert!(!pool.join("ck2/state").exists());
     assert!(!pool.join("ck/state").exists());
-    ok(&d.berth(&["delete", "-f", "ck", "ck2"]));
+    let copied = c
+        .query(Method::GET, "/1.0/instances/ck3/snapshots/s1", None)
+        .await
+        .unwrap()
+        .body
+        .metadata;
+    assert_eq!(copied["stateful"], false);
+    let e = fails(&d.berth(&["snapshot", "restore", "ck3", "s1", "--stateful"]));
+    assert!(e.contains("not stateful"), "{e}");
+    ok(&d.berth(&["delete", "-f", "ck", "ck2", "ck3"]));
 }
 
 #[tokio::test]

@@ -1115,13 +1115,19 @@ async fn create_copy(
         tracing::error!(error = %e, "Failed to thaw the source after its copy");
     }
     copied.map_err(|e| crate::logging::chain(&e))?;
-    // A copy from a stateful snapshot does not take its saved state along.
-    inst::checkpoint::strip_volume(&pool.volume_path(t, &rec.name));
+    // Saved states stay with the source: a copy's snapshots restore files only.
+    tokio::task::block_in_place(|| {
+        inst::checkpoint::strip_volume(&pool.volume_path(t, &rec.name))
+    })?;
     for (s, path) in &from.snapshots {
-        tokio::task::block_in_place(|| pool.create_snapshot_from(t, &rec.name, &s.name, path))
-            .map_err(|e| crate::logging::chain(&e))?;
+        tokio::task::block_in_place(|| {
+            pool.create_snapshot_from(t, &rec.name, &s.name, path)
+                .map_err(|e| crate::logging::chain(&e))?;
+            inst::checkpoint::strip_volume(&pool.snapshot_path(t, &rec.name, &s.name))
+        })?;
         let row = crate::db::snapshots::SnapshotRecord {
             instance: rec.name.clone(),
+            stateful: false,
             ..s.clone()
         };
         st.db
@@ -1558,7 +1564,7 @@ pub(crate) async fn change_state(
             if !running {
                 return Err("The instance is already stopped".to_owned());
             }
-            inst::checkpoint::checkpoint(st, rec, true).await?;
+            inst::checkpoint::checkpoint(st, rec).await?;
             crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
             set_power(st, name, "STOPPED").await;
             st.events.lifecycle("instance-stopped", &source, None);

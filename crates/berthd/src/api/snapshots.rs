@@ -322,13 +322,29 @@ async fn take(
         expires_at,
     };
     let running = instances::status_of(st, name).await.0 != StatusCode::Stopped;
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    // A stateful snapshot keeps the instance frozen across the dump and the copy, so its
+    // memory and its files are of one moment (criu leaves a frozen cgroup frozen).
+    let held = stateful && !crate::host::cgroup::is_frozen(&cg);
+    let thaw = |why: &str| {
+        if held && let Err(e) = crate::host::cgroup::set_frozen(&cg, false) {
+            tracing::error!(instance = %name, error = %e, "Failed to thaw the instance {why}");
+        }
+    };
     if stateful {
         if !running {
             return Err("A stateful snapshot needs a running instance".to_owned());
         }
-        inst::checkpoint::checkpoint(st, &rec, false).await?;
+        if held {
+            crate::host::cgroup::set_frozen(&cg, true)
+                .map_err(|e| format!("Failed to freeze the instance for its snapshot: {e}"))?;
+        }
+        if let Err(e) = inst::checkpoint::snapshot_dump(st, &rec).await {
+            thaw("after a failed dump");
+            return Err(e);
+        }
     }
-    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    let cg_copy = cg.clone();
     let (i, s, copy_pool) = (rec.name.clone(), snap.clone(), pool.clone());
     let copied = tokio::task::spawn_blocking(move || {
         let t = berth_storage::VolumeType::Container;
@@ -338,30 +354,36 @@ async fn take(
                 .delete_snapshot(t, &i, &s)
                 .map_err(|e| crate::logging::chain(&e))?;
         }
-        let freeze = running && !crate::host::cgroup::is_frozen(&cg);
+        let freeze = running && !crate::host::cgroup::is_frozen(&cg_copy);
         if freeze {
-            crate::host::cgroup::set_frozen(&cg, true)
+            crate::host::cgroup::set_frozen(&cg_copy, true)
                 .map_err(|e| format!("Failed to freeze the instance for its snapshot: {e}"))?;
         }
         let copied = copy_pool.create_snapshot(t, &i, &s);
-        if freeze && let Err(e) = crate::host::cgroup::set_frozen(&cg, false) {
+        if freeze && let Err(e) = crate::host::cgroup::set_frozen(&cg_copy, false) {
             tracing::error!(instance = %i, error = %e, "Failed to thaw the instance after its snapshot");
         }
         copied.map_err(|e| crate::logging::chain(&e))
     })
     .await
     .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .and_then(|()| {
-        if stateful {
+    .and_then(|r| r);
+    thaw("after its snapshot");
+    let copied = match copied {
+        Ok(()) if stateful => {
             let at = pool.snapshot_path(berth_storage::VolumeType::Container, &rec.name, &snap);
-            inst::checkpoint::keep_with_snapshot(st, &rec.name, &at)
-        } else {
-            Ok(())
+            let (state, n) = (st.clone(), rec.name.clone());
+            tokio::task::spawn_blocking(move || {
+                inst::checkpoint::keep_with_snapshot(&state, &n, &at)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
         }
-    });
+        other => other,
+    };
     if let Err(e) = copied {
-        let _ = inst::checkpoint::discard(st, &rec.name);
+        inst::checkpoint::discard_snapshot_dump(st, &rec.name);
         let _ = pool.delete_snapshot(berth_storage::VolumeType::Container, &rec.name, &snap);
         return Err(e);
     }
@@ -660,6 +682,30 @@ async fn check_restore(
     Ok((new, expanded))
 }
 
+/// Refuses a stateful restore that cannot work: a snapshot without a saved state, or a
+/// configuration it restores that is not checkpointable.
+async fn check_stateful_restore(
+    st: &AppState,
+    new: &InstanceRecord,
+    expanded: &BTreeMap<String, String>,
+    snap: &str,
+) -> Result<(), ApiError> {
+    let s = find(st, &new.name, snap).await?;
+    let pool = pool_of(st, new).await?;
+    let at = pool.snapshot_path(berth_storage::VolumeType::Container, &new.name, snap);
+    if !s.stateful || !at.join("state/inventory.img").exists() {
+        return Err(ApiError::bad_request(format!(
+            "Snapshot {snap:?} has no saved state (it is not stateful)"
+        )));
+    }
+    if !inst::checkpoint::checkpointable(expanded) {
+        return Err(ApiError::bad_request(
+            "A stateful restore needs migration.stateful=true in the configuration it restores",
+        ));
+    }
+    Ok(())
+}
+
 /// The internal flag saying a restore of instance `name` is under way (its value: the
 /// snapshot), so one a crash interrupted is finished at the next start.
 fn restore_flag(name: &str) -> String {
@@ -669,12 +715,7 @@ fn restore_flag(name: &str) -> String {
 /// Swaps instance `name`'s volume for a copy of snapshot `snap` and stores the snapshot's
 /// configuration, clearing the restore flag in the same transaction. Idempotent: a second
 /// run copies again. The instance is stopped and its lock held.
-async fn finish_restore(
-    st: &AppState,
-    name: &str,
-    snap: &str,
-    keep_state: bool,
-) -> Result<(), String> {
+async fn finish_restore(st: &AppState, name: &str, snap: &str) -> Result<(), String> {
     let rec = find_instance(st, name).await.map_err(|e| e.message)?;
     let s = find(st, name, snap).await.map_err(|e| e.message)?;
     let pool = pool_of(st, &rec).await.map_err(|e| e.message)?;
@@ -686,9 +727,15 @@ async fn finish_restore(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| crate::logging::chain(&e))?;
-    // A stateful snapshot's state came back with the volume: the instance's saved state
-    // for a stateful restore, else removed.
-    inst::checkpoint::take_from_volume(st, name, &volume, keep_state)?;
+    // A stateful snapshot's state came back with the volume: not the instance's (a
+    // stateful restore took its copy before the swap).
+    if let Err(e) = tokio::task::spawn_blocking(move || inst::checkpoint::strip_volume(&volume))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    {
+        tracing::warn!(instance = %name, error = %e, "A restored volume keeps a snapshot's state");
+    }
     let mut stored = restored_record(&rec, &s);
     let profiles = instances::profiles(st, &stored.project, &stored.profiles)
         .await
@@ -722,7 +769,7 @@ pub async fn recover(st: &AppState) {
     for (key, snap) in flags {
         let name = key.trim_start_matches("restoring/").to_owned();
         let finished = if instances::status_of(st, &name).await.0 == StatusCode::Stopped {
-            finish_restore(st, &name, &snap, false).await
+            finish_restore(st, &name, &snap).await
         } else {
             Err("the instance runs".to_owned())
         };
@@ -741,13 +788,9 @@ pub async fn recover(st: &AppState) {
 /// here (so a refusal is the request's status), and again under the instance's and the
 /// profile lock when the operation runs.
 pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: bool) -> ApiResult {
-    check_restore(st, name, snap).await?;
+    let (new, expanded) = check_restore(st, name, snap).await?;
     if stateful {
-        if !find(st, name, snap).await?.stateful {
-            return Err(ApiError::bad_request(format!(
-                "Snapshot {snap:?} has no saved state (it is not stateful)"
-            )));
-        }
+        check_stateful_restore(st, &new, &expanded, snap).await?;
         inst::checkpoint::criu_check()
             .await
             .map_err(ApiError::bad_request)?;
@@ -759,9 +802,14 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
         spec("Restoring snapshot", &name, &snap),
         move |_| async move {
             let _guard = lock.lock_owned().await;
-            {
+            let (new, expanded) = {
                 let _profiles = state.profile_lock.lock().await;
                 check_restore(&state, &name, &snap)
+                    .await
+                    .map_err(|e| e.message)?
+            };
+            if stateful {
+                check_stateful_restore(&state, &new, &expanded, &snap)
                     .await
                     .map_err(|e| e.message)?;
             }
@@ -770,15 +818,27 @@ pub(crate) async fn restore(st: &AppState, name: &str, snap: &str, stateful: boo
                 inst::stop(&state, &name, -1, true).await?;
                 instances::set_power(&state, &name, "STOPPED").await;
             }
-            // A saved state belongs to the files being replaced.
+            // A saved state belongs to the files being replaced; a stateful restore takes
+            // the snapshot's before the volume is swapped.
             inst::checkpoint::discard(&state, &name)?;
+            if stateful {
+                let pool = pool_of(&state, &new).await.map_err(|e| e.message)?;
+                let at = pool.snapshot_path(berth_storage::VolumeType::Container, &name, &snap);
+                let (st2, n) = (state.clone(), name.clone());
+                tokio::task::spawn_blocking(move || {
+                    inst::checkpoint::state_from_snapshot(&st2, &n, &at)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            }
             let (flag, s) = (restore_flag(&name), snap.clone());
             state
                 .db
                 .call(move |c| crate::db::instances::set_internal(c, &flag, &s))
                 .await
                 .map_err(|e| crate::logging::chain(&e))?;
-            if let Err(e) = finish_restore(&state, &name, &snap, stateful).await {
+            if let Err(e) = finish_restore(&state, &name, &snap).await {
+                let _ = inst::checkpoint::discard(&state, &name);
                 // The volume is whole (old content, or the snapshot's if only the record
                 // failed, which the flag finishes at the next start): bring it back up.
                 if running && let Ok(rec) = find_instance(&state, &name).await {

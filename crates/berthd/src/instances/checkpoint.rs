@@ -32,6 +32,8 @@ pub const CRIU_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 const STATE: &str = "state";
 /// The console's identity recorded with a checkpoint.
 const CONSOLE_ID: &str = "berth-console-tty";
+/// A stateful snapshot's dump in the container's directory, before it moves.
+const SNAPSHOT_DUMP: &str = "snapshot-state";
 /// The criu options of one call, in the container's directory.
 const CRIU_CONF: &str = "criu.conf";
 
@@ -61,60 +63,89 @@ pub fn has_state_in(lxcpath: &Path, name: &str) -> bool {
         .exists()
 }
 
-/// Moves directory `from` to `to` (a rename, else a copy and a removal: a pool may be on
-/// another filesystem than berthd's directory).
-fn move_dir(from: &Path, to: &Path) -> Result<(), String> {
-    match std::fs::rename(from, to) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.raw_os_error() != Some(18) => {
-            return Err(format!("Failed to move {}: {e}", from.display()));
+/// Removes whatever is at `path` without following a link there.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `path` is a real directory (not a link to one).
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Copies or moves directory `from` to `to`, replacing whatever is there (never through
+/// a link: an image may ship a top-level `state` entry in a volume). A move is a rename,
+/// else (a pool may be on another filesystem than berthd's directory) a copy and a
+/// removal. Blocking.
+fn transfer_dir(from: &Path, to: &Path, keep_source: bool) -> Result<(), String> {
+    remove_any(to).map_err(|e| format!("Failed to clear {}: {e}", to.display()))?;
+    if !keep_source {
+        match std::fs::rename(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() != Some(18) => {
+                return Err(format!("Failed to move {}: {e}", from.display()));
+            }
+            Err(_) => {} // EXDEV
         }
-        Err(_) => {} // EXDEV
     }
     let out = std::process::Command::new("cp")
         .arg("-a")
+        .arg("-T")
         .arg(from)
         .arg(to)
         .output()
         .map_err(|e| format!("Failed to run cp: {e}"))?;
     if !out.status.success() {
-        let _ = std::fs::remove_dir_all(to);
+        let _ = remove_any(to);
         return Err(format!(
             "Failed to copy {}: {}",
             from.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
+    if keep_source {
+        return Ok(());
+    }
     std::fs::remove_dir_all(from).map_err(|e| format!("Failed to remove {}: {e}", from.display()))
 }
 
-/// Keeps the instance's saved state with a snapshot: moved into the snapshot's volume
-/// `snapshot` (as `state/`, where LXD keeps it too).
+/// Where a stateful snapshot's dump is made before it moves into the snapshot (apart
+/// from the saved state of a stateful stop, so a crash in between leaves nothing a start
+/// would restore).
+pub fn snapshot_dump_dir(st: &State, name: &str) -> PathBuf {
+    super::container_dir(st, name).join(SNAPSHOT_DUMP)
+}
+
+/// Moves the dump of a stateful snapshot into the snapshot's volume `snapshot` (as
+/// `state/`, where LXD keeps it too). Blocking.
 pub fn keep_with_snapshot(st: &State, name: &str, snapshot: &Path) -> Result<(), String> {
-    move_dir(&state_dir(st, name), &snapshot.join(STATE))
+    transfer_dir(&snapshot_dump_dir(st, name), &snapshot.join(STATE), false)
 }
 
-/// After a snapshot restore: the state the restored volume `volume` carries (a stateful
-/// snapshot's) becomes the instance's saved state when `keep`, else it goes. Returns
-/// whether there was one.
-pub fn take_from_volume(st: &State, name: &str, volume: &Path, keep: bool) -> Result<bool, String> {
-    let carried = volume.join(STATE);
-    if !carried.exists() {
-        return Ok(false);
+/// Before a stateful snapshot restore: the snapshot's state (in its volume `snapshot`)
+/// copied to the instance's saved state; the snapshot keeps its own. Blocking.
+pub fn state_from_snapshot(st: &State, name: &str, snapshot: &Path) -> Result<(), String> {
+    let carried = snapshot.join(STATE);
+    if !is_real_dir(&carried) || !carried.join("inventory.img").exists() {
+        return Err("The snapshot's saved state is missing".to_owned());
     }
-    if keep {
-        discard(st, name)?;
-        move_dir(&carried, &state_dir(st, name))?;
-    } else {
-        std::fs::remove_dir_all(&carried)
-            .map_err(|e| format!("Failed to remove the snapshot's state: {e}"))?;
-    }
-    Ok(true)
+    transfer_dir(&carried, &state_dir(st, name), true)
 }
 
-/// Removes a saved state a volume carries (one copied from a stateful snapshot).
-pub fn strip_volume(volume: &Path) {
-    let _ = std::fs::remove_dir_all(volume.join(STATE));
+/// Removes a saved state a volume carries (after a restore, from the snapshot; after a
+/// copy, from the source). Blocking.
+pub fn strip_volume(volume: &Path) -> Result<(), String> {
+    remove_any(&volume.join(STATE)).map_err(|e| format!("Failed to remove a volume's state: {e}"))
+}
+
+/// Removes the leftover of a stateful snapshot a crash interrupted.
+pub fn discard_snapshot_dump(st: &State, name: &str) {
+    let _ = remove_any(&snapshot_dump_dir(st, name));
 }
 
 /// Removes a saved state.
@@ -246,9 +277,9 @@ async fn forkmigrate(
     args: &[&str],
     conf: &str,
     tty: Option<std::fs::File>,
+    state: &Path,
 ) -> Result<(), String> {
     let dir = super::container_dir(st, name);
-    let state = dir.join(STATE);
     let conf_path = dir.join(CRIU_CONF);
     write_conf(&conf_path, conf).map_err(|e| format!("Failed to write criu options: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("Failed to find berthd: {e}"))?;
@@ -258,7 +289,7 @@ async fn forkmigrate(
         .arg(name)
         .arg(st.paths.containers())
         .arg(dir.join("lxc.conf"))
-        .arg(&state)
+        .arg(state)
         .args(&args[1..])
         .env("PATH", CRIU_PATH)
         .env("CRIU_CONFIG_FILE", &conf_path)
@@ -282,15 +313,26 @@ async fn forkmigrate(
     }
 }
 
-/// Checkpoints the running instance into its state directory; `stop`: and stops it.
-/// The instance must run with the keeper's console ([`runs_with_keeper`]). A failure
-/// leaves no state, unless the instance died after a complete dump (then the state is
-/// all that is left of its processes, and is kept).
-pub async fn checkpoint(st: &State, rec: &InstanceRecord, stop: bool) -> Result<(), String> {
+/// Checkpoints the running instance into its state directory and stops it (a stateful
+/// stop). The instance must run with the keeper's console ([`runs_with_keeper`]). A
+/// failure leaves no state, unless the instance died after a complete dump (then the
+/// state is all that is left of its processes, and is kept).
+pub async fn checkpoint(st: &State, rec: &InstanceRecord) -> Result<(), String> {
+    discard(st, &rec.name)?;
+    dump(st, rec, &state_dir(st, &rec.name), true).await
+}
+
+/// Checkpoints the running instance, which goes on running, into
+/// [`snapshot_dump_dir`] (a stateful snapshot).
+pub async fn snapshot_dump(st: &State, rec: &InstanceRecord) -> Result<(), String> {
+    discard_snapshot_dump(st, &rec.name);
+    dump(st, rec, &snapshot_dump_dir(st, &rec.name), false).await
+}
+
+async fn dump(st: &State, rec: &InstanceRecord, state: &Path, stop: bool) -> Result<(), String> {
     let name = &rec.name;
     let dir = super::container_dir(st, name);
-    let state = dir.join(STATE);
-    discard(st, name)?;
+    let state = state.to_owned();
     let d = dir.clone();
     let tty = tokio::task::spawn_blocking(move || super::console::tty(&d))
         .await
@@ -307,7 +349,7 @@ pub async fn checkpoint(st: &State, rec: &InstanceRecord, stop: bool) -> Result<
     std::fs::write(state.join(CONSOLE_ID), &id).map_err(|e| e.to_string())?;
     let conf = format!("external {id}\next-mount-map /dev/console:console\n");
     let args: &[&str] = if stop { &["dump", "stop"] } else { &["dump"] };
-    if let Err(helper) = forkmigrate(st, name, args, &conf, None).await {
+    if let Err(helper) = forkmigrate(st, name, args, &conf, None, &state).await {
         let e = criu_failure(&state, "dump.log", "checkpoint", &helper);
         // Keep criu's log for the user beside the container's other logs.
         let _ = std::fs::copy(state.join("dump.log"), dir.join("criu-dump.log"));
@@ -321,12 +363,12 @@ pub async fn checkpoint(st: &State, rec: &InstanceRecord, stop: bool) -> Result<
         })
         .await
         .unwrap_or(false);
-        if stopped && state.join("inventory.img").exists() {
+        if stop && stopped && state.join("inventory.img").exists() {
             return Err(format!(
                 "{e}; the instance stopped, its saved state was kept"
             ));
         }
-        let _ = discard(st, name);
+        let _ = remove_any(&state);
         return Err(e);
     }
     if stop {
@@ -457,8 +499,7 @@ async fn restore_from(
         ));
         tty_file = Some(file);
     }
-    // The options file is written into the state dir, which the container's root owns.
-    if let Err(helper) = forkmigrate(st, name, &["restore"], &conf, tty_file).await {
+    if let Err(helper) = forkmigrate(st, name, &["restore"], &conf, tty_file, &state).await {
         let e = criu_failure(&state, "restore.log", "restore", &helper);
         let _ = std::fs::copy(state.join("restore.log"), dir.join("criu-restore.log"));
         let e = e.replace(
@@ -466,6 +507,13 @@ async fn restore_from(
             &dir.join("criu-restore.log").display().to_string(),
         );
         return Err(super::failed_start(st, name, &e).await);
+    }
+    // criu brings the freezer state back too: a stateful snapshot is dumped frozen.
+    let cg = format!("{}/{}", st.runtime.cgroup_parent, name);
+    if crate::host::cgroup::is_frozen(&cg)
+        && let Err(e) = crate::host::cgroup::set_frozen(&cg, false)
+    {
+        tracing::warn!(instance = %name, error = %e, "Failed to thaw the restored instance");
     }
     discard(st, name)
 }
