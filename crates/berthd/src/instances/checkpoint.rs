@@ -11,9 +11,10 @@
 //!
 //! Parts of a restore open the images as the container's root, some before its ids are
 //! mapped, so the state directory is 0755 (inside the container's 0700 directory, which
-//! no host user can pass). The criu options are berthd's own file (root's, 0600,
-//! in the container's directory), never one in the state directory the container's root
-//! owns; the console identity kept with the state is checked before it is used.
+//! no host user can pass). The criu options are berthd's own file (root's, 0600, in the
+//! container's directory, made anew without following links); the console identity kept
+//! with the state is checked before it is used. Stateful snapshots keep their state in
+//! the snapshot's volume (`state/`, beside `rootfs/`: never visible inside).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

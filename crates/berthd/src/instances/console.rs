@@ -156,7 +156,7 @@ impl Keeper {
 
     fn serve(self: &Arc<Self>, mut conn: UnixStream) {
         let mut first = Vec::new();
-        {
+        let rest = {
             let mut r = BufReader::new(match conn.try_clone() {
                 Ok(c) => c,
                 Err(_) => return,
@@ -166,16 +166,16 @@ impl Keeper {
                 return;
             }
             let _ = conn.set_read_timeout(None);
-            // Bytes the client sent after the command line belong to the console.
-            let rest = r.buffer().to_vec();
-            if !rest.is_empty() {
-                let _ = rustix::io::write(&self.master, &rest);
-            }
-        }
+            r.buffer().to_vec()
+        };
         let line = String::from_utf8_lossy(&first);
         let mut words = line.split_whitespace();
         match words.next() {
             Some("attach") => {
+                // Bytes the client sent after the command line belong to the console.
+                if write_all_fd(&self.master, &rest).is_err() {
+                    return;
+                }
                 let Ok(out) = conn.try_clone() else { return };
                 let _ = out.set_write_timeout(Some(Duration::from_secs(5)));
                 self.clients

@@ -81,7 +81,7 @@ pub const INSTANCE_KEYS: &[Key] = &[
         "bool",
         "false",
         false,
-        "Whether the instance can be checkpointed (stateful stop and start with CRIU); \
+        "Whether the instance can be checkpointed (stateful stop, start and snapshots with CRIU); \
          its console then comes from berthd's console keeper (takes effect at the next start)",
         Check::Bool,
     ),
