@@ -146,27 +146,10 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr<'_>) -> std::io::Resul
         )
     };
     if rc == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    // Kernels before 5.11, or a sandbox refusing the call: one descriptor at a time.
-    let mut open = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        if let Some(fd) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<RawFd>().ok())
-            && fd > 2
-        {
-            open.push(fd);
-        }
-    }
-    for fd in open {
-        // SAFETY: only the close-on-exec flag of a descriptor of this process changes; one
-        // that closed meanwhile (the directory listing's own) just fails, ignored.
-        let b = unsafe { BorrowedFd::borrow_raw(fd) };
-        let _ = rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC);
-    }
-    Ok(())
 }
 
 /// A user namespace mapping ids `0..size` to host ids from `uid_base` and `gid_base`,
