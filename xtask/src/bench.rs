@@ -243,6 +243,9 @@ fn files(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, Strin
         big.to_str().unwrap_or_default(),
         "files-bench/root/big.bin",
     ])?;
+    // The push leaves a GiB of dirty pages; written back during the pull they would make
+    // the pull measure this disk rather than berth.
+    Command::new("sync").status()?;
     let back = work.path().join("back.bin");
     let pull = run(&[
         "file",
