@@ -449,3 +449,49 @@ pub fn image_store_files(d: &Daemon) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Attaches to `name`'s console as the clients do (control, then the terminal), types
+/// `input` and returns what came back once it holds `expect`; then detaches.
+pub async fn console(c: &Client, name: &str, input: &str, expect: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let r = c
+        .query(
+            berth_client::Method::POST,
+            &format!("/1.0/instances/{name}/console"),
+            Some(&serde_json::json!({"width": 100, "height": 30, "type": "console"})),
+        )
+        .await
+        .expect("POST console");
+    let id = r.body.operation_id().expect("an operation").to_owned();
+    let fds = r.body.metadata["metadata"]["fds"].clone();
+    let mut control = c
+        .operation_websocket(&id, fds["control"].as_str().expect("control secret"))
+        .await
+        .expect("control websocket");
+    let data = c
+        .operation_websocket(&id, fds["0"].as_str().expect("terminal secret"))
+        .await
+        .expect("terminal websocket");
+    let (mut tx, mut rx) = data.split();
+    tx.send(Message::Binary(format!("{input}\r").into_bytes().into()))
+        .await
+        .expect("send input");
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(expect) {
+        let msg = tokio::time::timeout_at(deadline, rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("{expect:?} on the console in time; got {seen:?}"));
+        if let Some(Ok(Message::Binary(b))) = msg {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    control.close(None).await.expect("detach");
+    let op = c
+        .wait_operation(&id, Some(std::time::Duration::from_secs(10)))
+        .await
+        .expect("the console operation ends");
+    assert_eq!(op.status, "Success");
+    seen
+}

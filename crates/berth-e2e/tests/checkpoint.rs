@@ -7,53 +7,7 @@
 use std::time::Duration;
 
 use berth_client::{Client, Method};
-use berth_e2e::{Daemon, fails, ok};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-
-/// Attaches to `name`'s console as the clients do (control, then the terminal), types
-/// `input` and returns what came back once it holds `expect`; then detaches.
-async fn console(c: &Client, name: &str, input: &str, expect: &str) -> String {
-    let r = c
-        .query(
-            Method::POST,
-            &format!("/1.0/instances/{name}/console"),
-            Some(&serde_json::json!({"width": 100, "height": 30, "type": "console"})),
-        )
-        .await
-        .unwrap();
-    let id = r.body.operation_id().unwrap().to_owned();
-    let fds = r.body.metadata["metadata"]["fds"].clone();
-    let mut control = c
-        .operation_websocket(&id, fds["control"].as_str().unwrap())
-        .await
-        .unwrap();
-    let data = c
-        .operation_websocket(&id, fds["0"].as_str().unwrap())
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = data.split();
-    tx.send(Message::Binary(format!("{input}\r").into_bytes().into()))
-        .await
-        .unwrap();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen.contains(expect) {
-        let msg = tokio::time::timeout_at(deadline, rx.next())
-            .await
-            .unwrap_or_else(|_| panic!("{expect:?} on the console in time; got {seen:?}"));
-        if let Some(Ok(Message::Binary(b))) = msg {
-            seen.push_str(&String::from_utf8_lossy(&b));
-        }
-    }
-    control.close(None).await.unwrap();
-    let op = c
-        .wait_operation(&id, Some(Duration::from_secs(10)))
-        .await
-        .unwrap();
-    assert_eq!(op.status, "Success");
-    seen
-}
+use berth_e2e::{Daemon, console, fails, ok};
 
 /// The text between `start` and the end of its line, after the last `start` in `text`.
 fn after(text: &str, start: &str) -> String {

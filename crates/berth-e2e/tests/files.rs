@@ -275,8 +275,6 @@ async fn planted_symlinks_never_reach_the_host() {
 
 #[tokio::test]
 async fn console_takes_input_and_keeps_its_log() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let d = Daemon::start();
     with_containers(&d).await;
     let c = d.client();
@@ -295,46 +293,9 @@ async fn console_takes_input_and_keeps_its_log() {
     }
     assert!(String::from_utf8_lossy(&log).contains("BusyBox"), "{log:?}");
 
-    // Attach as the clients do: control first, then the terminal; type a command.
-    let r = c
-        .query(
-            Method::POST,
-            "/1.0/instances/run/console",
-            Some(&serde_json::json!({"width": 80, "height": 24, "type": "console"})),
-        )
-        .await
-        .unwrap();
-    let id = r.body.operation_id().unwrap().to_owned();
-    let fds = r.body.metadata["metadata"]["fds"].clone();
-    let mut control = c
-        .operation_websocket(&id, fds["control"].as_str().unwrap())
-        .await
-        .unwrap();
-    let data = c
-        .operation_websocket(&id, fds["0"].as_str().unwrap())
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = data.split();
-    tx.send(Message::Binary(b"echo console-$((6*7))\r".to_vec().into()))
-        .await
-        .unwrap();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !seen.contains("console-42") {
-        let msg = tokio::time::timeout_at(deadline, rx.next())
-            .await
-            .expect("console output in time");
-        if let Some(Ok(Message::Binary(b))) = msg {
-            seen.push_str(&String::from_utf8_lossy(&b));
-        }
-    }
-    // Detach: close control; the operation ends and the log keeps the session.
-    control.close(None).await.unwrap();
-    let op = c
-        .wait_operation(&id, Some(std::time::Duration::from_secs(10)))
-        .await
-        .unwrap();
-    assert_eq!(op.status, "Success");
+    // Attach as the clients do, type a command, detach (close control): the operation
+    // ends and the log keeps the session.
+    berth_e2e::console(&c, "run", "echo console-$((6*7))", "console-42").await;
     let log = ok(&d.berth(&["console", "run", "--show-log"]));
     assert!(log.contains("console-42"), "{log}");
     let log = ok(&d.lxc(&["console", "run", "--show-log"]));

@@ -8,6 +8,17 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+/// A helper's exit code: 0, or 1 after one line on stderr.
+fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
 /// `berthd forkstart NAME LXCPATH CONFIG`: starts a container, daemonized; returns once
 /// it runs.
 pub fn start(args: &[OsString]) -> i32 {
@@ -27,13 +38,7 @@ pub fn start(args: &[OsString]) -> i32 {
         }
         Ok(())
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            1
-        }
-    }
+    exit_code(run())
 }
 
 /// `berthd forkconsole NAME LXCPATH CONFIG`: attaches this process's stdin/stdout (the
@@ -52,13 +57,7 @@ pub fn console(args: &[OsString]) -> i32 {
         c.load_config(Path::new(config))?;
         c.console(0, 1, -1)
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            1
-        }
-    }
+    exit_code(run())
 }
 
 /// What `forkexec` runs, passed as one JSON argument.
@@ -379,11 +378,5 @@ pub fn migrate(args: &[OsString]) -> i32 {
             Ok(())
         }
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            1
-        }
-    }
+    exit_code(run())
 }

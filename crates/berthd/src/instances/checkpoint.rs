@@ -374,16 +374,7 @@ async fn dump(st: &State, rec: &InstanceRecord, state: &Path, stop: bool) -> Res
     }
     if stop {
         super::forget_init(&dir);
-        let (parent, n) = (st.runtime.cgroup_parent.clone(), name.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            for _ in 0..100 {
-                if crate::host::cgroup::remove_leftovers(&parent, &n) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-        .await;
+        super::remove_cgroup_leftovers(st, name).await;
     }
     Ok(())
 }

@@ -330,17 +330,22 @@ pub async fn start(
     Ok(())
 }
 
-/// Cleans up after a container that failed to start (or restore); the error to report.
-pub async fn failed_start(st: &State, name: &str, what: &str) -> String {
-    let dir = container_dir(st, name);
-    // liblxc leaves the monitor's cgroup behind when the container aborts, and the
-    // monitor may still be exiting: retry for a moment.
+/// Removes the cgroups a stopped container left. liblxc leaves the monitor's behind when
+/// the container aborts or is checkpointed, and the monitor may still be exiting: retry
+/// for a moment.
+pub async fn remove_cgroup_leftovers(st: &State, name: &str) {
     for _ in 0..100 {
         if crate::host::cgroup::remove_leftovers(&st.runtime.cgroup_parent, name) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Cleans up after a container that failed to start (or restore); the error to report.
+pub async fn failed_start(st: &State, name: &str, what: &str) -> String {
+    let dir = container_dir(st, name);
+    remove_cgroup_leftovers(st, name).await;
     crate::host::cgroup::remove_parent(&st.runtime.cgroup_parent);
     forget_init(&dir);
     let why = log_tail(&dir);
