@@ -1,7 +1,7 @@
-//! Server configuration keys: what `PUT|PATCH /1.0` accepts.
+//! The server's configuration: what `PUT|PATCH /1.0` accepts, and storing it.
 //!
 //! Each key has a validator; anything not in the table is refused, except the free-form
-//! `user.*` namespace. Later issues grow this into the one table of every key berth knows.
+//! `user.*` namespace.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ pub struct ServerKey {
     /// What the key means, as `/1.0/metadata/configuration` serves it.
     pub description: &'static str,
     pub default: &'static str,
-    validate: fn(&str) -> Result<(), String>,
+    validate: fn(&str) -> Result<(), &'static str>,
 }
 
 /// Every server key berth knows.
@@ -23,7 +23,7 @@ pub const SERVER_KEYS: &[ServerKey] = &[ServerKey {
     validate: |v| {
         v.parse::<u32>()
             .map(|_| ())
-            .map_err(|_| "must be a whole number of minutes".to_owned())
+            .map_err(|_| "must be a whole number of minutes")
     },
 }];
 
@@ -64,9 +64,28 @@ pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         (known.validate)(v).map_err(|reason| ConfigError::InvalidValue {
             key: k.clone(),
             value: v.clone(),
-            reason,
+            reason: reason.to_owned(),
         })?;
     }
+    Ok(())
+}
+
+/// Checks and stores a whole new server configuration (empty values dropped), and hands
+/// it to `install` before announcing it.
+pub async fn store(
+    cx: &crate::ctx::Ctx,
+    mut config: BTreeMap<String, String>,
+    install: impl FnOnce(BTreeMap<String, String>),
+) -> crate::error::Result<()> {
+    config.retain(|_, v| !v.is_empty());
+    validate(&config).map_err(|e| crate::error::Failure::invalid(e.to_string()))?;
+    let stored = config.clone();
+    cx.db
+        .write(move |tx| crate::db::config::replace(tx, &stored))
+        .await?;
+    tracing::info!(keys = ?config.keys().collect::<Vec<_>>(), "Server configuration updated");
+    install(config);
+    cx.events.lifecycle("config-updated", "/1.0", None);
     Ok(())
 }
 

@@ -1,8 +1,11 @@
-//! Daemon start-up and shutdown.
+//! Daemon start-up and shutdown: wiring only.
 //!
 //! Start-up: make the state directory, take its lock (one daemon per directory), open the
-//! logs and the database, bind `DIR/unix.socket` (0660, group `berth-admin` when it exists)
-//! and serve the API. Shutdown on SIGTERM or SIGINT: stop accepting requests, give running
+//! logs and the database, load the storage pools, build the services' context and the
+//! API's state, run what must happen before serving (recover interrupted restores, sweep
+//! instances that died), bind `DIR/unix.socket` (0660, group `berth-admin` when it
+//! exists), serve the API and start the background tasks (autostart, the snapshot
+//! scheduler). Shutdown on SIGTERM or SIGINT: stop accepting requests, give running
 //! operations `core.shutdown_timeout` minutes, cancel what is left, remove the socket.
 //! A second signal ends the wait at once.
 
@@ -15,11 +18,12 @@ use anyhow::Context as _;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::api::{Api, ops::Operations, server::ServerState};
+use crate::ctx::{Ctx, Locks, Pools};
 use crate::db::Db;
 use crate::events::Events;
 use crate::lock::DaemonLock;
 use crate::paths::Paths;
-use crate::state::State;
 
 /// How berthd was asked to run.
 #[derive(Debug)]
@@ -37,7 +41,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let paths = Paths::new(opts.dir);
     make_state_dir(paths.dir())?;
     let lock = DaemonLock::acquire(paths.dir(), &paths.lock())?;
-    crate::db::create_private_dir(&paths.logs())
+    crate::paths::create_private_dir(&paths.logs())
         .with_context(|| format!("Failed to create {}", paths.logs().display()))?;
     let events = Events::new();
     crate::logging::init(opts.level, &paths.log_file(), events.clone())
@@ -52,7 +56,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     if let Err(e) = &result {
-        tracing::error!(error = %crate::logging::chain(e.as_ref()), "berthd failed");
+        tracing::error!(error = %crate::error::chain(e.as_ref()), "berthd failed");
     }
     result
 }
@@ -92,60 +96,9 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// On the very first start, creates what a fresh berthd needs to launch a container: the
-/// `default` dir pool (the `default` profile's root disk points at it). Later starts never
-/// recreate what a user deleted.
-fn apply_defaults(paths: &Paths, db: &Db) -> anyhow::Result<()> {
-    if db
-        .call_sync(|c| crate::db::instances::internal(c, "defaults"))?
-        .is_some()
-    {
-        return Ok(());
-    }
-    if db
-        .call_sync(|c| crate::db::pools::get(c, "default"))?
-        .is_none()
-    {
-        let source = crate::storage::default_source(paths, "default");
-        let driver = berth_storage::load("dir", "default", Default::default(), &source)
-            .context("Failed to set up the default storage pool")?;
-        driver
-            .create()
-            .context("Failed to create the default storage pool")?;
-        let rec = crate::db::pools::PoolRecord {
-            name: "default".to_owned(),
-            driver: "dir".to_owned(),
-            description: "Default storage pool".to_owned(),
-            config: driver.config().clone(),
-        };
-        db.call_sync(|c| crate::db::pools::put(c, &rec))?;
-    }
-    db.call_sync(|c| crate::db::instances::set_internal(c, "defaults", "1"))?;
-    Ok(())
-}
-
-/// Loads and mounts every stored pool. A pool that fails is logged and left out, so one
-/// broken pool does not keep the daemon (and every other pool) down.
-fn load_pools(paths: &Paths, db: &Db) -> anyhow::Result<crate::storage::Pools> {
-    let pools = crate::storage::Pools::default();
-    for rec in db.call_sync(|c| crate::db::pools::list(c))? {
-        let default = crate::storage::default_source(paths, &rec.name);
-        match berth_storage::load(&rec.driver, &rec.name, rec.config, &default)
-            .and_then(|d| d.mount().map(|()| d))
-        {
-            Ok(d) => pools.insert(&rec.name, Arc::from(d)),
-            Err(e) => {
-                let error = crate::logging::chain(&e);
-                tracing::error!(pool = %rec.name, %error, "Storage pool unavailable");
-            }
-        }
-    }
-    Ok(pools)
-}
-
 async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()> {
     let db = Db::open(&paths.database())?;
-    let config = db.call_sync(|c| crate::db::config::load(c))?;
+    let config = db.read_sync(crate::db::config::load)?;
     let mut environment = crate::host::environment::read(Path::new("/"));
     environment.driver_version = berth_lxc::version();
     environment.storage_supported_drivers = berth_storage::supported()
@@ -156,38 +109,52 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
             remote: d.remote,
         })
         .collect();
-    crate::db::create_private_dir(&paths.images())
+    crate::paths::create_private_dir(&paths.images())
         .with_context(|| format!("Failed to create {}", paths.images().display()))?;
     std::fs::create_dir_all(paths.containers())
         .and_then(|()| {
             std::fs::set_permissions(paths.containers(), std::fs::Permissions::from_mode(0o711))
         })
         .with_context(|| format!("Failed to create {}", paths.containers().display()))?;
-    apply_defaults(&paths, &db)?;
-    let pools = load_pools(&paths, &db)?;
-    if let Some(d) = pools.get("default") {
+    let cgroups = crate::host::cgroup::Cgroups::host();
+    let host = crate::model::limits::Host {
+        memory: crate::host::resources::read(Path::new("/")).memory.total,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cgroup_v2: cgroups.is_v2(),
+    };
+    let driver = crate::lxc::Liblxc::new(&paths, cgroups, host.memory);
+    let cx = Arc::new(Ctx {
+        ids: crate::host::ids::read(Path::new("/etc"), Path::new("/")),
+        driver: Arc::new(driver),
+        pools: Pools::default(),
+        locks: Locks::default(),
+        image_limits: berth_image::Limits::default(),
+        spares: Default::default(),
+        host,
+        paths: paths.clone(),
+        db,
+        events: events.clone(),
+    });
+    crate::storage::apply_defaults(&cx)?;
+    crate::storage::load_all(&cx)?;
+    if let Some(d) = cx.pools.get("default") {
         environment.storage = d.info().name.to_owned();
         environment.storage_version = d.info().version;
     }
-    let state = Arc::new(State::new(
-        paths.clone(),
-        pools,
-        db,
-        events,
-        environment,
-        config,
+    let state = Arc::new(Api {
+        cx: cx.clone(),
+        ops: Operations::new(events),
+        server: ServerState::new(environment, config),
         testing,
-    ));
+    });
 
     // Before serving: what died while no berthd ran is reported stopped from the first
     // request on.
-    for pool in state.pools.all() {
-        if let Err(e) = pool.remove_leftovers() {
-            tracing::warn!(error = %crate::logging::chain(&e), "Leftovers not removed");
-        }
-    }
-    crate::api::snapshots::recover(&state).await;
-    crate::api::instances::sweep(&state).await;
+    crate::storage::remove_leftovers(&cx);
+    crate::instance::snapshot::recover(&cx).await;
+    crate::instance::background::sweep(&cx).await;
 
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("Failed to watch SIGINT")?;
@@ -204,8 +171,8 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
             .await
     });
 
-    tokio::spawn(crate::api::instances::autostart(state.clone()));
-    tokio::spawn(crate::api::snapshots::scheduler(state.clone()));
+    tokio::spawn(crate::instance::background::autostart(cx.clone()));
+    tokio::spawn(crate::instance::background::scheduler(cx.clone()));
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
@@ -214,7 +181,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     let _ = stop_tx.send(());
     let _ = std::fs::remove_file(paths.socket());
 
-    let minutes: u64 = crate::config::get(&state.server().config, "core.shutdown_timeout")
+    let minutes: u64 = crate::config::get(&state.server.snapshot().config, "core.shutdown_timeout")
         .parse()
         .unwrap_or(5);
     tokio::select! {

@@ -107,7 +107,7 @@ impl Events {
         }
         let event = Event {
             kind,
-            timestamp: crate::state::now_rfc3339(),
+            timestamp: crate::time::now_rfc3339(),
             metadata,
             location: LOCATION.to_owned(),
             project: project.to_owned(),

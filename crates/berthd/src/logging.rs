@@ -6,7 +6,6 @@
 //! nothing while nobody listens.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,20 +18,6 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::events::Events;
-
-/// Renders an error and its causes on one line: `outer: cause: root cause`.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.ends_with(&s) {
-            let _ = write!(out, ": {s}");
-        }
-        cur = e.source();
-    }
-    out
-}
 
 /// Installs the global subscriber. Fails if the log file cannot be opened.
 pub fn init(level: Level, log_file: &Path, events: Events) -> std::io::Result<()> {
@@ -131,20 +116,5 @@ impl Visit for FieldVisitor {
             self.context
                 .insert(field.name().to_owned(), format!("{value:?}"));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn chain_joins_causes() {
-        let e = Outer(std::io::Error::other("inner"));
-        assert_eq!(chain(&e), "outer: inner");
     }
 }

@@ -6,20 +6,25 @@
 
 mod api;
 mod config;
+mod ctx;
 mod daemon;
 mod db;
+mod device;
+mod error;
 mod events;
-mod fork;
 mod host;
-mod images;
-mod instances;
+mod image;
+mod instance;
 mod lock;
 mod logging;
-mod operations;
+mod lxc;
+mod model;
 mod paths;
-mod sftp;
-mod state;
+mod profile;
+mod project;
+mod revert;
 mod storage;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,25 +52,8 @@ struct Args {
 fn main() -> ExitCode {
     // Helpers first: they must run before any thread exists (liblxc forks).
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if raw.get(1).is_some_and(|a| a == "forkstart") {
-        return ExitCode::from(u8::try_from(fork::start(&raw[2..])).unwrap_or(1));
-    }
-    if raw.get(1).is_some_and(|a| a == "forkconsole") {
-        return ExitCode::from(u8::try_from(fork::console(&raw[2..])).unwrap_or(1));
-    }
-    if raw.get(1).is_some_and(|a| a == "forkmount") {
-        return ExitCode::from(u8::try_from(fork::mount(&raw[2..])).unwrap_or(1));
-    }
-    if raw.get(1).is_some_and(|a| a == "forkmigrate") {
-        return ExitCode::from(u8::try_from(fork::migrate(&raw[2..])).unwrap_or(1));
-    }
-    if raw.get(1).is_some_and(|a| a == "forkconsolekeeper") {
-        return ExitCode::from(
-            u8::try_from(instances::console::keeper_main(&raw[2..])).unwrap_or(1),
-        );
-    }
-    if raw.get(1).is_some_and(|a| a == "forkexec") {
-        return ExitCode::from(u8::try_from(fork::exec(&raw[2..])).unwrap_or(1));
+    if let Some(code) = raw.get(1..).and_then(lxc::fork::dispatch) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let args = Args::parse();
     let opts = daemon::Options {
@@ -82,7 +70,7 @@ fn main() -> ExitCode {
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {}", logging::chain(e.as_ref()));
+            eprintln!("Error: {}", error::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -49,11 +49,41 @@ impl Paths {
         self.dir.join("devices")
     }
 
+    /// A container's runtime directory: LXC config, seccomp policy, logs.
+    pub fn container(&self, name: &str) -> PathBuf {
+        self.containers().join(name)
+    }
+
+    /// Where the host nodes of a container's unix devices are made.
+    pub fn nodes(&self, name: &str) -> PathBuf {
+        self.devices().join(name)
+    }
+
     pub fn storage_pools(&self) -> PathBuf {
         self.dir.join("storage-pools")
+    }
+
+    /// Where a pool lives when its config names no `source`.
+    pub fn default_pool_source(&self, pool: &str) -> PathBuf {
+        self.storage_pools().join(pool)
+    }
+
+    /// Where berthd's own lxcfs is mounted when the host runs none.
+    pub fn lxcfs(&self) -> PathBuf {
+        self.dir.join("lxcfs")
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Creates `dir` (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

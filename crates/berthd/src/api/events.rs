@@ -35,7 +35,7 @@ pub async fn get(
     let types = types(q.as_deref())?;
     let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // Subscribe before the upgrade completes, so nothing sent after this reply is missed.
-    let sub = st.events.subscribe(types);
+    let sub = st.cx.events.subscribe(types);
     // Lifecycle events of one project (`?project=`, default `default`), or of all with
     // `all-projects=true`. Operation events all go out: not every operation knows its
     // project yet, and clients wait on them.

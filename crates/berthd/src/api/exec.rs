@@ -15,13 +15,16 @@ use std::os::fd::OwnedFd;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket};
-use berth_api::{OperationClass, StatusCode};
+use berth_api::OperationClass;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::{ApiError, ApiResult, AppState, Json, async_operation};
-use crate::fork::ExecSpec;
-use crate::operations::{OpCtx, OpSpec};
+use super::ops::{OpCtx, OpSpec};
+use super::ws::{Control, forward, set_size};
+use super::{ApiResult, AppState, Json, async_operation};
+use crate::error::{Failure, Result};
+use crate::instance::exec::{self, Exec, ExecRequest};
+use crate::model::names::instance_url;
 
 /// The body of an exec request.
 #[derive(Debug, Deserialize)]
@@ -49,111 +52,50 @@ pub struct ExecPost {
     record_output: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Control {
-    command: String,
-    #[serde(default)]
-    args: BTreeMap<String, String>,
-    #[serde(default)]
-    signal: i32,
-}
-
 /// `POST /1.0/instances/{name}/exec`.
 pub async fn post(
     State(st): State<AppState>,
     super::InstanceName(name): super::InstanceName,
     Json(req): Json<ExecPost>,
 ) -> ApiResult {
-    if req.command.is_empty() {
-        return Err(ApiError::bad_request(
-            "Invalid value for field \"command\": it is empty",
-        ));
-    }
     let interactive = req.interactive.unwrap_or(false);
-    let user = req.user.unwrap_or(0);
-    let rec = super::instances::find(&st, &name).await?;
-    let lxcpath = st.paths.containers();
-    let n = name.clone();
-    let (status, _) =
-        tokio::task::spawn_blocking(move || crate::instances::lxc_status(&lxcpath, &n))
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-    if status != StatusCode::Running {
-        return Err(ApiError::bad_request("Instance is not running"));
-    }
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert(
-        "PATH".into(),
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-    );
-    env.insert("LANG".into(), "C.UTF-8".into());
-    env.insert(
-        "HOME".into(),
-        if user == 0 {
-            "/root".into()
-        } else {
-            "/".into()
+    let wait = req.wait_for_websocket.unwrap_or(false);
+    let command = req.command.clone();
+    // Without websockets (as LXD): a plain task, no terminal, stdin empty, and the output
+    // either recorded into the instance's log files or dropped.
+    let exec = exec::prepare(
+        &st.cx,
+        &name,
+        ExecRequest {
+            command: req.command,
+            environment: req.environment.unwrap_or_default(),
+            user: req.user.unwrap_or(0),
+            group: req.group.unwrap_or(0),
+            cwd: req.cwd,
+            pty: interactive && wait,
         },
-    );
-    if user == 0 {
-        env.insert("USER".into(), "root".into());
-    }
-    for (k, v) in &rec.config {
-        if let Some(var) = k.strip_prefix("environment.") {
-            env.insert(var.to_owned(), v.clone());
-        }
-    }
-    env.extend(req.environment.clone().unwrap_or_default());
-    let spec = ExecSpec {
-        argv: req.command.clone(),
-        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        uid: user,
-        gid: req.group.unwrap_or(0),
-        // As LXD: without a cwd, commands start in the user's home.
-        cwd: req
-            .cwd
-            .clone()
-            .filter(|c| !c.is_empty())
-            .or_else(|| env.get("HOME").cloned())
-            .unwrap_or_else(|| "/".to_owned()),
-        pty: interactive,
-    };
+    )
+    .await?;
     let fds: Vec<String> = if interactive {
         vec!["0".into(), "control".into()]
     } else {
         vec!["0".into(), "1".into(), "2".into(), "control".into()]
     };
     let mut metadata = serde_json::Map::new();
-    metadata.insert("command".into(), serde_json::json!(req.command));
-    metadata.insert("environment".into(), serde_json::json!(env));
+    metadata.insert("command".into(), serde_json::json!(command));
+    metadata.insert("environment".into(), serde_json::json!(exec.environment));
     metadata.insert("interactive".into(), interactive.into());
-    let mut resources = BTreeMap::new();
-    resources.insert("instances".to_owned(), vec![super::instances::url(&name)]);
-    let wait = req.wait_for_websocket.unwrap_or(false);
-    // Without websockets (as LXD): a plain task, no terminal, stdin empty, and the output
-    // either recorded into the instance's log files or dropped.
     let (class, fds, metadata) = if wait {
         (OperationClass::Websocket, fds, metadata)
     } else {
         (OperationClass::Task, Vec::new(), serde_json::Map::new())
     };
-    let spec = ExecSpec {
-        pty: spec.pty && wait,
-        ..spec
-    };
     let record = (!wait && req.record_output.unwrap_or(false)).then(|| {
-        let id = uuid::Uuid::new_v4();
-        let dir = crate::instances::container_dir(&st, &name);
-        let file = |n: u8| {
-            let ext = if n == 1 { "stdout" } else { "stderr" };
-            let f = format!("exec_{id}.{ext}");
-            (
-                dir.join(&f),
-                super::instances::url_sub(&name, &format!("/logs/{f}")),
-            )
-        };
-        [file(1), file(2)]
+        exec::record_files(&st.cx, &name)
+            .map(|(file, log)| (file, crate::instance::logs::url(&name, &log)))
     });
+    let mut resources = BTreeMap::new();
+    resources.insert("instances".to_owned(), vec![instance_url(&name)]);
     let op_spec = OpSpec {
         class,
         description: "Executing command".to_owned(),
@@ -162,8 +104,6 @@ pub async fn post(
         metadata,
         fds: fds.clone(),
     };
-    let config = crate::instances::container_dir(&st, &name).join("lxc.conf");
-    let lxcpath = st.paths.containers();
     let (width, height) = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(op_spec, move |ctx| async move {
         run(
@@ -171,10 +111,7 @@ pub async fn post(
             fds,
             wait,
             Launch {
-                name,
-                lxcpath,
-                config,
-                spec,
+                exec,
                 width,
                 height,
                 record,
@@ -186,10 +123,7 @@ pub async fn post(
 }
 
 struct Launch {
-    name: String,
-    lxcpath: std::path::PathBuf,
-    config: std::path::PathBuf,
-    spec: ExecSpec,
+    exec: Exec,
     width: u16,
     height: u16,
     /// Where stdout and stderr are recorded (file, API path), for `record-output`.
@@ -200,7 +134,11 @@ fn file(fd: OwnedFd) -> tokio::fs::File {
     tokio::fs::File::from_std(std::fs::File::from(fd))
 }
 
-async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<(), String> {
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Failure + '_ {
+    move |e| Failure::failed(what, e)
+}
+
+async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<()> {
     let mut sockets: HashMap<String, WebSocket> = HashMap::new();
     // The data streams are required before the command starts; `control` is not (pylxd
     // never opens it) and is taken whenever it comes.
@@ -211,58 +149,38 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
                 Some((fd, ws)) => {
                     sockets.insert(fd, ws);
                 }
-                None => return Err("Websocket operation ended before all streams connected".into()),
+                None => {
+                    return Err(Failure::internal(
+                        "Websocket operation ended before all streams connected",
+                    ));
+                }
             }
         }
     }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let spec_json = serde_json::to_string(&l.spec).map_err(|e| e.to_string())?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("forkexec")
-        .arg(&l.name)
-        .arg(&l.lxcpath)
-        .arg(&l.config)
-        .arg(spec_json);
-    let (pid_r, pid_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
-    berth_host::pass_fd(&mut cmd, pid_w, 3);
+    let (mut cmd, pid_r) = l.exec.command()?;
     // The process's ends of its streams, and ours.
     let mut pty_master = None;
     let (mut stdin_w, mut stdout_r, mut stderr_r) = (None, None, None);
-    if l.spec.pty {
-        // The terminal comes from the container's own devpts, so that inside it has a name.
-        let (n, p) = (l.name.clone(), l.lxcpath.clone());
-        let devpts = tokio::task::spawn_blocking(move || {
-            berth_lxc::Container::new(&n, &p).and_then(|c| c.devpts_fd())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let pty = match devpts {
-            Ok(fd) => berth_host::openpty_in(&fd),
-            Err(_) => berth_host::openpty(),
-        };
-        let (master, slave) = pty.map_err(|e| format!("Failed to open a terminal: {e}"))?;
-        let size = rustix::termios::Winsize {
-            ws_row: l.height.max(1),
-            ws_col: l.width.max(1),
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let _ = rustix::termios::tcsetwinsize(&master, size);
-        let s1 = slave.try_clone().map_err(|e| e.to_string())?;
-        let s2 = slave.try_clone().map_err(|e| e.to_string())?;
+    if l.exec.spec.pty {
+        let (master, slave) = l.exec.terminal().await?;
+        set_size(&master, l.width, l.height);
+        let s1 = slave.try_clone().map_err(io("Failed to open a terminal"))?;
+        let s2 = slave.try_clone().map_err(io("Failed to open a terminal"))?;
         cmd.stdin(slave).stdout(s1).stderr(s2);
         pty_master = Some(master);
     } else if let Some([(out, _), (err, _)]) = &l.record {
         let create = |p: &std::path::Path| {
-            std::fs::File::create(p).map_err(|e| format!("Failed to create {}: {e}", p.display()))
+            std::fs::File::create(p)
+                .map_err(|e| Failure::failed(format!("Failed to create {}", p.display()), e))
         };
         cmd.stdin(std::process::Stdio::null())
             .stdout(create(out)?)
             .stderr(create(err)?);
     } else {
-        let pipe =
-            || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string());
+        let pipe = || {
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Failure::failed("Failed to make a pipe", e))
+        };
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -273,12 +191,12 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
     }
     let mut child = tokio::process::Command::from(cmd)
         .spawn()
-        .map_err(|e| format!("Failed to run forkexec: {e}"))?;
+        .map_err(io("Failed to run forkexec"))?;
     // forkexec reports the command's host pid on the pipe, then closes it.
     let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         let mut text = String::new();
-        let _ = file(pid_r).read_to_string(&mut text).await;
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut file(pid_r), &mut text).await;
         let _ = pid_tx.send(
             text.trim()
                 .parse::<i32>()
@@ -294,7 +212,11 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
     }
     let mut pumps = Vec::new();
     if let Some(master) = pty_master {
-        let reader = file(master.try_clone().map_err(|e| e.to_string())?);
+        let reader = file(
+            master
+                .try_clone()
+                .map_err(io("Failed to open a terminal"))?,
+        );
         let writer = file(master);
         if let Some(ws) = sockets.remove("0") {
             pumps.push(tokio::spawn(pty_pump(ws, reader, writer)));
@@ -316,7 +238,7 @@ async fn run(mut ctx: OpCtx, fds: Vec<String>, wait: bool, l: Launch) -> Result<
     }
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.map_err(|e| e.to_string())?,
+            status = child.wait() => break status.map_err(io("Failed to wait for forkexec"))?,
             Some((fd, ws)) = ctx.accept() => {
                 if fd == "control" {
                     let master = master_handle.as_ref().and_then(|m| m.try_clone().ok());
@@ -365,22 +287,9 @@ async fn stdin_pump(mut ws: WebSocket, mut w: tokio::fs::File) {
 
 /// Process stdout/stderr → client, then a close at end of file.
 async fn output_pump(mut ws: WebSocket, mut r: tokio::fs::File) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if ws
-                    .send(Message::Binary(buf[..n].to_vec().into()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
+    if forward(&mut r, &mut ws).await {
+        let _ = ws.send(Message::Close(None)).await;
     }
-    let _ = ws.send(Message::Close(None)).await;
 }
 
 /// Reads a stream to its end and drops what it read.
@@ -410,22 +319,7 @@ async fn pty_pump(ws: WebSocket, mut r: tokio::fs::File, mut w: tokio::fs::File)
             }
         }
     });
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // EIO once every holder of the terminal side has closed it: the end of output.
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if tx
-                    .send(Message::Binary(buf[..n].to_vec().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
+    forward(&mut r, &mut tx).await;
     let _ = tx.send(Message::Close(None)).await;
     input.abort();
 }
@@ -437,15 +331,8 @@ async fn control_loop(
 ) {
     let pid = pid.wait_for(Option::is_some).await.ok().and_then(|p| *p);
     while let Some(Ok(msg)) = ws.recv().await {
-        let text = match msg {
-            Message::Text(t) => t.to_string(),
-            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        let Ok(c) = serde_json::from_str::<Control>(&text) else {
-            continue;
-        };
+        let Some(c) = Control::read(msg) else { break };
+        let Some(c) = c else { continue };
         match c.command.as_str() {
             "signal" => {
                 if let (Some(pid), Some(sig)) =
@@ -455,20 +342,9 @@ async fn control_loop(
                 }
             }
             "window-resize" => {
-                let get = |k: &str| {
-                    c.args
-                        .get(k)
-                        .and_then(|v| v.parse::<u16>().ok())
-                        .unwrap_or(0)
-                };
                 if let Some(m) = &master {
-                    let size = rustix::termios::Winsize {
-                        ws_row: get("height"),
-                        ws_col: get("width"),
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    let _ = rustix::termios::tcsetwinsize(m, size);
+                    let (w, h) = c.size();
+                    set_size(m, w.unwrap_or(0), h.unwrap_or(0));
                 }
             }
             _ => {}

@@ -1,45 +1,18 @@
-//! `/1.0/images/aliases`: names for images.
+//! `/1.0/images/aliases`: names for images (see [`crate::image`]).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use berth_api::ErrorKind;
 use berth_api::image::{ImageAlias, ImageAliasPost, ImageAliasPut, ImageAliasesPost};
 
 use super::{
-    ApiError, ApiResult, AppState, ImageProject, Json, check_if_match, recursion, sync, sync_empty,
+    ApiResult, AppState, ImageProject, Json, etag_of, if_match, parse, recursion, sync, sync_empty,
     sync_etag,
 };
-use crate::state::etag_of;
+use crate::image::{self, alias_url};
+use crate::model::names::AliasName;
 
-/// Checks an alias name: what LXD allows (slashes included, as in `debian/12`), minus
-/// what breaks URLs and shells.
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.starts_with('/')
-        || name.ends_with('/')
-        || name.contains("//")
-        || name.split('/').any(|part| part == "." || part == "..")
-        || name.contains(['?', '#', '%'])
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(ApiError::bad_request(format!(
-            "Invalid alias name {name:?}"
-        )));
-    }
-    Ok(())
-}
-
-async fn find(st: &AppState, project: &str, name: &str) -> Result<ImageAlias, ApiError> {
-    let (p, n) = (project.to_owned(), name.to_owned());
-    st.db
-        .call(move |c| crate::db::images::get_alias(c, &p, &n))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Image alias {name:?} not found")))
-}
-
-fn source(name: &str, project: &str) -> String {
-    super::image_url(&format!("/1.0/images/aliases/{name}"), project)
+fn etag(a: &ImageAlias) -> String {
+    etag_of(&(&a.name, &a.target, &a.description))
 }
 
 /// `GET /1.0/images/aliases`.
@@ -48,21 +21,15 @@ pub async fn list(
     ImageProject(project): ImageProject,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let recursive = recursion(q.as_deref())? > 0;
-    let p = project.clone();
-    let all = st
-        .db
-        .call(move |c| crate::db::images::list_aliases(c, &p))
-        .await?;
-    if recursive {
-        Ok(sync(all))
-    } else {
-        Ok(sync(
-            all.iter()
-                .map(|a| source(&a.name, &project))
-                .collect::<Vec<_>>(),
-        ))
+    let all = image::list_aliases(&st.cx, &project).await?;
+    if recursion(q.as_deref())? > 0 {
+        return Ok(sync(all));
     }
+    Ok(sync(
+        all.iter()
+            .map(|a| alias_url(&a.name, &project))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// `POST /1.0/images/aliases`.
@@ -71,47 +38,16 @@ pub async fn post(
     ImageProject(project): ImageProject,
     Json(req): Json<ImageAliasesPost>,
 ) -> ApiResult {
-    validate_name(&req.name)?;
-    let _guard = st.image_lock.lock().await;
-    let target = super::images::resolve(&st, &project, &req.target)
-        .await?
-        .image
-        .fingerprint;
-    let alias = ImageAlias {
-        name: req.name.clone(),
-        description: req.description,
-        target,
-        kind: if req.kind.is_empty() {
-            "container".to_owned()
-        } else {
-            req.kind
-        },
-    };
-    if alias.kind != "container" {
-        return Err(ApiError::bad_request(format!(
-            "Invalid alias type {:?}",
-            alias.kind
-        )));
-    }
-    let p = project.clone();
-    let exists = st
-        .db
-        .call(move |c| {
-            if crate::db::images::get_alias(c, &p, &alias.name)?.is_some() {
-                return Ok(true);
-            }
-            crate::db::images::insert_alias(c, &p, &alias)?;
-            Ok(false)
-        })
-        .await?;
-    if exists {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!("Alias {:?} already exists", req.name),
-        ));
-    }
-    st.events
-        .lifecycle("image-alias-created", &source(&req.name, &project), None);
+    let name = parse(AliasName::parse, &req.name)?;
+    image::create_alias(
+        &st.cx,
+        &project,
+        &name,
+        &req.target,
+        req.description,
+        req.kind,
+    )
+    .await?;
     Ok(sync_empty())
 }
 
@@ -121,44 +57,9 @@ pub async fn get(
     ImageProject(project): ImageProject,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let a = find(&st, &project, &name).await?;
-    let etag = etag_of(&(&a.name, &a.target, &a.description));
+    let a = image::get_alias(&st.cx, &project, &name).await?;
+    let etag = etag(&a);
     Ok(sync_etag(a, &etag))
-}
-
-async fn update(
-    st: &AppState,
-    project: &str,
-    name: &str,
-    headers: &HeaderMap,
-    req: ImageAliasPut,
-    replace: bool,
-) -> ApiResult {
-    let _guard = st.image_lock.lock().await;
-    let mut a = find(st, project, name).await?;
-    check_if_match(headers, &etag_of(&(&a.name, &a.target, &a.description)))?;
-    match req.target {
-        Some(t) => {
-            a.target = super::images::resolve(st, project, &t)
-                .await?
-                .image
-                .fingerprint;
-        }
-        None if replace => return Err(ApiError::bad_request("Missing field \"target\"")),
-        None => {}
-    }
-    match req.description {
-        Some(d) => a.description = d,
-        None if replace => a.description.clear(),
-        None => {}
-    }
-    let p = project.to_owned();
-    st.db
-        .call(move |c| crate::db::images::update_alias(c, &p, &a))
-        .await?;
-    st.events
-        .lifecycle("image-alias-updated", &source(name, project), None);
-    Ok(sync_empty())
 }
 
 /// `PUT /1.0/images/aliases/{name}`.
@@ -169,7 +70,8 @@ pub async fn put(
     headers: HeaderMap,
     Json(req): Json<ImageAliasPut>,
 ) -> ApiResult {
-    update(&st, &project, &name, &headers, req, true).await
+    image::update_alias(&st.cx, &project, &name, if_match(&headers, etag), req, true).await?;
+    Ok(sync_empty())
 }
 
 /// `PATCH /1.0/images/aliases/{name}`.
@@ -180,7 +82,16 @@ pub async fn patch(
     headers: HeaderMap,
     Json(req): Json<ImageAliasPut>,
 ) -> ApiResult {
-    update(&st, &project, &name, &headers, req, false).await
+    image::update_alias(
+        &st.cx,
+        &project,
+        &name,
+        if_match(&headers, etag),
+        req,
+        false,
+    )
+    .await?;
+    Ok(sync_empty())
 }
 
 /// `POST /1.0/images/aliases/{name}`: rename.
@@ -190,33 +101,8 @@ pub async fn rename(
     Path(name): Path<String>,
     Json(req): Json<ImageAliasPost>,
 ) -> ApiResult {
-    validate_name(&req.name)?;
-    let _guard = st.image_lock.lock().await;
-    find(&st, &project, &name).await?;
-    let (from, to, p) = (name.clone(), req.name.clone(), project.clone());
-    let taken = st
-        .db
-        .call(move |c| {
-            if crate::db::images::get_alias(c, &p, &to)?.is_some() {
-                return Ok(true);
-            }
-            crate::db::images::rename_alias(c, &p, &from, &to)?;
-            Ok(false)
-        })
-        .await?;
-    if taken {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!("Alias {:?} already exists", req.name),
-        ));
-    }
-    let mut ctx = serde_json::Map::new();
-    ctx.insert("old_name".to_owned(), name.clone().into());
-    st.events.lifecycle(
-        "image-alias-renamed",
-        &source(&req.name, &project),
-        Some(ctx),
-    );
+    let to = parse(AliasName::parse, &req.name)?;
+    image::rename_alias(&st.cx, &project, &name, &to).await?;
     Ok(sync_empty())
 }
 
@@ -226,13 +112,6 @@ pub async fn delete(
     ImageProject(project): ImageProject,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let _guard = st.image_lock.lock().await;
-    find(&st, &project, &name).await?;
-    let (p, n) = (project.clone(), name.clone());
-    st.db
-        .call(move |c| crate::db::images::delete_alias(c, &p, &n))
-        .await?;
-    st.events
-        .lifecycle("image-alias-deleted", &source(&name, &project), None);
+    image::delete_alias(&st.cx, &project, &name).await?;
     Ok(sync_empty())
 }

@@ -1,4 +1,6 @@
-//! `/1.0/images`: import, list, inspect, edit, delete and export images.
+//! `/1.0/images`: import, list, inspect, edit, delete and export images (see
+//! [`crate::image`]). Uploads are streamed to temporary files (never held in memory), and
+//! exports streamed from disk.
 
 use std::collections::BTreeMap;
 
@@ -6,19 +8,19 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
-use berth_api::image::{Image, ImageAlias, ImagePut};
-use berth_api::{ErrorKind, OperationClass};
+use berth_api::image::{Image, ImagePut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use super::ops::OpSpec;
 use super::{
-    ApiError, ApiResult, AppState, Json, async_operation, check_if_match, recursion, sync,
-    sync_etag,
+    ApiError, ApiResult, AppState, ImageProject, Json, async_operation, etag_of, if_match, parse,
+    recursion, sync, sync_empty, sync_etag,
 };
-use crate::db::images::ImageRecord;
-use crate::images::{InspectError, Upload, inspect, temp_path};
-use crate::operations::OpSpec;
-use crate::state::{etag_of, now_rfc3339};
+use crate::image::import::ImportOptions;
+use crate::image::store::{Upload, temp_path};
+use crate::image::{self, url};
+use crate::model::names::AliasName;
 
 /// Reads an `X-LXD-*` or `X-Incus-*` header.
 pub fn lxd_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -28,53 +30,24 @@ pub fn lxd_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The full fingerprint of the one image whose fingerprint starts with `prefix`.
-pub async fn resolve(st: &AppState, project: &str, prefix: &str) -> Result<ImageRecord, ApiError> {
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::not_found("Image not found"));
-    }
-    let p = prefix.to_ascii_lowercase();
-    let project = project.to_owned();
-    let rec = st
-        .db
-        .call(move |c| {
-            let fps = crate::db::images::matching(c, &project, &p)?;
-            match fps.as_slice() {
-                [one] => Ok(Ok(crate::db::images::get(c, &project, one)?)),
-                [] => Ok(Ok(None)),
-                _ => Ok(Err(())),
-            }
-        })
-        .await?
-        .map_err(|()| {
-            ApiError::bad_request(format!("Image fingerprint prefix {prefix:?} is ambiguous"))
-        })?;
-    rec.ok_or_else(|| ApiError::not_found("Image not found"))
-}
-
 /// `GET /1.0/images`.
 pub async fn list(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let recursive = recursion(q.as_deref())? > 0;
-    let p = project.clone();
-    let recs = st.db.call(move |c| crate::db::images::list(c, &p)).await?;
-    if recursive {
-        Ok(sync(recs.into_iter().map(|r| r.image).collect::<Vec<_>>()))
-    } else {
-        Ok(sync(
-            recs.iter()
-                .map(|r| {
-                    super::image_url(&format!("/1.0/images/{}", r.image.fingerprint), &project)
-                })
-                .collect::<Vec<_>>(),
-        ))
+    let recs = image::list(&st.cx, &project).await?;
+    if recursion(q.as_deref())? > 0 {
+        return Ok(sync(recs.into_iter().map(|r| r.image).collect::<Vec<_>>()));
     }
+    Ok(sync(
+        recs.iter()
+            .map(|r| url(&r.image.fingerprint, &project))
+            .collect::<Vec<_>>(),
+    ))
 }
 
-fn image_etag(i: &Image) -> String {
+fn etag(i: &Image) -> String {
     etag_of(&(
         i.auto_update,
         &i.properties,
@@ -87,146 +60,70 @@ fn image_etag(i: &Image) -> String {
 /// `GET /1.0/images/{fingerprint}`.
 pub async fn get(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     Path(fp): Path<String>,
 ) -> ApiResult {
-    let rec = resolve(&st, &project, &fp).await?;
-    let etag = image_etag(&rec.image);
+    let rec = image::resolve(&st.cx, &project, &fp).await?;
+    let etag = etag(&rec.image);
     Ok(sync_etag(rec.image, &etag))
 }
 
 /// `PUT /1.0/images/{fingerprint}`.
 pub async fn put(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     Path(fp): Path<String>,
     headers: HeaderMap,
     Json(req): Json<ImagePut>,
 ) -> ApiResult {
-    update(&st, &project, &fp, &headers, req).await
+    image::update(&st.cx, &project, &fp, if_match(&headers, etag), |_| Ok(req)).await?;
+    Ok(sync_empty())
 }
 
-/// `PATCH /1.0/images/{fingerprint}`.
+/// `PATCH /1.0/images/{fingerprint}`: the fields given replace the image's.
 pub async fn patch(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     Path(fp): Path<String>,
     headers: HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
-    let _guard = st.image_lock.lock().await;
-    let rec = resolve(&st, &project, &fp).await?;
-    let i = &rec.image;
-    let mut merged = ImagePut {
-        auto_update: i.auto_update,
-        properties: i.properties.clone(),
-        public: i.public,
-        expires_at: Some(i.expires_at.clone()),
-        profiles: Some(i.profiles.clone()),
-    };
-    let obj = req
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("Invalid request: expected an object"))?;
-    let field = |k: &str| obj.get(k).cloned();
-    let bad = |k: &str, e: serde_json::Error| {
-        ApiError::bad_request(format!("Invalid value for field \"{k}\": {e}"))
-    };
-    if let Some(v) = field("auto_update") {
-        merged.auto_update = serde_json::from_value(v).map_err(|e| bad("auto_update", e))?;
+    if !req.is_object() {
+        return Err(ApiError::bad_request("Invalid request: expected an object"));
     }
-    if let Some(v) = field("public") {
-        merged.public = serde_json::from_value(v).map_err(|e| bad("public", e))?;
-    }
-    if let Some(v) = field("properties") {
-        let p: BTreeMap<String, String> =
-            serde_json::from_value(v).map_err(|e| bad("properties", e))?;
-        merged.properties.extend(p);
-    }
-    if let Some(v) = field("expires_at") {
-        merged.expires_at = serde_json::from_value(v).map_err(|e| bad("expires_at", e))?;
-    }
-    if let Some(v) = field("profiles") {
-        merged.profiles = serde_json::from_value(v).map_err(|e| bad("profiles", e))?;
-    }
-    drop(_guard);
-    update(&st, &project, &fp, &headers, merged).await
-}
-
-async fn update(
-    st: &AppState,
-    project: &str,
-    fp: &str,
-    headers: &HeaderMap,
-    req: ImagePut,
-) -> ApiResult {
-    let _guard = st.image_lock.lock().await;
-    let rec = resolve(st, project, fp).await?;
-    check_if_match(headers, &image_etag(&rec.image))?;
-    let fingerprint = rec.image.fingerprint.clone();
-    let expires = req.expires_at.unwrap_or_default();
-    let profiles = req.profiles.unwrap_or_else(|| vec!["default".to_owned()]);
-    let (f, p) = (fingerprint.clone(), project.to_owned());
-    st.db
-        .call(move |c| {
-            crate::db::images::update(
-                c,
-                &p,
-                &f,
-                req.public,
-                req.auto_update,
-                &req.properties,
-                &profiles,
-                &expires,
-            )
-        })
-        .await?;
-    st.events.lifecycle(
-        "image-updated",
-        &super::image_url(&format!("/1.0/images/{fingerprint}"), project),
-        None,
+    let (auto_update, public) = (
+        super::field::<bool>(&req, "auto_update")?,
+        super::field::<bool>(&req, "public")?,
     );
-    Ok(super::sync_empty())
+    let properties = super::field::<BTreeMap<String, String>>(&req, "properties")?;
+    let expires_at = super::field::<String>(&req, "expires_at")?;
+    let profiles = super::field::<Vec<String>>(&req, "profiles")?;
+    let merge = |i: &Image| {
+        let mut merged = ImagePut {
+            auto_update: auto_update.unwrap_or(i.auto_update),
+            properties: i.properties.clone(),
+            public: public.unwrap_or(i.public),
+            expires_at: Some(expires_at.unwrap_or_else(|| i.expires_at.clone())),
+            profiles: Some(profiles.unwrap_or_else(|| i.profiles.clone())),
+        };
+        merged.properties.extend(properties.unwrap_or_default());
+        Ok(merged)
+    };
+    image::update(&st.cx, &project, &fp, if_match(&headers, etag), merge).await?;
+    Ok(sync_empty())
 }
 
 /// `DELETE /1.0/images/{fingerprint}`: an operation, as in LXD.
 pub async fn delete(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     Path(fp): Path<String>,
 ) -> ApiResult {
-    let _guard = st.image_lock.lock().await;
-    let rec = resolve(&st, &project, &fp).await?;
-    let fingerprint = rec.image.fingerprint.clone();
-    let (f, p) = (fingerprint.clone(), project.clone());
-    let last = st
-        .db
-        .call(move |c| crate::db::images::delete(c, &p, &f))
-        .await?;
-    // The files go with the last project holding the image.
-    if last {
-        let dir = st.paths.images();
-        let _ = std::fs::remove_file(dir.join(&fingerprint));
-        let _ = std::fs::remove_file(dir.join(format!("{fingerprint}.rootfs")));
-        crate::instances::spares::drop_image(&st, &fingerprint);
-    }
-    st.events.lifecycle(
-        "image-deleted",
-        &super::image_url(&format!("/1.0/images/{fingerprint}"), &project),
-        None,
+    let fingerprint = image::delete(&st.cx, &project, &fp).await?;
+    let spec = OpSpec::task(
+        "Deleting image",
+        &[("images", format!("/1.0/images/{fingerprint}"))],
     );
-    let mut resources = BTreeMap::new();
-    resources.insert(
-        "images".to_owned(),
-        vec![format!("/1.0/images/{fingerprint}")],
-    );
-    let spec = OpSpec {
-        class: OperationClass::Task,
-        description: "Deleting image".to_owned(),
-        resources: Some(resources),
-        may_cancel: false,
-        metadata: serde_json::Map::new(),
-        fds: vec![],
-    };
     Ok(async_operation(
         st.ops.start(spec, |_| async { Ok(()) }).render(),
     ))
@@ -255,7 +152,7 @@ where
 /// Receives the upload into temporary files: one raw tarball, or the `metadata` and
 /// `rootfs` parts of a multipart body.
 async fn receive(st: &AppState, req: Request) -> Result<Upload, ApiError> {
-    let dir = st.paths.images();
+    let dir = st.cx.paths.images();
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -350,7 +247,7 @@ fn parse_properties(raw: &str) -> BTreeMap<String, String> {
 /// a bad image gets 400 and leaves nothing behind; the reply is an operation, as LXD sends.
 pub async fn post(
     State(st): State<AppState>,
-    super::ImageProject(project): super::ImageProject,
+    ImageProject(project): ImageProject,
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult {
@@ -360,165 +257,33 @@ pub async fn post(
             .unwrap_or_default()
             .to_owned();
     }
-    let limits = st.image_limits;
-    let (upload, found) = tokio::task::spawn_blocking(move || {
-        let r = inspect(&upload, &limits);
-        (upload, r)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?;
-    let found = found.map_err(|e| match e {
-        InspectError::Io(io) => ApiError::internal(&io),
-        other => ApiError::bad_request(crate::logging::chain(&other)),
-    })?;
-    let fp = found.fingerprint.clone();
-    if let Some(expected) = lxd_header(&headers, "fingerprint")
-        && !expected.is_empty()
-        && expected != fp
-    {
-        return Err(ApiError::bad_request(format!(
-            "Fingerprint mismatch: got {fp}, expected {expected}"
-        )));
-    }
-    let public = matches!(lxd_header(&headers, "public"), Some("1" | "true"));
-    let mut properties = found.metadata.properties.clone();
-    if let Some(raw) = lxd_header(&headers, "properties") {
-        properties.extend(parse_properties(raw));
-    }
-    let alias_names: Vec<String> = headers
+    let aliases = headers
         .get_all("X-Incus-aliases")
         .iter()
         .chain(headers.get_all("X-LXD-aliases").iter())
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_owned())
+        .map(str::trim)
         .filter(|s| !s.is_empty())
-        .collect();
-    for a in &alias_names {
-        super::image_aliases::validate_name(a)?;
-    }
-    let now = now_rfc3339();
-    let created = chrono::DateTime::from_timestamp(found.metadata.creation_date, 0)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| now.clone());
-    let expires = chrono::DateTime::from_timestamp(found.metadata.expiry_date, 0)
-        .filter(|_| found.metadata.expiry_date > 0)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned());
-    let filename = if upload.meta_name.is_empty() {
-        format!("{}{}", &fp, found.compression.tar_suffix())
-    } else {
-        upload.meta_name.clone()
+        .map(|a| parse(AliasName::parse, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = ImportOptions {
+        fingerprint: lxd_header(&headers, "fingerprint").map(str::to_owned),
+        public: matches!(lxd_header(&headers, "public"), Some("1" | "true")),
+        properties: lxd_header(&headers, "properties")
+            .map(parse_properties)
+            .unwrap_or_default(),
+        aliases,
     };
-    let rec = ImageRecord {
-        image: Image {
-            fingerprint: fp.clone(),
-            filename,
-            size: found.size,
-            public,
-            architecture: found.metadata.architecture.clone(),
-            kind: "container".to_owned(),
-            properties,
-            profiles: vec!["default".to_owned()],
-            created_at: created,
-            uploaded_at: now,
-            expires_at: expires,
-            last_used_at: "0001-01-01T00:00:00Z".to_owned(),
-            project: project.clone(),
-            ..Default::default()
-        },
-        split: upload.rootfs.is_some(),
-        metadata: serde_json::to_string(&found.metadata).unwrap_or_default(),
-    };
-    let aliases: Vec<ImageAlias> = alias_names
-        .iter()
-        .map(|n| ImageAlias {
-            name: n.clone(),
-            description: String::new(),
-            target: fp.clone(),
-            kind: "container".to_owned(),
-        })
-        .collect();
-
-    let _guard = st.image_lock.lock().await;
-    let f = fp.clone();
-    let names = alias_names.clone();
-    let p = project.clone();
-    let conflict = st
-        .db
-        .call(move |c| {
-            if crate::db::images::get(c, &p, &f)?.is_some() {
-                return Ok(Some(
-                    "Image with same fingerprint already exists".to_owned(),
-                ));
-            }
-            for n in &names {
-                if crate::db::images::get_alias(c, &p, n)?.is_some() {
-                    return Ok(Some(format!("Alias {n:?} already exists")));
-                }
-            }
-            Ok(None)
-        })
-        .await?;
-    if let Some(msg) = conflict {
-        return Err(ApiError::new(ErrorKind::Conflict, msg));
-    }
-    let dir = st.paths.images();
-    // An image another project holds is stored already: its files stay as they are (the
-    // upload is dropped) and this project only gains its holding.
-    let f = fp.clone();
-    let held_elsewhere = st
-        .db
-        .call(move |c| crate::db::images::stored(c, &f))
-        .await?;
-    if held_elsewhere {
-        drop(upload);
-    } else {
-        let (d, f) = (dir.clone(), fp.clone());
-        tokio::task::spawn_blocking(move || upload.commit(&d, &f))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
-    }
-    let stored = rec.clone();
-    let p = project.clone();
-    if let Err(e) = st
-        .db
-        .call(move |c| crate::db::images::insert(c, &p, &stored, &aliases))
-        .await
-    {
-        if !held_elsewhere {
-            let _ = std::fs::remove_file(dir.join(&fp));
-            let _ = std::fs::remove_file(dir.join(format!("{fp}.rootfs")));
-        }
-        return Err(e.into());
-    }
-    tracing::info!(fingerprint = %fp, size = rec.image.size, "Image imported");
-    st.events.lifecycle(
-        "image-created",
-        &super::image_url(&format!("/1.0/images/{fp}"), &project),
-        None,
+    let imported = image::import::import(&st.cx, &project, upload, opts).await?;
+    let fp = imported.fingerprint;
+    let mut spec = OpSpec::task(
+        "Importing image",
+        &[("images", format!("/1.0/images/{fp}"))],
     );
-    for a in &alias_names {
-        st.events.lifecycle(
-            "image-alias-created",
-            &super::image_url(&format!("/1.0/images/aliases/{a}"), &project),
-            None,
-        );
-    }
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("fingerprint".to_owned(), fp.clone().into());
-    metadata.insert("size".to_owned(), rec.image.size.into());
-    let mut resources = BTreeMap::new();
-    resources.insert("images".to_owned(), vec![format!("/1.0/images/{fp}")]);
-    let spec = OpSpec {
-        class: OperationClass::Task,
-        description: "Importing image".to_owned(),
-        resources: Some(resources),
-        may_cancel: false,
-        metadata,
-        fds: vec![],
-    };
+    spec.metadata.insert("fingerprint".to_owned(), fp.into());
+    spec.metadata
+        .insert("size".to_owned(), imported.size.into());
     Ok(async_operation(
         st.ops.start(spec, |_| async { Ok(()) }).render(),
     ))
@@ -555,11 +320,11 @@ pub async fn export(
     super::ImageProject(project): super::ImageProject,
     Path(fp): Path<String>,
 ) -> ApiResult {
-    let rec = resolve(&st, &project, &fp).await?;
+    let rec = image::resolve(&st.cx, &project, &fp).await?;
     let fp = rec.image.fingerprint.clone();
-    let dir = st.paths.images();
-    if !rec.split {
-        let (len, body) = file_stream(dir.join(&fp)).await?;
+    let (meta, rootfs) = image::files(&st.cx, &rec);
+    let Some(rootfs) = rootfs else {
+        let (len, body) = file_stream(meta).await?;
         let mut resp = body.into_response();
         let h = resp.headers_mut();
         h.insert(
@@ -569,7 +334,7 @@ pub async fn export(
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(header::CONTENT_DISPOSITION, attachment(&rec.image.filename));
         return Ok(resp);
-    }
+    };
     let boundary = format!("berth-{}", uuid::Uuid::new_v4().simple());
     let meta_name = rec.image.filename.clone();
     let rootfs_name = format!(
@@ -587,8 +352,8 @@ pub async fn export(
         String::from_utf8_lossy(&part("rootfs", &rootfs_name))
     ));
     let end = bytes::Bytes::from(format!("\r\n--{boundary}--\r\n"));
-    let (_, meta) = file_stream(dir.join(&fp)).await?;
-    let (_, rootfs) = file_stream(dir.join(format!("{fp}.rootfs"))).await?;
+    let (_, meta) = file_stream(meta).await?;
+    let (_, rootfs) = file_stream(rootfs).await?;
     let chunk =
         |b: bytes::Bytes| futures_util::stream::once(async move { Ok::<_, axum::Error>(b) });
     let stream = chunk(meta_head)

@@ -8,8 +8,8 @@ use axum::extract::ws::Message;
 use berth_api::OperationClass;
 use serde::Deserialize;
 
+use super::ops::OpSpec;
 use super::{ApiResult, AppState, Json, async_operation};
-use crate::operations::OpSpec;
 
 /// What operation to create.
 #[derive(Debug, Deserialize)]
@@ -64,14 +64,16 @@ pub async fn create_operation(
                 }
                 return Ok(());
             }
-            return Err("Websocket operation ended before stream 0 connected".to_owned());
+            return Err(crate::error::Failure::internal(
+                "Websocket operation ended before stream 0 connected",
+            ));
         }
         let mut progress = serde_json::Map::new();
         progress.insert("progress".to_owned(), "sleeping".into());
         ctx.set_metadata(progress);
         tokio::time::sleep(Duration::from_millis(req.duration_ms)).await;
         match req.fail {
-            Some(msg) => Err(msg),
+            Some(msg) => Err(crate::error::Failure::internal(msg)),
             None => Ok(()),
         }
     });
@@ -95,6 +97,6 @@ pub async fn snapshot_schedule(
     let at = chrono::DateTime::parse_from_rfc3339(&req.at)
         .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))?
         .with_timezone(&chrono::Utc);
-    super::snapshots::scheduled_pass(&st, at).await;
+    crate::instance::snapshot::scheduled_pass(&st.cx, at).await;
     Ok(super::sync_empty())
 }

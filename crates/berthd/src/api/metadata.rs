@@ -44,7 +44,7 @@ pub async fn configuration(State(_st): State<AppState>) -> ApiResult {
     ];
     Ok(sync(serde_json::json!({
         "configs": {
-            "instance": crate::instances::keys::metadata(),
+            "instance": crate::model::keys::metadata(),
             "server": {"core": {"keys": server}},
             "storage-dir": {"pool-conf": {"keys": pool}},
         }

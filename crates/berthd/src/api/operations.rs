@@ -9,8 +9,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use berth_api::ErrorKind;
 
+use super::ops::Op;
 use super::{ApiError, ApiResult, AppState, query_param, recursion, sync, sync_empty};
-use crate::operations::Op;
 
 fn find(st: &AppState, id: &str) -> Result<std::sync::Arc<Op>, ApiError> {
     st.ops

@@ -1,13 +1,82 @@
 //! `/` and `/1.0`: the server, its environment and its configuration.
+//!
+//! `GET /1.0` is served from bytes rendered when the configuration changes: it is the most
+//! requested path (every client asks for it first).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use berth_api::ServerPut;
+use berth_api::{Response, Server, ServerEnvironment, ServerPut};
+use bytes::Bytes;
 
-use super::{ApiError, ApiResult, AppState, Json, check_if_match, sync, sync_empty, sync_raw};
-use crate::config;
+use super::{ApiResult, AppState, Json, check_if_match, etag_of, sync, sync_empty, sync_raw};
+
+/// `GET /1.0` as last rendered.
+#[derive(Debug)]
+pub struct ServerSnapshot {
+    pub config: BTreeMap<String, String>,
+    pub etag: String,
+    pub body: Bytes,
+}
+
+/// The server's own state: its environment and its configuration as served.
+#[derive(Debug)]
+pub struct ServerState {
+    environment: ServerEnvironment,
+    snapshot: RwLock<Arc<ServerSnapshot>>,
+    /// Serialises configuration changes, so ETag checks and writes are atomic.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ServerState {
+    pub fn new(environment: ServerEnvironment, config: BTreeMap<String, String>) -> Self {
+        let snapshot = render(&environment, config);
+        ServerState {
+            environment,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<ServerSnapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn install(&self, config: BTreeMap<String, String>) {
+        let snapshot = Arc::new(render(&self.environment, config));
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}
+
+fn render(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSnapshot {
+    let server = Server {
+        config: config.clone(),
+        api_extensions: berth_api::extensions::API_EXTENSIONS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        api_status: "stable".to_owned(),
+        api_version: berth_api::API_VERSION.to_owned(),
+        auth: "trusted".to_owned(),
+        auth_methods: vec!["tls".to_owned()],
+        public: false,
+        environment: Some(env.clone()),
+        auth_user_name: String::new(),
+        auth_user_method: "unix".to_owned(),
+    };
+    let body = serde_json::to_vec(&Response::sync(server)).unwrap_or_default();
+    ServerSnapshot {
+        etag: etag_of(&config),
+        config,
+        body: Bytes::from(body),
+    }
+}
 
 /// `GET /`: the API versions served.
 pub async fn get_root() -> axum::response::Response {
@@ -16,7 +85,7 @@ pub async fn get_root() -> axum::response::Response {
 
 /// `GET /1.0`.
 pub async fn get(State(st): State<AppState>) -> axum::response::Response {
-    let snap = st.server();
+    let snap = st.server.snapshot();
     sync_raw(snap.body.clone(), Some(&snap.etag))
 }
 
@@ -37,13 +106,7 @@ pub async fn patch(
 ) -> ApiResult {
     update(&st, &headers, |current| {
         let mut merged = current.clone();
-        for (k, v) in req.config {
-            if v.is_empty() {
-                merged.remove(&k);
-            } else {
-                merged.insert(k, v);
-            }
-        }
+        crate::model::merge_config(&mut merged, Some(req.config), false);
         merged
     })
     .await
@@ -54,18 +117,9 @@ async fn update(
     headers: &HeaderMap,
     make: impl FnOnce(&BTreeMap<String, String>) -> BTreeMap<String, String>,
 ) -> ApiResult {
-    let _serialised = st.config_lock.lock().await;
-    let current = st.server();
+    let _serialised = st.server.lock.lock().await;
+    let current = st.server.snapshot();
     check_if_match(headers, &current.etag)?;
-    let mut new = make(&current.config);
-    new.retain(|_, v| !v.is_empty());
-    config::validate(&new).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let stored = new.clone();
-    st.db
-        .call(move |c| crate::db::config::replace(c, &stored))
-        .await?;
-    tracing::info!(keys = ?new.keys().collect::<Vec<_>>(), "Server configuration updated");
-    st.set_config(new);
-    st.events.lifecycle("config-updated", "/1.0", None);
+    crate::config::store(&st.cx, make(&current.config), |c| st.server.install(c)).await?;
     Ok(sync_empty())
 }

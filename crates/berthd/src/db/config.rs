@@ -13,16 +13,12 @@ pub fn load(conn: &Connection) -> Result<BTreeMap<String, String>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Replaces the whole server configuration in one transaction.
-pub fn replace(conn: &mut Connection, config: &BTreeMap<String, String>) -> Result<(), DbError> {
-    let tx = conn.transaction()?;
-    tx.execute("DELETE FROM config", [])?;
-    {
-        let mut stmt = tx.prepare("INSERT INTO config (key, value) VALUES (?1, ?2)")?;
-        for (k, v) in config {
-            stmt.execute([k, v])?;
-        }
+/// Replaces the whole server configuration.
+pub fn replace(conn: &Connection, config: &BTreeMap<String, String>) -> Result<(), DbError> {
+    conn.execute("DELETE FROM config", [])?;
+    let mut stmt = conn.prepare("INSERT INTO config (key, value) VALUES (?1, ?2)")?;
+    for (k, v) in config {
+        stmt.execute([k, v])?;
     }
-    tx.commit()?;
     Ok(())
 }

@@ -12,16 +12,7 @@ use berth_api::image::{Image, ImageAlias, ImageAliasRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{DbError, from_json, to_json};
-
-/// An image row, with what the API does not show.
-#[derive(Debug, Clone)]
-pub struct ImageRecord {
-    pub image: Image,
-    /// Whether the rootfs is a separate file (`<fp>.rootfs`).
-    pub split: bool,
-    /// The image's metadata.yaml, as JSON.
-    pub metadata: String,
-}
+use crate::model::records::ImageRecord;
 
 const COLUMNS: &str = "fingerprint, filename, size, public, auto_update, architecture, type, \
     split, properties, profiles, metadata, created_at, uploaded_at, expires_at, last_used_at";
@@ -33,22 +24,24 @@ const PROJECT_COLUMNS: &str = "i.fingerprint, i.filename, i.size, p.public, p.au
 
 fn record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     let size: i64 = r.get(2)?;
+    let fingerprint: String = r.get(0)?;
+    let of = || format!("image {fingerprint:?}");
     Ok(ImageRecord {
         image: Image {
-            fingerprint: r.get(0)?,
             filename: r.get(1)?,
             size: size.unsigned_abs(),
             public: r.get(3)?,
             auto_update: r.get(4)?,
             architecture: r.get(5)?,
             kind: r.get(6)?,
-            properties: from_json(&r.get::<_, String>(8)?),
-            profiles: from_json(&r.get::<_, String>(9)?),
+            properties: from_json(of, "properties", &r.get::<_, String>(8)?)?,
+            profiles: from_json(of, "profiles", &r.get::<_, String>(9)?)?,
             created_at: r.get(11)?,
             uploaded_at: r.get(12)?,
             expires_at: r.get(13)?,
             last_used_at: r.get(14)?,
             project: berth_api::DEFAULT_PROJECT.to_owned(),
+            fingerprint,
             ..Default::default()
         },
         split: r.get(7)?,
@@ -129,25 +122,28 @@ pub fn get(conn: &Connection, project: &str, fp: &str) -> Result<Option<ImageRec
     }
 }
 
-/// Records image `rec` for `project` with its aliases there, in one transaction: the row
-/// when no project holds it yet, else only the holding.
+/// Records image `rec` for `project` with its aliases there: the row when no project
+/// holds it yet, and the holding ([`DbError::Exists`] when an alias is taken).
 pub fn insert(
-    conn: &mut Connection,
+    conn: &Connection,
     project: &str,
     rec: &ImageRecord,
     aliases: &[ImageAlias],
 ) -> Result<(), DbError> {
-    let tx = conn.transaction()?;
     let i = &rec.image;
-    if stored(&tx, &i.fingerprint)? {
-        hold(&tx, project, i)?;
-        for a in aliases {
-            insert_alias_tx(&tx, project, a)?;
-        }
-        tx.commit()?;
-        return Ok(());
+    if !stored(conn, &i.fingerprint)? {
+        insert_row(conn, rec)?;
     }
-    tx.execute(
+    hold(conn, project, i)?;
+    for a in aliases {
+        insert_alias(conn, project, a)?;
+    }
+    Ok(())
+}
+
+fn insert_row(conn: &Connection, rec: &ImageRecord) -> Result<(), DbError> {
+    let i = &rec.image;
+    conn.execute(
         &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
         params![
             i.fingerprint,
@@ -167,11 +163,6 @@ pub fn insert(
             i.last_used_at
         ],
     )?;
-    hold(&tx, project, i)?;
-    for a in aliases {
-        insert_alias_tx(&tx, project, a)?;
-    }
-    tx.commit()?;
     Ok(())
 }
 
@@ -224,17 +215,16 @@ pub fn update(
 
 /// Removes image `fp` from `project` with its aliases there; the row goes (with every
 /// alias) when no project holds it any more, and then `true` says its files can go.
-pub fn delete(conn: &mut Connection, project: &str, fp: &str) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
-    tx.execute(
+pub fn delete(conn: &Connection, project: &str, fp: &str) -> Result<bool, DbError> {
+    conn.execute(
         "DELETE FROM image_projects WHERE fingerprint = ?1 AND project = ?2",
         [fp, project],
     )?;
-    tx.execute(
+    conn.execute(
         "DELETE FROM image_aliases WHERE fingerprint = ?1 AND project = ?2",
         [fp, project],
     )?;
-    let held: bool = tx
+    let held: bool = conn
         .query_row(
             "SELECT 1 FROM image_projects WHERE fingerprint = ?1",
             [fp],
@@ -243,9 +233,8 @@ pub fn delete(conn: &mut Connection, project: &str, fp: &str) -> Result<bool, Db
         .optional()?
         .is_some();
     if !held {
-        tx.execute("DELETE FROM images WHERE fingerprint = ?1", [fp])?;
+        conn.execute("DELETE FROM images WHERE fingerprint = ?1", [fp])?;
     }
-    tx.commit()?;
     Ok(!held)
 }
 
@@ -285,18 +274,14 @@ pub fn get_alias(
         .optional()?)
 }
 
-fn insert_alias_tx(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
+/// Creates an alias in `project` ([`DbError::Exists`] when the name is taken).
+pub fn insert_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO image_aliases (project, name, fingerprint, description, type)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![project, a.name, a.target, a.description, a.kind],
     )?;
     Ok(())
-}
-
-/// Creates an alias in `project`.
-pub fn insert_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<(), DbError> {
-    insert_alias_tx(conn, project, a)
 }
 
 /// Replaces an alias's target and description.
@@ -309,7 +294,7 @@ pub fn update_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<
     Ok(())
 }
 
-/// Renames an alias.
+/// Renames an alias ([`DbError::Exists`] when `to` is taken).
 pub fn rename_alias(conn: &Connection, project: &str, from: &str, to: &str) -> Result<(), DbError> {
     conn.execute(
         "UPDATE image_aliases SET name = ?3 WHERE project = ?1 AND name = ?2",

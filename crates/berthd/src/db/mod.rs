@@ -1,20 +1,33 @@
 //! berthd's state database: SQLite in WAL mode under `DIR/database/`.
 //!
 //! One connection, behind a mutex, used from blocking threads. Writes are synchronous
-//! (`synchronous=FULL`), so nothing acknowledged to a client is lost on a crash or power cut.
-//! The schema evolves through numbered, append-only updates (see [`schema`]).
+//! (`synchronous=FULL`), so nothing acknowledged to a client is lost on a crash or power
+//! cut. The schema evolves through numbered, append-only updates (see [`schema`]).
+//!
+//! Transactions belong to the services: [`Db::read`] hands a connection, [`Db::write`] a
+//! transaction that commits when the closure returns `Ok` and rolls back on `Err`. The
+//! repository functions (one file per table group) take a `&Connection` (a transaction
+//! is one) and never begin a transaction themselves, so a state change made of several
+//! rows is one write. Constraint violations are classified ([`DbError::Exists`],
+//! [`DbError::Missing`]) for the services to name the object; no SQLite text reaches a
+//! user.
 
 pub mod config;
 pub mod images;
 pub mod instances;
+pub mod internal;
 pub mod pools;
+pub mod profiles;
+pub mod projects;
 pub mod schema;
 pub mod snapshots;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
+
+use crate::error::Failure;
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -45,23 +58,104 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A row with the same key exists (a unique or primary key constraint).
+    #[error("A record in {table} with the same key exists")]
+    Exists { table: String },
+    /// A row refers to one that does not exist, or one being deleted is still referred
+    /// to (a foreign key constraint).
+    #[error("A record refers to one that does not exist")]
+    Missing,
+    /// A stored JSON column no longer parses.
+    #[error("The stored {field} of {object} is corrupt")]
+    Corrupt {
+        object: String,
+        field: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("Database query failed")]
-    Query(#[from] rusqlite::Error),
+    Query(#[source] rusqlite::Error),
     #[error("Database task failed")]
     Task,
+}
+
+/// What a JSON column that fails to parse reports through rusqlite.
+#[derive(Debug, thiserror::Error)]
+#[error("The stored {field} of {object} is corrupt")]
+struct CorruptColumn {
+    object: String,
+    field: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::{
+            SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE,
+        };
+        match e {
+            rusqlite::Error::SqliteFailure(f, msg)
+                if f.extended_code == SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                // "UNIQUE constraint failed: image_aliases.project, image_aliases.name"
+                let table = msg
+                    .as_deref()
+                    .and_then(|m| m.split(": ").nth(1))
+                    .and_then(|cols| cols.split('.').next())
+                    .unwrap_or("the database")
+                    .to_owned();
+                DbError::Exists { table }
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                DbError::Missing
+            }
+            rusqlite::Error::FromSqlConversionFailure(_, _, boxed) => {
+                match boxed.downcast::<CorruptColumn>() {
+                    Ok(c) => DbError::Corrupt {
+                        object: c.object,
+                        field: c.field,
+                        source: c.source,
+                    },
+                    Err(other) => DbError::Query(rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        other,
+                    )),
+                }
+            }
+            other => DbError::Query(other),
+        }
+    }
+}
+
+impl From<DbError> for Failure {
+    /// What the user sees of a database failure: a constraint as the conflict it is, a
+    /// corrupt column naming its object; anything else one generic line (the log has the
+    /// cause). Services that know the object name it themselves before this applies.
+    fn from(e: DbError) -> Self {
+        let message = e.to_string();
+        match e {
+            DbError::Exists { .. } => Failure::exists(message).with_source(e),
+            DbError::Missing => Failure::conflict(message).with_source(e),
+            other => Failure::internal(message).with_source(other),
+        }
+    }
 }
 
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
 }
 
 impl Db {
     /// Opens (creating if needed) `dir/local.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Db, DbError> {
-        create_private_dir(dir).map_err(|source| DbError::CreateDir {
+        crate::paths::create_private_dir(dir).map_err(|source| DbError::CreateDir {
             path: dir.display().to_string(),
             source,
         })?;
@@ -80,38 +174,55 @@ impl Db {
         schema::update(&mut conn, &path)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
-            path,
         })
     }
 
-    /// The database file.
-    #[allow(dead_code)]
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` with the connection on a blocking thread.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, DbError>
+    /// Runs `f` with the connection on a blocking thread: reads.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
     where
-        F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard)
         })
         .await
-        .map_err(|_| DbError::Task)?
+        .map_err(|_| E::from(DbError::Task))?
     }
 
-    /// Runs `f` with the connection on the current thread (start-up only).
-    pub fn call_sync<R>(
+    /// Runs `f` in a transaction on a blocking thread: committed when `f` returns `Ok`,
+    /// rolled back on `Err`.
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_sync(f))
+            .await
+            .map_err(|_| E::from(DbError::Task))?
+    }
+
+    /// [`Db::read`] on the current thread (start-up, undo steps).
+    pub fn read_sync<R, E>(&self, f: impl FnOnce(&Connection) -> Result<R, E>) -> Result<R, E> {
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// [`Db::write`] on the current thread (start-up, undo steps).
+    pub fn write_sync<R, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, DbError>,
-    ) -> Result<R, DbError> {
+        f: impl FnOnce(&Transaction<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        let tx = guard.transaction().map_err(DbError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(DbError::from)?;
+        Ok(out)
     }
 }
 
@@ -120,17 +231,82 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// A JSON column back as a value (the type's default when the text is unusable).
-pub fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
-    serde_json::from_str(s).unwrap_or_default()
+/// A JSON column back as a value; one that does not parse is an error naming `object`
+/// (and, through [`DbError::Corrupt`], the field), never a silent default.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    object: impl FnOnce() -> String,
+    field: &'static str,
+    text: &str,
+) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|source| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(CorruptColumn {
+                object: object(),
+                field,
+                source,
+            }),
+        )
+    })
 }
 
-/// Creates `dir` (and parents) with mode 0700.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A fresh database in a temporary directory.
+    pub fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn constraints_are_classified() {
+        let (_dir, db) = open();
+        let e = db
+            .write_sync(|tx| {
+                tx.execute("INSERT INTO config (key, value) VALUES ('a', '1')", [])?;
+                tx.execute("INSERT INTO config (key, value) VALUES ('a', '2')", [])?;
+                Ok::<_, DbError>(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, DbError::Exists { table } if table == "config"),
+            "{e:?}"
+        );
+        let e = db
+            .write_sync(|tx| {
+                tx.execute(
+                    "INSERT INTO storage_volumes (pool, type, name, description, config, created_at)
+                     VALUES ('nowhere', 'container', 'c', '', '{}', '')",
+                    [],
+                )?;
+                Ok::<_, DbError>(())
+            })
+            .unwrap_err();
+        assert!(matches!(e, DbError::Missing), "{e:?}");
+        let user: Failure = e.into();
+        assert!(
+            !user.message().contains("FOREIGN KEY"),
+            "{}",
+            user.message()
+        );
+    }
+
+    #[test]
+    fn failed_writes_roll_back() {
+        let (_dir, db) = open();
+        let _ = db.write_sync(|tx| {
+            tx.execute("INSERT INTO config (key, value) VALUES ('a', '1')", [])?;
+            Err::<(), _>(DbError::Task)
+        });
+        let n: i64 = db
+            .read_sync(|c| {
+                Ok::<_, DbError>(c.query_row("SELECT COUNT(*) FROM config", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 }

@@ -1,28 +1,19 @@
 //! The storage_pools and storage_volumes tables.
 
-use std::collections::BTreeMap;
-
 use berth_api::storage::StorageVolume;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::DbError;
-
-/// A stored pool.
-#[derive(Debug, Clone)]
-pub struct PoolRecord {
-    pub name: String,
-    pub driver: String,
-    pub description: String,
-    pub config: BTreeMap<String, String>,
-}
+use super::{DbError, from_json, to_json};
+use crate::model::records::PoolRecord;
 
 fn pool(r: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRecord> {
-    let config: String = r.get(3)?;
+    let name: String = r.get(0)?;
+    let of = || format!("storage pool {name:?}");
     Ok(PoolRecord {
-        name: r.get(0)?,
         driver: r.get(1)?,
         description: r.get(2)?,
-        config: serde_json::from_str(&config).unwrap_or_default(),
+        config: from_json(of, "config", &r.get::<_, String>(3)?)?,
+        name,
     })
 }
 
@@ -44,17 +35,21 @@ pub fn get(conn: &Connection, name: &str) -> Result<Option<PoolRecord>, DbError>
         .optional()?)
 }
 
+/// Inserts a pool ([`DbError::Exists`] when the name is taken).
+pub fn insert(conn: &Connection, p: &PoolRecord) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)",
+        params![p.name, p.driver, p.description, to_json(&p.config)],
+    )?;
+    Ok(())
+}
+
 /// Inserts or replaces a pool.
 pub fn put(conn: &Connection, p: &PoolRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET driver = ?2, description = ?3, config = ?4",
-        params![
-            p.name,
-            p.driver,
-            p.description,
-            serde_json::to_string(&p.config).unwrap_or_default()
-        ],
+        params![p.name, p.driver, p.description, to_json(&p.config)],
     )?;
     Ok(())
 }
@@ -76,13 +71,14 @@ pub fn volumes(
          WHERE pool = ?1 AND (?2 IS NULL OR type = ?2) ORDER BY type, name",
     )?;
     let rows = stmt.query_map(params![pool, kind], |r| {
-        let config: String = r.get(3)?;
+        let name: String = r.get(0)?;
+        let of = || format!("storage volume {name:?}");
         Ok(StorageVolume {
-            name: r.get(0)?,
             kind: r.get(1)?,
             description: r.get(2)?,
-            config: serde_json::from_str(&config).unwrap_or_default(),
+            config: from_json(of, "config", &r.get::<_, String>(3)?)?,
             created_at: r.get(4)?,
+            name,
             content_type: "filesystem".to_owned(),
             location: "none".to_owned(),
             project: berth_api::DEFAULT_PROJECT.to_owned(),

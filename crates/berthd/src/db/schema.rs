@@ -208,7 +208,7 @@ fn apply(conn: &mut Connection, path: &Path, updates: &[&str]) -> Result<(), DbE
         tx.execute_batch(sql).map_err(err)?;
         tx.execute(
             "INSERT INTO schema (version, updated_at) VALUES (?1, ?2)",
-            rusqlite::params![version as i64, crate::state::now_rfc3339()],
+            rusqlite::params![version as i64, crate::time::now_rfc3339()],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;

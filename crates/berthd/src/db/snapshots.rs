@@ -3,43 +3,33 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::instance::Device;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{DbError, from_json, to_json};
-
-/// A stored snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotRecord {
-    /// The instance's host-wide name.
-    pub instance: String,
-    pub name: String,
-    pub description: String,
-    pub architecture: String,
-    pub ephemeral: bool,
-    pub stateful: bool,
-    pub profiles: Vec<String>,
-    pub config: BTreeMap<String, String>,
-    pub devices: BTreeMap<String, Device>,
-    pub created_at: String,
-    pub expires_at: String,
-}
+use crate::model::records::SnapshotRecord;
 
 const COLUMNS: &str = "instance, name, description, architecture, ephemeral, stateful, profiles, config, devices, created_at, expires_at";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
+    let (instance, name): (String, String) = (r.get(0)?, r.get(1)?);
+    let of = || {
+        format!(
+            "snapshot {name:?} of instance {:?}",
+            crate::model::names::api_name(&instance)
+        )
+    };
     Ok(SnapshotRecord {
-        instance: r.get(0)?,
-        name: r.get(1)?,
         description: r.get(2)?,
         architecture: r.get(3)?,
         ephemeral: r.get(4)?,
         stateful: r.get(5)?,
-        profiles: from_json(&r.get::<_, String>(6)?),
-        config: from_json(&r.get::<_, String>(7)?),
-        devices: from_json(&r.get::<_, String>(8)?),
+        profiles: from_json(of, "profiles", &r.get::<_, String>(6)?)?,
+        config: from_json(of, "config", &r.get::<_, String>(7)?)?,
+        devices: from_json(of, "devices", &r.get::<_, String>(8)?)?,
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
+        instance,
+        name,
     })
 }
 
@@ -81,12 +71,12 @@ pub fn get(
         .optional()?)
 }
 
-/// Inserts a snapshot; `false` when the name is taken.
-pub fn insert(conn: &Connection, s: &SnapshotRecord) -> Result<bool, DbError> {
-    let n = conn.execute(
+/// Inserts a snapshot ([`DbError::Exists`] when the name is taken).
+pub fn insert(conn: &Connection, s: &SnapshotRecord) -> Result<(), DbError> {
+    conn.execute(
         &format!(
             "INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (instance, name) DO NOTHING"
+"
         ),
         params![
             s.instance,
@@ -102,7 +92,7 @@ pub fn insert(conn: &Connection, s: &SnapshotRecord) -> Result<bool, DbError> {
             s.expires_at
         ],
     )?;
-    Ok(n == 1)
+    Ok(())
 }
 
 /// Sets a snapshot's description and expiry.
@@ -123,21 +113,11 @@ pub fn delete(conn: &Connection, instance: &str, name: &str) -> Result<(), DbErr
     Ok(())
 }
 
-/// Renames a snapshot; `false` when `to` is taken.
-pub fn rename(
-    conn: &mut Connection,
-    instance: &str,
-    from: &str,
-    to: &str,
-) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
-    if get(&tx, instance, to)?.is_some() {
-        return Ok(false);
-    }
-    tx.execute(
+/// Renames a snapshot ([`DbError::Exists`] when `to` is taken).
+pub fn rename(conn: &Connection, instance: &str, from: &str, to: &str) -> Result<(), DbError> {
+    conn.execute(
         "UPDATE snapshots SET name = ?3 WHERE instance = ?1 AND name = ?2",
         params![instance, from, to],
     )?;
-    tx.commit()?;
-    Ok(true)
+    Ok(())
 }

@@ -1,185 +1,257 @@
-//! Reading a container's cgroup counters on cgroup v1 (per-controller hierarchies) and v2.
+//! A container's cgroups on cgroup v1 (per-controller hierarchies) and v2: counters, the
+//! freezer, limits written live, and what a stopped container leaves behind.
+//!
+//! Everything works under a root path (`/sys/fs/cgroup` on a host), so tests run the real
+//! code against a tree built in a temporary directory.
 
 use std::path::{Path, PathBuf};
 
-const ROOT: &str = "/sys/fs/cgroup";
-
-/// Whether the host runs the unified (v2) cgroup hierarchy only (checked once: every
-/// counter read asks).
-pub fn is_v2() -> bool {
-    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *V2.get_or_init(|| Path::new(ROOT).join("cgroup.controllers").exists())
-}
-
-fn dir(controller: &str, cg: &str) -> PathBuf {
-    if is_v2() {
-        Path::new(ROOT).join(cg)
-    } else {
-        Path::new(ROOT).join(controller).join(cg)
-    }
+/// The cgroup tree under `root`; whether it is the unified (v2) hierarchy is read once.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    root: PathBuf,
+    v2: bool,
 }
 
 fn read_i64(path: &Path) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Processes in the cgroup and below: the pids controller's count (tasks, as LXD
-/// reports), else a walk of the tree.
-pub fn processes(cg: &str) -> i64 {
-    if let Some(n) = read_i64(&dir("pids", cg).join("pids.current")) {
-        return n;
+impl Cgroups {
+    /// The host's tree, at `/sys/fs/cgroup`.
+    pub fn host() -> Self {
+        Self::at(PathBuf::from("/sys/fs/cgroup"))
     }
-    fn count(d: &Path) -> i64 {
-        let own = std::fs::read_to_string(d.join("cgroup.procs"))
-            .map(|s| s.lines().count() as i64)
-            .unwrap_or(0);
-        let children: i64 = std::fs::read_dir(d)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| count(&e.path()))
-            .sum();
-        own + children
+
+    /// The tree at `root`: v2 when it has `cgroup.controllers` at its top.
+    pub fn at(root: PathBuf) -> Self {
+        let v2 = root.join("cgroup.controllers").exists();
+        Cgroups { root, v2 }
     }
-    count(&dir("pids", cg))
-}
 
-/// Memory in use, in bytes.
-pub fn memory_usage(cg: &str) -> i64 {
-    if is_v2() {
-        read_i64(&dir("memory", cg).join("memory.current")).unwrap_or(0)
-    } else {
-        read_i64(&dir("memory", cg).join("memory.usage_in_bytes")).unwrap_or(0)
+    /// Whether the host runs the unified (v2) hierarchy only.
+    pub fn is_v2(&self) -> bool {
+        self.v2
     }
-}
 
-/// The most memory used since the container started, in bytes.
-pub fn memory_peak(cg: &str) -> i64 {
-    let file = if is_v2() {
-        "memory.peak"
-    } else {
-        "memory.max_usage_in_bytes"
-    };
-    read_i64(&dir("memory", cg).join(file)).unwrap_or(0)
-}
-
-/// The memory limit, in bytes; `None` when unlimited.
-pub fn memory_limit(cg: &str) -> Option<i64> {
-    let file = if is_v2() {
-        "memory.max"
-    } else {
-        "memory.limit_in_bytes"
-    };
-    // v2 writes "max"; v1 a page-rounded i64::MAX.
-    read_i64(&dir("memory", cg).join(file)).filter(|v| *v < i64::MAX / 2)
-}
-
-/// CPU time used, in nanoseconds.
-pub fn cpu_usage(cg: &str) -> i64 {
-    if is_v2() {
-        let stat = std::fs::read_to_string(dir("cpu", cg).join("cpu.stat")).unwrap_or_default();
-        stat.lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(|us| us * 1000)
-            .unwrap_or(0)
-    } else {
-        read_i64(&dir("cpuacct", cg).join("cpuacct.usage")).unwrap_or(0)
-    }
-}
-
-/// Freezes or thaws every process of the cgroup, waiting until the kernel reports it done.
-pub fn set_frozen(cg: &str, frozen: bool) -> std::io::Result<()> {
-    if is_v2() {
-        std::fs::write(
-            dir("freezer", cg).join("cgroup.freeze"),
-            if frozen { "1" } else { "0" },
-        )?;
-    } else {
-        std::fs::write(
-            dir("freezer", cg).join("freezer.state"),
-            if frozen { "FROZEN" } else { "THAWED" },
-        )?;
-    }
-    for _ in 0..500 {
-        if is_frozen(cg) == frozen {
-            return Ok(());
+    fn dir(&self, controller: &str, cg: &str) -> PathBuf {
+        if self.v2 {
+            self.root.join(cg)
+        } else {
+            self.root.join(controller).join(cg)
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(std::io::Error::other(
-        "the cgroup did not reach the requested freezer state",
-    ))
-}
 
-/// Whether the cgroup is frozen.
-pub fn is_frozen(cg: &str) -> bool {
-    if is_v2() {
-        let events =
-            std::fs::read_to_string(dir("freezer", cg).join("cgroup.events")).unwrap_or_default();
-        events.lines().any(|l| l.trim() == "frozen 1")
-    } else {
-        std::fs::read_to_string(dir("freezer", cg).join("freezer.state"))
-            .is_ok_and(|s| s.trim() == "FROZEN")
+    /// Processes in the cgroup and below: the pids controller's count (tasks, as LXD
+    /// reports), else a walk of the tree.
+    pub fn processes(&self, cg: &str) -> i64 {
+        if let Some(n) = read_i64(&self.dir("pids", cg).join("pids.current")) {
+            return n;
+        }
+        fn count(d: &Path) -> i64 {
+            let own = std::fs::read_to_string(d.join("cgroup.procs"))
+                .map(|s| s.lines().count() as i64)
+                .unwrap_or(0);
+            let children: i64 = std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| count(&e.path()))
+                .sum();
+            own + children
+        }
+        count(&self.dir("pids", cg))
     }
-}
 
-/// Removes this daemon's cgroup parent directory where it is empty (no container runs).
-pub fn remove_parent(parent: &str) {
-    let dirs: Vec<PathBuf> = if is_v2() {
-        vec![Path::new(ROOT).join(parent)]
-    } else {
-        std::fs::read_dir(ROOT)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join(parent))
-            .collect()
-    };
-    for d in dirs {
-        // Fails (EBUSY, ENOTEMPTY) while any container's cgroup remains: that is fine.
-        let _ = std::fs::remove_dir(d);
+    /// Memory in use, in bytes.
+    pub fn memory_usage(&self, cg: &str) -> i64 {
+        let file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        read_i64(&self.dir("memory", cg).join(file)).unwrap_or(0)
     }
-}
 
-/// Writes one cgroup file of a container's cgroup.
-pub fn write(controller: &str, cg: &str, file: &str, value: &str) -> std::io::Result<()> {
-    std::fs::write(dir(controller, cg).join(file), value)
-}
+    /// The most memory used since the container started, in bytes.
+    pub fn memory_peak(&self, cg: &str) -> i64 {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        read_i64(&self.dir("memory", cg).join(file)).unwrap_or(0)
+    }
 
-/// Removes what a container left in the cgroup tree (its own and its monitor's
-/// directories, bottom-up) when no process remains in them: after a monitor was killed,
-/// liblxc never cleaned up. Directories still holding processes stay: returns whether
-/// none remains.
-pub fn remove_leftovers(parent: &str, name: &str) -> bool {
-    fn remove_tree(dir: &Path) {
-        for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if child.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&child.path());
+    /// The memory limit, in bytes; `None` when unlimited.
+    pub fn memory_limit(&self, cg: &str) -> Option<i64> {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        // v2 writes "max"; v1 a page-rounded i64::MAX.
+        read_i64(&self.dir("memory", cg).join(file)).filter(|v| *v < i64::MAX / 2)
+    }
+
+    /// CPU time used, in nanoseconds.
+    pub fn cpu_usage(&self, cg: &str) -> i64 {
+        if self.v2 {
+            let stat =
+                std::fs::read_to_string(self.dir("cpu", cg).join("cpu.stat")).unwrap_or_default();
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(|us| us * 1000)
+                .unwrap_or(0)
+        } else {
+            read_i64(&self.dir("cpuacct", cg).join("cpuacct.usage")).unwrap_or(0)
+        }
+    }
+
+    /// Freezes or thaws every process of the cgroup, waiting until the kernel reports it
+    /// done.
+    pub fn set_frozen(&self, cg: &str, frozen: bool) -> std::io::Result<()> {
+        if self.v2 {
+            std::fs::write(
+                self.dir("freezer", cg).join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            )?;
+        } else {
+            std::fs::write(
+                self.dir("freezer", cg).join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            )?;
+        }
+        for _ in 0..500 {
+            if self.is_frozen(cg) == frozen {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(
+            "the cgroup did not reach the requested freezer state",
+        ))
+    }
+
+    /// Whether the cgroup is frozen.
+    pub fn is_frozen(&self, cg: &str) -> bool {
+        if self.v2 {
+            let events = std::fs::read_to_string(self.dir("freezer", cg).join("cgroup.events"))
+                .unwrap_or_default();
+            events.lines().any(|l| l.trim() == "frozen 1")
+        } else {
+            std::fs::read_to_string(self.dir("freezer", cg).join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN")
+        }
+    }
+
+    /// The hierarchies' roots: the one tree on v2, each controller's on v1.
+    fn roots(&self) -> Vec<PathBuf> {
+        if self.v2 {
+            vec![self.root.clone()]
+        } else {
+            std::fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        }
+    }
+
+    /// Removes this daemon's cgroup parent directory where it is empty (no container
+    /// runs).
+    pub fn remove_parent(&self, parent: &str) {
+        for root in self.roots() {
+            // Fails (EBUSY, ENOTEMPTY) while any container's cgroup remains: that is fine.
+            let _ = std::fs::remove_dir(root.join(parent));
+        }
+    }
+
+    /// Writes one cgroup file of a container's cgroup.
+    pub fn write(
+        &self,
+        controller: &str,
+        cg: &str,
+        file: &str,
+        value: &str,
+    ) -> std::io::Result<()> {
+        std::fs::write(self.dir(controller, cg).join(file), value)
+    }
+
+    /// Removes what a container left in the cgroup tree (its own and its monitor's
+    /// directories, bottom-up) when no process remains in them: after a monitor was
+    /// killed, liblxc never cleaned up. Directories still holding processes stay: returns
+    /// whether none remains.
+    pub fn remove_leftovers(&self, parent: &str, name: &str) -> bool {
+        fn remove_tree(dir: &Path) {
+            for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        let mut gone = true;
+        for root in self.roots() {
+            for d in [name.to_owned(), format!("{name}.monitor")] {
+                let path = root.join(parent).join(d);
+                if path.is_dir() {
+                    remove_tree(&path);
+                    gone &= !path.exists();
+                }
             }
         }
-        let _ = std::fs::remove_dir(dir);
+        gone
     }
-    let roots: Vec<PathBuf> = if is_v2() {
-        vec![PathBuf::from(ROOT)]
-    } else {
-        std::fs::read_dir(ROOT)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect()
-    };
-    let mut gone = true;
-    for root in roots {
-        for d in [name.to_owned(), format!("{name}.monitor")] {
-            let path = root.join(parent).join(d);
-            if path.is_dir() {
-                remove_tree(&path);
-                gone &= !path.exists();
-            }
-        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v1_and_v2_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = Cgroups::at(dir.path().to_owned());
+        assert!(!v1.is_v2());
+        let mem = dir.path().join("memory/berth.x/c1");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(mem.join("memory.usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        assert_eq!(v1.memory_usage("berth.x/c1"), 4096);
+        assert_eq!(v1.memory_limit("berth.x/c1"), None, "v1's unlimited");
+        let freezer = dir.path().join("freezer/berth.x/c1");
+        std::fs::create_dir_all(&freezer).unwrap();
+        std::fs::write(freezer.join("freezer.state"), "FROZEN\n").unwrap();
+        assert!(v1.is_frozen("berth.x/c1"));
+
+        let dir2 = tempfile::tempdir().unwrap();
+        std::fs::write(dir2.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let v2 = Cgroups::at(dir2.path().to_owned());
+        assert!(v2.is_v2());
+        let cg = dir2.path().join("berth.x/c1");
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
+        std::fs::write(cg.join("memory.max"), "max\n").unwrap();
+        std::fs::write(cg.join("pids.current"), "3\n").unwrap();
+        assert_eq!(v2.cpu_usage("berth.x/c1"), 7000);
+        assert_eq!(v2.memory_limit("berth.x/c1"), None);
+        assert_eq!(v2.processes("berth.x/c1"), 3);
     }
-    gone
+
+    #[test]
+    fn leftovers_go_bottom_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), "").unwrap();
+        let cg = Cgroups::at(dir.path().to_owned());
+        std::fs::create_dir_all(dir.path().join("berth.x/c1/init.scope")).unwrap();
+        std::fs::create_dir_all(dir.path().join("berth.x/c1.monitor")).unwrap();
+        assert!(cg.remove_leftovers("berth.x", "c1"));
+        assert!(!dir.path().join("berth.x/c1").exists());
+        cg.remove_parent("berth.x");
+        assert!(!dir.path().join("berth.x").exists());
+    }
 }

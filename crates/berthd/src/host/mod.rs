@@ -4,9 +4,11 @@
 
 pub mod cgroup;
 pub mod environment;
+pub mod ids;
 pub mod lxcfs;
 pub mod netns;
 pub mod resources;
+pub mod rootfs;
 
 use std::path::Path;
 

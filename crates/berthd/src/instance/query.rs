@@ -1,0 +1,174 @@
+//! What an instance is and how it runs: its status and state, its rendering as LXD's
+//! `Instance`, and lists of many at once.
+
+use std::collections::BTreeMap;
+
+use berth_api::StatusCode;
+use berth_api::instance::{Instance, InstanceState};
+
+use super::{blocking, find, profiles};
+use crate::ctx::Ctx;
+use crate::db::DbError;
+use crate::error::Result;
+use crate::lxc::Observe;
+use crate::model::expand::{expand, with_profiles};
+use crate::model::records::{InstanceRecord, ProfileRecord, SnapshotRecord};
+
+/// An instance's status and init pid.
+pub async fn status(cx: &Ctx, name: &str) -> (StatusCode, Option<i32>) {
+    let n = name.to_owned();
+    blocking(cx, move |d| d.status(&n))
+        .await
+        .unwrap_or((StatusCode::Error, None))
+}
+
+/// Whether the instance is stopped.
+pub async fn is_stopped(cx: &Ctx, name: &str) -> bool {
+    status(cx, name).await.0 == StatusCode::Stopped
+}
+
+/// What the host says of one instance: status, pid, counters, network.
+pub async fn state(cx: &Ctx, name: &str) -> InstanceState {
+    let n = name.to_owned();
+    blocking(cx, move |d| d.observe(&n, Observe::Full))
+        .await
+        .unwrap_or_default()
+}
+
+/// An instance as LXD shows it, with `profiles` (its own, resolved) and `status`.
+pub fn render(
+    cx: &Ctx,
+    rec: &InstanceRecord,
+    profiles: &[ProfileRecord],
+    status: StatusCode,
+) -> Instance {
+    let (expanded_config, expanded_devices) = expand(profiles, rec);
+    // A stopped instance holding a saved state.
+    let stateful = status == StatusCode::Stopped
+        && crate::lxc::checkpoint::has_state(cx.driver.lxcpath(), &rec.name);
+    Instance {
+        name: rec.api_name().to_owned(),
+        description: rec.description.clone(),
+        status: status.name().to_owned(),
+        status_code: status.code(),
+        created_at: rec.created_at.clone(),
+        last_used_at: rec.last_used_at.clone(),
+        location: "none".to_owned(),
+        kind: "container".to_owned(),
+        project: rec.project.clone(),
+        architecture: rec.architecture.clone(),
+        ephemeral: rec.ephemeral,
+        stateful,
+        profiles: rec.profiles.clone(),
+        config: rec.config.clone(),
+        devices: rec.devices.clone(),
+        expanded_config,
+        expanded_devices,
+    }
+}
+
+/// Instance `name` as LXD shows it, with its record.
+pub async fn get(cx: &Ctx, name: &str) -> Result<(InstanceRecord, Instance)> {
+    let rec = find(cx, name).await?;
+    let profiles = profiles(cx, &rec.project, &rec.profiles).await?;
+    let (status, _) = status(cx, name).await;
+    let view = render(cx, &rec, &profiles, status);
+    Ok((rec, view))
+}
+
+/// The host-wide names of the instances of `project` (of every project: `None`).
+pub async fn names(cx: &Ctx, project: Option<&str>) -> Result<Vec<String>> {
+    let mut recs = cx.db.read(crate::db::instances::list).await?;
+    recs.retain(|r| project.is_none_or(|p| r.project == p));
+    Ok(recs.into_iter().map(|r| r.name).collect())
+}
+
+/// One instance of a list, as the workers see it.
+#[derive(Debug)]
+pub struct Listed<'a> {
+    pub rec: &'a InstanceRecord,
+    pub view: Instance,
+    /// Its full state, when asked for.
+    pub state: Option<InstanceState>,
+    /// Its snapshots, when the state is asked for.
+    pub snapshots: &'a [SnapshotRecord],
+}
+
+/// Every instance of `project` (of every project: `None`), observed (`full`: with
+/// counters, network and snapshots) and turned into `T` by `each` (which may drop one),
+/// by workers spread over the host's CPUs: a list of hundreds costs no round trip per
+/// instance on one thread.
+pub async fn list<T, F>(
+    cx: &std::sync::Arc<Ctx>,
+    project: Option<String>,
+    full: bool,
+    each: F,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Listed<'_>) -> Option<T> + Send + Sync + 'static,
+{
+    // One read for the records, profiles, projects (and snapshots), and one blocking
+    // task for every container's state.
+    let (recs, all_profiles, projects, snapshots) = cx
+        .db
+        .read(move |c| {
+            Ok::<_, DbError>((
+                crate::db::instances::list(c)?,
+                crate::db::profiles::list(c)?,
+                crate::db::projects::list(c)?,
+                if full {
+                    crate::db::snapshots::all(c)?
+                } else {
+                    BTreeMap::new()
+                },
+            ))
+        })
+        .await?;
+    let recs: Vec<InstanceRecord> = recs
+        .into_iter()
+        .filter(|r| project.as_ref().is_none_or(|p| r.project == *p))
+        .collect();
+    let work = with_profiles(recs, &all_profiles, &projects);
+    let cx = cx.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let one = |rec: &InstanceRecord, profiles: &[ProfileRecord]| -> Option<T> {
+            let how = if full {
+                Observe::FullOwnThread
+            } else {
+                Observe::Status
+            };
+            let state = cx.driver.observe(&rec.name, how);
+            let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
+            let view = render(&cx, rec, profiles, status);
+            each(Listed {
+                rec,
+                view,
+                snapshots: snapshots.get(&rec.name).map_or(&[], Vec::as_slice),
+                state: full.then_some(state),
+            })
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let chunk = work.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(|| {
+                        part.iter()
+                            .filter_map(|(rec, profiles)| one(rec, profiles))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    })
+    .await?;
+    Ok(out)
+}

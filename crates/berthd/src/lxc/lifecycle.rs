@@ -1,0 +1,491 @@
+//! [`Liblxc`]: the instance driver on liblxc 5.0.
+//!
+//! Every container has a directory `DIR/containers/NAME` holding its LXC configuration,
+//! seccomp policy and logs. Starting re-executes berthd as `forkstart` (liblxc forks);
+//! stopping and state queries talk to the container's monitor in-process on a blocking
+//! thread. forkstart records the init pid and its start time in `init.pid`, so the state
+//! of a running container costs a few file reads, and nothing of a container's runtime
+//! lives in berthd's memory: a restarted berthd sees running containers as they are.
+
+use std::path::{Path, PathBuf};
+
+use berth_api::StatusCode;
+use berth_api::instance::{InstanceState, InstanceStateCpu, InstanceStateMemory};
+
+use super::{BoxFuture, InstanceDriver, MountSpec, Observe, StartSpec, checkpoint, console};
+use crate::error::{Failure, Result};
+use crate::host::cgroup::Cgroups;
+
+/// The liblxc driver.
+#[derive(Debug)]
+pub struct Liblxc {
+    /// The containers directory (liblxc's lxcpath).
+    pub(super) lxcpath: PathBuf,
+    /// Where berthd's own lxcfs is mounted when the host runs none, and its log.
+    lxcfs_own: PathBuf,
+    lxcfs_log: PathBuf,
+    pub(super) cgroups: Cgroups,
+    /// The cgroup directory of this daemon's containers (`berth.<id>`).
+    pub(super) cgroup_parent: String,
+    /// The host's memory: a container's total when it has no limit.
+    host_memory: i64,
+    /// Serialises finding or starting lxcfs.
+    lxcfs: std::sync::Mutex<()>,
+}
+
+impl Liblxc {
+    pub fn new(paths: &crate::paths::Paths, cgroups: Cgroups, host_memory: u64) -> Self {
+        Liblxc {
+            lxcpath: paths.containers(),
+            lxcfs_own: paths.lxcfs(),
+            lxcfs_log: paths.logs().join("lxcfs.log"),
+            cgroups,
+            cgroup_parent: super::cgroup_parent(paths.dir()),
+            host_memory: i64::try_from(host_memory).unwrap_or(i64::MAX),
+            lxcfs: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// A container's cgroup, below this daemon's parent.
+    pub(super) fn cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.lxcpath.join(name)
+    }
+
+    /// The mount entries of lxcfs, starting it when the host runs none.
+    fn lxcfs_mounts(&self) -> Vec<String> {
+        let guard = self.lxcfs.lock().unwrap_or_else(|p| p.into_inner());
+        let found = crate::host::lxcfs::ensure(&self.lxcfs_own, &self.lxcfs_log);
+        drop(guard);
+        found
+            .map(|p| crate::host::lxcfs::mount_entries(&p))
+            .unwrap_or_default()
+    }
+
+    /// Writes everything a start or a restore needs: the container's directory, LXC
+    /// configuration, seccomp policy, the console keeper of a checkpointable container.
+    /// Returns the configuration's path. `restore_root`: for a restore from a saved state,
+    /// the root to use (for an unprivileged container an idmapped mount already, not the
+    /// volume); otherwise a saved state is discarded (a fresh boot makes it stale).
+    pub(super) async fn prepare(
+        &self,
+        spec: &StartSpec,
+        restore_root: Option<&Path>,
+    ) -> Result<PathBuf> {
+        let dir = self.dir(&spec.name);
+        if restore_root.is_none() {
+            checkpoint::discard(&self.lxcpath, &spec.name)?;
+        }
+        crate::paths::create_private_dir(&dir)
+            .map_err(|e| Failure::failed(format!("Failed to create {}", dir.display()), e))?;
+        let mut extra = spec.limits.clone();
+        for entry in tokio::task::block_in_place(|| self.lxcfs_mounts()) {
+            extra.push(("lxc.mount.entry".to_owned(), entry));
+        }
+        extra.extend(spec.devices.iter().cloned());
+        // A checkpointable container's console comes from its keeper; any other's is
+        // liblxc's (a keeper left from before the key changed goes).
+        let console = if spec.checkpointable {
+            let (uid, gid) = spec.idmap.map_or((0, 0), |m| (m.uid_base, m.gid_base));
+            Some(console::ensure(&dir, uid, gid).await?)
+        } else {
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || console::quit(&d)).await;
+            None
+        };
+        // Last, so an administrator's raw keys win over berthd's defaults.
+        extra.extend(spec.raw.iter().cloned());
+        let config = super::config::render(&super::config::Spec {
+            extra: &extra,
+            name: &spec.name,
+            hostname: &spec.hostname,
+            rootfs: restore_root.unwrap_or(&spec.rootfs),
+            dir: &dir,
+            cgroup_parent: &self.cgroup_parent,
+            idmap: spec.idmap,
+            nesting: spec.nesting,
+            console: console.as_deref(),
+            root_mapped: restore_root.is_some() && spec.idmap.is_some(),
+        })
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+        let conf_path = dir.join("lxc.conf");
+        std::fs::write(&conf_path, config)
+            .map_err(|e| Failure::failed("Failed to write LXC config", e))?;
+        std::fs::write(dir.join("seccomp"), super::config::SECCOMP)
+            .map_err(|e| Failure::failed("Failed to write seccomp policy", e))?;
+        let _ = std::fs::remove_file(dir.join("lxc.log"));
+        Ok(conf_path)
+    }
+
+    /// Removes the cgroups a stopped container left. liblxc leaves the monitor's behind
+    /// when the container aborts or is checkpointed, and the monitor may still be exiting:
+    /// retry for a moment.
+    pub(super) async fn remove_cgroup_leftovers(&self, name: &str) {
+        for _ in 0..100 {
+            if self.cgroups.remove_leftovers(&self.cgroup_parent, name) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Cleans up after a container that failed to start (or restore); the error to
+    /// report.
+    pub(super) async fn failed_start(&self, name: &str, what: &str) -> String {
+        let dir = self.dir(name);
+        self.remove_cgroup_leftovers(name).await;
+        self.cgroups.remove_parent(&self.cgroup_parent);
+        forget_init(&dir);
+        let why = log_tail(&dir);
+        if why.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what}: {why}")
+        }
+    }
+
+    async fn start_container(&self, spec: &StartSpec) -> Result<()> {
+        let conf_path = self.prepare(spec, None).await?;
+        let dir = self.dir(&spec.name);
+        let stderr = std::fs::File::create(dir.join("forkstart.log"))
+            .map_err(|e| Failure::failed("Failed to create log", e))?;
+        let mut cmd = super::fork::command("forkstart")?;
+        cmd.arg(&spec.name)
+            .arg(&self.lxcpath)
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        let status = tokio::process::Command::from(cmd)
+            .status()
+            .await
+            .map_err(|e| Failure::failed("Failed to run forkstart", e))?;
+        if !status.success() {
+            return Err(Failure::internal(
+                self.failed_start(&spec.name, "Failed to start the instance")
+                    .await,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, name: &str, timeout: i64, force: bool) -> Result<()> {
+        let lxcpath = self.lxcpath.clone();
+        let cg = self.cgroup(name);
+        let cgroups = self.cgroups.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let c = berth_lxc::Container::new(&name, &lxcpath)
+                .map_err(|e| Failure::failed("Failed to open the container", e))?;
+            if !c.is_running().unwrap_or(false) {
+                return Ok(());
+            }
+            // A frozen container can neither shut down nor die: thaw it first.
+            let _ = cgroups.set_frozen(&cg, false);
+            if force {
+                c.stop()
+                    .map_err(|_| Failure::internal("Failed to kill the instance"))?;
+            } else {
+                let t = i32::try_from(timeout.clamp(-1, i64::from(i32::MAX))).unwrap_or(-1);
+                if c.shutdown(t).is_err() {
+                    return Err(Failure::conflict(
+                        "The instance did not stop within the timeout (use force to kill it)",
+                    ));
+                }
+            }
+            if !c.wait("STOPPED", 30).unwrap_or(false) {
+                return Err(Failure::internal("The instance did not stop"));
+            }
+            forget_init(&lxcpath.join(&name));
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn device_rule_of(&self, name: &str, key: &'static str, rule: String) -> Result<()> {
+        let lxcpath = self.lxcpath.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let c = berth_lxc::Container::new(&name, &lxcpath)
+                .map_err(|e| Failure::failed("Failed to open the container", e))?;
+            c.load_config(&lxcpath.join(&name).join("lxc.conf"))
+                .map_err(|e| Failure::failed("Failed to load the container's configuration", e))?;
+            c.set_cgroup_item(key, &rule)
+                .map_err(|_| Failure::internal(format!("Failed to set {key} {rule}")))
+        })
+        .await?
+    }
+}
+
+/// Runs `berthd forkmount`; its one-line error on failure.
+async fn forkmount(spec: &MountSpec) -> Result<()> {
+    let arg = serde_json::to_string(spec)
+        .map_err(|e| Failure::failed("Failed to pass the mount to forkmount", e))?;
+    let mut cmd = super::fork::command("forkmount")?;
+    cmd.arg(arg).stdin(std::process::Stdio::null());
+    let out = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .map_err(|e| Failure::failed("Failed to run forkmount", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(Failure::internal(err.trim().trim_start_matches("Error: ")))
+}
+
+impl InstanceDriver for Liblxc {
+    fn status(&self, name: &str) -> (StatusCode, Option<i32>) {
+        let (status, pid) = lxc_status(&self.lxcpath, name);
+        if status == StatusCode::Running && self.cgroups.is_frozen(&self.cgroup(name)) {
+            return (StatusCode::Frozen, pid);
+        }
+        (status, pid)
+    }
+
+    fn observe(&self, name: &str, how: Observe) -> InstanceState {
+        let (status, pid) = self.status(name);
+        let mut state = InstanceState {
+            status: status.name().to_owned(),
+            status_code: status.code(),
+            pid: i64::from(pid.unwrap_or(0)),
+            ..Default::default()
+        };
+        if how == Observe::Status {
+            return state;
+        }
+        let cg = self.cgroup(name);
+        if pid.is_some() {
+            state.processes = self.cgroups.processes(&cg);
+            state.memory = InstanceStateMemory {
+                usage: self.cgroups.memory_usage(&cg),
+                usage_peak: self.cgroups.memory_peak(&cg),
+                total: self.cgroups.memory_limit(&cg).unwrap_or(self.host_memory),
+                ..Default::default()
+            };
+            state.cpu = InstanceStateCpu {
+                usage: self.cgroups.cpu_usage(&cg),
+            };
+        }
+        // Clients parse it as a time: never empty.
+        state.started_at = pid
+            .and_then(started_at)
+            .unwrap_or_else(|| crate::time::NEVER.to_owned());
+        state.network = pid.and_then(|p| {
+            if how == Observe::FullOwnThread {
+                crate::host::netns::interfaces_joining(p).ok()
+            } else {
+                crate::host::netns::interfaces(p).ok()
+            }
+        });
+        state
+    }
+
+    fn create(&self, name: &str) -> Result<()> {
+        let dir = self.dir(name);
+        crate::paths::create_private_dir(&dir)
+            .map_err(|e| Failure::failed(format!("Failed to create {}", dir.display()), e))
+    }
+
+    fn start<'a>(&'a self, spec: &'a StartSpec) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.start_container(spec))
+    }
+
+    fn restore<'a>(&'a self, spec: &'a StartSpec) -> BoxFuture<'a, Result<()>> {
+        Box::pin(checkpoint::restore(self, spec))
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, timeout: i64, force: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.stop_container(name, timeout, force))
+    }
+
+    fn checkpoint<'a>(&'a self, name: &'a str, stop: bool) -> BoxFuture<'a, Result<()>> {
+        if stop {
+            Box::pin(checkpoint::checkpoint(self, name))
+        } else {
+            Box::pin(checkpoint::snapshot_dump(self, name))
+        }
+    }
+
+    fn release(&self, name: &str) {
+        console::quit(&self.dir(name));
+        self.cgroups.remove_parent(&self.cgroup_parent);
+    }
+
+    fn cleanup(&self, name: &str, keep_console: bool) {
+        self.cgroups.remove_leftovers(&self.cgroup_parent, name);
+        checkpoint::unstage(&self.lxcpath, name);
+        if !keep_console {
+            console::quit(&self.dir(name));
+        }
+        self.cgroups.remove_parent(&self.cgroup_parent);
+    }
+
+    fn is_frozen(&self, name: &str) -> bool {
+        self.cgroups.is_frozen(&self.cgroup(name))
+    }
+
+    fn set_frozen(&self, name: &str, frozen: bool) -> Result<()> {
+        self.cgroups
+            .set_frozen(&self.cgroup(name), frozen)
+            .map_err(|e| {
+                let what = if frozen { "freeze" } else { "unfreeze" };
+                Failure::failed(format!("Failed to {what} the instance"), e)
+            })
+    }
+
+    fn set_cgroup(&self, name: &str, controller: &str, file: &str, value: &str) -> Result<()> {
+        self.cgroups
+            .write(controller, &self.cgroup(name), file, value)
+            .map_err(|e| Failure::failed(format!("Failed to set {file} to {value}"), e))
+    }
+
+    fn mount<'a>(&'a self, spec: &'a MountSpec) -> BoxFuture<'a, Result<()>> {
+        Box::pin(forkmount(spec))
+    }
+
+    fn device_rule<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'static str,
+        rule: String,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.device_rule_of(name, key, rule))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (old, new) = (self.dir(from), self.dir(to));
+        if old.exists() {
+            std::fs::rename(&old, &new)
+                .map_err(|e| Failure::failed(format!("Failed to rename {}", old.display()), e))?;
+        }
+        // The old runtime config named the old paths; the next start writes a new one.
+        let _ = std::fs::remove_file(new.join("lxc.conf"));
+        Ok(())
+    }
+
+    fn delete(&self, name: &str) {
+        let dir = self.dir(name);
+        console::quit(&dir);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(instance = name, error = %e, "Runtime directory not removed");
+        }
+    }
+
+    fn lxcpath(&self) -> &Path {
+        &self.lxcpath
+    }
+}
+
+/// The file recording a running container's init pid and that process's start time.
+const INIT_PID: &str = "init.pid";
+
+/// A process's start time (clock ticks after boot), which tells it from a later process
+/// that reuses its pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces); start time is field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// When the host booted (seconds since the epoch), read once: /proc/stat is large.
+fn boot_time() -> Option<i64> {
+    static BOOT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// When process `pid` started, as RFC 3339 (the instance state's `started_at`).
+fn started_at(pid: i32) -> Option<String> {
+    let ticks = start_time(pid)?;
+    let boot = boot_time()?;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    let secs = boot + i64::try_from(ticks / hz).ok()?;
+    let nanos = u32::try_from((ticks % hz) * (1_000_000_000 / hz)).ok()?;
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Records the init pid of a container that just started (in its directory `dir`).
+pub fn record_init(dir: &Path, pid: i32) {
+    if let Some(t) = start_time(pid) {
+        let _ = std::fs::write(dir.join(INIT_PID), format!("{pid} {t}\n"));
+    }
+}
+
+/// Forgets the recorded init pid of a container that stopped.
+pub fn forget_init(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(INIT_PID));
+}
+
+/// The recorded init pid, when that process still runs.
+fn recorded_init(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join(INIT_PID)).ok()?;
+    let (pid, t) = text.trim().split_once(' ')?;
+    let pid: i32 = pid.parse().ok()?;
+    (start_time(pid)? == t.parse::<u64>().ok()?).then_some(pid)
+}
+
+/// A container's status and init pid: from the recorded init pid when that process still
+/// runs (a few file reads), else from liblxc (a round trip to the container's monitor).
+pub fn lxc_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
+    if let Some(pid) = recorded_init(&lxcpath.join(name)) {
+        return (StatusCode::Running, Some(pid));
+    }
+    let (status, pid) = monitor_status(lxcpath, name);
+    if status == StatusCode::Stopped {
+        forget_init(&lxcpath.join(name));
+    }
+    (status, pid)
+}
+
+/// What liblxc says of a container: its status and init pid.
+fn monitor_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
+    let Ok(c) = berth_lxc::Container::new(name, lxcpath) else {
+        return (StatusCode::Error, None);
+    };
+    let state = c.state().unwrap_or_else(|_| "STOPPED".to_owned());
+    let status = match state.as_str() {
+        "STOPPED" => StatusCode::Stopped,
+        "FROZEN" => StatusCode::Frozen,
+        "ABORTING" => StatusCode::Error,
+        _ => StatusCode::Running,
+    };
+    let pid = if status == StatusCode::Stopped {
+        None
+    } else {
+        c.init_pid().ok().flatten()
+    };
+    (status, pid)
+}
+
+/// The last error lines of a container's LXC log, to explain a failed start.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("lxc.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    lines
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|l| l.rsplit(" - ").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

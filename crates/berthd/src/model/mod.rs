@@ -1,0 +1,54 @@
+//! Pure rules and data, no I/O: what berthd stores ([`records`]), names, how an instance
+//! expands its profiles, the configuration key table and its checks (limits, id maps,
+//! schedules, `raw.lxc`), device configuration and project rules.
+//!
+//! Every service shares these checks, so a request, an autostart, a copy, a snapshot
+//! restore and (later) a migration are held to the same rules. `model` imports only the
+//! leaves (`error`, `time`).
+
+pub mod devices;
+pub mod expand;
+pub mod idmap;
+pub mod keys;
+pub mod limits;
+pub mod names;
+pub mod raw_lxc;
+pub mod records;
+pub mod restrictions;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+
+/// Checks every key of an instance's or profile's configuration against the key table
+/// ([`keys`]); the error names the key and value.
+pub fn validate_config(config: &BTreeMap<String, String>, host: limits::Host) -> Result<()> {
+    for (k, v) in config {
+        keys::validate(k, v, host)?;
+    }
+    Ok(())
+}
+
+/// Applies a PUT's or PATCH's `config` to `config`: PUT (`replace`) replaces it (absent:
+/// empties it), PATCH merges, an empty value unsetting the key.
+pub fn merge_config(
+    config: &mut BTreeMap<String, String>,
+    new: Option<BTreeMap<String, String>>,
+    replace: bool,
+) {
+    match new {
+        Some(new) if replace => *config = new,
+        Some(new) => {
+            for (k, v) in new {
+                if v.is_empty() {
+                    config.remove(&k);
+                } else {
+                    config.insert(k, v);
+                }
+            }
+        }
+        None if replace => config.clear(),
+        None => {}
+    }
+}

@@ -1,0 +1,300 @@
+//! Storage pools: the pool layer over `berth-storage`'s drivers. It validates, records
+//! pools in the database, keeps the loaded drivers ([`crate::ctx::Pools`]) and undoes
+//! half-made changes; a driver only touches the host.
+//!
+//! A pool is deleted in one write that checks it holds no volume and removes its row,
+//! before its directory is touched: an instance created on it at the same moment either
+//! lands first (the delete is refused) or finds the pool gone (its create is refused);
+//! neither leaves a half-made object.
+
+pub mod spares;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_api::storage::{StoragePoolPut, StorageVolume};
+use berth_storage::{Driver, PoolResources, VolumeType};
+
+use crate::ctx::Ctx;
+use crate::db::DbError;
+use crate::error::{Failure, Result};
+use crate::model::names::PoolName;
+use crate::model::records::PoolRecord;
+use crate::revert::Reverter;
+
+fn not_found(name: &str) -> Failure {
+    Failure::not_found(format!("Storage pool {name:?} not found"))
+}
+
+/// Loads the driver for a pool, validating its configuration.
+fn load(
+    cx: &Ctx,
+    name: &str,
+    driver: &str,
+    config: BTreeMap<String, String>,
+) -> Result<Arc<dyn Driver>> {
+    let default = cx.paths.default_pool_source(name);
+    Ok(berth_storage::load(driver, name, config, &default).map(Arc::from)?)
+}
+
+/// On the very first start, creates what a fresh berthd needs to launch a container: the
+/// `default` dir pool (the `default` profile's root disk points at it). Later starts never
+/// recreate what a user deleted.
+pub fn apply_defaults(cx: &Ctx) -> Result<()> {
+    if cx
+        .db
+        .read_sync(|c| crate::db::internal::get(c, "defaults"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if cx
+        .db
+        .read_sync(|c| crate::db::pools::get(c, "default"))?
+        .is_none()
+    {
+        let driver = load(cx, "default", "dir", BTreeMap::new())
+            .map_err(|e| e.about("Failed to set up the default storage pool"))?;
+        driver
+            .create()
+            .map_err(|e| Failure::failed("Failed to create the default storage pool", e))?;
+        let rec = PoolRecord {
+            name: "default".to_owned(),
+            driver: "dir".to_owned(),
+            description: "Default storage pool".to_owned(),
+            config: driver.config().clone(),
+        };
+        cx.db.write_sync(|tx| crate::db::pools::insert(tx, &rec))?;
+    }
+    cx.db
+        .write_sync(|tx| crate::db::internal::set(tx, "defaults", "1"))?;
+    Ok(())
+}
+
+/// Loads and mounts every stored pool. A pool that fails is logged and left out, so one
+/// broken pool does not keep the daemon (and every other pool) down.
+pub fn load_all(cx: &Ctx) -> Result<()> {
+    for rec in cx.db.read_sync(crate::db::pools::list)? {
+        match load(cx, &rec.name, &rec.driver, rec.config)
+            .and_then(|d| d.mount().map(|()| d).map_err(Failure::from))
+        {
+            Ok(d) => cx.pools.insert(&rec.name, d),
+            Err(e) => {
+                let error = crate::error::chain(&e);
+                tracing::error!(pool = %rec.name, %error, "Storage pool unavailable");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes what a crash left half-made on every pool (start-up).
+pub fn remove_leftovers(cx: &Ctx) {
+    for pool in cx.pools.all() {
+        if let Err(e) = pool.remove_leftovers() {
+            tracing::warn!(error = %crate::error::chain(&e), "Leftovers not removed");
+        }
+    }
+}
+
+/// The loaded driver of pool `name`.
+pub fn driver(cx: &Ctx, name: &str) -> Result<Arc<dyn Driver>> {
+    cx.pools
+        .get(name)
+        .ok_or_else(|| Failure::unavailable(format!("Storage pool {name:?} is not available")))
+}
+
+/// Every pool.
+pub async fn list(cx: &Ctx) -> Result<Vec<PoolRecord>> {
+    Ok(cx.db.read(crate::db::pools::list).await?)
+}
+
+/// Pool `name`.
+pub async fn get(cx: &Ctx, name: &str) -> Result<PoolRecord> {
+    let n = name.to_owned();
+    cx.db
+        .read(move |c| crate::db::pools::get(c, &n))
+        .await?
+        .ok_or_else(|| not_found(name))
+}
+
+/// What a new pool is.
+#[derive(Debug)]
+pub struct NewPool {
+    pub name: PoolName,
+    pub driver: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+}
+
+/// Creates and mounts a pool and records it.
+pub async fn create(cx: &Ctx, new: NewPool) -> Result<()> {
+    let _guard = cx.locks.pools.lock().await;
+    let name = new.name.to_string();
+    if get(cx, &name).await.is_ok() {
+        return Err(Failure::exists(format!(
+            "Storage pool {name:?} already exists"
+        )));
+    }
+    let driver = load(cx, &name, &new.driver, new.config)?;
+    let rec = PoolRecord {
+        name: name.clone(),
+        driver: new.driver.clone(),
+        description: new.description,
+        config: driver.config().clone(),
+    };
+    cx.db
+        .write(move |tx| crate::db::pools::insert(tx, &rec))
+        .await
+        .map_err(|e| match e {
+            DbError::Exists { .. } => {
+                Failure::exists(format!("Storage pool {name:?} already exists"))
+            }
+            other => other.into(),
+        })?;
+    let mut undo = Reverter::new();
+    let (db, n) = (cx.db.clone(), new.name.to_string());
+    undo.add("forget the new pool's row", move || {
+        Ok(db.write_sync(|tx| crate::db::pools::delete(tx, &n))?)
+    });
+    let d = driver.clone();
+    tokio::task::spawn_blocking(move || d.create().and_then(|()| d.mount())).await??;
+    cx.pools.insert(&new.name, driver);
+    undo.success();
+    tracing::info!(pool = %new.name, driver = %new.driver, "Storage pool created");
+    cx.events
+        .lifecycle("storage-pool-created", &url(&new.name), None);
+    Ok(())
+}
+
+/// Replaces (`replace`) or merges a pool's description and config; `source` cannot move.
+/// `precondition` sees the pool as it is, under the pool lock (an ETag check).
+pub async fn update(
+    cx: &Ctx,
+    name: &str,
+    precondition: impl FnOnce(&PoolRecord) -> Result<()>,
+    req: StoragePoolPut,
+    replace: bool,
+) -> Result<()> {
+    let _guard = cx.locks.pools.lock().await;
+    let rec = get(cx, name).await?;
+    precondition(&rec)?;
+    let mut config = if replace {
+        BTreeMap::new()
+    } else {
+        rec.config.clone()
+    };
+    for (k, v) in req.config {
+        if v.is_empty() {
+            config.remove(&k);
+        } else {
+            config.insert(k, v);
+        }
+    }
+    // `source` is where the data is: it cannot move under a live pool.
+    let old_source = rec.config.get("source").cloned().unwrap_or_default();
+    match config.get("source") {
+        Some(s) if *s != old_source => {
+            return Err(Failure::invalid(
+                "Storage pool key \"source\" cannot be changed",
+            ));
+        }
+        _ => {
+            config.insert("source".to_owned(), old_source);
+        }
+    }
+    let driver = load(cx, name, &rec.driver, config)?;
+    let new = PoolRecord {
+        description: match req.description {
+            Some(d) => d,
+            None if replace => String::new(),
+            None => rec.description.clone(),
+        },
+        config: driver.config().clone(),
+        ..rec
+    };
+    cx.db
+        .write(move |tx| crate::db::pools::put(tx, &new))
+        .await?;
+    cx.pools.insert(name, driver);
+    cx.events
+        .lifecycle("storage-pool-updated", &url(name), None);
+    Ok(())
+}
+
+/// Deletes an empty pool: its row first (refused while a volume is recorded on it), then
+/// its spare volumes and its directory; a failure there brings the row back.
+pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
+    let _guard = cx.locks.pools.lock().await;
+    let rec = get(cx, name).await?;
+    let n = name.to_owned();
+    cx.db
+        .write(move |tx| {
+            if !crate::db::pools::volumes(tx, &n, None)?.is_empty() {
+                return Err(Failure::conflict(format!("Storage pool {n:?} is in use")));
+            }
+            // An instance recorded on it since refers to it: the same refusal.
+            crate::db::pools::delete(tx, &n).map_err(|e| match e {
+                DbError::Missing => Failure::conflict(format!("Storage pool {n:?} is in use")),
+                other => other.into(),
+            })
+        })
+        .await?;
+    let mut undo = Reverter::new();
+    let (db, row) = (cx.db.clone(), rec.clone());
+    undo.add("record the pool again", move || {
+        Ok(db.write_sync(|tx| crate::db::pools::insert(tx, &row))?)
+    });
+    let driver = match cx.pools.get(name) {
+        Some(d) => d,
+        None => load(cx, name, &rec.driver, rec.config.clone())?,
+    };
+    cx.pools.remove(name);
+    let (pools, loaded, n) = (cx.pools.clone(), driver.clone(), name.to_owned());
+    undo.add("load the pool again", move || {
+        pools.insert(&n, loaded);
+        Ok(())
+    });
+    // Spare volumes are berthd's own, not a user's: they go first.
+    spares::clear(driver.as_ref());
+    tokio::task::spawn_blocking(move || driver.unmount().and_then(|()| driver.delete())).await??;
+    undo.success();
+    cx.events
+        .lifecycle("storage-pool-deleted", &url(name), None);
+    Ok(())
+}
+
+/// A pool's space and inodes.
+pub async fn resources(cx: &Ctx, name: &str) -> Result<PoolResources> {
+    get(cx, name).await?;
+    let driver = driver(cx, name)?;
+    Ok(tokio::task::spawn_blocking(move || driver.resources()).await??)
+}
+
+/// The volumes recorded on pool `name`, optionally of one type.
+pub async fn volumes(cx: &Ctx, name: &str, kind: Option<String>) -> Result<Vec<StorageVolume>> {
+    if let Some(k) = &kind
+        && VolumeType::parse(k).is_none()
+        && k != "virtual-machine"
+    {
+        return Err(Failure::invalid(format!(
+            "Invalid storage volume type {k:?}"
+        )));
+    }
+    get(cx, name).await?;
+    let n = name.to_owned();
+    Ok(cx
+        .db
+        .read(move |c| crate::db::pools::volumes(c, &n, kind.as_deref()))
+        .await?)
+}
+
+/// A pool's URL.
+pub fn url(name: &str) -> String {
+    format!("/1.0/storage-pools/{name}")
+}
+
+/// Whether `e` says an object is missing (for callers that treat that as done).
+pub fn is_not_found(e: &berth_storage::StorageError) -> bool {
+    e.kind() == berth_storage::StorageErrorKind::NotFound
+}
