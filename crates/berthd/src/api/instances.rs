@@ -10,7 +10,7 @@ use berth_api::instance::InstancesPost;
 use super::ops::{OpCtx, OpSpec};
 use super::{
     ApiError, ApiResult, AppState, InstanceName, Json, async_operation, etag_of, field, if_match,
-    parse, project_param, query_value, recursion, sync, sync_etag,
+    parse, project_param, query_value, recursion, sync, sync_empty, sync_etag,
 };
 use crate::instance::config::InstanceChange;
 use crate::instance::{self, create, query};
@@ -222,7 +222,7 @@ pub async fn put(
 }
 
 /// `PATCH /1.0/instances/{name}`: merges into the writable fields (an empty config value
-/// unsets the key).
+/// unsets the key); an empty sync reply, as LXD and Incus answer it.
 pub async fn patch(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
@@ -241,10 +241,7 @@ pub async fn patch(
         false,
     )
     .await?;
-    let op = st
-        .ops
-        .start(spec("Updating instance", &name), |_| async { Ok(()) });
-    Ok(async_operation(op.render()))
+    Ok(sync_empty())
 }
 
 /// `DELETE /1.0/instances/{name}`: the instance must be stopped.
