@@ -1,12 +1,15 @@
 //! `cargo xtask`: the one entry point for developers and CI.
 //!
-//! - `ci`: system packages, fmt, clippy, build, then every test (unit and end-to-end).
+//! - `ci`: system packages, fmt, layers, clippy, build, then every test (unit and
+//!   end-to-end).
 //! - `e2e`: system packages, build, then the end-to-end tests only.
 //! - `bench`: builds release binaries and measures them (see `bench.rs`).
+//! - `layers`: checks berthd's module layers and the CLI's (see `layers.rs`).
 //! - `bindings`: regenerates `crates/lxc-sys/src/bindings.rs` from the installed liblxc
 //!   headers (needs `bindgen` from bindgen-cli and libclang).
 
 mod bench;
+mod layers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,9 +23,10 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("e2e") => e2e(&root),
         Some("bench") => bench::run(&root),
+        Some("layers") => layers::run(&root),
         Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench|bindings");
+            eprintln!("usage: cargo xtask ci|e2e|bench|layers|bindings");
             std::process::exit(2);
         }
     }
@@ -80,6 +84,7 @@ fn deps(root: &Path) -> anyhow::Result<()> {
 fn ci(root: &Path) -> anyhow::Result<()> {
     deps(root)?;
     run(root, "cargo", &["fmt", "--all", "--check"])?;
+    layers::run(root)?;
     run(
         root,
         "cargo",

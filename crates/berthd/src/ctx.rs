@@ -2,7 +2,7 @@
 //! instance driver, the loaded storage pools, the host's facts and the locks.
 //!
 //! One [`Ctx`] is built at start-up (`daemon.rs`) and shared; a unit test builds one over
-//! a temporary directory and the fake driver ([`Ctx::for_tests`]). It holds data, not
+//! a temporary directory and the fake driver (`testing::ctx`). It holds data, not
 //! behaviour: the services are the modules above it, and take `&Ctx`.
 //!
 //! ## Lock order
@@ -115,44 +115,5 @@ impl Locks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-    }
-}
-
-#[cfg(test)]
-impl Ctx {
-    /// A context over a temporary directory, the fake driver and a fresh database, with
-    /// a `default` dir pool (as a fresh berthd has). Needs no root.
-    pub fn for_tests() -> (tempfile::TempDir, Arc<Ctx>, Arc<crate::lxc::fake::Fake>) {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path().to_owned());
-        let db = Db::open(&paths.database()).unwrap();
-        std::fs::create_dir_all(paths.containers()).unwrap();
-        crate::paths::create_private_dir(&paths.images()).unwrap();
-        let fake = Arc::new(crate::lxc::fake::Fake::new(&paths.containers()));
-        let cx = Ctx {
-            db,
-            events: Events::new(),
-            driver: fake.clone(),
-            pools: Pools::default(),
-            locks: Locks::default(),
-            host: Host {
-                memory: 8 << 30,
-                cpus: 2,
-                cgroup_v2: true,
-            },
-            ids: HostIds {
-                uid_base: 1_000_000,
-                gid_base: 1_000_000,
-                count: 1_000_000_000,
-                from_subid: false,
-                newuidmap: false,
-            },
-            image_limits: berth_image::Limits::default(),
-            spares: Mutex::new(HashSet::new()),
-            paths,
-        };
-        crate::storage::apply_defaults(&cx).unwrap();
-        crate::storage::load_all(&cx).unwrap();
-        (dir, Arc::new(cx), fake)
     }
 }

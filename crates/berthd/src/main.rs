@@ -24,6 +24,8 @@ mod profile;
 mod project;
 mod revert;
 mod storage;
+#[cfg(test)]
+mod testing;
 mod time;
 
 use std::path::PathBuf;

@@ -68,7 +68,7 @@ fn leftovers(cx: &Ctx, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_start_stop_and_delete() {
-    let (_dir, cx, fake) = Ctx::for_tests();
+    let (_dir, cx, fake) = crate::testing::ctx();
     make(&cx, empty("c1")).await.unwrap();
     let (rec, view) = query::get(&cx, "c1").await.unwrap();
     assert_eq!(view.status, "Stopped");
@@ -117,7 +117,7 @@ async fn create_start_stop_and_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn names_are_unique_and_checked_before_anything_is_made() {
-    let (_dir, cx, _fake) = Ctx::for_tests();
+    let (_dir, cx, _fake) = crate::testing::ctx();
     make(&cx, empty("c1")).await.unwrap();
     let e = make(&cx, empty("c1")).await.unwrap_err();
     assert_eq!(e.kind(), Kind::AlreadyExists);
@@ -133,7 +133,7 @@ async fn names_are_unique_and_checked_before_anything_is_made() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_start_after_create_leaves_the_instance_stopped() {
-    let (_dir, cx, fake) = Ctx::for_tests();
+    let (_dir, cx, fake) = crate::testing::ctx();
     fake.fail_next_start("c1");
     let mut req = empty("c1");
     req.start = true;
@@ -147,7 +147,7 @@ async fn a_failed_start_after_create_leaves_the_instance_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_half_way_through_a_create_leaves_nothing() {
-    let (_dir, cx, _fake) = Ctx::for_tests();
+    let (_dir, cx, _fake) = crate::testing::ctx();
     // An image whose file is no archive: the unpack fails after the rows, the runtime
     // directory and the volume were made.
     let fp = "ab".repeat(32);
@@ -183,7 +183,7 @@ async fn a_failure_half_way_through_a_create_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_apply_limits_live_and_refusals_change_nothing() {
-    let (_dir, cx, fake) = Ctx::for_tests();
+    let (_dir, cx, fake) = crate::testing::ctx();
     make(&cx, empty("c1")).await.unwrap();
     change_state(&cx, "c1", "start").await.unwrap();
     let mut config = BTreeMap::new();
@@ -250,7 +250,7 @@ async fn updates_apply_limits_live_and_refusals_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_moves_everything_and_refuses_a_taken_name() {
-    let (_dir, cx, _fake) = Ctx::for_tests();
+    let (_dir, cx, _fake) = crate::testing::ctx();
     make(&cx, empty("c1")).await.unwrap();
     make(&cx, empty("c2")).await.unwrap();
     let taken = create::check_rename(&cx, "c1", &InstanceName::parse("c2").unwrap())
@@ -275,7 +275,7 @@ async fn rename_moves_everything_and_refuses_a_taken_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ephemeral_instances_go_when_they_stop() {
-    let (_dir, cx, _fake) = Ctx::for_tests();
+    let (_dir, cx, _fake) = crate::testing::ctx();
     let mut req = empty("e1");
     req.ephemeral = true;
     req.start = true;
