@@ -1,11 +1,28 @@
-//! Editing an object as YAML in `$EDITOR`: on a refused result the editor opens again, with the
-//! error as a comment on top, until the user saves something valid or empties the file.
+//! Editing an object as YAML (`berth … edit`): piped in on standard input, or else in
+//! `$EDITOR`, where a refused result opens the editor again, with the error as a comment on
+//! top, until the user saves something valid or empties the file.
 
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// Reads YAML from standard input when it is not a terminal (`berth profile edit p <
+/// file`), else opens the editor; then applies it.
+pub async fn edit_yaml<T, F, Fut>(value: &T, apply: F) -> anyhow::Result<()>
+where
+    T: Serialize + DeserializeOwned,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if std::io::stdin().is_terminal() {
+        return edit_loop(value, apply).await;
+    }
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    apply(crate::yaml::from_str::<T>(&text)?).await
+}
 
 /// Opens `value` in the editor and calls `apply` with what the user saved.
 pub async fn edit_loop<T, F, Fut>(value: &T, apply: F) -> anyhow::Result<()>

@@ -3,11 +3,18 @@
 //! Thin: each verb lives in its own file under `cmd/` and drives the daemon through
 //! `berth-client`. The daemon is found at `$BERTH_SOCKET`, else `$BERTH_DIR/unix.socket`, else
 //! `/var/lib/berth/unix.socket`. Success exits 0; failure prints one line on stderr, exits 1.
+//!
+//! What several verbs share sits in the modules beside this file (`object`, `editor`, `tty`,
+//! `image`, `instance`, `format`, `yaml`, `progress`), which never reach back into `cmd/`.
 
 mod cmd;
 mod editor;
 mod format;
+mod image;
+mod instance;
+mod object;
 mod progress;
+mod tty;
 mod yaml;
 
 use std::process::ExitCode;

@@ -55,23 +55,6 @@ struct InstancePut {
     description: String,
 }
 
-/// `KEY=VALUE...`, or the two words `KEY VALUE` as `lxc config set` takes them.
-pub(crate) fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    if let [k, v] = items
-        && !k.contains('=')
-    {
-        return Ok(BTreeMap::from([(k.clone(), v.clone())]));
-    }
-    items
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow::anyhow!("Invalid argument {kv:?}: expected KEY=VALUE"))
-        })
-        .collect()
-}
-
 async fn patch(
     client: &Client,
     name: &str,
@@ -89,53 +72,6 @@ async fn patch(
         client.wait_success(id).await?;
     }
     Ok(())
-}
-
-/// PATCHes `config` into the object (profile, project) at `path`; an empty value unsets
-/// a key.
-pub async fn patch_object_config(
-    client: &Client,
-    path: &str,
-    config: BTreeMap<String, String>,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "config": config });
-    client.query(Method::PATCH, path, Some(&body)).await?;
-    Ok(())
-}
-
-/// Prints configuration key `key` of the object at `path` (empty when unset).
-pub async fn print_object_key(client: &Client, path: &str, key: &str) -> anyhow::Result<()> {
-    let v: Value = client.get(path).await?;
-    println!(
-        "{}",
-        v["config"]
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    );
-    Ok(())
-}
-
-/// Unsets `keys` of the object at `path`, `what` naming it; a key that is not set is an
-/// error and nothing changes.
-pub async fn unset_object_keys(
-    client: &Client,
-    path: &str,
-    keys: Vec<String>,
-    what: &str,
-) -> anyhow::Result<()> {
-    let v: Value = client.get(path).await?;
-    for k in &keys {
-        if v["config"].get(k).is_none() {
-            anyhow::bail!("Key {k:?} is not set on {what}");
-        }
-    }
-    patch_object_config(
-        client,
-        path,
-        keys.into_iter().map(|k| (k, String::new())).collect(),
-    )
-    .await
 }
 
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
@@ -168,14 +104,16 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .unwrap_or_default();
             println!("{value}");
         }
-        Command::Set { name, config } => patch(client, &name, pairs(&config)?).await?,
+        Command::Set { name, config } => {
+            patch(client, &name, crate::object::pairs(&config)?).await?;
+        }
         Command::Device(c) => {
             super::device::run(client, super::device::Target::Instance, c).await?;
         }
         Command::Edit { name } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
             let current: InstancePut = serde_json::from_value(v)?;
-            super::profile::edit_yaml(&current, |put: InstancePut| {
+            crate::editor::edit_yaml(&current, |put: InstancePut| {
                 let name = name.clone();
                 async move {
                     let body = serde_json::to_value(&put)?;

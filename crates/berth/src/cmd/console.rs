@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::exec::{RawMode, term_size};
+use crate::tty::{RawMode, term_size};
 
 /// Arguments of `berth console`.
 #[derive(Debug, clap::Args)]

@@ -36,7 +36,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let mut config: serde_json::Map<String, Value> =
         from["config"].as_object().cloned().unwrap_or_default();
     config.retain(|k, _| !k.starts_with("volatile."));
-    for (k, v) in super::config::pairs(&args.config)? {
+    for (k, v) in crate::object::pairs(&args.config)? {
         config.insert(k, v.into());
     }
     let body = serde_json::json!({

@@ -18,7 +18,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             let state: berth_api::instance::InstanceState =
                 client.get(&format!("/1.0/instances/{name}/state")).await?;
             if state.status_code != 102 {
-                crate::cmd::lifecycle::change_state(client, name, "stop", true, -1).await?;
+                crate::instance::change_state(client, name, "stop", true, -1).await?;
             }
         }
         let r = client

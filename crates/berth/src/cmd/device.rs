@@ -7,6 +7,7 @@ use berth_client::{Client, Method};
 use serde_json::Value;
 
 use crate::format::{Format, Table};
+use crate::object;
 
 /// `berth config device …`
 #[derive(Debug, clap::Subcommand)]
@@ -119,7 +120,7 @@ pub async fn run(client: &Client, target: Target, cmd: Command) -> anyhow::Resul
             if devices.contains_key(&device) {
                 anyhow::bail!("Device {device:?} already exists on {name:?}");
             }
-            let mut d = super::config::pairs(&config)?;
+            let mut d = object::pairs(&config)?;
             d.insert("type".to_owned(), kind);
             devices.insert(device.clone(), d);
             store(client, target, &name, v, &devices).await?;
@@ -141,7 +142,7 @@ pub async fn run(client: &Client, target: Target, cmd: Command) -> anyhow::Resul
             let d = devices
                 .get_mut(&device)
                 .ok_or_else(|| missing(&device, &name))?;
-            d.extend(super::config::pairs(&config)?);
+            d.extend(object::pairs(&config)?);
             store(client, target, &name, v, &devices).await?;
         }
         Command::Unset { name, device, key } => {
@@ -196,7 +197,7 @@ pub async fn run(client: &Client, target: Target, cmd: Command) -> anyhow::Resul
                 .get(&device)
                 .cloned()
                 .ok_or_else(|| missing(&device, &name))?;
-            d.extend(super::config::pairs(&config)?);
+            d.extend(object::pairs(&config)?);
             devices.insert(device.clone(), d);
             store(client, target, &name, v, &devices).await?;
             println!("Device {device} overridden for {name}");

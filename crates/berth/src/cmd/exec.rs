@@ -8,6 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::tty::{RawMode, term_size};
+
 /// Arguments of `berth exec`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,40 +51,6 @@ impl Args {
             command: vec!["su".to_owned(), "-l".to_owned()],
         }
     }
-}
-
-/// Restores the terminal's mode when dropped.
-pub(crate) struct RawMode(Option<rustix::termios::Termios>);
-
-impl RawMode {
-    pub(crate) fn enter() -> RawMode {
-        let stdin = rustix::stdio::stdin();
-        let Ok(saved) = rustix::termios::tcgetattr(stdin) else {
-            return RawMode(None);
-        };
-        let mut raw = saved.clone();
-        raw.make_raw();
-        let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw);
-        RawMode(Some(saved))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = rustix::termios::tcsetattr(
-                rustix::stdio::stdin(),
-                rustix::termios::OptionalActions::Now,
-                t,
-            );
-        }
-    }
-}
-
-pub(crate) fn term_size() -> (u16, u16) {
-    rustix::termios::tcgetwinsize(rustix::stdio::stdout())
-        .map(|w| (w.ws_col, w.ws_row))
-        .unwrap_or((80, 24))
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<i32> {

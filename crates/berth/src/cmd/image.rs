@@ -7,6 +7,7 @@ use berth_api::image::{Image, ImageAlias, ImagePut};
 use berth_client::{Client, ImportOptions, Method};
 
 use crate::format::{Format, Table};
+use crate::image::resolve;
 
 /// `berth image …`
 #[derive(Debug, clap::Subcommand)]
@@ -111,17 +112,6 @@ pub enum AliasCommand {
     /// Rename an alias
     #[command(alias = "mv")]
     Rename { old: String, new: String },
-}
-
-/// The fingerprint of an image named by alias or fingerprint prefix.
-pub async fn resolve(client: &Client, name: &str) -> anyhow::Result<Image> {
-    if let Ok(alias) = client
-        .get::<ImageAlias>(&format!("/1.0/images/aliases/{name}"))
-        .await
-    {
-        return Ok(client.get(&format!("/1.0/images/{}", alias.target)).await?);
-    }
-    Ok(client.get(&format!("/1.0/images/{name}")).await?)
 }
 
 fn size(bytes: u64) -> String {

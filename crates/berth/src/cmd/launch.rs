@@ -42,7 +42,7 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
             .ok_or_else(|| anyhow::anyhow!("Invalid config {kv:?}: expected KEY=VALUE"))?;
         config.insert(k.to_owned(), v.to_owned());
     }
-    let image = crate::cmd::image::resolve(client, &args.image).await?;
+    let image = crate::image::resolve(client, &args.image).await?;
     let mut body = serde_json::json!({
         "name": name,
         "source": {"type": "image", "fingerprint": image.fingerprint},

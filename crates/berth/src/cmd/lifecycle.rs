@@ -49,35 +49,9 @@ pub async fn run(client: &Client, args: Args, action: &str) -> anyhow::Result<()
             "force": args.force,
             "stateful": stateful,
         });
-        put_state(client, name, &body)
+        crate::instance::put_state(client, name, &body)
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Asks for a state change of one instance and waits for it.
-pub async fn change_state(
-    client: &Client,
-    name: &str,
-    action: &str,
-    force: bool,
-    timeout: i64,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({"action": action, "timeout": timeout, "force": force});
-    put_state(client, name, &body).await
-}
-
-async fn put_state(client: &Client, name: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-    let r = client
-        .query(
-            Method::PUT,
-            &format!("/1.0/instances/{name}/state"),
-            Some(body),
-        )
-        .await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
     }
     Ok(())
 }

@@ -1,4 +1,8 @@
 //! One module per verb.
+//!
+//! A verb's file imports another only to embed it as a sub-verb (`device`, under `config` and
+//! `profile`); a helper several verbs share lives beside `main.rs` instead, so that no verb
+//! depends on another's internals.
 
 pub mod admin;
 pub mod completion;

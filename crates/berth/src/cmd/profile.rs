@@ -7,6 +7,7 @@ use berth_client::{Client, Method};
 use serde_json::Value;
 
 use crate::format::{Format, Table};
+use crate::object;
 
 /// `berth profile …`
 #[derive(Debug, clap::Subcommand)]
@@ -104,30 +105,6 @@ async fn set_profiles(client: &Client, instance: &str, profiles: &[String]) -> a
     Ok(())
 }
 
-async fn patch_config(
-    client: &Client,
-    name: &str,
-    config: BTreeMap<String, String>,
-) -> anyhow::Result<()> {
-    super::config::patch_object_config(client, &format!("/1.0/profiles/{name}"), config).await
-}
-
-/// Reads YAML from standard input when it is not a terminal (`berth profile edit p <
-/// file`), else opens the editor; then applies it.
-pub async fn edit_yaml<T, F, Fut>(value: &T, apply: F) -> anyhow::Result<()>
-where
-    T: serde::Serialize + serde::de::DeserializeOwned,
-    F: Fn(T) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    if std::io::stdin().is_terminal() {
-        return crate::editor::edit_loop(value, apply).await;
-    }
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text)?;
-    apply(crate::yaml::from_str::<T>(&text)?).await
-}
-
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::List { format } => {
@@ -191,13 +168,18 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Get { name, key } => {
-            super::config::print_object_key(client, &format!("/1.0/profiles/{name}"), &key).await?;
+            object::print_key(client, &format!("/1.0/profiles/{name}"), &key).await?;
         }
         Command::Set { name, config } => {
-            patch_config(client, &name, super::config::pairs(&config)?).await?;
+            object::patch_config(
+                client,
+                &format!("/1.0/profiles/{name}"),
+                object::pairs(&config)?,
+            )
+            .await?;
         }
         Command::Unset { name, keys } => {
-            super::config::unset_object_keys(
+            object::unset_keys(
                 client,
                 &format!("/1.0/profiles/{name}"),
                 keys,
@@ -243,7 +225,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Edit { name } => {
             let p = profile(client, &name).await?;
             let current: ProfilePut = serde_json::from_value(p)?;
-            edit_yaml(&current, |put: ProfilePut| {
+            crate::editor::edit_yaml(&current, |put: ProfilePut| {
                 let name = name.clone();
                 async move {
                     let body = serde_json::to_value(&put)?;

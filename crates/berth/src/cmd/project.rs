@@ -9,6 +9,7 @@ use berth_client::{Client, Method};
 use serde_json::Value;
 
 use crate::format::{Format, Table};
+use crate::object;
 
 /// `berth project …`
 #[derive(Debug, clap::Subcommand)]
@@ -135,7 +136,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         } => {
             let body = serde_json::json!({
                 "name": name, "description": description,
-                "config": super::config::pairs(&config)?,
+                "config": object::pairs(&config)?,
             });
             client
                 .query(Method::POST, "/1.0/projects", Some(&body))
@@ -149,24 +150,13 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Get { name, key } => {
-            super::config::print_object_key(client, &path(&name), &key).await?;
+            object::print_key(client, &path(&name), &key).await?;
         }
         Command::Set { name, config } => {
-            super::config::patch_object_config(
-                client,
-                &path(&name),
-                super::config::pairs(&config)?,
-            )
-            .await?;
+            object::patch_config(client, &path(&name), object::pairs(&config)?).await?;
         }
         Command::Unset { name, keys } => {
-            super::config::unset_object_keys(
-                client,
-                &path(&name),
-                keys,
-                &format!("project {name:?}"),
-            )
-            .await?;
+            object::unset_keys(client, &path(&name), keys, &format!("project {name:?}")).await?;
         }
         Command::Rename { name, new_name } => {
             let body = serde_json::json!({ "name": new_name });
@@ -178,7 +168,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Edit { name } => {
             let p: Value = client.get(&path(&name)).await?;
             let current: ProjectPut = serde_json::from_value(p)?;
-            super::profile::edit_yaml(&current, |put: ProjectPut| {
+            crate::editor::edit_yaml(&current, |put: ProjectPut| {
                 let name = name.clone();
                 async move {
                     let body = serde_json::to_value(&put)?;

@@ -4,6 +4,7 @@ use berth_api::storage::{StoragePool, StoragePoolResources};
 use berth_client::{Client, Method};
 
 use crate::format::{Format, Table};
+use crate::object;
 
 /// `berth storage …`
 #[derive(Debug, clap::Subcommand)]
@@ -80,7 +81,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             description,
         } => {
             let body = serde_json::json!({
-                "name": pool, "driver": driver, "description": description, "config": super::config::pairs(&config)?,
+                "name": pool, "driver": driver, "description": description, "config": object::pairs(&config)?,
             });
             client
                 .query(Method::POST, "/1.0/storage-pools", Some(&body))
@@ -111,7 +112,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             println!("{}", p.config.get(&key).cloned().unwrap_or_default());
         }
         Command::Set { pool, config } => {
-            let body = serde_json::json!({ "config": super::config::pairs(&config)? });
+            let body = serde_json::json!({ "config": object::pairs(&config)? });
             client
                 .query(
                     Method::PATCH,
