@@ -473,3 +473,52 @@ async fn alias_names_may_hold_slashes() {
     }
     ok(&d.berth(&["delete", "slashed"]));
 }
+
+/// An alias named twice in one import (`X-Incus-aliases: a,a`, `--alias a --alias a`) is
+/// one alias; an image or alias that exists already is a 409, never a 500 with the
+/// database's text.
+#[tokio::test]
+async fn repeated_aliases_are_one_and_duplicates_are_conflicts() {
+    let d = Daemon::start();
+    let c = d.client();
+    let image = busybox_image();
+    let fp = c
+        .import_image(
+            &image,
+            None,
+            &ImportOptions {
+                aliases: vec!["a".into(), "a".into(), "b".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let img: Image = c.get(&format!("/1.0/images/{fp}")).await.unwrap();
+    let names: Vec<&str> = img.aliases.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+
+    // The same image again: 409, and nothing changes.
+    let again = c
+        .import_image(&image, None, &ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(again.status(), Some(409), "{again}");
+    assert!(!again.to_string().contains("UNIQUE"), "{again}");
+    // An alias taken by a create or a rename: 409.
+    for (path, body) in [
+        ("/1.0/images/aliases", json!({"name": "a", "target": fp})),
+        ("/1.0/images/aliases/b", json!({"name": "a"})),
+    ] {
+        let e = c.query(Method::POST, path, Some(&body)).await.unwrap_err();
+        assert_eq!(e.status(), Some(409), "{path}: {e}");
+        assert!(e.to_string().contains("\"a\" already exists"), "{e}");
+    }
+
+    // Through the CLI: the image is gone, then imported with one alias named twice.
+    ok(&d.berth(&["image", "delete", "a"]));
+    let path = image.to_str().unwrap();
+    ok(&d.berth(&["image", "import", path, "--alias", "x", "--alias", "x"]));
+    let aliases = ok(&d.berth(&["image", "alias", "list", "-f", "csv"]));
+    assert_eq!(aliases.lines().count(), 1, "{aliases}");
+    assert!(aliases.starts_with("x,"), "{aliases}");
+}

@@ -287,3 +287,70 @@ async fn ephemeral_instances_go_when_they_stop() {
         leftovers(&cx, "e1")
     );
 }
+
+/// A pool deleted while an instance is created on it: whichever comes first wins, the
+/// other gets a clear 4xx, and neither leaves a half-made object.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_and_an_instance_on_it_never_half_make_each_other() {
+    let (_dir, cx, _fake) = crate::testing::ctx();
+    let new_pool = || crate::storage::NewPool {
+        name: crate::model::names::PoolName::parse("p2").unwrap(),
+        driver: "dir".to_owned(),
+        description: String::new(),
+        config: BTreeMap::new(),
+    };
+    let on_p2 = |name: &str| {
+        let mut req = empty(name);
+        let mut root = BTreeMap::new();
+        for (k, v) in [("type", "disk"), ("path", "/"), ("pool", "p2")] {
+            root.insert(k.to_owned(), v.to_owned());
+        }
+        req.devices.insert("root".to_owned(), root);
+        req
+    };
+    crate::storage::create(&cx, new_pool()).await.unwrap();
+    let source = cx.paths.default_pool_source("p2");
+
+    // The instance is recorded first: the pool is in use, and stays whole.
+    let name = InstanceName::parse("c1").unwrap();
+    let creation = create::prepare(&cx, "default", &name, on_p2("c1"))
+        .await
+        .unwrap();
+    let e = crate::storage::delete(&cx, "p2").await.unwrap_err();
+    assert_eq!(e.kind(), Kind::Conflict);
+    assert!(e.message().contains("in use"), "{e}");
+    assert!(source.exists() && crate::storage::get(&cx, "p2").await.is_ok());
+    creation.run(&cx, Arc::new(|_| {})).await.unwrap();
+    create::delete(&cx, "c1").await.unwrap();
+
+    // The pool's row goes first (a delete that got there before): the create is refused
+    // before anything is made.
+    cx.db
+        .write_sync(|tx| crate::db::pools::delete(tx, "p2"))
+        .unwrap();
+    let e = make(&cx, on_p2("c2")).await.unwrap_err();
+    assert_eq!(e.kind(), Kind::Invalid, "{e}");
+    assert!(e.message().contains("\"p2\""), "{e}");
+    assert!(!e.message().contains("FOREIGN KEY"), "{e}");
+    assert!(leftovers(&cx, "c2").is_empty());
+
+    // And once the pool is really gone, the same.
+    cx.db
+        .write_sync(|tx| {
+            crate::db::pools::insert(
+                tx,
+                &crate::model::records::PoolRecord {
+                    name: "p2".into(),
+                    driver: "dir".into(),
+                    description: String::new(),
+                    config: BTreeMap::new(),
+                },
+            )
+        })
+        .unwrap();
+    crate::storage::delete(&cx, "p2").await.unwrap();
+    assert!(!source.exists());
+    let e = make(&cx, on_p2("c3")).await.unwrap_err();
+    assert_eq!(e.kind(), Kind::Invalid, "{e}");
+    assert!(leftovers(&cx, "c3").is_empty());
+}
