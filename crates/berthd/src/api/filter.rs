@@ -7,6 +7,11 @@
 
 use serde_json::Value;
 
+/// Why a filter does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(String);
+
 /// A parsed filter.
 #[derive(Debug, PartialEq)]
 pub enum Filter {
@@ -20,7 +25,7 @@ pub enum Filter {
     Or(Box<Filter>, Box<Filter>),
 }
 
-fn tokens(s: &str) -> Result<Vec<String>, String> {
+fn tokens(s: &str) -> Result<Vec<String>, FilterError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -33,7 +38,7 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
                 match chars.next() {
                     Some(q) if q == c => break,
                     Some(x) => t.push(x),
-                    None => return Err("unterminated quote".to_owned()),
+                    None => return Err(FilterError("unterminated quote".to_owned())),
                 }
             }
             out.push(t);
@@ -53,17 +58,17 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses a filter expression.
-pub fn parse(s: &str) -> Result<Filter, String> {
+pub fn parse(s: &str) -> Result<Filter, FilterError> {
     let toks = tokens(s)?;
     let mut pos = 0;
     let f = parse_or(&toks, &mut pos)?;
     if pos != toks.len() {
-        return Err(format!("unexpected {:?}", toks[pos]));
+        return Err(FilterError(format!("unexpected {:?}", toks[pos])));
     }
     Ok(f)
 }
 
-fn parse_or(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+fn parse_or(t: &[String], pos: &mut usize) -> Result<Filter, FilterError> {
     let mut left = parse_and(t, pos)?;
     while t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("or")) {
         *pos += 1;
@@ -72,7 +77,7 @@ fn parse_or(t: &[String], pos: &mut usize) -> Result<Filter, String> {
     Ok(left)
 }
 
-fn parse_and(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+fn parse_and(t: &[String], pos: &mut usize) -> Result<Filter, FilterError> {
     let mut left = parse_not(t, pos)?;
     while t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("and")) {
         *pos += 1;
@@ -81,23 +86,26 @@ fn parse_and(t: &[String], pos: &mut usize) -> Result<Filter, String> {
     Ok(left)
 }
 
-fn parse_not(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+fn parse_not(t: &[String], pos: &mut usize) -> Result<Filter, FilterError> {
     if t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("not")) {
         *pos += 1;
         return Ok(Filter::Not(Box::new(parse_not(t, pos)?)));
     }
-    let field = t.get(*pos).ok_or("missing field")?.clone();
+    let field = t
+        .get(*pos)
+        .ok_or_else(|| FilterError("missing field".to_owned()))?
+        .clone();
     let op = t
         .get(*pos + 1)
-        .ok_or_else(|| format!("missing operator after {field:?}"))?;
+        .ok_or_else(|| FilterError(format!("missing operator after {field:?}")))?;
     let equal = match op.to_ascii_lowercase().as_str() {
         "eq" => true,
         "ne" => false,
-        other => return Err(format!("unknown operator {other:?}")),
+        other => return Err(FilterError(format!("unknown operator {other:?}"))),
     };
     let value = t
         .get(*pos + 2)
-        .ok_or_else(|| format!("missing value for {field:?}"))?
+        .ok_or_else(|| FilterError(format!("missing value for {field:?}")))?
         .clone();
     *pos += 3;
     Ok(Filter::Cmp {

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::error::{Failure, Result};
+
 /// Where the distribution's lxcfs service mounts it.
 pub const SYSTEM: &str = "/var/lib/lxcfs";
 
@@ -27,15 +29,23 @@ const PROC_FILES: [&str; 8] = [
     "uptime",
 ];
 
-/// Whether an lxcfs is mounted at `path` (per this process's mount table).
-fn mounted(path: &Path) -> bool {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// This process's mount table.
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Whether an lxcfs is mounted at `path`, per the mount table `mountinfo`.
+fn mounted_in(mountinfo: &Path, path: &Path) -> bool {
+    let table = std::fs::read_to_string(mountinfo).unwrap_or_default();
     let want = path.to_string_lossy();
     table.lines().any(|l| {
         let f: Vec<&str> = l.split(' ').collect();
         let sep = f.iter().position(|x| *x == "-");
         f.get(4) == Some(&want.as_ref()) && sep.and_then(|i| f.get(i + 1)) == Some(&"fuse.lxcfs")
     })
+}
+
+/// Whether an lxcfs is mounted at `path` (per this process's mount table).
+fn mounted(path: &Path) -> bool {
+    mounted_in(Path::new(MOUNTINFO), path)
 }
 
 /// Whether the lxcfs at `path` answers.
@@ -65,14 +75,17 @@ pub fn ensure(own: &Path, log: &Path) -> Option<PathBuf> {
     Some(own.to_owned())
 }
 
-fn start(own: &Path, log: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(own).map_err(|e| format!("Failed to create {}: {e}", own.display()))?;
+fn start(own: &Path, log: &Path) -> Result<()> {
+    std::fs::create_dir_all(own)
+        .map_err(|e| Failure::failed(format!("Failed to create {}", own.display()), e))?;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
-        .map_err(|e| format!("Failed to open {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::failed(format!("Failed to open {}", log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Failure::failed(format!("Failed to open {}", log.display()), e))?;
     let pidfile = own.with_extension("pid");
     let mut child = Command::new("lxcfs")
         .args(["--enable-loadavg", "--enable-cfs", "-p"])
@@ -85,19 +98,19 @@ fn start(own: &Path, log: &Path) -> Result<(), String> {
         // running containers.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("Failed to run lxcfs: {e}"))?;
+        .map_err(|e| Failure::failed("Failed to run lxcfs", e))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !(mounted(own) && alive(own)) {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
+            return Err(Failure::internal(format!(
                 "lxcfs exited at start ({status}); see {}",
                 log.display()
-            ));
+            )));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("lxcfs did not come up within 5 s".to_owned());
+            return Err(Failure::internal("lxcfs did not come up within 5 s"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -144,4 +157,43 @@ pub fn mount_entries(lxcfs: &Path) -> Vec<String> {
         }));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_lxcfs_mounts_in_a_mount_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("mountinfo");
+        std::fs::write(
+            &table,
+            "36 25 0:32 / /var/lib/lxcfs rw,nosuid shared:1 - fuse.lxcfs lxcfs rw\n\
+             37 25 0:33 / /srv/other rw - fuse.sshfs other rw\n",
+        )
+        .unwrap();
+        assert!(mounted_in(&table, Path::new("/var/lib/lxcfs")));
+        assert!(!mounted_in(&table, Path::new("/srv/other")), "not lxcfs");
+        assert!(!mounted_in(
+            &dir.path().join("none"),
+            Path::new("/var/lib/lxcfs")
+        ));
+        // What a container gets bound: the /proc files this lxcfs has, and its cpu files.
+        let fs = dir.path().join("lxcfs");
+        std::fs::create_dir_all(fs.join("proc")).unwrap();
+        std::fs::create_dir_all(fs.join("sys/devices/system/cpu")).unwrap();
+        std::fs::write(fs.join("proc/meminfo"), "").unwrap();
+        std::fs::write(fs.join("sys/devices/system/cpu/online"), "").unwrap();
+        let entries = mount_entries(&fs);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(
+            entries[0].ends_with("proc/meminfo none bind,optional 0 0"),
+            "{entries:?}"
+        );
+        assert!(
+            entries[1].contains("sys/devices/system/cpu/online"),
+            "{entries:?}"
+        );
+    }
 }
