@@ -45,6 +45,18 @@ impl Reverter {
         self.steps.push((what, Box::new(undo)));
     }
 
+    /// Registers an undo step that waits on something async (a helper process, the
+    /// container's monitor). It blocks on the runtime the change ran on, which must be a
+    /// multi-threaded one (berthd's).
+    pub fn add_async<F, Fut>(&mut self, what: &'static str, undo: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::current();
+        self.add(what, move || handle.block_on(undo()));
+    }
+
     /// The change succeeded: nothing is undone.
     pub fn success(mut self) {
         self.steps.clear();

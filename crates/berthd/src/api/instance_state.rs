@@ -14,8 +14,8 @@ pub async fn get(State(st): State<AppState>, InstanceName(name): InstanceName) -
     Ok(sync(query::state(&st.cx, &name).await))
 }
 
-/// `PUT /1.0/instances/{name}/state`: the change runs in an operation under the
-/// instance's lock; a stateful one is checked before the reply.
+/// `PUT /1.0/instances/{name}/state`: the change runs in an operation; a stateful one is
+/// checked before the reply.
 pub async fn put(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
@@ -28,9 +28,7 @@ pub async fn put(
     }
     let cx = st.cx.clone();
     let op = st.ops.start(spec(description, &name), move |_| async move {
-        let lock = cx.locks.instance(&name);
-        let _guard = lock.lock().await;
-        state::change(&cx, &rec, &req).await
+        state::change_locked(&cx, &rec, &req).await
     });
     Ok(async_operation(op.render()))
 }

@@ -185,36 +185,43 @@ pub async fn rename(
     Ok(async_operation(op.render()))
 }
 
-fn change(body: &serde_json::Value) -> Result<InstanceChange, ApiError> {
-    Ok(InstanceChange {
+/// What PUT (`replace`) and PATCH do: `{"restore": SNAPSHOT}` restores a snapshot (its
+/// operation is the reply); anything else changes the instance (`None`: done).
+async fn update(
+    st: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+    replace: bool,
+) -> Result<Option<axum::response::Response>, ApiError> {
+    if let Some(snap) = field::<String>(body, "restore")?.filter(|s| !s.is_empty()) {
+        let stateful = field::<bool>(body, "stateful")?.unwrap_or(false);
+        return super::snapshots::restore(st, name, &snap, stateful)
+            .await
+            .map(Some);
+    }
+    let change = InstanceChange {
         config: field(body, "config")?,
         devices: field(body, "devices")?,
         profiles: field(body, "profiles")?,
         description: field(body, "description")?,
         ephemeral: field(body, "ephemeral")?,
-    })
+    };
+    instance::config::update(&st.cx, name, if_match(headers, etag), change, replace).await?;
+    Ok(None)
 }
 
 /// `PUT /1.0/instances/{name}`: replaces the writable fields; an operation, as LXD (which
-/// does the update in it). `{"restore": SNAPSHOT}` restores a snapshot instead.
+/// does the update in it).
 pub async fn put(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult {
-    if let Some(snap) = field::<String>(&body, "restore")?.filter(|s| !s.is_empty()) {
-        let stateful = field::<bool>(&body, "stateful")?.unwrap_or(false);
-        return super::snapshots::restore(&st, &name, &snap, stateful).await;
+    if let Some(restoring) = update(&st, &name, &headers, &body, true).await? {
+        return Ok(restoring);
     }
-    instance::config::update(
-        &st.cx,
-        &name,
-        if_match(&headers, etag),
-        change(&body)?,
-        true,
-    )
-    .await?;
     let op = st
         .ops
         .start(spec("Updating instance", &name), |_| async { Ok(()) });
@@ -229,18 +236,9 @@ pub async fn patch(
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult {
-    if let Some(snap) = field::<String>(&body, "restore")?.filter(|s| !s.is_empty()) {
-        let stateful = field::<bool>(&body, "stateful")?.unwrap_or(false);
-        return super::snapshots::restore(&st, &name, &snap, stateful).await;
+    if let Some(restoring) = update(&st, &name, &headers, &body, false).await? {
+        return Ok(restoring);
     }
-    instance::config::update(
-        &st.cx,
-        &name,
-        if_match(&headers, etag),
-        change(&body)?,
-        false,
-    )
-    .await?;
     Ok(sync_empty())
 }
 

@@ -73,13 +73,7 @@ pub fn disk_mounts(devices: &BTreeMap<String, Device>, userns: bool) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dev(pairs: &[(&str, &str)]) -> Device {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::devices::dev;
 
     #[test]
     fn renders_host_disks() {

@@ -6,7 +6,8 @@
 //! and mount namespaces; device cgroup rules go through the container's monitor.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_api::instance::Device;
 
@@ -14,6 +15,7 @@ use super::unix;
 use crate::error::{Failure, Result};
 use crate::lxc::{InstanceDriver, MountSpec};
 use crate::model::devices::{DEFAULT_RULES, is_host_disk, is_unix};
+use crate::revert::Reverter;
 
 /// Devices leaving and joining a running container (a changed device does both).
 #[derive(Debug, Default)]
@@ -87,15 +89,17 @@ pub struct Target {
     pub no_symlinks: bool,
 }
 
-/// Applies `change` to running container `name`, whose devices become `now`.
-/// `nodes`: the container's node directory.
+/// Applies `change` to running container `name`, whose devices go from `before` to
+/// `after`. `nodes`: the container's node directory. Each device that went or came
+/// registers its undo, so a failure half-way takes back what this call did.
 pub async fn apply(
-    driver: &dyn InstanceDriver,
+    driver: &Arc<dyn InstanceDriver>,
     nodes: &Path,
     name: &str,
     target: Target,
     change: &Change,
-    now: &BTreeMap<String, Device>,
+    before: &BTreeMap<String, Device>,
+    after: &BTreeMap<String, Device>,
 ) -> Result<()> {
     let pid = target.pid;
     let start_time = crate::lxc::lifecycle::start_time(pid)
@@ -108,76 +112,98 @@ pub async fn apply(
                 .ok_or_else(|| Failure::internal("The instance's id map is unreadable"))?,
         )
     };
-    let base = MountSpec {
-        pid,
-        start_time,
-        userns: !target.privileged,
-        no_symlinks: target.no_symlinks,
-        ..MountSpec::default()
-    };
+    let live = Arc::new(Live {
+        driver: driver.clone(),
+        nodes: nodes.to_owned(),
+        name: name.to_owned(),
+        base: MountSpec {
+            pid,
+            start_time,
+            userns: !target.privileged,
+            no_symlinks: target.no_symlinks,
+            ..MountSpec::default()
+        },
+        ids,
+        privileged: target.privileged,
+    });
+    let mut undo = Reverter::new();
     for (dev, d) in &change.remove {
+        live.remove(dev, d, after).await?;
+        let (l, dev, d) = (live.clone(), dev.clone(), d.clone());
+        undo.add_async("add back a removed device", move || async move {
+            l.add(&dev, &d).await
+        });
+    }
+    for (dev, d) in &change.add {
+        live.add(dev, d).await?;
+        let (l, dev, d, before) = (live.clone(), dev.clone(), d.clone(), before.clone());
+        undo.add_async("take an added device away", move || async move {
+            l.remove(&dev, &d, &before).await
+        });
+    }
+    undo.success();
+    Ok(())
+}
+
+/// A running container's devices, changed one at a time.
+struct Live {
+    driver: Arc<dyn InstanceDriver>,
+    nodes: PathBuf,
+    name: String,
+    /// What every mount in it shares (its init, namespaces).
+    base: MountSpec,
+    ids: Option<unix::Ids>,
+    privileged: bool,
+}
+
+impl Live {
+    /// Takes device `dev` away; its cgroup rule goes unless a device of `left` (or the
+    /// defaults) needs it.
+    async fn remove(&self, dev: &str, d: &Device, left: &BTreeMap<String, Device>) -> Result<()> {
         let Some(path) = d.get("path").or_else(|| d.get("source")) else {
-            continue;
+            return Ok(());
         };
         let spec = MountSpec {
             target: path.clone(),
             remove: is_unix(d),
-            ..base.clone()
+            ..self.base.clone()
         };
         // An optional disk whose source was missing was never mounted: nothing to undo.
-        let unmounted = driver.mount(&spec).await;
+        let unmounted = self.driver.mount(&spec).await;
         if !is_unix(d) {
             if let Err(e) = unmounted {
-                tracing::debug!(instance = name, device = dev, error = %e, "Nothing to unmount");
+                tracing::debug!(instance = %self.name, device = dev, error = %e, "Nothing to unmount");
             }
-            continue;
+            return Ok(());
         }
-        let _ = std::fs::remove_file(unix::node_path(nodes, dev));
+        let _ = std::fs::remove_file(unix::node_path(&self.nodes, dev));
         if let Ok(Some(node)) = unix::resolve(dev, d) {
             let rule = node.rule();
             let still_used = DEFAULT_RULES.contains(&rule.as_str())
-                || now.iter().filter(|(_, d)| is_unix(d)).any(|(n, d)| {
+                || left.iter().filter(|(_, d)| is_unix(d)).any(|(n, d)| {
                     unix::resolve(n, d).is_ok_and(|o| o.is_some_and(|o| o.rule() == rule))
                 });
             if !still_used {
-                driver.device_rule(name, "devices.deny", rule).await?;
+                self.driver
+                    .device_rule(&self.name, "devices.deny", rule)
+                    .await?;
             }
         }
+        Ok(())
     }
-    for (dev, d) in &change.add {
+
+    /// Gives it device `dev`.
+    async fn add(&self, dev: &str, d: &Device) -> Result<()> {
         if is_unix(d) {
-            let Some(node) = unix::resolve(dev, d)? else {
-                continue;
-            };
-            let host = unix::make_node(nodes, dev, &node, ids)?;
-            let spec = MountSpec {
-                source: Some(host.to_string_lossy().into_owned()),
-                target: node.path.clone(),
-                ..base.clone()
-            };
-            let added = match driver.device_rule(name, "devices.allow", node.rule()).await {
-                Ok(()) => driver.mount(&spec).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = added {
-                // Undo this device: its node, and its rule unless something else needs it.
-                let _ = std::fs::remove_file(&host);
-                if !DEFAULT_RULES.contains(&node.rule().as_str())
-                    && let Err(undo) = driver.device_rule(name, "devices.deny", node.rule()).await
-                {
-                    tracing::warn!(instance = name, device = dev, error = %undo, "Undo step failed");
-                }
-                return Err(e.about(format_args!("Device {dev:?}")));
-            }
-            continue;
+            return self.add_unix(dev, d).await;
         }
         let (Some(source), Some(path)) = (d.get("source"), d.get("path")) else {
-            continue;
+            return Ok(());
         };
         let flag = |k: &str| d.get(k).is_some_and(|v| v == "true");
         let dir_source = match std::fs::metadata(source) {
             Ok(m) => m.is_dir(),
-            Err(_) if d.get("required").is_some_and(|v| v == "false") => continue,
+            Err(_) if d.get("required").is_some_and(|v| v == "false") => return Ok(()),
             Err(e) => {
                 return Err(Failure::invalid(format!(
                     "Device {dev:?}: missing source {source:?}: {e}"
@@ -190,14 +216,46 @@ pub async fn apply(
             dir: dir_source,
             readonly: flag("readonly"),
             recursive: flag("recursive"),
-            shift: flag("shift") && !target.privileged,
+            shift: flag("shift") && !self.privileged,
             propagation: d.get("propagation").cloned(),
-            ..base.clone()
+            ..self.base.clone()
         };
-        driver
+        self.driver
             .mount(&spec)
             .await
-            .map_err(|e| e.about(format_args!("Device {dev:?}")))?;
+            .map_err(|e| e.about(format_args!("Device {dev:?}")))
     }
-    Ok(())
+
+    /// Gives it unix device `dev`: its node made on the host, allowed in the device
+    /// cgroup, bound in. A failure half-way takes back the node and the rule.
+    async fn add_unix(&self, dev: &str, d: &Device) -> Result<()> {
+        let Some(node) = unix::resolve(dev, d)? else {
+            return Ok(());
+        };
+        let host = unix::make_node(&self.nodes, dev, &node, self.ids)?;
+        let mut undo = Reverter::new();
+        let h = host.clone();
+        undo.add("remove the device's node", move || {
+            std::fs::remove_file(&h).map_err(|e| Failure::failed("Failed to remove a node", e))
+        });
+        let about = |e: Failure| e.about(format_args!("Device {dev:?}"));
+        self.driver
+            .device_rule(&self.name, "devices.allow", node.rule())
+            .await
+            .map_err(about)?;
+        if !DEFAULT_RULES.contains(&node.rule().as_str()) {
+            let (driver, name, rule) = (self.driver.clone(), self.name.clone(), node.rule());
+            undo.add_async("deny the device again", move || async move {
+                driver.device_rule(&name, "devices.deny", rule).await
+            });
+        }
+        let spec = MountSpec {
+            source: Some(host.to_string_lossy().into_owned()),
+            target: node.path.clone(),
+            ..self.base.clone()
+        };
+        self.driver.mount(&spec).await.map_err(about)?;
+        undo.success();
+        Ok(())
+    }
 }

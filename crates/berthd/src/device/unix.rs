@@ -192,13 +192,7 @@ pub fn unix_at_start(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dev(pairs: &[(&str, &str)]) -> Device {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::devices::dev;
 
     #[test]
     fn resolves_unix_devices() {

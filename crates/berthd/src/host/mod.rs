@@ -1,6 +1,9 @@
-//! What berthd reads of the host: its environment (`GET /1.0`) and hardware
-//! (`GET /1.0/resources`). Every reader takes the host's root as a path, so tests run the
-//! real code against a fake `/proc` and `/sys` built in a temporary directory.
+//! What berthd reads and touches of the host, below the instance driver: its environment
+//! (`GET /1.0`) and hardware (`GET /1.0/resources`), the ids containers' maps come from,
+//! containers' cgroups, lxcfs, a container's network interfaces, and a root filesystem
+//! opened so every path stays inside it. Readers take their root paths (`/`, `/etc`,
+//! `/sys/fs/cgroup`, a mount table), so tests run the real code against trees built in a
+//! temporary directory; the network is read from inside a live namespace, by pid.
 
 pub mod cgroup;
 pub mod environment;

@@ -19,6 +19,7 @@ use crate::model::expand::{expand, flag, root_pool};
 use crate::model::idmap::{HostIds, IdMap};
 use crate::model::names::instance_url;
 use crate::model::records::InstanceRecord;
+use crate::revert::Reverter;
 
 /// What a PUT (`replace`) or PATCH changes; an absent field is kept by PATCH and emptied
 /// by PUT (but for `profiles`, `description` and `ephemeral`, which PUT keeps too).
@@ -111,42 +112,39 @@ pub async fn update(
         })
         .await?;
     if state != StatusCode::Stopped {
-        let mut applied = apply_live(cx, name, &old_expanded, &expanded);
-        if let (Ok(()), Some(pid), false) = (&applied, pid, change.is_empty()) {
+        // A live change that fails takes back what it did, and the old record goes back.
+        let mut undo = Reverter::new();
+        let db = cx.db.clone();
+        undo.add("store the old record again", move || {
+            Ok(db.write_sync(|tx| crate::db::instances::update(tx, &old))?)
+        });
+        apply_live(cx.driver.as_ref(), cx.host, name, &old_expanded, &expanded)
+            .map_err(|e| Failure::internal(e.message()).with_source(e))?;
+        let (driver, host, n) = (cx.driver.clone(), cx.host, name.to_owned());
+        let (before, after) = (old_expanded.clone(), expanded.clone());
+        undo.add("apply the old limits", move || {
+            apply_live(driver.as_ref(), host, &n, &after, &before)
+        });
+        if let (Some(pid), false) = (pid, change.is_empty()) {
             let target = hotplug::Target {
                 pid,
                 privileged: flag(&old_expanded, "security.privileged"),
                 no_symlinks: crate::project::is_restricted(cx, &rec.project).await,
             };
             let nodes = cx.paths.nodes(name);
-            applied =
-                hotplug::apply(cx.driver.as_ref(), &nodes, name, target, &change, &devices).await;
-            if applied.is_err() {
-                // Take back what was added; the old record goes back below.
-                let back = hotplug::diff(&devices, &old_devices);
-                if let Err(e) = hotplug::apply(
-                    cx.driver.as_ref(),
-                    &nodes,
-                    name,
-                    target,
-                    &back,
-                    &old_devices,
-                )
-                .await
-                {
-                    tracing::warn!(instance = name, error = %e, "Live device change not taken back");
-                }
-            }
+            hotplug::apply(
+                &cx.driver,
+                &nodes,
+                name,
+                target,
+                &change,
+                &old_devices,
+                &devices,
+            )
+            .await
+            .map_err(|e| Failure::internal(e.message()).with_source(e))?;
         }
-        if let Err(e) = applied {
-            if let Err(undo) = apply_live(cx, name, &expanded, &old_expanded) {
-                tracing::warn!(instance = name, error = %undo, "Live limits not taken back");
-            }
-            cx.db
-                .write(move |tx| crate::db::instances::update(tx, &old))
-                .await?;
-            return Err(Failure::internal(e.message()).with_source(e));
-        }
+        undo.success();
     }
     cx.events
         .lifecycle("instance-updated", &instance_url(name), None);
@@ -156,12 +154,12 @@ pub async fn update(
 /// Writes changed limits into a running container's cgroup; removed limits go back to
 /// the unlimited value.
 pub fn apply_live(
-    cx: &Ctx,
+    driver: &dyn crate::lxc::InstanceDriver,
+    host: crate::model::limits::Host,
     name: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let host = cx.host;
     let before = crate::model::limits::cgroup_settings(old, host)?;
     let after = crate::model::limits::cgroup_settings(new, host)?;
     let all_cpus = if host.cpus > 1 {
@@ -181,12 +179,12 @@ pub fn apply_live(
             "cpuset.cpus" => all_cpus.clone(),
             _ => "-1".to_owned(),
         };
-        cx.driver
+        driver
             .set_cgroup(name, controller, file, &reset)
             .map_err(|e| e.about(format_args!("Failed to reset {file}")))?;
     }
     for (controller, file, value) in &after {
-        cx.driver.set_cgroup(name, controller, file, value)?;
+        driver.set_cgroup(name, controller, file, value)?;
     }
     Ok(())
 }

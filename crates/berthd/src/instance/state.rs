@@ -91,6 +91,13 @@ pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()>
     }
 }
 
+/// Applies a power change to instance `rec` under its lock.
+pub async fn change_locked(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> Result<()> {
+    let lock = cx.locks.instance(&rec.name);
+    let _guard = lock.lock().await;
+    change(cx, rec, req).await
+}
+
 /// Applies a power change to instance `rec`, whose lock the caller holds.
 pub async fn change(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> Result<()> {
     let name = &rec.name;

@@ -354,3 +354,50 @@ async fn a_pool_and_an_instance_on_it_never_half_make_each_other() {
     assert_eq!(e.kind(), Kind::Invalid, "{e}");
     assert!(leftovers(&cx, "c3").is_empty());
 }
+
+/// A live device change that fails half-way takes back what it did: the devices already
+/// mounted go, the old record stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_device_change_failing_half_way_is_taken_back() {
+    let (dir, cx, fake) = crate::testing::ctx();
+    make(&cx, empty("c1")).await.unwrap();
+    change_state(&cx, "c1", "start").await.unwrap();
+    let disk = |source: &std::path::Path, path: &str| {
+        let mut d = BTreeMap::new();
+        d.insert("type".to_owned(), "disk".to_owned());
+        d.insert("source".to_owned(), source.display().to_string());
+        d.insert("path".to_owned(), path.to_owned());
+        d
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    fake.fail_mount_at("/mnt/b");
+    let mut devices = BTreeMap::new();
+    devices.insert("da".to_owned(), disk(&a, "/mnt/a"));
+    devices.insert("db".to_owned(), disk(&b, "/mnt/b"));
+    let change = InstanceChange {
+        devices: Some(devices),
+        ..Default::default()
+    };
+    let e = super::config::update(&cx, "c1", |_| Ok(()), change, false)
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("\"db\""), "{e}");
+    assert!(fake.mounts().is_empty(), "{:?}", fake.mounts());
+    let rec = super::find(&cx, "c1").await.unwrap();
+    assert!(rec.devices.is_empty(), "{:?}", rec.devices);
+
+    // The same change without the failure goes through, live.
+    fake.fail_mount_at("");
+    let mut devices = BTreeMap::new();
+    devices.insert("da".to_owned(), disk(&a, "/mnt/a"));
+    let change = InstanceChange {
+        devices: Some(devices),
+        ..Default::default()
+    };
+    super::config::update(&cx, "c1", |_| Ok(()), change, false)
+        .await
+        .unwrap();
+    assert_eq!(fake.mounts(), vec!["/mnt/a"]);
+}

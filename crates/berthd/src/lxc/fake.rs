@@ -29,6 +29,10 @@ pub struct Fake {
     containers: Mutex<BTreeMap<String, FakeContainer>>,
     /// The next `start` of this container fails.
     fail_start: Mutex<Option<String>>,
+    /// What is mounted into containers, by target path.
+    mounts: Mutex<std::collections::BTreeSet<String>>,
+    /// A mount at this target fails.
+    fail_mount: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -38,7 +42,19 @@ impl Fake {
             lxcpath: lxcpath.to_owned(),
             containers: Mutex::new(BTreeMap::new()),
             fail_start: Mutex::new(None),
+            mounts: Mutex::new(std::collections::BTreeSet::new()),
+            fail_mount: Mutex::new(None),
         }
+    }
+
+    /// Makes mounts at `target` fail.
+    pub fn fail_mount_at(&self, target: &str) {
+        *self.fail_mount.lock().unwrap() = Some(target.to_owned());
+    }
+
+    /// The targets mounted into containers now.
+    pub fn mounts(&self) -> Vec<String> {
+        self.mounts.lock().unwrap().iter().cloned().collect()
     }
 
     /// Makes the next start of `name` fail.
@@ -91,7 +107,9 @@ impl Fake {
 impl InstanceDriver for Fake {
     fn status(&self, name: &str) -> (StatusCode, Option<i32>) {
         let status = self.with(name, |c| c.status);
-        (status, (status != StatusCode::Stopped).then_some(4242))
+        // A running fake's init is this process: what is read of it in /proc exists.
+        let pid = i32::try_from(std::process::id()).unwrap_or(1);
+        (status, (status != StatusCode::Stopped).then_some(pid))
     }
 
     fn observe(&self, name: &str, _how: Observe) -> InstanceState {
@@ -157,8 +175,22 @@ impl InstanceDriver for Fake {
         Ok(())
     }
 
-    fn mount<'a>(&'a self, _spec: &'a MountSpec) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
+    fn mount<'a>(&'a self, spec: &'a MountSpec) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.fail_mount.lock().unwrap().as_deref() == Some(spec.target.as_str()) {
+                return Err(Failure::internal(format!(
+                    "Failed to mount at {}",
+                    spec.target
+                )));
+            }
+            let mut mounts = self.mounts.lock().unwrap();
+            if spec.remove || spec.source.is_none() {
+                mounts.remove(&spec.target);
+            } else {
+                mounts.insert(spec.target.clone());
+            }
+            Ok(())
+        })
     }
 
     fn device_rule<'a>(

@@ -11,7 +11,8 @@
 //! The driver knows nothing of the database, projects or profiles: the service hands it
 //! what to run ([`StartSpec`]: the id map, limits, device entries and `raw.lxc` lines it
 //! decided) and a container's host-wide name. Streams (exec, console attach) are not in
-//! the trait: the API drives them through [`fork`] and [`console`] directly.
+//! the trait: `instance::exec` and `instance::console` hand the API the helper commands
+//! [`fork`] and [`console`] make, and the API pumps their streams.
 
 pub mod checkpoint;
 pub mod config;

@@ -147,6 +147,7 @@ pub struct ProfileChange {
 struct LiveUser {
     rec: InstanceRecord,
     change: hotplug::Change,
+    old_devices: BTreeMap<String, Device>,
     devices: BTreeMap<String, Device>,
     privileged: bool,
 }
@@ -222,6 +223,7 @@ pub async fn update(
             running.push(LiveUser {
                 rec: (*rec).clone(),
                 change,
+                old_devices: old_devices.clone(),
                 devices: devices.clone(),
                 privileged: flag(&old_config, "security.privileged"),
             });
@@ -273,7 +275,7 @@ pub async fn update(
         };
         let (before, _) = expand_with(rec, &old);
         let (after, _) = expand_with(rec, &new);
-        let mut applied = apply_live(cx, &rec.name, &before, &after);
+        let mut applied = apply_live(cx.driver.as_ref(), cx.host, &rec.name, &before, &after);
         if applied.is_ok() && !user.change.is_empty() {
             let target = hotplug::Target {
                 pid,
@@ -282,11 +284,12 @@ pub async fn update(
             };
             let nodes = cx.paths.nodes(&rec.name);
             applied = hotplug::apply(
-                cx.driver.as_ref(),
+                &cx.driver,
                 &nodes,
                 &rec.name,
                 target,
                 &user.change,
+                &user.old_devices,
                 &user.devices,
             )
             .await;
