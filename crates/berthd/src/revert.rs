@@ -54,7 +54,14 @@ impl Reverter {
         Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
     {
         let handle = tokio::runtime::Handle::current();
-        self.add(what, move || handle.block_on(undo()));
+        self.add(what, move || {
+            if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                return Err(Failure::internal(
+                    "An undo step that waits cannot run on a current-thread runtime",
+                ));
+            }
+            handle.block_on(undo())
+        });
     }
 
     /// The change succeeded: nothing is undone.

@@ -80,7 +80,8 @@ pub async fn put(
     Ok(sync_empty())
 }
 
-/// `PATCH /1.0/images/{fingerprint}`: the fields given replace the image's.
+/// `PATCH /1.0/images/{fingerprint}`: the fields given replace the image's (a null
+/// `expires_at` or `profiles` resets it, as PUT's absent one).
 pub async fn patch(
     State(st): State<AppState>,
     ImageProject(project): ImageProject,
@@ -88,23 +89,35 @@ pub async fn patch(
     headers: HeaderMap,
     Json(req): Json<serde_json::Value>,
 ) -> ApiResult {
-    if !req.is_object() {
-        return Err(ApiError::bad_request("Invalid request: expected an object"));
+    image::resolve(&st.cx, &project, &fp).await?;
+    let obj = req
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("Invalid request: expected an object"))?;
+    // A field given, null or not, as ImagePut has it.
+    fn given<T: serde::de::DeserializeOwned>(
+        obj: &serde_json::Map<String, serde_json::Value>,
+        key: &str,
+    ) -> Result<Option<T>, ApiError> {
+        obj.get(key)
+            .map(|v| {
+                serde_json::from_value(v.clone()).map_err(|e| {
+                    ApiError::bad_request(format!("Invalid value for field \"{key}\": {e}"))
+                })
+            })
+            .transpose()
     }
-    let (auto_update, public) = (
-        super::field::<bool>(&req, "auto_update")?,
-        super::field::<bool>(&req, "public")?,
-    );
-    let properties = super::field::<BTreeMap<String, String>>(&req, "properties")?;
-    let expires_at = super::field::<String>(&req, "expires_at")?;
-    let profiles = super::field::<Vec<String>>(&req, "profiles")?;
+    let auto_update = given::<bool>(obj, "auto_update")?;
+    let public = given::<bool>(obj, "public")?;
+    let properties = given::<BTreeMap<String, String>>(obj, "properties")?;
+    let expires_at = given::<Option<String>>(obj, "expires_at")?;
+    let profiles = given::<Option<Vec<String>>>(obj, "profiles")?;
     let merge = |i: &Image| {
         let mut merged = ImagePut {
             auto_update: auto_update.unwrap_or(i.auto_update),
             properties: i.properties.clone(),
             public: public.unwrap_or(i.public),
-            expires_at: Some(expires_at.unwrap_or_else(|| i.expires_at.clone())),
-            profiles: Some(profiles.unwrap_or_else(|| i.profiles.clone())),
+            expires_at: expires_at.unwrap_or_else(|| Some(i.expires_at.clone())),
+            profiles: profiles.unwrap_or_else(|| Some(i.profiles.clone())),
         };
         merged.properties.extend(properties.unwrap_or_default());
         Ok(merged)

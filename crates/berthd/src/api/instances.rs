@@ -200,6 +200,8 @@ async fn update(
             .await
             .map(Some);
     }
+    // Not found before a bad field, as the lookup came first before.
+    instance::find(&st.cx, name).await?;
     let change = InstanceChange {
         config: field(body, "config")?,
         devices: field(body, "devices")?,
@@ -244,12 +246,12 @@ pub async fn patch(
 
 /// `DELETE /1.0/instances/{name}`: the instance must be stopped.
 pub async fn delete(State(st): State<AppState>, InstanceName(name): InstanceName) -> ApiResult {
-    create::check_delete(&st.cx, &name).await?;
+    let deletion = create::begin_delete(&st.cx, &name).await?;
     let cx = st.cx.clone();
     let op = st
         .ops
         .start(spec("Deleting instance", &name), move |_| async move {
-            create::delete(&cx, &name).await
+            deletion.run(&cx).await
         });
     Ok(async_operation(op.render()))
 }

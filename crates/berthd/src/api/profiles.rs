@@ -135,6 +135,7 @@ async fn update(
     replace: bool,
 ) -> ApiResult {
     let scope = scope(st, q).await?;
+    profile::get(&st.cx, &scope, name).await?;
     let change = ProfileChange {
         config: field(body, "config")?,
         devices: field(body, "devices")?,

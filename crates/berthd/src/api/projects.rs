@@ -105,6 +105,7 @@ async fn update(
     body: &serde_json::Value,
     replace: bool,
 ) -> ApiResult {
+    project::get(&st.cx, name).await?;
     let change = ProjectChange {
         config: field(body, "config")?,
         description: field(body, "description")?,

@@ -63,7 +63,7 @@ pub(super) async fn rendered(
     st: &AppState,
     rec: &InstanceRecord,
 ) -> Result<serde_json::Value, ApiError> {
-    let all = snapshot::list(&st.cx, &rec.name).await?;
+    let all = snapshot::list(&st.cx, &rec.name).await.unwrap_or_default();
     let mut out = Vec::new();
     for s in &all {
         out.push(render(st, &rec.project, s).await);
@@ -137,6 +137,7 @@ pub async fn put(
     headers: axum::http::HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult {
+    snapshot::find_snapshot(&st.cx, &name, &snap).await?;
     let description = field::<String>(&body, "description")?;
     let expires_at = field::<String>(&body, "expires_at")?;
     snapshot::update(

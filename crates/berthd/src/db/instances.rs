@@ -35,6 +35,13 @@ pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>, DbError> {
     Ok(stmt.query_map([], record)?.collect::<Result<_, _>>()?)
 }
 
+/// Every instance whose row reads, by name (see [`super::readable`]).
+pub fn list_readable(conn: &Connection) -> Result<Vec<InstanceRecord>, DbError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY name"))?;
+    super::readable(stmt.query_map([], record)?)
+}
+
 /// One instance.
 pub fn get(conn: &Connection, name: &str) -> Result<Option<InstanceRecord>, DbError> {
     Ok(conn
@@ -195,5 +202,11 @@ mod tests {
             e.to_string(),
             "The stored config of instance \"c1\" is corrupt"
         );
+        // A pass over every instance leaves the broken one out and goes on.
+        db.write_sync(|tx| insert(tx, &rec("c2"), "p")).unwrap();
+        assert!(db.read_sync(list).is_err());
+        let readable = db.read_sync(list_readable).unwrap();
+        assert_eq!(readable.len(), 1);
+        assert_eq!(readable[0].name, "c2");
     }
 }

@@ -226,6 +226,23 @@ impl Db {
     }
 }
 
+/// The rows of a pass over many objects (start-up, background passes): a row whose stored
+/// JSON is corrupt is logged and left out, so one broken object does not stop the others;
+/// any other failure fails the read.
+pub fn readable<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>, DbError> {
+    let mut out = Vec::new();
+    for row in rows {
+        match row.map_err(DbError::from) {
+            Ok(r) => out.push(r),
+            Err(e @ DbError::Corrupt { .. }) => {
+                tracing::error!(error = %crate::error::chain(&e), "Left out of a pass");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// A value as the JSON text stored in a column.
 pub fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()

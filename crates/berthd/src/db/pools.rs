@@ -24,6 +24,13 @@ pub fn list(conn: &Connection) -> Result<Vec<PoolRecord>, DbError> {
     Ok(stmt.query_map([], pool)?.collect::<Result<_, _>>()?)
 }
 
+/// Every pool whose row reads (see [`super::readable`]).
+pub fn list_readable(conn: &Connection) -> Result<Vec<PoolRecord>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
+    super::readable(stmt.query_map([], pool)?)
+}
+
 /// One pool.
 pub fn get(conn: &Connection, name: &str) -> Result<Option<PoolRecord>, DbError> {
     Ok(conn

@@ -128,11 +128,12 @@ pub async fn apply(
     });
     let mut undo = Reverter::new();
     for (dev, d) in &change.remove {
-        live.remove(dev, d, after).await?;
-        let (l, dev, d) = (live.clone(), dev.clone(), d.clone());
+        // Registered first: a removal failing half-way has taken some of it away.
+        let (l, name, device) = (live.clone(), dev.clone(), d.clone());
         undo.add_async("add back a removed device", move || async move {
-            l.add(&dev, &d).await
+            l.add(&name, &device).await
         });
+        live.remove(dev, d, after).await?;
     }
     for (dev, d) in &change.add {
         live.add(dev, d).await?;

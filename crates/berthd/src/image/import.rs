@@ -59,9 +59,13 @@ pub async fn import(
     }
     let mut properties = found.metadata.properties.clone();
     properties.extend(opts.properties);
-    let mut alias_names: Vec<String> = opts.aliases.iter().map(ToString::to_string).collect();
-    alias_names.sort();
-    alias_names.dedup();
+    // An alias named twice is one alias; the order given is kept.
+    let mut alias_names: Vec<String> = Vec::new();
+    for a in &opts.aliases {
+        if !alias_names.iter().any(|n| n == &**a) {
+            alias_names.push(a.to_string());
+        }
+    }
     let now = crate::time::now_rfc3339();
     let created = chrono::DateTime::from_timestamp(found.metadata.creation_date, 0)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -324,6 +324,9 @@ pub async fn update_alias(
 pub async fn rename_alias(cx: &Ctx, project: &str, name: &str, to: &AliasName) -> Result<()> {
     let _guard = cx.locks.images.lock().await;
     get_alias(cx, project, name).await?;
+    if name == &**to {
+        return Err(alias_exists(to));
+    }
     let (from, t, p) = (name.to_owned(), to.to_string(), project.to_owned());
     cx.db
         .write(move |tx| crate::db::images::rename_alias(tx, &p, &from, &t))

@@ -16,8 +16,12 @@ use crate::model::expand::flag;
 /// no berthd ran are recorded as stopped and their host leftovers removed (cgroups, a
 /// restore's root; the console keeper, unless a saved state needs it).
 pub async fn sweep(cx: &Ctx) {
-    let Ok(recs) = cx.db.read(crate::db::instances::list).await else {
-        return;
+    let recs = match cx.db.read(crate::db::instances::list_readable).await {
+        Ok(recs) => recs,
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "Instances not swept");
+            return;
+        }
     };
     for rec in recs {
         let lock = cx.locks.instance(&rec.name);
@@ -42,8 +46,12 @@ pub async fn sweep(cx: &Ctx) {
 
 /// Starts every stopped instance with `boot.autostart=true` (called when berthd starts).
 pub async fn autostart(cx: Arc<Ctx>) {
-    let Ok(recs) = cx.db.read(crate::db::instances::list).await else {
-        return;
+    let recs = match cx.db.read(crate::db::instances::list_readable).await {
+        Ok(recs) => recs,
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "No instance autostarted");
+            return;
+        }
     };
     for rec in recs {
         let Ok((config, _)) = expanded(&cx, &rec).await else {

@@ -118,13 +118,14 @@ pub async fn update(
         undo.add("store the old record again", move || {
             Ok(db.write_sync(|tx| crate::db::instances::update(tx, &old))?)
         });
-        apply_live(cx.driver.as_ref(), cx.host, name, &old_expanded, &expanded)
-            .map_err(|e| Failure::internal(e.message()).with_source(e))?;
+        // Registered first: a change that fails half-way has written some files.
         let (driver, host, n) = (cx.driver.clone(), cx.host, name.to_owned());
         let (before, after) = (old_expanded.clone(), expanded.clone());
         undo.add("apply the old limits", move || {
             apply_live(driver.as_ref(), host, &n, &after, &before)
         });
+        apply_live(cx.driver.as_ref(), cx.host, name, &old_expanded, &expanded)
+            .map_err(|e| Failure::internal(e.message()).with_source(e))?;
         if let (Some(pid), false) = (pid, change.is_empty()) {
             let target = hotplug::Target {
                 pid,

@@ -524,22 +524,32 @@ pub async fn rename(cx: &Ctx, name: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks that instance `name` can be deleted (it is stopped).
-pub async fn check_delete(cx: &Ctx, name: &str) -> Result<InstanceRecord> {
+/// A stopped instance about to be deleted, its lock held.
+#[derive(Debug)]
+pub struct Deletion {
+    rec: InstanceRecord,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Takes instance `name`'s lock (waiting for what runs on it) and checks that it can be
+/// deleted: it is stopped.
+pub async fn begin_delete(cx: &Ctx, name: &str) -> Result<Deletion> {
+    find(cx, name).await?;
+    let guard = cx.locks.instance(name).lock_owned().await;
     let rec = find(cx, name).await?;
     if !is_stopped(cx, name).await {
         return Err(Failure::invalid(
             "Instance is running; stop it first (or delete with force)",
         ));
     }
-    Ok(rec)
+    Ok(Deletion { rec, _guard: guard })
 }
 
-/// Deletes stopped instance `name`, under its lock.
-pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
-    let _guard = cx.locks.instance(name).lock_owned().await;
-    let rec = check_delete(cx, name).await?;
-    remove(cx, &rec).await
+impl Deletion {
+    /// Deletes the instance.
+    pub async fn run(self, cx: &Ctx) -> Result<()> {
+        remove(cx, &self.rec).await
+    }
 }
 
 /// Removes instance `rec` (stopped, its lock held): volume, snapshots, runtime directory,

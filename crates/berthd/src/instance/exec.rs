@@ -46,7 +46,8 @@ pub async fn prepare(cx: &Ctx, name: &str, req: ExecRequest) -> Result<Exec> {
     let rec = find(cx, name).await?;
     let n = name.to_owned();
     let (status, _) = blocking(cx, move |d| d.status(&n)).await?;
-    if status != StatusCode::Running {
+    // A frozen instance takes commands (they run once it thaws), as before.
+    if !matches!(status, StatusCode::Running | StatusCode::Frozen) {
         return Err(Failure::invalid("Instance is not running"));
     }
     let mut env: BTreeMap<String, String> = BTreeMap::new();

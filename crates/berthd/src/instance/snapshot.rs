@@ -313,10 +313,11 @@ async fn remove(
     Ok(())
 }
 
-/// Checks that snapshot `snap` of instance `name` exists.
+/// Checks that snapshot `snap` of instance `name` exists, and its pool is there.
 pub async fn check_exists(cx: &Ctx, name: &str, snap: &str) -> Result<()> {
-    find(cx, name).await?;
-    find_snapshot(cx, name, snap).await.map(drop)
+    let rec = find(cx, name).await?;
+    find_snapshot(cx, name, snap).await?;
+    pool_of(cx, &rec).await.map(drop)
 }
 
 /// Deletes snapshot `snap` of instance `name`, under the instance's lock.
@@ -405,8 +406,12 @@ pub async fn update(
 /// `snapshots.schedule` fires (of running instances, and of stopped ones with
 /// `snapshots.schedule.stopped=true`), then deletes expired snapshots.
 pub async fn scheduled_pass(cx: &Ctx, now: chrono::DateTime<chrono::Utc>) {
-    let Ok(all) = crate::project::expand_every(cx).await else {
-        return;
+    let all = match crate::project::expand_readable(cx).await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "Snapshot schedule pass skipped");
+            return;
+        }
     };
     for e in all {
         let schedule = e

@@ -94,7 +94,7 @@ async fn create_start_stop_and_delete() {
     assert_ne!(rec.last_used_at, crate::time::NEVER);
 
     // Running: it cannot be deleted.
-    let e = create::check_delete(&cx, "c1").await.unwrap_err();
+    let e = create::begin_delete(&cx, "c1").await.unwrap_err();
     assert_eq!(e.kind(), Kind::Invalid);
     change_state(&cx, "c1", "freeze").await.unwrap();
     assert_eq!(query::status(&cx, "c1").await.0, StatusCode::Frozen);
@@ -103,7 +103,12 @@ async fn create_start_stop_and_delete() {
     let e = change_state(&cx, "c1", "stop").await.unwrap_err();
     assert!(e.message().contains("already stopped"), "{e}");
 
-    create::delete(&cx, "c1").await.unwrap();
+    create::begin_delete(&cx, "c1")
+        .await
+        .unwrap()
+        .run(&cx)
+        .await
+        .unwrap();
     assert!(
         leftovers(&cx, "c1").is_empty(),
         "{:?}",
@@ -321,7 +326,12 @@ async fn a_pool_and_an_instance_on_it_never_half_make_each_other() {
     assert!(e.message().contains("in use"), "{e}");
     assert!(source.exists() && crate::storage::get(&cx, "p2").await.is_ok());
     creation.run(&cx, Arc::new(|_| {})).await.unwrap();
-    create::delete(&cx, "c1").await.unwrap();
+    create::begin_delete(&cx, "c1")
+        .await
+        .unwrap()
+        .run(&cx)
+        .await
+        .unwrap();
 
     // The pool's row goes first (a delete that got there before): the create is refused
     // before anything is made.

@@ -341,6 +341,9 @@ pub async fn rename(cx: &Ctx, scope: &Scope, name: &str, to: &ProfileName) -> Re
     check_renamable(name)?;
     let _guard = cx.locks.profiles.lock().await;
     get(cx, scope, name).await?;
+    if name == &**to {
+        return Err(exists(to));
+    }
     let (from, t) = (name.to_owned(), to.to_string());
     let (p, projects) = (scope.profiles.clone(), scope.users.clone());
     cx.db

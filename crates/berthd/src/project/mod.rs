@@ -249,6 +249,9 @@ pub async fn rename(cx: &Ctx, name: &str, to: &ProjectName) -> Result<()> {
             "Project {name:?} is not empty (only empty projects can be renamed)"
         )));
     }
+    if name == &**to {
+        return Err(exists(to));
+    }
     let (from, t) = (name.to_owned(), to.to_string());
     cx.db
         .write(move |tx| crate::db::projects::rename(tx, &from, &t))
@@ -304,13 +307,26 @@ pub async fn state(cx: &Ctx, name: &str) -> Result<Vec<(&'static str, i64, i64)>
     ])
 }
 
-/// Every instance, expanded, from one database read: for passes over all of them.
+/// Every instance, expanded, from one database read: for checks over all of them.
 pub async fn expand_every(cx: &Ctx) -> Result<Vec<Expanded>> {
+    expand_with(cx, crate::db::instances::list).await
+}
+
+/// [`expand_every`] for a background pass: an instance whose row does not read is left
+/// out (and logged), not the end of the pass.
+pub async fn expand_readable(cx: &Ctx) -> Result<Vec<Expanded>> {
+    expand_with(cx, crate::db::instances::list_readable).await
+}
+
+async fn expand_with(
+    cx: &Ctx,
+    instances: fn(&Connection) -> Result<Vec<crate::model::records::InstanceRecord>, DbError>,
+) -> Result<Vec<Expanded>> {
     let (recs, profiles, projects) = cx
         .db
-        .read(|c| {
+        .read(move |c| {
             Ok::<_, DbError>((
-                crate::db::instances::list(c)?,
+                instances(c)?,
                 crate::db::profiles::list(c)?,
                 crate::db::projects::list(c)?,
             ))

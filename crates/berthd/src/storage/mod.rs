@@ -74,7 +74,7 @@ pub fn apply_defaults(cx: &Ctx) -> Result<()> {
 /// Loads and mounts every stored pool. A pool that fails is logged and left out, so one
 /// broken pool does not keep the daemon (and every other pool) down.
 pub fn load_all(cx: &Ctx) -> Result<()> {
-    for rec in cx.db.read_sync(crate::db::pools::list)? {
+    for rec in cx.db.read_sync(crate::db::pools::list_readable)? {
         match load(cx, &rec.name, &rec.driver, rec.config)
             .and_then(|d| d.mount().map(|()| d).map_err(Failure::from))
         {
@@ -137,6 +137,13 @@ pub async fn create(cx: &Ctx, new: NewPool) -> Result<()> {
         )));
     }
     let driver = load(cx, &name, &new.driver, new.config)?;
+    let d = driver.clone();
+    tokio::task::spawn_blocking(move || d.create().and_then(|()| d.mount())).await??;
+    let mut undo = Reverter::new();
+    let d = driver.clone();
+    undo.add("delete the new pool's directory", move || {
+        Ok(d.unmount().and_then(|()| d.delete())?)
+    });
     let rec = PoolRecord {
         name: name.clone(),
         driver: new.driver.clone(),
@@ -152,13 +159,6 @@ pub async fn create(cx: &Ctx, new: NewPool) -> Result<()> {
             }
             other => other.into(),
         })?;
-    let mut undo = Reverter::new();
-    let (db, n) = (cx.db.clone(), new.name.to_string());
-    undo.add("forget the new pool's row", move || {
-        Ok(db.write_sync(|tx| crate::db::pools::delete(tx, &n))?)
-    });
-    let d = driver.clone();
-    tokio::task::spawn_blocking(move || d.create().and_then(|()| d.mount())).await??;
     cx.pools.insert(&new.name, driver);
     undo.success();
     tracing::info!(pool = %new.name, driver = %new.driver, "Storage pool created");
