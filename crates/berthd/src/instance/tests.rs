@@ -45,6 +45,32 @@ async fn change_state(cx: &Ctx, name: &str, action: &str) -> crate::error::Resul
     state::change(cx, &rec, &power(action)).await
 }
 
+/// PATCHes `pairs` into instance `name`'s configuration.
+async fn patch_config(cx: &Ctx, name: &str, pairs: &[(&str, &str)]) -> crate::error::Result<()> {
+    let config = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let change = InstanceChange {
+        config: Some(config),
+        ..Default::default()
+    };
+    super::config::update(cx, name, |_| Ok(()), change, false).await
+}
+
+/// PATCHes `devices` into instance `name`.
+async fn patch_devices(
+    cx: &Ctx,
+    name: &str,
+    devices: BTreeMap<String, BTreeMap<String, String>>,
+) -> crate::error::Result<()> {
+    let change = InstanceChange {
+        devices: Some(devices),
+        ..Default::default()
+    };
+    super::config::update(cx, name, |_| Ok(()), change, false).await
+}
+
 /// What a user would find of an instance: its row, its volume, its runtime directory.
 fn leftovers(cx: &Ctx, name: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -191,13 +217,7 @@ async fn updates_apply_limits_live_and_refusals_change_nothing() {
     let (_dir, cx, fake) = crate::testing::ctx();
     make(&cx, empty("c1")).await.unwrap();
     change_state(&cx, "c1", "start").await.unwrap();
-    let mut config = BTreeMap::new();
-    config.insert("limits.processes".to_owned(), "50".to_owned());
-    let change = InstanceChange {
-        config: Some(config),
-        ..Default::default()
-    };
-    super::config::update(&cx, "c1", |_| Ok(()), change, false)
+    patch_config(&cx, "c1", &[("limits.processes", "50")])
         .await
         .unwrap();
     let rec = super::find(&cx, "c1").await.unwrap();
@@ -212,14 +232,7 @@ async fn updates_apply_limits_live_and_refusals_change_nothing() {
         "applied to the running container"
     );
     // A bad key refuses the whole change, and a stale ETag is a precondition failure.
-    let mut bad = BTreeMap::new();
-    bad.insert("limits.processes".to_owned(), "60".to_owned());
-    bad.insert("bogus.key".to_owned(), "1".to_owned());
-    let change = InstanceChange {
-        config: Some(bad),
-        ..Default::default()
-    };
-    let e = super::config::update(&cx, "c1", |_| Ok(()), change, false)
+    let e = patch_config(&cx, "c1", &[("limits.processes", "60"), ("bogus.key", "1")])
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Kind::Invalid);
@@ -241,13 +254,7 @@ async fn updates_apply_limits_live_and_refusals_change_nothing() {
     let rec = super::find(&cx, "c1").await.unwrap();
     assert_eq!(rec.config["limits.processes"], "50");
     // Removing the limit writes the unlimited value back.
-    let mut unset = BTreeMap::new();
-    unset.insert("limits.processes".to_owned(), String::new());
-    let change = InstanceChange {
-        config: Some(unset),
-        ..Default::default()
-    };
-    super::config::update(&cx, "c1", |_| Ok(()), change, false)
+    patch_config(&cx, "c1", &[("limits.processes", "")])
         .await
         .unwrap();
     assert_eq!(fake.container("c1").unwrap().cgroup["pids.max"], "max");
@@ -386,13 +393,7 @@ async fn a_live_device_change_failing_half_way_is_taken_back() {
     let mut devices = BTreeMap::new();
     devices.insert("da".to_owned(), disk(&a, "/mnt/a"));
     devices.insert("db".to_owned(), disk(&b, "/mnt/b"));
-    let change = InstanceChange {
-        devices: Some(devices),
-        ..Default::default()
-    };
-    let e = super::config::update(&cx, "c1", |_| Ok(()), change, false)
-        .await
-        .unwrap_err();
+    let e = patch_devices(&cx, "c1", devices).await.unwrap_err();
     assert!(e.message().contains("\"db\""), "{e}");
     assert!(fake.mounts().is_empty(), "{:?}", fake.mounts());
     let rec = super::find(&cx, "c1").await.unwrap();
@@ -402,12 +403,6 @@ async fn a_live_device_change_failing_half_way_is_taken_back() {
     fake.fail_mount_at("");
     let mut devices = BTreeMap::new();
     devices.insert("da".to_owned(), disk(&a, "/mnt/a"));
-    let change = InstanceChange {
-        devices: Some(devices),
-        ..Default::default()
-    };
-    super::config::update(&cx, "c1", |_| Ok(()), change, false)
-        .await
-        .unwrap();
+    patch_devices(&cx, "c1", devices).await.unwrap();
     assert_eq!(fake.mounts(), vec!["/mnt/a"]);
 }
