@@ -2,9 +2,14 @@
 //! of the daemon: handing a file descriptor to a child at a fixed number, taking such a
 //! descriptor over in the child, opening pseudo-terminals, changing a detached mount's
 //! attributes (`mount_setattr`, which rustix does not wrap), and making a user namespace
-//! with a given id map (for idmapped mounts made before a container exists).
+//! with a given id map (for idmapped mounts made before a container exists); and the one
+//! runner of host tools ([`run_command`]).
 
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
+
+mod command;
+
+pub use command::{CommandError, run_command, run_command_with_input};
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;

@@ -7,15 +7,14 @@
 //! numbers, which the idmapped rootfs mount presents to the container.
 
 use std::path::Path;
-use std::process::Command;
 
 /// Unpacking failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error("Failed to unpack image")]
     Io(#[source] std::io::Error),
-    #[error("unsquashfs failed: {0}")]
-    Unsquashfs(String),
+    #[error("Failed to unpack the squashfs rootfs")]
+    Unsquashfs(#[source] berth_host::CommandError),
 }
 
 /// Counts the compressed bytes read, for progress reports.
@@ -119,19 +118,16 @@ pub fn unpack(
             std::sync::Arc::new(move |done, _| p(meta_size + done, total));
         return unpack_tar(rootfs, &target, &rootfs_progress);
     }
-    let out = Command::new("unsquashfs")
-        .args(["-f", "-n", "-d"])
-        .arg(&target)
-        .arg(rootfs)
-        .output()
-        .map_err(UnpackError::Io)?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(UnpackError::Unsquashfs(
-            err.lines().last().unwrap_or_default().to_owned(),
-        ));
-    }
-    Ok(())
+    let args = [
+        std::ffi::OsStr::new("-f"),
+        std::ffi::OsStr::new("-n"),
+        std::ffi::OsStr::new("-d"),
+        target.as_os_str(),
+        rootfs.as_os_str(),
+    ];
+    berth_host::run_command("unsquashfs", &args)
+        .map(drop)
+        .map_err(UnpackError::Unsquashfs)
 }
 
 #[cfg(test)]

@@ -83,20 +83,20 @@ fn transfer_dir(from: &Path, to: &Path, keep_source: bool) -> Result<()> {
             Err(_) => {} // EXDEV
         }
     }
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg("-T")
-        .arg(from)
-        .arg(to)
-        .output()
-        .map_err(|e| Failure::failed("Failed to run cp", e))?;
-    if !out.status.success() {
+    if let Err(e) = berth_host::run_command(
+        "cp",
+        &[
+            std::ffi::OsStr::new("-a"),
+            std::ffi::OsStr::new("-T"),
+            from.as_os_str(),
+            to.as_os_str(),
+        ],
+    ) {
         let _ = remove_any(to);
-        return Err(Failure::internal(format!(
-            "Failed to copy {}: {}",
-            from.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Failure::failed(
+            format!("Failed to copy {}", from.display()),
+            e,
+        ));
     }
     if keep_source {
         return Ok(());
