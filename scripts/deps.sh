@@ -12,6 +12,9 @@ packages=(
   lxcfs           # containers see their own limits in /proc (berthd starts it when needed)
   pkg-config      # lxc-sys's build script checks the liblxc version with it
   libc6-dev       # static libc: an e2e test builds a syscall probe to run in a container
+  dnsmasq-base    # DHCP and DNS on managed bridges (the binary only, never the service)
+  nftables        # NAT and accept rules of managed networks (nft)
+  iproute2        # links, addresses, routes and traffic control (ip, tc, ss)
 )
 
 missing=()

@@ -67,6 +67,7 @@ const DRIVER_CRATES: &[(&str, &[&str])] = &[
     ("berth-storage", &[]),
     ("berth-image", &[]),
     ("berth-host", &[]),
+    ("berth-network", &["berth-host"]),
     ("lxc-sys", &[]),
     ("berth-lxc", &["lxc-sys"]),
 ];
@@ -260,6 +261,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "berth-storage",
             "berth-image",
             "berth-host",
+            "berth-network",
             "berth-lxc",
             "lxc-sys",
         ] {

@@ -194,6 +194,17 @@ pub fn userns_with_map(uid_base: u32, gid_base: u32, size: u32) -> std::io::Resu
     result
 }
 
+/// Moves the calling thread into a new, empty network namespace (only a loopback, down):
+/// where network tests build bridges and rules without touching the host's, and what
+/// the processes the thread starts from then on inherit.
+pub fn unshare_netns() -> std::io::Result<()> {
+    // SAFETY: a new network namespace changes which network objects the thread sees; it
+    // shares no memory, descriptors or credentials differently, which is what makes other
+    // unshare flags unsafe.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET)? };
+    Ok(())
+}
+
 /// Marks every descriptor from 3 up close-on-exec, so that nothing a daemon inherited
 /// from whoever started it reaches the processes it starts (containers' among them).
 pub fn cloexec_from_3() -> std::io::Result<()> {

@@ -1,0 +1,3 @@
+//! One folder per network driver.
+
+pub mod bridge;
