@@ -121,9 +121,9 @@ pub fn addresses() -> Result<Vec<(String, IpNet)>, NetworkError> {
     Ok(out)
 }
 
-/// Every route's destination, in every table, IPv4 and IPv6 (default routes left out:
-/// they overlap everything).
-pub fn routes() -> Result<Vec<IpNet>, NetworkError> {
+/// Every route's device and destination, in every table, IPv4 and IPv6 (default routes
+/// left out: they overlap everything).
+pub fn routes() -> Result<Vec<(String, IpNet)>, NetworkError> {
     let mut out = Vec::new();
     for family in ["-4", "-6"] {
         let v = ip(&["-j", family, "route", "show", "table", "all"], "")?;
@@ -141,12 +141,73 @@ pub fn routes() -> Result<Vec<IpNet>, NetworkError> {
             } else {
                 format!("{dst}/32")
             };
+            let dev = r.get("dev").and_then(Value::as_str).unwrap_or_default();
             if let Ok(net) = with_len.parse() {
-                out.push(net);
+                out.push((dev.to_owned(), net));
             }
         }
     }
     Ok(out)
+}
+
+/// What the host says of interface `name`, if it has it.
+pub fn state(name: &str) -> Result<Option<crate::NetworkState>, NetworkError> {
+    let links = links()?;
+    let Some(l) = links.iter().find(|l| l.name == name) else {
+        return Ok(None);
+    };
+    let addresses = addresses()?
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, a)| crate::Address {
+            family: if a.addr().is_ipv4() { "inet" } else { "inet6" }.to_owned(),
+            address: a.addr().to_string(),
+            netmask: a.prefix_len().to_string(),
+            scope: if is_link_local(&a) { "link" } else { "global" }.to_owned(),
+        })
+        .collect();
+    Ok(Some(crate::NetworkState {
+        addresses,
+        bytes_received: l.rx_bytes,
+        bytes_sent: l.tx_bytes,
+        packets_received: l.rx_packets,
+        packets_sent: l.tx_packets,
+        hwaddr: l.address.clone(),
+        mtu: l.mtu,
+        state: if l.up { "up" } else { "down" }.to_owned(),
+        upper_devices: links
+            .iter()
+            .filter(|u| u.master.as_deref() == Some(name))
+            .map(|u| u.name.clone())
+            .collect(),
+    }))
+}
+
+/// The network type LXD shows for a host interface: `loopback`, `bridge`, `bond`,
+/// `vlan`, `physical` (a device behind it) or `unknown`.
+pub fn link_type(link: &Link) -> &'static str {
+    match link.kind.as_str() {
+        _ if link.name == "lo" => "loopback",
+        "bridge" => "bridge",
+        "bond" => "bond",
+        "vlan" => "vlan",
+        "" if std::path::Path::new("/sys/class/net")
+            .join(&link.name)
+            .join("device")
+            .exists() =>
+        {
+            "physical"
+        }
+        _ => "unknown",
+    }
+}
+
+/// Whether an address is link-local (fe80::/10, 169.254.0.0/16).
+pub fn is_link_local(a: &IpNet) -> bool {
+    match a {
+        IpNet::V6(n) => n.addr().segments()[0] & 0xffc0 == 0xfe80,
+        IpNet::V4(n) => n.addr().is_link_local(),
+    }
 }
 
 /// Whether two subnets share an address.
@@ -182,7 +243,7 @@ mod tests {
             routes()
                 .unwrap()
                 .iter()
-                .any(|r| r.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
+                .any(|(_, r)| r.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
         );
     }
 }

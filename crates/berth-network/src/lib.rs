@@ -166,13 +166,34 @@ type Loader = fn(&str, BTreeMap<String, String>, Env) -> Result<Box<dyn Driver>,
 
 struct Registration {
     name: &'static str,
+    defaults: fn(&mut BTreeMap<String, String>),
     load: Loader,
 }
 
 const REGISTRY: &[Registration] = &[Registration {
     name: bridge::NAME,
+    defaults: bridge::defaults,
     load: bridge::load,
 }];
+
+fn registration(kind: &str) -> Result<&'static Registration, NetworkError> {
+    REGISTRY
+        .iter()
+        .find(|r| r.name == kind)
+        .ok_or_else(|| NetworkError::UnknownType {
+            kind: kind.to_owned(),
+        })
+}
+
+/// What a new network of type `kind` gets for the keys its creator left out (`auto`
+/// subnets for a bridge). Only at creation: an update that removes a key removes it.
+pub fn with_defaults(
+    kind: &str,
+    mut config: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, NetworkError> {
+    (registration(kind)?.defaults)(&mut config);
+    Ok(config)
+}
 
 /// The driver of type `kind` for network `name`: its configuration validated and `auto`
 /// resolved, nothing done on the host yet.
@@ -183,13 +204,7 @@ pub fn load(
     env: Env,
 ) -> Result<Box<dyn Driver>, NetworkError> {
     validate_name(name)?;
-    let r = REGISTRY
-        .iter()
-        .find(|r| r.name == kind)
-        .ok_or_else(|| NetworkError::UnknownType {
-            kind: kind.to_owned(),
-        })?;
-    (r.load)(name, config, env)
+    (registration(kind)?.load)(name, config, env)
 }
 
 /// Every network type berth knows.

@@ -225,16 +225,16 @@ fn free_subnet(v6: bool, seed: &[u8], used: &[IpNet]) -> Option<IpNet> {
     None
 }
 
-/// What the host uses already: its routes (every table) and addresses, and the other
-/// managed networks' subnets.
-fn used_subnets(env: &Env) -> Result<Vec<IpNet>, NetworkError> {
+/// What the host uses already, but bridge `name` itself: its routes (every table) and
+/// addresses, with the link each is on.
+fn host_subnets(name: &str) -> Result<Vec<(String, IpNet)>, NetworkError> {
     let mut used = crate::host::routes()?;
     used.extend(
         crate::host::addresses()?
             .into_iter()
-            .map(|(_, a)| a.trunc()),
+            .map(|(l, a)| (l, a.trunc())),
     );
-    used.extend(env.taken.iter().map(IpNet::trunc));
+    used.retain(|(l, _)| l != name);
     Ok(used)
 }
 
@@ -290,9 +290,9 @@ fn wrong(k: &str, v: &str) -> Option<&'static str> {
     }
 }
 
-/// Checks every key of a bridge's configuration and returns the effective one: defaults
-/// filled in (`ipv4.address` and `ipv6.address` `auto`, with NAT, when absent) and `auto`
-/// resolved.
+/// Checks every key of a bridge's configuration and returns the effective one: `auto`
+/// resolved (with NAT on unless set), explicit subnets checked against the host's routes
+/// and addresses (but the bridge's own) and the other networks.
 pub fn validate(
     name: &str,
     mut config: BTreeMap<String, String>,
@@ -312,20 +312,22 @@ pub fn validate(
             return Err(NetworkError::invalid(k, v, "line breaks are not allowed"));
         }
     }
-    let mut used: Option<Vec<IpNet>> = None;
+    let mut host: Option<Vec<(String, IpNet)>> = None;
     for (key, v6) in [("ipv4.address", false), ("ipv6.address", true)] {
-        let value = config
-            .entry(key.to_owned())
-            .or_insert_with(|| "auto".to_owned())
-            .clone();
+        let Some(value) = config.get(key).cloned() else {
+            continue;
+        };
+        if value != "none" && host.is_none() {
+            host = Some(host_subnets(name)?);
+        }
+        let host = host.as_deref().unwrap_or_default();
         match value.as_str() {
             "none" => {}
             "auto" => {
-                if used.is_none() {
-                    used = Some(used_subnets(env)?);
-                }
+                let mut used: Vec<IpNet> = host.iter().map(|(_, n)| *n).collect();
+                used.extend(env.taken.iter().map(IpNet::trunc));
                 let seed = format!("{}/{name}", env.id);
-                let net = free_subnet(v6, seed.as_bytes(), used.as_deref().unwrap_or_default())
+                let net = free_subnet(v6, seed.as_bytes(), &used)
                     .ok_or(NetworkError::NoFreeSubnet { key })?;
                 config.insert(key.to_owned(), net.to_string());
                 let nat = if v6 { "ipv6.nat" } else { "ipv4.nat" };
@@ -334,7 +336,21 @@ pub fn validate(
                     .or_insert_with(|| "true".to_owned());
             }
             other => {
-                host_cidr(key, other, v6)?;
+                let net = host_cidr(key, other, v6)?;
+                if env.taken.iter().any(|t| overlap(t, &net)) {
+                    return Err(NetworkError::invalid(
+                        key,
+                        other,
+                        "overlaps the subnet of another managed network",
+                    ));
+                }
+                if let Some((link, used)) = host.iter().find(|(_, u)| overlap(u, &net)) {
+                    return Err(NetworkError::invalid(
+                        key,
+                        other,
+                        format!("overlaps {used} on {link}"),
+                    ));
+                }
             }
         }
     }

@@ -21,10 +21,20 @@ use ipnet::IpNet;
 
 use crate::error::NetworkError;
 use crate::host;
-use crate::{Address, Driver, DriverInfo, Env, Lease, NetworkState};
+use crate::{Driver, DriverInfo, Env, Lease, NetworkState};
 
 /// The network type this driver serves.
 pub const NAME: &str = "bridge";
+
+/// What a new bridge gets when its configuration leaves them out: automatic IPv4 and IPv6
+/// subnets (with NAT, filled in when `auto` is resolved).
+pub fn defaults(config: &mut BTreeMap<String, String>) {
+    for key in ["ipv4.address", "ipv6.address"] {
+        config
+            .entry(key.to_owned())
+            .or_insert_with(|| "auto".to_owned());
+    }
+}
 
 /// The bridge driver for network `name`: its configuration validated and `auto` resolved.
 pub fn load(
@@ -180,7 +190,7 @@ impl Bridge {
         let wanted = self.wanted();
         let have: Vec<IpNet> = host::addresses()?
             .into_iter()
-            .filter(|(l, a)| l == name && !is_link_local(a))
+            .filter(|(l, a)| l == name && !host::is_link_local(a))
             .map(|(_, a)| a)
             .collect();
         for a in have.iter().filter(|a| !wanted.contains(a)) {
@@ -230,13 +240,6 @@ impl Bridge {
 
     fn runs_dnsmasq(&self) -> bool {
         !self.wanted().is_empty()
-    }
-}
-
-fn is_link_local(a: &IpNet) -> bool {
-    match a {
-        IpNet::V6(n) => n.addr().segments()[0] & 0xffc0 == 0xfe80,
-        IpNet::V4(n) => n.addr().is_link_local(),
     }
 }
 
@@ -303,38 +306,10 @@ impl Driver for Bridge {
     }
 
     fn state(&self) -> Result<NetworkState, NetworkError> {
-        let links = host::links()?;
-        let Some(l) = links.iter().find(|l| l.name == self.name) else {
-            return Ok(NetworkState {
-                state: "down".to_owned(),
-                ..NetworkState::default()
-            });
-        };
-        let addresses = host::addresses()?
-            .into_iter()
-            .filter(|(n, _)| *n == self.name)
-            .map(|(_, a)| Address {
-                family: if a.addr().is_ipv4() { "inet" } else { "inet6" }.to_owned(),
-                address: a.addr().to_string(),
-                netmask: a.prefix_len().to_string(),
-                scope: if is_link_local(&a) { "link" } else { "global" }.to_owned(),
-            })
-            .collect();
-        Ok(NetworkState {
-            addresses,
-            bytes_received: l.rx_bytes,
-            bytes_sent: l.tx_bytes,
-            packets_received: l.rx_packets,
-            packets_sent: l.tx_packets,
-            hwaddr: l.address.clone(),
-            mtu: l.mtu,
-            state: if l.up { "up" } else { "down" }.to_owned(),
-            upper_devices: links
-                .iter()
-                .filter(|u| u.master.as_deref() == Some(&self.name))
-                .map(|u| u.name.clone())
-                .collect(),
-        })
+        Ok(host::state(&self.name)?.unwrap_or_else(|| NetworkState {
+            state: "down".to_owned(),
+            ..NetworkState::default()
+        }))
     }
 
     fn leases(&self) -> Result<Vec<Lease>, NetworkError> {

@@ -35,6 +35,10 @@ impl Drop for Down<'_> {
     }
 }
 
+fn auto() -> BTreeMap<String, String> {
+    crate::with_defaults(NAME, BTreeMap::new()).unwrap()
+}
+
 fn nft_table(table: &str) -> String {
     berth_host::run_command("nft", &["list", "table", "inet", table]).unwrap_or_default()
 }
@@ -53,7 +57,11 @@ fn a_bridge_comes_up_idempotently_and_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let net = load(
         "berthtest0",
-        config(&[("ipv4.address", "10.9.8.1/24"), ("ipv4.nat", "true")]),
+        config(&[
+            ("ipv4.address", "10.9.8.1/24"),
+            ("ipv4.nat", "true"),
+            ("ipv6.address", "auto"),
+        ]),
         env(dir.path()),
     )
     .unwrap();
@@ -161,7 +169,7 @@ fn a_foreign_link_is_not_taken_over() {
 fn auto_avoids_what_the_host_uses() {
     netns();
     let dir = tempfile::tempdir().unwrap();
-    let first = load("berthtest2", BTreeMap::new(), env(dir.path())).unwrap();
+    let first = load("berthtest2", auto(), env(dir.path())).unwrap();
     let want: IpNet = first.config()["ipv4.address"].parse().unwrap();
     assert_eq!(first.config()["ipv4.nat"], "true");
     // The same subnet, on another link: auto moves on.
@@ -171,15 +179,37 @@ fn auto_avoids_what_the_host_uses() {
         &["addr", "add", &want.trunc().to_string(), "dev", "other9"],
     )
     .unwrap();
-    let second = load("berthtest2", BTreeMap::new(), env(dir.path())).unwrap();
+    let second = load("berthtest2", auto(), env(dir.path())).unwrap();
     let got: IpNet = second.config()["ipv4.address"].parse().unwrap();
     assert!(!host::overlap(&got, &want), "{got} overlaps {want}");
     // Or taken by another managed network.
     let mut e = env(dir.path());
     e.taken = vec![got];
-    let third = load("berthtest2", BTreeMap::new(), e).unwrap();
+    let third = load("berthtest2", auto(), e).unwrap();
     let other: IpNet = third.config()["ipv4.address"].parse().unwrap();
     assert!(!host::overlap(&other, &got) && !host::overlap(&other, &want));
+    // An explicit subnet that overlaps either is refused, naming the key and the link.
+    let err = load(
+        "berthtest2",
+        config(&[("ipv4.address", &format!("{}/16", want.addr()))]),
+        env(dir.path()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ipv4.address") && err.contains("other9"),
+        "{err}"
+    );
+    let mut e = env(dir.path());
+    e.taken = vec![got];
+    let err = load(
+        "berthtest2",
+        config(&[("ipv4.address", &got.to_string())]),
+        e,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("another managed network"), "{err}");
 }
 
 #[test]
