@@ -29,7 +29,8 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["db", "host", "lxc"],
     &["ctx"],
-    &["storage", "image", "project", "device", "config"],
+    &["warning"],
+    &["storage", "image", "project", "device", "config", "network"],
     &["instance"],
     &["profile"],
     &["api"],
@@ -44,6 +45,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("logging", "events"),
     ("lxc", "host"),
     ("image", "storage"),
+    ("network", "project"),
 ];
 
 /// Modules that may name the transport.

@@ -38,6 +38,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "console",
     // Issue 6: configuration.
     "metadata_configuration",
+    // Issue 15: networks.
+    "network",
+    "network_state",
+    "network_leases",
+    "network_state_bond_bridge",
 ];
 
 /// Whether `name` is advertised.

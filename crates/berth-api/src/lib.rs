@@ -11,6 +11,7 @@ pub mod event;
 pub mod extensions;
 pub mod image;
 pub mod instance;
+pub mod network;
 pub mod operation;
 pub mod project;
 pub mod resources;

@@ -35,12 +35,84 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A berthd running for one test.
+/// A network namespace of a test's own, held open by a `sleep` it starts: where the
+/// test's berthd lives (so its bridges, rules, dnsmasq and sysctls never reach the host),
+/// or "the outside" its containers' traffic goes to. Dropping it ends the namespace and
+/// whatever links and rules were in it.
+#[derive(Debug)]
+pub struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    /// A new namespace with its loopback up.
+    pub fn new() -> Netns {
+        let holder = Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run unshare");
+        let ns = Netns { holder };
+        let own = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(ns.path()).ok().as_ref() == Some(&own) {
+            assert!(
+                Instant::now() < deadline,
+                "unshare --net did not take effect"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ns.run("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's file (`/proc/PID/ns/net`).
+    pub fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+
+    /// `program args` to be run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path()))
+            .arg("--")
+            .arg(program)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `program args` inside the namespace; its stdout, which must have succeeded.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        ok(&self
+            .command(program, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter"))
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A berthd running for one test, in a network namespace of its own.
 #[derive(Debug)]
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    netns: Netns,
 }
 
 impl Daemon {
@@ -59,6 +131,7 @@ impl Daemon {
             dir,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            netns: Netns::new(),
         };
         d.spawn();
         d
@@ -81,11 +154,22 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    /// A `berthd` command for this directory, not started.
+    /// The daemon's network namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// A `berthd` command for this directory and namespace, not started (nsenter execs
+    /// berthd in place, so the child's pid is berthd's).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("berthd"));
+        let mut cmd = self.netns.command(bin("berthd"), &[]);
         cmd.arg("--dir").arg(self.dir()).args(&self.args);
         cmd
+    }
+
+    /// The dnsmasq processes of this daemon's networks (they outlive berthd by design).
+    pub fn dnsmasqs(&self) -> Vec<i32> {
+        processes_naming(&self.dir().join("networks"), "dnsmasq")
     }
 
     fn spawn(&mut self) {
@@ -204,7 +288,28 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         self.remove_containers();
+        for pid in self.dnsmasqs() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
+}
+
+/// The processes running `program` whose command line names `path`.
+pub fn processes_naming(path: &Path, program: &str) -> Vec<i32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+            first.ends_with(program.as_bytes()) && cmd.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
 }
 
 impl Daemon {

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   instance lock(s) ──► profile lock ──► (database)
-//!   image lock, pool lock: never held with another lock
+//!   image lock, pool lock, network lock: never held with another lock
 //! ```
 //!
 //! An instance's lock serialises every change to it (held across a whole operation); a
@@ -36,6 +36,7 @@ pub struct Ctx {
     pub events: Events,
     pub driver: Arc<dyn InstanceDriver>,
     pub pools: Pools,
+    pub networks: Networks,
     pub locks: Locks,
     /// What the host offers (memory, CPUs, cgroup version).
     pub host: Host,
@@ -46,14 +47,30 @@ pub struct Ctx {
     pub spares: Mutex<HashSet<(PathBuf, String)>>,
 }
 
-/// The loaded storage pools by name; one driver per pool.
-#[derive(Debug, Clone, Default)]
-pub struct Pools {
-    inner: Arc<RwLock<BTreeMap<String, Arc<dyn berth_storage::Driver>>>>,
+/// Loaded drivers by name: one per storage pool ([`Pools`]) or network ([`Networks`]).
+#[derive(Debug)]
+pub struct Registry<D: ?Sized> {
+    inner: Arc<RwLock<BTreeMap<String, Arc<D>>>>,
 }
 
-impl Pools {
-    pub fn get(&self, name: &str) -> Option<Arc<dyn berth_storage::Driver>> {
+impl<D: ?Sized> Clone for Registry<D> {
+    fn clone(&self) -> Self {
+        Registry {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D: ?Sized> Default for Registry<D> {
+    fn default() -> Self {
+        Registry {
+            inner: Arc::default(),
+        }
+    }
+}
+
+impl<D: ?Sized> Registry<D> {
+    pub fn get(&self, name: &str) -> Option<Arc<D>> {
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -61,15 +78,15 @@ impl Pools {
             .cloned()
     }
 
-    pub fn insert(&self, name: &str, driver: Arc<dyn berth_storage::Driver>) {
+    pub fn insert(&self, name: &str, driver: Arc<D>) {
         self.inner
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), driver);
     }
 
-    /// Every loaded pool.
-    pub fn all(&self) -> Vec<Arc<dyn berth_storage::Driver>> {
+    /// Every loaded driver.
+    pub fn all(&self) -> Vec<Arc<D>> {
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -86,6 +103,37 @@ impl Pools {
     }
 }
 
+/// The loaded storage pools.
+pub type Pools = Registry<dyn berth_storage::Driver>;
+
+/// The managed networks: a driver for each (loaded even when it could not start), and why
+/// those that are down could not start.
+#[derive(Debug, Clone, Default)]
+pub struct Networks {
+    pub drivers: Registry<dyn berth_network::Driver>,
+    errors: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Networks {
+    /// Why network `name` is down, if it is.
+    pub fn error(&self, name: &str) -> Option<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Records whether network `name` is up (`None`) or why it is not.
+    pub fn set_error(&self, name: &str, error: Option<String>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => errors.insert(name.to_owned(), e),
+            None => errors.remove(name),
+        };
+    }
+}
+
 /// The locks of the lock order above.
 #[derive(Debug, Default)]
 pub struct Locks {
@@ -96,6 +144,8 @@ pub struct Locks {
     pub images: tokio::sync::Mutex<()>,
     /// Serialises storage pool writes.
     pub pools: tokio::sync::Mutex<()>,
+    /// Serialises network writes.
+    pub networks: tokio::sync::Mutex<()>,
 }
 
 impl Locks {

@@ -129,6 +129,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         ids: crate::host::ids::read(Path::new("/etc"), Path::new("/")),
         driver: Arc::new(driver),
         pools: Pools::default(),
+        networks: Default::default(),
         locks: Locks::default(),
         image_limits: berth_image::Limits::default(),
         spares: Default::default(),
@@ -139,6 +140,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     });
     crate::storage::apply_defaults(&cx)?;
     crate::storage::load_all(&cx)?;
+    crate::network::start_all(&cx)?;
     if let Some(d) = cx.pools.get("default") {
         environment.storage = d.info().name.to_owned();
         environment.storage_version = d.info().version;
@@ -173,6 +175,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
 
     tokio::spawn(crate::instance::background::autostart(cx.clone()));
     tokio::spawn(crate::instance::background::scheduler(cx.clone()));
+    tokio::spawn(crate::network::watch(cx.clone()));
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),

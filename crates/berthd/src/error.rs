@@ -150,6 +150,22 @@ impl From<berth_storage::StorageError> for Failure {
     }
 }
 
+impl From<berth_network::NetworkError> for Failure {
+    fn from(e: berth_network::NetworkError) -> Self {
+        use berth_network::NetworkErrorKind as K;
+        let kind = match e.kind() {
+            K::InvalidConfig => Kind::Invalid,
+            K::Conflict => Kind::Conflict,
+            K::Host => Kind::Internal,
+        };
+        Failure {
+            kind,
+            message: chain(&e),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for Failure {
     fn from(e: tokio::task::JoinError) -> Self {
         Failure::failed("A background task failed", e)

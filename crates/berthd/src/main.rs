@@ -19,6 +19,7 @@ mod lock;
 mod logging;
 mod lxc;
 mod model;
+mod network;
 mod paths;
 mod profile;
 mod project;
@@ -27,6 +28,7 @@ mod storage;
 #[cfg(test)]
 mod testing;
 mod time;
+mod warning;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

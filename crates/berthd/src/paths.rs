@@ -68,6 +68,20 @@ impl Paths {
         self.storage_pools().join(pool)
     }
 
+    /// The managed networks' directories (dnsmasq's files), one per network.
+    pub fn networks(&self) -> PathBuf {
+        self.dir.join("networks")
+    }
+
+    /// This daemon's id on the host: 8 hex digits of a hash of its state directory. Names
+    /// that are global to the host (an nftables table) carry it, so two daemons with
+    /// different directories never collide; its containers' cgroup is `berth.ID`.
+    pub fn daemon_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.dir.to_string_lossy().as_bytes());
+        berth_image::hex(&digest[..4])
+    }
+
     /// Where berthd's own lxcfs is mounted when the host runs none.
     pub fn lxcfs(&self) -> PathBuf {
         self.dir.join("lxcfs")

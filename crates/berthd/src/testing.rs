@@ -27,6 +27,7 @@ pub fn ctx() -> (tempfile::TempDir, Arc<Ctx>, Arc<Fake>) {
         events: Events::new(),
         driver: fake.clone(),
         pools: Pools::default(),
+        networks: Default::default(),
         locks: Locks::default(),
         host: Host {
             memory: 8 << 30,

@@ -19,6 +19,7 @@ mod instances;
 mod internal;
 mod logs;
 mod metadata;
+mod networks;
 mod operations;
 pub mod ops;
 mod profiles;
@@ -171,7 +172,24 @@ pub fn router(state: AppState) -> Router {
         .route("/1.0/projects/{name}/state", get(projects::state))
         .route("/1.0/cluster", get(cluster::get))
         .route("/1.0/warnings", get(warnings::list))
-        .route("/1.0/warnings/{uuid}", get(warnings::get))
+        .route(
+            "/1.0/warnings/{uuid}",
+            get(warnings::get)
+                .put(warnings::put)
+                .patch(warnings::put)
+                .delete(warnings::delete),
+        )
+        .route("/1.0/networks", get(networks::list).post(networks::post))
+        .route(
+            "/1.0/networks/{name}",
+            get(networks::get)
+                .put(networks::put)
+                .patch(networks::patch)
+                .post(networks::rename)
+                .delete(networks::delete),
+        )
+        .route("/1.0/networks/{name}/state", get(networks::state))
+        .route("/1.0/networks/{name}/leases", get(networks::leases))
         .route("/1.0/resources", get(resources::get))
         .route(
             "/1.0/images",

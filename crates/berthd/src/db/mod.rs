@@ -16,11 +16,13 @@ pub mod config;
 pub mod images;
 pub mod instances;
 pub mod internal;
+pub mod networks;
 pub mod pools;
 pub mod profiles;
 pub mod projects;
 pub mod schema;
 pub mod snapshots;
+pub mod warnings;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -149,6 +149,27 @@ const UPDATES: &[&str] = &[
         SELECT 'default', name, fingerprint, description, type FROM image_aliases;
     DROP TABLE image_aliases;
     ALTER TABLE image_aliases_by_project RENAME TO image_aliases;",
+    // 7: managed networks, and the warnings the server raises (one row per type and
+    // object, counted).
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE warnings (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        project TEXT NOT NULL,
+        type TEXT NOT NULL,
+        entity_url TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        last_message TEXT NOT NULL,
+        UNIQUE (type, entity_url)
+    );",
 ];
 
 /// The schema version this berthd writes.

@@ -28,7 +28,6 @@ use std::pin::Pin;
 
 use berth_api::StatusCode;
 use berth_api::instance::InstanceState;
-use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::model::idmap::IdMap;
@@ -146,6 +145,8 @@ pub trait InstanceDriver: Send + Sync + std::fmt::Debug {
 /// The cgroup directory of a daemon's containers: derived from its state directory, so
 /// daemons on different directories never share a cgroup name.
 pub fn cgroup_parent(dir: &Path) -> String {
-    let digest = Sha256::digest(dir.to_string_lossy().as_bytes());
-    format!("berth.{}", berth_image::hex(&digest[..4]))
+    format!(
+        "berth.{}",
+        crate::paths::Paths::new(dir.to_owned()).daemon_id()
+    )
 }

@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod keys;
 pub mod limits;
 pub mod names;
+pub mod nic;
 pub mod raw_lxc;
 pub mod records;
 pub mod restrictions;

@@ -121,3 +121,14 @@ pub struct PoolRecord {
     pub description: String,
     pub config: BTreeMap<String, String>,
 }
+
+/// A stored managed network.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRecord {
+    pub name: String,
+    /// Its driver (`bridge`).
+    pub kind: String,
+    pub description: String,
+    /// The effective configuration (`auto` resolved).
+    pub config: BTreeMap<String, String>,
+}

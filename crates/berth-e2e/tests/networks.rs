@@ -1,0 +1,327 @@
+//! Managed bridge networks through the real `lxc` client and the API: create, inspect,
+//! edit, rename, delete; bad input; restarts; a flushed ruleset; a held port 53; the
+//! host's firewall warned about. Each daemon lives in a network namespace of its own, so
+//! nothing here reaches the host's links, rules or sysctls.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use std::time::{Duration, Instant};
+
+use berth_api::network::{Network, NetworkLease, NetworkState};
+use berth_api::warning::Warning;
+use berth_e2e::{Daemon, fails, ok};
+
+/// The text of berthd's nft table, as `nft list table` shows it.
+fn table(d: &Daemon) -> String {
+    let tables = d.netns().run("nft", &["list", "tables"]);
+    let name = tables
+        .lines()
+        .find_map(|l| l.strip_prefix("table inet berth_"))
+        .map(|id| format!("berth_{id}"));
+    match name {
+        Some(n) => d.netns().run("nft", &["list", "table", "inet", &n]),
+        None => String::new(),
+    }
+}
+
+fn links(d: &Daemon) -> String {
+    d.netns().run("ip", &["-br", "link"])
+}
+
+#[tokio::test]
+async fn the_lxc_client_manages_bridges() {
+    let d = Daemon::start();
+    let c = d.client();
+    ok(&d.lxc(&["network", "create", "lxcbr1"]));
+    let n: Network = c.get("/1.0/networks/lxcbr1").await.unwrap();
+    assert_eq!(
+        (n.kind.as_str(), n.managed, n.status.as_str()),
+        ("bridge", true, "Created")
+    );
+    let v4 = n.config["ipv4.address"].clone();
+    assert!(v4.starts_with("10.") && v4.ends_with(".1/24"), "{v4}");
+    assert!(n.config["ipv6.address"].starts_with("fd"), "{:?}", n.config);
+    assert_eq!(n.config["ipv4.nat"], "true");
+
+    let list = ok(&d.lxc(&["network", "list", "-f", "csv"]));
+    assert!(list.contains(&format!("lxcbr1,bridge,YES,{v4}")), "{list}");
+    let all: Vec<Network> = c.get("/1.0/networks?recursion=1").await.unwrap();
+    assert!(
+        all.iter()
+            .any(|n| n.name == "lo" && !n.managed && n.kind == "loopback"),
+        "host interfaces listed unmanaged: {all:?}"
+    );
+    let show = ok(&d.lxc(&["network", "show", "lxcbr1"]));
+    assert!(show.contains(&format!("ipv4.address: {v4}")), "{show}");
+    let info = ok(&d.lxc(&["network", "info", "lxcbr1"]));
+    assert!(
+        info.contains("State: up") && info.contains(&v4.replace("/24", "/24 (global)")),
+        "{info}"
+    );
+    let leases = ok(&d.lxc(&["network", "list-leases", "lxcbr1", "-f", "csv"]));
+    assert!(leases.contains("GATEWAY"), "{leases}");
+    let state: NetworkState = c.get("/1.0/networks/lxcbr1/state").await.unwrap();
+    assert_eq!(state.state, "up");
+    assert_eq!(state.bridge.unwrap().upper_devices, Vec::<String>::new());
+
+    // dnsmasq serves the bridge's addresses only, one per network.
+    assert_eq!(d.dnsmasqs().len(), 1);
+    let udp = d.netns().run("ss", &["-Hlnu", "sport", "= :53"]);
+    let gateway = v4.trim_end_matches("/24");
+    assert!(udp.contains(&format!("{gateway}:53")), "{udp}");
+    assert!(
+        !udp.contains("0.0.0.0:53") && !udp.contains("127.0.0.1:53"),
+        "{udp}"
+    );
+    assert!(table(&d).contains("masquerade"));
+
+    // Edit: set, get, unset, a PUT through `edit`.
+    ok(&d.lxc(&["network", "set", "lxcbr1", "ipv4.nat", "false"]));
+    assert_eq!(
+        ok(&d.lxc(&["network", "get", "lxcbr1", "ipv4.nat"])),
+        "false\n"
+    );
+    let rules = table(&d);
+    assert!(!rules.contains("ip saddr"), "no IPv4 NAT: {rules}");
+    let yaml = "description: edited\nconfig:\n  ipv4.address: 10.99.1.1/24\n  ipv6.address: none\n";
+    ok(&d
+        .lxc_command(&["network", "edit", "lxcbr1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap());
+    let n: Network = c.get("/1.0/networks/lxcbr1").await.unwrap();
+    assert_eq!(n.description, "edited");
+    assert_eq!(
+        n.config.get("ipv6.address").map(String::as_str),
+        Some("none")
+    );
+    let addrs = d.netns().run("ip", &["-br", "addr", "show", "lxcbr1"]);
+    assert!(
+        addrs.contains("10.99.1.1/24") && !addrs.contains(gateway),
+        "{addrs}"
+    );
+
+    ok(&d.lxc(&["network", "rename", "lxcbr1", "lxcbr2"]));
+    assert!(!links(&d).contains("lxcbr1 "));
+    let n: Network = c.get("/1.0/networks/lxcbr2").await.unwrap();
+    assert_eq!(n.config["ipv4.address"], "10.99.1.1/24");
+    assert_eq!(d.dnsmasqs().len(), 1);
+
+    ok(&d.lxc(&["network", "delete", "lxcbr2"]));
+    assert!(!links(&d).contains("lxcbr2"), "{}", links(&d));
+    assert!(d.dnsmasqs().is_empty());
+    assert_eq!(table(&d), "", "the table goes with the last network");
+    assert!(!d.dir().join("networks/lxcbr2").exists());
+}
+
+#[tokio::test]
+async fn bad_input_names_the_key_and_changes_nothing() {
+    let d = Daemon::start();
+    ok(&d.lxc(&[
+        "network",
+        "create",
+        "good0",
+        "ipv4.address=10.98.0.1/24",
+        "ipv6.address=none",
+    ]));
+    let before = (links(&d), table(&d));
+    for (args, key) in [
+        (vec!["bad1", "ipv4.address=10.98.0.1/16"], "ipv4.address"),
+        (
+            vec!["bad1", "raw.dnsmasq=dhcp-script=/bin/sh"],
+            "raw.dnsmasq",
+        ),
+        (
+            vec!["bad1", "raw.dnsmasq=conf-file=/etc/shadow"],
+            "raw.dnsmasq",
+        ),
+        (
+            vec!["bad1", "bridge.hwaddr=01:00:5e:00:00:01"],
+            "bridge.hwaddr",
+        ),
+        (
+            vec![
+                "bad1",
+                "ipv4.dhcp.ranges=10.1.1.2-10.1.1.9",
+                "ipv4.address=10.97.0.1/24",
+            ],
+            "ipv4.dhcp.ranges",
+        ),
+        (vec!["bad1", "bogus.key=1"], "bogus.key"),
+        (vec!["a-name-far-too-long"], "a-name-far-too-long"),
+    ] {
+        let mut full = vec!["network", "create"];
+        full.extend(args);
+        let err = fails(&d.lxc(&full));
+        assert!(err.contains(key), "{full:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let err = fails(&d.lxc(&["network", "set", "good0", "ipv4.nat", "maybe"]));
+    assert!(err.contains("ipv4.nat"), "{err}");
+    assert_eq!((links(&d), table(&d)), before, "nothing made or changed");
+    let list = ok(&d.lxc(&["network", "list", "-f", "csv"]));
+    assert!(!list.contains("bad1"), "{list}");
+
+    // A restricted project may not touch the host's networks.
+    ok(&d.lxc(&["project", "create", "tight", "-c", "restricted=true"]));
+    let out = d.lxc(&["network", "create", "sneaky", "--project", "tight"]);
+    let err = fails(&out);
+    assert!(err.contains("restricted"), "{err}");
+    let c = d.client();
+    let r = c
+        .raw(
+            berth_client::Method::DELETE,
+            "/1.0/networks/good0?project=tight",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert!(links(&d).contains("good0"));
+}
+
+#[tokio::test]
+async fn restarts_keep_networks_as_they_are() {
+    let mut d = Daemon::start();
+    ok(&d.lxc(&["network", "create", "keep0"]));
+    let before = table(&d);
+    let dnsmasq = d.dnsmasqs();
+    assert_eq!(dnsmasq.len(), 1);
+    for _ in 0..3 {
+        d.kill();
+        assert_eq!(d.dnsmasqs(), dnsmasq, "dnsmasq outlives berthd");
+        d.restart();
+        assert_eq!(d.dnsmasqs(), dnsmasq, "the same dnsmasq, and only it");
+        assert_eq!(table(&d), before, "the same rules");
+    }
+    let n: Network = d.client().get("/1.0/networks/keep0").await.unwrap();
+    assert_eq!(n.status, "Created");
+    let leases: Vec<NetworkLease> = d.client().get("/1.0/networks/keep0/leases").await.unwrap();
+    assert_eq!(leases.iter().filter(|l| l.kind == "gateway").count(), 2);
+
+    // Someone flushes the ruleset: berthd puts its table back.
+    d.netns().run("nft", &["flush", "ruleset"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while table(&d) != before {
+        assert!(Instant::now() < deadline, "the table did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn a_network_that_cannot_start_is_errored_and_named() {
+    let mut d = Daemon::start();
+    ok(&d.lxc(&[
+        "network",
+        "create",
+        "held0",
+        "ipv4.address=10.96.0.1/24",
+        "ipv6.address=none",
+    ]));
+    d.stop();
+    for pid in d.dnsmasqs() {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    while !d.dnsmasqs().is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Someone else takes port 53 on every address.
+    let mut holder = d
+        .netns()
+        .command(
+            "python3",
+            &["-c", "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nprint('ready',flush=True)\ntime.sleep(600)"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    d.restart();
+    let c = d.client();
+    let n: Network = c.get("/1.0/networks/held0").await.unwrap();
+    assert_eq!(n.status, "Errored");
+    let warnings: Vec<Warning> = c.get("/1.0/warnings?recursion=1").await.unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| w.entity_url == "/1.0/networks/held0" && w.kind == "Network unavailable")
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        w.last_message.contains("port 53 is held by python3"),
+        "{}",
+        w.last_message
+    );
+    let listed = ok(&d.lxc(&["warning", "list", "-f", "csv"]));
+    assert!(listed.contains("Network unavailable"), "{listed}");
+
+    // Freed, the next change starts it; the warning is resolved.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    ok(&d.lxc(&["network", "set", "held0", "user.note", "retry"]));
+    let n: Network = c.get("/1.0/networks/held0").await.unwrap();
+    assert_eq!(n.status, "Created");
+    let w: Warning = c.get(&format!("/1.0/warnings/{}", w.uuid)).await.unwrap();
+    assert_eq!(w.status, "resolved");
+    ok(&d.lxc(&["warning", "delete", &w.uuid]));
+}
+
+#[tokio::test]
+async fn a_foreign_dropping_forward_chain_is_warned_about() {
+    let d = Daemon::start();
+    d.netns().run(
+        "nft",
+        &["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"],
+    );
+    ok(&d.lxc(&[
+        "network",
+        "create",
+        "warned0",
+        "ipv4.address=10.95.0.1/24",
+        "ipv6.address=none",
+    ]));
+    let warnings: Vec<Warning> = d.client().get("/1.0/warnings?recursion=1").await.unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| {
+            w.entity_url == "/1.0/networks/warned0"
+                && w.kind == "Host firewall drops network traffic"
+        })
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(
+        w.last_message.contains("chain FORWARD of table ip filter"),
+        "{}",
+        w.last_message
+    );
+    assert!(
+        w.last_message
+            .contains("nft insert rule ip filter FORWARD iifname \"warned0\" accept"),
+        "{}",
+        w.last_message
+    );
+    ok(&d.lxc(&["warning", "ack", &w.uuid]));
+    let w: Warning = d
+        .client()
+        .get(&format!("/1.0/warnings/{}", w.uuid))
+        .await
+        .unwrap();
+    assert_eq!(w.status, "acknowledged");
+    // berthd wrote nothing into the foreign table.
+    let foreign = d.netns().run("nft", &["list", "table", "ip", "filter"]);
+    assert!(!foreign.contains("warned0"), "{foreign}");
+}
