@@ -46,6 +46,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("lxc", "host"),
     ("image", "storage"),
     ("network", "project"),
+    ("device", "network"),
 ];
 
 /// Modules that may name the transport.

@@ -325,3 +325,47 @@ async fn a_foreign_dropping_forward_chain_is_warned_about() {
     let foreign = d.netns().run("nft", &["list", "table", "ip", "filter"]);
     assert!(!foreign.contains("warned0"), "{foreign}");
 }
+
+#[tokio::test]
+async fn auto_sends_no_probe() {
+    let d = Daemon::start();
+    // Counters on what Incus and LXD send to pick a subnet: echo requests and SYNs.
+    d.netns().run(
+        "nft",
+        &["add table inet probe; add chain inet probe out { type filter hook output priority 0; policy accept; }; add rule inet probe out icmp type echo-request counter; add rule inet probe out icmpv6 type echo-request counter; add rule inet probe out tcp flags syn counter"],
+    );
+    // A route the first pick must avoid, as a host would have.
+    d.netns()
+        .run("ip", &["link", "add", "taken0", "type", "bridge"]);
+    d.netns()
+        .run("ip", &["addr", "add", "10.0.0.1/8", "dev", "taken0"]);
+    let err = fails(&d.lxc(&["network", "create", "auto0", "ipv6.address=none"]));
+    assert!(
+        err.contains("No free subnet"),
+        "all of 10/8 is taken: {err}"
+    );
+    d.netns().run("ip", &["addr", "flush", "dev", "taken0"]);
+    d.netns()
+        .run("ip", &["addr", "add", "10.0.0.1/9", "dev", "taken0"]);
+    ok(&d.lxc(&["network", "create", "auto0"]));
+    ok(&d.lxc(&["network", "create", "auto1"]));
+    let c = d.client();
+    let a: Network = c.get("/1.0/networks/auto0").await.unwrap();
+    let b: Network = c.get("/1.0/networks/auto1").await.unwrap();
+    let (a4, b4) = (&a.config["ipv4.address"], &b.config["ipv4.address"]);
+    assert_ne!(
+        a4.rsplit_once('.').unwrap().0,
+        b4.rsplit_once('.').unwrap().0,
+        "{a4} {b4}"
+    );
+    for v in [a4, b4] {
+        let second: u8 = v.split('.').nth(1).unwrap().parse().unwrap();
+        assert!(second >= 128, "outside the taken 10.0.0.0/9: {v}");
+    }
+    let counters = d.netns().run("nft", &["list", "table", "inet", "probe"]);
+    assert_eq!(
+        counters.matches("counter packets 0 bytes 0").count(),
+        3,
+        "nothing probed: {counters}"
+    );
+}

@@ -10,8 +10,8 @@ use crate::instance::{self, query, state};
 
 /// `GET /1.0/instances/{name}/state`.
 pub async fn get(State(st): State<AppState>, InstanceName(name): InstanceName) -> ApiResult {
-    instance::find(&st.cx, &name).await?;
-    Ok(sync(query::state(&st.cx, &name).await))
+    let rec = instance::find(&st.cx, &name).await?;
+    Ok(sync(query::state(&st.cx, &rec).await))
 }
 
 /// `PUT /1.0/instances/{name}/state`: the change runs in an operation; a stateful one is

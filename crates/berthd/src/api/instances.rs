@@ -105,7 +105,7 @@ pub async fn get(
         return Ok(sync_etag(view, &etag));
     }
     let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(&e))?;
-    v["state"] = serde_json::to_value(query::state(&st.cx, &name).await).unwrap_or_default();
+    v["state"] = serde_json::to_value(query::state(&st.cx, &rec).await).unwrap_or_default();
     v["snapshots"] = super::snapshots::rendered(&st, &rec).await?;
     v["backups"] = serde_json::Value::Array(vec![]);
     Ok(sync_etag(v, &etag))

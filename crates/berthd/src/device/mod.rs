@@ -1,11 +1,12 @@
-//! Devices on the host: what starting a container needs for its disks and unix devices
-//! (LXC entries, device nodes, cgroup rules), and the live changes of a running one
+//! Devices on the host: what starting a container needs for its disks, unix devices and
+//! nics (LXC entries, device nodes, cgroup rules, veth pairs), and the live changes of a running one
 //! ([`hotplug`]). What each device type accepts is configuration, checked in
 //! [`crate::model::devices`]; what touches the container goes through the instance
 //! driver.
 
 pub mod disk;
 pub mod hotplug;
+pub mod nic;
 pub mod unix;
 
 use std::collections::BTreeMap;

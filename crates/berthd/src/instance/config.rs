@@ -91,6 +91,7 @@ pub async fn update(
     let candidate = (rec.name.clone(), expanded.clone(), devices.clone());
     crate::project::check_allowed(cx, &rec.project, &candidate).await?;
     validate(cx, &rec, &expanded)?;
+    super::nic::check(cx, &rec.config, &devices).await?;
     crate::project::check_limits(cx, &rec.project, std::slice::from_ref(&candidate)).await?;
     let old_profiles = profiles(cx, &old.project, &old.profiles).await?;
     let (old_expanded, old_devices) = expand(&old_profiles, &old);
@@ -102,6 +103,7 @@ pub async fn update(
     if state != StatusCode::Stopped {
         hotplug::check(&change)?;
     }
+    super::nic::update_volatile(cx, name, &mut rec.config, &old_devices, &devices);
     let mut stored = rec.clone();
     let ids = cx.ids;
     let map_config = expanded.clone();
@@ -115,6 +117,7 @@ pub async fn update(
         // A live change that fails takes back what it did, and the old record goes back.
         let mut undo = Reverter::new();
         let db = cx.db.clone();
+        let old_config = old.config.clone();
         undo.add("store the old record again", move || {
             Ok(db.write_sync(|tx| crate::db::instances::update(tx, &old))?)
         });
@@ -144,6 +147,9 @@ pub async fn update(
             )
             .await
             .map_err(|e| Failure::internal(e.message()).with_source(e))?;
+        }
+        if let Some(pid) = pid {
+            super::nic::apply_live(cx, &rec, &old_config, pid, &old_devices, &devices).await?;
         }
         undo.success();
     }

@@ -161,6 +161,7 @@ pub async fn prepare(
         ..rec.clone()
     };
     super::config::validate(cx, &own, &expanded)?;
+    super::nic::check(cx, &rec.config, &devices).await?;
     crate::project::check_limits(cx, project, std::slice::from_ref(&candidate)).await?;
     let pool = root_pool_driver(cx, &devices)?;
     let pool_name = root_pool(&devices).unwrap_or_default();
@@ -469,6 +470,8 @@ pub async fn rename(cx: &Ctx, name: &str, to: &str) -> Result<()> {
         ));
     }
     let (_, devices) = super::expanded(cx, &rec).await?;
+    // Its nics' static entries carry its old name; its next start writes new ones.
+    super::nic::forget_all(cx, name, &devices);
     let pool = root_pool(&devices).and_then(|p| cx.pools.get(&p));
     let (from, t) = (name.to_owned(), to.to_owned());
     cx.db
@@ -574,6 +577,7 @@ pub async fn remove(cx: &Ctx, rec: &InstanceRecord) -> Result<()> {
     cx.db
         .write(move |tx| crate::db::instances::delete(tx, &n))
         .await?;
+    super::nic::forget_all(cx, &rec.name, &devices);
     cx.locks.forget(&rec.name);
     cx.events
         .lifecycle("instance-deleted", &instance_url(&rec.name), None);

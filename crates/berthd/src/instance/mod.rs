@@ -28,6 +28,7 @@ pub mod create;
 pub mod exec;
 pub mod files;
 pub mod logs;
+pub mod nic;
 pub mod query;
 pub mod snapshot;
 pub mod state;
@@ -175,6 +176,7 @@ pub fn start_spec(
         checkpointable: flag(config, "migration.stateful"),
         limits,
         devices,
+        host_links: Vec::new(),
         raw,
     })
 }

@@ -27,12 +27,15 @@ pub async fn is_stopped(cx: &Ctx, name: &str) -> bool {
     status(cx, name).await.0 == StatusCode::Stopped
 }
 
-/// What the host says of one instance: status, pid, counters, network.
-pub async fn state(cx: &Ctx, name: &str) -> InstanceState {
-    let n = name.to_owned();
-    blocking(cx, move |d| d.observe(&n, Observe::Full))
+/// What the host says of one instance: status, pid, counters, network (with each nic's
+/// host-side name).
+pub async fn state(cx: &Ctx, rec: &InstanceRecord) -> InstanceState {
+    let n = rec.name.clone();
+    let mut state = blocking(cx, move |d| d.observe(&n, Observe::Full))
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+    super::nic::fill_host_names(&mut state, &rec.config);
+    state
 }
 
 /// An instance as LXD shows it, with `profiles` (its own, resolved) and `status`.
@@ -138,7 +141,8 @@ where
             } else {
                 Observe::Status
             };
-            let state = cx.driver.observe(&rec.name, how);
+            let mut state = cx.driver.observe(&rec.name, how);
+            super::nic::fill_host_names(&mut state, &rec.config);
             let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
             let view = render(&cx, rec, profiles, status);
             each(Listed {

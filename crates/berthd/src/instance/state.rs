@@ -79,16 +79,24 @@ pub async fn check_stateful(cx: &Ctx, rec: &InstanceRecord, action: &str) -> Res
 /// `stateful`, its restore from the saved state.
 pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()> {
     let (config, devices) = expanded(cx, rec).await?;
+    let rec = &super::nic::with_volatile(cx, rec, &devices).await?;
     let pool = pool_of_devices(cx, &devices)
         .map_err(|_| Failure::internal("The pool of the root disk is not available"))?;
     let vol = volume(pool.as_ref(), &rec.name);
-    let spec = start_spec(cx, rec, &config, &devices, &vol)?;
-    if stateful {
+    let mut spec = start_spec(cx, rec, &config, &devices, &vol)?;
+    let nics = super::nic::make_all(cx, rec, &devices, &mut spec).await?;
+    let started = if stateful {
         cx.driver.restore(&spec).await
     } else {
-        crate::image::volume_templates(rec, &vol, "start")?;
-        cx.driver.start(&spec).await
+        match crate::image::volume_templates(rec, &vol, "start") {
+            Ok(()) => cx.driver.start(&spec).await,
+            Err(e) => Err(e),
+        }
+    };
+    if started.is_err() {
+        super::nic::unmake_all(cx, nics).await;
     }
+    started
 }
 
 /// Applies a power change to instance `rec` under its lock.

@@ -40,6 +40,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkmount" => mount,
         "forkmigrate" => migrate,
         "forkconsolekeeper" => super::console::keeper_main,
+        "forkdellinks" => del_links,
         _ => return None,
     };
     Some(run(rest))
@@ -54,6 +55,17 @@ fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> i32 {
             1
         }
     }
+}
+
+/// `berthd forkdellinks FILE [NAME lxc post-stop]`: liblxc's post-stop hook of a
+/// container with nics; deletes the host links listed in FILE.
+pub fn del_links(args: &[OsString]) -> i32 {
+    let Some(file) = args.first() else {
+        eprintln!("usage: berthd forkdellinks FILE");
+        return 1;
+    };
+    super::lifecycle::delete_host_links(Path::new(file));
+    0
 }
 
 /// `berthd forkstart NAME LXCPATH CONFIG`: starts a container, daemonized; returns once

@@ -86,6 +86,19 @@ impl Liblxc {
             extra.push(("lxc.mount.entry".to_owned(), entry));
         }
         extra.extend(spec.devices.iter().cloned());
+        let links = dir.join(HOST_LINKS);
+        std::fs::write(&links, spec.host_links.join("\n"))
+            .map_err(|e| Failure::failed("Failed to write the nics' host links", e))?;
+        if !spec.host_links.is_empty() {
+            // liblxc runs it in the host's namespaces once the container has stopped,
+            // whoever stopped it.
+            let exe = std::env::current_exe()
+                .map_err(|e| Failure::failed("Failed to find berthd's own binary", e))?;
+            extra.push((
+                "lxc.hook.post-stop".to_owned(),
+                format!("{} forkdellinks {}", exe.display(), links.display()),
+            ));
+        }
         // A checkpointable container's console comes from its keeper; any other's is
         // liblxc's (a keeper left from before the key changed goes).
         let console = if spec.checkpointable {
@@ -136,6 +149,7 @@ impl Liblxc {
     /// report.
     pub(super) async fn failed_start(&self, name: &str, what: &str) -> String {
         let dir = self.dir(name);
+        delete_host_links(&dir.join(HOST_LINKS));
         self.remove_cgroup_leftovers(name).await;
         self.cgroups.remove_parent(&self.cgroup_parent);
         forget_init(&dir);
@@ -311,11 +325,13 @@ impl InstanceDriver for Liblxc {
     }
 
     fn release(&self, name: &str) {
+        delete_host_links(&self.dir(name).join(HOST_LINKS));
         console::quit(&self.dir(name));
         self.cgroups.remove_parent(&self.cgroup_parent);
     }
 
     fn cleanup(&self, name: &str, keep_console: bool) {
+        delete_host_links(&self.dir(name).join(HOST_LINKS));
         self.cgroups.remove_leftovers(&self.cgroup_parent, name);
         checkpoint::unstage(&self.lxcpath, name);
         if !keep_console {
@@ -384,6 +400,22 @@ impl InstanceDriver for Liblxc {
 
 /// The file recording a running container's init pid and that process's start time.
 const INIT_PID: &str = "init.pid";
+
+/// The file in a container's directory listing its nics' host links, one per line.
+pub const HOST_LINKS: &str = "host-links";
+
+/// Deletes the links listed in `file` (a container's [`HOST_LINKS`]); those gone already
+/// are fine. Blocking.
+pub fn delete_host_links(file: &Path) {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
+    for link in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Err(e) = berth_network::nic::delete(link) {
+            tracing::warn!(link, error = %crate::error::chain(&e), "Link not deleted");
+        }
+    }
+}
 
 /// A process's start time (clock ticks after boot), which tells it from a later process
 /// that reuses its pid.

@@ -55,8 +55,11 @@ pub struct StartSpec {
     pub checkpointable: bool,
     /// Limits as LXC keys (`lxc.cgroup*.…`, `lxc.prlimit.…`).
     pub limits: Vec<(String, String)>,
-    /// Devices as LXC keys: mount entries and device cgroup rules.
+    /// Devices as LXC keys: mount entries, device cgroup rules, nics.
     pub devices: Vec<(String, String)>,
+    /// Links on the host the container's nics use (veth host ends, IFB devices): deleted
+    /// whenever the container stops, by berthd or on its own.
+    pub host_links: Vec<String>,
     /// `raw.lxc`, last: an administrator's keys win.
     pub raw: Vec<(String, String)>,
 }

@@ -233,6 +233,24 @@ pub fn check_restrictions(
                     return Err(forbidden(p, &format!("Device {name:?} ({kind})"), &key));
                 }
             }
+            "nic" => {
+                // `managed`: only nics on a managed network; what reaches the host (a
+                // host bridge, a host name) needs `allow`.
+                let mode = restriction(p, "restricted.devices.nic");
+                let host_side = d.contains_key("parent") || d.contains_key("host_name");
+                let allowed = match mode {
+                    "allow" => true,
+                    "managed" => d.contains_key("network") && !host_side,
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(forbidden(
+                        p,
+                        &format!("Nic device {name:?} (parent or host_name)"),
+                        "restricted.devices.nic",
+                    ));
+                }
+            }
             _ => {}
         }
     }

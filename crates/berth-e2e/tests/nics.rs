@@ -1,0 +1,426 @@
+//! nic devices on managed bridges, with real busybox containers: DHCP leases, DNS names,
+//! static addresses, NAT to "the outside" (a network namespace joined by a veth, on
+//! 198.51.100.0/24), filters, limits, nics added and removed live, restarts and crashes.
+//! Every daemon lives in a network namespace of its own; nothing here reaches the host.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use std::time::{Duration, Instant};
+
+use berth_api::instance::InstanceState;
+use berth_e2e::{Daemon, Netns, fails, ok, with_busybox};
+
+/// A daemon with the busybox image and a bridge `br0` (IPv4 `subnet`.1/24, no IPv6) on
+/// which the default profile puts `eth0`.
+async fn networked(subnet: &str) -> Daemon {
+    let d = Daemon::start();
+    with_busybox(&d).await;
+    ok(&d.lxc(&[
+        "network",
+        "create",
+        "br0",
+        &format!("ipv4.address={subnet}.1/24"),
+        "ipv6.address=none",
+    ]));
+    ok(&d.lxc(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "eth0",
+        "nic",
+        "network=br0",
+    ]));
+    d
+}
+
+/// The IPv4 address of `name`'s `iface`, once it has one (DHCP).
+async fn ipv4(d: &Daemon, name: &str, iface: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: InstanceState = d
+            .client()
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        let found = s
+            .network
+            .as_ref()
+            .and_then(|n| n.get(iface))
+            .and_then(|i| i["addresses"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a["family"] == "inet")
+            .and_then(|a| a["address"].as_str().map(str::to_owned));
+        if let Some(a) = found {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} got no address on {iface}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn links(d: &Daemon) -> String {
+    d.netns().run("ip", &["-br", "link"])
+}
+
+fn exec(d: &Daemon, name: &str, cmd: &str) -> String {
+    ok(&d.lxc(&["exec", name, "--", "sh", "-c", cmd]))
+}
+
+#[tokio::test]
+async fn containers_get_leases_and_reach_each_other_by_name() {
+    let d = networked("10.81.0").await;
+    let c = d.client();
+    ok(&d.lxc(&["launch", "bb", "c1"]));
+    ok(&d.lxc(&["launch", "bb", "c2"]));
+    let a1 = ipv4(&d, "c1", "eth0").await;
+    let a2 = ipv4(&d, "c2", "eth0").await;
+    assert!(
+        a1.starts_with("10.81.0.") && a2.starts_with("10.81.0."),
+        "{a1} {a2}"
+    );
+    // By address, by name in the network's domain, by bare name, and the host.
+    exec(&d, "c1", &format!("ping -c1 -W2 {a2}"));
+    exec(&d, "c1", "ping -c1 -W2 c2.berth");
+    exec(&d, "c2", "ping -c1 -W2 c1");
+    exec(&d, "c2", "ping -c1 -W2 10.81.0.1");
+
+    // What users see: the list's IPv4 column, the host name, the leases.
+    let list = ok(&d.lxc(&["list", "-c", "n4", "-f", "csv"]));
+    assert!(list.contains(&format!("c1,{a1} (eth0)")), "{list}");
+    let s: InstanceState = c.get("/1.0/instances/c1/state").await.unwrap();
+    let eth0 = &s.network.as_ref().unwrap()["eth0"];
+    let config: serde_json::Value = c.get("/1.0/instances/c1").await.unwrap();
+    let host_name = config["config"]["volatile.eth0.host_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(eth0["host_name"], host_name.as_str());
+    assert_eq!(eth0["hwaddr"], config["config"]["volatile.eth0.hwaddr"]);
+    assert!(links(&d).contains(&host_name));
+    let leases = ok(&d.lxc(&["network", "list-leases", "br0", "-f", "csv"]));
+    assert!(leases.contains("c1,") && leases.contains(&a1), "{leases}");
+    let network: serde_json::Value = c.get("/1.0/networks/br0").await.unwrap();
+    let used_by = network["used_by"].to_string();
+    assert!(
+        used_by.contains("/1.0/instances/c1") && used_by.contains("/1.0/profiles/default"),
+        "{used_by}"
+    );
+
+    // A static address is served on the first boot after it is set.
+    ok(&d.lxc(&["stop", "c2", "--force"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "override",
+        "c2",
+        "eth0",
+        "ipv4.address=10.81.0.50",
+    ]));
+    ok(&d.lxc(&["start", "c2"]));
+    assert_eq!(ipv4(&d, "c2", "eth0").await, "10.81.0.50");
+    exec(&d, "c1", "ping -c1 -W2 c2");
+
+    // The pair goes when the container stops: by berthd, or on its own.
+    ok(&d.lxc(&["stop", "c1", "--force"]));
+    assert!(!links(&d).contains(&host_name), "{}", links(&d));
+    let host2 = config_key(&d, "c2", "volatile.eth0.host_name").await;
+    exec(&d, "c2", "poweroff");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while links(&d).contains(&host2) {
+        assert!(Instant::now() < deadline, "the pair outlived its container");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A network in use is not deleted.
+    let err = fails(&d.lxc(&["network", "delete", "br0"]));
+    assert!(err.contains("in use"), "{err}");
+    assert!(links(&d).contains("br0"));
+}
+
+async fn config_key(d: &Daemon, name: &str, key: &str) -> String {
+    let v: serde_json::Value = d
+        .client()
+        .get(&format!("/1.0/instances/{name}"))
+        .await
+        .unwrap();
+    v["config"][key].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn nics_come_and_go_live() {
+    let d = networked("10.82.0").await;
+    ok(&d.lxc(&["launch", "bb", "live"]));
+    ipv4(&d, "live", "eth0").await;
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "live",
+        "eth1",
+        "nic",
+        "network=br0",
+        "name=eth1",
+    ]));
+    let host = config_key(&d, "live", "volatile.eth1.host_name").await;
+    assert!(links(&d).contains(&host));
+    let inside = exec(&d, "live", "ip link show eth1");
+    assert!(
+        inside.contains(&config_key(&d, "live", "volatile.eth1.hwaddr").await),
+        "{inside}"
+    );
+    exec(
+        &d,
+        "live",
+        "udhcpc -n -q -i eth1 -s /usr/share/udhcpc/default.script",
+    );
+    assert!(ipv4(&d, "live", "eth1").await.starts_with("10.82.0."));
+    ok(&d.lxc(&["config", "device", "remove", "live", "eth1"]));
+    assert!(!links(&d).contains(&host));
+    let gone = d.lxc(&["exec", "live", "--", "ip", "link", "show", "eth1"]);
+    assert!(!gone.status.success(), "eth1 is gone inside");
+    assert_eq!(config_key(&d, "live", "volatile.eth1.host_name").await, "");
+
+    // Bad nics are refused naming the device and key, and nothing is made.
+    let before = links(&d);
+    for (args, key) in [
+        (vec!["network=nope"], "nope"),
+        (
+            vec!["network=br0", "host_name=a-name-longer-than-15"],
+            "host_name",
+        ),
+        (vec!["network=br0", "host_name=br0"], "br0"),
+        (vec!["network=br0", "hwaddr=01:00:5e:00:00:01"], "hwaddr"),
+        (vec!["nictype=bridged", "parent=nosuchbr"], "nosuchbr"),
+    ] {
+        let mut full = vec!["config", "device", "add", "live", "bad", "nic"];
+        full.extend(args);
+        let err = fails(&d.lxc(&full));
+        assert!(err.contains(key), "{full:?}: {err}");
+    }
+    assert_eq!(links(&d), before);
+    let shown = ok(&d.lxc(&["config", "device", "show", "live"]));
+    assert!(!shown.contains("bad"), "{shown}");
+}
+
+/// "The outside": a namespace joined to the daemon's by a veth, 198.51.100.1 there and
+/// 198.51.100.2 on the daemon's side (its default route).
+fn outside(d: &Daemon) -> Netns {
+    let wan = Netns::new();
+    let ns = d.netns();
+    ns.run(
+        "ip",
+        &[
+            "link", "add", "wan0", "type", "veth", "peer", "name", "wan1",
+        ],
+    );
+    ns.run("ip", &["link", "set", "wan1", "netns", &wan.path()]);
+    ns.run("ip", &["addr", "add", "198.51.100.2/24", "dev", "wan0"]);
+    ns.run("ip", &["link", "set", "wan0", "up"]);
+    ns.run("ip", &["route", "add", "default", "via", "198.51.100.1"]);
+    wan.run("ip", &["addr", "add", "198.51.100.1/24", "dev", "wan1"]);
+    wan.run("ip", &["link", "set", "wan1", "up"]);
+    wan
+}
+
+/// Runs a TCP server in `ns` on `port` that answers each connection with the peer's
+/// address; returns it (killed on drop by the caller).
+fn peer_echo(ns: &Netns, port: u16) -> std::process::Child {
+    let script = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',{port}))\ns.listen()\nprint('ready',flush=True)\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n"
+    );
+    let mut child = ns
+        .command("python3", &["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[tokio::test]
+async fn nat_shows_the_host_and_routing_shows_the_container() {
+    let d = networked("10.83.0").await;
+    let wan = outside(&d);
+    let mut server = peer_echo(&wan, 7000);
+    ok(&d.lxc(&["network", "set", "br0", "ipv4.nat", "true"]));
+    ok(&d.lxc(&["launch", "bb", "n1"]));
+    let a = ipv4(&d, "n1", "eth0").await;
+    let seen = exec(&d, "n1", "nc 198.51.100.1 7000 </dev/null");
+    assert_eq!(
+        seen.trim(),
+        "198.51.100.2",
+        "masqueraded to the host's address"
+    );
+
+    ok(&d.lxc(&["network", "set", "br0", "ipv4.nat", "false"]));
+    wan.run(
+        "ip",
+        &["route", "add", "10.83.0.0/24", "via", "198.51.100.2"],
+    );
+    let seen = exec(&d, "n1", "nc 198.51.100.1 7000 </dev/null");
+    assert_eq!(seen.trim(), a, "routed with its own address");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test]
+async fn filters_drop_spoofed_sources_but_not_dhcp() {
+    let d = networked("10.84.0").await;
+    ok(&d.lxc(&["init", "bb", "f1"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "override",
+        "f1",
+        "eth0",
+        "ipv4.address=10.84.0.20",
+        "security.mac_filtering=true",
+        "security.ipv4_filtering=true",
+    ]));
+    ok(&d.lxc(&["start", "f1"]));
+    assert_eq!(
+        ipv4(&d, "f1", "eth0").await,
+        "10.84.0.20",
+        "DHCP goes through"
+    );
+    exec(&d, "f1", "ping -c1 -W2 10.84.0.1");
+    let counters = |d: &Daemon| -> u64 {
+        let t = d.netns().run("nft", &["list", "ruleset"]);
+        t.lines()
+            .filter(|l| l.contains("counter packets") && l.contains("drop"))
+            .filter_map(|l| {
+                l.split("counter packets ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert_eq!(counters(&d), 0);
+    // Another source address: dropped, counted.
+    exec(&d, "f1", "ip addr add 10.84.0.99/24 dev eth0");
+    assert!(
+        !d.lxc(&[
+            "exec",
+            "f1",
+            "--",
+            "ping",
+            "-c2",
+            "-W1",
+            "-I",
+            "10.84.0.99",
+            "10.84.0.1"
+        ])
+        .status
+        .success()
+    );
+    let after_ip = counters(&d);
+    assert!(after_ip > 0, "spoofed IPv4 counted");
+    // Another MAC: dropped, counted.
+    exec(
+        &d,
+        "f1",
+        "ip addr del 10.84.0.99/24 dev eth0; ip link set eth0 address 00:16:3e:ff:00:01",
+    );
+    assert!(
+        !d.lxc(&["exec", "f1", "--", "ping", "-c2", "-W1", "10.84.0.1"])
+            .status
+            .success()
+    );
+    assert!(counters(&d) > after_ip, "spoofed MAC counted");
+}
+
+#[tokio::test]
+async fn an_egress_limit_holds_the_rate() {
+    let d = networked("10.85.0").await;
+    ok(&d.lxc(&["init", "bb", "slow"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "override",
+        "slow",
+        "eth0",
+        "limits.egress=10Mbit",
+    ]));
+    ok(&d.lxc(&["start", "slow"]));
+    ipv4(&d, "slow", "eth0").await;
+    // A receiver on the bridge's address that reports bytes per second.
+    let script = "import socket,time\ns=socket.socket()\ns.bind(('10.85.0.1',7001))\ns.listen()\nprint('ready',flush=True)\nc,_=s.accept()\nn=0\nt0=None\nwhile True:\n b=c.recv(65536)\n if not b: break\n if t0 is None: t0=time.time()\n n+=len(b)\nprint(n*8/(time.time()-t0),flush=True)\n";
+    let mut rx = d
+        .netns()
+        .command("python3", &["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
+    use std::io::BufRead;
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    exec(
+        &d,
+        "slow",
+        "dd if=/dev/zero bs=1k count=5000 2>/dev/null | nc 10.85.0.1 7001",
+    );
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = rx.wait();
+    let bits: f64 = line.trim().parse().unwrap();
+    assert!(
+        (8e6..=12e6).contains(&bits),
+        "{bits} bit/s for a 10 Mbit/s limit"
+    );
+}
+
+#[tokio::test]
+async fn restarts_and_crashes_leave_networking_working_and_no_orphan() {
+    let mut d = networked("10.86.0").await;
+    ok(&d.lxc(&["launch", "bb", "r1"]));
+    ok(&d.lxc(&["launch", "bb", "r2"]));
+    ipv4(&d, "r1", "eth0").await;
+    ipv4(&d, "r2", "eth0").await;
+    for _ in 0..3 {
+        d.kill();
+        d.restart();
+        exec(&d, "r1", "ping -c1 -W2 r2");
+        assert_eq!(d.dnsmasqs().len(), 1);
+    }
+    // berthd and r2 die together (a kill during a start leaves the same): r2's pair is
+    // left on the host until berthd comes back and sweeps it.
+    let host = config_key(&d, "r2", "volatile.eth0.host_name").await;
+    d.kill();
+    let cgroup = d
+        .leftover_cgroups()
+        .into_iter()
+        .map(|p| p.join("r2"))
+        .find(|p| p.exists())
+        .unwrap();
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+    let monitor = std::fs::read_to_string(cgroup.with_file_name("r2.monitor").join("cgroup.procs"))
+        .unwrap_or_default();
+    for pid in procs.lines().chain(monitor.lines()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    assert!(!links(&d).contains(&host), "{}", links(&d));
+    let list = ok(&d.lxc(&["list", "r2", "-c", "ns", "-f", "csv"]));
+    assert_eq!(list.trim(), "r2,STOPPED");
+    ok(&d.lxc(&["start", "r2"]));
+    ipv4(&d, "r2", "eth0").await;
+    exec(&d, "r1", "ping -c1 -W2 r2");
+}

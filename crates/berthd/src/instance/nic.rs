@@ -1,0 +1,256 @@
+//! An instance's nics across its lifecycle: the volatile keys each keeps (made once,
+//! recorded before anything exists on the host, so a crash leaves names berthd can find),
+//! the pairs made before a start and taken away when it fails, the static entries
+//! forgotten when an instance or a nic goes.
+
+use std::collections::BTreeMap;
+
+use berth_api::instance::{Device, InstanceState};
+
+use crate::ctx::Ctx;
+use crate::device::nic::{self, Host, Plan};
+use crate::error::{Failure, Result};
+use crate::lxc::StartSpec;
+use crate::model::nic::{is_nic, missing_volatile, volatile};
+use crate::model::records::InstanceRecord;
+
+/// `rec` with the volatile keys its nics need, recorded first when any was missing.
+pub async fn with_volatile(
+    cx: &Ctx,
+    rec: &InstanceRecord,
+    devices: &BTreeMap<String, Device>,
+) -> Result<InstanceRecord> {
+    let missing = missing_volatile(&rec.config, devices);
+    if missing.is_empty() {
+        return Ok(rec.clone());
+    }
+    let mut rec = rec.clone();
+    rec.config.extend(missing);
+    let (name, config) = (rec.name.clone(), rec.config.clone());
+    cx.db
+        .write(move |tx| crate::db::instances::set_config(tx, &name, &config))
+        .await?;
+    Ok(rec)
+}
+
+/// Makes the nics of `rec` on the host and adds what liblxc needs of them to `spec`;
+/// returns them, for [`unmake_all`] if the start fails. On failure nothing stays.
+pub async fn make_all(
+    cx: &Ctx,
+    rec: &InstanceRecord,
+    devices: &BTreeMap<String, Device>,
+    spec: &mut StartSpec,
+) -> Result<Vec<Plan>> {
+    let plans = nic::plan(cx, &rec.name, rec.api_name(), &rec.config, devices)?;
+    if plans.is_empty() {
+        return Ok(plans);
+    }
+    for (i, p) in plans.iter().enumerate() {
+        spec.devices.extend(nic::lxc_entries(i + 1, p));
+        spec.host_links.extend(p.links());
+    }
+    let (work, host) = (plans.clone(), Host::of(cx));
+    tokio::task::spawn_blocking(move || {
+        for (i, p) in work.iter().enumerate() {
+            if let Err(e) = host.make(p) {
+                for done in &work[..i] {
+                    host.unmake(done);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(plans)
+}
+
+/// Takes nics made by [`make_all`] away again (a start that failed).
+pub async fn unmake_all(cx: &Ctx, plans: Vec<Plan>) {
+    if plans.is_empty() {
+        return;
+    }
+    let host = Host::of(cx);
+    let _ = tokio::task::spawn_blocking(move || {
+        for p in &plans {
+            host.unmake(p);
+        }
+    })
+    .await;
+}
+
+/// Forgets the static entries of the nics of instance `name` among `devices` (the
+/// instance is deleted or renamed).
+pub fn forget_all(cx: &Ctx, name: &str, devices: &BTreeMap<String, Device>) {
+    let host = Host::of(cx);
+    for (dev, d) in devices.iter().filter(|(_, d)| is_nic(d)) {
+        host.forget(name, dev, d);
+    }
+}
+
+/// Fills in the host-side name of each nic in an instance's observed network.
+pub fn fill_host_names(state: &mut InstanceState, config: &BTreeMap<String, String>) {
+    let Some(network) = state.network.as_mut() else {
+        return;
+    };
+    for (inside, iface) in network.iter_mut() {
+        let host = config
+            .iter()
+            .filter_map(|(k, v)| {
+                let dev = k.strip_prefix("volatile.")?.strip_suffix(".name")?;
+                (v == inside).then(|| config.get(&volatile(dev, "host_name")))?
+            })
+            .next();
+        if let (Some(host), Some(obj)) = (host, iface.as_object_mut()) {
+            obj.insert("host_name".to_owned(), host.clone().into());
+        }
+    }
+}
+
+/// Devices with their names.
+type Named = Vec<(String, Device)>;
+
+/// The nics that differ between two expanded device sets: (gone, come). A changed nic is
+/// both.
+pub fn diff(old: &BTreeMap<String, Device>, new: &BTreeMap<String, Device>) -> (Named, Named) {
+    let gone = old
+        .iter()
+        .filter(|(n, d)| is_nic(d) && new.get(*n) != Some(d))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect();
+    let come = new
+        .iter()
+        .filter(|(n, d)| is_nic(d) && old.get(*n) != Some(d))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect();
+    (gone, come)
+}
+
+/// Brings `config`'s nic volatile keys in line with `devices`: those of nics gone are
+/// dropped (their static entries forgotten), those of new nics made.
+pub fn update_volatile(
+    cx: &Ctx,
+    name: &str,
+    config: &mut BTreeMap<String, String>,
+    old: &BTreeMap<String, Device>,
+    new: &BTreeMap<String, Device>,
+) {
+    let (gone, _) = diff(old, new);
+    let host = Host::of(cx);
+    for (dev, d) in &gone {
+        host.forget(name, dev, d);
+        if !new.get(dev).is_some_and(is_nic) {
+            let prefix = format!("volatile.{dev}.");
+            config.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+    config.extend(missing_volatile(config, new));
+}
+
+/// Applies nic changes to running instance `rec` (init `pid`; its config holds the new
+/// nics' volatile keys, `old_config` the old ones'): nics gone are taken away, new ones
+/// made and moved in. A failure takes back what this call did.
+pub async fn apply_live(
+    cx: &Ctx,
+    rec: &InstanceRecord,
+    old_config: &BTreeMap<String, String>,
+    pid: i32,
+    old: &BTreeMap<String, Device>,
+    new: &BTreeMap<String, Device>,
+) -> Result<()> {
+    let (gone, come) = diff(old, new);
+    if gone.is_empty() && come.is_empty() {
+        return Ok(());
+    }
+    let only =
+        |list: &[(String, Device)]| -> BTreeMap<String, Device> { list.iter().cloned().collect() };
+    let old_plans =
+        nic::plan(cx, &rec.name, rec.api_name(), old_config, &only(&gone)).unwrap_or_default();
+    let new_plans = nic::plan(cx, &rec.name, rec.api_name(), &rec.config, &only(&come))?;
+    let links_file = cx
+        .driver
+        .lxcpath()
+        .join(&rec.name)
+        .join(crate::lxc::lifecycle::HOST_LINKS);
+    let host = Host::of(cx);
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        // New ones first (a changed nic keeps its host name: its old pair is replaced),
+        // so a failure leaves the others as they were.
+        for (i, p) in new_plans.iter().enumerate() {
+            if let Err(e) = host.attach(pid, p) {
+                for done in &new_plans[..i] {
+                    host.unmake(done);
+                }
+                return Err(e);
+            }
+        }
+        for p in old_plans.iter().filter(|o| {
+            !new_plans
+                .iter()
+                .any(|n| n.veth.host_name == o.veth.host_name)
+        }) {
+            host.unmake(p);
+        }
+        // The post-stop hook deletes these too.
+        let mut links = std::fs::read_to_string(&links_file).unwrap_or_default();
+        for p in &new_plans {
+            for l in p.links() {
+                links.push('\n');
+                links.push_str(&l);
+            }
+        }
+        std::fs::write(&links_file, links)
+            .map_err(|e| crate::error::Failure::failed("Failed to record the nics' host links", e))
+    })
+    .await?
+}
+
+/// Checks an instance's nics against the host and the networks: each `network` exists,
+/// each `parent` is a host bridge, and a `host_name` names no link but the instance's own
+/// (`config`: its volatile keys). Errors name the device.
+pub async fn check(
+    cx: &Ctx,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+) -> Result<()> {
+    let nics: Vec<(String, Device)> = devices
+        .iter()
+        .filter(|(_, d)| is_nic(d))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect();
+    if nics.is_empty() {
+        return Ok(());
+    }
+    for (dev, d) in &nics {
+        if let Some(net) = d.get("network")
+            && cx.networks.drivers.get(net).is_none()
+        {
+            return Err(Failure::invalid(format!(
+                "Device {dev:?}: network {net:?} does not exist"
+            )));
+        }
+    }
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        for (dev, d) in &nics {
+            if let Some(parent) = d.get("parent") {
+                let link = berth_network::host::link(parent)?;
+                if link.is_none_or(|l| l.kind != "bridge") {
+                    return Err(Failure::invalid(format!(
+                        "Device {dev:?}: parent {parent:?} is not a bridge on the host"
+                    )));
+                }
+            }
+            if let Some(h) = d.get("host_name")
+                && config.get(&volatile(dev, "host_name")) != Some(h)
+                && berth_network::nic::exists(h)
+            {
+                return Err(Failure::invalid(format!(
+                    "Device {dev:?}: host_name {h:?} names a link that exists already"
+                )));
+            }
+        }
+        Ok(())
+    })
+    .await?
+}
