@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # berth's main job, from a fresh machine: install what is missing, build, start berthd with
 # its embedded defaults (state in $BERTH_DIR, default /var/lib/berth) unless it already runs
-# there, show what it serves, make a local busybox image, launch a container from it and run
-# a command inside.
+# there, set it up (storage, the managed bridge berthbr0), show what it serves, make a local
+# busybox image, launch a container from it, run a command inside and show its address and
+# a name lookup from inside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,11 @@ fi
 
 "$bin/berth" version
 "$bin/berth" info
+# Storage, the managed bridge berthbr0 and the default profile's eth0 on it, once.
+if ! "$bin/berth" network show berthbr0 >/dev/null 2>&1; then
+  "$bin/berth" admin init --auto
+fi
+"$bin/berth" network list
 # A local image, built offline from busybox-static.
 if ! "$bin/berth" image alias list -f csv | grep -q '^busybox,'; then
   "$bin/berth" image build busybox --alias busybox
@@ -36,8 +42,15 @@ if [ -z "$state" ]; then
 elif [ "$state" != "RUNNING" ]; then
   "$bin/berth" start demo
 fi
+# Its address, by DHCP from berthbr0's dnsmasq.
+for _ in $(seq 1 100); do
+  [ -n "$("$bin/berth" list demo -c 4 -f csv)" ] && break
+  sleep 0.1
+done
 "$bin/berth" list
 "$bin/berth" exec demo -- sh -c 'echo "hello from $(hostname), uid $(id -u) inside"; uname -srm'
+# Its address inside, and its own name looked up through berthbr0's DNS.
+"$bin/berth" exec demo -- sh -c 'ip -4 -o addr show eth0; nslookup demo.berth'
 echo
 echo "berthd is running on $dir/unix.socket. Try: $bin/berth monitor --pretty" >&2
 echo "Stop it with: kill \$(cat $dir/berthd.pid)" >&2

@@ -43,6 +43,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "network_state",
     "network_leases",
     "network_state_bond_bridge",
+    "instance_nic_network",
 ];
 
 /// Whether `name` is advertised.

@@ -369,3 +369,162 @@ async fn auto_sends_no_probe() {
         "nothing probed: {counters}"
     );
 }
+
+#[tokio::test]
+async fn the_berth_cli_manages_networks_and_warnings() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    // admin init --auto: storage, berthbr0 with automatic addresses, eth0 on the default
+    // profile; twice changes nothing.
+    ok(&d.berth(&["admin", "init", "--auto"]));
+    let before = table(&d);
+    ok(&d.berth(&["admin", "init", "--auto"]));
+    assert_eq!(table(&d), before);
+    let list = ok(&d.berth(&["network", "list", "-f", "csv"]));
+    assert!(list.contains("berthbr0,bridge,YES,10."), "{list}");
+    let profile = ok(&d.berth(&["profile", "show", "default"]));
+    assert!(profile.contains("network: berthbr0"), "{profile}");
+
+    ok(&d.berth(&[
+        "network",
+        "create",
+        "cli0",
+        "ipv4.address=10.94.0.1/24",
+        "ipv6.address=none",
+        "--description",
+        "mine",
+    ]));
+    let show = ok(&d.berth(&["network", "show", "cli0"]));
+    assert!(
+        show.contains("description: mine") && show.contains("10.94.0.1/24"),
+        "{show}"
+    );
+    ok(&d.berth(&["network", "set", "cli0", "dns.domain=lab"]));
+    assert_eq!(
+        ok(&d.berth(&["network", "get", "cli0", "dns.domain"])),
+        "lab\n"
+    );
+    ok(&d.berth(&["network", "unset", "cli0", "dns.domain"]));
+    assert_eq!(
+        ok(&d.berth(&["network", "get", "cli0", "dns.domain"])),
+        "\n"
+    );
+    let info = ok(&d.berth(&["network", "info", "cli0"]));
+    assert!(
+        info.contains("State: up") && info.contains("10.94.0.1/24 (global)"),
+        "{info}"
+    );
+
+    // Attach an instance and a profile; the instance gets a lease there.
+    ok(&d.berth(&["init", "bb", "cl1"]));
+    // Its own eth0, on cli0 instead of the profile's berthbr0.
+    ok(&d.berth(&["network", "attach", "cli0", "cl1", "eth0", "eth0"]));
+    ok(&d.berth(&["profile", "create", "extra"]));
+    ok(&d.berth(&["network", "attach-profile", "cli0", "extra", "eth2"]));
+    let p = ok(&d.berth(&["profile", "show", "extra"]));
+    assert!(p.contains("network: cli0"), "{p}");
+    let n: Network = d.client().get("/1.0/networks/cli0").await.unwrap();
+    assert_eq!(n.used_by.len(), 2, "{:?}", n.used_by);
+    ok(&d.berth(&["start", "cl1"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leases = ok(&d.berth(&["network", "list-leases", "cli0", "-f", "csv"]));
+        if leases.contains("cl1,") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lease: {leases}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = fails(&d.berth(&["network", "delete", "cli0"]));
+    assert!(err.contains("in use"), "{err}");
+    ok(&d.berth(&["network", "detach", "cli0", "cl1"]));
+    ok(&d.berth(&["network", "detach-profile", "cli0", "extra"]));
+    ok(&d.berth(&["network", "rename", "cli0", "cli1"]));
+    ok(&d.berth(&["network", "delete", "cli1"]));
+    assert!(!links(&d).contains("cli"), "{}", links(&d));
+
+    // Warnings: a foreign dropping chain, listed, shown, acknowledged, deleted.
+    d.netns().run(
+        "nft",
+        &["add table inet hostfw; add chain inet hostfw forwarding { type filter hook forward priority 0; policy drop; }"],
+    );
+    ok(&d.berth(&["network", "create", "cli2", "ipv6.address=none"]));
+    let listed = ok(&d.berth(&["warning", "list", "-f", "csv"]));
+    let line = listed
+        .lines()
+        .find(|l| l.contains("Host firewall drops network traffic") && l.contains("cli2"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let uuid = line.split(',').next().unwrap().to_owned();
+    let shown = ok(&d.berth(&["warning", "show", &uuid]));
+    assert!(
+        shown.contains("chain forwarding of table inet hostfw"),
+        "{shown}"
+    );
+    ok(&d.berth(&["warning", "ack", &uuid]));
+    assert!(!ok(&d.berth(&["warning", "list", "-f", "csv"])).contains(&uuid));
+    assert!(ok(&d.berth(&["warning", "list", "--all", "-f", "csv"])).contains(&uuid));
+    ok(&d.berth(&["warning", "delete", &uuid]));
+    assert!(!ok(&d.berth(&["warning", "list", "--all", "-f", "csv"])).contains(&uuid));
+}
+
+/// The real incus client against this daemon.
+fn incus(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("incus")
+        .args(args)
+        .env("INCUS_DIR", d.dir())
+        .env("INCUS_CONF", d.dir().join("incus-client"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run incus")
+}
+
+#[tokio::test]
+async fn the_incus_client_manages_bridges_and_launches_on_them() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&incus(
+        &d,
+        &[
+            "network",
+            "create",
+            "inc0",
+            "ipv4.address=10.93.0.1/24",
+            "ipv6.address=none",
+        ],
+    ));
+    let list = ok(&incus(&d, &["network", "list", "-f", "csv"]));
+    assert!(list.contains("inc0,bridge,YES,10.93.0.1/24"), "{list}");
+    assert!(ok(&incus(&d, &["network", "show", "inc0"])).contains("ipv4.address: 10.93.0.1/24"));
+    assert!(ok(&incus(&d, &["network", "info", "inc0"])).contains("10.93.0.1/24"));
+    ok(&incus(
+        &d,
+        &[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "eth0",
+            "nic",
+            "network=inc0",
+        ],
+    ));
+    ok(&incus(&d, &["launch", "bb", "i1"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leases = ok(&incus(&d, &["network", "list-leases", "inc0", "-f", "csv"]));
+        if leases.contains("i1,") && leases.contains("10.93.0.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lease: {leases}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = ok(&incus(&d, &["list", "i1", "-c", "n4", "-f", "csv"]));
+    assert!(listed.contains("10.93.0."), "{listed}");
+    ok(&incus(&d, &["delete", "-f", "i1"]));
+    ok(&incus(
+        &d,
+        &["profile", "device", "remove", "default", "eth0"],
+    ));
+    ok(&incus(&d, &["network", "delete", "inc0"]));
+    assert!(!links(&d).contains("inc0"));
+}

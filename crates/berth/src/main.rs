@@ -8,6 +8,7 @@
 //! `image`, `instance`, `format`, `yaml`, `progress`), which never reach back into `cmd/`.
 
 mod cmd;
+mod devices;
 mod editor;
 mod format;
 mod image;
@@ -101,6 +102,12 @@ enum Command {
     /// Manage storage pools
     #[command(subcommand)]
     Storage(cmd::storage::Command),
+    /// Manage networks and attach instances to them
+    #[command(subcommand)]
+    Network(cmd::network::Command),
+    /// List, acknowledge and delete the server's warnings
+    #[command(subcommand)]
+    Warning(cmd::warning::Command),
     /// Send a raw request to the API
     Query(cmd::query::Args),
     /// Print a shell completion script
@@ -174,6 +181,8 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Config(c) => cmd::config::run(&client, c).await,
             Command::List(a) => cmd::list::run(&client, a).await,
             Command::Storage(c) => cmd::storage::run(&client, c).await,
+            Command::Network(c) => cmd::network::run(&client, c).await,
+            Command::Warning(c) => cmd::warning::run(&client, c).await,
             Command::Profile(c) => cmd::profile::run(&client, c).await,
             Command::Project(c) => cmd::project::run(&client, c).await,
             Command::Snapshot(c) => cmd::snapshot::run(&client, c).await,

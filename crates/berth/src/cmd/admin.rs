@@ -1,6 +1,7 @@
-//! `berth admin init`: set up a fresh server, as `lxd init` does: a storage pool and the
-//! `default` profile's root disk on it; interactively, with `--auto`, or from a preseed
-//! YAML on standard input (`--preseed`, the same shape `lxd init --preseed` reads).
+//! `berth admin init`: set up a fresh server, as `lxd init` does: a storage pool, a
+//! managed bridge (`berthbr0`, automatic addresses) and the `default` profile's root disk
+//! and `eth0` on them; interactively, with `--auto`, or from a preseed YAML on standard
+//! input (`--preseed`, the same shape `lxd init --preseed` reads).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -31,6 +32,10 @@ pub struct InitArgs {
     /// Storage driver of that pool (with --auto)
     #[arg(long, default_value = "dir")]
     storage_backend: String,
+    /// Managed bridge to create and give the default profile's eth0 (with --auto; "none"
+    /// for none)
+    #[arg(long, default_value = "berthbr0")]
+    network_bridge: String,
     /// Print the preseed YAML of the answers instead of applying it
     #[arg(long)]
     dump: bool,
@@ -46,9 +51,23 @@ pub struct Preseed {
     storage_pools: Vec<PoolSeed>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     profiles: Vec<ProfileSeed>,
-    /// Networks come with the networking issue; a preseed naming one is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    networks: Vec<Value>,
+    networks: Vec<NetworkSeed>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSeed {
+    name: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    /// LXD's preseeds carry it; networks are the host's here, so it is read and ignored.
+    #[serde(default, skip_serializing, rename = "project")]
+    _project: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,15 +93,37 @@ struct ProfileSeed {
     devices: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// The setup of `--auto` and of the interactive defaults.
-fn default_seed(pool: &str, driver: &str) -> Preseed {
+/// The setup of `--auto` and of the interactive defaults; `bridge` "none" for no network.
+fn default_seed(pool: &str, driver: &str, bridge: &str) -> Preseed {
     let mut root = BTreeMap::new();
     root.insert("type".to_owned(), "disk".to_owned());
     root.insert("path".to_owned(), "/".to_owned());
     root.insert("pool".to_owned(), pool.to_owned());
     let mut devices = BTreeMap::new();
     devices.insert("root".to_owned(), root);
+    let mut networks = Vec::new();
+    if bridge != "none" {
+        devices.insert(
+            "eth0".to_owned(),
+            BTreeMap::from([
+                ("type".to_owned(), "nic".to_owned()),
+                ("network".to_owned(), bridge.to_owned()),
+                ("name".to_owned(), "eth0".to_owned()),
+            ]),
+        );
+        networks.push(NetworkSeed {
+            name: bridge.to_owned(),
+            kind: "bridge".to_owned(),
+            description: String::new(),
+            config: BTreeMap::from([
+                ("ipv4.address".to_owned(), "auto".to_owned()),
+                ("ipv6.address".to_owned(), "auto".to_owned()),
+            ]),
+            _project: None,
+        });
+    }
     Preseed {
+        networks,
         storage_pools: vec![PoolSeed {
             name: pool.to_owned(),
             driver: driver.to_owned(),
@@ -121,11 +162,8 @@ fn yes(answer: &str) -> anyhow::Result<bool> {
 }
 
 /// Applies a preseed: server config, then pools (created, or their config updated), then
-/// profiles (created, or replaced).
+/// networks (likewise), then profiles (created, or replaced).
 async fn apply(client: &Client, seed: &Preseed) -> anyhow::Result<()> {
-    if !seed.networks.is_empty() {
-        anyhow::bail!("Networks are not supported yet: remove \"networks\" from the preseed");
-    }
     if !seed.config.is_empty() {
         let body = serde_json::json!({ "config": seed.config });
         client.query(Method::PATCH, "/1.0", Some(&body)).await?;
@@ -153,6 +191,33 @@ async fn apply(client: &Client, seed: &Preseed) -> anyhow::Result<()> {
                 });
                 client
                     .query(Method::POST, "/1.0/storage-pools", Some(&body))
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for n in &seed.networks {
+        let path = format!("/1.0/networks/{}", n.name);
+        match client.get::<Value>(&path).await {
+            Ok(current) if current["managed"] == true => {
+                // `auto` is what the network resolved already: only other values change.
+                let changed: BTreeMap<&String, &String> = n
+                    .config
+                    .iter()
+                    .filter(|(k, v)| *v != "auto" && current["config"][k.as_str()] != ***v)
+                    .collect();
+                if !changed.is_empty() {
+                    let body = serde_json::json!({ "config": changed });
+                    client.query(Method::PATCH, &path, Some(&body)).await?;
+                }
+            }
+            Ok(_) => anyhow::bail!("{:?} is a host interface berth does not manage", n.name),
+            Err(e) if e.status() == Some(404) => {
+                let body = serde_json::json!({
+                    "name": n.name, "type": n.kind, "description": n.description, "config": n.config,
+                });
+                client
+                    .query(Method::POST, "/1.0/networks", Some(&body))
                     .await?;
             }
             Err(e) => return Err(e.into()),
@@ -197,14 +262,22 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         std::io::stdin().read_to_string(&mut text)?;
         crate::yaml::from_str::<Preseed>(&text)?
     } else if args.auto || !std::io::stdin().is_terminal() {
-        default_seed(&args.storage_pool, &args.storage_backend)
+        default_seed(
+            &args.storage_pool,
+            &args.storage_backend,
+            &args.network_bridge,
+        )
     } else {
         let pool = ask("Name of the new storage pool", &args.storage_pool)?;
         let driver = ask(
             "Name of the storage backend to use (dir)",
             &args.storage_backend,
         )?;
-        let seed = default_seed(&pool, &driver);
+        let bridge = ask(
+            "Name of the new network bridge (none for none)",
+            &args.network_bridge,
+        )?;
+        let seed = default_seed(&pool, &driver, &bridge);
         if yes(&ask(
             "Would you like a YAML \"berth admin init\" preseed to be printed? (yes/no)",
             "no",

@@ -1,11 +1,10 @@
 //! `berth config device …` and `berth profile device …`: an instance's or a profile's
 //! devices, as `lxc config device` manages them.
 
-use std::collections::BTreeMap;
+use berth_client::Client;
 
-use berth_client::{Client, Method};
-use serde_json::Value;
-
+pub use crate::devices::Target;
+use crate::devices::{Devices, load, store};
 use crate::format::{Format, Table};
 use crate::object;
 
@@ -60,48 +59,6 @@ pub enum Command {
         device: String,
         config: Vec<String>,
     },
-}
-
-type Devices = BTreeMap<String, BTreeMap<String, String>>;
-
-/// Where the devices live: an instance or a profile.
-#[derive(Debug, Clone, Copy)]
-pub enum Target {
-    Instance,
-    Profile,
-}
-
-impl Target {
-    fn path(self, name: &str) -> String {
-        match self {
-            Target::Instance => format!("/1.0/instances/{name}"),
-            Target::Profile => format!("/1.0/profiles/{name}"),
-        }
-    }
-}
-
-async fn load(client: &Client, target: Target, name: &str) -> anyhow::Result<(Value, Devices)> {
-    let v: Value = client.get(&target.path(name)).await?;
-    let devices: Devices = serde_json::from_value(v["devices"].clone()).unwrap_or_default();
-    Ok((v, devices))
-}
-
-/// Replaces the whole device set (PUT keeps every other field as it was).
-async fn store(
-    client: &Client,
-    target: Target,
-    name: &str,
-    mut current: Value,
-    devices: &Devices,
-) -> anyhow::Result<()> {
-    current["devices"] = serde_json::to_value(devices)?;
-    let r = client
-        .query(Method::PUT, &target.path(name), Some(&current))
-        .await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
-    }
-    Ok(())
 }
 
 fn missing(device: &str, name: &str) -> anyhow::Error {
