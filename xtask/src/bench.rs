@@ -3,6 +3,8 @@
 //! - `GET /1.0` over the unix socket: 4 concurrent keep-alive clients for a fixed time;
 //!   requests per second, p50 and p99 latency.
 //! - berthd's resident memory when idle and after the load.
+//! - images, the container lifecycle, files (see each function), and networking
+//!   (`bench_net.rs`).
 //!
 //! Figures are printed, never asserted: tests do not depend on the machine's speed.
 
@@ -37,10 +39,19 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(load(&socket))?;
     let loaded = rss_kib(daemon.pid())?;
-    let imports = images(root, dir.path(), daemon.pid())?;
+    let kept = tempfile::Builder::new()
+        .prefix("berth-bench-kept-")
+        .tempdir()?;
+    let imports = images(root, dir.path(), daemon.pid(), kept.path())?;
     let containers = instances(root, dir.path(), daemon.pid())?;
     let transfers = files(root, dir.path(), daemon.pid())?;
     daemon.stop();
+    let debian = kept.path().join("debian.tar.gz");
+    let networking = crate::bench_net::run(
+        root,
+        &kept.path().join("busybox.tar.gz"),
+        debian.exists().then_some(debian.as_path()),
+    )?;
 
     println!(
         "berth benchmarks (release build, {} CPUs)",
@@ -66,7 +77,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             peak as f64 / 1024.0
         );
     }
-    for (what, value) in containers.into_iter().chain(transfers) {
+    for (what, value) in containers.into_iter().chain(transfers).chain(networking) {
         println!("{what}: {value}");
     }
     Ok(())
@@ -281,7 +292,14 @@ fn files(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, Strin
 
 /// Imports the busybox image, then a 512 MiB one, from the CLI as a user would; reports the
 /// time and berthd's peak RSS (VmHWM) after each, to show memory does not grow with size.
-fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64, f64, u64)>> {
+/// Imports busybox, a 512 MiB image and (when debootstrap can reach its mirror) Debian;
+/// the busybox and Debian tarballs are kept in `kept` for the networking figures.
+fn images(
+    root: &Path,
+    dir: &Path,
+    pid: u32,
+    kept: &Path,
+) -> anyhow::Result<Vec<(String, u64, f64, u64)>> {
     let berth = root.join("target/release/berth");
     let work = tempfile::Builder::new()
         .prefix("berth-bench-images-")
@@ -335,6 +353,10 @@ fn images(root: &Path, dir: &Path, pid: u32) -> anyhow::Result<Vec<(String, u64,
         files.push(("Debian bookworm", debian.clone()));
     } else {
         eprintln!("(berth image build debian failed: no Debian image import figure)");
+    }
+    std::fs::copy(&busybox, kept.join("busybox.tar.gz"))?;
+    if status.success() {
+        std::fs::copy(&debian, kept.join("debian.tar.gz"))?;
     }
     let mut out = vec![];
     for (name, file) in &files {

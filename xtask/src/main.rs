@@ -9,6 +9,7 @@
 //!   headers (needs `bindgen` from bindgen-cli and libclang).
 
 mod bench;
+mod bench_net;
 mod layers;
 
 use std::path::{Path, PathBuf};
