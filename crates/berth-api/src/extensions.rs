@@ -44,6 +44,13 @@ pub const API_EXTENSIONS: &[&str] = &[
     "network_leases",
     "network_state_bond_bridge",
     "instance_nic_network",
+    "proxy",
+    "proxy_unix",
+    "proxy_udp",
+    "proxy_unix_dac_properties",
+    "proxy_tcp_udp_multi_port_handling",
+    "proxy_nat",
+    "proxy_haproxy_protocol",
 ];
 
 /// Whether `name` is advertised.

@@ -16,6 +16,7 @@
 mod drivers;
 mod error;
 pub mod host;
+pub mod nat;
 pub mod nic;
 
 use std::collections::BTreeMap;

@@ -157,6 +157,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     crate::storage::remove_leftovers(&cx);
     crate::instance::snapshot::recover(&cx).await;
     crate::instance::background::sweep(&cx).await;
+    crate::instance::proxy::resume(&cx).await;
 
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("Failed to watch SIGINT")?;

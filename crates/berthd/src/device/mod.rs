@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod hotplug;
 pub mod nic;
+pub mod proxy;
 pub mod unix;
 
 use std::collections::BTreeMap;

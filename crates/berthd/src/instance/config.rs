@@ -150,6 +150,7 @@ pub async fn update(
         }
         if let Some(pid) = pid {
             super::nic::apply_live(cx, &rec, &old_config, pid, &old_devices, &devices).await?;
+            super::proxy::apply_live(cx, &rec, &old_devices, &devices).await?;
         }
         undo.success();
     }

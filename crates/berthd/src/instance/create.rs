@@ -578,6 +578,7 @@ pub async fn remove(cx: &Ctx, rec: &InstanceRecord) -> Result<()> {
         .write(move |tx| crate::db::instances::delete(tx, &n))
         .await?;
     super::nic::forget_all(cx, &rec.name, &devices);
+    super::proxy::stop_all(cx, &rec.name, &devices).await;
     cx.locks.forget(&rec.name);
     cx.events
         .lifecycle("instance-deleted", &instance_url(&rec.name), None);

@@ -29,6 +29,7 @@ pub mod exec;
 pub mod files;
 pub mod logs;
 pub mod nic;
+pub mod proxy;
 pub mod query;
 pub mod snapshot;
 pub mod state;

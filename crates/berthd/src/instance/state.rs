@@ -95,8 +95,16 @@ pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()>
     };
     if started.is_err() {
         super::nic::unmake_all(cx, nics).await;
+        return started;
     }
-    started
+    // Proxies once the container runs; one that cannot listen fails the start.
+    if let Err(e) = super::proxy::start_all(cx, rec, &devices).await {
+        let _ = cx.driver.stop(&rec.name, 0, true).await;
+        let n = rec.name.clone();
+        let _ = blocking(cx, move |d| d.release(&n)).await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Applies a power change to instance `rec` under its lock.
@@ -144,6 +152,7 @@ pub async fn change(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> R
             }
             cx.driver.stop(name, req.timeout, req.force).await?;
             blocking(cx, move |d| d.release(&n)).await?;
+            stop_proxies(cx, rec).await;
             set_power(cx, name, "STOPPED").await;
             cx.events.lifecycle("instance-stopped", &source, None);
             if rec.ephemeral {
@@ -153,6 +162,9 @@ pub async fn change(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> R
         "restart" => {
             if running {
                 cx.driver.stop(name, req.timeout, req.force).await?;
+                let n = name.clone();
+                blocking(cx, move |d| d.release(&n)).await?;
+                stop_proxies(cx, rec).await;
             }
             start(cx, rec, false).await?;
             set_power(cx, name, "RUNNING").await;
@@ -175,6 +187,13 @@ pub async fn change(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> R
         other => return Err(Failure::invalid(format!("Unknown action {other:?}"))),
     }
     Ok(())
+}
+
+/// Stops the proxies of instance `rec` (its container stopped).
+async fn stop_proxies(cx: &Ctx, rec: &InstanceRecord) {
+    if let Ok((_, devices)) = expanded(cx, rec).await {
+        super::proxy::stop_all(cx, &rec.name, &devices).await;
+    }
 }
 
 /// Records what berthd last made of an instance (`volatile.last_state.power`); a start

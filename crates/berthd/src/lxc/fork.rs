@@ -41,6 +41,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkmigrate" => migrate,
         "forkconsolekeeper" => super::console::keeper_main,
         "forkdellinks" => del_links,
+        "forkproxy" => super::proxy::main,
         _ => return None,
     };
     Some(run(rest))

@@ -21,6 +21,7 @@ pub mod console;
 pub mod fake;
 pub mod fork;
 pub mod lifecycle;
+pub mod proxy;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

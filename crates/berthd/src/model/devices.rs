@@ -65,6 +65,7 @@ pub fn validate(devices: &BTreeMap<String, Device>) -> Result<()> {
             Some("disk") => check_disk(name, d)?,
             Some("unix-char" | "unix-block") => check_unix(name, d)?,
             Some("nic") => super::nic::validate(name, d)?,
+            Some("proxy") => super::proxy::validate(name, d)?,
             Some(t) => {
                 return Err(Failure::invalid(format!(
                     "Device {name:?}: type {t:?} is not supported yet"

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod limits;
 pub mod names;
 pub mod nic;
+pub mod proxy;
 pub mod raw_lxc;
 pub mod records;
 pub mod restrictions;

@@ -233,6 +233,13 @@ pub fn check_restrictions(
                     return Err(forbidden(p, &format!("Device {name:?} ({kind})"), &key));
                 }
             }
+            "proxy" if restriction(p, "restricted.devices.proxy") != "allow" => {
+                return Err(forbidden(
+                    p,
+                    &format!("Proxy device {name:?}"),
+                    "restricted.devices.proxy",
+                ));
+            }
             "nic" => {
                 // `managed`: only nics on a managed network; what reaches the host (a
                 // host bridge, a host name) needs `allow`.
