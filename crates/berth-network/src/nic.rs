@@ -82,48 +82,46 @@ pub fn delete(name: &str) -> Result<(), NetworkError> {
     }
 }
 
-/// Makes the pair: any old pair of the same host name goes first; the host end joins the
-/// bridge, without IPv6 of its own, and comes up.
+/// Makes the pair: the host end joins the bridge, without IPv6 of its own, and comes
+/// up; one `ip -batch` (a start makes no other process). A pair left under the same
+/// names (a crash) is replaced.
 pub fn create(v: &Veth) -> Result<(), NetworkError> {
-    delete(&v.host_name)?;
-    delete(&v.peer)?;
     let mtu = v.mtu.to_string();
-    ip(
-        &v.host_name,
-        "Creating the veth pair",
-        &[
-            "link",
-            "add",
-            "name",
-            &v.host_name,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &v.peer,
-            "mtu",
-            &mtu,
-            "address",
-            &v.hwaddr,
-        ],
-    )?;
+    let batch = format!(
+        "link add name {h} mtu {mtu} type veth peer name {p} mtu {mtu} address {mac}\n\
+         link set {h} master {br} up\n",
+        h = v.host_name,
+        p = v.peer,
+        mac = v.hwaddr,
+        br = v.bridge,
+    );
+    let run = || {
+        berth_host::run_command_with_input("ip", &["-batch", "-"], batch.as_bytes()).map_err(
+            |source| NetworkError::Command {
+                network: v.host_name.clone(),
+                what: "Creating the veth pair",
+                source,
+            },
+        )
+    };
+    let made = match run() {
+        Err(_) if exists(&v.host_name) || exists(&v.peer) => {
+            delete(&v.host_name)?;
+            delete(&v.peer)?;
+            run()
+        }
+        other => other,
+    };
+    if let Err(e) = made {
+        let _ = delete(&v.host_name);
+        return Err(e);
+    }
     // The host end needs no address of its own.
     let _ = std::fs::write(
         format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", v.host_name),
         "1",
     );
-    let result = ip(
-        &v.host_name,
-        "Attaching the nic to its bridge",
-        &["link", "set", &v.host_name, "master", &v.bridge, "up"],
-    )
-    .map(drop);
-    if result.is_err() {
-        let _ = delete(&v.host_name);
-    }
-    result
+    Ok(())
 }
 
 /// Moves the peer of a pair into the network namespace of process `pid`, named `inside`

@@ -161,10 +161,15 @@ impl Host {
                 })?;
             driver.set_static(key, &p.veth.hwaddr, addresses, &p.hostname)?;
         }
+        // A new pair has no limits or filters: only those asked for are set.
         let result = (|| -> Result<()> {
             berth_network::nic::create(&p.veth)?;
-            berth_network::nic::set_limits(&p.veth.host_name, p.limits)?;
-            berth_network::nic::set_filter(&self.table, &p.veth.host_name, &p.filter)?;
+            if p.limits != Limits::default() {
+                berth_network::nic::set_limits(&p.veth.host_name, p.limits)?;
+            }
+            if !p.filter.is_empty() {
+                berth_network::nic::set_filter(&self.table, &p.veth.host_name, &p.filter)?;
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -181,7 +186,9 @@ impl Host {
                 tracing::warn!(link = %link, error = %crate::error::chain(&e), "Link not deleted");
             }
         }
-        let _ = berth_network::nic::remove_filter(&self.table, &p.veth.host_name);
+        if !p.filter.is_empty() {
+            let _ = berth_network::nic::remove_filter(&self.table, &p.veth.host_name);
+        }
     }
 
     /// Forgets nic `dev` of instance `name` on its managed network (its static entry),

@@ -174,8 +174,15 @@ pub async fn apply_live(
         .join(crate::lxc::lifecycle::HOST_LINKS);
     let host = Host::of(cx);
     tokio::task::spawn_blocking(move || -> Result<()> {
-        // New ones first (a changed nic keeps its host name: its old pair is replaced),
-        // so a failure leaves the others as they were.
+        // A changed nic (same host name) goes first, its filters with it; then the new
+        // ones come, then the others go, so a failure leaves the unchanged as they were.
+        for p in old_plans.iter().filter(|o| {
+            new_plans
+                .iter()
+                .any(|n| n.veth.host_name == o.veth.host_name)
+        }) {
+            host.unmake(p);
+        }
         for (i, p) in new_plans.iter().enumerate() {
             if let Err(e) = host.attach(pid, p) {
                 for done in &new_plans[..i] {
