@@ -82,9 +82,14 @@ fn launch_to_address(
     args.extend(extra);
     berth(root, dir, &args)?;
     let deadline = t + Duration::from_secs(60);
+    let state = format!("/1.0/instances/{name}/state");
     loop {
-        let ip = berth(root, dir, &["list", name, "-c", "4", "-f", "csv"])?;
-        if ip.contains('.') {
+        let s = berth(root, dir, &["query", &state])?;
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+        let leased = v["network"]["eth0"]["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["family"] == "inet"));
+        if leased {
             return Ok(t.elapsed().as_secs_f64() * 1000.0);
         }
         if Instant::now() > deadline {
