@@ -83,6 +83,24 @@ impl Netns {
         cmd
     }
 
+    /// Starts `program args` inside the namespace, its stdout piped, and returns once it
+    /// printed its first line (a server's `ready`), with that line; the caller kills it.
+    pub fn spawn_ready(&self, program: &str, args: &[&str]) -> (Child, String) {
+        use std::io::BufRead;
+        let mut child = self
+            .command(program, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run nsenter");
+        let mut line = String::new();
+        let out = child.stdout.as_mut().expect("piped stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read the first line");
+        (child, line)
+    }
+
     /// Runs `program args` inside the namespace; its stdout, which must have succeeded.
     pub fn run(&self, program: &str, args: &[&str]) -> String {
         ok(&self

@@ -236,23 +236,8 @@ async fn a_network_that_cannot_start_is_errored_and_named() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Someone else takes port 53 on every address.
-    let mut holder = d
-        .netns()
-        .command(
-            "python3",
-            &["-c", "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nprint('ready',flush=True)\ntime.sleep(600)"],
-        )
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-    }
+    let (mut holder, line) = d.netns().spawn_ready("python3", &["-c", "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nprint('ready',flush=True)\ntime.sleep(600)"]);
+    assert_eq!(line.trim(), "ready");
     d.restart();
     let c = d.client();
     let n: Network = c.get("/1.0/networks/held0").await.unwrap();

@@ -233,16 +233,7 @@ fn peer_echo(ns: &Netns, port: u16) -> std::process::Child {
     let script = format!(
         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',{port}))\ns.listen()\nprint('ready',flush=True)\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n"
     );
-    let mut child = ns
-        .command("python3", &["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = ns.spawn_ready("python3", &["-c", &script]);
     assert_eq!(line.trim(), "ready");
     child
 }

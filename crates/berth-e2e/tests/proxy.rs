@@ -131,19 +131,7 @@ async fn proxies_forward_host_ports_and_sockets_into_the_container() {
         0o600
     );
     // The container's side listening, the host's serving.
-    let mut host = d
-        .netns()
-        .command("python3", &["-c", "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',7002))\ns.listen()\nprint('ready',flush=True)\nwhile True:\n c,_=s.accept()\n c.sendall(b'from the host\\n')\n c.close()\n"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(host.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-    }
+    let (mut host, _) = d.netns().spawn_ready("python3", &["-c", "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',7002))\ns.listen()\nprint('ready',flush=True)\nwhile True:\n c,_=s.accept()\n c.sendall(b'from the host\\n')\n c.close()\n"]);
     ok(&d.lxc(&[
         "config",
         "device",

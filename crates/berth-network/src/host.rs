@@ -210,6 +210,21 @@ pub fn is_link_local(a: &IpNet) -> bool {
     }
 }
 
+/// The chains of nftables table `family table` (`inet berth_ID`), or `None` when the
+/// table does not exist. Reads that table only, never the rest of the ruleset.
+pub fn nft_chains(family: &str, table: &str) -> Option<Vec<String>> {
+    let out = berth_host::run_command("nft", &["-j", "list", "table", family, table]).ok()?;
+    let v: Value = serde_json::from_str(&out).unwrap_or_default();
+    Some(
+        v.get("nftables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("chain")?.get("name")?.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// Whether two subnets share an address.
 pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())

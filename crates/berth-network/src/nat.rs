@@ -108,18 +108,9 @@ pub fn apply(table: &str, key: &str, rules: &[Dnat], bridge: &str) -> Result<(),
 
 /// Removes device `key`'s rules.
 pub fn remove(table: &str, key: &str) -> Result<(), NetworkError> {
-    let listed =
-        berth_host::run_command("nft", &["-j", "list", "chains", "inet"]).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&listed).unwrap_or_default();
-    let have: Vec<String> = v
-        .get("nftables")
-        .and_then(|n| n.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("chain"))
-        .filter(|c| c.get("table").and_then(|t| t.as_str()) == Some(table))
-        .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-        .collect();
+    let Some(have) = crate::host::nft_chains("inet", table) else {
+        return Ok(());
+    };
     let mut b = String::new();
     for c in chains(key).iter().filter(|c| have.contains(c)) {
         b += &format!("delete chain inet {table} {c}\n");

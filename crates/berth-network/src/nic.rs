@@ -311,20 +311,9 @@ pub fn set_filter(table: &str, link: &str, filter: &Filter) -> Result<(), Networ
 
 /// Removes nic `link`'s chains, and the table when nothing else is left in it.
 pub fn remove_filter(table: &str, link: &str) -> Result<(), NetworkError> {
-    let listed = match berth_host::run_command("nft", &["-j", "list", "chains", "bridge"]) {
-        Ok(out) => out,
-        Err(_) => return Ok(()),
+    let Some(have) = crate::host::nft_chains("bridge", table) else {
+        return Ok(());
     };
-    let v: serde_json::Value = serde_json::from_str(&listed).unwrap_or_default();
-    let have: Vec<String> = v
-        .get("nftables")
-        .and_then(|n| n.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("chain"))
-        .filter(|c| c.get("table").and_then(|t| t.as_str()) == Some(table))
-        .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-        .collect();
     let mine = chains(link);
     let mut b = String::new();
     for c in mine.iter().filter(|c| have.contains(c)) {

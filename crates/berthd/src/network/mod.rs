@@ -200,17 +200,22 @@ pub async fn list(cx: &Ctx) -> Result<Vec<View>> {
         if recs.iter().any(|r| r.name == link.name) {
             continue;
         }
-        out.push(View {
-            rec: NetworkRecord {
-                kind: berth_network::host::link_type(&link).to_owned(),
-                name: link.name,
-                ..NetworkRecord::default()
-            },
-            managed: false,
-            status: String::new(),
-        });
+        out.push(unmanaged(link));
     }
     Ok(out)
+}
+
+/// A host interface as a network berth does not manage.
+fn unmanaged(link: berth_network::host::Link) -> View {
+    View {
+        rec: NetworkRecord {
+            kind: berth_network::host::link_type(&link).to_owned(),
+            name: link.name,
+            ..NetworkRecord::default()
+        },
+        managed: false,
+        status: String::new(),
+    }
 }
 
 /// Managed network `name`, if there is one.
@@ -232,15 +237,7 @@ pub async fn get(cx: &Ctx, name: &str) -> Result<View> {
     let link = tokio::task::spawn_blocking(move || berth_network::host::link(&n))
         .await??
         .ok_or_else(|| not_found(name))?;
-    Ok(View {
-        rec: NetworkRecord {
-            kind: berth_network::host::link_type(&link).to_owned(),
-            name: link.name,
-            ..NetworkRecord::default()
-        },
-        managed: false,
-        status: String::new(),
-    })
+    Ok(unmanaged(link))
 }
 
 /// Managed network `name`, or 404 (a host interface cannot be changed through berth).
@@ -364,18 +361,10 @@ pub async fn update(
     let _guard = cx.locks.networks.lock().await;
     let rec = managed(cx, name).await?;
     precondition(&rec)?;
-    let mut config = if replace {
-        BTreeMap::new()
-    } else {
-        rec.config.clone()
-    };
-    for (k, v) in req.config {
-        if v.is_empty() {
-            config.remove(&k);
-        } else {
-            config.insert(k, v);
-        }
-    }
+    // An empty value unsets a key (PATCH); PUT replaces, empty values left out.
+    let mut config = rec.config.clone();
+    crate::model::merge_config(&mut config, Some(req.config), replace);
+    config.retain(|_, v| !v.is_empty());
     let others = cx.db.read(crate::db::networks::list).await?;
     let driver = load(cx, name, &rec.kind, config, &others)?;
     let old = load(cx, name, &rec.kind, rec.config.clone(), &others)?;

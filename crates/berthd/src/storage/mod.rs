@@ -179,18 +179,10 @@ pub async fn update(
     let _guard = cx.locks.pools.lock().await;
     let rec = get(cx, name).await?;
     precondition(&rec)?;
-    let mut config = if replace {
-        BTreeMap::new()
-    } else {
-        rec.config.clone()
-    };
-    for (k, v) in req.config {
-        if v.is_empty() {
-            config.remove(&k);
-        } else {
-            config.insert(k, v);
-        }
-    }
+    // An empty value unsets a key (PATCH); PUT replaces, empty values left out.
+    let mut config = rec.config.clone();
+    crate::model::merge_config(&mut config, Some(req.config), replace);
+    config.retain(|_, v| !v.is_empty());
     // `source` is where the data is: it cannot move under a live pool.
     let old_source = rec.config.get("source").cloned().unwrap_or_default();
     match config.get("source") {

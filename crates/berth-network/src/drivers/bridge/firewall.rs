@@ -108,48 +108,9 @@ pub fn apply(
     .map(drop)
 }
 
-/// The chains of `table`, if it exists.
-fn table_chains(table: &str) -> Result<Option<Vec<String>>, NetworkError> {
-    let out = match berth_host::run_command("nft", &["-j", "list", "chains", "inet"]) {
-        Ok(out) => out,
-        // No inet table at all: nothing to list.
-        Err(berth_host::CommandError::Failed { .. }) => return Ok(None),
-        Err(source) => {
-            return Err(NetworkError::Command {
-                network: String::new(),
-                what: "Reading the firewall",
-                source,
-            });
-        }
-    };
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    let mut found = false;
-    let mut names = Vec::new();
-    for item in v
-        .get("nftables")
-        .and_then(|n| n.as_array())
-        .into_iter()
-        .flatten()
-    {
-        if let Some(c) = item.get("chain")
-            && c.get("table").and_then(|t| t.as_str()) == Some(table)
-        {
-            found = true;
-            if let Some(n) = c.get("name").and_then(|n| n.as_str()) {
-                names.push(n.to_owned());
-            }
-        }
-    }
-    if !found {
-        // A table with no chains lists nothing: ask for it by name.
-        found = berth_host::run_command("nft", &["list", "table", "inet", table]).is_ok();
-    }
-    Ok(found.then_some(names))
-}
-
 /// Whether network `name`'s chains are all in place (someone may have flushed the ruleset).
 pub fn present(table: &str, name: &str) -> Result<bool, NetworkError> {
-    let Some(have) = table_chains(table)? else {
+    let Some(have) = crate::host::nft_chains("inet", table) else {
         return Ok(false);
     };
     Ok(chains(name).iter().all(|c| have.contains(c)))
@@ -157,7 +118,7 @@ pub fn present(table: &str, name: &str) -> Result<bool, NetworkError> {
 
 /// Removes network `name`'s chains, and the table when nothing else is left in it.
 pub fn remove(table: &str, name: &str) -> Result<(), NetworkError> {
-    let Some(have) = table_chains(table)? else {
+    let Some(have) = crate::host::nft_chains("inet", table) else {
         return Ok(());
     };
     let mine = chains(name);
