@@ -185,6 +185,28 @@ async fn nics_come_and_go_live() {
     assert!(!gone.status.success(), "eth1 is gone inside");
     assert_eq!(config_key(&d, "live", "volatile.eth1.host_name").await, "");
 
+    // Through a profile: its running users get the nic, and lose it, live.
+    ok(&d.lxc(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "eth3",
+        "nic",
+        "network=br0",
+        "name=eth3",
+    ]));
+    let host3 = config_key(&d, "live", "volatile.eth3.host_name").await;
+    assert!(!host3.is_empty() && links(&d).contains(&host3), "{host3}");
+    exec(&d, "live", "ip link show eth3");
+    ok(&d.lxc(&["profile", "device", "remove", "default", "eth3"]));
+    assert!(!links(&d).contains(&host3));
+    assert!(
+        !d.lxc(&["exec", "live", "--", "ip", "link", "show", "eth3"])
+            .status
+            .success()
+    );
+
     // Bad nics are refused naming the device and key, and nothing is made.
     let before = links(&d);
     for (args, key) in [

@@ -146,6 +146,8 @@ pub struct ProfileChange {
 /// A running user of a changed profile, and what reaches it live.
 struct LiveUser {
     rec: InstanceRecord,
+    /// Its own config before the change (its nics' volatile keys as they were).
+    old_config: BTreeMap<String, String>,
     change: hotplug::Change,
     old_devices: BTreeMap<String, Device>,
     devices: BTreeMap<String, Device>,
@@ -212,6 +214,9 @@ pub async fn update(
             .await
             .map_err(naming)?;
         crate::model::validate_config(&config, cx.host).map_err(naming)?;
+        crate::instance::nic::check(cx, &rec.config, &devices)
+            .await
+            .map_err(naming)?;
         by_project
             .entry(rec.project.clone())
             .or_default()
@@ -222,6 +227,7 @@ pub async fn update(
             hotplug::check(&change).map_err(naming)?;
             running.push(LiveUser {
                 rec: (*rec).clone(),
+                old_config: rec.config.clone(),
                 change,
                 old_devices: old_devices.clone(),
                 devices: devices.clone(),
@@ -248,10 +254,28 @@ pub async fn update(
     // are written together; new maps apply at each user's next start.
     let stored = new.clone();
     let ids = cx.ids;
+    // Each user's nics keep their volatile keys: those of nics gone go, new ones get theirs.
     let remapped: Vec<(InstanceRecord, BTreeMap<String, String>)> = users
         .iter()
-        .map(|rec| ((*rec).clone(), expand_with(rec, &new).0))
+        .map(|rec| {
+            let mut rec = (*rec).clone();
+            let (_, old_devices) = expand_with(&rec, &old);
+            let (config, devices) = expand_with(&rec, &new);
+            crate::instance::nic::update_volatile(
+                cx,
+                &rec.name.clone(),
+                &mut rec.config,
+                &old_devices,
+                &devices,
+            );
+            (rec, config)
+        })
         .collect();
+    for user in &mut running {
+        if let Some((rec, _)) = remapped.iter().find(|(r, _)| r.name == user.rec.name) {
+            user.rec.config = rec.config.clone();
+        }
+    }
     cx.db
         .write(move |tx| {
             crate::db::profiles::update(tx, &stored)?;
@@ -293,6 +317,21 @@ pub async fn update(
                 &user.devices,
             )
             .await;
+        }
+        if applied.is_ok() {
+            applied = crate::instance::nic::apply_live(
+                cx,
+                rec,
+                &user.old_config,
+                pid,
+                &user.old_devices,
+                &user.devices,
+            )
+            .await;
+        }
+        if applied.is_ok() {
+            applied =
+                crate::instance::proxy::apply_live(cx, rec, &user.old_devices, &user.devices).await;
         }
         if let Err(e) = applied {
             tracing::warn!(instance = %rec.name, error = %e, "Profile change not applied live");
