@@ -437,3 +437,129 @@ async fn restarts_and_crashes_leave_networking_working_and_no_orphan() {
     ipv4(&d, "r2", "eth0").await;
     exec(&d, "r1", "ping -c1 -W2 r2");
 }
+
+#[tokio::test]
+async fn p2p_routed_and_macvlan_nics() {
+    let d = Daemon::start();
+    with_busybox(&d).await;
+    let ns = d.netns();
+    // p2p: a pair whose host end stands alone, with a route to the instance.
+    ok(&d.lxc(&["init", "bb", "pp"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "pp",
+        "eth0",
+        "nic",
+        "nictype=p2p",
+        "ipv4.routes=192.0.2.10/32",
+    ]));
+    ok(&d.lxc(&["start", "pp"]));
+    let host = config_key(&d, "pp", "volatile.eth0.host_name").await;
+    let link = ns.run("ip", &["-d", "link", "show", &host]);
+    assert!(!link.contains("master"), "{link}");
+    assert!(
+        ns.run("ip", &["route", "show", "192.0.2.10"])
+            .contains(&host)
+    );
+    ns.run("ip", &["addr", "add", "192.0.2.1/32", "dev", &host]);
+    exec(
+        &d,
+        "pp",
+        "ip addr add 192.0.2.10/32 dev eth0 && ip route add 192.0.2.1 dev eth0 && ping -c1 -W2 192.0.2.1",
+    );
+
+    // routed: the instance's address and gateway set by liblxc, answered for on a parent
+    // (as eth1: the image's DHCP client on eth0 would take them away).
+    ns.run(
+        "ip",
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+    );
+    ns.run("ip", &["link", "set", "up0", "up"]);
+    ok(&d.lxc(&["init", "bb", "rt"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "rt",
+        "eth1",
+        "nic",
+        "nictype=routed",
+        "name=eth1",
+        "ipv4.address=192.0.2.20",
+        "parent=up0",
+    ]));
+    ok(&d.lxc(&["start", "rt"]));
+    let inside = exec(&d, "rt", "ip -4 addr show eth1; ip route");
+    assert!(
+        inside.contains("192.0.2.20/32") && inside.contains("default via 169.254.0.1"),
+        "{inside}"
+    );
+    exec(&d, "rt", "ping -c1 -W2 169.254.0.1");
+    assert!(
+        ns.run("ip", &["neigh", "show", "proxy"])
+            .contains("192.0.2.20 dev up0")
+    );
+
+    // macvlan: on a veth whose other end is "the outside".
+    let wan = Netns::new();
+    ns.run(
+        "ip",
+        &["link", "add", "mv0", "type", "veth", "peer", "name", "mv1"],
+    );
+    ns.run("ip", &["link", "set", "mv1", "netns", &wan.path()]);
+    ns.run("ip", &["link", "set", "mv0", "up"]);
+    wan.run("ip", &["addr", "add", "198.51.100.1/24", "dev", "mv1"]);
+    wan.run("ip", &["link", "set", "mv1", "up"]);
+    ok(&d.lxc(&["init", "bb", "mv"]));
+    ok(&d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "mv",
+        "eth0",
+        "nic",
+        "nictype=macvlan",
+        "parent=mv0",
+    ]));
+    ok(&d.lxc(&["start", "mv"]));
+    exec(
+        &d,
+        "mv",
+        "ip addr add 198.51.100.30/24 dev eth0 && ping -c1 -W2 198.51.100.1",
+    );
+    let mac = config_key(&d, "mv", "volatile.eth0.hwaddr").await;
+    assert!(exec(&d, "mv", "ip link show eth0").contains(&mac));
+
+    // Each kind's own keys are checked, naming the device.
+    for (args, key) in [
+        (vec!["nictype=macvlan"], "parent"),
+        (vec!["nictype=routed"], "ipv4.address"),
+        (vec!["nictype=p2p", "ipv4.routes=nonsense"], "ipv4.routes"),
+        (
+            vec!["nictype=macvlan", "parent=mv0", "limits.max=1Mbit"],
+            "limits.max",
+        ),
+        (
+            vec!["nictype=routed", "ipv4.address=192.0.2.21", "parent=nope0"],
+            "nope0",
+        ),
+    ] {
+        let mut full = vec!["config", "device", "add", "mv", "bad", "nic"];
+        full.extend(args);
+        let err = fails(&d.lxc(&full));
+        assert!(err.contains(key), "{full:?}: {err}");
+    }
+
+    // Stopped, nothing of theirs stays on the host.
+    for c in ["pp", "rt", "mv"] {
+        ok(&d.lxc(&["stop", c, "--force"]));
+    }
+    let left = links(&d);
+    assert!(!left.contains(&host) && !left.contains("veth"), "{left}");
+    assert!(
+        !ns.run("ip", &["neigh", "show", "proxy"])
+            .contains("192.0.2.20")
+    );
+}

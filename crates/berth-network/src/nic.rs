@@ -21,8 +21,8 @@ pub struct Veth {
     /// The MAC the container sees.
     pub hwaddr: String,
     pub mtu: u32,
-    /// The bridge the host end joins.
-    pub bridge: String,
+    /// The bridge the host end joins (none: it stands alone, p2p or routed).
+    pub bridge: Option<String>,
 }
 
 /// Limits in bits per second: `ingress` into the instance, `egress` out of it.
@@ -87,13 +87,17 @@ pub fn delete(name: &str) -> Result<(), NetworkError> {
 /// names (a crash) is replaced.
 pub fn create(v: &Veth) -> Result<(), NetworkError> {
     let mtu = v.mtu.to_string();
+    let master = v
+        .bridge
+        .as_ref()
+        .map(|b| format!(" master {b}"))
+        .unwrap_or_default();
     let batch = format!(
         "link add name {h} mtu {mtu} type veth peer name {p} mtu {mtu} address {mac}\n\
-         link set {h} master {br} up\n",
+         link set {h}{master} up\n",
         h = v.host_name,
         p = v.peer,
         mac = v.hwaddr,
-        br = v.bridge,
     );
     let run = || {
         berth_host::run_command_with_input("ip", &["-batch", "-"], batch.as_bytes()).map_err(
@@ -124,32 +128,135 @@ pub fn create(v: &Veth) -> Result<(), NetworkError> {
     Ok(())
 }
 
-/// Moves the peer of a pair into the network namespace of process `pid`, named `inside`
-/// there, and brings it up (a nic added to a running instance).
-pub fn move_into(v: &Veth, pid: i32, inside: &str) -> Result<(), NetworkError> {
-    let pid_s = pid.to_string();
+/// Makes a macvlan (mode bridge) on host interface `parent`, named `v.host_name` until
+/// liblxc moves it; `parent` of the form `LINK.VLAN` is made as a VLAN of LINK first when
+/// it does not exist (and left for the other instances on that VLAN).
+pub fn create_macvlan(v: &Veth, parent: &str) -> Result<(), NetworkError> {
+    if let Some((link, vlan)) = parent.rsplit_once('.')
+        && vlan.parse::<u16>().is_ok()
+        && !exists(parent)
+    {
+        let batch = format!(
+            "link add link {link} name {parent} type vlan id {vlan}\nlink set {parent} up\n"
+        );
+        berth_host::run_command_with_input("ip", &["-batch", "-"], batch.as_bytes()).map_err(
+            |source| NetworkError::Command {
+                network: parent.to_owned(),
+                what: "Creating the VLAN",
+                source,
+            },
+        )?;
+    }
+    delete(&v.host_name)?;
     ip(
         &v.host_name,
-        "Moving the nic into the instance",
-        &["link", "set", &v.peer, "netns", &pid_s],
-    )?;
-    let net = format!("--net=/proc/{pid}/ns/net");
-    berth_host::run_command(
-        "nsenter",
+        "Creating the macvlan",
         &[
-            net.as_str(),
-            "--",
-            "ip",
             "link",
-            "set",
-            &v.peer,
+            "add",
+            "link",
+            parent,
             "name",
-            inside,
-            "up",
+            &v.host_name,
+            "mtu",
+            &v.mtu.to_string(),
+            "address",
+            &v.hwaddr,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
         ],
     )
+    .map(drop)
+}
+
+/// Routes `routes` (subnets) to host end `link` (a p2p nic).
+pub fn route(link: &str, routes: &[String]) -> Result<(), NetworkError> {
+    for r in routes {
+        ip(
+            link,
+            "Adding a route to the nic",
+            &["route", "replace", r, "dev", link],
+        )?;
+    }
+    Ok(())
+}
+
+/// Routes an instance's `addresses` through host end `link` (a routed nic): the host end
+/// gets the instance's gateways (`gw`: IPv4, IPv6), each address a host route, and on
+/// `parent` a proxy neighbour entry so the parent's network reaches it. Forwarding goes
+/// on; nothing is sent to check an address.
+pub fn route_instance(
+    link: &str,
+    addresses: &[String],
+    parent: Option<&str>,
+    gw: (&str, &str),
+) -> Result<(), NetworkError> {
+    let sysctl = |path: String, v: &str| {
+        let _ = std::fs::write(format!("/proc/sys/net/{path}"), v);
+    };
+    let mut batch = String::new();
+    for a in addresses {
+        let v6 = a.contains(':');
+        if v6 {
+            batch += &format!("-6 addr replace {}/64 dev {link} scope link\n", gw.1);
+            batch += &format!("-6 route replace {a}/128 dev {link}\n");
+            sysctl(format!("ipv6/conf/{link}/forwarding"), "1");
+            sysctl("ipv6/conf/all/forwarding".into(), "1");
+        } else {
+            batch += &format!("addr replace {}/32 dev {link}\n", gw.0);
+            batch += &format!("route replace {a}/32 dev {link}\n");
+            sysctl("ipv4/ip_forward".into(), "1");
+        }
+        if let Some(p) = parent {
+            let fam = if v6 { "-6 " } else { "" };
+            batch += &format!("{fam}neigh replace proxy {a} dev {p}\n");
+            if v6 {
+                sysctl(format!("ipv6/conf/{p}/proxy_ndp"), "1");
+            }
+        }
+    }
+    berth_host::run_command_with_input("ip", &["-batch", "-"], batch.as_bytes())
+        .map(drop)
+        .map_err(|source| NetworkError::Command {
+            network: link.to_owned(),
+            what: "Routing the instance",
+            source,
+        })
+}
+
+/// Removes the proxy neighbour entries of a routed nic's `addresses` on `parent`.
+pub fn unproxy(addresses: &[String], parent: &str) {
+    for a in addresses {
+        let fam = if a.contains(':') { "-6" } else { "-4" };
+        let _ = berth_host::run_command("ip", &[fam, "neigh", "del", "proxy", a, "dev", parent]);
+    }
+}
+
+/// Moves host link `link` (a pair's peer, a macvlan) into the network namespace of
+/// process `pid`, named `inside` there, brings it up and runs `then` there (`ip -batch`
+/// lines: a routed nic's address and gateway); a nic added to a running instance.
+pub fn move_into(link: &str, pid: i32, inside: &str, then: &[String]) -> Result<(), NetworkError> {
+    let pid_s = pid.to_string();
+    ip(
+        link,
+        "Moving the nic into the instance",
+        &["link", "set", link, "netns", &pid_s],
+    )?;
+    let net = format!("--net=/proc/{pid}/ns/net");
+    let mut batch = format!("link set {link} name {inside} up\n");
+    for line in then {
+        batch += line;
+        batch.push('\n');
+    }
+    berth_host::run_command_with_input(
+        "nsenter",
+        &[net.as_str(), "--", "ip", "-batch", "-"],
+        batch.as_bytes(),
+    )
     .map_err(|source| NetworkError::Command {
-        network: v.host_name.clone(),
+        network: link.to_owned(),
         what: "Naming the nic in the instance",
         source,
     })
@@ -389,7 +496,7 @@ mod tests {
             peer: "vethtest0p".into(),
             hwaddr: "00:16:3e:12:34:56".into(),
             mtu: 1400,
-            bridge: "brt0".into(),
+            bridge: Some("brt0".into()),
         };
         create(&v).unwrap();
         create(&v).unwrap();

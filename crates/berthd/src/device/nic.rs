@@ -1,6 +1,7 @@
 //! nic devices on the host: what starting a container needs for each (its veth pair made
-//! by berthd, limits, filters, a static DHCP entry on a managed network, the LXC keys that
-//! hand the pair's other end to liblxc), and a nic added to or removed from a running one.
+//! by berthd on a bridge, alone (p2p) or routed, or a macvlan; limits, filters, a static
+//! DHCP entry on a managed network, the LXC keys that hand the link to liblxc), and a nic
+//! added to or removed from a running one.
 //!
 //! The host-side links a container's nics use are listed for the instance driver
 //! ([`crate::lxc::StartSpec::host_links`]), which deletes them whenever the container
@@ -16,16 +17,38 @@ use crate::ctx::{Ctx, Networks};
 use crate::error::{Failure, Result};
 use crate::model::nic::{is_nic, volatile};
 
+/// How a nic reaches the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    /// A veth pair on a bridge (`veth.bridge`); on a managed network, the network, the
+    /// static entry's key and its addresses.
+    Bridge {
+        managed: Option<(String, String, Vec<String>)>,
+    },
+    /// A veth pair whose host end stands alone, with routes to the instance.
+    P2p { routes: Vec<String> },
+    /// A veth pair routed by the host: host routes to the instance's addresses, the host
+    /// end's 169.254.0.1 and fe80::1 its gateways, and the addresses answered for on
+    /// `parent` (proxy ARP and NDP entries; no probe is sent).
+    Routed {
+        addresses: Vec<String>,
+        parent: Option<String>,
+    },
+    /// A macvlan on host interface `parent` (the link made is `veth.host_name` until
+    /// liblxc moves it); nothing of it stays on the host.
+    Macvlan { parent: String },
+}
+
 /// One nic, resolved for the host.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Its name inside the container.
     pub inside: String,
+    /// The pair (or, for a macvlan, the link made on the host: `host_name`).
     pub veth: Veth,
+    pub attach: Attach,
     pub limits: Limits,
     pub filter: Filter,
-    /// On a managed network: the network, the static entry's key, its addresses.
-    pub managed: Option<(String, String, Vec<String>)>,
     /// The name the static entry gives the instance (its name in its project).
     pub hostname: String,
 }
@@ -39,7 +62,34 @@ impl Plan {
         }
         out
     }
+
+    /// What the instance driver undoes when the container stops
+    /// ([`crate::lxc::StartSpec::host_links`]): its links, and `neigh ADDR PARENT` for
+    /// each proxy neighbour entry of a routed nic.
+    pub fn host_entries(&self) -> Vec<String> {
+        let mut out = self.links();
+        if let Attach::Routed {
+            addresses,
+            parent: Some(parent),
+        } = &self.attach
+        {
+            out.extend(addresses.iter().map(|a| format!("neigh {a} {parent}")));
+        }
+        out
+    }
+
+    /// The link handed to liblxc (moved into the container).
+    pub fn handed(&self) -> &str {
+        match self.attach {
+            Attach::Macvlan { .. } => &self.veth.host_name,
+            _ => &self.veth.peer,
+        }
+    }
 }
+
+/// The gateways a routed nic's instance uses: the host end's own addresses.
+const ROUTED_GW4: &str = "169.254.0.1";
+const ROUTED_GW6: &str = "fe80::1";
 
 /// The static-entry key of nic `dev` of instance `name` (host-wide).
 pub fn static_key(name: &str, dev: &str) -> String {
@@ -68,8 +118,16 @@ pub fn plan(
                 "Device {dev:?} has no volatile hwaddr or host_name"
             )));
         }
-        let (bridge, managed, bridge_mtu) = match d.get("network") {
-            Some(net) => {
+        let kind = crate::model::nic::kind(d);
+        let link_of = |parent: &str| -> Result<berth_network::host::Link> {
+            berth_network::host::link(parent)?.ok_or_else(|| {
+                Failure::invalid(format!(
+                    "Device {dev:?}: parent {parent:?} does not exist on the host"
+                ))
+            })
+        };
+        let (bridge, attach, parent_mtu) = match (kind, d.get("network")) {
+            (_, Some(net)) => {
                 let driver = crate::network::driver(cx, net).map_err(|_| {
                     Failure::invalid(format!(
                         "Device {dev:?}: network {net:?} does not exist or is not available"
@@ -80,23 +138,50 @@ pub fn plan(
                     .iter()
                     .filter_map(|k| d.get(*k).cloned())
                     .collect();
-                let managed = (net.clone(), static_key(name, dev), addresses);
-                (net.clone(), Some(managed), mtu)
+                let managed = Some((net.clone(), static_key(name, dev), addresses));
+                (Some(net.clone()), Attach::Bridge { managed }, mtu)
             }
-            None => {
+            ("bridged", None) => {
                 let parent = get("parent").unwrap_or_default();
-                let link = berth_network::host::link(&parent)?;
-                if link.as_ref().is_none_or(|l| l.kind != "bridge") {
+                let link = link_of(&parent)?;
+                if link.kind != "bridge" {
                     return Err(Failure::invalid(format!(
                         "Device {dev:?}: parent {parent:?} is not a bridge on the host"
                     )));
                 }
-                let mtu = link.map(|l| l.mtu.to_string());
-                (parent, None, mtu)
+                let mtu = Some(link.mtu.to_string());
+                (Some(parent), Attach::Bridge { managed: None }, mtu)
+            }
+            ("macvlan", None) => {
+                let mut parent = get("parent").unwrap_or_default();
+                let link = link_of(&parent)?;
+                if let Some(vlan) = get("vlan") {
+                    parent = format!("{parent}.{vlan}");
+                }
+                (None, Attach::Macvlan { parent }, Some(link.mtu.to_string()))
+            }
+            ("p2p", None) => {
+                let routes = ["ipv4.routes", "ipv6.routes"]
+                    .iter()
+                    .filter_map(|k| d.get(*k))
+                    .flat_map(|v| v.split(',').map(|r| r.trim().to_owned()))
+                    .collect();
+                (None, Attach::P2p { routes }, None)
+            }
+            (_, None) => {
+                let parent = get("parent");
+                if let Some(p) = &parent {
+                    link_of(p)?;
+                }
+                let addresses = ["ipv4.address", "ipv6.address"]
+                    .iter()
+                    .filter_map(|k| d.get(*k).cloned())
+                    .collect();
+                (None, Attach::Routed { addresses, parent }, None)
             }
         };
         let mtu = get("mtu")
-            .or(bridge_mtu)
+            .or(parent_mtu)
             .and_then(|m| m.parse().ok())
             .unwrap_or(1500);
         let (ingress, egress) = crate::model::nic::limits(d);
@@ -119,9 +204,9 @@ pub fn plan(
                 mtu,
                 bridge,
             },
+            attach,
             limits: Limits { ingress, egress },
             filter,
-            managed,
             hostname: hostname.to_owned(),
         });
     }
@@ -154,7 +239,10 @@ impl Host {
     /// Makes nic `p` on the host: its static entry, its pair, limits and filters.
     /// Blocking. On failure what it made is taken away.
     pub fn make(&self, p: &Plan) -> Result<()> {
-        if let Some((net, key, addresses)) = &p.managed {
+        if let Attach::Bridge {
+            managed: Some((net, key, addresses)),
+        } = &p.attach
+        {
             let driver =
                 self.networks.drivers.get(net).ok_or_else(|| {
                     Failure::unavailable(format!("Network {net:?} is not available"))
@@ -163,7 +251,26 @@ impl Host {
         }
         // A new pair has no limits or filters: only those asked for are set.
         let result = (|| -> Result<()> {
-            berth_network::nic::create(&p.veth)?;
+            match &p.attach {
+                Attach::Macvlan { parent } => {
+                    berth_network::nic::create_macvlan(&p.veth, parent)?;
+                    return Ok(());
+                }
+                Attach::Bridge { .. } => berth_network::nic::create(&p.veth)?,
+                Attach::P2p { routes } => {
+                    berth_network::nic::create(&p.veth)?;
+                    berth_network::nic::route(&p.veth.host_name, routes)?;
+                }
+                Attach::Routed { addresses, parent } => {
+                    berth_network::nic::create(&p.veth)?;
+                    berth_network::nic::route_instance(
+                        &p.veth.host_name,
+                        addresses,
+                        parent.as_deref(),
+                        (ROUTED_GW4, ROUTED_GW6),
+                    )?;
+                }
+            }
             if p.limits != Limits::default() {
                 berth_network::nic::set_limits(&p.veth.host_name, p.limits)?;
             }
@@ -189,6 +296,13 @@ impl Host {
         if !p.filter.is_empty() {
             let _ = berth_network::nic::remove_filter(&self.table, &p.veth.host_name);
         }
+        if let Attach::Routed {
+            addresses,
+            parent: Some(parent),
+        } = &p.attach
+        {
+            berth_network::nic::unproxy(addresses, parent);
+        }
     }
 
     /// Forgets nic `dev` of instance `name` on its managed network (its static entry),
@@ -205,7 +319,23 @@ impl Host {
     /// Blocking.
     pub fn attach(&self, pid: i32, p: &Plan) -> Result<()> {
         self.make(p)?;
-        if let Err(e) = berth_network::nic::move_into(&p.veth, pid, &p.inside) {
+        let mut then = Vec::new();
+        if let Attach::Routed { addresses, .. } = &p.attach {
+            for a in addresses {
+                let (fam, len, gw) = if a.contains(':') {
+                    ("-6 ", 128, ROUTED_GW6)
+                } else {
+                    ("", 32, ROUTED_GW4)
+                };
+                then.push(format!("{fam}addr add {a}/{len} dev {}", p.inside));
+                then.push(format!("{fam}route replace {gw} dev {}", p.inside));
+                then.push(format!(
+                    "{fam}route replace default via {gw} dev {}",
+                    p.inside
+                ));
+            }
+        }
+        if let Err(e) = berth_network::nic::move_into(p.handed(), pid, &p.inside, &then) {
             self.unmake(p);
             return Err(e.into());
         }
@@ -217,12 +347,24 @@ impl Host {
 /// (from 1: `lxc.net.0` is the empty loopback-only network).
 pub fn lxc_entries(index: usize, p: &Plan) -> Vec<(String, String)> {
     let key = |k: &str| format!("lxc.net.{index}.{k}");
-    vec![
+    let mut out = vec![
         (key("type"), "phys".to_owned()),
-        (key("link"), p.veth.peer.clone()),
+        (key("link"), p.handed().to_owned()),
         (key("name"), p.inside.clone()),
         (key("hwaddr"), p.veth.hwaddr.clone()),
         (key("mtu"), p.veth.mtu.to_string()),
         (key("flags"), "up".to_owned()),
-    ]
+    ];
+    if let Attach::Routed { addresses, .. } = &p.attach {
+        for a in addresses {
+            if a.contains(':') {
+                out.push((key("ipv6.address"), format!("{a}/128")));
+                out.push((key("ipv6.gateway"), ROUTED_GW6.to_owned()));
+            } else {
+                out.push((key("ipv4.address"), format!("{a}/32")));
+                out.push((key("ipv4.gateway"), ROUTED_GW4.to_owned()));
+            }
+        }
+    }
+    out
 }

@@ -47,7 +47,7 @@ pub async fn make_all(
     }
     for (i, p) in plans.iter().enumerate() {
         spec.devices.extend(nic::lxc_entries(i + 1, p));
-        spec.host_links.extend(p.links());
+        spec.host_links.extend(p.host_entries());
     }
     let (work, host) = (plans.clone(), Host::of(cx));
     tokio::task::spawn_blocking(move || {
@@ -201,7 +201,7 @@ pub async fn apply_live(
         // The post-stop hook deletes these too.
         let mut links = std::fs::read_to_string(&links_file).unwrap_or_default();
         for p in &new_plans {
-            for l in p.links() {
+            for l in p.host_entries() {
                 links.push('\n');
                 links.push_str(&l);
             }
@@ -213,7 +213,7 @@ pub async fn apply_live(
 }
 
 /// Checks an instance's nics against the host and the networks: each `network` exists,
-/// each `parent` is a host bridge, and a `host_name` names no link but the instance's own
+/// each `parent` exists (a bridge, for a bridged nic), and a `host_name` names no link but the instance's own
 /// (`config`: its volatile keys). Errors name the device.
 pub async fn check(
     cx: &Ctx,
@@ -242,10 +242,19 @@ pub async fn check(
         for (dev, d) in &nics {
             if let Some(parent) = d.get("parent") {
                 let link = berth_network::host::link(parent)?;
-                if link.is_none_or(|l| l.kind != "bridge") {
-                    return Err(Failure::invalid(format!(
-                        "Device {dev:?}: parent {parent:?} is not a bridge on the host"
-                    )));
+                let bridged = crate::model::nic::kind(d) == "bridged";
+                match link {
+                    None => {
+                        return Err(Failure::invalid(format!(
+                            "Device {dev:?}: parent {parent:?} does not exist on the host"
+                        )));
+                    }
+                    Some(l) if bridged && l.kind != "bridge" => {
+                        return Err(Failure::invalid(format!(
+                            "Device {dev:?}: parent {parent:?} is not a bridge on the host"
+                        )));
+                    }
+                    Some(_) => {}
                 }
             }
             if let Some(h) = d.get("host_name")

@@ -401,7 +401,8 @@ impl InstanceDriver for Liblxc {
 /// The file recording a running container's init pid and that process's start time.
 const INIT_PID: &str = "init.pid";
 
-/// The file in a container's directory listing its nics' host links, one per line.
+/// The file in a container's directory listing its nics' host links, one per line (and
+/// `neigh ADDR PARENT` for a routed nic's proxy neighbour entry).
 pub const HOST_LINKS: &str = "host-links";
 
 /// Deletes the links listed in `file` (a container's [`HOST_LINKS`]); those gone already
@@ -410,9 +411,16 @@ pub fn delete_host_links(file: &Path) {
     let Ok(text) = std::fs::read_to_string(file) else {
         return;
     };
-    for link in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Err(e) = berth_network::nic::delete(link) {
-            tracing::warn!(link, error = %crate::error::chain(&e), "Link not deleted");
+    for entry in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = entry.strip_prefix("neigh ") {
+            // A routed nic's proxy neighbour entry: `neigh ADDR PARENT`.
+            if let Some((addr, parent)) = rest.split_once(' ') {
+                berth_network::nic::unproxy(&[addr.to_owned()], parent);
+            }
+            continue;
+        }
+        if let Err(e) = berth_network::nic::delete(entry) {
+            tracing::warn!(link = entry, error = %crate::error::chain(&e), "Link not deleted");
         }
     }
 }

@@ -15,20 +15,12 @@ use berth_api::instance::Device;
 use crate::error::{Failure, Result};
 
 /// Keys every nic takes.
-const COMMON: &[&str] = &[
-    "type",
-    "nictype",
-    "name",
-    "hwaddr",
-    "mtu",
-    "host_name",
-    "boot.priority",
-    "limits.ingress",
-    "limits.egress",
-    "limits.max",
-];
+const COMMON: &[&str] = &["type", "nictype", "name", "hwaddr", "mtu", "boot.priority"];
 
-/// Keys a bridged nic adds.
+/// Keys of nics with a host end (a veth): bridged, p2p, routed.
+const VETH: &[&str] = &["host_name", "limits.ingress", "limits.egress", "limits.max"];
+
+/// What each kind adds.
 const BRIDGED: &[&str] = &[
     "network",
     "parent",
@@ -38,6 +30,20 @@ const BRIDGED: &[&str] = &[
     "security.ipv4_filtering",
     "security.ipv6_filtering",
 ];
+const MACVLAN: &[&str] = &["parent", "vlan"];
+const P2P: &[&str] = &["ipv4.routes", "ipv6.routes"];
+const ROUTED: &[&str] = &["parent", "ipv4.address", "ipv6.address"];
+
+/// The kinds berth runs, as `nictype` names them.
+pub const KINDS: &[&str] = &["bridged", "macvlan", "p2p", "routed"];
+
+/// A nic's kind: its `nictype`, or `bridged` for one with `network`.
+pub fn kind(d: &Device) -> &str {
+    match (d.get("nictype"), d.get("network")) {
+        (Some(t), _) => t,
+        (None, _) => "bridged",
+    }
+}
 
 /// Whether `d` is a nic.
 pub fn is_nic(d: &Device) -> bool {
@@ -114,11 +120,15 @@ pub fn validate(name: &str, d: &Device) -> Result<()> {
             )));
         }
     };
-    match nictype {
-        "bridged" => {}
-        "macvlan" | "p2p" | "routed" | "physical" | "ipvlan" | "sriov" | "ovn" => {
+    let own: &[&str] = match nictype {
+        "bridged" => BRIDGED,
+        "macvlan" => MACVLAN,
+        "p2p" => P2P,
+        "routed" => ROUTED,
+        "physical" | "ipvlan" | "sriov" | "ovn" => {
             return Err(Failure::invalid(format!(
-                "Device {name:?}: nictype {nictype:?} is not supported yet (bridged is)"
+                "Device {name:?}: nictype {nictype:?} is not supported yet ({} are)",
+                KINDS.join(", ")
             )));
         }
         other => {
@@ -126,9 +136,13 @@ pub fn validate(name: &str, d: &Device) -> Result<()> {
                 "Device {name:?}: unknown nictype {other:?}"
             )));
         }
-    }
+    };
+    let veth = nictype != "macvlan";
     for (k, v) in d {
-        if !COMMON.contains(&k.as_str()) && !BRIDGED.contains(&k.as_str()) {
+        let known = COMMON.contains(&k.as_str())
+            || own.contains(&k.as_str())
+            || (veth && VETH.contains(&k.as_str()));
+        if !known {
             return Err(Failure::invalid(format!(
                 "Device {name:?}: unknown key {k:?} for a {nictype} nic"
             )));
@@ -144,10 +158,33 @@ pub fn validate(name: &str, d: &Device) -> Result<()> {
             "Device {name:?}: \"parent\" cannot be set with \"network\""
         )));
     }
-    if !d.contains_key("network") && !d.contains_key("parent") {
-        return Err(Failure::invalid(format!(
-            "Device {name:?}: a bridged nic needs \"network\" or \"parent\""
-        )));
+    let needs =
+        |what: &str| Failure::invalid(format!("Device {name:?}: a {nictype} nic needs {what}"));
+    match nictype {
+        "bridged" if !d.contains_key("network") && !d.contains_key("parent") => {
+            return Err(needs("\"network\" or \"parent\""));
+        }
+        "macvlan" if !d.contains_key("parent") => return Err(needs("\"parent\"")),
+        "routed" if !d.contains_key("ipv4.address") && !d.contains_key("ipv6.address") => {
+            return Err(needs("\"ipv4.address\" or \"ipv6.address\""));
+        }
+        _ => {}
+    }
+    if d.get("vlan")
+        .is_some_and(|v| !v.parse::<u16>().is_ok_and(|n| (1..=4094).contains(&n)))
+    {
+        return Err(bad("vlan", "expected a VLAN id from 1 to 4094"));
+    }
+    for key in ["ipv4.routes", "ipv6.routes"] {
+        let v6 = key.starts_with("ipv6");
+        let ok = |r: &str| {
+            r.trim()
+                .parse::<ipnet::IpNet>()
+                .is_ok_and(|n| n.addr().is_ipv6() == v6)
+        };
+        if d.get(key).is_some_and(|v| !v.split(',').all(ok)) {
+            return Err(bad(key, "expected subnets separated by commas"));
+        }
     }
     for key in ["network", "parent"] {
         if d.get(key).is_some_and(|v| !is_ifname(v)) {
@@ -316,11 +353,30 @@ mod tests {
         }
         let err = validate(
             "eth0",
-            &dev(&[("type", "nic"), ("nictype", "macvlan"), ("parent", "x")]),
+            &dev(&[("type", "nic"), ("nictype", "sriov"), ("parent", "x")]),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("not supported yet"), "{err}");
+        validate(
+            "eth0",
+            &dev(&[
+                ("type", "nic"),
+                ("nictype", "macvlan"),
+                ("parent", "x"),
+                ("vlan", "10"),
+            ]),
+        )
+        .unwrap();
+        validate(
+            "eth0",
+            &dev(&[
+                ("type", "nic"),
+                ("nictype", "routed"),
+                ("ipv4.address", "192.0.2.1"),
+            ]),
+        )
+        .unwrap();
     }
 
     #[test]
