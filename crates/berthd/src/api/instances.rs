@@ -23,21 +23,55 @@ pub(super) fn spec(description: &str, name: &str) -> OpSpec {
 }
 
 /// A snapshot as a list shows it: without the expansion, which needs its profiles.
+#[derive(serde::Serialize)]
+struct ListedSnapshot<'a> {
+    name: &'a str,
+    description: &'a str,
+    architecture: &'a str,
+    config: &'a std::collections::BTreeMap<String, String>,
+    devices: &'a std::collections::BTreeMap<String, berth_api::instance::Device>,
+    ephemeral: bool,
+    profiles: &'a [String],
+    stateful: bool,
+    created_at: &'a str,
+    expires_at: &'a str,
+    last_used_at: &'static str,
+    size: i64,
+}
+
+impl<'a> ListedSnapshot<'a> {
+    fn of(s: &'a SnapshotRecord) -> Self {
+        ListedSnapshot {
+            name: &s.name,
+            description: &s.description,
+            architecture: &s.architecture,
+            config: &s.config,
+            devices: &s.devices,
+            ephemeral: s.ephemeral,
+            profiles: &s.profiles,
+            stateful: s.stateful,
+            created_at: &s.created_at,
+            expires_at: &s.expires_at,
+            last_used_at: crate::time::NEVER,
+            size: -1,
+        }
+    }
+}
+
+/// A snapshot as a list shows it, as JSON.
 pub(super) fn render_snapshot(s: &SnapshotRecord) -> serde_json::Value {
-    serde_json::json!({
-        "name": s.name,
-        "description": s.description,
-        "architecture": s.architecture,
-        "config": s.config,
-        "devices": s.devices,
-        "ephemeral": s.ephemeral,
-        "profiles": s.profiles,
-        "stateful": s.stateful,
-        "created_at": s.created_at,
-        "expires_at": s.expires_at,
-        "last_used_at": crate::time::NEVER,
-        "size": -1,
-    })
+    serde_json::to_value(ListedSnapshot::of(s)).unwrap_or_default()
+}
+
+/// An instance with its state, snapshots and backups (`recursion=2`), serialised as it
+/// is: a list of a thousand builds no JSON tree in between.
+#[derive(serde::Serialize)]
+struct Full<'a> {
+    #[serde(flatten)]
+    view: &'a berth_api::instance::Instance,
+    state: &'a berth_api::instance::InstanceState,
+    snapshots: Vec<ListedSnapshot<'a>>,
+    backups: [(); 0],
 }
 
 /// `GET /1.0/instances`: `?project=` lists that project's instances, `all-projects=true`
@@ -62,19 +96,31 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
     // Each instance is rendered, filtered and serialised by the service's workers.
     let full = level >= 2;
     let out = query::list(&st.cx, project, full, move |item| {
-        let mut v = serde_json::to_value(&item.view).ok()?;
-        if let Some(state) = &item.state {
-            v["state"] = serde_json::to_value(state).unwrap_or_default();
-            v["snapshots"] = item.snapshots.iter().map(render_snapshot).collect();
-            v["backups"] = serde_json::Value::Array(vec![]);
-        }
-        if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
-            return None;
-        }
         if level == 0 {
-            v = serde_json::Value::String(instance_url(&item.rec.name));
+            // Filtered names: the filter sees the whole instance.
+            let v = serde_json::to_value(&item.view).ok()?;
+            if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
+                return None;
+            }
+            return serde_json::value::to_raw_value(&instance_url(&item.rec.name)).ok();
         }
-        serde_json::value::to_raw_value(&v).ok()
+        let raw = match &item.state {
+            Some(state) => serde_json::value::to_raw_value(&Full {
+                view: &item.view,
+                state,
+                snapshots: item.snapshots.iter().map(ListedSnapshot::of).collect(),
+                backups: [],
+            }),
+            None => serde_json::value::to_raw_value(&item.view),
+        }
+        .ok()?;
+        if let Some(f) = &filter {
+            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+            if !f.matches(&v) {
+                return None;
+            }
+        }
+        Some(raw)
     })
     .await?;
     Ok(sync(out))

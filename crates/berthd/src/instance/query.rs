@@ -152,18 +152,28 @@ where
                 state: full.then_some(state),
             })
         };
+        // Workers take the next instance as they go (a thread that waits on the kernel
+        // holds no share of the list back); twice the CPUs, as most of the time is in
+        // system calls. The order of the records is kept.
         let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let chunk = work.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .chunks(chunk)
-                .map(|part| {
+            .map(|n| n.get() * 2)
+            .unwrap_or(2)
+            .min(work.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
                     scope.spawn(|| {
-                        part.iter()
-                            .filter_map(|(rec, profiles)| one(rec, profiles))
-                            .collect::<Vec<_>>()
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((rec, profiles)) = work.get(i) else {
+                                break mine;
+                            };
+                            if let Some(t) = one(rec, profiles) {
+                                mine.push((i, t));
+                            }
+                        }
                     })
                 })
                 .collect();
@@ -171,7 +181,9 @@ where
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
-        })
+        });
+        done.sort_unstable_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, t)| t).collect::<Vec<T>>()
     })
     .await?;
     Ok(out)

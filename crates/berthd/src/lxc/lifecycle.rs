@@ -31,6 +31,8 @@ pub struct Liblxc {
     host_memory: i64,
     /// Serialises finding or starting lxcfs.
     lxcfs: std::sync::Mutex<()>,
+    /// Running containers' inits, held by pidfds.
+    inits: super::inits::Inits,
 }
 
 impl Liblxc {
@@ -43,7 +45,21 @@ impl Liblxc {
             cgroup_parent: super::cgroup_parent(paths.dir()),
             host_memory: i64::try_from(host_memory).unwrap_or(i64::MAX),
             lxcfs: std::sync::Mutex::new(()),
+            inits: super::inits::Inits::default(),
         }
+    }
+
+    /// [`lxc_status`] with the init's start time; a running init is held and then
+    /// checked with one poll.
+    fn status_and_start(&self, name: &str) -> (StatusCode, Option<i32>, Option<u64>) {
+        if let Some((pid, ticks)) = self.inits.running(name) {
+            return (StatusCode::Running, Some(pid), Some(ticks));
+        }
+        let found = status_and_start(&self.lxcpath, name);
+        if let (StatusCode::Running, Some(pid), Some(ticks)) = found {
+            self.inits.hold(name, pid, ticks);
+        }
+        found
     }
 
     /// A container's cgroup, below this daemon's parent.
@@ -253,7 +269,7 @@ async fn forkmount(spec: &MountSpec) -> Result<()> {
 
 impl InstanceDriver for Liblxc {
     fn status(&self, name: &str) -> (StatusCode, Option<i32>) {
-        let (status, pid) = lxc_status(&self.lxcpath, name);
+        let (status, pid, _) = self.status_and_start(name);
         if status == StatusCode::Running && self.cgroups.is_frozen(&self.cgroup(name)) {
             return (StatusCode::Frozen, pid);
         }
@@ -261,40 +277,44 @@ impl InstanceDriver for Liblxc {
     }
 
     fn observe(&self, name: &str, how: Observe) -> InstanceState {
-        let (status, pid) = self.status(name);
-        let mut state = InstanceState {
-            status: status.name().to_owned(),
-            status_code: status.code(),
-            pid: i64::from(pid.unwrap_or(0)),
-            ..Default::default()
-        };
         if how == Observe::Status {
-            return state;
-        }
-        let cg = self.cgroup(name);
-        if pid.is_some() {
-            state.processes = self.cgroups.processes(&cg);
-            state.memory = InstanceStateMemory {
-                usage: self.cgroups.memory_usage(&cg),
-                usage_peak: self.cgroups.memory_peak(&cg),
-                total: self.cgroups.memory_limit(&cg).unwrap_or(self.host_memory),
+            let (status, pid) = self.status(name);
+            return InstanceState {
+                status: status.name().to_owned(),
+                status_code: status.code(),
+                pid: i64::from(pid.unwrap_or(0)),
                 ..Default::default()
             };
-            state.cpu = InstanceStateCpu {
-                usage: self.cgroups.cpu_usage(&cg),
-            };
         }
-        // Clients parse it as a time: never empty.
-        state.started_at = pid
-            .and_then(started_at)
-            .unwrap_or_else(|| crate::time::NEVER.to_owned());
-        state.network = pid.and_then(|p| {
-            if how == Observe::FullOwnThread {
+        let (mut status, pid, ticks) = self.status_and_start(name);
+        let mut state = InstanceState::default();
+        if let Some(p) = pid {
+            let c = self.cgroups.counters(&self.cgroup(name));
+            if status == StatusCode::Running && c.frozen {
+                status = StatusCode::Frozen;
+            }
+            state.processes = c.processes;
+            state.memory = InstanceStateMemory {
+                usage: c.memory_usage,
+                usage_peak: c.memory_peak,
+                total: c.memory_limit.unwrap_or(self.host_memory),
+                ..Default::default()
+            };
+            state.cpu = InstanceStateCpu { usage: c.cpu_usage };
+            state.network = if how == Observe::FullOwnThread {
                 crate::host::netns::interfaces_joining(p).ok()
             } else {
                 crate::host::netns::interfaces(p).ok()
-            }
-        });
+            };
+        }
+        state.status = status.name().to_owned();
+        state.status_code = status.code();
+        state.pid = i64::from(pid.unwrap_or(0));
+        // Clients parse it as a time: never empty.
+        state.started_at = ticks
+            .or_else(|| pid.and_then(start_time))
+            .and_then(started_at)
+            .unwrap_or_else(|| crate::time::NEVER.to_owned());
         state
     }
 
@@ -325,12 +345,14 @@ impl InstanceDriver for Liblxc {
     }
 
     fn release(&self, name: &str) {
+        self.inits.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));
         console::quit(&self.dir(name));
         self.cgroups.remove_parent(&self.cgroup_parent);
     }
 
     fn cleanup(&self, name: &str, keep_console: bool) {
+        self.inits.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));
         self.cgroups.remove_leftovers(&self.cgroup_parent, name);
         checkpoint::unstage(&self.lxcpath, name);
@@ -373,6 +395,7 @@ impl InstanceDriver for Liblxc {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.inits.forget(from);
         let (old, new) = (self.dir(from), self.dir(to));
         if old.exists() {
             std::fs::rename(&old, &new)
@@ -384,6 +407,7 @@ impl InstanceDriver for Liblxc {
     }
 
     fn delete(&self, name: &str) {
+        self.inits.forget(name);
         let dir = self.dir(name);
         console::quit(&dir);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -452,9 +476,9 @@ fn boot_time() -> Option<i64> {
     })
 }
 
-/// When process `pid` started, as RFC 3339 (the instance state's `started_at`).
-fn started_at(pid: i32) -> Option<String> {
-    let ticks = start_time(pid)?;
+/// A process start time in clock ticks since boot ([`start_time`]) as RFC 3339 (the
+/// instance state's `started_at`).
+fn started_at(ticks: u64) -> Option<String> {
     let boot = boot_time()?;
     let hz = rustix::param::clock_ticks_per_second().max(1);
     let secs = boot + i64::try_from(ticks / hz).ok()?;
@@ -475,25 +499,32 @@ pub fn forget_init(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(INIT_PID));
 }
 
-/// The recorded init pid, when that process still runs.
-fn recorded_init(dir: &Path) -> Option<i32> {
+/// The recorded init pid and its start time, when that process still runs.
+fn recorded_init(dir: &Path) -> Option<(i32, u64)> {
     let text = std::fs::read_to_string(dir.join(INIT_PID)).ok()?;
     let (pid, t) = text.trim().split_once(' ')?;
     let pid: i32 = pid.parse().ok()?;
-    (start_time(pid)? == t.parse::<u64>().ok()?).then_some(pid)
+    let t: u64 = t.parse().ok()?;
+    (start_time(pid)? == t).then_some((pid, t))
 }
 
 /// A container's status and init pid: from the recorded init pid when that process still
 /// runs (a few file reads), else from liblxc (a round trip to the container's monitor).
 pub fn lxc_status(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>) {
-    if let Some(pid) = recorded_init(&lxcpath.join(name)) {
-        return (StatusCode::Running, Some(pid));
+    let (status, pid, _) = status_and_start(lxcpath, name);
+    (status, pid)
+}
+
+/// [`lxc_status`], with the init's start time when the recorded pid gave it.
+fn status_and_start(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>, Option<u64>) {
+    if let Some((pid, t)) = recorded_init(&lxcpath.join(name)) {
+        return (StatusCode::Running, Some(pid), Some(t));
     }
     let (status, pid) = monitor_status(lxcpath, name);
     if status == StatusCode::Stopped {
         forget_init(&lxcpath.join(name));
     }
-    (status, pid)
+    (status, pid, None)
 }
 
 /// What liblxc says of a container: its status and init pid.

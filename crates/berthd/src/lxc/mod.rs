@@ -20,6 +20,7 @@ pub mod console;
 #[cfg(test)]
 pub mod fake;
 pub mod fork;
+mod inits;
 pub mod lifecycle;
 pub mod proxy;
 
