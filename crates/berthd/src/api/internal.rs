@@ -37,12 +37,18 @@ pub async fn create_operation(
     State(st): State<AppState>,
     Json(req): Json<TestOperation>,
 ) -> ApiResult {
+    // A task says what it does from the start: a client asking right after the reply
+    // sees it, however soon the task first runs.
+    let mut metadata = serde_json::Map::new();
+    if req.class != OperationClass::Websocket {
+        metadata.insert("progress".to_owned(), "sleeping".into());
+    }
     let spec = OpSpec {
         class: req.class,
         description: "Testing operation".to_owned(),
         resources: None,
         may_cancel: req.may_cancel,
-        metadata: serde_json::Map::new(),
+        metadata,
         fds: if req.class == OperationClass::Websocket {
             vec!["0".to_owned(), "control".to_owned()]
         } else {
@@ -68,9 +74,6 @@ pub async fn create_operation(
                 "Websocket operation ended before stream 0 connected",
             ));
         }
-        let mut progress = serde_json::Map::new();
-        progress.insert("progress".to_owned(), "sleeping".into());
-        ctx.set_metadata(progress);
         tokio::time::sleep(Duration::from_millis(req.duration_ms)).await;
         match req.fail {
             Some(msg) => Err(crate::error::Failure::internal(msg)),
