@@ -29,13 +29,14 @@ pub use transport::WebSocket;
 
 use transport::Transport;
 
-/// A reply as the server sent it: HTTP status, ETag and the decoded envelope.
+/// A reply as the server sent it: HTTP status, ETag and the decoded envelope, its
+/// metadata as `M`.
 #[derive(Debug, Clone)]
-pub struct RawResponse {
+pub struct RawResponse<M = serde_json::Value> {
     pub status: u16,
     pub etag: Option<String>,
     pub location: Option<String>,
-    pub body: Response<serde_json::Value>,
+    pub body: Response<M>,
 }
 
 /// A connection to one server.
@@ -94,6 +95,17 @@ impl Client {
         body: Option<Bytes>,
         if_match: Option<&str>,
     ) -> Result<RawResponse, ClientError> {
+        self.raw_as(method, path, body, if_match).await
+    }
+
+    /// [`Client::raw`], decoding the metadata as `M` straight from the body.
+    async fn raw_as<M: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        if_match: Option<&str>,
+    ) -> Result<RawResponse<M>, ClientError> {
         let reply = self
             .transport
             .request(method, &self.scoped(path), body, if_match)
@@ -105,7 +117,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.trim_matches('"').to_owned())
         };
-        let envelope: Response<serde_json::Value> =
+        let envelope: Response<M> =
             serde_json::from_slice(&reply.body).map_err(|source| ClientError::Decode {
                 path: path.to_owned(),
                 source,
@@ -166,17 +178,25 @@ impl Client {
 
     /// `GET path`, decoding `metadata` as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let r = self.send::<()>(Method::GET, path, None, None).await?;
-        decode(path, r.body.metadata)
+        Ok(self.get_with_etag(path).await?.0)
     }
 
-    /// `GET path`, decoding `metadata` as `T`, with the object's ETag.
+    /// `GET path`, decoding `metadata` as `T`, with the object's ETag. The metadata is
+    /// kept raw until the envelope says it is no error, then decoded once.
     pub async fn get_with_etag<T: DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<(T, Option<String>), ClientError> {
-        let r = self.send::<()>(Method::GET, path, None, None).await?;
-        Ok((decode(path, r.body.metadata)?, r.etag))
+        let r = self
+            .raw_as::<Box<serde_json::value::RawValue>>(Method::GET, path, None, None)
+            .await?;
+        let r = check(r)?;
+        let metadata =
+            serde_json::from_str(r.body.metadata.get()).map_err(|source| ClientError::Decode {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok((metadata, r.etag))
     }
 
     /// `GET /1.0`.
@@ -307,7 +327,7 @@ impl Client {
     }
 }
 
-fn check(r: RawResponse) -> Result<RawResponse, ClientError> {
+fn check<M>(r: RawResponse<M>) -> Result<RawResponse<M>, ClientError> {
     if r.status >= 400 || r.body.kind == berth_api::ResponseType::Error {
         let status = if r.status >= 400 {
             r.status
@@ -317,11 +337,4 @@ fn check(r: RawResponse) -> Result<RawResponse, ClientError> {
         return Err(ClientError::api(status, r.body.error));
     }
     Ok(r)
-}
-
-fn decode<T: DeserializeOwned>(path: &str, v: serde_json::Value) -> Result<T, ClientError> {
-    serde_json::from_value(v).map_err(|source| ClientError::Decode {
-        path: path.to_owned(),
-        source,
-    })
 }

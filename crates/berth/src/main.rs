@@ -114,7 +114,26 @@ enum Command {
     Completion(cmd::completion::Args),
 }
 
+/// Output piped into a reader that stopped early (`berth list | head`) ends the command
+/// quietly with the status of a tool killed by SIGPIPE, not with `print!`'s panic.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     if let Command::Completion(args) = &cli.command {
         cmd::completion::run(args, &mut Cli::command());

@@ -28,10 +28,11 @@ pub struct Args {
 /// How a cell is made from an instance (with its state).
 type Cell = Box<dyn Fn(&Value) -> String>;
 
-/// One column: its header and its cells.
+/// One column: its header, its cells, and the instance's top-level fields they read.
 struct Column {
     header: String,
     cell: Cell,
+    reads: Vec<&'static str>,
 }
 
 fn text(v: &Value, path: &[&str]) -> String {
@@ -87,6 +88,26 @@ fn addresses(v: &Value, family: &str) -> String {
     }
     out.sort();
     out.join("\n")
+}
+
+/// The instance fields column `c` reads.
+fn reads(c: char) -> &'static [&'static str] {
+    match c {
+        'n' => &["name"],
+        's' => &["status"],
+        '4' | '6' | 'D' | 'm' | 'M' | 'N' | 'p' | 'u' => &["state"],
+        't' => &["type", "ephemeral"],
+        'S' => &["snapshots"],
+        'a' => &["architecture"],
+        'b' => &["expanded_devices"],
+        'c' => &["created_at"],
+        'd' => &["description"],
+        'e' => &["project"],
+        'f' | 'F' => &["expanded_config"],
+        'l' => &["last_used_at"],
+        'P' => &["profiles"],
+        _ => &[],
+    }
 }
 
 fn code(c: char) -> anyhow::Result<Column> {
@@ -234,6 +255,7 @@ fn code(c: char) -> anyhow::Result<Column> {
     Ok(Column {
         header: header.to_owned(),
         cell,
+        reads: reads(c).to_vec(),
     })
 }
 
@@ -282,6 +304,7 @@ fn custom(spec: &str) -> anyhow::Result<Column> {
                 None => s,
             }
         }),
+        reads: vec![section],
     })
 }
 
@@ -313,6 +336,75 @@ fn matches(pattern: &str, value: &str) -> bool {
     }
 }
 
+/// The instance fields filter `filter` reads.
+fn filter_reads(filter: &str) -> &str {
+    match filter.split_once('=') {
+        None => "name",
+        Some((key, _)) if key.contains('.') => "expanded_config",
+        Some(("ipv4" | "ipv6", _)) => "state",
+        Some((key, _)) => key,
+    }
+}
+
+/// Decodes a list of instances keeping only the top-level fields in `keep`: a table of a
+/// thousand builds no tree of what it does not show.
+struct Only<'a>(&'a std::collections::HashSet<&'a str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Only<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of instances")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Instance(self.0))? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// One instance of [`Only`].
+struct Instance<'a>(&'a std::collections::HashSet<&'a str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Instance<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Instance<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an instance")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.0.contains(key.as_str()) {
+                out.insert(key, map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Whether an instance passes one command-line filter.
 fn passes(v: &Value, filter: &str) -> bool {
     let Some((key, values)) = filter.split_once('=') else {
@@ -339,7 +431,19 @@ fn passes(v: &Value, filter: &str) -> bool {
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let cols = columns(&args.columns)?;
-    let instances: Vec<Value> = client.get("/1.0/instances?recursion=2").await?;
+    let path = "/1.0/instances?recursion=2";
+    let instances: Vec<Value> = if matches!(args.format, Format::Json | Format::Yaml) {
+        client.get(path).await?
+    } else {
+        let keep: std::collections::HashSet<&str> = cols
+            .iter()
+            .flat_map(|c| c.reads.iter().copied())
+            .chain(args.filters.iter().map(|f| filter_reads(f)))
+            .collect();
+        let raw: Box<serde_json::value::RawValue> = client.get(path).await?;
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        serde::de::DeserializeSeed::deserialize(Only(&keep), &mut de)?
+    };
     let shown: Vec<&Value> = instances
         .iter()
         .filter(|v| args.filters.iter().all(|f| passes(v, f)))
@@ -390,6 +494,25 @@ mod tests {
         );
         assert_eq!(cols[7].header, "ROLE");
         assert!(columns("nL").is_err());
+
+        // A table decodes only what its columns and filters read.
+        let cols = columns("ns4,config:user.role").unwrap();
+        let keep: std::collections::HashSet<&str> = cols
+            .iter()
+            .flat_map(|c| c.reads.iter().copied())
+            .chain(["type=container", "web", "ipv6=::1"].map(filter_reads))
+            .collect();
+        let body = r#"[{"name":"a","status":"Running","type":"container","config":{"x":"1"},
+            "expanded_config":{"user.role":"db"},"state":{"pid":1},"snapshots":[{"name":"s"}]}]"#;
+        let mut de = serde_json::Deserializer::from_str(body);
+        let got = serde::de::DeserializeSeed::deserialize(Only(&keep), &mut de).unwrap();
+        assert_eq!(
+            got,
+            [
+                serde_json::json!({"name":"a","status":"Running","type":"container",
+                "expanded_config":{"user.role":"db"},"state":{"pid":1}})
+            ]
+        );
         assert!(columns("nZ").is_err());
     }
 }
