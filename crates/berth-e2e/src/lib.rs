@@ -535,6 +535,29 @@ pub fn busybox_image() -> PathBuf {
     out
 }
 
+/// The Debian test image (`berth image build debian`, bookworm), built once and kept beside
+/// the binaries: its content does not follow berth's code, so it is rebuilt only when
+/// missing. Building it fetches packages from the mirror the host's debootstrap uses, as
+/// installing the system packages does; tests running at the same time wait for one build.
+pub fn debian_image() -> PathBuf {
+    let out = bin_dir().join("e2e-debian.tar.gz");
+    let lock = std::fs::File::create(bin_dir().join(".e2e-debian.lock")).expect("lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    if out.exists() {
+        return out;
+    }
+    let tmp = bin_dir().join(format!(".e2e-debian-{}.tar.gz", std::process::id()));
+    let status = Command::new(bin("berth"))
+        .args(["image", "build", "debian", "-o"])
+        .arg(&tmp)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run berth image build");
+    assert!(status.success(), "berth image build debian failed");
+    std::fs::rename(&tmp, &out).expect("install the Debian test image");
+    out
+}
+
 /// Imports the shared busybox test image into daemon `d` as alias `bb`.
 pub async fn with_busybox(d: &Daemon) {
     let opts = berth_client::ImportOptions {

@@ -142,6 +142,57 @@ async fn containers_get_leases_and_reach_each_other_by_name() {
     assert!(links(&d).contains("br0"));
 }
 
+/// A Debian container (systemd-networkd asking DHCP, systemd-resolved answering names)
+/// beside a busybox one: both get leases and reach each other and the host, by address and
+/// by name.
+#[tokio::test]
+async fn a_debian_container_gets_a_lease_and_names_resolve() {
+    let d = networked("10.87.0").await;
+    let opts = berth_client::ImportOptions {
+        aliases: vec!["deb".into()],
+        ..Default::default()
+    };
+    d.client()
+        .import_image(&berth_e2e::debian_image(), None, &opts)
+        .await
+        .expect("import the Debian image");
+    ok(&d.lxc(&["launch", "bb", "b1"]));
+    ok(&d.lxc(&["launch", "deb", "d1"]));
+    let ab = ipv4(&d, "b1", "eth0").await;
+    let ad = ipv4(&d, "d1", "eth0").await;
+    assert!(ad.starts_with("10.87.0."), "{ad}");
+    exec(
+        &d,
+        "b1",
+        "mkdir -p /www && echo hello > /www/index.html && httpd -p 80 -h /www",
+    );
+    // Debian reaches busybox by address, bare name and name in the network's domain
+    // (glibc, systemd-resolved, dnsmasq), and the host's DNS on the bridge address, by
+    // address and as `_gateway.berth`.
+    for target in [ab.as_str(), "b1", "b1.berth"] {
+        exec(
+            &d,
+            "d1",
+            &format!("timeout 10 bash -c 'echo > /dev/tcp/{target}/80'"),
+        );
+    }
+    for target in ["10.87.0.1", "_gateway.berth"] {
+        exec(
+            &d,
+            "d1",
+            &format!("timeout 10 bash -c 'echo > /dev/tcp/{target}/53'"),
+        );
+    }
+    let got = exec(&d, "d1", "getent hosts b1.berth _gateway.berth");
+    assert!(got.contains(&ab) && got.contains("10.87.0.1"), "{got}");
+    // And busybox reaches Debian.
+    exec(&d, "b1", &format!("ping -c1 -W2 {ad}"));
+    exec(&d, "b1", "ping -c1 -W2 d1");
+    exec(&d, "b1", "ping -c1 -W2 d1.berth");
+    let leases = ok(&d.lxc(&["network", "list-leases", "br0", "-f", "csv"]));
+    assert!(leases.contains("d1,") && leases.contains(&ad), "{leases}");
+}
+
 async fn config_key(d: &Daemon, name: &str, key: &str) -> String {
     let v: serde_json::Value = d
         .client()

@@ -19,7 +19,9 @@ pub struct DebianOptions {
     pub mirror: Option<String>,
 }
 
-const NETWORK: &str = "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n";
+/// DHCP on eth0; the lease's search domain is used (so bare names of the network's other
+/// instances resolve) and the MAC is the client id (the manager's static leases match it).
+const NETWORK: &str = "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nUseDomains=true\nClientIdentifier=mac\n";
 
 fn debian_arch(machine: &str) -> &str {
     match machine {
