@@ -1,4 +1,6 @@
-//! `berth config show|get|set|unset`: an instance's configuration.
+//! `berth config show|get|set|unset`: an instance's configuration, or the server's when
+//! the first argument is a key (`berth config set core.shutdown_timeout 10`: keys have
+//! dots, instance names never do).
 
 use std::collections::BTreeMap;
 
@@ -15,25 +17,18 @@ pub enum Command {
         #[arg(short = 'e', long)]
         expanded: bool,
     },
-    /// Get one configuration key of an instance
-    Get { name: String, key: String },
-    /// Set configuration keys: NAME KEY=VALUE... or NAME KEY VALUE
-    Set {
-        name: String,
-        #[arg(required = true)]
-        config: Vec<String>,
-    },
+    /// Get one configuration key of an instance (NAME KEY), or of the server (KEY)
+    Get { name: String, key: Option<String> },
+    /// Set configuration keys: NAME KEY=VALUE... or NAME KEY VALUE; the server's without
+    /// NAME
+    Set { name: String, config: Vec<String> },
     /// Edit an instance's configuration as YAML in $EDITOR (or from standard input)
     Edit { name: String },
     /// Manage an instance's devices
     #[command(subcommand)]
     Device(super::device::Command),
-    /// Unset configuration keys of an instance
-    Unset {
-        name: String,
-        #[arg(required = true)]
-        keys: Vec<String>,
-    },
+    /// Unset configuration keys of an instance (NAME KEY...), or of the server (KEY...)
+    Unset { name: String, keys: Vec<String> },
 }
 
 /// The writable fields of an instance, as `lxc config edit` shows them.
@@ -53,6 +48,11 @@ struct InstancePut {
     stateful: bool,
     #[serde(default)]
     description: String,
+}
+
+/// Whether a first argument is a server key rather than an instance name.
+fn is_key(arg: &str) -> bool {
+    arg.contains(['.', '='])
 }
 
 async fn patch(
@@ -95,7 +95,14 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             out.insert("description".into(), pick("description"));
             print!("{}", crate::yaml::to_string(&out)?);
         }
-        Command::Get { name, key } => {
+        Command::Get { name, key: None } if is_key(&name) => {
+            crate::object::print_key(client, "/1.0", &name).await?;
+        }
+        Command::Get { key: None, .. } => anyhow::bail!("Missing KEY: berth config get NAME KEY"),
+        Command::Get {
+            name,
+            key: Some(key),
+        } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
             let value = v
                 .get("config")
@@ -103,6 +110,13 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             println!("{value}");
+        }
+        Command::Set { name, config } if is_key(&name) => {
+            let all: Vec<String> = std::iter::once(name).chain(config).collect();
+            crate::object::patch_config(client, "/1.0", crate::object::pairs(&all)?).await?;
+        }
+        Command::Set { config, .. } if config.is_empty() => {
+            anyhow::bail!("Missing KEY=VALUE: berth config set NAME KEY=VALUE...")
         }
         Command::Set { name, config } => {
             patch(client, &name, crate::object::pairs(&config)?).await?;
@@ -127,6 +141,16 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 }
             })
             .await?;
+        }
+        Command::Unset { name, keys } if is_key(&name) => {
+            let empty = std::iter::once(name)
+                .chain(keys)
+                .map(|k| (k, String::new()))
+                .collect();
+            crate::object::patch_config(client, "/1.0", empty).await?;
+        }
+        Command::Unset { keys, .. } if keys.is_empty() => {
+            anyhow::bail!("Missing KEY: berth config unset NAME KEY...")
         }
         Command::Unset { name, keys } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
