@@ -309,6 +309,76 @@ async fn a_foreign_dropping_forward_chain_is_warned_about() {
     // berthd wrote nothing into the foreign table.
     let foreign = d.netns().run("nft", &["list", "table", "ip", "filter"]);
     assert!(!foreign.contains("warned0"), "{foreign}");
+
+    // Opted in, berthd puts its accept rules there, tagged, and the finding is resolved;
+    // once more changes nothing; opted out, the table is as it was.
+    let warning = |d: &Daemon| {
+        let d = d.client();
+        async move {
+            let all: Vec<Warning> = d.get("/1.0/warnings?recursion=1").await.unwrap();
+            all.into_iter()
+                .find(|w| {
+                    w.entity_url == "/1.0/networks/warned0"
+                        && w.kind == "Host firewall drops network traffic"
+                })
+                .unwrap()
+                .status
+        }
+    };
+    let chain = || {
+        d.netns()
+            .run("nft", &["list", "chain", "ip", "filter", "FORWARD"])
+    };
+    ok(&d.lxc(&["config", "set", "network.host_firewall.accept", "true"]));
+    let opened = chain();
+    assert!(
+        opened.contains("iifname \"warned0\" accept comment \"berth_")
+            && opened.contains("oifname \"warned0\" accept comment"),
+        "{opened}"
+    );
+    assert_eq!(warning(&d).await, "resolved");
+    ok(&d.lxc(&[
+        "network",
+        "create",
+        "warned1",
+        "ipv4.address=10.96.0.1/24",
+        "ipv6.address=none",
+    ]));
+    ok(&d.lxc(&["config", "set", "network.host_firewall.accept", "true"]));
+    let both = chain();
+    assert_eq!(both.matches(":warned0\"").count(), 2, "{both}");
+    assert_eq!(both.matches(":warned1\"").count(), 2, "{both}");
+    ok(&d.lxc(&["network", "delete", "warned1"]));
+    assert_eq!(chain(), opened, "a deleted network's rules go with it");
+    let err = fails(&d.lxc(&["config", "set", "network.host_firewall.accept", "maybe"]));
+    assert!(err.contains("network.host_firewall.accept"), "{err}");
+    ok(&d.lxc(&["config", "unset", "network.host_firewall.accept"]));
+    assert_eq!(
+        d.netns().run("nft", &["list", "table", "ip", "filter"]),
+        foreign,
+        "opted out: the foreign table as it was"
+    );
+    assert_eq!(warning(&d).await, "new");
+
+    // On a Docker host the rules go into DOCKER-USER, where Docker's FORWARD jumps first;
+    // the berth CLI sets and reads the server key.
+    d.netns().run("nft", &["add chain ip filter DOCKER-USER"]);
+    ok(&d.berth(&["config", "set", "network.host_firewall.accept=true"]));
+    assert_eq!(
+        ok(&d.berth(&["config", "get", "network.host_firewall.accept"])).trim(),
+        "true"
+    );
+    let user = d
+        .netns()
+        .run("nft", &["list", "chain", "ip", "filter", "DOCKER-USER"]);
+    assert_eq!(user.matches(":warned0\"").count(), 2, "{user}");
+    assert!(!chain().contains("warned0"), "{}", chain());
+    assert_eq!(warning(&d).await, "resolved");
+    ok(&d.berth(&["config", "unset", "network.host_firewall.accept"]));
+    let user = d
+        .netns()
+        .run("nft", &["list", "chain", "ip", "filter", "DOCKER-USER"]);
+    assert!(!user.contains("warned0"), "{user}");
 }
 
 #[tokio::test]

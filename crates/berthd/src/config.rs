@@ -16,16 +16,32 @@ pub struct ServerKey {
 }
 
 /// Every server key berth knows.
-pub const SERVER_KEYS: &[ServerKey] = &[ServerKey {
-    name: "core.shutdown_timeout",
-    description: "Minutes to wait for running operations before berthd shuts down",
-    default: "5",
-    validate: |v| {
-        v.parse::<u32>()
-            .map(|_| ())
-            .map_err(|_| "must be a whole number of minutes")
+pub const SERVER_KEYS: &[ServerKey] = &[
+    ServerKey {
+        name: "core.shutdown_timeout",
+        description: "Minutes to wait for running operations before berthd shuts down",
+        default: "5",
+        validate: |v| {
+            v.parse::<u32>()
+                .map(|_| ())
+                .map_err(|_| "must be a whole number of minutes")
+        },
     },
-}];
+    ServerKey {
+        name: ACCEPT_FOREIGN,
+        description: "berth's own: put accept rules for managed bridges in the host's other \
+                      nftables forward chains that drop their traffic (tagged, removed with \
+                      the network or the key); otherwise berthd only warns",
+        default: "false",
+        validate: |v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false"),
+        },
+    },
+];
+
+/// The server key letting berthd change the host's other firewall tables.
+pub const ACCEPT_FOREIGN: &str = "network.host_firewall.accept";
 
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]

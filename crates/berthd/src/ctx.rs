@@ -112,9 +112,25 @@ pub type Pools = Registry<dyn berth_storage::Driver>;
 pub struct Networks {
     pub drivers: Registry<dyn berth_network::Driver>,
     errors: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The server key `network.host_firewall.accept`: berthd may put accept rules for its
+    /// bridges in the host's other tables.
+    accept_foreign: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Networks {
+    /// Whether berthd may put accept rules for its bridges in foreign chains.
+    pub fn accepts_foreign(&self) -> bool {
+        self.accept_foreign
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets [`Networks::accepts_foreign`]; returns whether it changed.
+    pub fn set_accepts_foreign(&self, on: bool) -> bool {
+        self.accept_foreign
+            .swap(on, std::sync::atomic::Ordering::Relaxed)
+            != on
+    }
+
     /// Why network `name` is down, if it is.
     pub fn error(&self, name: &str) -> Option<String> {
         self.errors

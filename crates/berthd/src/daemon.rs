@@ -140,6 +140,8 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     });
     crate::storage::apply_defaults(&cx)?;
     crate::storage::load_all(&cx)?;
+    cx.networks
+        .set_accepts_foreign(crate::config::get(&config, crate::config::ACCEPT_FOREIGN) == "true");
     crate::network::start_all(&cx)?;
     if let Some(d) = cx.pools.get("default") {
         environment.storage = d.info().name.to_owned();

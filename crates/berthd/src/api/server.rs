@@ -120,6 +120,9 @@ async fn update(
     let _serialised = st.server.lock.lock().await;
     let current = st.server.snapshot();
     check_if_match(headers, &current.etag)?;
-    crate::config::store(&st.cx, make(&current.config), |c| st.server.install(c)).await?;
+    let new = make(&current.config);
+    let accept = crate::config::get(&new, crate::config::ACCEPT_FOREIGN) == "true";
+    crate::config::store(&st.cx, new, |c| st.server.install(c)).await?;
+    crate::network::host_firewall_changed(&st.cx, accept).await?;
     Ok(sync_empty())
 }

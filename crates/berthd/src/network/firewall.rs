@@ -1,6 +1,10 @@
 //! What of the host's firewall breaks a managed network, each finding a warning that names
-//! the table and chain and the command that fixes it. berthd reads (never changes) the
-//! other tables: an accept in its own table cannot override another table's drop.
+//! the table and chain and the command that fixes it. berthd reads the other tables (an
+//! accept in its own table cannot override another table's drop) and changes them only
+//! when the server key `network.host_firewall.accept` is `true`: then a foreign forward
+//! chain that drops a bridge's traffic gets two accept rules for it (in `DOCKER-USER` when
+//! the table has one), each tagged with the comment `berth_<id>:<bridge>`, and they go
+//! with the network or the key.
 //!
 //! Findings: a foreign forward chain with `policy drop` (Docker's `ip filter FORWARD`)
 //! that does not accept the bridge; legacy iptables with a dropping FORWARD chain;
@@ -138,18 +142,24 @@ fn read(own_table: &str, bridge: &str) -> Host {
         if s("table") == own_table {
             continue;
         }
-        let mut chain = Chain {
+        host.chains.push(Chain {
             family: s("family"),
             table: s("table"),
             name: s("name"),
             hook: s("hook"),
             policy: s("policy"),
             accepts_bridge: false,
-        };
-        if chain.hook == "forward" && chain.policy == "drop" {
-            chain.accepts_bridge = accepts(&chain, bridge);
+        });
+    }
+    // A dropping chain accepts the bridge when its rules or its table's DOCKER-USER
+    // (where Docker's FORWARD jumps first) do.
+    for i in 0..host.chains.len() {
+        let c = &host.chains[i];
+        if c.hook == "forward" && c.policy == "drop" {
+            let accepted = accepts(c, bridge)
+                || docker_user(&host.chains, c).is_some_and(|u| accepts(u, bridge));
+            host.chains[i].accepts_bridge = accepted;
         }
-        host.chains.push(chain);
     }
     host.legacy_forward_drop = std::fs::read_to_string("/proc/net/ip_tables_names")
         .is_ok_and(|t| t.lines().any(|l| l == "filter"))
@@ -162,6 +172,89 @@ fn read(own_table: &str, bridge: &str) -> Host {
     host.ufw = std::fs::read_to_string("/etc/ufw/ufw.conf")
         .is_ok_and(|t| t.lines().any(|l| l.trim() == "ENABLED=yes"));
     host
+}
+
+/// The `DOCKER-USER` chain of `c`'s table, when it has one.
+fn docker_user<'a>(chains: &'a [Chain], c: &Chain) -> Option<&'a Chain> {
+    chains
+        .iter()
+        .find(|o| o.family == c.family && o.table == c.table && o.name == "DOCKER-USER")
+}
+
+/// The comment tagging the accept rules berthd `own` (`berth_<id>`) put for `bridge`.
+fn tag(own: &str, bridge: &str) -> String {
+    format!("{own}:{bridge}")
+}
+
+/// Puts accept rules for `bridge` in each foreign forward chain that drops its traffic
+/// (its table's `DOCKER-USER` when there is one). Returns whether it added any.
+fn admit(host: &Host, own: &str, bridge: &str) -> bool {
+    let mut added = false;
+    for c in host
+        .chains
+        .iter()
+        .filter(|c| c.hook == "forward" && c.policy == "drop" && !c.accepts_bridge)
+    {
+        let into = docker_user(&host.chains, c).unwrap_or(c);
+        for dir in ["oifname", "iifname"] {
+            let rule = format!(
+                "insert rule {} {} {} {dir} \"{bridge}\" accept comment \"{}\"",
+                into.family,
+                into.table,
+                into.name,
+                tag(own, bridge)
+            );
+            match berth_host::run_command("nft", &[rule.as_str()]) {
+                Ok(_) => added = true,
+                Err(e) => {
+                    tracing::warn!(chain = %into.name, table = %into.table, error = %e, "Accept rule not added to a foreign chain");
+                }
+            }
+        }
+        tracing::info!(network = bridge, chain = %into.name, table = %into.table, family = %into.family, "Accept rules added to a foreign forward chain (network.host_firewall.accept)");
+    }
+    added
+}
+
+/// Removes the accept rules berthd `own` put in foreign chains: those for `bridges`, or
+/// every one of its own (`None`).
+fn withdraw(own: &str, bridges: Option<&[String]>) {
+    let Ok(listed) = berth_host::run_command("nft", &["-j", "list", "ruleset"]) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap_or_default();
+    let prefix = format!("{own}:");
+    for rule in v
+        .get("nftables")
+        .and_then(|n| n.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("rule"))
+    {
+        let s = |k: &str| rule.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let Some(bridge) = s("comment").strip_prefix(&prefix) else {
+            continue;
+        };
+        if bridges.is_some_and(|b| !b.iter().any(|n| n == bridge)) || s("table") == own {
+            continue;
+        }
+        let handle = rule.get("handle").and_then(|h| h.as_u64()).unwrap_or(0);
+        let cmd = format!(
+            "delete rule {} {} {} handle {handle}",
+            s("family"),
+            s("table"),
+            s("chain")
+        );
+        if let Err(e) = berth_host::run_command("nft", &[cmd.as_str()]) {
+            tracing::warn!(error = %e, "Accept rule not removed from a foreign chain");
+        }
+    }
+}
+
+/// Removes what berthd put in foreign chains for network `name` (it is deleted).
+/// Blocking (it runs nft).
+pub fn forget(id: &str, name: &str) {
+    withdraw(&format!("berth_{id}"), Some(&[name.to_owned()]));
 }
 
 /// Whether a foreign chain accepts traffic in and out of `bridge` (its rules name the
@@ -193,12 +286,27 @@ fn accepts(c: &Chain, bridge: &str) -> bool {
 }
 
 /// What of the host's firewall breaks each of `networks`: (network, findings). Blocking
-/// (it runs nft); `id` is the daemon's, whose own table is not looked at.
-pub fn scan(id: &str, networks: &[String]) -> Vec<(String, Vec<(&'static str, String)>)> {
+/// (it runs nft); `id` is the daemon's, whose own table is not looked at. With `accept`
+/// (the server key `network.host_firewall.accept`), foreign chains that drop a network
+/// get its accept rules first; without, berthd's rules in them go.
+pub fn scan(
+    id: &str,
+    networks: &[String],
+    accept: bool,
+) -> Vec<(String, Vec<(&'static str, String)>)> {
     let own = format!("berth_{id}");
+    if !accept {
+        withdraw(&own, None);
+    }
     networks
         .iter()
-        .map(|n| (n.clone(), findings(&read(&own, n), n)))
+        .map(|n| {
+            let mut host = read(&own, n);
+            if accept && admit(&host, &own, n) {
+                host = read(&own, n);
+            }
+            (n.clone(), findings(&host, n))
+        })
         .collect()
 }
 

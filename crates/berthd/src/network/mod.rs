@@ -122,7 +122,8 @@ pub fn start_all(cx: &Ctx) -> Result<()> {
         mark(cx, &rec.name, result);
     }
     let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
-    firewall::record(cx, &firewall::scan(&cx.paths.daemon_id(), &names));
+    let accept = cx.networks.accepts_foreign();
+    firewall::record(cx, &firewall::scan(&cx.paths.daemon_id(), &names, accept));
     Ok(())
 }
 
@@ -139,7 +140,8 @@ pub async fn watch(cx: Arc<Ctx>) {
             let drivers = c.networks.drivers.all();
             if tick.is_multiple_of(6) {
                 let names: Vec<String> = drivers.iter().map(|d| d.name().to_owned()).collect();
-                firewall::record(&c, &firewall::scan(&c.paths.daemon_id(), &names));
+                let accept = c.networks.accepts_foreign();
+                firewall::record(&c, &firewall::scan(&c.paths.daemon_id(), &names, accept));
             }
             for driver in drivers {
                 let name = driver.name().to_owned();
@@ -339,7 +341,8 @@ pub async fn create(cx: &Ctx, project: &str, new: NewNetwork) -> Result<()> {
     cx.networks.set_error(&name, None);
     undo.success();
     let (own, names) = (cx.paths.daemon_id(), vec![name.clone()]);
-    let found = tokio::task::spawn_blocking(move || firewall::scan(&own, &names)).await?;
+    let accept = cx.networks.accepts_foreign();
+    let found = tokio::task::spawn_blocking(move || firewall::scan(&own, &names, accept)).await?;
     firewall::record(cx, &found);
     tracing::info!(network = %name, "Network created");
     cx.events.lifecycle("network-created", &url(&name), None);
@@ -443,6 +446,16 @@ pub async fn rename(cx: &Ctx, project: &str, name: &str, to: &str) -> Result<()>
     crate::warning::resolve(cx, UNAVAILABLE, &url(name));
     cx.networks.drivers.insert(to, new);
     undo.success();
+    // Foreign accept rules and findings follow the new name.
+    let (own, old_name, names) = (cx.paths.daemon_id(), name.to_owned(), vec![to.to_owned()]);
+    let accept = cx.networks.accepts_foreign();
+    let found = tokio::task::spawn_blocking(move || {
+        firewall::forget(&own, &old_name);
+        firewall::scan(&own, &names, accept)
+    })
+    .await?;
+    firewall::record(cx, &[(name.to_owned(), Vec::new())]);
+    firewall::record(cx, &found);
     cx.events.lifecycle("network-renamed", &url(to), None);
     Ok(())
 }
@@ -482,9 +495,33 @@ pub async fn delete(cx: &Ctx, project: &str, name: &str) -> Result<()> {
     cx.networks.drivers.remove(name);
     cx.networks.set_error(name, None);
     crate::warning::resolve(cx, UNAVAILABLE, &url(name));
+    // What berthd put in the host's other tables for it goes, and so do its findings.
+    let (own, n) = (cx.paths.daemon_id(), name.to_owned());
+    tokio::task::spawn_blocking(move || firewall::forget(&own, &n)).await?;
+    firewall::record(cx, &[(name.to_owned(), Vec::new())]);
     undo.success();
     tracing::info!(network = %name, "Network deleted");
     cx.events.lifecycle("network-deleted", &url(name), None);
+    Ok(())
+}
+
+/// Applies a new value of the server key `network.host_firewall.accept`: the accept rules
+/// in the host's other tables are put or taken away at once, and the warnings follow.
+pub async fn host_firewall_changed(cx: &Ctx, accept: bool) -> Result<()> {
+    if !cx.networks.set_accepts_foreign(accept) {
+        return Ok(());
+    }
+    let _guard = cx.locks.networks.lock().await;
+    let own = cx.paths.daemon_id();
+    let names: Vec<String> = cx
+        .networks
+        .drivers
+        .all()
+        .iter()
+        .map(|d| d.name().to_owned())
+        .collect();
+    let found = tokio::task::spawn_blocking(move || firewall::scan(&own, &names, accept)).await?;
+    firewall::record(cx, &found);
     Ok(())
 }
 
