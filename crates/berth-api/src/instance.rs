@@ -119,6 +119,10 @@ pub struct InstanceState {
     pub processes: i64,
     pub cpu: InstanceStateCpu,
     pub started_at: String,
+    /// berth's own: why the init exited on its own soon after the last start (the host
+    /// limit its console names, its last console lines); absent otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stop_reason: String,
 }
 
 /// Memory use in bytes.

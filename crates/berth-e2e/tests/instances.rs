@@ -216,6 +216,71 @@ async fn ephemeral_instances_go_away_on_stop() {
     assert_eq!(err.status(), Some(404));
 }
 
+/// A container whose init dies at boot says why: the host limit its console names and its
+/// last console lines, in its state and `berth info`; a stop by request says nothing, and
+/// the next start clears it.
+#[tokio::test]
+async fn a_container_that_dies_at_boot_says_why() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.lxc(&["init", "bb", "dies"]));
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("boot-fail.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'Failed to create control group inotify object: Too many open files'\n\
+         echo 'Exiting PID 1...'\nsleep 1\nexit 1\n",
+    )
+    .unwrap();
+    ok(&d.lxc(&[
+        "file",
+        "push",
+        "--mode",
+        "0755",
+        script.to_str().unwrap(),
+        "dies/boot-fail.sh",
+    ]));
+    ok(&d.lxc(&[
+        "config",
+        "set",
+        "dies",
+        "raw.lxc",
+        "lxc.init.cmd = /boot-fail.sh",
+    ]));
+    ok(&d.lxc(&["start", "dies"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = state(&d, "dies").await;
+        if !s.stop_reason.is_empty() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stop reason: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(s.status, "Stopped");
+    assert!(
+        s.stop_reason
+            .contains("the host limit fs.inotify.max_user_instances was reached")
+            && s.stop_reason.contains("Exiting PID 1..."),
+        "{}",
+        s.stop_reason
+    );
+    let info = ok(&d.berth(&["info", "dies"]));
+    assert!(info.contains("Stopped at boot: its init exited"), "{info}");
+
+    // Booting normally, then stopped by request: nothing to say.
+    ok(&d.lxc(&["config", "unset", "dies", "raw.lxc"]));
+    ok(&d.lxc(&["start", "dies"]));
+    assert_eq!(state(&d, "dies").await.stop_reason, "");
+    ok(&d.lxc(&["stop", "dies", "--force"]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = state(&d, "dies").await;
+    assert_eq!((s.status.as_str(), s.stop_reason.as_str()), ("Stopped", ""));
+}
+
 #[tokio::test]
 async fn containers_survive_a_daemon_kill() {
     let mut d = Daemon::start();

@@ -45,6 +45,35 @@ pub struct Ctx {
     pub image_limits: berth_image::Limits,
     /// Spare volumes being unpacked: (pool's volume directory, fingerprint).
     pub spares: Mutex<HashSet<(PathBuf, String)>>,
+    /// Instances started lately, watched for an init that dies at boot.
+    pub starts: Starts,
+}
+
+/// Instances started lately: `instance::background::boots` watches each for a while
+/// after its start.
+#[derive(Debug, Default)]
+pub struct Starts(Mutex<HashMap<String, std::time::Instant>>);
+
+impl Starts {
+    /// Instance `name` has just started.
+    pub fn note(&self, name: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(name.to_owned(), std::time::Instant::now());
+    }
+
+    /// The instances started less than `window` ago, with how long ago; older ones are
+    /// let go.
+    pub fn within(&self, window: std::time::Duration) -> Vec<(String, std::time::Duration)> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| t.elapsed() < window);
+        m.iter().map(|(n, t)| (n.clone(), t.elapsed())).collect()
+    }
+
+    /// Stops watching instance `name`.
+    pub fn forget(&self, name: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(name);
+    }
 }
 
 /// Loaded drivers by name: one per storage pool ([`Pools`]) or network ([`Networks`]).

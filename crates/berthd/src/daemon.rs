@@ -133,6 +133,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         locks: Locks::default(),
         image_limits: berth_image::Limits::default(),
         spares: Default::default(),
+        starts: Default::default(),
         host,
         paths: paths.clone(),
         db,
@@ -178,6 +179,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
 
     tokio::spawn(crate::instance::background::autostart(cx.clone()));
     tokio::spawn(crate::instance::background::scheduler(cx.clone()));
+    tokio::spawn(crate::instance::background::boots(cx.clone()));
     tokio::spawn(crate::network::watch(cx.clone()));
 
     tokio::select! {

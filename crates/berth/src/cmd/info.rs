@@ -52,6 +52,10 @@ pub fn render(v: &Value) -> String {
     };
     line(format!("Name: {}", text(v, "/name")));
     line(format!("Status: {}", text(v, "/status").to_uppercase()));
+    let reason = text(v, "/state/stop_reason");
+    if !reason.is_empty() {
+        line(format!("Stopped at boot: {reason}"));
+    }
     let ephemeral = v.pointer("/ephemeral").and_then(Value::as_bool) == Some(true);
     line(format!(
         "Type: {}{}",

@@ -1,5 +1,6 @@
 //! What runs besides requests, started by the daemon: the sweep before serving, the
-//! autostart after, and the snapshot scheduler for as long as berthd runs.
+//! autostart after, and for as long as berthd runs the snapshot scheduler and the watch on
+//! containers dying at boot.
 
 use std::sync::Arc;
 
@@ -40,6 +41,72 @@ pub async fn sweep(cx: &Ctx) {
         {
             tracing::info!(instance = %rec.name, "Instance stopped while berthd was down");
             set_power(cx, &rec.name, "STOPPED").await;
+        }
+    }
+}
+
+/// How long after a start an init that exits on its own counts as dying at boot.
+const BOOT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Watches instances for [`BOOT_WINDOW`] after each start: one whose init exits on its
+/// own meanwhile (berthd did not stop or restart it) gets the reason — the host limit its
+/// console names, its last console lines — in `volatile.last_state.stop_reason`, which
+/// `GET …/state` and `berth info` show, and in an `instance-stopped` lifecycle event.
+/// A status is one poll of the init's pidfd, so the watch costs nothing that matters.
+pub async fn boots(cx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        for (name, after) in cx.starts.within(BOOT_WINDOW) {
+            if !is_stopped(&cx, &name).await {
+                continue;
+            }
+            cx.starts.forget(&name);
+            // Under the instance's lock: a stop or restart berthd was making is over, and
+            // has recorded the power state it left.
+            let lock = cx.locks.instance(&name);
+            let _guard = lock.lock().await;
+            let Ok(rec) = super::find(&cx, &name).await else {
+                continue;
+            };
+            let power = rec.config.get("volatile.last_state.power");
+            if power.map(String::as_str) != Some("RUNNING") || !is_stopped(&cx, &name).await {
+                continue;
+            }
+            let (path, n) = (cx.driver.lxcpath().to_owned(), name.clone());
+            let console =
+                tokio::task::spawn_blocking(move || crate::lxc::console::log(&path, &n, false))
+                    .await
+                    .unwrap_or_default();
+            let console = String::from_utf8_lossy(&console);
+            let reason = crate::model::boot::reason(&console, after.as_secs(), |sysctl| {
+                let path = format!("/proc/sys/{}", sysctl.replace('.', "/"));
+                std::fs::read_to_string(path)
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+            });
+            tracing::warn!(instance = %rec.api_name(), %reason, "Instance stopped at boot");
+            let (n, r) = (name.clone(), reason.clone());
+            let stored = cx
+                .db
+                .write(move |tx| {
+                    let Some(mut rec) = crate::db::instances::get(tx, &n)? else {
+                        return Ok(());
+                    };
+                    rec.config
+                        .insert(crate::model::boot::STOP_REASON.to_owned(), r);
+                    crate::db::instances::set_config(tx, &n, &rec.config)
+                })
+                .await;
+            if let Err(e) = stored {
+                tracing::error!(error = %crate::error::chain(&e), "Stop reason not recorded");
+            }
+            let mut context = serde_json::Map::new();
+            context.insert("reason".to_owned(), reason.into());
+            cx.events.lifecycle(
+                "instance-stopped",
+                &crate::model::names::instance_url(&name),
+                Some(context),
+            );
         }
     }
 }

@@ -35,7 +35,17 @@ pub async fn state(cx: &Ctx, rec: &InstanceRecord) -> InstanceState {
         .await
         .unwrap_or_default();
     super::nic::fill_host_names(&mut state, &rec.config);
+    with_stop_reason(&mut state, rec);
     state
+}
+
+/// A stopped instance's state says why it died at boot, when it did.
+fn with_stop_reason(state: &mut InstanceState, rec: &InstanceRecord) {
+    if state.status_code == StatusCode::Stopped.code()
+        && let Some(r) = rec.config.get(crate::model::boot::STOP_REASON)
+    {
+        state.stop_reason = r.clone();
+    }
 }
 
 /// An instance as LXD shows it, with `profiles` (its own, resolved) and `status`.
@@ -143,6 +153,7 @@ where
             };
             let mut state = cx.driver.observe(&rec.name, how);
             super::nic::fill_host_names(&mut state, &rec.config);
+            with_stop_reason(&mut state, rec);
             let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
             let view = render(&cx, rec, profiles, status);
             each(Listed {

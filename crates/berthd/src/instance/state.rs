@@ -104,6 +104,7 @@ pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()>
         let _ = blocking(cx, move |d| d.release(&n)).await;
         return Err(e);
     }
+    cx.starts.note(&rec.name);
     Ok(())
 }
 
@@ -209,6 +210,7 @@ pub async fn set_power(cx: &Ctx, name: &str, power: &str) {
             let running = p == "RUNNING";
             rec.config.insert("volatile.last_state.power".to_owned(), p);
             if running {
+                rec.config.remove(crate::model::boot::STOP_REASON);
                 if let Some(next) = rec.config.get("volatile.idmap.next").cloned() {
                     rec.config
                         .insert("volatile.idmap.current".to_owned(), next.clone());

@@ -6,6 +6,7 @@
 //! restore and (later) a migration are held to the same rules. `model` imports only the
 //! leaves (`error`, `time`).
 
+pub mod boot;
 pub mod devices;
 pub mod expand;
 pub mod idmap;
