@@ -110,6 +110,10 @@ pub fn run(
     busybox: &Path,
     debian: Option<&Path>,
 ) -> anyhow::Result<Vec<(String, String)>> {
+    // What the previous figures wrote (a 1 GiB transfer, say) goes to disk first: the
+    // launch-to-address figures measure berth, not the previous phase's writeback.
+    Command::new("sync").status()?;
+    std::thread::sleep(Duration::from_secs(2));
     let ns = Netns::new()?;
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-net-")
