@@ -522,17 +522,22 @@ pub fn busybox_image() -> PathBuf {
     if mtime(&out).is_some() && mtime(&out) >= mtime(&bin("berth")) {
         return out;
     }
-    // Build under a unique name, then rename: tests running in parallel never see half a file.
-    let tmp = bin_dir().join(format!(".e2e-busybox-{}.tar.gz", std::process::id()));
+    build_image("busybox", &out);
+    out
+}
+
+/// `berth image build KIND` into `out`: under a unique name, then renamed, so tests
+/// running in parallel never see half a file.
+fn build_image(kind: &str, out: &Path) {
+    let tmp = bin_dir().join(format!(".e2e-{kind}-{}.tar.gz", std::process::id()));
     let status = Command::new(bin("berth"))
-        .args(["image", "build", "busybox", "-o"])
+        .args(["image", "build", kind, "-o"])
         .arg(&tmp)
         .stdout(Stdio::null())
         .status()
         .expect("run berth image build");
-    assert!(status.success(), "berth image build busybox failed");
-    std::fs::rename(&tmp, &out).expect("install busybox test image");
-    out
+    assert!(status.success(), "berth image build {kind} failed");
+    std::fs::rename(&tmp, out).expect("install the test image");
 }
 
 /// The Debian test image (`berth image build debian`, bookworm), built once and kept beside
@@ -543,18 +548,9 @@ pub fn debian_image() -> PathBuf {
     let out = bin_dir().join("e2e-debian.tar.gz");
     let lock = std::fs::File::create(bin_dir().join(".e2e-debian.lock")).expect("lock file");
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    if out.exists() {
-        return out;
+    if !out.exists() {
+        build_image("debian", &out);
     }
-    let tmp = bin_dir().join(format!(".e2e-debian-{}.tar.gz", std::process::id()));
-    let status = Command::new(bin("berth"))
-        .args(["image", "build", "debian", "-o"])
-        .arg(&tmp)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run berth image build");
-    assert!(status.success(), "berth image build debian failed");
-    std::fs::rename(&tmp, &out).expect("install the Debian test image");
     out
 }
 
