@@ -21,6 +21,40 @@ use tokio::net::UnixStream;
 const CLIENTS: usize = 4;
 const DURATION: Duration = Duration::from_secs(5);
 
+/// `cargo xtask bench net`: the networking figures alone, on a host the other figures
+/// have not just loaded (busybox built here; Debian when the e2e suite has built it).
+pub fn run_net(root: &Path) -> anyhow::Result<()> {
+    crate::run(
+        root,
+        "cargo",
+        &["build", "--release", "--workspace", "--bins"],
+    )?;
+    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
+    let busybox = work.path().join("busybox.tar.gz");
+    crate::run(
+        root,
+        &root.join("target/release/berth").display().to_string(),
+        &[
+            "image",
+            "build",
+            "busybox",
+            "-o",
+            &busybox.display().to_string(),
+        ],
+    )?;
+    let debian = root.join("target/debug/e2e-debian.tar.gz");
+    let figures =
+        crate::bench_net::run(root, &busybox, debian.exists().then_some(debian.as_path()))?;
+    println!(
+        "berth networking benchmarks (release build, {} CPUs)",
+        std::thread::available_parallelism()?
+    );
+    for (what, value) in figures {
+        println!("{what}: {value}");
+    }
+    Ok(())
+}
+
 pub fn run(root: &Path) -> anyhow::Result<()> {
     crate::run(
         root,

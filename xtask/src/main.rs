@@ -23,11 +23,12 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("e2e") => e2e(&root),
+        Some("bench") if args.get(1).map(String::as_str) == Some("net") => bench::run_net(&root),
         Some("bench") => bench::run(&root),
         Some("layers") => layers::run(&root),
         Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench|layers|bindings");
+            eprintln!("usage: cargo xtask ci|e2e|bench [net]|layers|bindings");
             std::process::exit(2);
         }
     }
