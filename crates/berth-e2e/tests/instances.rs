@@ -281,6 +281,36 @@ async fn a_container_that_dies_at_boot_says_why() {
     assert_eq!((s.status.as_str(), s.stop_reason.as_str()), ("Stopped", ""));
 }
 
+/// `limits.pty` bounds the container's own devpts (its console is one of them): past it a
+/// pty is refused, so the container cannot take the host's.
+#[tokio::test]
+async fn ptys_per_container_are_limited() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let err = fails(&d.berth(&["launch", "bb", "p0", "-c", "limits.pty=0"]));
+    assert!(err.contains("limits.pty"), "{err}");
+    ok(&d.berth(&["launch", "bb", "p1", "-c", "limits.pty=3"]));
+    let mounts = ok(&d.berth(&["exec", "p1", "--", "grep", "devpts", "/proc/mounts"]));
+    assert!(mounts.contains("max=3"), "{mounts}");
+    let out = d.berth(&[
+        "exec",
+        "p1",
+        "--",
+        "sh",
+        "-c",
+        "exec 3<>/dev/ptmx 4<>/dev/ptmx; echo two; exec 5<>/dev/ptmx; echo three",
+    ]);
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        said.contains("two") && !said.contains("three"),
+        "{said} {err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+}
+
 #[tokio::test]
 async fn containers_survive_a_daemon_kill() {
     let mut d = Daemon::start();

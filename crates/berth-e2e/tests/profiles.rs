@@ -261,6 +261,7 @@ const SAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
         Some("perhaps"),
     ),
     ("limits.processes", "limits.processes", "100", Some("-1")),
+    ("limits.pty", "limits.pty", "64", Some("0")),
     (
         "limits.kernel.*",
         "limits.kernel.nofile",

@@ -126,6 +126,7 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
         )?;
     }
     set("lxc.autodev", "1")?;
+    // The default of limits.pty, which comes with the limits below when set.
     set("lxc.pty.max", "1024")?;
     set("lxc.tty.max", "0")?;
     if let Some(tty) = spec.console {

@@ -150,6 +150,15 @@ pub const INSTANCE_KEYS: &[Key] = &[
         Check::Limit,
     ),
     key(
+        "limits.pty",
+        "resource-limits",
+        "integer",
+        "1024",
+        false,
+        "berth's own: the most ptys the instance's devpts may hold, its share of the host's kernel.pty.max",
+        Check::Limit,
+    ),
+    key(
         "limits.kernel.*",
         "resource-limits",
         "string",

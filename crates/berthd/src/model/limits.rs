@@ -10,10 +10,15 @@
 //! | `limits.cpu.allowance` (`50%`, `25ms/100ms`) | `cpu.shares` / `cpu.cfs_quota_us` | `cpu.weight` / `cpu.max` |
 //! | `limits.cpu.priority` (0–10) | `cpu.shares` | `cpu.weight` |
 //! | `limits.kernel.NAME` | `lxc.prlimit.NAME` (at start only) | same |
+//! | `limits.pty` (berth's own) | `lxc.pty.max`: the devpts instance's `max=` (at start only) | same |
 
 use std::collections::BTreeMap;
 
 use crate::error::{Failure, Result};
+
+/// The most `limits.pty` may be (devpts' own ceiling is 2^20; the host's total,
+/// kernel.pty.max, is 4096 by default).
+const PTY_MAX: u32 = 65536;
 
 /// Kernel resource limits `limits.kernel.*` may set.
 pub const RLIMITS: &[&str] = &[
@@ -112,7 +117,8 @@ pub fn validate(key: &str, value: &str, host: Host) -> Result<bool> {
     prlimits(&config)?;
     let known = matches!(
         key,
-        "limits.processes"
+        "limits.pty"
+            | "limits.processes"
             | "limits.memory"
             | "limits.memory.enforce"
             | "limits.memory.swap"
@@ -257,6 +263,16 @@ pub fn cgroup_settings(config: &BTreeMap<String, String>, host: Host) -> Result<
 /// The `lxc.prlimit.*` keys of `limits.kernel.*`.
 pub fn prlimits(config: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
+    // The ptys the container's devpts may hold: its share of the host's kernel.pty.max,
+    // so one container cannot take every pty of the host.
+    if let Some(v) = config.get("limits.pty").filter(|v| !v.is_empty()) {
+        let n: u32 = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=PTY_MAX).contains(n))
+            .ok_or_else(|| bad("limits.pty", v, "expected a number from 1 to 65536"))?;
+        out.push(("lxc.pty.max".to_owned(), n.to_string()));
+    }
     for (k, v) in config {
         let Some(name) = k.strip_prefix("limits.kernel.") else {
             continue;
@@ -347,6 +363,16 @@ mod tests {
             assert!(e.message().contains(k), "{k}={v}: {e}");
         }
         assert!(validate("limits.kernel.nofile", "1024:2048", HOST).unwrap());
+        assert!(validate("limits.pty", "16", HOST).unwrap());
+        for bad_pty in ["0", "-1", "many", "70000"] {
+            let e = validate("limits.pty", bad_pty, HOST).unwrap_err();
+            assert!(e.message().contains("limits.pty"), "{e}");
+        }
+        let c = BTreeMap::from([("limits.pty".to_owned(), "16".to_owned())]);
+        assert_eq!(
+            prlimits(&c).unwrap(),
+            [("lxc.pty.max".to_owned(), "16".to_owned())]
+        );
         assert!(validate("limits.kernel.nofile", "many", HOST).is_err());
         assert!(validate("limits.kernel.bogus", "1", HOST).is_err());
         assert!(validate("limits.bogus", "1", HOST).is_err());
