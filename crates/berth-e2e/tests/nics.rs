@@ -482,8 +482,16 @@ async fn restarts_and_crashes_leave_networking_working_and_no_orphan() {
     std::thread::sleep(Duration::from_millis(300));
     d.restart();
     assert!(!links(&d).contains(&host), "{}", links(&d));
-    let list = ok(&d.lxc(&["list", "r2", "-c", "ns", "-f", "csv"]));
-    assert_eq!(list.trim(), "r2,STOPPED");
+    // The killed init may still be winding its namespace down for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = ok(&d.lxc(&["list", "r2", "-c", "ns", "-f", "csv"]));
+        if list.trim() == "r2,STOPPED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ok(&d.lxc(&["start", "r2"]));
     ipv4(&d, "r2", "eth0").await;
     exec(&d, "r1", "ping -c1 -W2 r2");
