@@ -306,11 +306,7 @@ pub async fn update_alias(
         None if replace => return Err(Failure::invalid("Missing field \"target\"")),
         None => {}
     }
-    match req.description {
-        Some(d) => a.description = d,
-        None if replace => a.description.clear(),
-        None => {}
-    }
+    crate::model::merge_description(&mut a.description, req.description, replace);
     let p = project.to_owned();
     cx.db
         .write(move |tx| crate::db::images::update_alias(tx, &p, &a))

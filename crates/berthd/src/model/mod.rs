@@ -33,6 +33,16 @@ pub fn validate_config(config: &BTreeMap<String, String>, host: limits::Host) ->
     Ok(())
 }
 
+/// Applies a PUT's or PATCH's `description`: PUT (`replace`) replaces it (absent:
+/// empties it), PATCH changes it only when given.
+pub fn merge_description(description: &mut String, new: Option<String>, replace: bool) {
+    match new {
+        Some(d) => *description = d,
+        None if replace => description.clear(),
+        None => {}
+    }
+}
+
 /// Applies a PUT's or PATCH's `config` to `config`: PUT (`replace`) replaces it (absent:
 /// empties it), PATCH merges, an empty value unsetting the key.
 pub fn merge_config(
@@ -53,5 +63,28 @@ pub fn merge_config(
         }
         None if replace => config.clear(),
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_replaces_and_patch_merges() {
+        let mut d = "old".to_owned();
+        merge_description(&mut d, None, false);
+        assert_eq!(d, "old", "PATCH without a description keeps it");
+        merge_description(&mut d, Some("new".into()), false);
+        assert_eq!(d, "new");
+        merge_description(&mut d, None, true);
+        assert_eq!(d, "", "PUT without a description empties it");
+        let mut c = BTreeMap::from([("a".to_owned(), "1".to_owned())]);
+        merge_config(
+            &mut c,
+            Some(BTreeMap::from([("a".into(), String::new())])),
+            false,
+        );
+        assert!(c.is_empty(), "an empty value unsets");
     }
 }

@@ -376,10 +376,10 @@ pub async fn update(
     undo.add("bring the network back as it was", move || Ok(o.start()?));
     start(driver.clone()).await?;
     let new = NetworkRecord {
-        description: match req.description {
-            Some(d) => d,
-            None if replace => String::new(),
-            None => rec.description.clone(),
+        description: {
+            let mut d = rec.description.clone();
+            crate::model::merge_description(&mut d, req.description, replace);
+            d
         },
         config: driver.config().clone(),
         ..rec

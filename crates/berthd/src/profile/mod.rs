@@ -176,11 +176,7 @@ pub async fn update(
         None if replace => new.devices.clear(),
         None => {}
     }
-    match change.description {
-        Some(d) => new.description = d,
-        None if replace => new.description.clear(),
-        None => {}
-    }
+    crate::model::merge_description(&mut new.description, change.description, replace);
     crate::model::validate_config(&new.config, cx.host)?;
     crate::model::devices::validate(&new.devices)?;
     // Every instance using the profile must stay valid; its root disk must not move.

@@ -154,11 +154,7 @@ pub async fn update(
     precondition(&old)?;
     let mut new = old.clone();
     crate::model::merge_config(&mut new.config, change.config, replace);
-    match change.description {
-        Some(d) => new.description = d,
-        None if replace => new.description.clear(),
-        None => {}
-    }
+    crate::model::merge_description(&mut new.description, change.description, replace);
     restrictions::check_config(&new.config)?;
     let instances = expanded(cx, name).await?;
     if let Some(f) = FEATURES.iter().find(|f| old.flag(f) != new.flag(f))

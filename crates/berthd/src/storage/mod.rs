@@ -197,10 +197,10 @@ pub async fn update(
     }
     let driver = load(cx, name, &rec.driver, config)?;
     let new = PoolRecord {
-        description: match req.description {
-            Some(d) => d,
-            None if replace => String::new(),
-            None => rec.description.clone(),
+        description: {
+            let mut d = rec.description.clone();
+            crate::model::merge_description(&mut d, req.description, replace);
+            d
         },
         config: driver.config().clone(),
         ..rec
