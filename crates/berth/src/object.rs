@@ -27,6 +27,36 @@ pub(crate) fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>
         .collect()
 }
 
+/// POSTs `body` to `collection` (`/1.0/networks`, …) and says `LABEL NAME created`.
+pub async fn create(
+    client: &Client,
+    collection: &str,
+    label: &str,
+    name: &str,
+    body: &Value,
+) -> anyhow::Result<()> {
+    client.query(Method::POST, collection, Some(body)).await?;
+    println!("{label} {name} created");
+    Ok(())
+}
+
+/// DELETEs `collection/NAME` for each of `names` in turn, saying `LABEL NAME deleted`
+/// after each; the first refusal stops there.
+pub async fn delete_each(
+    client: &Client,
+    collection: &str,
+    label: &str,
+    names: &[String],
+) -> anyhow::Result<()> {
+    for name in names {
+        client
+            .query(Method::DELETE, &format!("{collection}/{name}"), None)
+            .await?;
+        println!("{label} {name} deleted");
+    }
+    Ok(())
+}
+
 /// PATCHes `config` into the object at `path`; an empty value unsets a key.
 pub async fn patch_config(
     client: &Client,

@@ -212,16 +212,10 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 "name": network, "type": kind, "description": description,
                 "config": object::pairs(&config)?,
             });
-            client
-                .query(Method::POST, "/1.0/networks", Some(&body))
-                .await?;
-            println!("Network {network} created");
+            object::create(client, "/1.0/networks", "Network", &network, &body).await?;
         }
         Command::Delete { networks } => {
-            for n in networks {
-                client.query(Method::DELETE, &path(&n), None).await?;
-                println!("Network {n} deleted");
-            }
+            object::delete_each(client, "/1.0/networks", "Network", &networks).await?;
         }
         Command::Edit { network } => {
             let n: Network = client.get(&path(&network)).await?;

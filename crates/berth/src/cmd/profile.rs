@@ -145,10 +145,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                     }
                 }
             }
-            client
-                .query(Method::POST, "/1.0/profiles", Some(&body))
-                .await?;
-            println!("Profile {name} created");
+            crate::object::create(client, "/1.0/profiles", "Profile", &name, &body).await?;
         }
         Command::Copy { source, target } => {
             let p = profile(client, &source).await?;
@@ -160,12 +157,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .await?;
         }
         Command::Delete { names } => {
-            for name in names {
-                client
-                    .query(Method::DELETE, &format!("/1.0/profiles/{name}"), None)
-                    .await?;
-                println!("Profile {name} deleted");
-            }
+            crate::object::delete_each(client, "/1.0/profiles", "Profile", &names).await?;
         }
         Command::Get { name, key } => {
             object::print_key(client, &format!("/1.0/profiles/{name}"), &key).await?;

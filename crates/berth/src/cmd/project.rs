@@ -138,16 +138,10 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 "name": name, "description": description,
                 "config": object::pairs(&config)?,
             });
-            client
-                .query(Method::POST, "/1.0/projects", Some(&body))
-                .await?;
-            println!("Project {name} created");
+            object::create(client, "/1.0/projects", "Project", &name, &body).await?;
         }
         Command::Delete { names } => {
-            for name in names {
-                client.query(Method::DELETE, &path(&name), None).await?;
-                println!("Project {name} deleted");
-            }
+            object::delete_each(client, "/1.0/projects", "Project", &names).await?;
         }
         Command::Get { name, key } => {
             object::print_key(client, &path(&name), &key).await?;

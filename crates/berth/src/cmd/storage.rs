@@ -83,16 +83,10 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             let body = serde_json::json!({
                 "name": pool, "driver": driver, "description": description, "config": object::pairs(&config)?,
             });
-            client
-                .query(Method::POST, "/1.0/storage-pools", Some(&body))
-                .await?;
-            println!("Storage pool {pool} created");
+            object::create(client, "/1.0/storage-pools", "Storage pool", &pool, &body).await?;
         }
         Command::Delete { pool } => {
-            client
-                .query(Method::DELETE, &format!("/1.0/storage-pools/{pool}"), None)
-                .await?;
-            println!("Storage pool {pool} deleted");
+            object::delete_each(client, "/1.0/storage-pools", "Storage pool", &[pool]).await?;
         }
         Command::Info { pool } => {
             let p: StoragePool = client.get(&format!("/1.0/storage-pools/{pool}")).await?;
