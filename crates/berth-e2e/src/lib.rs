@@ -314,20 +314,24 @@ impl Drop for Daemon {
     }
 }
 
-/// The processes running `program` whose command line names `path`.
-pub fn processes_naming(path: &Path, program: &str) -> Vec<i32> {
-    let needle = path.as_os_str().as_encoded_bytes();
+/// The processes whose command line (its arguments NUL-separated) passes `keep`.
+fn pids_whose_cmdline(keep: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
-            first.ends_with(program.as_bytes()) && cmd.windows(needle.len()).any(|w| w == needle)
-        })
+        .filter(|pid| keep(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()))
         .collect()
+}
+
+/// The processes running `program` whose command line names `path`.
+pub fn processes_naming(path: &Path, program: &str) -> Vec<i32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    pids_whose_cmdline(|cmd| {
+        let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+        first.ends_with(program.as_bytes()) && cmd.windows(needle.len()).any(|w| w == needle)
+    })
 }
 
 impl Daemon {
@@ -409,17 +413,10 @@ impl Daemon {
     pub fn console_keepers(&self) -> Vec<i32> {
         let dir = self.dir().join("containers");
         let needle = dir.as_os_str().as_encoded_bytes();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                cmd.split(|b| *b == 0).nth(1) == Some(b"forkconsolekeeper".as_slice())
-                    && cmd.windows(needle.len()).any(|w| w == needle)
-            })
-            .collect()
+        pids_whose_cmdline(|cmd| {
+            cmd.split(|b| *b == 0).nth(1) == Some(b"forkconsolekeeper".as_slice())
+                && cmd.windows(needle.len()).any(|w| w == needle)
+        })
     }
 
     fn stop_console_keepers(&self) {
