@@ -158,18 +158,44 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr<'_>) -> std::io::Resul
 }
 
 /// A user namespace mapping ids `0..size` to host ids from `uid_base` and `gid_base`,
-/// for idmapped mounts made before a container exists (a restore's root). A short-lived
-/// child process creates it; the returned descriptor keeps the namespace alive.
+/// owned by the map's root (host id `uid_base`), not by root. The kernel charges the
+/// per-user counts of everything made inside (inotify instances and watches, user
+/// namespaces) to a namespace's owner: owned this way, each container with a range of
+/// its own has counts of its own, and none takes from the host's root. Containers join
+/// it at start; idmapped mounts use it too. A short-lived child process creates it; the
+/// returned descriptor keeps the namespace alive.
 pub fn userns_with_map(uid_base: u32, gid_base: u32, size: u32) -> std::io::Result<OwnedFd> {
     let mut cmd = Command::new("sleep");
     cmd.arg("30")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec and only calls
-    // unshare(2), which is async-signal-safe and does not allocate.
+    // SAFETY: the closure runs in the child between fork and exec and only makes raw
+    // system calls (getrlimit, setrlimit, setgroups, setresgid, setresuid, unshare), which are
+    // async-signal-safe and do not allocate. Raw calls rather than libc's wrappers, which
+    // would try to change every thread of the (forked, single-threaded) child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // The namespace's process limit is its creator's: none, as for root's, or
+            // (without CAP_SYS_RESOURCE) the highest this process may set.
+            let mut limit = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_NPROC, &raw const limit) != 0
+                && libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NPROC, &raw mut limit) == 0
+            {
+                limit.rlim_cur = limit.rlim_max;
+                libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_NPROC, &raw const limit);
+            }
+            let calls = [
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                libc::syscall(libc::SYS_setresgid, gid_base, gid_base, gid_base),
+                libc::syscall(libc::SYS_setresuid, uid_base, uid_base, uid_base),
+            ];
+            if calls.iter().any(|rc| *rc != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
             rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER)?;
             Ok(())
         });
@@ -278,5 +304,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rustix::termios::tcgetwinsize(&s).unwrap().ws_col, 80);
+    }
+}
+
+#[cfg(test)]
+mod userns_tests {
+    #[test]
+    fn makes_a_namespace_owned_by_the_maps_root() {
+        const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+        let ns = super::userns_with_map(1_300_000, 1_400_000, 65536).unwrap();
+        let mut owner: libc::uid_t = 0;
+        // SAFETY: the ioctl writes one uid_t into `owner`, which outlives the call.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&ns),
+                NS_GET_OWNER_UID,
+                &raw mut owner,
+            )
+        };
+        assert_eq!((rc, owner), (0, 1_300_000));
     }
 }

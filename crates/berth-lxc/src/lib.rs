@@ -124,6 +124,17 @@ impl Container {
         }
     }
 
+    /// Removes every value of `key` (or, for a prefix such as `lxc.prlimit`, of every key
+    /// below it) from the loaded configuration.
+    pub fn clear_config_item(&self, key: &str) -> Result<(), LxcError> {
+        let k = cstr(key)?;
+        if call!(self, clear_config_item, k.as_ptr())? {
+            Ok(())
+        } else {
+            Err(LxcError::Call("clear_config_item"))
+        }
+    }
+
     /// `STOPPED`, `STARTING`, `RUNNING`, `STOPPING`, `ABORTING`, `FREEZING`, `FROZEN`, `THAWED`.
     pub fn state(&self) -> Result<String, LxcError> {
         let s: *const c_char = call!(self, state)?;

@@ -382,77 +382,25 @@ async fn dump(lx: &Liblxc, name: &str, state: &Path, stop: bool) -> Result<()> {
 /// A failure keeps the state (a later stateful start may try again; a stateless start
 /// discards it).
 pub(super) async fn restore(lx: &Liblxc, spec: &StartSpec) -> Result<()> {
-    let name = &spec.name;
     if !spec.checkpointable {
         return Err(Failure::invalid(
             "The saved state needs migration.stateful=true (set it again, or start stateless)",
         ));
     }
-    let dir = lx.lxcpath.join(name);
     // liblxc's restore path mounts the rootfs without its idmap: hand it one mapped
     // already (a bind of it, which criu makes the root, keeps the map).
-    let staged = dir.join(STAGED_ROOT);
-    let root = match spec.idmap {
-        Some(m) => {
-            let (from, to) = (spec.rootfs.clone(), staged.clone());
-            tokio::task::spawn_blocking(move || stage_root(&from, &to, m))
-                .await?
-                .map_err(|e| Failure::failed("Failed to prepare the restore's root", e))?;
-            staged.clone()
-        }
-        None => spec.rootfs.clone(),
-    };
-    let result = restore_from(lx, spec, &root).await;
-    if spec.idmap.is_some() {
-        unstage_root(&staged);
-    }
-    result
+    let mapped = super::root::MappedRoot::of(spec, &lx.lxcpath).await?;
+    restore_from(lx, spec, mapped.as_ref()).await
 }
 
-/// Where a restore's idmapped root is mounted, in the container's directory.
-const STAGED_ROOT: &str = "restore-root";
-
-/// Mounts `rootfs` at `at` as an idmapped mount through map `m`.
-fn stage_root(rootfs: &Path, at: &Path, m: crate::model::idmap::IdMap) -> std::io::Result<()> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
-    unstage_root(at);
-    std::fs::create_dir(at)?;
-    let ns = berth_host::userns_with_map(m.uid_base, m.gid_base, m.size)?;
-    let tree = rustix::mount::open_tree(
-        rustix::fs::CWD,
-        rootfs,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )?;
-    let attr = berth_host::MountAttr {
-        idmap: Some(std::os::fd::AsFd::as_fd(&ns)),
-        propagation: berth_host::MS_PRIVATE,
-        ..Default::default()
-    };
-    berth_host::mount_setattr(std::os::fd::AsFd::as_fd(&tree), &attr)?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        rustix::fs::CWD,
-        at,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
-    Ok(())
-}
-
-/// Detaches a restore's root (the container keeps its own copy) and removes the dir.
-pub fn unstage(lxcpath: &Path, name: &str) {
-    unstage_root(&lxcpath.join(name).join(STAGED_ROOT));
-}
-
-fn unstage_root(at: &Path) {
-    let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
-    let _ = std::fs::remove_dir(at);
-}
-
-async fn restore_from(lx: &Liblxc, spec: &StartSpec, root: &Path) -> Result<()> {
+async fn restore_from(
+    lx: &Liblxc,
+    spec: &StartSpec,
+    mapped: Option<&super::root::MappedRoot>,
+) -> Result<()> {
     let name = &spec.name;
     let state = state_dir(&lx.lxcpath, name);
-    lx.prepare(spec, Some(root)).await?;
+    lx.prepare(spec, mapped, true).await?;
     let dir = lx.lxcpath.join(name);
     let mut conf = String::new();
     let mut tty_file = None;

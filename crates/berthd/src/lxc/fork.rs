@@ -41,6 +41,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkmigrate" => migrate,
         "forkconsolekeeper" => super::console::keeper_main,
         "forkdellinks" => del_links,
+        "forkprlimit" => prlimit,
         "forkproxy" => super::proxy::main,
         _ => return None,
     };
@@ -69,16 +70,134 @@ pub fn del_links(args: &[OsString]) -> i32 {
     0
 }
 
-/// `berthd forkstart NAME LXCPATH CONFIG`: starts a container, daemonized; returns once
-/// it runs.
+/// The `lxc.hook.start-host` line that sets `limits` (`lxc.prlimit.NAME` keys and values)
+/// on a container whose user namespace belongs to `uid`:`gid` (see [`prlimit`]).
+pub fn prlimit_hook(exe: &Path, uid: u32, gid: u32, limits: &[(String, String)]) -> String {
+    let mut line = format!("{} forkprlimit {uid}:{gid}", exe.display());
+    for (k, v) in limits {
+        if let Some(name) = k.strip_prefix("lxc.prlimit.") {
+            line.push_str(&format!(" {name}={v}"));
+        }
+    }
+    line
+}
+
+/// `berthd forkprlimit UID:GID NAME=SOFT[:HARD]… [NAME lxc start-host]`: liblxc's
+/// start-host hook, run before the container's init, which sets the init's resource
+/// limits (`LXC_PID`). It stands in for liblxc's own `lxc.prlimit`, which fails where root
+/// lacks CAP_SYS_RESOURCE once the init runs as the container's root in a namespace that
+/// berthd made (liblxc's check only passes for a namespace root owns): limits root may not
+/// set are set again as UID:GID, the namespace's owner, who may lower any of them.
+pub fn prlimit(args: &[OsString]) -> i32 {
+    exit_code(set_prlimits(args))
+}
+
+fn set_prlimits(args: &[OsString]) -> Result<(), String> {
+    use rustix::process::{Pid, Resource, Rlimit};
+    let usage = || "usage: berthd forkprlimit UID:GID NAME=SOFT[:HARD]…".to_owned();
+    let (owner, rest) = args.split_first().ok_or_else(usage)?;
+    let (uid, gid) = owner
+        .to_str()
+        .and_then(|o| o.split_once(':'))
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        .ok_or_else(usage)?;
+    let pid = std::env::var("LXC_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(Pid::from_raw)
+        .ok_or("LXC_PID names no process")?;
+    let value = |v: &str| -> Option<Option<u64>> {
+        if v == "unlimited" {
+            Some(None)
+        } else {
+            v.parse().ok().map(Some)
+        }
+    };
+    let mut limits = Vec::new();
+    // Arguments without '=' are the ones liblxc appends (name, section, hook).
+    for arg in rest
+        .iter()
+        .filter_map(|a| a.to_str())
+        .take_while(|a| a.contains('='))
+    {
+        let (name, v) = arg.split_once('=').ok_or_else(usage)?;
+        let resource = match name {
+            "as" => Resource::As,
+            "core" => Resource::Core,
+            "cpu" => Resource::Cpu,
+            "data" => Resource::Data,
+            "fsize" => Resource::Fsize,
+            "locks" => Resource::Locks,
+            "memlock" => Resource::Memlock,
+            "msgqueue" => Resource::Msgqueue,
+            "nice" => Resource::Nice,
+            "nofile" => Resource::Nofile,
+            "nproc" => Resource::Nproc,
+            "rss" => Resource::Rss,
+            "rtprio" => Resource::Rtprio,
+            "rttime" => Resource::Rttime,
+            "sigpending" => Resource::Sigpending,
+            "stack" => Resource::Stack,
+            _ => return Err(format!("Unknown resource limit {name:?}")),
+        };
+        let (soft, hard) = v.split_once(':').unwrap_or((v, v));
+        let (Some(current), Some(maximum)) = (value(soft), value(hard)) else {
+            return Err(format!("Invalid value {v:?} for limit {name}"));
+        };
+        limits.push((name, resource, Rlimit { current, maximum }));
+    }
+    let mut refused = Vec::new();
+    for (name, resource, limit) in &limits {
+        if let Err(e) = rustix::process::prlimit(Some(pid), *resource, *limit) {
+            if e != rustix::io::Errno::PERM {
+                return Err(format!("Failed to set limit {name}: {e}"));
+            }
+            refused.push((name, resource, limit));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // This helper is single-threaded: changing this thread's ids changes the process's.
+    rustix::thread::set_thread_res_gid(
+        rustix::fs::Gid::from_raw(gid),
+        rustix::fs::Gid::from_raw(gid),
+        rustix::fs::Gid::from_raw(gid),
+    )
+    .and_then(|()| {
+        rustix::thread::set_thread_res_uid(
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Uid::from_raw(uid),
+        )
+    })
+    .map_err(|e| format!("Failed to take the container's ids: {e}"))?;
+    for (name, resource, limit) in refused {
+        rustix::process::prlimit(Some(pid), *resource, *limit)
+            .map_err(|e| format!("Failed to set limit {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `berthd forkstart NAME LXCPATH CONFIG [--prlimit-hook]`: starts a container,
+/// daemonized; returns once it runs. With `--prlimit-hook`, the configuration's
+/// `lxc.prlimit` keys are left to its [`prlimit`] hook at this start (they stay for
+/// `exec`, which liblxc can still limit).
 pub fn start(args: &[OsString]) -> i32 {
-    let [name, lxcpath, config] = args else {
-        eprintln!("usage: berthd forkstart NAME LXCPATH CONFIG");
-        return 1;
+    let (name, lxcpath, config, by_hook) = match args {
+        [n, l, c] => (n, l, c, false),
+        [n, l, c, flag] if flag == "--prlimit-hook" => (n, l, c, true),
+        _ => {
+            eprintln!("usage: berthd forkstart NAME LXCPATH CONFIG [--prlimit-hook]");
+            return 1;
+        }
     };
     let run = || -> Result<(), berth_lxc::LxcError> {
         let c = berth_lxc::Container::new(&name.to_string_lossy(), Path::new(lxcpath))?;
         c.load_config(Path::new(config))?;
+        if by_hook {
+            c.clear_config_item("lxc.prlimit")?;
+        }
         c.want_daemonize(true)?;
         c.want_close_all_fds(true)?;
         c.start()?;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use berth_api::StatusCode;
 use berth_api::instance::{InstanceState, InstanceStateCpu, InstanceStateMemory};
 
+use super::root::MappedRoot;
 use super::{BoxFuture, InstanceDriver, MountSpec, Observe, StartSpec, checkpoint, console};
 use crate::error::{Failure, Result};
 use crate::host::cgroup::Cgroups;
@@ -83,16 +84,18 @@ impl Liblxc {
 
     /// Writes everything a start or a restore needs: the container's directory, LXC
     /// configuration, seccomp policy, the console keeper of a checkpointable container.
-    /// Returns the configuration's path. `restore_root`: for a restore from a saved state,
-    /// the root to use (for an unprivileged container an idmapped mount already, not the
-    /// volume); otherwise a saved state is discarded (a fresh boot makes it stale).
+    /// Returns the configuration's path. `mapped`: an unprivileged container's root and
+    /// user namespace (see [`super::root`]). `restore`: for a restore from a saved state
+    /// (which makes its own namespaces); otherwise a saved state is discarded (a fresh
+    /// boot makes it stale).
     pub(super) async fn prepare(
         &self,
         spec: &StartSpec,
-        restore_root: Option<&Path>,
+        mapped: Option<&MappedRoot>,
+        restore: bool,
     ) -> Result<PathBuf> {
         let dir = self.dir(&spec.name);
-        if restore_root.is_none() {
+        if !restore {
             checkpoint::discard(&self.lxcpath, &spec.name)?;
         }
         crate::paths::create_private_dir(&dir)
@@ -125,19 +128,35 @@ impl Liblxc {
             let _ = tokio::task::spawn_blocking(move || console::quit(&d)).await;
             None
         };
+        if let (Some(m), Some(map), false) = (mapped, spec.idmap, restore) {
+            extra.push(("lxc.namespace.share.user".to_owned(), m.userns_path()));
+            // liblxc cannot set init's limits in a namespace root does not own: a hook
+            // does (forkstart's --prlimit-hook).
+            let limits: Vec<_> = extra
+                .iter()
+                .filter(|(k, _)| k.starts_with("lxc.prlimit."))
+                .cloned()
+                .collect();
+            if !limits.is_empty() {
+                let exe = std::env::current_exe()
+                    .map_err(|e| Failure::failed("Failed to find berthd's own binary", e))?;
+                let hook = super::fork::prlimit_hook(&exe, map.uid_base, map.gid_base, &limits);
+                extra.push(("lxc.hook.start-host".to_owned(), hook));
+            }
+        }
         // Last, so an administrator's raw keys win over berthd's defaults.
         extra.extend(spec.raw.iter().cloned());
         let config = super::config::render(&super::config::Spec {
             extra: &extra,
             name: &spec.name,
             hostname: &spec.hostname,
-            rootfs: restore_root.unwrap_or(&spec.rootfs),
+            rootfs: mapped.map_or(spec.rootfs.as_path(), MappedRoot::path),
             dir: &dir,
             cgroup_parent: &self.cgroup_parent,
             idmap: spec.idmap,
             nesting: spec.nesting,
             console: console.as_deref(),
-            root_mapped: restore_root.is_some() && spec.idmap.is_some(),
+            root_mapped: mapped.is_some(),
         })
         .map_err(|e| Failure::invalid(e.to_string()))?;
         let conf_path = dir.join("lxc.conf");
@@ -178,15 +197,21 @@ impl Liblxc {
     }
 
     async fn start_container(&self, spec: &StartSpec) -> Result<()> {
-        let conf_path = self.prepare(spec, None).await?;
         let dir = self.dir(&spec.name);
+        let mapped = if super::root::own_namespace(spec) {
+            MappedRoot::of(spec, &self.lxcpath).await?
+        } else {
+            None
+        };
+        let conf_path = self.prepare(spec, mapped.as_ref(), false).await?;
         let stderr = std::fs::File::create(dir.join("forkstart.log"))
             .map_err(|e| Failure::failed("Failed to create log", e))?;
         let mut cmd = super::fork::command("forkstart")?;
-        cmd.arg(&spec.name)
-            .arg(&self.lxcpath)
-            .arg(&conf_path)
-            .stdin(std::process::Stdio::null())
+        cmd.arg(&spec.name).arg(&self.lxcpath).arg(&conf_path);
+        if mapped.is_some() {
+            cmd.arg("--prlimit-hook");
+        }
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr);
         let status = tokio::process::Command::from(cmd)
@@ -355,7 +380,7 @@ impl InstanceDriver for Liblxc {
         self.inits.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));
         self.cgroups.remove_leftovers(&self.cgroup_parent, name);
-        checkpoint::unstage(&self.lxcpath, name);
+        super::root::sweep(&self.lxcpath, name);
         if !keep_console {
             console::quit(&self.dir(name));
         }

@@ -23,6 +23,7 @@ pub mod fork;
 mod inits;
 pub mod lifecycle;
 pub mod proxy;
+pub mod root;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
