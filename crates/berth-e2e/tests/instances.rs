@@ -729,11 +729,17 @@ fn uid_range(d: &Daemon, name: &str) -> (u64, u64) {
 async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
     let d = Daemon::start();
     berth_e2e::with_busybox(&d).await;
-    ok(&d.berth(&["launch", "bb", "shared"]));
+    ok(&d.berth(&[
+        "launch",
+        "bb",
+        "shared",
+        "-c",
+        "security.idmap.isolated=false",
+    ]));
     ok(&d.berth(&["launch", "bb", "iso1", "-c", "security.idmap.isolated=true"]));
-    ok(&d.berth(&["launch", "bb", "iso2", "-c", "security.idmap.isolated=true"]));
-    // Isolated maps are disjoint from each other and from the shared one; the init of
-    // each runs as that range's first host uid.
+    ok(&d.berth(&["launch", "bb", "iso2"]));
+    // A range of its own is the default. Own maps are disjoint from each other and from
+    // the shared one; the init of each runs as that range's first host uid.
     let ranges: Vec<(u64, u64)> = ["shared", "iso1", "iso2"]
         .iter()
         .map(|n| uid_range(&d, n))
@@ -751,6 +757,21 @@ async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
     }
     let inst: Instance = d.client().get("/1.0/instances/iso2").await.unwrap();
     assert_eq!(inst.config["volatile.idmap.base"], ranges[2].0.to_string());
+    // The server key brings back the shared map for new containers; existing ones keep
+    // theirs, even through a config change and a restart.
+    ok(&d.berth(&["config", "set", "instances.idmap.default=shared"]));
+    ok(&d.berth(&["launch", "bb", "later"]));
+    assert_eq!(uid_range(&d, "later"), ranges[0]);
+    ok(&d.berth(&["config", "set", "iso2", "user.note", "kept"]));
+    ok(&d.berth(&["restart", "-f", "iso2"]));
+    assert_eq!(uid_range(&d, "iso2"), ranges[2]);
+    let out = d.berth(&["config", "set", "instances.idmap.default=mine"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("instances.idmap.default"),
+        "{out:?}"
+    );
+    ok(&d.berth(&["config", "unset", "instances.idmap.default"]));
+    ok(&d.berth(&["delete", "-f", "later"]));
 
     // Privileged: no user namespace, root is host root.
     ok(&d.berth(&["launch", "bb", "priv", "-c", "security.privileged=true"]));

@@ -38,6 +38,17 @@ pub const SERVER_KEYS: &[ServerKey] = &[
             _ => Err("must be true or false"),
         },
     },
+    ServerKey {
+        name: crate::model::idmap::DEFAULT_KEY,
+        description: "berth's own: the id map of new containers: isolated (a range of host \
+                      ids of their own, so per-user kernel limits are per container) or \
+                      shared (one range for all, as in LXD); existing containers keep theirs",
+        default: "isolated",
+        validate: |v| match v {
+            "isolated" | "shared" => Ok(()),
+            _ => Err("must be isolated or shared"),
+        },
+    },
 ];
 
 /// The server key letting berthd change the host's other firewall tables.

@@ -223,7 +223,10 @@ pub fn assign_idmap(
             .get("volatile.idmap.base")
             .and_then(|b| b.parse().ok())
     };
-    let map = crate::model::idmap::choose(expanded, ids, current, &taken)?;
+    let server = crate::db::config::load(c)?;
+    let shared_default = crate::config::get(&server, crate::model::idmap::DEFAULT_KEY) == "shared";
+    let own = crate::model::idmap::own_by_default(ids, current, shared_default);
+    let map = crate::model::idmap::choose(expanded, ids, current, &taken, own)?;
     IdMap::store(map, &mut rec.config);
     if new && let Some(json) = rec.config.get("volatile.idmap.next").cloned() {
         rec.config

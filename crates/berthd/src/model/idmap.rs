@@ -2,11 +2,16 @@
 //!
 //! The host range comes from root's entry in /etc/subuid and /etc/subgid (the first one of
 //! at least 65536 ids); without one, berth uses 1000000 and the billion ids above it, as LXD
-//! and Incus do. Containers share the range's first 65536 ids unless
-//! `security.idmap.isolated` gives one its own slice (the first free gap after the shared
-//! ids) or `security.idmap.base` names one. The chosen map is kept in
-//! `volatile.idmap.base` and `volatile.idmap.next`, so it stays the same across restarts.
-//! Rootfs files never change owner: the idmapped rootfs mount follows whatever map is used.
+//! and Incus do, and registers that range there as root's (see `host::ids`). Every
+//! container gets a slice of its own (the first free gap after the range's first 65536
+//! ids, which stay for the shared map), so the kernel's per-user limits and a process that
+//! escapes are its own, unless the server's `instances.idmap.default=shared` gives new
+//! containers the shared map (the range's first 65536 ids, LXD's default). An instance
+//! keeps its kind of map (own or shared) while `security.idmap.isolated` is unset;
+//! `security.idmap.isolated=true|false` asks for one explicitly, `security.idmap.base`
+//! names a base. The chosen map is kept in `volatile.idmap.base` and
+//! `volatile.idmap.next`, so it stays the same across restarts. Rootfs files never change
+//! owner: the idmapped rootfs mount follows whatever map is used.
 
 use std::collections::BTreeMap;
 
@@ -111,14 +116,29 @@ pub fn validate(key: &str, value: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// The server key choosing new containers' kind of map.
+pub const DEFAULT_KEY: &str = "instances.idmap.default";
+
+/// Whether an instance without `security.idmap.isolated` gets a range of its own: as it
+/// had (`current` base: the shared one or another), or for a new (or so far privileged)
+/// one as the server's `instances.idmap.default` says (`shared_default`).
+pub fn own_by_default(host: HostIds, current: Option<u32>, shared_default: bool) -> bool {
+    match current {
+        Some(b) if b != 0 => b != host.uid_base,
+        _ => !shared_default,
+    }
+}
+
 /// The map an instance gets from its expanded `config`: `None` for a privileged container.
 /// `current` is the base it had (kept while still valid), `taken` the ranges (uid base,
-/// size) of other instances with their own maps.
+/// size) of other instances with their own maps, `own` whether it gets a range of its own
+/// unless `security.idmap.isolated` says (see [`own_by_default`]).
 pub fn choose(
     config: &BTreeMap<String, String>,
     host: HostIds,
     current: Option<u32>,
     taken: &[(u32, u32)],
+    own: bool,
 ) -> Result<Option<IdMap>> {
     if flag(config, "security.privileged") {
         return Ok(None);
@@ -141,7 +161,12 @@ pub fn choose(
             size,
         }));
     }
-    if !flag(config, "security.idmap.isolated") {
+    let isolated = match config.get("security.idmap.isolated").map(String::as_str) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => own,
+    };
+    if !isolated {
         return Ok(Some(host.shared()));
     }
     // Isolated: a slice of the host range after the shared ids, overlapping no other's.
@@ -280,38 +305,41 @@ mod tests {
         };
         let mut c = BTreeMap::new();
         c.insert("security.idmap.isolated".to_owned(), "true".to_owned());
-        let a = choose(&c, host, None, &[]).unwrap().unwrap();
+        let a = choose(&c, host, None, &[], false).unwrap().unwrap();
         assert_eq!((a.uid_base, a.gid_base), (1000 + SIZE, 5000 + SIZE));
-        let b = choose(&c, host, None, &[(a.uid_base, a.size)])
+        let b = choose(&c, host, None, &[(a.uid_base, a.size)], false)
             .unwrap()
             .unwrap();
         assert_eq!(b.uid_base, a.uid_base + SIZE);
         // Its own base is kept while free; a taken one moves.
-        let again = choose(&c, host, Some(b.uid_base), &[(a.uid_base, a.size)]).unwrap();
+        let again = choose(&c, host, Some(b.uid_base), &[(a.uid_base, a.size)], false).unwrap();
         assert_eq!(again, Some(b));
-        let moved = choose(&c, host, Some(a.uid_base), &[(a.uid_base, a.size)]).unwrap();
+        let moved = choose(&c, host, Some(a.uid_base), &[(a.uid_base, a.size)], false).unwrap();
         assert_eq!(moved, Some(b));
         let full = [(a.uid_base, a.size), (b.uid_base, b.size)];
-        assert!(choose(&c, host, None, &full).is_ok(), "a third slice fits");
+        assert!(
+            choose(&c, host, None, &full, false).is_ok(),
+            "a third slice fits"
+        );
         let full = [(a.uid_base, 3 * SIZE)];
         assert!(
-            choose(&c, host, None, &full)
+            choose(&c, host, None, &full, false)
                 .unwrap_err()
                 .message()
                 .contains("Not enough")
         );
         c.insert("security.privileged".to_owned(), "true".to_owned());
-        assert_eq!(choose(&c, host, None, &[]).unwrap(), None);
+        assert_eq!(choose(&c, host, None, &[], false).unwrap(), None);
         let mut c = BTreeMap::new();
         c.insert("security.idmap.base".to_owned(), "7000000".to_owned());
         c.insert("security.idmap.size".to_owned(), "1000".to_owned());
-        let m = choose(&c, host, None, &[]).unwrap().unwrap();
+        let m = choose(&c, host, None, &[], false).unwrap().unwrap();
         assert_eq!((m.uid_base, m.gid_base, m.size), (7000000, 7000000, 1000));
         assert!(validate("security.idmap.size", "0").is_err());
         let mut low = BTreeMap::new();
         low.insert("security.idmap.base".to_owned(), "1000".to_owned());
         assert!(
-            choose(&low, host, None, &[])
+            choose(&low, host, None, &[], false)
                 .unwrap_err()
                 .message()
                 .contains("system ids")
@@ -326,5 +354,36 @@ mod tests {
             [(b.uid_base, b.size)]
         );
         assert!(validate("security.idmap.isolated", "yes").is_err());
+    }
+
+    #[test]
+    fn own_ranges_by_default_and_kinds_kept() {
+        let host = HostIds {
+            uid_base: 1000,
+            gid_base: 1000,
+            count: 4 * SIZE,
+            from_subid: true,
+            newuidmap: false,
+        };
+        let none = BTreeMap::new();
+        // New instances follow the server's default; existing ones keep their kind.
+        assert!(own_by_default(host, None, false));
+        assert!(!own_by_default(host, None, true));
+        assert!(!own_by_default(host, Some(1000), false));
+        assert!(own_by_default(host, Some(1000 + SIZE), true));
+        assert!(own_by_default(host, Some(0), false), "so far privileged");
+        let own = choose(&none, host, None, &[], true).unwrap().unwrap();
+        assert_eq!(own.uid_base, 1000 + SIZE);
+        assert_eq!(
+            choose(&none, host, None, &[], false).unwrap(),
+            Some(host.shared())
+        );
+        // The key, when set, wins over the default.
+        let mut shared = BTreeMap::new();
+        shared.insert("security.idmap.isolated".to_owned(), "false".to_owned());
+        assert_eq!(
+            choose(&shared, host, None, &[], true).unwrap(),
+            Some(host.shared())
+        );
     }
 }

@@ -197,9 +197,11 @@ pub const INSTANCE_KEYS: &[Key] = &[
             "security.idmap.isolated",
             "security",
             "bool",
-            "false",
+            "",
             false,
-            "Whether to use a range of host ids no other container uses",
+            "Whether to use a range of host ids no other container uses (unset: as the \
+             instance had, and for a new one as the server's instances.idmap.default says, \
+             which in berth is isolated)",
             Check::Idmap,
         )
     },
