@@ -30,7 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["db", "host", "lxc"],
     &["ctx"],
     &["warning"],
-    &["storage", "image", "project", "device", "config", "network"],
+    &[
+        "storage", "image", "project", "device", "config", "network", "capacity",
+    ],
     &["instance"],
     &["profile"],
     &["api"],
@@ -47,6 +49,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("image", "storage"),
     ("network", "project"),
     ("device", "network"),
+    ("capacity", "config"),
 ];
 
 /// Modules that may name the transport.

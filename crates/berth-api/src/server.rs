@@ -59,6 +59,24 @@ pub struct ServerEnvironment {
     pub storage: String,
     pub storage_version: String,
     pub storage_supported_drivers: Vec<ServerStorageDriverInfo>,
+    /// berth's own: the host's kernel limits checked for `instances.expected` containers,
+    /// and what berthd raised.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_limits: Vec<HostLimit>,
+}
+
+/// berth's own: one kernel limit of the host as berthd found (and maybe raised) it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostLimit {
+    /// The sysctl (`fs.inotify.max_user_instances`), or `subordinate ids`.
+    pub name: String,
+    pub value: u64,
+    /// What the expected containers need.
+    pub needed: u64,
+    /// The value before berthd raised it, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raised_from: Option<u64>,
 }
 
 /// A storage driver the server can use.

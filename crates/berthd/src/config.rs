@@ -49,6 +49,24 @@ pub const SERVER_KEYS: &[ServerKey] = &[
             _ => Err("must be isolated or shared"),
         },
     },
+    ServerKey {
+        name: crate::model::capacity::EXPECTED_KEY,
+        description: "berth's own: how many containers the host's kernel limits are checked \
+                      (and raised) for",
+        default: "1000",
+        validate: |v| crate::model::capacity::expected(v).map(drop),
+    },
+    ServerKey {
+        name: crate::model::capacity::RAISE_KEY,
+        description: "berth's own: raise (raise the host's kernel limits that are safe to \
+                      raise when below what instances.expected containers need, and warn \
+                      about the rest) or report (only warn)",
+        default: "raise",
+        validate: |v| match v {
+            "raise" | "report" => Ok(()),
+            _ => Err("must be raise or report"),
+        },
+    },
 ];
 
 /// The server key letting berthd change the host's other firewall tables.

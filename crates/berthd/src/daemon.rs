@@ -126,7 +126,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     };
     let driver = crate::lxc::Liblxc::new(&paths, cgroups, host.memory);
     let cx = Arc::new(Ctx {
-        ids: crate::host::ids::read(Path::new("/etc"), Path::new("/")),
+        ids: host_ids(),
         driver: Arc::new(driver),
         pools: Pools::default(),
         networks: Default::default(),
@@ -148,6 +148,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         environment.storage = d.info().name.to_owned();
         environment.storage_version = d.info().version;
     }
+    environment.host_limits = crate::capacity::check(&cx, &config);
     let state = Arc::new(Api {
         cx: cx.clone(),
         ops: Operations::new(events),
@@ -206,4 +207,20 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The host ids containers' maps come from: root's subordinate ids, registered in
+/// /etc/subuid and /etc/subgid first when root has none.
+fn host_ids() -> crate::model::idmap::HostIds {
+    let etc = Path::new("/etc");
+    match crate::host::ids::register(etc) {
+        Ok(true) => tracing::info!(
+            "Registered root:{}:{} in /etc/subuid and /etc/subgid, the ids containers get",
+            crate::model::idmap::FALLBACK_BASE,
+            crate::model::idmap::FALLBACK_COUNT
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("Failed to register root's subordinate ids: {e}"),
+    }
+    crate::host::ids::read(etc, Path::new("/"))
 }

@@ -5,6 +5,7 @@
 //! process because liblxc forks. Helpers are dispatched before any runtime thread exists.
 
 mod api;
+mod capacity;
 mod config;
 mod ctx;
 mod daemon;

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use berth_api::server::HostLimit;
 use berth_api::{Response, Server, ServerEnvironment, ServerPut};
 use bytes::Bytes;
 
@@ -24,7 +25,8 @@ pub struct ServerSnapshot {
 /// The server's own state: its environment and its configuration as served.
 #[derive(Debug)]
 pub struct ServerState {
-    environment: ServerEnvironment,
+    /// The environment, whose `host_limits` change with the configuration.
+    environment: std::sync::Mutex<ServerEnvironment>,
     snapshot: RwLock<Arc<ServerSnapshot>>,
     /// Serialises configuration changes, so ETag checks and writes are atomic.
     lock: tokio::sync::Mutex<()>,
@@ -34,7 +36,7 @@ impl ServerState {
     pub fn new(environment: ServerEnvironment, config: BTreeMap<String, String>) -> Self {
         let snapshot = render(&environment, config);
         ServerState {
-            environment,
+            environment: std::sync::Mutex::new(environment),
             snapshot: RwLock::new(Arc::new(snapshot)),
             lock: tokio::sync::Mutex::new(()),
         }
@@ -48,8 +50,10 @@ impl ServerState {
             .clone()
     }
 
-    fn install(&self, config: BTreeMap<String, String>) {
-        let snapshot = Arc::new(render(&self.environment, config));
+    fn install(&self, config: BTreeMap<String, String>, host_limits: Vec<HostLimit>) {
+        let mut env = self.environment.lock().unwrap_or_else(|p| p.into_inner());
+        env.host_limits = host_limits;
+        let snapshot = Arc::new(render(&env, config));
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
 }
@@ -122,7 +126,16 @@ async fn update(
     check_if_match(headers, &current.etag)?;
     let new = make(&current.config);
     let accept = crate::config::get(&new, crate::config::ACCEPT_FOREIGN) == "true";
-    crate::config::store(&st.cx, new, |c| st.server.install(c)).await?;
+    // The host's limits are checked again for the new configuration (expected
+    // containers, their kind of id map) before it is stored.
+    let mut checked = new.clone();
+    checked.retain(|_, v| !v.is_empty());
+    crate::config::validate(&checked).map_err(|e| crate::error::Failure::invalid(e.to_string()))?;
+    let cx = st.cx.clone();
+    let limits = tokio::task::spawn_blocking(move || crate::capacity::check(&cx, &checked))
+        .await
+        .map_err(crate::error::Failure::from)?;
+    crate::config::store(&st.cx, new, |c| st.server.install(c, limits)).await?;
     crate::network::host_firewall_changed(&st.cx, accept).await?;
     Ok(sync_empty())
 }

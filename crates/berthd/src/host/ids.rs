@@ -1,5 +1,7 @@
 //! The host ids containers' maps come from: root's ranges in /etc/subuid and /etc/subgid
-//! (read under a root path, so tests use a fake /etc), else the fallback range.
+//! (read under a root path, so tests use a fake /etc), else the fallback range, which
+//! berthd then registers there as root's so that no other tool (useradd, another
+//! container manager) hands those ids out.
 
 use std::path::Path;
 
@@ -14,6 +16,31 @@ fn root_range(path: &Path, size: u32) -> Option<(u32, u32)> {
         let (base, count): (u32, u32) = (base.parse().ok()?, count.parse().ok()?);
         (matches!(user, "root" | "0") && count >= size).then_some((base, count))
     })
+}
+
+/// Adds the fallback range as root's to `etc`'s subuid and subgid files when neither has
+/// a range for root; whether it did.
+pub fn register(etc: &Path) -> std::io::Result<bool> {
+    let files = [etc.join("subuid"), etc.join("subgid")];
+    if files.iter().any(|f| root_range(f, SIZE).is_some()) {
+        return Ok(false);
+    }
+    for f in &files {
+        let mut text = std::fs::read_to_string(f).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("root:{FALLBACK_BASE}:{FALLBACK_COUNT}\n"));
+        // Beside, then renamed over: a crash leaves the old file or the new one.
+        let tmp = f.with_extension("berth-new");
+        std::fs::write(&tmp, text)?;
+        let mode = std::fs::metadata(f).map_or(0o644, |m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions())
+        });
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        std::fs::rename(&tmp, f)?;
+    }
+    Ok(true)
 }
 
 /// Root's sub-id ranges under `etc`, or the fallback; and whether shadow's `newuidmap`
@@ -51,7 +78,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = read(dir.path(), dir.path());
         assert_eq!(ids.uid_base, FALLBACK_BASE);
-        assert!(!ids.newuidmap);
+        assert!(!ids.newuidmap && !ids.from_subid);
+        // Registered as root's when root has none, once.
+        std::fs::write(dir.path().join("subuid"), "alice:100000:65536").unwrap();
+        assert!(register(dir.path()).unwrap());
+        assert!(!register(dir.path()).unwrap());
+        let ids = read(dir.path(), dir.path());
+        assert_eq!((ids.uid_base, ids.count), (FALLBACK_BASE, FALLBACK_COUNT));
+        assert!(ids.from_subid);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("subuid")).unwrap(),
+            "alice:100000:65536\nroot:1000000:1000000000\n"
+        );
         std::fs::write(
             dir.path().join("subuid"),
             "alice:100000:65536\nroot:200000:1000\nroot:300000:65536\n",

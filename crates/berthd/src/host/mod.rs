@@ -12,6 +12,7 @@ pub mod lxcfs;
 pub mod netns;
 pub mod resources;
 pub mod rootfs;
+pub mod sysctl;
 
 use std::path::Path;
 

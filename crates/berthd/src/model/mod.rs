@@ -7,6 +7,7 @@
 //! leaves (`error`, `time`).
 
 pub mod boot;
+pub mod capacity;
 pub mod devices;
 pub mod expand;
 pub mod idmap;
