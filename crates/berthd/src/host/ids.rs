@@ -31,8 +31,9 @@ pub fn register(etc: &Path) -> std::io::Result<bool> {
             text.push('\n');
         }
         text.push_str(&format!("root:{FALLBACK_BASE}:{FALLBACK_COUNT}\n"));
-        // Beside, then renamed over: a crash leaves the old file or the new one.
-        let tmp = f.with_extension("berth-new");
+        // Beside, then renamed over: a crash leaves the old file or the new one, and
+        // daemons starting together each put the same text in place.
+        let tmp = f.with_extension(format!("berth-{}", std::process::id()));
         std::fs::write(&tmp, text)?;
         let mode = std::fs::metadata(f).map_or(0o644, |m| {
             std::os::unix::fs::PermissionsExt::mode(&m.permissions())

@@ -188,7 +188,14 @@ impl Liblxc {
         self.remove_cgroup_leftovers(name).await;
         self.cgroups.remove_parent(&self.cgroup_parent);
         forget_init(&dir);
-        let why = log_tail(&dir);
+        let mut why = log_tail(&dir);
+        // A kernel limit the log shows was reached is named, with the host's value.
+        let log = std::fs::read_to_string(dir.join("lxc.log")).unwrap_or_default();
+        if let Some(sysctl) = crate::model::boot::limit_hit(&log) {
+            let value = crate::host::sysctl::read(sysctl)
+                .map_or_else(String::new, |v| format!(", {v} on this host"));
+            why.push_str(&format!("; the host limit {sysctl} was reached{value}"));
+        }
         if why.is_empty() {
             what.to_owned()
         } else {
@@ -451,7 +458,8 @@ impl InstanceDriver for Liblxc {
 const INIT_PID: &str = "init.pid";
 
 /// The file in a container's directory listing its nics' host links, one per line (and
-/// `neigh ADDR PARENT` for a routed nic's proxy neighbour entry).
+/// `neigh ADDR PARENT` for a routed nic's proxy neighbour entry, `conntrack TABLE LINK`
+/// for a nic's conntrack limit).
 pub const HOST_LINKS: &str = "host-links";
 
 /// Deletes the links listed in `file` (a container's [`HOST_LINKS`]); those gone already
@@ -465,6 +473,13 @@ pub fn delete_host_links(file: &Path) {
             // A routed nic's proxy neighbour entry: `neigh ADDR PARENT`.
             if let Some((addr, parent)) = rest.split_once(' ') {
                 berth_network::nic::unproxy(&[addr.to_owned()], parent);
+            }
+            continue;
+        }
+        if let Some(rest) = entry.strip_prefix("conntrack ") {
+            // A nic's conntrack limit: `conntrack TABLE LINK`.
+            if let Some((table, link)) = rest.split_once(' ') {
+                let _ = berth_network::nic::remove_conntrack(table, link);
             }
             continue;
         }

@@ -20,6 +20,11 @@ const LIMITS: &[(&[&str], &str)] = &[
     ),
     (&["key", "Disk quota exceeded"], "kernel.keys.maxkeys"),
     (&["pty", "No space left on device"], "kernel.pty.max"),
+    // liblxc's log when it cannot open the console's pty.
+    (
+        &["open terminal", "No space left on device"],
+        "kernel.pty.max",
+    ),
 ];
 
 /// The sysctl a console line names as exhausted, if any line does.
@@ -84,6 +89,12 @@ mod tests {
             Some("kernel.keys.maxkeys")
         );
         assert_eq!(limit_hit("all fine"), None);
+        assert_eq!(
+            limit_hit(
+                "lxc c1 20261206 ERROR    terminal - ../src/lxc/terminal.c:lxc_terminal_create_native:904 - No space left on device - Failed to open terminal"
+            ),
+            Some("kernel.pty.max")
+        );
         assert_eq!(
             reason("", 0, |_| None),
             "its init exited 0 s after the start; the console said nothing"
