@@ -624,3 +624,41 @@ async fn p2p_routed_and_macvlan_nics() {
             .contains("192.0.2.20")
     );
 }
+
+/// A container opening connections without end stops at its `limits.conntrack`; its
+/// neighbour's new connections go on, and the limit goes with the container.
+#[tokio::test]
+async fn a_conntrack_flood_stops_at_the_containers_limit() {
+    let d = networked("10.88.0").await;
+    ok(&d.lxc(&["launch", "bb", "flood", "-c", "limits.conntrack=20"]));
+    ok(&d.lxc(&["launch", "bb", "calm"]));
+    ipv4(&d, "flood", "eth0").await;
+    ipv4(&d, "calm", "eth0").await;
+    // A TCP connection to the network's DNS (busybox's nc: connected, then stdin ends).
+    let dns = "nc -w 3 10.88.0.1 53 </dev/null";
+    for name in ["flood", "calm"] {
+        exec(&d, name, dns);
+    }
+    // 100 pings of their own (busybox has no UDP client): each a new tracked connection,
+    // which the host keeps for half a minute.
+    exec(
+        &d,
+        "flood",
+        "for i in $(seq 100); do ping -c 1 -W 1 10.88.0.1 >/dev/null 2>&1 & done; wait; true",
+    );
+    let out = d.lxc(&["exec", "flood", "--", "sh", "-c", dns]);
+    assert!(
+        !out.status.success(),
+        "the flooder is at its limit: {out:?} {}",
+        d.netns().run("nft", &["list", "ruleset"])
+    );
+    exec(&d, "calm", dns);
+    let rules = d.netns().run("nft", &["list", "ruleset"]);
+    assert!(rules.contains("ct count over 20"), "{rules}");
+    // A bad value changes nothing; the limit goes with the container.
+    let err = fails(&d.lxc(&["config", "set", "flood", "limits.conntrack=none"]));
+    assert!(err.contains("limits.conntrack"), "{err}");
+    ok(&d.lxc(&["delete", "-f", "flood"]));
+    let rules = d.netns().run("nft", &["list", "ruleset"]);
+    assert!(!rules.contains("ct count"), "{rules}");
+}

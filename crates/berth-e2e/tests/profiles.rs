@@ -262,6 +262,7 @@ const SAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
     ),
     ("limits.processes", "limits.processes", "100", Some("-1")),
     ("limits.pty", "limits.pty", "64", Some("0")),
+    ("limits.conntrack", "limits.conntrack", "512", Some("0")),
     (
         "limits.kernel.*",
         "limits.kernel.nofile",

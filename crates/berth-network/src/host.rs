@@ -92,6 +92,16 @@ pub fn link(name: &str) -> Result<Option<Link>, NetworkError> {
     Ok(links()?.into_iter().find(|l| l.name == name))
 }
 
+/// The index of link `name` in this network namespace.
+pub fn index(name: &str) -> Result<u32, NetworkError> {
+    let v = ip(&["-j", "link", "show", "dev", name], name)?;
+    v.get(0)
+        .and_then(|l| l.get("ifindex"))
+        .and_then(Value::as_u64)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| NetworkError::invalid("link", name, "ip shows no index for it"))
+}
+
 /// Every address of the host's links: (link, address with its prefix).
 pub fn addresses() -> Result<Vec<(String, IpNet)>, NetworkError> {
     let v = ip(&["-j", "addr", "show"], "")?;

@@ -1,5 +1,6 @@
 //! The host side of an instance's nic: the veth pair berthd makes and hands to liblxc,
-//! its traffic limits (tc) and its source filters (berthd's `bridge` nftables table).
+//! its traffic limits (tc), its source filters (berthd's `bridge` nftables table) and its
+//! conntrack limit (a chain in the `inet` table of the same name).
 //!
 //! A pair is made with its host end attached to the bridge and up, its other end (the
 //! "peer", named `PEER`) left on the host for liblxc to move into the container under its
@@ -433,6 +434,89 @@ pub fn remove_filter(table: &str, link: &str) -> Result<(), NetworkError> {
         return Ok(());
     }
     nft(link, "Removing the nic's filters", &b)
+}
+
+/// The chain of nic `link`'s conntrack limit, in both families.
+fn ct_chain(link: &str) -> String {
+    format!("ct.{link}")
+}
+
+/// The batch that limits nic `link` (ifindex `index`; `bridged` when its host end is a
+/// bridge port) to `limit` tracked connections. What a bridge port sends reaches the IP
+/// layer as the bridge's, so the bridge table marks it by port first (the mark carries
+/// the link's index, and is cleared once counted); a lone host end is matched by name.
+pub fn conntrack_batch(table: &str, link: &str, index: u32, bridged: bool, limit: u32) -> String {
+    let chain = ct_chain(link);
+    let mark = 0xb000_0000_u32 | (index & 0x0fff_ffff);
+    let mut b = format!(
+        "add table inet {table}
+\
+         add chain inet {table} {chain} {{ type filter hook prerouting priority -150; policy accept; }}
+\
+         flush chain inet {table} {chain}
+"
+    );
+    let matching = if bridged {
+        format!("meta mark {mark:#x}")
+    } else {
+        format!("iifname \"{link}\"")
+    };
+    b += &format!(
+        "add rule inet {table} {chain} {matching} ct state new ct count over {limit} counter drop
+"
+    );
+    if bridged {
+        b += &format!(
+            "add rule inet {table} {chain} meta mark {mark:#x} meta mark set 0
+\
+             add table bridge {table}
+\
+             add chain bridge {table} {chain} {{ type filter hook prerouting priority -300; policy accept; }}
+\
+             flush chain bridge {table} {chain}
+\
+             add rule bridge {table} {chain} iifname \"{link}\" meta mark set {mark:#x}
+"
+        );
+    }
+    b
+}
+
+/// Limits nic `link` to `limit` connections tracked at once, for what it sends to the
+/// host or through it (routed or NATed); see [`conntrack_batch`].
+pub fn set_conntrack(
+    table: &str,
+    link: &str,
+    bridged: bool,
+    limit: u32,
+) -> Result<(), NetworkError> {
+    // From ip, not /sys/class/net, which shows the links of whoever mounted sysfs.
+    let index = crate::host::index(link)?;
+    nft(
+        link,
+        "Writing the nic's conntrack limit",
+        &conntrack_batch(table, link, index, bridged, limit),
+    )
+}
+
+/// Removes nic `link`'s conntrack limit, and each table when nothing else is left in it.
+pub fn remove_conntrack(table: &str, link: &str) -> Result<(), NetworkError> {
+    let chain = ct_chain(link);
+    let mut b = String::new();
+    for family in ["inet", "bridge"] {
+        let Some(have) = crate::host::nft_chains(family, table) else {
+            continue;
+        };
+        if have.iter().all(|c| *c == chain) {
+            b += &format!("delete table {family} {table}\n");
+        } else if have.contains(&chain) {
+            b += &format!("delete chain {family} {table} {chain}\n");
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    nft(link, "Removing the nic's conntrack limit", &b)
 }
 
 /// Parses a bit rate as LXD writes it (`10Mbit`, `1Gbit`, `512kbit`, `100Mibit`, or

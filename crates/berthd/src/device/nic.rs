@@ -49,6 +49,8 @@ pub struct Plan {
     pub attach: Attach,
     pub limits: Limits,
     pub filter: Filter,
+    /// The instance's `limits.conntrack`, for a veth pair's host end.
+    pub conntrack: Option<u32>,
     /// The name the static entry gives the instance (its name in its project).
     pub hostname: String,
 }
@@ -64,10 +66,14 @@ impl Plan {
     }
 
     /// What the instance driver undoes when the container stops
-    /// ([`crate::lxc::StartSpec::host_links`]): its links, and `neigh ADDR PARENT` for
-    /// each proxy neighbour entry of a routed nic.
-    pub fn host_entries(&self) -> Vec<String> {
+    /// ([`crate::lxc::StartSpec::host_links`]): its links, `neigh ADDR PARENT` for each
+    /// proxy neighbour entry of a routed nic, and `conntrack TABLE LINK` for a conntrack
+    /// limit in nft table `table`.
+    pub fn host_entries(&self, table: &str) -> Vec<String> {
         let mut out = self.links();
+        if self.conntrack.is_some() && !matches!(self.attach, Attach::Macvlan { .. }) {
+            out.push(format!("conntrack {table} {}", self.veth.host_name));
+        }
         if let Attach::Routed {
             addresses,
             parent: Some(parent),
@@ -207,6 +213,7 @@ pub fn plan(
             attach,
             limits: Limits { ingress, egress },
             filter,
+            conntrack: crate::model::limits::conntrack(config)?,
             hostname: hostname.to_owned(),
         });
     }
@@ -277,6 +284,10 @@ impl Host {
             if !p.filter.is_empty() {
                 berth_network::nic::set_filter(&self.table, &p.veth.host_name, &p.filter)?;
             }
+            if let Some(limit) = p.conntrack {
+                let bridged = matches!(p.attach, Attach::Bridge { .. });
+                berth_network::nic::set_conntrack(&self.table, &p.veth.host_name, bridged, limit)?;
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -295,6 +306,9 @@ impl Host {
         }
         if !p.filter.is_empty() {
             let _ = berth_network::nic::remove_filter(&self.table, &p.veth.host_name);
+        }
+        if p.conntrack.is_some() {
+            let _ = berth_network::nic::remove_conntrack(&self.table, &p.veth.host_name);
         }
         if let Attach::Routed {
             addresses,

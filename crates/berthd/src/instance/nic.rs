@@ -47,7 +47,7 @@ pub async fn make_all(
     }
     for (i, p) in plans.iter().enumerate() {
         spec.devices.extend(nic::lxc_entries(i + 1, p));
-        spec.host_links.extend(p.host_entries());
+        spec.host_links.extend(p.host_entries(&Host::of(cx).table));
     }
     let (work, host) = (plans.clone(), Host::of(cx));
     tokio::task::spawn_blocking(move || {
@@ -201,7 +201,7 @@ pub async fn apply_live(
         // The post-stop hook deletes these too.
         let mut links = std::fs::read_to_string(&links_file).unwrap_or_default();
         for p in &new_plans {
-            for l in p.host_entries() {
+            for l in p.host_entries(&host.table) {
                 links.push('\n');
                 links.push_str(&l);
             }

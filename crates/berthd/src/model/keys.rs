@@ -159,6 +159,15 @@ pub const INSTANCE_KEYS: &[Key] = &[
         Check::Limit,
     ),
     key(
+        "limits.conntrack",
+        "resource-limits",
+        "integer",
+        "",
+        false,
+        "berth's own: the most connections the host tracks at once for what each of the instance's nics sends (nftables ct count), so a flood cannot fill the host's table for its neighbours",
+        Check::Limit,
+    ),
+    key(
         "limits.kernel.*",
         "resource-limits",
         "string",

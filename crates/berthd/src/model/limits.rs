@@ -11,6 +11,10 @@
 //! | `limits.cpu.priority` (0–10) | `cpu.shares` | `cpu.weight` |
 //! | `limits.kernel.NAME` | `lxc.prlimit.NAME` (at start only) | same |
 //! | `limits.pty` (berth's own) | `lxc.pty.max`: the devpts instance's `max=` (at start only) | same |
+//!
+//! `limits.conntrack` (berth's own) is no cgroup's: at most that many connections tracked
+//! for what each of the instance's veth nics sends to or through the host, enforced by
+//! nftables `ct count` (see `berth_network::nic::set_conntrack`; at start only).
 
 use std::collections::BTreeMap;
 
@@ -115,9 +119,11 @@ pub fn validate(key: &str, value: &str, host: Host) -> Result<bool> {
     }
     cgroup_settings(&config, host)?;
     prlimits(&config)?;
+    conntrack(&config)?;
     let known = matches!(
         key,
         "limits.pty"
+            | "limits.conntrack"
             | "limits.processes"
             | "limits.memory"
             | "limits.memory.enforce"
@@ -260,6 +266,24 @@ pub fn cgroup_settings(config: &BTreeMap<String, String>, host: Host) -> Result<
     Ok(out)
 }
 
+/// `limits.conntrack`: the connections each nic may have tracked at once, when limited.
+pub fn conntrack(config: &BTreeMap<String, String>) -> Result<Option<u32>> {
+    let Some(v) = config.get("limits.conntrack").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .map(Some)
+        .ok_or_else(|| {
+            bad(
+                "limits.conntrack",
+                v,
+                "expected a number of connections above 0",
+            )
+        })
+}
+
 /// The `lxc.prlimit.*` keys of `limits.kernel.*`.
 pub fn prlimits(config: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -364,6 +388,11 @@ mod tests {
         }
         assert!(validate("limits.kernel.nofile", "1024:2048", HOST).unwrap());
         assert!(validate("limits.pty", "16", HOST).unwrap());
+        assert!(validate("limits.conntrack", "512", HOST).unwrap());
+        for bad_count in ["0", "-1", "lots"] {
+            let e = validate("limits.conntrack", bad_count, HOST).unwrap_err();
+            assert!(e.message().contains("limits.conntrack"), "{e}");
+        }
         for bad_pty in ["0", "-1", "many", "70000"] {
             let e = validate("limits.pty", bad_pty, HOST).unwrap_err();
             assert!(e.message().contains("limits.pty"), "{e}");
