@@ -53,7 +53,7 @@ impl Drop for Netns {
 }
 
 /// Runs `berth args` against `dir`; its stdout.
-fn berth(root: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn berth(root: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(root.join("target/release/berth"))
         .args(args)
         .env("BERTH_DIR", dir)
@@ -99,7 +99,7 @@ fn launch_to_address(
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -114,10 +114,20 @@ pub fn run(
     // launch-to-address figures measure berth, not the previous phase's writeback.
     Command::new("sync").status()?;
     std::thread::sleep(Duration::from_secs(2));
+    with_daemon(root, "berth-bench-net-", |dir, pid| {
+        measure(root, dir, busybox, debian, pid)
+    })
+}
+
+/// Runs `f` against a release berthd in a fresh directory and a network namespace of
+/// its own (`f` gets the directory and berthd's pid), then takes everything away.
+pub(crate) fn with_daemon<T>(
+    root: &Path,
+    prefix: &str,
+    f: impl FnOnce(&Path, u32) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let ns = Netns::new()?;
-    let dir = tempfile::Builder::new()
-        .prefix("berth-bench-net-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let mut daemon = ns
         .command(root.join("target/release/berthd"), &[])
         .arg("--dir")
@@ -134,12 +144,15 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let result = measure(root, dir.path(), busybox, debian, daemon.id());
+    let result = f(dir.path(), daemon.id());
     // Containers first (their pairs go with them), then berthd, dnsmasq and lxcfs; the
     // namespace takes the bridges and rules with it.
     let _ = berth(root, dir.path(), &["list", "-c", "n", "-f", "csv"]).map(|names| {
-        for n in names.lines().filter(|n| !n.is_empty()) {
-            let _ = berth(root, dir.path(), &["delete", "-f", n]);
+        let names: Vec<&str> = names.lines().filter(|n| !n.is_empty()).collect();
+        for chunk in names.chunks(200) {
+            let mut args = vec!["delete", "-f"];
+            args.extend(chunk);
+            let _ = berth(root, dir.path(), &args);
         }
     });
     let _ = daemon.kill();
@@ -157,6 +170,16 @@ pub fn run(
         .arg(dir.path().join("lxcfs"))
         .status();
     result
+}
+
+/// berthd's resident memory, in MiB.
+pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(kib as f64 / 1024.0)
 }
 
 fn measure(
@@ -304,14 +327,9 @@ fn measure(
         format!("list with {many} networked containers (10 s after the last lease), median of 5"),
         format!("{:.1} ms", median(list)),
     ));
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
     out.push((
         format!("berthd RSS with {many} networked containers"),
-        format!("{:.1} MiB", rss as f64 / 1024.0),
+        format!("{:.1} MiB", rss_mib(pid)?),
     ));
     Ok(out)
 }

@@ -3,12 +3,15 @@
 //! - `ci`: system packages, fmt, layers, clippy, build, then every test (unit and
 //!   end-to-end).
 //! - `e2e`: system packages, build, then the end-to-end tests only.
-//! - `bench`: builds release binaries and measures them (see `bench.rs`).
+//! - `bench`: builds release binaries and measures them (see `bench.rs`); `bench net`
+//!   the networking figures alone; `bench density` fills the host (see
+//!   `bench_density.rs`).
 //! - `layers`: checks berthd's module layers and the CLI's (see `layers.rs`).
 //! - `bindings`: regenerates `crates/lxc-sys/src/bindings.rs` from the installed liblxc
 //!   headers (needs `bindgen` from bindgen-cli and libclang).
 
 mod bench;
+mod bench_density;
 mod bench_net;
 mod layers;
 
@@ -24,11 +27,14 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("e2e") => e2e(&root),
         Some("bench") if args.get(1).map(String::as_str) == Some("net") => bench::run_net(&root),
+        Some("bench") if args.get(1).map(String::as_str) == Some("density") => {
+            bench_density::run(&root)
+        }
         Some("bench") => bench::run(&root),
         Some("layers") => layers::run(&root),
         Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench [net]|layers|bindings");
+            eprintln!("usage: cargo xtask ci|e2e|bench [net|density]|layers|bindings");
             std::process::exit(2);
         }
     }
