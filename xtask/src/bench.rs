@@ -21,14 +21,19 @@ use tokio::net::UnixStream;
 const CLIENTS: usize = 4;
 const DURATION: Duration = Duration::from_secs(5);
 
-/// `cargo xtask bench net`: the networking figures alone, on a host the other figures
-/// have not just loaded (busybox built here; Debian when the e2e suite has built it).
-pub fn run_net(root: &Path) -> anyhow::Result<()> {
+/// Builds the release binaries the benchmarks run.
+pub(crate) fn build_release(root: &Path) -> anyhow::Result<()> {
     crate::run(
         root,
         "cargo",
         &["build", "--release", "--workspace", "--bins"],
-    )?;
+    )
+}
+
+/// `cargo xtask bench net`: the networking figures alone, on a host the other figures
+/// have not just loaded (busybox built here; Debian when the e2e suite has built it).
+pub fn run_net(root: &Path) -> anyhow::Result<()> {
+    build_release(root)?;
     let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let busybox = work.path().join("busybox.tar.gz");
     crate::run(
@@ -56,11 +61,7 @@ pub fn run_net(root: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    crate::run(
-        root,
-        "cargo",
-        &["build", "--release", "--workspace", "--bins"],
-    )?;
+    build_release(root)?;
     let berthd = root.join("target/release/berthd");
     let dir = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let mut daemon = Daemon::start(&berthd, dir.path())?;

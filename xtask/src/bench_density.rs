@@ -21,11 +21,7 @@ use crate::bench_net::{berth, median, rss_mib, with_daemon};
 const RESERVE_KIB: u64 = 2 << 20;
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    crate::run(
-        root,
-        "cargo",
-        &["build", "--release", "--workspace", "--bins"],
-    )?;
+    crate::bench::build_release(root)?;
     let work = tempfile::Builder::new()
         .prefix("berth-bench-images-")
         .tempdir()?;

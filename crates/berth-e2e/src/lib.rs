@@ -553,14 +553,23 @@ pub fn debian_image() -> PathBuf {
 
 /// Imports the shared busybox test image into daemon `d` as alias `bb`.
 pub async fn with_busybox(d: &Daemon) {
+    import_as(d, &busybox_image(), "bb").await;
+}
+
+/// Imports the shared Debian test image into daemon `d` as alias `deb`.
+pub async fn with_debian(d: &Daemon) {
+    import_as(d, &debian_image(), "deb").await;
+}
+
+async fn import_as(d: &Daemon, image: &Path, alias: &str) {
     let opts = berth_client::ImportOptions {
-        aliases: vec!["bb".into()],
+        aliases: vec![alias.into()],
         ..Default::default()
     };
     d.client()
-        .import_image(&busybox_image(), None, &opts)
+        .import_image(image, None, &opts)
         .await
-        .expect("import the busybox image");
+        .unwrap_or_else(|e| panic!("import {}: {e}", image.display()));
 }
 
 /// The SHA-256 of a file, as hex.

@@ -5,20 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
-use berth_e2e::{Daemon, ok};
+use berth_e2e::{Daemon, ok, with_debian};
 
 const COUNT: usize = 30;
-
-async fn with_debian(d: &Daemon) {
-    let opts = berth_client::ImportOptions {
-        aliases: vec!["deb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&berth_e2e::debian_image(), None, &opts)
-        .await
-        .expect("import the Debian image");
-}
 
 fn names() -> Vec<String> {
     (1..=COUNT).map(|i| format!("d{i:02}")).collect()

@@ -150,14 +150,7 @@ async fn containers_get_leases_and_reach_each_other_by_name() {
 #[tokio::test]
 async fn a_debian_container_gets_a_lease_and_names_resolve() {
     let d = networked("10.87.0").await;
-    let opts = berth_client::ImportOptions {
-        aliases: vec!["deb".into()],
-        ..Default::default()
-    };
-    d.client()
-        .import_image(&berth_e2e::debian_image(), None, &opts)
-        .await
-        .expect("import the Debian image");
+    berth_e2e::with_debian(&d).await;
     ok(&d.lxc(&["launch", "bb", "b1"]));
     ok(&d.lxc(&["launch", "deb", "d1"]));
     let ab = ipv4(&d, "b1", "eth0").await;

@@ -49,7 +49,7 @@ pub fn reason(console: &str, secs: u64, value: impl Fn(&str) -> Option<String>) 
     if let Some(sysctl) = limit_hit(console) {
         let now = value(sysctl).map_or_else(String::new, |v| format!(", {v} on this host"));
         out.push_str(&format!(
-            "; the host limit {sysctl} was reached{now} (shared by the containers of one host uid)"
+            "; the host limit {sysctl} was reached{now} (counted per owner of a user namespace: the container's own with a range of its own, every container's on the shared map)"
         ));
     }
     let last: Vec<&str> = console
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(
             r,
             "its init exited 2 s after the start; the host limit fs.inotify.max_user_instances \
-             was reached, 128 on this host (shared by the containers of one host uid); console: \
+             was reached, 128 on this host (counted per owner of a user namespace: the container's own with a range of its own, every container's on the shared map); console: \
              Failed to allocate manager object. / [!!!!!!] Failed to allocate manager object. / \
              Exiting PID 1..."
         );
