@@ -481,7 +481,7 @@ impl Drop for Daemon {
     }
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     proc_status_kib(pid, "VmRSS:")
 }
 

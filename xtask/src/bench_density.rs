@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::bench_net::{berth, median, rss_mib, with_daemon};
+use crate::bench_net::{berth, median, with_daemon};
 
 /// Memory the host keeps available while Debian containers are added.
 const RESERVE_KIB: u64 = 2 << 20;
@@ -152,7 +152,7 @@ fn fill(
             berth(root, dir, &["list"]).map(|_| t.elapsed().as_secs_f64() * 1000.0)
         })
         .collect::<anyhow::Result<_>>()?;
-    let rss = rss_mib(pid)?;
+    let rss = crate::bench::rss_kib(pid)? as f64 / 1024.0;
     let names: Vec<String> = (0..running).map(|i| format!("c{i}")).collect();
     let t = Instant::now();
     for chunk in names.chunks(500) {

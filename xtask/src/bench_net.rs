@@ -172,16 +172,6 @@ pub(crate) fn with_daemon<T>(
     result
 }
 
-/// berthd's resident memory, in MiB.
-pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(kib as f64 / 1024.0)
-}
-
 fn measure(
     root: &Path,
     dir: &Path,
@@ -329,7 +319,7 @@ fn measure(
     ));
     out.push((
         format!("berthd RSS with {many} networked containers"),
-        format!("{:.1} MiB", rss_mib(pid)?),
+        format!("{:.1} MiB", crate::bench::rss_kib(pid)? as f64 / 1024.0),
     ));
     Ok(out)
 }

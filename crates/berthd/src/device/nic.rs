@@ -49,7 +49,7 @@ pub struct Plan {
     pub attach: Attach,
     pub limits: Limits,
     pub filter: Filter,
-    /// The instance's `limits.conntrack`, for a veth pair's host end.
+    /// The instance's `limits.conntrack` (see [`Plan::conntrack_limit`]).
     pub conntrack: Option<u32>,
     /// The name the static entry gives the instance (its name in its project).
     pub hostname: String,
@@ -71,7 +71,7 @@ impl Plan {
     /// limit in nft table `table`.
     pub fn host_entries(&self, table: &str) -> Vec<String> {
         let mut out = self.links();
-        if self.conntrack.is_some() && !matches!(self.attach, Attach::Macvlan { .. }) {
+        if self.conntrack_limit().is_some() {
             out.push(format!("conntrack {table} {}", self.veth.host_name));
         }
         if let Attach::Routed {
@@ -82,6 +82,13 @@ impl Plan {
             out.extend(addresses.iter().map(|a| format!("neigh {a} {parent}")));
         }
         out
+    }
+
+    /// The conntrack limit of this nic: the instance's, for a veth pair's host end (a
+    /// macvlan's traffic does not pass the host's netfilter).
+    pub fn conntrack_limit(&self) -> Option<u32> {
+        self.conntrack
+            .filter(|_| !matches!(self.attach, Attach::Macvlan { .. }))
     }
 
     /// The link handed to liblxc (moved into the container).
@@ -284,7 +291,7 @@ impl Host {
             if !p.filter.is_empty() {
                 berth_network::nic::set_filter(&self.table, &p.veth.host_name, &p.filter)?;
             }
-            if let Some(limit) = p.conntrack {
+            if let Some(limit) = p.conntrack_limit() {
                 let bridged = matches!(p.attach, Attach::Bridge { .. });
                 berth_network::nic::set_conntrack(&self.table, &p.veth.host_name, bridged, limit)?;
             }
@@ -307,7 +314,7 @@ impl Host {
         if !p.filter.is_empty() {
             let _ = berth_network::nic::remove_filter(&self.table, &p.veth.host_name);
         }
-        if p.conntrack.is_some() {
+        if p.conntrack_limit().is_some() {
             let _ = berth_network::nic::remove_conntrack(&self.table, &p.veth.host_name);
         }
         if let Attach::Routed {
