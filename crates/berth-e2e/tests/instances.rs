@@ -110,7 +110,19 @@ async fn lifecycle_through_the_cli_unprivileged() {
     assert_eq!(state(&d, "c1").await.status, "Running");
     let err = fails(&d.berth(&["delete", "c1"]));
     assert!(err.contains("running"), "{err}");
-    ok(&d.berth(&["delete", "-f", "c1"]));
+    // Verbs given many names work on them together; a name that fails is reported and
+    // the others are still done.
+    for n in ["c2", "c3", "c4"] {
+        ok(&d.berth(&["launch", "bb", n]));
+    }
+    ok(&d.berth(&["stop", "-f", "c2", "c3", "c4"]));
+    for n in ["c2", "c3", "c4"] {
+        assert_eq!(state(&d, n).await.status, "Stopped", "{n}");
+    }
+    ok(&d.berth(&["start", "c2", "c3"]));
+    let err = fails(&d.berth(&["delete", "-f", "c1", "c2", "nosuch", "c3", "c4"]));
+    assert!(err.starts_with("Error: nosuch: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(ok(&d.berth(&["list", "-f", "csv"])), "");
     assert!(!volume.exists(), "volume removed");
     assert!(!d.dir().join("containers/c1").exists());

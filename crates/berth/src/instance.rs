@@ -33,3 +33,35 @@ pub async fn put_state(
     }
     Ok(())
 }
+
+/// How many instances a verb given many names works on at once: the server overlaps
+/// their waits (a stop waiting for init to die, a delete's disk work) on its cores.
+const IN_FLIGHT: usize = 8;
+
+/// Runs `one` for every name, [`IN_FLIGHT`] at a time. Every name is tried; every failure
+/// but the last is printed, and the call fails with the last if any failed.
+pub async fn for_each<'a, F, Fut>(names: &'a [String], one: F) -> anyhow::Result<()>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
+{
+    use futures_util::StreamExt;
+    let failed: Vec<anyhow::Error> = futures_util::stream::iter(names)
+        .map(|name| {
+            let run = one(name);
+            async move { run.await.err() }
+        })
+        .buffered(IN_FLIGHT)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    match failed.as_slice() {
+        [] => Ok(()),
+        [first @ .., last] => {
+            for f in first {
+                eprintln!("Error: {f}");
+            }
+            anyhow::bail!("{last}")
+        }
+    }
+}

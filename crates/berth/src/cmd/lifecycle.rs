@@ -1,4 +1,5 @@
-//! `berth start|stop|restart|pause|resume NAME...`: change instance state.
+//! `berth start|stop|restart|pause|resume NAME...`: change instance state, several at
+//! once (see [`crate::instance::for_each`]).
 
 use berth_client::{Client, Method};
 
@@ -28,30 +29,34 @@ pub async fn run(client: &Client, args: Args, action: &str) -> anyhow::Result<()
     if args.stateless && action != "start" {
         anyhow::bail!("--stateless applies to start only");
     }
-    for name in &args.names {
-        // As lxc does: a start restores a saved state unless told not to.
-        let stateful = if action == "start" && !args.stateless {
-            client
-                .query(Method::GET, &format!("/1.0/instances/{name}"), None)
-                .await
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
-                .body
-                .metadata
-                .get("stateful")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
-        } else {
-            args.stateful
-        };
-        let body = serde_json::json!({
-            "action": action,
-            "timeout": args.timeout,
-            "force": args.force,
-            "stateful": stateful,
-        });
-        crate::instance::put_state(client, name, &body)
+    let args = &args;
+    crate::instance::for_each(&args.names, |name| async move {
+        one(client, args, action, name)
             .await
-            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    }
-    Ok(())
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    })
+    .await
+}
+
+async fn one(client: &Client, args: &Args, action: &str, name: &str) -> anyhow::Result<()> {
+    // As lxc does: a start restores a saved state unless told not to.
+    let stateful = if action == "start" && !args.stateless {
+        client
+            .query(Method::GET, &format!("/1.0/instances/{name}"), None)
+            .await?
+            .body
+            .metadata
+            .get("stateful")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    } else {
+        args.stateful
+    };
+    let body = serde_json::json!({
+        "action": action,
+        "timeout": args.timeout,
+        "force": args.force,
+        "stateful": stateful,
+    });
+    crate::instance::put_state(client, name, &body).await
 }
