@@ -148,6 +148,25 @@ impl Client {
         Ok(reply.body)
     }
 
+    /// `GET path`'s whole reply body, an LXD envelope, for callers that decode a large
+    /// `metadata` in place (a list of thousands) instead of copying it out first; an
+    /// error reply becomes [`ClientError::Api`].
+    pub async fn get_envelope(&self, path: &str) -> Result<Bytes, ClientError> {
+        let reply = self
+            .transport
+            .request(Method::GET, &self.scoped(path), None, None)
+            .await?;
+        if reply.status >= 400 {
+            let envelope: Response<serde::de::IgnoredAny> = serde_json::from_slice(&reply.body)
+                .map_err(|source| ClientError::Decode {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            return Err(ClientError::api(reply.status, envelope.error));
+        }
+        Ok(reply.body)
+    }
+
     /// Sends a request; an error reply becomes [`ClientError::Api`].
     pub async fn query(
         &self,

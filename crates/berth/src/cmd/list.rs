@@ -440,8 +440,15 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             .flat_map(|c| c.reads.iter().copied())
             .chain(args.filters.iter().map(|f| filter_reads(f)))
             .collect();
-        let raw: Box<serde_json::value::RawValue> = client.get(path).await?;
-        let mut de = serde_json::Deserializer::from_str(raw.get());
+        // Decoded in place from the reply: no copy of a list of thousands in between.
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            metadata: &'a serde_json::value::RawValue,
+        }
+        let body = client.get_envelope(path).await?;
+        let envelope: Envelope = serde_json::from_slice(&body)?;
+        let mut de = serde_json::Deserializer::from_str(envelope.metadata.get());
         serde::de::DeserializeSeed::deserialize(Only(&keep), &mut de)?
     };
     let shown: Vec<&Value> = instances

@@ -6,14 +6,22 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{Mode, OFlags};
+
+/// The controllers a container's state reads, in the order of [`Cgroups::handles`].
+const READ: [&str; 4] = ["memory", "pids", "cpuacct", "freezer"];
 
 /// The cgroup tree under `root`; whether it is the unified (v2) hierarchy is read once.
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     root: PathBuf,
     v2: bool,
+    /// The top directories of the controllers in [`READ`] (on v2 the first is the tree's
+    /// top), opened once: a list of thousands opens each container's files beneath them
+    /// without walking from `/` or opening the container's directories.
+    handles: Arc<[OnceLock<OwnedFd>; 4]>,
 }
 
 fn read_i64(path: &Path) -> Option<i64> {
@@ -33,14 +41,18 @@ pub struct Counters {
     pub cpu_usage: i64,
 }
 
-/// Reads the small file `name` under the directory `dir` into `buf`: no path walk from the
-/// root, no allocation (a list reads six of these per container).
+/// Reads the small file `name` under the directory `dir` into `buf` (a list reads six of
+/// these per container). A cgroup file comes whole in one read: a short read is its end.
 fn read_at<'b>(dir: &OwnedFd, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut n = 0;
     while n < buf.len() {
         match rustix::io::read(&fd, &mut buf[n..]) {
             Ok(0) => break,
+            Ok(r) if n + r < buf.len() => {
+                n += r;
+                break;
+            }
             Ok(r) => n += r,
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => return None,
@@ -58,7 +70,35 @@ impl Cgroups {
     /// The tree at `root`: v2 when it has `cgroup.controllers` at its top.
     pub fn at(root: PathBuf) -> Self {
         let v2 = root.join("cgroup.controllers").exists();
-        Cgroups { root, v2 }
+        Cgroups {
+            root,
+            v2,
+            handles: Arc::default(),
+        }
+    }
+
+    /// The open top directory of controller `READ[i]` (of the tree on v2); `None` while
+    /// it cannot be opened (tried again on the next call).
+    fn handle(&self, i: usize) -> Option<&OwnedFd> {
+        let i = if self.v2 { 0 } else { i };
+        let cell = self.handles.get(i)?;
+        if let Some(fd) = cell.get() {
+            return Some(fd);
+        }
+        let top = if self.v2 {
+            self.root.clone()
+        } else {
+            self.root.join(READ[i])
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(top, flags, Mode::empty()).ok()?;
+        Some(cell.get_or_init(|| fd))
+    }
+
+    /// Reads file `name` of cgroup `cg` in controller `READ[i]` into `buf`, trimmed.
+    fn read<'b>(&self, i: usize, cg: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+        let path = format!("{cg}/{name}");
+        read_at(self.handle(i)?, &path, buf).map(str::trim)
     }
 
     /// Whether the host runs the unified (v2) hierarchy only.
@@ -121,70 +161,53 @@ impl Cgroups {
         ))
     }
 
-    /// The freezer state and the counters of the cgroup, in one pass: each controller's
-    /// directory is opened once (one on v2) and its files under that handle, with no
-    /// allocation: a list reads these for every container.
+    /// The freezer state and the counters of the cgroup, in one pass: six small files
+    /// opened under the controllers' held directories (see [`Cgroups::handles`]).
     pub fn counters(&self, cg: &str) -> Counters {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let open = |controller: &str| {
-            rustix::fs::open(self.dir(controller, cg), flags, Mode::empty()).ok()
-        };
-        // memory, pids, cpu, freezer: one directory on v2.
-        let dirs: Vec<Option<OwnedFd>> = if self.v2 {
-            vec![open("")]
-        } else {
-            ["memory", "pids", "cpuacct", "freezer"].map(open).into()
-        };
-        let dir = |i: usize| dirs.get(if self.v2 { 0 } else { i })?.as_ref();
         let mut buf = [0u8; 1024];
-        let mut text = |i: usize, name: &str| -> Option<String> {
-            read_at(dir(i)?, name, &mut buf).map(|t| t.trim().to_owned())
+        let v2 = self.v2;
+        let mut num = |i: usize, name: &str| -> Option<i64> {
+            self.read(i, cg, name, &mut buf)?.parse::<i64>().ok()
         };
-        let (v2, num) = (self.v2, |t: Option<String>| t?.parse::<i64>().ok());
-        let memory_usage = num(text(
+        let memory_usage = num(
             0,
             if v2 {
                 "memory.current"
             } else {
                 "memory.usage_in_bytes"
             },
-        ));
-        let memory_peak = num(text(
+        );
+        let memory_peak = num(
             0,
             if v2 {
                 "memory.peak"
             } else {
                 "memory.max_usage_in_bytes"
             },
-        ));
+        );
         // v2 writes "max"; v1 a page-rounded i64::MAX.
-        let memory_limit = num(text(
+        let memory_limit = num(
             0,
             if v2 {
                 "memory.max"
             } else {
                 "memory.limit_in_bytes"
             },
-        ))
+        )
         .filter(|v| *v < i64::MAX / 2);
-        let processes = num(text(1, "pids.current"));
+        let processes = num(1, "pids.current");
         let cpu_usage = if v2 {
-            text(2, "cpu.stat")
+            self.read(2, cg, "cpu.stat", &mut buf)
                 .and_then(|t| {
                     t.lines()
                         .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<i64>().ok())
                 })
                 .map(|us| us * 1000)
         } else {
-            num(text(2, "cpuacct.usage"))
-        };
-        let frozen = if v2 {
-            text(3, "cgroup.events").is_some_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
-        } else {
-            text(3, "freezer.state").is_some_and(|t| t == "FROZEN")
+            num(2, "cpuacct.usage")
         };
         Counters {
-            frozen,
+            frozen: self.is_frozen(cg),
             // Without the pids controller, the walk.
             processes: processes.unwrap_or_else(|| self.processes(cg)),
             memory_usage: memory_usage.unwrap_or(0),
@@ -196,13 +219,12 @@ impl Cgroups {
 
     /// Whether the cgroup is frozen.
     pub fn is_frozen(&self, cg: &str) -> bool {
+        let mut buf = [0u8; 1024];
         if self.v2 {
-            let events = std::fs::read_to_string(self.dir("freezer", cg).join("cgroup.events"))
-                .unwrap_or_default();
-            events.lines().any(|l| l.trim() == "frozen 1")
+            self.read(3, cg, "cgroup.events", &mut buf)
+                .is_some_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
         } else {
-            std::fs::read_to_string(self.dir("freezer", cg).join("freezer.state"))
-                .is_ok_and(|s| s.trim() == "FROZEN")
+            self.read(3, cg, "freezer.state", &mut buf) == Some("FROZEN")
         }
     }
 

@@ -37,15 +37,27 @@ const AF_INET6: u8 = 10;
 /// calling thread, which joins that namespace and then goes back to its own (abstract unix
 /// sockets, such as liblxc's command sockets, are per network namespace). If going back
 /// fails the thread stays there: callers on threads they do not own use [`socket_in`].
+/// The thread's own namespace is opened once per thread: a list's workers call this for
+/// every container.
 fn socket_joining(pid: i32) -> std::io::Result<OwnedFd> {
-    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    let net = Some(rustix::thread::LinkNameSpaceType::Network);
-    rustix::thread::move_into_link_name_space(ns.as_fd(), net)?;
-    // No protocol: NETLINK_ROUTE, the route netlink family.
-    let sock = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None);
-    rustix::thread::move_into_link_name_space(own.as_fd(), net)?;
-    Ok(sock?)
+    thread_local! {
+        static OWN: std::cell::OnceCell<std::fs::File> = const { std::cell::OnceCell::new() };
+    }
+    OWN.with(|own| {
+        if own.get().is_none() {
+            let _ = own.set(std::fs::File::open("/proc/thread-self/ns/net")?);
+        }
+        let own = own
+            .get()
+            .ok_or_else(|| std::io::Error::other("no own namespace"))?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        let net = Some(rustix::thread::LinkNameSpaceType::Network);
+        rustix::thread::move_into_link_name_space(ns.as_fd(), net)?;
+        // No protocol: NETLINK_ROUTE, the route netlink family.
+        let sock = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None);
+        rustix::thread::move_into_link_name_space(own.as_fd(), net)?;
+        Ok(sock?)
+    })
 }
 
 /// Opens a route netlink socket in the network namespace of process `pid`, from a
@@ -82,14 +94,22 @@ fn dump(fd: &OwnedFd, kind: u16, family: u8, seq: u32) -> std::io::Result<Vec<(u
     req[8..12].copy_from_slice(&seq.to_ne_bytes());
     req[NLMSG_HDR] = family;
     rustix::net::send(fd, &req, SendFlags::empty())?;
+    // One receive buffer per thread, not one zeroed per dump.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+    }
+    BUF.with_borrow_mut(|buf| receive(fd, buf))
+}
+
+/// The messages of a dump whose request was sent on `fd`.
+fn receive(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty())?;
+        let (n, _) = rustix::net::recv(fd, &mut *buf, RecvFlags::empty())?;
         let mut at = 0;
         while at + NLMSG_HDR <= n {
-            let len = u32_at(&buf, at).unwrap_or(0) as usize;
-            let typ = u16_at(&buf, at + 4).unwrap_or(0);
+            let len = u32_at(buf, at).unwrap_or(0) as usize;
+            let typ = u16_at(buf, at + 4).unwrap_or(0);
             if len < NLMSG_HDR || at + len > n {
                 return Ok(out);
             }

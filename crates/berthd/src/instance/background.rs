@@ -56,10 +56,22 @@ const BOOT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 pub async fn boots(cx: Arc<Ctx>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        for (name, after) in cx.starts.within(BOOT_WINDOW) {
-            if !is_stopped(&cx, &name).await {
-                continue;
-            }
+        // Every watched init in one blocking call: after a burst of launches, hundreds.
+        let watched = cx.starts.within(BOOT_WINDOW);
+        if watched.is_empty() {
+            continue;
+        }
+        let Ok(stopped) = super::blocking(&cx, move |d| {
+            watched
+                .into_iter()
+                .filter(|(name, _)| d.is_stopped(name))
+                .collect::<Vec<_>>()
+        })
+        .await
+        else {
+            continue;
+        };
+        for (name, after) in stopped {
             cx.starts.forget(&name);
             // Under the instance's lock: a stop or restart berthd was making is over, and
             // has recorded the power state it left.

@@ -24,7 +24,10 @@ pub async fn status(cx: &Ctx, name: &str) -> (StatusCode, Option<i32>) {
 
 /// Whether the instance is stopped.
 pub async fn is_stopped(cx: &Ctx, name: &str) -> bool {
-    status(cx, name).await.0 == StatusCode::Stopped
+    let n = name.to_owned();
+    blocking(cx, move |d| d.is_stopped(&n))
+        .await
+        .unwrap_or(false)
 }
 
 /// What the host says of one instance: status, pid, counters, network (with each nic's

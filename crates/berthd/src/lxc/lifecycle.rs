@@ -308,6 +308,10 @@ impl InstanceDriver for Liblxc {
         (status, pid)
     }
 
+    fn is_stopped(&self, name: &str) -> bool {
+        self.status_and_start(name).0 == StatusCode::Stopped
+    }
+
     fn observe(&self, name: &str, how: Observe) -> InstanceState {
         if how == Observe::Status {
             let (status, pid) = self.status(name);

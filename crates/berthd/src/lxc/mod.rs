@@ -92,6 +92,12 @@ pub trait InstanceDriver: Send + Sync + std::fmt::Debug {
     /// The container's status (frozen included) and init pid. Blocking.
     fn status(&self, name: &str) -> (StatusCode, Option<i32>);
 
+    /// Whether the container is stopped: [`InstanceDriver::status`] without asking
+    /// whether it is frozen. Blocking.
+    fn is_stopped(&self, name: &str) -> bool {
+        self.status(name).0 == StatusCode::Stopped
+    }
+
     /// What the host says of the container. Blocking.
     fn observe(&self, name: &str, how: Observe) -> InstanceState;
 
