@@ -35,6 +35,28 @@ pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>, DbError> {
     Ok(stmt.query_map([], record)?.collect::<Result<_, _>>()?)
 }
 
+/// The `volatile.idmap.next` and `volatile.idmap.current` keys of every instance but
+/// `except`, as configs holding only those: a create reads them with thousands of
+/// instances stored, without decoding every record.
+pub fn idmaps(conn: &Connection, except: &str) -> Result<Vec<BTreeMap<String, String>>, DbError> {
+    const KEYS: [&str; 2] = ["volatile.idmap.next", "volatile.idmap.current"];
+    let mut stmt = conn.prepare_cached(
+        "SELECT json_extract(config, '$.\"volatile.idmap.next\"'), \
+                json_extract(config, '$.\"volatile.idmap.current\"') \
+         FROM instances WHERE name != ?1",
+    )?;
+    let rows = stmt.query_map([except], |r| {
+        let mut config = BTreeMap::new();
+        for (i, key) in KEYS.into_iter().enumerate() {
+            if let Some(v) = r.get::<_, Option<String>>(i)? {
+                config.insert(key.to_owned(), v);
+            }
+        }
+        Ok(config)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every instance whose row reads, by name (see [`super::readable`]).
 pub fn list_readable(conn: &Connection) -> Result<Vec<InstanceRecord>, DbError> {
     let mut stmt =
@@ -182,6 +204,39 @@ mod tests {
             db.read_sync(|c| get(c, "c2")).unwrap().is_none(),
             "nothing half-made"
         );
+    }
+
+    #[test]
+    fn idmaps_are_read_without_the_records() {
+        let (_dir, db) = open();
+        let with = |name: &str, next: Option<&str>| {
+            let mut r = rec(name);
+            if let Some(n) = next {
+                r.config
+                    .insert("volatile.idmap.next".to_owned(), n.to_owned());
+                r.config
+                    .insert("volatile.idmap.current".to_owned(), "[]".to_owned());
+            }
+            r.config.insert("limits.cpu".to_owned(), "1".to_owned());
+            r
+        };
+        db.write_sync(|tx| {
+            tx.execute(
+                "INSERT INTO storage_pools (name, driver, description, config) VALUES ('p', 'dir', '', '{}')",
+                [],
+            )?;
+            insert(tx, &with("a", Some(r#"[{"Isuid":true}]"#)), "p")?;
+            insert(tx, &with("b", None), "p")?;
+            insert(tx, &with("me", Some("[]")), "p")
+        })
+        .unwrap();
+        let mut got = db.read_sync(|c| idmaps(c, "me")).unwrap();
+        got.sort();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].is_empty(), "{got:?}");
+        assert_eq!(got[1]["volatile.idmap.next"], r#"[{"Isuid":true}]"#);
+        assert_eq!(got[1]["volatile.idmap.current"], "[]");
+        assert_eq!(got[1].len(), 2);
     }
 
     #[test]

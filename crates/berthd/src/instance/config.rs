@@ -208,14 +208,8 @@ pub fn assign_idmap(
     ids: HostIds,
     new: bool,
 ) -> Result<()> {
-    let others = crate::db::instances::list(c)?;
-    let taken = IdMap::taken_by(
-        others
-            .iter()
-            .filter(|o| o.name != rec.name)
-            .map(|o| &o.config),
-        ids,
-    );
+    let others = crate::db::instances::idmaps(c, &rec.name)?;
+    let taken = IdMap::taken_by(others.iter(), ids);
     let current = if new {
         None
     } else {
