@@ -130,8 +130,10 @@ impl Client {
         })
     }
 
-    /// Fetches a file the server serves as is (not in an envelope), such as an instance's
-    /// log; an error reply becomes [`ClientError::Api`].
+    /// `GET path`'s reply body as is: a file the server serves outside an envelope (an
+    /// instance's log), or an envelope the caller decodes in place (a list of thousands,
+    /// without copying its metadata out first); an error reply becomes
+    /// [`ClientError::Api`].
     pub async fn get_file(&self, path: &str) -> Result<Bytes, ClientError> {
         let reply = self
             .transport
@@ -139,25 +141,6 @@ impl Client {
             .await?;
         if reply.status >= 400 {
             let envelope: Response<serde_json::Value> = serde_json::from_slice(&reply.body)
-                .map_err(|source| ClientError::Decode {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            return Err(ClientError::api(reply.status, envelope.error));
-        }
-        Ok(reply.body)
-    }
-
-    /// `GET path`'s whole reply body, an LXD envelope, for callers that decode a large
-    /// `metadata` in place (a list of thousands) instead of copying it out first; an
-    /// error reply becomes [`ClientError::Api`].
-    pub async fn get_envelope(&self, path: &str) -> Result<Bytes, ClientError> {
-        let reply = self
-            .transport
-            .request(Method::GET, &self.scoped(path), None, None)
-            .await?;
-        if reply.status >= 400 {
-            let envelope: Response<serde::de::IgnoredAny> = serde_json::from_slice(&reply.body)
                 .map_err(|source| ClientError::Decode {
                     path: path.to_owned(),
                     source,

@@ -452,7 +452,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             #[serde(borrow)]
             metadata: &'a serde_json::value::RawValue,
         }
-        let body = client.get_envelope(path).await?;
+        let body = client.get_file(path).await?;
         let envelope: Envelope = serde_json::from_slice(&body)?;
         let mut de = serde_json::Deserializer::from_str(envelope.metadata.get());
         serde::de::DeserializeSeed::deserialize(Only(&keep), &mut de)?
