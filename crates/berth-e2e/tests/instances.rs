@@ -808,9 +808,10 @@ async fn security_keys_idmaps_privileged_nesting_raw_lxc() {
         "--",
         "sh",
         "-c",
-        "wc -c < /proc/timer_list; ls -A /sys/firmware | wc -l",
+        "wc -c < /proc/timer_list; ls -A /sys/firmware | wc -l; \
+         touch /sys/firmware/x 2>/dev/null; echo $?",
     ]));
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0", "1"]);
 
     // raw.lxc reaches the container; keys that break isolation and line breaks do not.
     ok(&d.berth(&[

@@ -68,7 +68,10 @@ pub struct Spec<'a> {
 }
 
 /// Paths of /proc and /sys hidden from containers beyond LXC's `mixed` mounts: files get
-/// /dev/null bound over them, directories an empty read-only tmpfs.
+/// /dev/null bound over them, directories a read-only bind of the one empty directory
+/// [`MASKED`] beside the containers (a tmpfs each would be a filesystem per container,
+/// which the kernel walks whenever any container's memory cgroup goes).
+pub const MASKED: &str = ".masked";
 const MASKED_FILES: [&str; 6] = [
     "proc/kcore",
     "proc/keys",
@@ -108,10 +111,14 @@ pub fn render(spec: &Spec<'_>) -> Result<String, BadValue> {
             &format!("/dev/null {f} none bind,optional 0 0"),
         )?;
     }
+    let masked = spec.dir.with_file_name(MASKED);
     for d in MASKED_DIRS {
         set(
             "lxc.mount.entry",
-            &format!("tmpfs {d} tmpfs ro,nosuid,nodev,noexec,size=0,optional 0 0"),
+            &format!(
+                "{} {d} none ro,bind,nosuid,nodev,noexec,optional 0 0",
+                masked.display()
+            ),
         )?;
     }
     if spec.nesting {

@@ -100,6 +100,7 @@ impl Liblxc {
         }
         crate::paths::create_private_dir(&dir)
             .map_err(|e| Failure::failed(format!("Failed to create {}", dir.display()), e))?;
+        masked_dir(&self.lxcpath)?;
         let mut extra = spec.limits.clone();
         for entry in tokio::task::block_in_place(|| self.lxcfs_mounts()) {
             extra.push(("lxc.mount.entry".to_owned(), entry));
@@ -569,6 +570,26 @@ fn status_and_start(lxcpath: &Path, name: &str) -> (StatusCode, Option<i32>, Opt
         forget_init(&lxcpath.join(name));
     }
     (status, pid, None)
+}
+
+/// The empty directory bound read-only over the masked directories of every container
+/// (see [`super::config::MASKED`]): made when missing, refused when not empty.
+fn masked_dir(lxcpath: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let path = lxcpath.join(super::config::MASKED);
+    let fail = |e| Failure::failed(format!("Failed to prepare {}", path.display()), e);
+    match std::fs::DirBuilder::new().mode(0o555).create(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(fail(e)),
+        _ => {}
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).map_err(fail)?;
+    if std::fs::read_dir(&path).map_err(fail)?.next().is_some() {
+        return Err(Failure::internal(format!(
+            "{} must be empty: it is shown to containers over /proc and /sys paths",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What liblxc says of a container: its status and init pid.
