@@ -24,10 +24,6 @@ pub struct Cgroups {
     handles: Arc<[OnceLock<OwnedFd>; 4]>,
 }
 
-fn read_i64(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 /// What an instance's state shows of its cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -117,7 +113,11 @@ impl Cgroups {
     /// Processes in the cgroup and below: the pids controller's count (tasks, as LXD
     /// reports), else a walk of the tree.
     pub fn processes(&self, cg: &str) -> i64 {
-        if let Some(n) = read_i64(&self.dir("pids", cg).join("pids.current")) {
+        let mut buf = [0u8; 64];
+        if let Some(n) = self
+            .read(1, cg, "pids.current", &mut buf)
+            .and_then(|t| t.parse().ok())
+        {
             return n;
         }
         fn count(d: &Path) -> i64 {
@@ -195,7 +195,6 @@ impl Cgroups {
             },
         )
         .filter(|v| *v < i64::MAX / 2);
-        let processes = num(1, "pids.current");
         let cpu_usage = if v2 {
             self.read(2, cg, "cpu.stat", &mut buf)
                 .and_then(|t| {
@@ -208,8 +207,7 @@ impl Cgroups {
         };
         Counters {
             frozen: self.is_frozen(cg),
-            // Without the pids controller, the walk.
-            processes: processes.unwrap_or_else(|| self.processes(cg)),
+            processes: self.processes(cg),
             memory_usage: memory_usage.unwrap_or(0),
             memory_peak: memory_peak.unwrap_or(0),
             memory_limit,
