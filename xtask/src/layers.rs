@@ -31,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["ctx"],
     &["warning"],
     &[
-        "storage", "image", "project", "device", "config", "network", "capacity",
+        "storage", "image", "project", "device", "config", "network", "capacity", "trust",
     ],
     &["instance"],
     &["profile"],
@@ -50,6 +50,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("network", "project"),
     ("device", "network"),
     ("capacity", "config"),
+    ("trust", "project"),
 ];
 
 /// Modules that may name the transport.

@@ -51,6 +51,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     "proxy_tcp_udp_multi_port_handling",
     "proxy_nat",
     "proxy_haproxy_protocol",
+    // Issue 17: HTTPS, the trust store and trust tokens.
+    "certificate_update",
+    "certificate_project",
+    "certificate_token",
+    "remote_token_expiry",
+    "certificate_description",
 ];
 
 /// Whether `name` is advertised.

@@ -67,7 +67,79 @@ pub const SERVER_KEYS: &[ServerKey] = &[
             _ => Err("must be raise or report"),
         },
     },
+    ServerKey {
+        name: HTTPS_ADDRESS,
+        description: "Address to serve the API on over HTTPS (IP, IP:PORT or :PORT; port \
+                      8443 when left out); unset: the unix socket only",
+        default: "",
+        validate: |v| https_address(v).map(drop),
+    },
+    ServerKey {
+        name: TOKEN_EXPIRY,
+        description: "How long a trust token stays valid (`1M 2H 3d 4w 5m 6y`: minutes, \
+                      hours, days, weeks, months, years); unset: until used or revoked",
+        default: "",
+        validate: |v| {
+            crate::model::schedule::expiry(v, chrono::Utc::now())
+                .map(drop)
+                .map_err(|_| "must be like 1M 2H 3d 4w 5m 6y")
+        },
+    },
+    ServerKey {
+        name: "core.https_allowed_origin",
+        description: "Access-Control-Allow-Origin sent on HTTPS replies",
+        default: "",
+        validate: |_| Ok(()),
+    },
+    ServerKey {
+        name: "core.https_allowed_methods",
+        description: "Access-Control-Allow-Methods sent on HTTPS replies",
+        default: "",
+        validate: |_| Ok(()),
+    },
+    ServerKey {
+        name: "core.https_allowed_headers",
+        description: "Access-Control-Allow-Headers sent on HTTPS replies",
+        default: "",
+        validate: |_| Ok(()),
+    },
+    ServerKey {
+        name: "core.https_allowed_credentials",
+        description: "Whether Access-Control-Allow-Credentials: true is sent on HTTPS replies",
+        default: "false",
+        validate: |v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false"),
+        },
+    },
 ];
+
+/// The address of the HTTPS API.
+pub const HTTPS_ADDRESS: &str = "core.https_address";
+
+/// How long a trust token lives.
+pub const TOKEN_EXPIRY: &str = "core.remote_token_expiry";
+
+/// `core.https_address` as a socket address: `:8443` and `[::]` mean every address, the
+/// port is 8443 when left out; empty is `None`.
+pub fn https_address(value: &str) -> Result<Option<std::net::SocketAddr>, &'static str> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let with_host = if v.starts_with(':') {
+        format!("[::]{v}")
+    } else {
+        v.to_owned()
+    };
+    if let Ok(a) = with_host.parse::<std::net::SocketAddr>() {
+        return Ok(Some(a));
+    }
+    let bare = with_host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| Some(std::net::SocketAddr::new(ip, 8443)))
+        .map_err(|_| "must be an IP address, IP:PORT or :PORT")
+}
 
 /// The server key letting berthd change the host's other firewall tables.
 pub const ACCEPT_FOREIGN: &str = "network.host_firewall.accept";
@@ -167,6 +239,17 @@ mod tests {
         assert!(e.to_string().contains("core.shutdown_timeout"), "{e}");
         assert!(validate(&cfg(&[("user.x", "a\nb")])).is_err());
         assert!(validate(&cfg(&[("user.", "a")])).is_err());
+    }
+
+    #[test]
+    fn https_addresses() {
+        let a = |v| https_address(v).unwrap().map(|a| a.to_string());
+        assert_eq!(a(":8443").as_deref(), Some("[::]:8443"));
+        assert_eq!(a("127.0.0.1").as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(a("[::1]").as_deref(), Some("[::1]:8443"));
+        assert_eq!(a("10.1.2.3:9000").as_deref(), Some("10.1.2.3:9000"));
+        assert_eq!(a(""), None);
+        assert!(https_address("example.com:8443").is_err());
     }
 
     #[test]

@@ -47,6 +47,23 @@ pub struct Ctx {
     pub spares: Mutex<HashSet<(PathBuf, String)>>,
     /// Instances started lately, watched for an init that dies at boot.
     pub starts: Starts,
+    /// The trust store as requests look it up (`trust::` keeps it in step with the
+    /// database).
+    pub trust: Trust,
+}
+
+/// The trust store, replaced whole on each change.
+#[derive(Debug, Default)]
+pub struct Trust(RwLock<Arc<crate::model::trust::TrustStore>>);
+
+impl Trust {
+    pub fn get(&self) -> Arc<crate::model::trust::TrustStore> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, store: crate::model::trust::TrustStore) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
+    }
 }
 
 /// Instances started lately: `instance::background::boots` watches each for a while

@@ -134,6 +134,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         image_limits: berth_image::Limits::default(),
         spares: Default::default(),
         starts: Default::default(),
+        trust: Default::default(),
         host,
         paths: paths.clone(),
         db,
@@ -149,10 +150,20 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         environment.storage_version = d.info().version;
     }
     environment.host_limits = crate::capacity::check(&cx, &config);
+    crate::trust::load(&cx).await?;
+    let identity =
+        crate::api::tls::ServerIdentity::load_or_create(paths.dir(), &environment.server_name)?;
+    environment.certificate = identity.pem.clone();
+    environment.certificate_fingerprint = identity.fingerprint.clone();
+    let https_address =
+        crate::config::https_address(crate::config::get(&config, crate::config::HTTPS_ADDRESS))
+            .ok()
+            .flatten();
     let state = Arc::new(Api {
         cx: cx.clone(),
         ops: Operations::new(events),
         server: ServerState::new(environment, config),
+        https: crate::api::tls::Https::new(identity)?,
         testing,
     });
 
@@ -178,6 +189,12 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
             .await
     });
 
+    // A stored address that can't be bound now (gone from the host) leaves the unix
+    // socket serving; the key stays, to be fixed or to work at the next start.
+    if let Err(e) = crate::api::server::listen(&state, https_address).await {
+        tracing::error!(error = %e, "Not serving HTTPS");
+    }
+
     tokio::spawn(crate::instance::background::autostart(cx.clone()));
     tokio::spawn(crate::instance::background::scheduler(cx.clone()));
     tokio::spawn(crate::instance::background::boots(cx.clone()));
@@ -188,6 +205,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         _ = sigint.recv() => tracing::info!("SIGINT received, shutting down"),
     }
     let _ = stop_tx.send(());
+    state.https.stop();
     let _ = std::fs::remove_file(paths.socket());
 
     let minutes: u64 = crate::config::get(&state.server.snapshot().config, "core.shutdown_timeout")

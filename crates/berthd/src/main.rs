@@ -29,6 +29,7 @@ mod storage;
 #[cfg(test)]
 mod testing;
 mod time;
+mod trust;
 mod warning;
 
 use std::path::PathBuf;

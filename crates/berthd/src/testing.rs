@@ -44,6 +44,7 @@ pub fn ctx() -> (tempfile::TempDir, Arc<Ctx>, Arc<Fake>) {
         image_limits: berth_image::Limits::default(),
         spares: Mutex::new(HashSet::new()),
         starts: Default::default(),
+        trust: Default::default(),
         paths,
     };
     crate::storage::apply_defaults(&cx).unwrap();

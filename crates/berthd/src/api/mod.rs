@@ -4,7 +4,9 @@
 //! one place ([`error`]). Operations ([`ops`]) and websockets ([`ws`]) are the API's own
 //! machinery. One file per resource; nothing below this module names axum or hyper.
 
+mod auth;
 mod body;
+mod certificates;
 mod cluster;
 mod console;
 mod error;
@@ -30,6 +32,7 @@ pub mod server;
 mod sftp;
 mod snapshots;
 mod storage_pools;
+pub mod tls;
 mod warnings;
 mod ws;
 
@@ -58,6 +61,8 @@ pub struct Api {
     pub cx: Arc<Ctx>,
     pub ops: Operations,
     pub server: server::ServerState,
+    /// The HTTPS listener and the server's certificate.
+    pub https: tls::Https,
     /// Whether the `/internal/testing` endpoints are served.
     pub testing: bool,
 }
@@ -171,6 +176,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/1.0/projects/{name}/state", get(projects::state))
         .route("/1.0/cluster", get(cluster::get))
+        .route(
+            "/1.0/certificates",
+            get(certificates::list).post(certificates::post),
+        )
+        .route(
+            "/1.0/certificates/{fp}",
+            get(certificates::get)
+                .put(certificates::put)
+                .patch(certificates::patch)
+                .delete(certificates::delete),
+        )
         .route("/1.0/warnings", get(warnings::list))
         .route(
             "/1.0/warnings/{uuid}",
@@ -307,5 +323,9 @@ pub fn router(state: AppState) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), check_project))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }

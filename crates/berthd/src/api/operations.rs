@@ -3,25 +3,39 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
+
+use crate::model::trust::Identity;
 use axum::response::IntoResponse;
 use berth_api::ErrorKind;
 
 use super::ops::Op;
 use super::{ApiError, ApiResult, AppState, query_param, recursion, sync, sync_empty};
 
-fn find(st: &AppState, id: &str) -> Result<std::sync::Arc<Op>, ApiError> {
+/// Whether `identity` may see `op`: trust tokens are the administrators' only.
+fn visible(identity: &Identity, op: &Op) -> bool {
+    identity.is_admin() || op.class() != berth_api::OperationClass::Token
+}
+
+fn find(st: &AppState, identity: &Identity, id: &str) -> Result<std::sync::Arc<Op>, ApiError> {
     st.ops
         .get(id)
+        .filter(|op| visible(identity, op))
         .ok_or_else(|| ApiError::not_found("Operation not found"))
 }
 
 /// `GET /1.0/operations`: operations grouped by lower-case status.
-pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let recursive = recursion(q.as_deref())? > 0;
-    let ops = st.ops.list();
+    let mut ops = st.ops.list();
+    ops.retain(|op| visible(&identity, op));
     if recursive {
         let mut by_status: BTreeMap<String, Vec<berth_api::Operation>> = BTreeMap::new();
         for op in ops {
@@ -46,13 +60,21 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
 }
 
 /// `GET /1.0/operations/{id}`.
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(sync(find(&st, &id)?.render()))
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(sync(find(&st, &identity, &id)?.render()))
 }
 
 /// `DELETE /1.0/operations/{id}`: cancels the operation.
-pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let op = find(&st, &id)?;
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let op = find(&st, &identity, &id)?;
     op.cancel()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(sync_empty())
@@ -62,10 +84,11 @@ pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
 /// operation to finish, then returns it as it is.
 pub async fn wait(
     State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let op = find(&st, &id)?;
+    let op = find(&st, &identity, &id)?;
     let timeout = match query_param(q.as_deref(), "timeout") {
         None | Some("") | Some("-1") => None,
         Some(v) => {
@@ -86,7 +109,8 @@ pub async fn websocket(
     RawQuery(q): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
-    let op = find(&st, &id)?;
+    // The secret is the key here (an untrusted peer of a migration uses it).
+    let op = find(&st, &Identity::Local, &id)?;
     let secret = query_param(q.as_deref(), "secret").unwrap_or_default();
     let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let fd = op

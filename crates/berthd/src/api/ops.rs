@@ -110,6 +110,8 @@ pub struct Op {
     /// secret → (fd name, connected yet)
     secrets: Mutex<HashMap<String, (String, bool)>>,
     sockets: Option<mpsc::Sender<(String, WebSocket)>>,
+    /// A token operation redeemed (tokens are single use).
+    taken: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -191,6 +193,7 @@ impl Operations {
             cancel: watch::channel(false).0,
             secrets: Mutex::new(secrets),
             sockets: sockets_tx,
+            taken: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.inner.ops).insert(op.id.clone(), op.clone());
         self.inner.events.operation(&op.render());
@@ -266,16 +269,25 @@ impl Operations {
             .collect()
     }
 
-    /// Waits until no operation runs or `timeout` passes; returns whether all finished.
+    /// Whether work is under way: a running operation other than a token (tokens wait
+    /// for a client, not for berthd, and do not outlive it).
+    fn busy(&self) -> bool {
+        self.running()
+            .iter()
+            .any(|o| o.class != OperationClass::Token)
+    }
+
+    /// Waits until no operation but tokens runs or `timeout` passes; returns whether
+    /// all finished.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.inner.finished.notified();
-            if self.running().is_empty() {
+            if !self.busy() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.running().is_empty();
+                return !self.busy();
             }
         }
     }
@@ -295,6 +307,23 @@ impl Op {
 
     pub fn status(&self) -> StatusCode {
         lock(&self.state).status
+    }
+
+    pub fn class(&self) -> OperationClass {
+        self.class
+    }
+
+    /// The operation's metadata as it is now.
+    pub fn metadata(&self) -> Map {
+        lock(&self.state).metadata.clone()
+    }
+
+    /// Redeems a running token operation: true once, for the first caller, who then
+    /// cancels it.
+    pub fn take_token(&self) -> bool {
+        self.class == OperationClass::Token
+            && !self.status().is_final()
+            && !self.taken.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// The operation as the API shows it.

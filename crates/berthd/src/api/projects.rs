@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use berth_api::project::Project;
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::model::names::ProjectName;
 use crate::model::records::ProjectRecord;
+use crate::model::trust::Identity;
 use crate::project::{self, ProjectChange};
 
 /// The body of `POST /1.0/projects`.
@@ -47,9 +49,14 @@ async fn render(st: &AppState, p: ProjectRecord) -> Result<Project, super::ApiEr
     })
 }
 
-/// `GET /1.0/projects`.
-pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
-    let all = project::list(&st.cx).await?;
+/// `GET /1.0/projects`: a restricted client sees its own.
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let mut all = project::list(&st.cx).await?;
+    all.retain(|p| identity.allows(&p.name));
     if recursion(q.as_deref())? == 0 {
         return Ok(sync(
             all.iter()

@@ -6,26 +6,35 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use berth_api::server::HostLimit;
 use berth_api::{Response, Server, ServerEnvironment, ServerPut};
 use bytes::Bytes;
 
+use crate::model::trust::Identity;
+
 use super::{ApiResult, AppState, Json, check_if_match, etag_of, sync, sync_empty, sync_raw};
 
-/// `GET /1.0` as last rendered.
+/// `GET /1.0` as last rendered, for each kind of client.
 #[derive(Debug)]
 pub struct ServerSnapshot {
     pub config: BTreeMap<String, String>,
     pub etag: String,
+    /// For the unix socket.
     pub body: Bytes,
+    /// For a trusted HTTPS client.
+    pub tls_body: Bytes,
+    /// For an untrusted HTTPS client: no configuration, no environment.
+    pub untrusted_body: Bytes,
 }
 
 /// The server's own state: its environment and its configuration as served.
 #[derive(Debug)]
 pub struct ServerState {
-    /// The environment, whose `host_limits` change with the configuration.
+    /// The environment, whose `host_limits` change with the configuration and whose
+    /// `addresses` with the HTTPS listener.
     environment: std::sync::Mutex<ServerEnvironment>,
     snapshot: RwLock<Arc<ServerSnapshot>>,
     /// Serialises configuration changes, so ETag checks and writes are atomic.
@@ -50,16 +59,35 @@ impl ServerState {
             .clone()
     }
 
+    fn env(&self) -> std::sync::MutexGuard<'_, ServerEnvironment> {
+        self.environment.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn install(&self, config: BTreeMap<String, String>, host_limits: Vec<HostLimit>) {
-        let mut env = self.environment.lock().unwrap_or_else(|p| p.into_inner());
+        let mut env = self.env();
         env.host_limits = host_limits;
+        let snapshot = Arc::new(render(&env, config));
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+
+    /// The addresses the HTTPS API is reached at (`IP:PORT`), as tokens and migrations
+    /// hand them to clients.
+    pub fn addresses(&self) -> Vec<String> {
+        self.env().addresses.clone()
+    }
+
+    /// Records the addresses the HTTPS API is reached at.
+    pub fn set_addresses(&self, addresses: Vec<String>) {
+        let mut env = self.env();
+        env.addresses = addresses;
+        let config = self.snapshot().config.clone();
         let snapshot = Arc::new(render(&env, config));
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
 }
 
 fn render(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSnapshot {
-    let server = Server {
+    let mut server = Server {
         config: config.clone(),
         api_extensions: berth_api::extensions::API_EXTENSIONS
             .iter()
@@ -74,11 +102,22 @@ fn render(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSn
         auth_user_name: String::new(),
         auth_user_method: "unix".to_owned(),
     };
-    let body = serde_json::to_vec(&Response::sync(server)).unwrap_or_default();
+    let to_bytes =
+        |s: &Server| Bytes::from(serde_json::to_vec(&Response::sync(s)).unwrap_or_default());
+    let body = to_bytes(&server);
+    server.auth_user_method = "tls".to_owned();
+    let tls_body = to_bytes(&server);
+    server.auth = "untrusted".to_owned();
+    server.auth_user_method.clear();
+    server.environment = None;
+    server.config = BTreeMap::new();
+    let untrusted_body = to_bytes(&server);
     ServerSnapshot {
         etag: etag_of(&config),
         config,
-        body: Bytes::from(body),
+        body,
+        tls_body,
+        untrusted_body,
     }
 }
 
@@ -88,9 +127,16 @@ pub async fn get_root() -> axum::response::Response {
 }
 
 /// `GET /1.0`.
-pub async fn get(State(st): State<AppState>) -> axum::response::Response {
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> axum::response::Response {
     let snap = st.server.snapshot();
-    sync_raw(snap.body.clone(), Some(&snap.etag))
+    match identity {
+        Identity::Local => sync_raw(snap.body.clone(), Some(&snap.etag)),
+        Identity::Untrusted => sync_raw(snap.untrusted_body.clone(), None),
+        Identity::Certificate { .. } => sync_raw(snap.tls_body.clone(), Some(&snap.etag)),
+    }
 }
 
 /// `PUT /1.0`: replaces the server configuration.
@@ -135,7 +181,33 @@ async fn update(
     let limits = tokio::task::spawn_blocking(move || crate::capacity::check(&cx, &checked))
         .await
         .map_err(crate::error::Failure::from)?;
-    crate::config::store(&st.cx, new, |c| st.server.install(c, limits)).await?;
+    // The HTTPS listener moves first: an address it cannot bind is refused before
+    // anything is stored.
+    let old_https = crate::config::https_address(crate::config::get(
+        &current.config,
+        crate::config::HTTPS_ADDRESS,
+    ))
+    .ok()
+    .flatten();
+    let new_https =
+        crate::config::https_address(crate::config::get(&new, crate::config::HTTPS_ADDRESS))
+            .ok()
+            .flatten();
+    listen(st, new_https).await?;
+    if let Err(e) = crate::config::store(&st.cx, new, |c| st.server.install(c, limits)).await {
+        let _ = listen(st, old_https).await;
+        return Err(e.into());
+    }
     crate::network::host_firewall_changed(&st.cx, accept).await?;
     Ok(sync_empty())
+}
+
+/// Serves the API over HTTPS on `addr` (or nowhere), and records where it is reached.
+pub async fn listen(st: &AppState, addr: Option<std::net::SocketAddr>) -> crate::error::Result<()> {
+    st.https.listen(addr, super::router(st.clone())).await?;
+    st.server.set_addresses(
+        addr.map(crate::network::listen_addresses)
+            .unwrap_or_default(),
+    );
+    Ok(())
 }

@@ -170,6 +170,17 @@ const UPDATES: &[&str] = &[
         last_message TEXT NOT NULL,
         UNIQUE (type, entity_url)
     );",
+    // 8: the trust store: client certificates (DER, its SHA-256 the key) and the projects
+    // a restricted one may reach.
+    "CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        certificate BLOB NOT NULL,
+        restricted INTEGER NOT NULL,
+        projects TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this berthd writes.

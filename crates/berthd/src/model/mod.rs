@@ -20,6 +20,7 @@ pub mod raw_lxc;
 pub mod records;
 pub mod restrictions;
 pub mod schedule;
+pub mod trust;
 
 use std::collections::BTreeMap;
 

@@ -554,3 +554,23 @@ pub fn driver(cx: &Ctx, name: &str) -> Result<Arc<dyn Driver>> {
         .get(name)
         .ok_or_else(|| Failure::unavailable(format!("Network {name:?} is not available")))
 }
+
+/// The addresses (`IP:PORT`) a listener on `addr` is reached at: `addr` itself, or for a
+/// wildcard every address of the host but loopback and link-local ones, IPv4 first.
+pub fn listen_addresses(addr: std::net::SocketAddr) -> Vec<String> {
+    if !addr.ip().is_unspecified() {
+        return vec![addr.to_string()];
+    }
+    let v4_only = addr.is_ipv4();
+    let mut found: Vec<std::net::SocketAddr> = berth_network::host::addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, net)| net)
+        .filter(|net| !net.addr().is_loopback() && !berth_network::host::is_link_local(net))
+        .filter(|net| !v4_only || net.addr().is_ipv4())
+        .map(|net| std::net::SocketAddr::new(net.addr(), addr.port()))
+        .collect();
+    found.sort_by_key(|a| (a.is_ipv6(), *a));
+    found.dedup();
+    found.into_iter().map(|a| a.to_string()).collect()
+}
