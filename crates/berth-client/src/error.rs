@@ -20,6 +20,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// TLS with a remote failed (its certificate is not the one saved, say).
+    #[error("{0}")]
+    Tls(String),
     /// The HTTP exchange failed.
     #[error("HTTP request failed")]
     Http(#[source] hyper::Error),

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod files;
 mod images;
+mod tls;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ pub use events::EventStream;
 pub use files::{Fetched, FileMeta, copy_stream};
 pub use hyper::Method;
 pub use images::{ImportOptions, Progress};
-pub use transport::WebSocket;
+pub use tls::{ClientIdentity, generate_certificate, server_certificate};
+pub use transport::{Stream, WebSocket};
 
 use transport::Transport;
 
@@ -54,6 +56,22 @@ impl Client {
             transport: Transport::Unix(path.into()),
             project: None,
         }
+    }
+
+    /// A client of the server at `addr` (`host:port`) over HTTPS, whose certificate
+    /// (DER) is `server_cert`, presenting `identity`.
+    pub fn https(
+        addr: impl Into<String>,
+        server_cert: Vec<u8>,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Self, ClientError> {
+        Ok(Client {
+            transport: Transport::Https {
+                addr: addr.into(),
+                tls: tls::config(Some(server_cert), identity)?,
+            },
+            project: None,
+        })
     }
 
     /// The socket of the daemon whose state directory is `$BERTH_SOCKET`, or

@@ -1,24 +1,109 @@
-//! The byte streams requests travel over: a unix socket now, TLS later.
+//! The byte streams requests travel over: a unix socket, or TLS over TCP to a remote.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST, IF_MATCH, USER_AGENT};
 use hyper::{HeaderMap, Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::ClientError;
 
 /// A client websocket.
-pub type WebSocket = WebSocketStream<UnixStream>;
+pub type WebSocket = WebSocketStream<Stream>;
+
+/// A connection to a server.
+#[derive(Debug)]
+pub enum Stream {
+    Unix(UnixStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Where the server is.
 #[derive(Debug, Clone)]
 pub enum Transport {
     Unix(PathBuf),
+    /// `host:port`, and the TLS settings (the server's certificate pinned).
+    Https {
+        addr: String,
+        tls: Arc<rustls::ClientConfig>,
+    },
+}
+
+/// Opens a TLS connection to `addr` (`host:port`).
+pub(crate) async fn dial(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, ClientError> {
+    let failed = |source| ClientError::Connect {
+        address: addr.to_owned(),
+        source,
+    };
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .map_err(|_| failed(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+        .map_err(failed)?;
+    let _ = tcp.set_nodelay(true);
+    // The certificate is pinned, not checked against the name; the name only rides along.
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("berth").expect("a DNS name"));
+    tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ClientError::Tls(format!("TLS with {addr} failed: {e}")))
 }
 
 /// A reply before its body is decoded.
@@ -32,16 +117,26 @@ pub struct Reply {
 const USER_AGENT_VALUE: &str = concat!("berth ", env!("CARGO_PKG_VERSION"));
 
 impl Transport {
-    async fn connect(&self) -> Result<UnixStream, ClientError> {
+    async fn connect(&self) -> Result<Stream, ClientError> {
         match self {
             Transport::Unix(path) => {
                 UnixStream::connect(path)
                     .await
+                    .map(Stream::Unix)
                     .map_err(|source| ClientError::Connect {
                         address: path.display().to_string(),
                         source,
                     })
             }
+            Transport::Https { addr, tls } => Ok(Stream::Tls(Box::new(dial(addr, tls).await?))),
+        }
+    }
+
+    /// What the Host header and websocket URLs name.
+    fn host(&self) -> &str {
+        match self {
+            Transport::Unix(_) => "unix.socket",
+            Transport::Https { addr, .. } => addr,
         }
     }
 
@@ -105,7 +200,7 @@ impl Transport {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, "unix.socket")
+            .header(HOST, self.host())
             .header(USER_AGENT, USER_AGENT_VALUE);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
@@ -120,7 +215,10 @@ impl Transport {
     /// Opens a websocket on `path`.
     pub async fn websocket(&self, path: &str) -> Result<WebSocket, ClientError> {
         let stream = self.connect().await?;
-        let url = format!("ws://unix.socket{path}");
+        let url = match self {
+            Transport::Unix(_) => format!("ws://unix.socket{path}"),
+            Transport::Https { addr, .. } => format!("wss://{addr}{path}"),
+        };
         match tokio_tungstenite::client_async(url, stream).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {

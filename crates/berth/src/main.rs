@@ -15,6 +15,7 @@ mod image;
 mod instance;
 mod object;
 mod progress;
+mod remote;
 mod tty;
 mod yaml;
 
@@ -108,6 +109,9 @@ enum Command {
     /// List, acknowledge and delete the server's warnings
     #[command(subcommand)]
     Warning(cmd::warning::Command),
+    /// Manage the servers this client drives
+    #[command(subcommand)]
+    Remote(cmd::remote::Command),
     /// Send a raw request to the API
     Query(cmd::query::Args),
     /// Print a shell completion script
@@ -149,7 +153,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = berth_client::Client::from_env().with_project(cmd::project::current(cli.project));
+    if let Command::Remote(c) = cli.command {
+        return finish(runtime.block_on(cmd::remote::run(c)));
+    }
+    remote::set_projects(cli.project, cmd::project::current(None));
+    let client = match remote::default_client() {
+        Ok(c) => c,
+        Err(e) => return finish(Err(e)),
+    };
     // exec and shell exit with the command's own code.
     let exec_args = match cli.command {
         Command::Exec(a) => Some(a),
@@ -206,7 +217,10 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Project(c) => cmd::project::run(&client, c).await,
             Command::Snapshot(c) => cmd::snapshot::run(&client, c).await,
             Command::Admin(c) => cmd::admin::run(&client, c).await,
-            Command::Completion(_) | Command::Exec(_) | Command::Shell { .. } => Ok(()),
+            Command::Completion(_)
+            | Command::Exec(_)
+            | Command::Shell { .. }
+            | Command::Remote(_) => Ok(()),
         }
     }
 }

@@ -76,13 +76,13 @@ pub const SERVER_KEYS: &[ServerKey] = &[
     },
     ServerKey {
         name: TOKEN_EXPIRY,
-        description: "How long a trust token stays valid (`1M 2H 3d 4w 5m 6y`: minutes, \
-                      hours, days, weeks, months, years); unset: until used or revoked",
+        description: "How long a trust token stays valid (`1S 1M 2H 3d 4w 5m 6y`: seconds, \
+                      minutes, hours, days, weeks, months, years); unset: until used or revoked",
         default: "",
         validate: |v| {
             crate::model::schedule::expiry(v, chrono::Utc::now())
                 .map(drop)
-                .map_err(|_| "must be like 1M 2H 3d 4w 5m 6y")
+                .map_err(|_| "must be like 1S 1M 2H 3d 4w 5m 6y")
         },
     },
     ServerKey {

@@ -29,6 +29,9 @@ pub enum Command {
     Device(super::device::Command),
     /// Unset configuration keys of an instance (NAME KEY...), or of the server (KEY...)
     Unset { name: String, keys: Vec<String> },
+    /// Manage the clients the server trusts, and their tokens
+    #[command(subcommand)]
+    Trust(super::trust::Command),
 }
 
 /// The writable fields of an instance, as `lxc config edit` shows them.
@@ -74,7 +77,31 @@ async fn patch(
     Ok(())
 }
 
-pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
+    // `REMOTE:NAME`, or `REMOTE:` alone for the remote server's own keys.
+    let target = match &mut cmd {
+        Command::Show { name, .. }
+        | Command::Get { name, .. }
+        | Command::Set { name, .. }
+        | Command::Edit { name }
+        | Command::Unset { name, .. } => {
+            let (c, rest) = crate::remote::target(client, name)?;
+            *name = rest;
+            Some(c)
+        }
+        Command::Device(_) | Command::Trust(_) => None,
+    };
+    match &mut cmd {
+        Command::Get { name, key } if name.is_empty() => *name = key.take().unwrap_or_default(),
+        Command::Set { name, config } if name.is_empty() && !config.is_empty() => {
+            *name = config.remove(0);
+        }
+        Command::Unset { name, keys } if name.is_empty() && !keys.is_empty() => {
+            *name = keys.remove(0);
+        }
+        _ => {}
+    }
+    let client = target.as_ref().unwrap_or(client);
     match cmd {
         Command::Show { name, expanded } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
@@ -124,6 +151,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Device(c) => {
             super::device::run(client, super::device::Target::Instance, c).await?;
         }
+        Command::Trust(c) => super::trust::run(client, c).await?,
         Command::Edit { name } => {
             let v: Value = client.get(&format!("/1.0/instances/{name}")).await?;
             let current: InstancePut = serde_json::from_value(v)?;

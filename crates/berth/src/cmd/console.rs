@@ -20,7 +20,10 @@ pub struct Args {
 /// ctrl+a: the first key of the detach sequence.
 const ESCAPE: u8 = 0x01;
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
+    let (target, name) = crate::remote::target(client, &args.name)?;
+    let client = &target;
+    args.name = name;
     if args.show_log {
         let log = client
             .get_file(&format!("/1.0/instances/{}/console", args.name))

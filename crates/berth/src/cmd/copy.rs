@@ -19,7 +19,16 @@ pub struct Args {
     config: Vec<String>,
 }
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
+    let (from_remote, source) = crate::remote::split(&args.source)?;
+    let (to_remote, name) = crate::remote::split(&args.name)?;
+    let (target, _) = crate::remote::target(client, &args.source)?;
+    if to_remote.is_some() && to_remote != from_remote {
+        anyhow::bail!("Copying between servers is not supported yet");
+    }
+    let client = &target;
+    args.source = source;
+    args.name = name;
     let (instance, snap) = match args.source.split_once('/') {
         Some((i, s)) => (i, Some(s)),
         None => (args.source.as_str(), None),

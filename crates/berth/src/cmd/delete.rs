@@ -27,6 +27,8 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
 }
 
 async fn delete(client: &Client, name: &str, force: bool) -> anyhow::Result<()> {
+    let (client, name) = crate::remote::target(client, name)?;
+    let (client, name) = (&client, name.as_str());
     if force {
         let state: berth_api::instance::InstanceState =
             client.get(&format!("/1.0/instances/{name}/state")).await?;

@@ -53,7 +53,10 @@ impl Args {
     }
 }
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<i32> {
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<i32> {
+    let (client, name) = crate::remote::target(client, &args.name)?;
+    let client = &client;
+    args.name = name;
     let interactive = if args.tty {
         true
     } else if args.no_tty {

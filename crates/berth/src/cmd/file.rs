@@ -247,7 +247,36 @@ async fn pull_one(
     Ok(())
 }
 
-pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+/// The server the instance-side arguments name (`REMOTE:NAME/PATH`), their remote
+/// stripped; all of them must name the same one.
+fn on_remote(default: &Client, cmd: &mut Command) -> anyhow::Result<Client> {
+    let specs: Vec<&mut String> = match cmd {
+        Command::Push { args, .. } => args.last_mut().into_iter().collect(),
+        Command::Pull { args, .. } => {
+            let n = args.len().saturating_sub(1);
+            args.iter_mut().take(n).collect()
+        }
+        Command::Delete { paths, .. } => paths.iter_mut().collect(),
+        Command::Create { path, .. } | Command::Edit { path } => vec![path],
+    };
+    let mut chosen: Option<Option<String>> = None;
+    for spec in specs {
+        let (remote, rest) = crate::remote::split(spec)?;
+        if chosen.as_ref().is_some_and(|c| *c != remote) {
+            anyhow::bail!("All instance paths must be on one remote");
+        }
+        chosen = Some(remote);
+        *spec = rest;
+    }
+    match chosen.flatten() {
+        Some(r) => Ok(crate::remote::target(default, &format!("{r}:"))?.0),
+        None => Ok(default.clone()),
+    }
+}
+
+pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
+    let target = on_remote(client, &mut cmd)?;
+    let client = &target;
     match cmd {
         Command::Push {
             mut args,

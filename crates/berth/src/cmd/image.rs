@@ -26,6 +26,8 @@ pub enum Command {
     /// List images
     #[command(alias = "ls")]
     List {
+        /// The remote to list (`REMOTE:`)
+        remote: Option<String>,
         #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -129,7 +131,36 @@ fn size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
-pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+/// The server the image arguments name (`REMOTE:IMAGE`, `REMOTE:`), their remote
+/// stripped; all of them must name the same one.
+fn on_remote(default: &Client, cmd: &mut Command) -> anyhow::Result<Client> {
+    let specs: Vec<&mut String> = match cmd {
+        Command::List { remote, .. } => remote.iter_mut().collect(),
+        Command::Info { image }
+        | Command::Show { image }
+        | Command::Edit { image }
+        | Command::Export { image, .. } => vec![image],
+        Command::Delete { images } => images.iter_mut().collect(),
+        _ => vec![],
+    };
+    let mut chosen: Option<Option<String>> = None;
+    for spec in specs {
+        let (remote, rest) = crate::remote::split(spec)?;
+        if chosen.as_ref().is_some_and(|c| *c != remote) {
+            anyhow::bail!("All images must be on one remote");
+        }
+        chosen = Some(remote);
+        *spec = rest;
+    }
+    match chosen.flatten() {
+        Some(r) => Ok(crate::remote::target(default, &format!("{r}:"))?.0),
+        None => Ok(default.clone()),
+    }
+}
+
+pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
+    let target = on_remote(client, &mut cmd)?;
+    let client = &target;
     match cmd {
         Command::Import {
             file,
@@ -155,7 +186,10 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             bar.finish_and_clear();
             println!("Image imported with fingerprint: {}", fp?);
         }
-        Command::List { format } => {
+        Command::List { format, remote } => {
+            if let Some(r) = remote.filter(|r| !r.is_empty()) {
+                anyhow::bail!("Invalid argument {r:?}: expected REMOTE:");
+            }
             let images: Vec<Image> = client.get("/1.0/images?recursion=1").await?;
             let mut t = Table::new(&[
                 "ALIAS",

@@ -18,8 +18,13 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
-    if let Some(name) = &args.name {
-        return instance(client, name, args.show_log).await;
+    let (target, rest) = match &args.name {
+        Some(n) => crate::remote::target(client, n)?,
+        None => (client.clone(), String::new()),
+    };
+    let client = &target;
+    if !rest.is_empty() {
+        return instance(client, &rest, args.show_log).await;
     }
     if args.resources {
         let res: berth_api::resources::Resources = client.get("/1.0/resources").await?;

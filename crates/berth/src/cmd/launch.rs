@@ -34,7 +34,30 @@ fn generated_name() -> String {
 }
 
 pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()> {
-    let name = args.name.clone().unwrap_or_else(generated_name);
+    // `[REMOTE:]IMAGE [REMOTE:]NAME`: an image named without a remote is looked up where
+    // the instance is made.
+    let (target, name) = match &args.name {
+        Some(n) => crate::remote::target(client, n)?,
+        None => (client.clone(), String::new()),
+    };
+    let (image_remote, image_ref) = crate::remote::split(&args.image)?;
+    let target = match (&args.name, image_remote) {
+        (None, Some(r)) => crate::remote::target(client, &format!("{r}:"))?.0,
+        _ => target,
+    };
+    if let (Some(r), Some(n)) = (crate::remote::split(&args.image)?.0, &args.name)
+        && crate::remote::split(n)?.0.as_deref() != Some(r.as_str())
+    {
+        anyhow::bail!(
+            "The image is on remote {r:?}, the instance elsewhere: launching from another server's image is not supported yet; copy the image first"
+        );
+    }
+    let client = &target;
+    let name = if name.is_empty() {
+        generated_name()
+    } else {
+        name
+    };
     let mut config = BTreeMap::new();
     for kv in &args.config {
         let (k, v) = kv
@@ -42,7 +65,7 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
             .ok_or_else(|| anyhow::anyhow!("Invalid config {kv:?}: expected KEY=VALUE"))?;
         config.insert(k.to_owned(), v.to_owned());
     }
-    let image = crate::image::resolve(client, &args.image).await?;
+    let image = crate::image::resolve(client, &image_ref).await?;
     let mut body = serde_json::json!({
         "name": name,
         "source": {"type": "image", "fingerprint": image.fingerprint},

@@ -39,6 +39,8 @@ pub async fn run(client: &Client, args: Args, action: &str) -> anyhow::Result<()
 }
 
 async fn one(client: &Client, args: &Args, action: &str, name: &str) -> anyhow::Result<()> {
+    let (client, name) = crate::remote::target(client, name)?;
+    let (client, name) = (&client, name.as_str());
     // As lxc does: a start restores a saved state unless told not to.
     let stateful = if action == "start" && !args.stateless {
         client

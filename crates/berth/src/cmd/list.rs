@@ -429,7 +429,20 @@ fn passes(v: &Value, filter: &str) -> bool {
     })
 }
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
+    // `REMOTE:` (alone, or before the first filter) lists that remote's instances.
+    let mut remote_client = None;
+    if let Some(first) = args.filters.first()
+        && let (Some(_), rest) = crate::remote::split(first)?
+    {
+        remote_client = Some(crate::remote::target(client, first)?.0);
+        if rest.is_empty() {
+            args.filters.remove(0);
+        } else {
+            args.filters[0] = rest;
+        }
+    }
+    let client = remote_client.as_ref().unwrap_or(client);
     let cols = columns(&args.columns)?;
     let instances: Vec<Value> = if matches!(args.format, Format::Json | Format::Yaml) {
         client.get("/1.0/instances?recursion=2").await?

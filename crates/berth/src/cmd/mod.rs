@@ -1,7 +1,7 @@
 //! One module per verb.
 //!
 //! A verb's file imports another only to embed it as a sub-verb (`device`, under `config` and
-//! `profile`); a helper several verbs share lives beside `main.rs` instead, so that no verb
+//! `profile`; `trust`, under `config`); a helper several verbs share lives beside `main.rs` instead, so that no verb
 //! depends on another's internals.
 
 pub mod admin;
@@ -24,8 +24,10 @@ pub mod operation;
 pub mod profile;
 pub mod project;
 pub mod query;
+pub mod remote;
 pub mod rename;
 pub mod snapshot;
 pub mod storage;
+pub mod trust;
 pub mod version;
 pub mod warning;

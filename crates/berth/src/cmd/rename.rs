@@ -9,7 +9,13 @@ pub struct Args {
     new_name: String,
 }
 
-pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
+    let (target, name) = crate::remote::target(client, &args.name)?;
+    let client = &target;
+    args.name = name;
+    if let (Some(_), rest) = crate::remote::split(&args.new_name)? {
+        args.new_name = rest;
+    }
     let body = serde_json::json!({"name": args.new_name, "migration": false});
     let r = client
         .query(

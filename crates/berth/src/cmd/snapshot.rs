@@ -66,7 +66,20 @@ async fn run_op(
     Ok(())
 }
 
-pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
+pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
+    let target = match &mut cmd {
+        Command::Create { instance, .. }
+        | Command::List { instance, .. }
+        | Command::Show { instance, .. }
+        | Command::Rename { instance, .. }
+        | Command::Delete { instance, .. }
+        | Command::Restore { instance, .. } => {
+            let (c, rest) = crate::remote::target(client, instance)?;
+            *instance = rest;
+            c
+        }
+    };
+    let client = &target;
     match cmd {
         Command::Create {
             instance,

@@ -131,7 +131,11 @@ mod tests {
         assert!(may(&u, &Method::GET, "/1.0"));
         assert!(may(&u, &Method::GET, "/"));
         assert!(may(&u, &Method::POST, "/1.0/certificates"));
-        assert!(may(&u, &Method::GET, "/1.0/operations/x/websocket?secret=s"));
+        assert!(may(
+            &u,
+            &Method::GET,
+            "/1.0/operations/x/websocket?secret=s"
+        ));
         assert!(!may(&u, &Method::GET, "/1.0/certificates"));
         assert!(!may(&u, &Method::GET, "/1.0/instances"));
         assert!(!may(&u, &Method::PUT, "/1.0"));

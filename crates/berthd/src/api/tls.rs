@@ -49,7 +49,14 @@ impl ServerIdentity {
     pub fn load_or_create(dir: &Path, host_name: &str) -> anyhow::Result<Self> {
         let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
         if !crt.exists() || !key.exists() {
-            let (cert_pem, key_pem) = generate(host_name)?;
+            let name = if host_name.is_empty() {
+                "unspecified"
+            } else {
+                host_name
+            };
+            let (cert_pem, key_pem) =
+                berth_client::generate_certificate(&format!("root@{name}"), name)
+                    .context("Failed to make the server certificate")?;
             write_private(&key, key_pem.as_bytes())?;
             write_private(&crt, cert_pem.as_bytes())?;
             tracing::info!(path = %crt.display(), "Made the server certificate");
@@ -91,48 +98,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("Failed to write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("Failed to create {}", path.display()))
-}
-
-/// A new self-signed certificate and key, both PEM.
-pub fn generate(host_name: &str) -> anyhow::Result<(String, String)> {
-    use chrono::Datelike as _;
-    use rcgen::{
-        CertificateParams, DistinguishedName as Dn, DnType, ExtendedKeyUsagePurpose,
-        KeyUsagePurpose,
-    };
-    let name = if host_name.is_empty() {
-        "unspecified"
-    } else {
-        host_name
-    };
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
-        .context("Failed to make a key")?;
-    let mut params =
-        CertificateParams::new(vec![name.to_owned()]).context("Invalid certificate name")?;
-    let mut dn = Dn::new();
-    dn.push(DnType::OrganizationName, "berth");
-    dn.push(DnType::CommonName, format!("root@{name}"));
-    params.distinguished_name = dn;
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
-    let (y, m, d) = (
-        yesterday.year(),
-        yesterday.month() as u8,
-        yesterday.day() as u8,
-    );
-    params.not_before = rcgen::date_time_ymd(y, m, d);
-    params.not_after = rcgen::date_time_ymd(y + 10, m, d.min(28));
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params
-        .self_signed(&key)
-        .context("Failed to sign the certificate")?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Accepts any client certificate whose handshake signature holds: who is trusted is the

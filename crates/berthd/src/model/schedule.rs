@@ -1,8 +1,8 @@
 //! Scheduled snapshots: `snapshots.schedule` (a cron expression, or a comma-separated list
 //! of `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@annually`, `@yearly`),
 //! `snapshots.schedule.stopped`, `snapshots.pattern` (a name with `%d` for the first free
-//! number) and `snapshots.expiry` (`1M 2H 3d 4w 5m 6y`: minutes, hours, days, weeks,
-//! months, years), as LXD has them. Cron expressions are parsed by `croner`.
+//! number) and `snapshots.expiry` (`1S 1M 2H 3d 4w 5m 6y`: seconds, minutes, hours, days,
+//! weeks, months, years), as LXD has them. Cron expressions are parsed by `croner`.
 
 use chrono::{DateTime, Duration, Months, Utc};
 
@@ -67,7 +67,7 @@ pub fn expiry(value: &str, from: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>
     }
     let bad = || {
         Failure::invalid(format!(
-            "Invalid value {value:?} for \"snapshots.expiry\": expected terms like 1M 2H 3d 4w 5m 6y"
+            "Invalid value {value:?} for \"snapshots.expiry\": expected terms like 1S 1M 2H 3d 4w 5m 6y"
         ))
     };
     let mut t = from;
@@ -76,6 +76,7 @@ pub fn expiry(value: &str, from: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>
         let (n, unit) = term.split_at(split);
         let n: u32 = n.parse().map_err(|_| bad())?;
         t = match unit {
+            "S" => t.checked_add_signed(Duration::seconds(n.into())),
             "M" => t.checked_add_signed(Duration::minutes(n.into())),
             "H" => t.checked_add_signed(Duration::hours(n.into())),
             "d" => t.checked_add_signed(Duration::days(n.into())),
