@@ -111,6 +111,35 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread of its own inside the namespace (its sockets are made there),
+    /// with a runtime to drive it: how a test reaches a daemon's HTTPS port.
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send,
+        T: Send,
+    {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let ns = std::fs::File::open(&path).expect("open the netns");
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&ns),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("enter the netns");
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(f())
+            })
+            .join()
+            .expect("the netns thread")
+        })
+    }
+}
+
 impl Default for Netns {
     fn default() -> Self {
         Netns::new()
@@ -281,6 +310,40 @@ impl Daemon {
             stdin.write_all(input).expect("write berth's stdin");
         }
         child.wait_with_output().expect("wait for berth")
+    }
+
+    /// Serves the API over HTTPS on 127.0.0.1:8443 of the daemon's namespace; returns the
+    /// address.
+    pub fn https(&self) -> String {
+        ok(&self.berth(&["config", "set", "core.https_address", "127.0.0.1:8443"]));
+        "127.0.0.1:8443".to_owned()
+    }
+
+    /// A command running the real `lxc` or `incus` client (`program`) inside the daemon's
+    /// namespace, with its configuration in `DIR/<conf>` (a remote's client).
+    pub fn remote_client(&self, program: &str, conf: &str, args: &[&str]) -> Command {
+        let dir = self.dir().join(conf);
+        std::fs::create_dir_all(&dir).expect("client config dir");
+        let mut cmd = self.netns.command(program, args);
+        cmd.env("LXD_CONF", &dir)
+            .env("INCUS_CONF", &dir)
+            .env("BERTH_CONF", &dir)
+            .env_remove("LXD_DIR")
+            .env_remove("INCUS_DIR")
+            .env_remove("BERTH_DIR")
+            .env_remove("LXD_SOCKET")
+            .env_remove("INCUS_SOCKET")
+            .env_remove("BERTH_PROJECT")
+            .env("BERTH_SOCKET", self.dir().join("no-local-socket"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs [`Daemon::remote_client`].
+    pub fn remote(&self, program: &str, conf: &str, args: &[&str]) -> Output {
+        self.remote_client(program, conf, args)
+            .output()
+            .expect("run a remote client")
     }
 
     /// A command running the real LXD client (`lxc`) against this daemon.
