@@ -15,6 +15,7 @@ packages=(
   dnsmasq-base    # DHCP and DNS on managed bridges (the binary only, never the service)
   nftables        # NAT and accept rules of managed networks (nft)
   iproute2        # links, addresses, routes and traffic control (ip, tc, ss)
+  rsync           # instance volumes between hosts (LXD's migration protocol sends them with rsync)
 )
 
 missing=()

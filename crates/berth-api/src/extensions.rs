@@ -57,6 +57,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "certificate_token",
     "remote_token_expiry",
     "certificate_description",
+    // Issue 17: copy and move between hosts (stateless, rsync).
+    "container_push",
+    "container_push_target",
+    "container_only_migration",
 ];
 
 /// Whether `name` is advertised.

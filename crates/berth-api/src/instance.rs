@@ -92,6 +92,21 @@ pub struct InstanceSource {
     pub live: bool,
     #[serde(rename = "base-image", default)]
     pub base_image: String,
+    /// `migration`, pull: the source's operation (`https://HOST:PORT/1.0/operations/ID`).
+    #[serde(default)]
+    pub operation: String,
+    /// `migration`: the peer's certificate (PEM), pinned when dialling it.
+    #[serde(default)]
+    pub certificate: String,
+    /// `migration`, pull: the secrets of the source's streams (`control`, `fs`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// `migration`: only bring what changed since an earlier copy.
+    #[serde(default)]
+    pub refresh: bool,
+    /// LXD's older name of `instance_only`.
+    #[serde(default)]
+    pub container_only: bool,
 }
 
 /// `PUT /1.0/instances/{name}/state`.

@@ -12,6 +12,7 @@ pub mod event;
 pub mod extensions;
 pub mod image;
 pub mod instance;
+pub mod migration;
 pub mod network;
 pub mod operation;
 pub mod project;

@@ -27,6 +27,7 @@ pub use files::{Fetched, FileMeta, copy_stream};
 pub use hyper::Method;
 pub use images::{ImportOptions, Progress};
 pub use tls::{ClientIdentity, generate_certificate, server_certificate};
+pub use tokio_tungstenite::tungstenite::Message as WebSocketMessage;
 pub use transport::{Stream, WebSocket};
 
 use transport::Transport;

@@ -159,7 +159,7 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
-    netns: Netns,
+    netns: std::sync::Arc<Netns>,
 }
 
 impl Daemon {
@@ -170,6 +170,16 @@ impl Daemon {
 
     /// Starts berthd with extra arguments in a fresh directory.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Self::start_in(std::sync::Arc::new(Netns::new()), args)
+    }
+
+    /// Starts a second berthd in `other`'s network namespace: another host on the same
+    /// loopback, for what goes between hosts (give each its own HTTPS port).
+    pub fn start_beside(other: &Daemon) -> Daemon {
+        Self::start_in(other.netns.clone(), &["--testing", "--verbose"])
+    }
+
+    fn start_in(netns: std::sync::Arc<Netns>, args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-")
             .tempdir()
@@ -178,7 +188,7 @@ impl Daemon {
             dir,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
-            netns: Netns::new(),
+            netns,
         };
         d.spawn();
         d
@@ -315,8 +325,14 @@ impl Daemon {
     /// Serves the API over HTTPS on 127.0.0.1:8443 of the daemon's namespace; returns the
     /// address.
     pub fn https(&self) -> String {
-        ok(&self.berth(&["config", "set", "core.https_address", "127.0.0.1:8443"]));
-        "127.0.0.1:8443".to_owned()
+        self.https_on(8443)
+    }
+
+    /// Serves the API over HTTPS on 127.0.0.1:`port`; returns the address.
+    pub fn https_on(&self, port: u16) -> String {
+        let addr = format!("127.0.0.1:{port}");
+        ok(&self.berth(&["config", "set", "core.https_address", &addr]));
+        addr
     }
 
     /// A command running the real `lxc` or `incus` client (`program`) inside the daemon's

@@ -8,6 +8,7 @@
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
 
 mod command;
+pub mod netcat;
 
 pub use command::{CommandError, run_command, run_command_with_input};
 

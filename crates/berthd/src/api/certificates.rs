@@ -295,6 +295,7 @@ async fn issue_token(st: &AppState, mut req: CertificatesPost) -> ApiResult {
         may_cancel: true,
         metadata,
         fds: vec![],
+        fds_at_top: false,
     };
     // The operation runs until it is redeemed or revoked (cancelled); expiry is checked
     // when it is redeemed.

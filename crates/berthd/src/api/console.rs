@@ -67,6 +67,7 @@ pub async fn post(
         may_cancel: false,
         metadata: serde_json::Map::new(),
         fds: vec!["0".into(), "control".into()],
+        fds_at_top: false,
     };
     let size = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(spec, move |ctx| async move {

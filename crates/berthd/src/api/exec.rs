@@ -103,6 +103,7 @@ pub async fn post(
         may_cancel: false,
         metadata,
         fds: fds.clone(),
+        fds_at_top: false,
     };
     let (width, height) = (req.width.unwrap_or(80), req.height.unwrap_or(24));
     let op = st.ops.start(op_spec, move |ctx| async move {

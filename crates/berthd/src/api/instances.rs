@@ -167,6 +167,9 @@ pub async fn post(
 ) -> ApiResult {
     let name = parse(names::InstanceName::parse, &req.name)?;
     let project = project_param(q.as_deref());
+    if req.source.kind == "migration" {
+        return super::migration::target(&st, &project, &name, req).await;
+    }
     let creation = create::prepare(&st.cx, &project, &name, req).await?;
     let cx = st.cx.clone();
     let spec = spec("Creating instance", creation.name());
@@ -186,29 +189,28 @@ pub async fn post(
     Ok(async_operation(op.render()))
 }
 
-/// The body of `POST /1.0/instances/{name}`.
+/// The body of `POST /1.0/instances/{name}` for a rename.
 #[derive(Debug, serde::Deserialize)]
 pub struct InstancePost {
     #[serde(default)]
     name: String,
     #[serde(default)]
     migration: bool,
-    #[serde(default)]
-    live: bool,
 }
 
-/// `POST /1.0/instances/{name}`: renames a stopped instance (its records, volume,
+/// `POST /1.0/instances/{name}`: migrates the instance to another host (`migration:
+/// true`, see [`super::migration`]), or renames a stopped instance (its records, volume,
 /// runtime directory and logs) in an operation, as LXD.
 pub async fn rename(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
-    Json(req): Json<InstancePost>,
+    Json(raw): Json<serde_json::Value>,
 ) -> ApiResult {
     instance::find(&st.cx, &name).await?;
-    if req.migration || req.live {
-        return Err(ApiError::bad_request(
-            "Migration between servers is not supported yet",
-        ));
+    let req: InstancePost = serde_json::from_value(raw.clone())
+        .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))?;
+    if req.migration {
+        return super::migration::source(&st, name, raw).await;
     }
     let to = if req.name.is_empty() {
         names::api_name(&name).to_owned()

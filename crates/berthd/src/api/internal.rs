@@ -54,6 +54,7 @@ pub async fn create_operation(
         } else {
             vec![]
         },
+        fds_at_top: false,
     };
     let op = st.ops.start(spec, move |mut ctx| async move {
         if req.class == OperationClass::Websocket {

@@ -21,6 +21,7 @@ mod instances;
 mod internal;
 mod logs;
 mod metadata;
+mod migration;
 mod networks;
 mod operations;
 pub mod ops;

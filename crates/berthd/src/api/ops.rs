@@ -59,6 +59,9 @@ pub struct OpSpec {
     pub metadata: Map,
     /// For websocket operations: the names of the streams (`"0"`, `"control"`, …).
     pub fds: Vec<String>,
+    /// The streams' secrets go in the metadata itself (a migration's `{"control": S,
+    /// "fs": S}`), not under `fds` (exec's, console's).
+    pub fds_at_top: bool,
 }
 
 impl OpSpec {
@@ -78,6 +81,7 @@ impl OpSpec {
             may_cancel: false,
             metadata: Map::new(),
             fds: vec![],
+            fds_at_top: false,
         }
     }
 }
@@ -169,8 +173,12 @@ impl Operations {
                 fds.insert(fd.clone(), serde_json::Value::String(secret.clone()));
                 secrets.insert(secret, (fd.clone(), false));
             }
-            spec.metadata
-                .insert("fds".to_owned(), serde_json::Value::Object(fds));
+            if spec.fds_at_top {
+                spec.metadata.extend(fds);
+            } else {
+                spec.metadata
+                    .insert("fds".to_owned(), serde_json::Value::Object(fds));
+            }
             let (tx, rx) = mpsc::channel(spec.fds.len().max(1));
             (Some(tx), Some(rx))
         } else {
@@ -435,6 +443,7 @@ mod tests {
             may_cancel,
             metadata: Map::new(),
             fds: vec![],
+            fds_at_top: false,
         }
     }
 

@@ -62,6 +62,19 @@ impl Creation {
     pub fn name(&self) -> &str {
         &self.rec.name
     }
+
+    /// The recorded instance, its pool, whether to start it, and its lock: what a
+    /// migration's receiving end builds on (see [`super::migrate`]).
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        InstanceRecord,
+        Arc<dyn Driver>,
+        bool,
+        tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        (self.rec, self.pool, self.start, self._guard)
+    }
 }
 
 /// Checks a new instance of `project` and records it (its row, its volume's row, the
@@ -81,10 +94,16 @@ pub async fn prepare(
         )));
     }
     let mut config = req.config;
+    let migrated = req.source.kind == "migration";
+    // Kept from a migrated instance: its image, and its nics' MAC addresses (its network
+    // identity moves with it).
+    let kept = |k: &str| k == "volatile.base_image" || k.ends_with(".hwaddr");
     if req.source.kind == "copy" {
         // Clients copying an instance send its config, volatile keys and all: berthd sets
         // those of the copy itself.
         config.retain(|k, _| !k.starts_with("volatile."));
+    } else if migrated {
+        config.retain(|k, _| !k.starts_with("volatile.") || kept(k));
     } else if config.keys().any(|k| k.starts_with("volatile.")) {
         return Err(Failure::invalid("volatile.* keys are set by berthd"));
     }
@@ -105,14 +124,15 @@ pub async fn prepare(
                     .await?,
             )
         }
-        "none" | "" | "copy" => None,
+        "none" | "" | "copy" | "migration" => None,
         other => {
             return Err(Failure::invalid(format!(
                 "Instance source {other:?} is not supported yet"
             )));
         }
     };
-    let own_config = config.clone();
+    let mut own_config = config.clone();
+    own_config.retain(|k, _| !k.starts_with("volatile."));
     let profile_names = req.profiles.unwrap_or_else(|| vec!["default".to_owned()]);
     // The instance's lock, then the profile lock (the order every path takes them in),
     // held until the instance is recorded: its profiles cannot change or go meanwhile.
@@ -123,6 +143,7 @@ pub async fn prepare(
         .as_ref()
         .map(|i| i.image.architecture.clone())
         .or_else(|| copy.as_ref().map(|c| c.rec.architecture.clone()))
+        .or_else(|| (migrated && !req.architecture.is_empty()).then(|| req.architecture.clone()))
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
     if let Some(base) = copy
         .as_ref()
@@ -264,7 +285,7 @@ impl Creation {
 }
 
 /// Makes the instance's runtime directory, registering its undo.
-fn make_runtime(cx: &Arc<Ctx>, rec: &InstanceRecord, undo: &mut Reverter) -> Result<()> {
+pub(super) fn make_runtime(cx: &Arc<Ctx>, rec: &InstanceRecord, undo: &mut Reverter) -> Result<()> {
     cx.driver.create(&rec.name)?;
     let (driver, n) = (cx.driver.clone(), rec.name.clone());
     undo.add("delete the runtime directory", move || {
@@ -275,7 +296,7 @@ fn make_runtime(cx: &Arc<Ctx>, rec: &InstanceRecord, undo: &mut Reverter) -> Res
 }
 
 /// Registers the undo of an instance's volume (just made) and its snapshots.
-fn undo_volume(rec: &InstanceRecord, pool: &Arc<dyn Driver>, undo: &mut Reverter) {
+pub(super) fn undo_volume(rec: &InstanceRecord, pool: &Arc<dyn Driver>, undo: &mut Reverter) {
     let (p, n) = (pool.clone(), rec.name.clone());
     undo.add("delete the instance's volume", move || {
         match p.delete_volume(VolumeType::Container, &n) {

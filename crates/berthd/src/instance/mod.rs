@@ -28,6 +28,7 @@ pub mod create;
 pub mod exec;
 pub mod files;
 pub mod logs;
+pub mod migrate;
 pub mod nic;
 pub mod proxy;
 pub mod query;

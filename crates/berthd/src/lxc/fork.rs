@@ -43,9 +43,20 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkdellinks" => del_links,
         "forkprlimit" => prlimit,
         "forkproxy" => super::proxy::main,
+        "forknetcat" => netcat,
         _ => return None,
     };
     Some(run(rest))
+}
+
+/// `forknetcat @NAME [ignored...]`: rsync's remote shell during a migration (see
+/// `berth_host::netcat`); rsync appends its own remote command, which is ignored.
+fn netcat(args: &[OsString]) -> i32 {
+    let Some(name) = args.first().and_then(|a| a.to_str()) else {
+        eprintln!("Error: forknetcat needs a socket name");
+        return 1;
+    };
+    exit_code(berth_host::netcat::relay(name))
 }
 
 /// A helper's exit code: 0, or 1 after one line on stderr.

@@ -1,0 +1,295 @@
+//! The transport of migrations between hosts: the websockets the protocol runs over
+//! (served as an operation's, or dialled at the peer's operation), handed to
+//! [`crate::instance::migrate`] as frame channels.
+//!
+//! ```text
+//!   pull (default)  source: POST /1.0/instances/NAME {migration} → websocket operation
+//!                   {"control": S, "fs": S}; target: POST /1.0/instances {source: {type:
+//!                   migration, mode: pull, operation, certificate, secrets}} → dials them
+//!   push            target: POST /1.0/instances {source: {mode: push}} → websocket
+//!                   operation; source: POST /1.0/instances/NAME {migration, target:
+//!                   {operation, certificate, secrets}} → dials them
+//!   relay           both serve; the client joins their websockets
+//! ```
+//!
+//! A dialled peer is pinned to the certificate the client passed (its name is not
+//! checked); berthd shows none of its own (the secret is the key, as in LXD).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use berth_api::OperationClass;
+use berth_api::instance::InstancesPost;
+use berth_client::WebSocketMessage as ClientMessage;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::ops::{OpCtx, OpSpec};
+use super::{ApiError, ApiResult, AppState, async_operation};
+use crate::error::{Failure, Result};
+use crate::instance::migrate::{self, Conn, Conns, Frame, STREAMS};
+use crate::instance::{create, migrate::check_send};
+use crate::model::names::instance_url;
+
+/// How long the peer has to connect both streams.
+const CONNECT: Duration = Duration::from_secs(30);
+
+/// The body of `POST /1.0/instances/{name}` that starts a migration's source.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MigrationPost {
+    pub live: Option<bool>,
+    pub instance_only: bool,
+    pub container_only: bool,
+    pub target: Option<MigrationTarget>,
+}
+
+/// Where a pushing source dials.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MigrationTarget {
+    pub certificate: String,
+    pub operation: String,
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Frames to and from a websocket a client of ours opened.
+fn conn_of_server(ws: WebSocket) -> Conn {
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+    let (in_tx, in_rx) = mpsc::channel::<Frame>(16);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let writer = async move {
+            while let Some(f) = out_rx.recv().await {
+                let m = match f {
+                    Frame::Binary(b) => Message::Binary(b.into()),
+                    Frame::Text(t) => Message::Text(t.into()),
+                };
+                if sink.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+        };
+        let reader = async move {
+            while let Some(Ok(m)) = stream.next().await {
+                let f = match m {
+                    Message::Binary(b) => Frame::Binary(b.to_vec()),
+                    Message::Text(t) => Frame::Text(t.to_string()),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if in_tx.send(f).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::join!(writer, reader);
+    });
+    Conn {
+        tx: out_tx,
+        rx: in_rx,
+    }
+}
+
+/// Frames to and from a websocket we dialled.
+fn conn_of_client(ws: berth_client::WebSocket) -> Conn {
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+    let (in_tx, in_rx) = mpsc::channel::<Frame>(16);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let writer = async move {
+            while let Some(f) = out_rx.recv().await {
+                let m = match f {
+                    Frame::Binary(b) => ClientMessage::Binary(b.into()),
+                    Frame::Text(t) => ClientMessage::Text(t.into()),
+                };
+                if sink.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.send(ClientMessage::Close(None)).await;
+        };
+        let reader = async move {
+            while let Some(Ok(m)) = stream.next().await {
+                let f = match m {
+                    ClientMessage::Binary(b) => Frame::Binary(b.to_vec()),
+                    ClientMessage::Text(t) => Frame::Text(t.to_string()),
+                    ClientMessage::Close(_) => break,
+                    _ => continue,
+                };
+                if in_tx.send(f).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::join!(writer, reader);
+    });
+    Conn {
+        tx: out_tx,
+        rx: in_rx,
+    }
+}
+
+/// Waits for the peer to connect both streams of operation `ctx`.
+async fn accept(ctx: &mut OpCtx) -> Result<Conns> {
+    let mut got: BTreeMap<String, WebSocket> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + CONNECT;
+    while STREAMS.iter().any(|s| !got.contains_key(*s)) {
+        match tokio::time::timeout_at(deadline, ctx.accept()).await {
+            Ok(Some((fd, ws))) => {
+                got.insert(fd, ws);
+            }
+            Ok(None) => return Err(Failure::internal("The migration ended before it connected")),
+            Err(_) => {
+                return Err(Failure::unavailable(
+                    "Timed out waiting for migration connections",
+                ));
+            }
+        }
+    }
+    let mut take = |n: &str| got.remove(n).map(conn_of_server);
+    match (take("control"), take("fs")) {
+        (Some(control), Some(fs)) => Ok(Conns { control, fs }),
+        _ => Err(Failure::internal("Migration streams missing")),
+    }
+}
+
+/// Dials the streams of the peer's operation at `url`
+/// (`https://HOST:PORT/1.0/operations/ID`), pinned to `certificate`.
+async fn dial(url: &str, certificate: &str, secrets: &BTreeMap<String, String>) -> Result<Conns> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        Failure::invalid(format!("Invalid migration operation {url:?}: not https://"))
+    })?;
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or_else(|| Failure::invalid(format!("Invalid migration operation {url:?}")))?;
+    let id = path
+        .strip_prefix("1.0/operations/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .ok_or_else(|| Failure::invalid(format!("Invalid migration operation {url:?}")))?;
+    if certificate.trim().is_empty() {
+        return Err(Failure::invalid(
+            "A migration needs the peer's certificate (\"certificate\")",
+        ));
+    }
+    let der = crate::trust::parse_certificate(certificate)?;
+    let client = berth_client::Client::https(host, der, None)
+        .map_err(|e| Failure::invalid(format!("Unable to connect to {host}: {e}")))?;
+    let mut conns = BTreeMap::new();
+    for name in STREAMS {
+        let secret = secrets.get(*name).ok_or_else(|| {
+            Failure::invalid(format!("Expected {name:?} connection secret missing"))
+        })?;
+        let ws = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.operation_websocket(id, secret),
+        )
+        .await
+        .map_err(|_| Failure::unavailable(format!("Unable to connect to {host}: timed out")))?
+        .map_err(|e| Failure::unavailable(format!("Unable to connect to {host}: {e}")))?;
+        conns.insert(*name, conn_of_client(ws));
+    }
+    match (conns.remove("control"), conns.remove("fs")) {
+        (Some(control), Some(fs)) => Ok(Conns { control, fs }),
+        _ => Err(Failure::internal("Migration streams missing")),
+    }
+}
+
+fn websocket_spec(description: &str, name: &str) -> OpSpec {
+    OpSpec {
+        class: OperationClass::Websocket,
+        description: description.to_owned(),
+        resources: Some(BTreeMap::from([(
+            "instances".to_owned(),
+            vec![instance_url(name)],
+        )])),
+        may_cancel: true,
+        metadata: serde_json::Map::new(),
+        fds: STREAMS.iter().map(|s| (*s).to_owned()).collect(),
+        fds_at_top: true,
+    }
+}
+
+/// `POST /1.0/instances/{name}` with `migration: true`: sends the instance, its streams
+/// served (pull) or dialled at `target` (push).
+pub async fn source(st: &AppState, name: String, raw: serde_json::Value) -> ApiResult {
+    let req: MigrationPost = serde_json::from_value(raw)
+        .map_err(|e| ApiError::bad_request(format!("Invalid migration request: {e}")))?;
+    // A missing `live` means live, as LXD reads it; it matters for running instances.
+    check_send(&st.cx, &name, req.live.unwrap_or(true)).await?;
+    let instance_only = req.instance_only || req.container_only;
+    let cx = st.cx.clone();
+    let op = match req.target {
+        None => {
+            let n = name.clone();
+            st.ops.start(
+                websocket_spec("Migrating instance", &name),
+                move |mut ctx| async move {
+                    let conns = accept(&mut ctx).await?;
+                    migrate::send(&cx, &n, instance_only, conns).await
+                },
+            )
+        }
+        Some(target) => {
+            let conns = dial(&target.operation, &target.certificate, &target.secrets).await?;
+            let n = name.clone();
+            st.ops.start(
+                super::instances::spec("Migrating instance", &name),
+                move |_| async move { migrate::send(&cx, &n, instance_only, conns).await },
+            )
+        }
+    };
+    Ok(async_operation(op.render()))
+}
+
+/// `POST /1.0/instances` with `source.type = migration`: records the instance, then
+/// receives it, dialling the source (pull) or serving the streams it dials (push).
+pub async fn target(
+    st: &AppState,
+    project: &str,
+    name: &crate::model::names::InstanceName,
+    req: InstancesPost,
+) -> ApiResult {
+    let mode = req.source.mode.clone();
+    if mode != "pull" && mode != "push" {
+        return Err(ApiError::bad_request(format!(
+            "Invalid migration mode {mode:?}: expected pull or push"
+        )));
+    }
+    if req.source.live || req.source.secrets.contains_key("criu") {
+        return Err(ApiError::bad_request(
+            "Live migration is not supported yet: move the container stopped, or with --stateless",
+        ));
+    }
+    if req.source.refresh {
+        return Err(ApiError::bad_request(
+            "Refreshing a copy between servers is not supported yet",
+        ));
+    }
+    let source = req.source.clone();
+    let creation = create::prepare(&st.cx, project, name, req).await?;
+    let cx = st.cx.clone();
+    let host = creation.name().to_owned();
+    let op = if mode == "pull" {
+        st.ops.start(
+            super::instances::spec("Creating instance", &host),
+            move |_| async move {
+                let connect = dial(&source.operation, &source.certificate, &source.secrets);
+                migrate::receive(&cx, creation, connect).await
+            },
+        )
+    } else {
+        st.ops.start(
+            websocket_spec("Creating instance", &host),
+            move |mut ctx| async move { migrate::receive(&cx, creation, accept(&mut ctx)).await },
+        )
+    };
+    Ok(async_operation(op.render()))
+}
