@@ -26,7 +26,7 @@ pub use events::EventStream;
 pub use files::{Fetched, FileMeta, copy_stream};
 pub use hyper::Method;
 pub use images::{ImportOptions, Progress};
-pub use tls::{ClientIdentity, generate_certificate, server_certificate};
+pub use tls::{ClientIdentity, certificate_pem, generate_certificate, server_certificate};
 pub use tokio_tungstenite::tungstenite::Message as WebSocketMessage;
 pub use transport::{Stream, WebSocket};
 
@@ -69,10 +69,34 @@ impl Client {
         Ok(Client {
             transport: Transport::Https {
                 addr: addr.into(),
-                tls: tls::config(Some(server_cert), identity)?,
+                tls: tls::config(Some(server_cert.clone()), identity)?,
+                cert: std::sync::Arc::new(server_cert),
             },
             project: None,
         })
+    }
+
+    /// Where another server reaches this one, and the certificate it presents (PEM), as
+    /// LXD's clients hand them to a migration's peer: the address this client uses (when
+    /// HTTPS) first, then the server's own `environment.addresses`.
+    pub async fn connection_info(&self) -> Result<(Vec<String>, String), ClientError> {
+        let server = self.server().await?;
+        let env = server.environment.unwrap_or_default();
+        let mut addresses = Vec::new();
+        let certificate = match &self.transport {
+            Transport::Https { addr, cert, .. } => {
+                addresses.push(format!("https://{addr}"));
+                tls::certificate_pem(cert)
+            }
+            Transport::Unix(_) => env.certificate.clone(),
+        };
+        for a in &env.addresses {
+            let url = format!("https://{a}");
+            if !a.starts_with(':') && !addresses.contains(&url) {
+                addresses.push(url);
+            }
+        }
+        Ok((addresses, certificate))
     }
 
     /// The socket of the daemon whose state directory is `$BERTH_SOCKET`, or

@@ -173,3 +173,16 @@ pub fn generate_certificate(
     let cert = params.self_signed(&key).map_err(failed)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
+
+/// A certificate's DER as PEM.
+pub fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}

@@ -75,6 +75,8 @@ pub enum Transport {
     Https {
         addr: String,
         tls: Arc<rustls::ClientConfig>,
+        /// The server's certificate (DER), as pinned.
+        cert: Arc<Vec<u8>>,
     },
 }
 
@@ -128,7 +130,7 @@ impl Transport {
                         source,
                     })
             }
-            Transport::Https { addr, tls } => Ok(Stream::Tls(Box::new(dial(addr, tls).await?))),
+            Transport::Https { addr, tls, .. } => Ok(Stream::Tls(Box::new(dial(addr, tls).await?))),
         }
     }
 

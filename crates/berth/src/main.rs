@@ -13,6 +13,7 @@ mod editor;
 mod format;
 mod image;
 mod instance;
+mod migrate;
 mod object;
 mod progress;
 mod remote;
@@ -65,8 +66,10 @@ enum Command {
     #[command(alias = "rm")]
     Delete(cmd::delete::Args),
     /// Rename a stopped instance
-    #[command(alias = "mv")]
     Rename(cmd::rename::Args),
+    /// Move an instance to another server (or rename it on one)
+    #[command(alias = "mv")]
+    Move(cmd::r#move::Args),
     /// Copy an instance, or one of its snapshots, into a new instance
     #[command(alias = "cp")]
     Copy(cmd::copy::Args),
@@ -206,6 +209,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
             Command::Copy(a) => cmd::copy::run(&client, a).await,
+            Command::Move(a) => cmd::r#move::run(&client, a).await,
             Command::File(c) => cmd::file::run(&client, c).await,
             Command::Console(a) => cmd::console::run(&client, a).await,
             Command::Config(c) => cmd::config::run(&client, c).await,

@@ -150,15 +150,7 @@ pub fn pem_to_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// DER as PEM.
 pub fn der_to_pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    berth_client::certificate_pem(der)
 }
 
 /// SHA-256 of a certificate's DER, in hex.

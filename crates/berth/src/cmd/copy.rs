@@ -1,5 +1,6 @@
-//! `berth copy SOURCE[/SNAPSHOT] NAME`: a new instance copied from an instance or one of
-//! its snapshots, as `lxc copy` makes it on one server.
+//! `berth copy [REMOTE:]SOURCE[/SNAPSHOT] [REMOTE:]NAME`: a new instance copied from an
+//! instance or one of its snapshots, on one server as `lxc copy` makes it there, or
+//! between servers over LXD's migration protocol (see [`crate::migrate`]).
 
 use berth_client::{Client, Method};
 use serde_json::Value;
@@ -17,14 +18,36 @@ pub struct Args {
     /// Config keys for the copy: -c KEY=VALUE (repeatable)
     #[arg(short = 'c', long = "config")]
     config: Vec<String>,
+    /// Between servers: the target pulls (default), the source pushes, or this client
+    /// relays
+    #[arg(long, value_enum, default_value_t = crate::migrate::Mode::Pull)]
+    mode: crate::migrate::Mode,
 }
 
 pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
     let (from_remote, source) = crate::remote::split(&args.source)?;
     let (to_remote, name) = crate::remote::split(&args.name)?;
     let (target, _) = crate::remote::target(client, &args.source)?;
-    if to_remote.is_some() && to_remote != from_remote {
-        anyhow::bail!("Copying between servers is not supported yet");
+    let to_remote = to_remote.or_else(|| from_remote.clone());
+    if to_remote != from_remote {
+        anyhow::ensure!(
+            !source.contains('/'),
+            "Copying a snapshot to another server is not supported yet"
+        );
+        let (to, _) =
+            crate::remote::target(client, &format!("{}:", to_remote.unwrap_or_default()))?;
+        let copy = crate::migrate::Copy {
+            from: &target,
+            name: &source,
+            to: &to,
+            new_name: &name,
+            mode: args.mode,
+            instance_only: args.instance_only,
+            keep_volatile: false,
+            config: crate::object::pairs(&args.config)?.into_iter().collect(),
+        };
+        crate::migrate::copy(&copy).await?;
+        return Ok(());
     }
     let client = &target;
     args.source = source;

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod list;
 pub mod monitor;
+pub mod r#move;
 pub mod network;
 pub mod operation;
 pub mod profile;

@@ -32,14 +32,7 @@ fn url(fp: &str) -> String {
 
 /// DER as PEM.
 pub fn pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    berth_client::certificate_pem(der)
 }
 
 fn render(c: TrustedCert) -> Certificate {

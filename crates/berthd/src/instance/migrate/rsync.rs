@@ -46,7 +46,8 @@ pub(super) async fn rsync_send(dir: &Path, features: &RsyncFeatures, fs: &mut Co
         .map_err(|e| Failure::failed("Failed to listen for rsync", e))?;
     let listener = tokio::net::UnixListener::from_std(std_listener)
         .map_err(|e| Failure::failed("Failed to listen for rsync", e))?;
-    let exe = std::env::current_exe().map_err(|e| Failure::failed("Failed to find berthd", e))?;
+    // berthd's own binary as rsync's child finds it, even when a newer one replaced it.
+    let exe = format!("/proc/{}/exe", std::process::id());
     let mut src = dir.as_os_str().to_owned();
     src.push("/");
     let mut cmd = tokio::process::Command::new("rsync");
@@ -55,7 +56,7 @@ pub(super) async fn rsync_send(dir: &Path, features: &RsyncFeatures, fs: &mut Co
         .arg(&src)
         .arg("localhost:/tmp/foo")
         .arg("-e")
-        .arg(format!("{} forknetcat @{name}", exe.display()))
+        .arg(format!("{exe} forknetcat @{name}"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -76,8 +77,12 @@ pub(super) async fn rsync_send(dir: &Path, features: &RsyncFeatures, fs: &mut Co
             return Err(Failure::internal(format!("rsync exited before it connected ({}): {}", status.map(|s| s.to_string()).unwrap_or_default(), err.trim())));
         }
     };
-    let (mut from_rsync, mut to_rsync) = stream.into_split();
-    let pumped = pump(&mut from_rsync, &mut to_rsync, fs).await;
+    let (mut from_rsync, to_rsync) = stream.into_split();
+    let pumped = pump(&mut from_rsync, to_rsync, fs).await;
+    if pumped.is_err() {
+        // The peer is gone: rsync would wait for it forever.
+        let _ = child.start_kill();
+    }
     let status = child
         .wait()
         .await
@@ -123,11 +128,14 @@ pub(super) async fn rsync_receive(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure::failed("Failed to run rsync", e))?;
-    let (Some(mut out), Some(mut input)) = (child.stdout.take(), child.stdin.take()) else {
+    let (Some(mut out), Some(input)) = (child.stdout.take(), child.stdin.take()) else {
         return Err(Failure::internal("rsync has no pipes"));
     };
-    let pumped = pump(&mut out, &mut input, fs).await;
-    drop(input);
+    let pumped = pump(&mut out, input, fs).await;
+    if pumped.is_err() {
+        // The peer is gone: rsync would wait for it forever.
+        let _ = child.start_kill();
+    }
     let status = child
         .wait()
         .await
@@ -152,7 +160,7 @@ pub(super) async fn rsync_receive(
 /// barrier, then its input is closed.
 async fn pump(
     from: &mut (impl tokio::io::AsyncRead + Unpin),
-    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut to: impl tokio::io::AsyncWrite + Unpin,
     fs: &mut Conn,
 ) -> Result<()> {
     let tx = fs.tx.clone();
@@ -186,10 +194,15 @@ async fn pump(
                     }
                 }
                 Some(Frame::Text(_)) => break,
-                None => return Err(gone("fs")),
+                None => {
+                    // rsync must see the end too (its input closed, as `to` drops), or it
+                    // waits for the peer forever.
+                    return Err(gone("fs"));
+                }
             }
         }
         let _ = to.shutdown().await;
+        drop(to);
         Ok(())
     };
     let (a, b) = tokio::join!(up, down);

@@ -1,0 +1,86 @@
+//! `berth move [REMOTE:]NAME [REMOTE:]NEW`: on one server a rename (of a stopped
+//! instance), between servers a copy then the source's deletion, as `lxc move` does. A
+//! running instance moves stateless: it is frozen while its files go, stopped on the
+//! source and started on the target (live migration is still to come).
+
+use berth_client::{Client, Method};
+
+/// Arguments of `berth move`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The instance to move
+    source: String,
+    /// Its new name, or `REMOTE:` (`REMOTE:NAME`) for another server
+    target: String,
+    /// Leave the snapshots behind
+    #[arg(long)]
+    instance_only: bool,
+    /// Between servers: the target pulls (default), the source pushes, or this client
+    /// relays
+    #[arg(long, value_enum, default_value_t = crate::migrate::Mode::Pull)]
+    mode: crate::migrate::Mode,
+    /// Accepted for lxc's sake: moves between servers are stateless for now
+    #[arg(long)]
+    stateless: bool,
+}
+
+async fn run_op(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let r = client.query(method, path, body).await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
+    }
+    Ok(())
+}
+
+pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+    let (from_remote, name) = crate::remote::split(&args.source)?;
+    let (to_remote, new_name) = crate::remote::split(&args.target)?;
+    let (from, _) = crate::remote::target(client, &args.source)?;
+    let new_name = if new_name.is_empty() {
+        name.clone()
+    } else {
+        new_name
+    };
+    if to_remote.is_none() || to_remote == from_remote {
+        anyhow::ensure!(new_name != name, "The instance is already called {name:?}");
+        let body = serde_json::json!({"name": new_name, "migration": false});
+        return run_op(
+            &from,
+            Method::POST,
+            &format!("/1.0/instances/{name}"),
+            Some(&body),
+        )
+        .await;
+    }
+    let (to, _) = crate::remote::target(client, &args.target)?;
+    let copy = crate::migrate::Copy {
+        from: &from,
+        name: &name,
+        to: &to,
+        new_name: &new_name,
+        mode: args.mode,
+        instance_only: args.instance_only,
+        keep_volatile: true,
+        config: vec![],
+    };
+    let running = crate::migrate::copy(&copy).await?;
+    if running {
+        crate::instance::change_state(&from, &name, "stop", true, -1).await?;
+    }
+    run_op(
+        &from,
+        Method::DELETE,
+        &format!("/1.0/instances/{name}"),
+        None,
+    )
+    .await?;
+    if running {
+        crate::instance::change_state(&to, &new_name, "start", false, -1).await?;
+    }
+    Ok(())
+}
