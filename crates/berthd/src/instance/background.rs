@@ -15,7 +15,8 @@ use crate::model::expand::flag;
 
 /// Called when berthd starts, before it serves: instances whose container stopped while
 /// no berthd ran are recorded as stopped and their host leftovers removed (cgroups, a
-/// restore's root; the console keeper, unless a saved state needs it).
+/// restore's root; the console keeper, unless a saved state needs it); instances still
+/// arriving by migration are removed.
 pub async fn sweep(cx: &Ctx) {
     let recs = match cx.db.read(crate::db::instances::list_readable).await {
         Ok(recs) => recs,
@@ -27,6 +28,18 @@ pub async fn sweep(cx: &Ctx) {
     for rec in recs {
         let lock = cx.locks.instance(&rec.name);
         let _guard = lock.lock().await;
+        if rec.config.contains_key(super::migrate::INCOMING) {
+            // A migration that berthd's end did not see through.
+            match super::create::remove(cx, &rec).await {
+                Ok(()) => {
+                    tracing::warn!(instance = %rec.name, "Removed an instance whose migration was cut short")
+                }
+                Err(e) => {
+                    tracing::error!(instance = %rec.name, error = %e, "Failed to remove a half-migrated instance")
+                }
+            }
+            continue;
+        }
         if !is_stopped(cx, &rec.name).await {
             continue;
         }

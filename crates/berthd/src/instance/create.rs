@@ -161,6 +161,9 @@ pub async fn prepare(
         );
     }
     config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
+    if migrated {
+        config.insert(super::migrate::INCOMING.to_owned(), "true".to_owned());
+    }
     config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
     let rec = InstanceRecord {
         name: host.clone(),

@@ -66,6 +66,10 @@ pub struct Conns {
     pub fs: Conn,
 }
 
+/// Marks an instance still arriving: one found at start (berthd died meanwhile) is
+/// removed, so no half-made instance outlives a failed migration.
+pub const INCOMING: &str = "volatile.incoming";
+
 /// The names of the websockets a stateless migration uses.
 pub const STREAMS: &[&str] = &["control", "fs"];
 
@@ -375,6 +379,16 @@ pub async fn receive(
     let result = receive_inner(cx, &rec, &pool, &mut conns, &mut undo).await;
     match result {
         Ok(()) => {
+            let n = rec.name.clone();
+            cx.db
+                .write(move |tx| {
+                    if let Some(mut r) = crate::db::instances::get(tx, &n)? {
+                        r.config.remove(INCOMING);
+                        crate::db::instances::set_config(tx, &n, &r.config)?;
+                    }
+                    Ok::<_, Failure>(())
+                })
+                .await?;
             conns
                 .control
                 .send_proto(&MigrationControl {
