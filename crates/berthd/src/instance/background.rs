@@ -32,10 +32,10 @@ pub async fn sweep(cx: &Ctx) {
             // A migration that berthd's end did not see through.
             match super::create::remove(cx, &rec).await {
                 Ok(()) => {
-                    tracing::warn!(instance = %rec.name, "Removed an instance whose migration was cut short")
+                    tracing::warn!(instance = %rec.name, "Removed an instance whose migration was cut short");
                 }
                 Err(e) => {
-                    tracing::error!(instance = %rec.name, error = %e, "Failed to remove a half-migrated instance")
+                    tracing::error!(instance = %rec.name, error = %e, "Failed to remove a half-migrated instance");
                 }
             }
             continue;
