@@ -3,8 +3,8 @@
 //! - `GET /1.0` over the unix socket: 4 concurrent keep-alive clients for a fixed time;
 //!   requests per second, p50 and p99 latency.
 //! - berthd's resident memory when idle and after the load.
-//! - images, the container lifecycle, files (see each function), and networking
-//!   (`bench_net.rs`).
+//! - images, the container lifecycle, files (see each function), networking
+//!   (`bench_net.rs`) and what goes between hosts (`bench_remote.rs`).
 //!
 //! Figures are printed, never asserted: tests do not depend on the machine's speed.
 
@@ -60,6 +60,35 @@ pub fn run_net(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench remote`: what goes between hosts alone (see `bench_remote.rs`).
+pub fn run_remote(root: &Path) -> anyhow::Result<()> {
+    build_release(root)?;
+    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
+    let busybox = work.path().join("busybox.tar.gz");
+    crate::run(
+        root,
+        &root.join("target/release/berth").display().to_string(),
+        &[
+            "image",
+            "build",
+            "busybox",
+            "-o",
+            &busybox.display().to_string(),
+        ],
+    )?;
+    let debian = root.join("target/debug/e2e-debian.tar.gz");
+    let figures =
+        crate::bench_remote::run(root, &busybox, debian.exists().then_some(debian.as_path()))?;
+    println!(
+        "berth between hosts (release build, {} CPUs)",
+        std::thread::available_parallelism()?
+    );
+    for (what, value) in figures {
+        println!("{what}: {value}");
+    }
+    Ok(())
+}
+
 pub fn run(root: &Path) -> anyhow::Result<()> {
     build_release(root)?;
     let berthd = root.join("target/release/berthd");
@@ -83,6 +112,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     daemon.stop();
     let debian = kept.path().join("debian.tar.gz");
     let networking = crate::bench_net::run(
+        root,
+        &kept.path().join("busybox.tar.gz"),
+        debian.exists().then_some(debian.as_path()),
+    )?;
+    let remote = crate::bench_remote::run(
         root,
         &kept.path().join("busybox.tar.gz"),
         debian.exists().then_some(debian.as_path()),
@@ -112,7 +146,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             peak as f64 / 1024.0
         );
     }
-    for (what, value) in containers.into_iter().chain(transfers).chain(networking) {
+    for (what, value) in containers
+        .into_iter()
+        .chain(transfers)
+        .chain(networking)
+        .chain(remote)
+    {
         println!("{what}: {value}");
     }
     Ok(())
@@ -420,13 +459,13 @@ fn hwm_kib(pid: u32) -> anyhow::Result<u64> {
     proc_status_kib(pid, "VmHWM:")
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     dir: PathBuf,
 }
 
 impl Daemon {
-    fn start(berthd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+    pub(crate) fn start(berthd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
         let child = Command::new(berthd)
             .arg("--dir")
             .arg(dir)

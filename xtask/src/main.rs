@@ -13,6 +13,7 @@
 mod bench;
 mod bench_density;
 mod bench_net;
+mod bench_remote;
 mod layers;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("e2e") => e2e(&root),
         Some("bench") if args.get(1).map(String::as_str) == Some("net") => bench::run_net(&root),
+        Some("bench") if args.get(1).map(String::as_str) == Some("remote") => {
+            bench::run_remote(&root)
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("density") => {
             bench_density::run(&root)
         }
@@ -34,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         Some("layers") => layers::run(&root),
         Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench [net|density]|layers|bindings");
+            eprintln!("usage: cargo xtask ci|e2e|bench [net|density|remote]|layers|bindings");
             std::process::exit(2);
         }
     }

@@ -76,6 +76,12 @@ impl Client {
         })
     }
 
+    /// A connection to the server, for a caller that speaks HTTP over it itself and keeps
+    /// it open (a benchmark's keep-alive client).
+    pub async fn open_stream(&self) -> Result<Stream, ClientError> {
+        self.transport.connect().await
+    }
+
     /// Where another server reaches this one, and the certificate it presents (PEM), as
     /// LXD's clients hand them to a migration's peer: the address this client uses (when
     /// HTTPS) first, then the server's own `environment.addresses`.

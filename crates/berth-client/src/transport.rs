@@ -119,7 +119,7 @@ pub struct Reply {
 const USER_AGENT_VALUE: &str = concat!("berth ", env!("CARGO_PKG_VERSION"));
 
 impl Transport {
-    async fn connect(&self) -> Result<Stream, ClientError> {
+    pub(crate) async fn connect(&self) -> Result<Stream, ClientError> {
         match self {
             Transport::Unix(path) => {
                 UnixStream::connect(path)

@@ -1,0 +1,208 @@
+//! `cargo xtask bench remote` (and part of `cargo xtask bench`): what goes between hosts.
+//!
+//! - `GET /1.0` over HTTPS with a trusted client certificate: 4 keep-alive clients for a
+//!   fixed time; requests per second, p50 and p99.
+//! - A stopped container copied between two berthd on this machine's loopback (pull), for
+//!   the busybox and (when built) the Debian image: seconds and MB/s of its volume.
+//!
+//! Both daemons listen on 127.0.0.1 only; nothing leaves the machine.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+const CLIENTS: usize = 4;
+const DURATION: Duration = Duration::from_secs(5);
+const PORTS: [u16; 2] = [18443, 18444];
+
+/// The berth CLI against the daemon in `dir`, its client configuration in `conf`.
+fn berth(root: &Path, dir: &Path, conf: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(root.join("target/release/berth"))
+        .args(args)
+        .env("BERTH_DIR", dir)
+        .env("BERTH_CONF", conf)
+        .env_remove("BERTH_SOCKET")
+        .env_remove("BERTH_PROJECT")
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "berth {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The figures, each as (what, value).
+pub fn run(
+    root: &Path,
+    busybox: &Path,
+    debian: Option<&Path>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let berthd = root.join("target/release/berthd");
+    let dirs = [
+        tempfile::Builder::new()
+            .prefix("berth-bench-h1-")
+            .tempdir()?,
+        tempfile::Builder::new()
+            .prefix("berth-bench-h2-")
+            .tempdir()?,
+    ];
+    let conf = tempfile::Builder::new()
+        .prefix("berth-bench-conf-")
+        .tempdir()?;
+    let _h1 = crate::bench::Daemon::start(&berthd, dirs[0].path())?;
+    let _h2 = crate::bench::Daemon::start(&berthd, dirs[1].path())?;
+    let mut figures = Vec::new();
+    for (i, (dir, port)) in dirs.iter().zip(PORTS).enumerate() {
+        let d = dir.path();
+        berth(
+            root,
+            d,
+            conf.path(),
+            &[
+                "config",
+                "set",
+                "core.https_address",
+                &format!("127.0.0.1:{port}"),
+            ],
+        )?;
+        let out = berth(root, d, conf.path(), &["config", "trust", "add", "bench"])?;
+        let token = out.lines().last().unwrap_or_default().trim().to_owned();
+        berth(
+            root,
+            d,
+            conf.path(),
+            &["remote", "add", &format!("h{}", i + 1), &token],
+        )?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (rps, p50, p99) = runtime.block_on(https_load(root, conf.path()))?;
+    figures.push((
+        format!(
+            "GET /1.0 over HTTPS, {CLIENTS} keep-alive clients, {} s",
+            DURATION.as_secs()
+        ),
+        format!("{rps:.0} requests/s, p50 {p50:.3} ms, p99 {p99:.3} ms"),
+    ));
+
+    let h1 = dirs[0].path();
+    let mut images = vec![("busybox", busybox)];
+    if let Some(d) = debian {
+        images.push(("Debian", d));
+    }
+    for (name, image) in images {
+        let alias = format!("bench-{}", name.to_lowercase());
+        berth(
+            root,
+            h1,
+            conf.path(),
+            &[
+                "image",
+                "import",
+                &image.display().to_string(),
+                "--alias",
+                &alias,
+            ],
+        )?;
+        let src = format!("src-{}", name.to_lowercase());
+        berth(root, h1, conf.path(), &["init", &alias, &src])?;
+        let bytes = du_bytes(&h1.join("storage-pools/default/containers").join(&src))?;
+        let t = Instant::now();
+        berth(
+            root,
+            h1,
+            conf.path(),
+            &["copy", &format!("h1:{src}"), &format!("h2:{src}")],
+        )?;
+        let secs = t.elapsed().as_secs_f64();
+        figures.push((
+            format!(
+                "copy between hosts (pull, rsync), {name} container ({:.1} MiB)",
+                bytes as f64 / f64::from(1 << 20)
+            ),
+            format!("{secs:.3} s, {:.1} MB/s", bytes as f64 / 1e6 / secs),
+        ));
+        for (host, dir) in [("h1", h1), ("h2", dirs[1].path())] {
+            let _ = berth(
+                root,
+                dir,
+                conf.path(),
+                &["delete", &format!("{host}:{src}")],
+            );
+        }
+    }
+    Ok(figures)
+}
+
+/// The bytes a directory holds (`du -sb`).
+fn du_bytes(path: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("du").arg("-sb").arg(path).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("du -sb {} printed nothing", path.display()))
+}
+
+/// 4 keep-alive HTTPS clients with the remote h1's saved certificates; requests per
+/// second, p50 and p99 in ms.
+async fn https_load(root: &Path, conf: &Path) -> anyhow::Result<(f64, f64, f64)> {
+    let _ = root;
+    let read = |p: &str| std::fs::read(conf.join(p)).with_context(|| format!("no {p}"));
+    let identity =
+        berth_client::ClientIdentity::from_pem(&read("client.crt")?, &read("client.key")?)?;
+    let pem = String::from_utf8(read("servercerts/h1.crt")?)?;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+    let addr = format!("127.0.0.1:{}", PORTS[0]);
+    let client = berth_client::Client::https(addr.clone(), der, Some(&identity))?;
+    let start = Instant::now();
+    let deadline = start + DURATION;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, addr) = (client.clone(), addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = client.open_stream().await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let req = hyper::Request::get("/1.0")
+                    .header(hyper::header::HOST, addr.as_str())
+                    .body(Empty::<Bytes>::new())?;
+                let t = Instant::now();
+                let resp = sender.send_request(req).await?;
+                if !resp.status().is_success() {
+                    bail!("GET /1.0 returned {}", resp.status());
+                }
+                resp.into_body().collect().await?;
+                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((p / 100.0) * (all.len().max(1) - 1) as f64).round() as usize)
+            .map_or(0.0, |v| f64::from(*v) / 1000.0)
+    };
+    Ok((all.len() as f64 / secs, pct(50.0), pct(99.0)))
+}
