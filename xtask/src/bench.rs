@@ -33,6 +33,16 @@ pub(crate) fn build_release(root: &Path) -> anyhow::Result<()> {
 /// `cargo xtask bench net`: the networking figures alone, on a host the other figures
 /// have not just loaded (busybox built here; Debian when the e2e suite has built it).
 pub fn run_net(root: &Path) -> anyhow::Result<()> {
+    alone(root, "networking benchmarks", crate::bench_net::run)
+}
+
+/// A set of benchmarks: the root, the busybox image, the Debian image if built; the
+/// figures, each as (what, value).
+type Figures = fn(&Path, &Path, Option<&Path>) -> anyhow::Result<Vec<(String, String)>>;
+
+/// Builds the release binaries and the busybox image, then prints the figures `bench`
+/// gives for it and the Debian image (when the e2e suite has built it).
+fn alone(root: &Path, title: &str, bench: Figures) -> anyhow::Result<()> {
     build_release(root)?;
     let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let busybox = work.path().join("busybox.tar.gz");
@@ -48,10 +58,9 @@ pub fn run_net(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     let debian = root.join("target/debug/e2e-debian.tar.gz");
-    let figures =
-        crate::bench_net::run(root, &busybox, debian.exists().then_some(debian.as_path()))?;
+    let figures = bench(root, &busybox, debian.exists().then_some(debian.as_path()))?;
     println!(
-        "berth networking benchmarks (release build, {} CPUs)",
+        "berth {title} (release build, {} CPUs)",
         std::thread::available_parallelism()?
     );
     for (what, value) in figures {
@@ -62,31 +71,7 @@ pub fn run_net(root: &Path) -> anyhow::Result<()> {
 
 /// `cargo xtask bench remote`: what goes between hosts alone (see `bench_remote.rs`).
 pub fn run_remote(root: &Path) -> anyhow::Result<()> {
-    build_release(root)?;
-    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
-    let busybox = work.path().join("busybox.tar.gz");
-    crate::run(
-        root,
-        &root.join("target/release/berth").display().to_string(),
-        &[
-            "image",
-            "build",
-            "busybox",
-            "-o",
-            &busybox.display().to_string(),
-        ],
-    )?;
-    let debian = root.join("target/debug/e2e-debian.tar.gz");
-    let figures =
-        crate::bench_remote::run(root, &busybox, debian.exists().then_some(debian.as_path()))?;
-    println!(
-        "berth between hosts (release build, {} CPUs)",
-        std::thread::available_parallelism()?
-    );
-    for (what, value) in figures {
-        println!("{what}: {value}");
-    }
-    Ok(())
+    alone(root, "between hosts", crate::bench_remote::run)
 }
 
 pub fn run(root: &Path) -> anyhow::Result<()> {

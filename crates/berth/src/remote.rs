@@ -260,6 +260,24 @@ pub fn target(default: &Client, arg: &str) -> anyhow::Result<(Client, String)> {
     }
 }
 
+/// The one server several arguments name (`REMOTE:…` each, or none: the default), their
+/// remote stripped; `what` names them in the error when they name different servers.
+pub fn one_target(default: &Client, specs: Vec<&mut String>, what: &str) -> anyhow::Result<Client> {
+    let mut chosen: Option<Option<String>> = None;
+    for spec in specs {
+        let (remote, rest) = split(spec)?;
+        if chosen.as_ref().is_some_and(|c| *c != remote) {
+            anyhow::bail!("All {what} must be on one remote");
+        }
+        chosen = Some(remote);
+        *spec = rest;
+    }
+    match chosen.flatten() {
+        Some(r) => Ok(target(default, &format!("{r}:"))?.0),
+        None => Ok(default.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,19 +259,7 @@ fn on_remote(default: &Client, cmd: &mut Command) -> anyhow::Result<Client> {
         Command::Delete { paths, .. } => paths.iter_mut().collect(),
         Command::Create { path, .. } | Command::Edit { path } => vec![path],
     };
-    let mut chosen: Option<Option<String>> = None;
-    for spec in specs {
-        let (remote, rest) = crate::remote::split(spec)?;
-        if chosen.as_ref().is_some_and(|c| *c != remote) {
-            anyhow::bail!("All instance paths must be on one remote");
-        }
-        chosen = Some(remote);
-        *spec = rest;
-    }
-    match chosen.flatten() {
-        Some(r) => Ok(crate::remote::target(default, &format!("{r}:"))?.0),
-        None => Ok(default.clone()),
-    }
+    crate::remote::one_target(default, specs, "instance paths")
 }
 
 pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {

@@ -54,39 +54,46 @@ pub struct MigrationTarget {
     pub secrets: BTreeMap<String, String>,
 }
 
-/// Frames to and from a websocket a client of ours opened.
-fn conn_of_server(ws: WebSocket) -> Conn {
+/// What a websocket message is to a migration: a frame, nothing (a ping), or the end.
+enum Read {
+    Frame(Frame),
+    Skip,
+    End,
+}
+
+/// Frames to and from websocket `ws`, whichever library's: `to_msg` and `read` convert,
+/// `close` is sent when the service drops its sender.
+fn conn_over<W, M, E>(ws: W, to_msg: fn(Frame) -> M, read: fn(M) -> Read, close: M) -> Conn
+where
+    W: futures_util::Sink<M>
+        + futures_util::Stream<Item = std::result::Result<M, E>>
+        + Send
+        + 'static,
+    M: Send + 'static,
+    E: Send + 'static,
+{
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
     let (in_tx, in_rx) = mpsc::channel::<Frame>(16);
     tokio::spawn(async move {
         let (mut sink, mut stream) = ws.split();
         let writer = async move {
             while let Some(f) = out_rx.recv().await {
-                let m = match f {
-                    Frame::Binary(b) => Message::Binary(b.into()),
-                    Frame::Text(t) => Message::Text(t.into()),
-                };
-                if sink.send(m).await.is_err() {
+                if sink.send(to_msg(f)).await.is_err() {
                     return;
                 }
             }
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: "".into(),
-                })))
-                .await;
+            let _ = sink.send(close).await;
         };
         let reader = async move {
             while let Some(Ok(m)) = stream.next().await {
-                let f = match m {
-                    Message::Binary(b) => Frame::Binary(b.to_vec()),
-                    Message::Text(t) => Frame::Text(t.to_string()),
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                if in_tx.send(f).await.is_err() {
-                    break;
+                match read(m) {
+                    Read::Frame(f) => {
+                        if in_tx.send(f).await.is_err() {
+                            break;
+                        }
+                    }
+                    Read::Skip => {}
+                    Read::End => break,
                 }
             }
         };
@@ -98,43 +105,43 @@ fn conn_of_server(ws: WebSocket) -> Conn {
     }
 }
 
+/// Frames to and from a websocket a peer opened to us.
+fn conn_of_server(ws: WebSocket) -> Conn {
+    conn_over(
+        ws,
+        |f| match f {
+            Frame::Binary(b) => Message::Binary(b.into()),
+            Frame::Text(t) => Message::Text(t.into()),
+        },
+        |m| match m {
+            Message::Binary(b) => Read::Frame(Frame::Binary(b.to_vec())),
+            Message::Text(t) => Read::Frame(Frame::Text(t.to_string())),
+            Message::Close(_) => Read::End,
+            _ => Read::Skip,
+        },
+        Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })),
+    )
+}
+
 /// Frames to and from a websocket we dialled.
 fn conn_of_client(ws: berth_client::WebSocket) -> Conn {
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
-    let (in_tx, in_rx) = mpsc::channel::<Frame>(16);
-    tokio::spawn(async move {
-        let (mut sink, mut stream) = ws.split();
-        let writer = async move {
-            while let Some(f) = out_rx.recv().await {
-                let m = match f {
-                    Frame::Binary(b) => ClientMessage::Binary(b.into()),
-                    Frame::Text(t) => ClientMessage::Text(t.into()),
-                };
-                if sink.send(m).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.send(ClientMessage::Close(None)).await;
-        };
-        let reader = async move {
-            while let Some(Ok(m)) = stream.next().await {
-                let f = match m {
-                    ClientMessage::Binary(b) => Frame::Binary(b.to_vec()),
-                    ClientMessage::Text(t) => Frame::Text(t.to_string()),
-                    ClientMessage::Close(_) => break,
-                    _ => continue,
-                };
-                if in_tx.send(f).await.is_err() {
-                    break;
-                }
-            }
-        };
-        tokio::join!(writer, reader);
-    });
-    Conn {
-        tx: out_tx,
-        rx: in_rx,
-    }
+    conn_over(
+        ws,
+        |f| match f {
+            Frame::Binary(b) => ClientMessage::Binary(b.into()),
+            Frame::Text(t) => ClientMessage::Text(t.into()),
+        },
+        |m| match m {
+            ClientMessage::Binary(b) => Read::Frame(Frame::Binary(b.to_vec())),
+            ClientMessage::Text(t) => Read::Frame(Frame::Text(t.to_string())),
+            ClientMessage::Close(_) => Read::End,
+            _ => Read::Skip,
+        },
+        ClientMessage::Close(None),
+    )
 }
 
 /// Waits for the peer to connect both streams of operation `ctx`.

@@ -64,38 +64,58 @@ pub(super) async fn rsync_send(dir: &Path, features: &RsyncFeatures, fs: &mut Co
     let mut child = cmd
         .spawn()
         .map_err(|e| Failure::failed("Failed to run rsync", e))?;
+    let stderr = collect_stderr(&mut child);
     let stream = tokio::select! {
         accepted = listener.accept() => accepted.map_err(|e| Failure::failed("rsync did not connect", e))?.0,
         _ = tokio::time::sleep(Duration::from_secs(10)) => {
             return Err(Failure::internal("rsync did not connect within 10 s"));
         }
         status = child.wait() => {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err).await;
-            }
-            return Err(Failure::internal(format!("rsync exited before it connected ({}): {}", status.map(|s| s.to_string()).unwrap_or_default(), err.trim())));
+            let status = status.map(|s| s.to_string()).unwrap_or_default();
+            let err = stderr.await.unwrap_or_default();
+            return Err(Failure::internal(format!(
+                "rsync exited before it connected ({status}): {}",
+                err.trim()
+            )));
         }
     };
     let (mut from_rsync, to_rsync) = stream.into_split();
     let pumped = pump(&mut from_rsync, to_rsync, fs).await;
+    finish(child, stderr, pumped, &format!("sending {}", dir.display())).await
+}
+
+/// Collects what rsync says on stderr as it says it (it must never block on a full pipe).
+fn collect_stderr(child: &mut tokio::process::Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut err = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        err
+    })
+}
+
+/// Waits for rsync after its sub-stream (killing it when the peer went away: it would
+/// wait for it forever); its failure names `what` and carries what it said.
+async fn finish(
+    mut child: tokio::process::Child,
+    stderr: tokio::task::JoinHandle<String>,
+    pumped: Result<()>,
+    what: &str,
+) -> Result<()> {
     if pumped.is_err() {
-        // The peer is gone: rsync would wait for it forever.
         let _ = child.start_kill();
     }
     let status = child
         .wait()
         .await
         .map_err(|e| Failure::failed("Failed to wait for rsync", e))?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err).await;
-    }
+    let err = stderr.await.unwrap_or_default();
     pumped?;
     if !status.success() {
         return Err(Failure::internal(format!(
-            "rsync sending {} failed ({status}): {}",
-            dir.display(),
+            "rsync {what} failed ({status}): {}",
             err.trim()
         )));
     }
@@ -128,31 +148,18 @@ pub(super) async fn rsync_receive(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure::failed("Failed to run rsync", e))?;
+    let stderr = collect_stderr(&mut child);
     let (Some(mut out), Some(input)) = (child.stdout.take(), child.stdin.take()) else {
         return Err(Failure::internal("rsync has no pipes"));
     };
     let pumped = pump(&mut out, input, fs).await;
-    if pumped.is_err() {
-        // The peer is gone: rsync would wait for it forever.
-        let _ = child.start_kill();
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Failure::failed("Failed to wait for rsync", e))?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err).await;
-    }
-    pumped?;
-    if !status.success() {
-        return Err(Failure::internal(format!(
-            "rsync receiving into {} failed ({status}): {}",
-            dir.display(),
-            err.trim()
-        )));
-    }
-    Ok(())
+    finish(
+        child,
+        stderr,
+        pumped,
+        &format!("receiving into {}", dir.display()),
+    )
+    .await
 }
 
 /// Joins a local rsync's output and input to `fs` for one sub-stream: its output goes as
