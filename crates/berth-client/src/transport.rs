@@ -102,9 +102,10 @@ pub(crate) async fn dial(
         .trim_end_matches(']');
     let name = rustls_pki_types::ServerName::try_from(host.to_owned())
         .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("berth").expect("a DNS name"));
-    tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
+    let handshake = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp);
+    tokio::time::timeout(std::time::Duration::from_secs(10), handshake)
         .await
+        .map_err(|_| ClientError::Tls(format!("TLS with {addr} timed out")))?
         .map_err(|e| ClientError::Tls(format!("TLS with {addr} failed: {e}")))
 }
 

@@ -146,6 +146,11 @@ async fn untrusted_clients_and_bad_tokens_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(400), "{e}");
+    // Work under way in `default`: a restricted client must not see it, nor its secrets.
+    let busy = berth_e2e::operation_id(
+        &berth_e2e::test_operation(&unix, json!({"duration_ms": 60000, "may_cancel": true})).await,
+    );
+    let busy_path = format!("/1.0/operations/{busy}");
 
     d.netns().block_on(move || {
         Box::pin(async move {
@@ -236,6 +241,32 @@ async fn untrusted_clients_and_bad_tokens_are_refused() {
                 .await
                 .unwrap_err();
             assert_eq!(e.status(), Some(403));
+            let s = other.server().await.unwrap();
+            assert_eq!(s.auth, "trusted");
+            assert!(s.config.is_empty(), "a restricted client sees no server config");
+            let ops: Value = p1.get("/1.0/operations?recursion=1").await.unwrap();
+            assert!(ops.as_object().unwrap().values().all(|v| v.as_array().unwrap().is_empty()), "{ops}");
+            let e = other.get::<Value>(&busy_path).await.unwrap_err();
+            assert_eq!(e.status(), Some(404));
+            let e = other
+                .query(Method::DELETE, &busy_path, None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(404));
+            let e = p1
+                .query(Method::POST, "/1.0/projects", Some(&json!({"name": "mine"})))
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(403));
+            let e = p1
+                .query(
+                    Method::POST,
+                    "/1.0/instances",
+                    Some(&json!({"name": "x", "source": {"type": "copy", "source": "c", "project": "default"}})),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(403), "{e}");
             let certs: Vec<Value> = other.get("/1.0/certificates?recursion=1").await.unwrap();
             assert_eq!(certs.len(), 1);
             assert_eq!(certs[0]["name"], "limited");
@@ -263,7 +294,10 @@ async fn untrusted_clients_and_bad_tokens_are_refused() {
         })
     });
 
-    // The tokens left: the restricted token and the revoked one are gone; nothing waits.
+    // The tokens left: the restricted token and the revoked one are gone; nothing waits
+    // but the work under way, which the restricted client could not cancel.
+    unix.cancel_operation(&busy).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let ops: Value = unix.get("/1.0/operations?recursion=1").await.unwrap();
     let running = ops["running"].as_array().map_or(0, Vec::len);
     assert_eq!(running, 0, "{ops}");

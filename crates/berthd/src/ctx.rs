@@ -52,17 +52,21 @@ pub struct Ctx {
     pub trust: Trust,
 }
 
-/// The trust store, replaced whole on each change.
+/// The trust store, replaced whole on each change; `writes` serialises the changes
+/// (each holds it across its database write and the reload).
 #[derive(Debug, Default)]
-pub struct Trust(RwLock<Arc<crate::model::trust::TrustStore>>);
+pub struct Trust {
+    store: RwLock<Arc<crate::model::trust::TrustStore>>,
+    pub writes: tokio::sync::Mutex<()>,
+}
 
 impl Trust {
     pub fn get(&self) -> Arc<crate::model::trust::TrustStore> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set(&self, store: crate::model::trust::TrustStore) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
     }
 }
 

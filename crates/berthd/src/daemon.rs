@@ -176,6 +176,12 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
 
     let mut sigterm = signal(SignalKind::terminate()).context("Failed to watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("Failed to watch SIGINT")?;
+    // HTTPS first: once the unix socket answers, the whole API does. A stored address
+    // that can't be bound now (gone from the host) leaves the unix socket serving; the
+    // key stays, to be fixed or to work at the next start.
+    if let Err(e) = crate::api::server::listen(&state, https_address).await {
+        tracing::error!(error = %e, "Not serving HTTPS");
+    }
     let listener = bind_socket(&paths.socket())?;
     tracing::info!(dir = %paths.dir().display(), pid = std::process::id(), "berthd started");
 
@@ -188,12 +194,6 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
             })
             .await
     });
-
-    // A stored address that can't be bound now (gone from the host) leaves the unix
-    // socket serving; the key stays, to be fixed or to work at the next start.
-    if let Err(e) = crate::api::server::listen(&state, https_address).await {
-        tracing::error!(error = %e, "Not serving HTTPS");
-    }
 
     tokio::spawn(crate::instance::background::autostart(cx.clone()));
     tokio::spawn(crate::instance::background::scheduler(cx.clone()));

@@ -151,15 +151,7 @@ impl Events {
     /// An `operation` event: an operation was created or changed. Its project is the one
     /// its resources' URLs name (`?project=`), else `default`.
     pub fn operation(&self, op: &Operation) {
-        let project = op
-            .resources
-            .iter()
-            .flat_map(|r| r.values().flatten())
-            .find_map(|url| url.split_once("project=").map(|(_, p)| p))
-            .map_or(berth_api::DEFAULT_PROJECT, |p| {
-                p.split('&').next().unwrap_or_default()
-            })
-            .to_owned();
+        let project = operation_project(op).to_owned();
         if let Ok(v) = serde_json::to_value(op) {
             self.send_in(EventType::Operation, v, &project);
         }
@@ -171,6 +163,21 @@ impl Events {
             self.send(EventType::Logging, v);
         }
     }
+}
+
+/// The project an operation belongs to: the one its resources name (`?project=`),
+/// `default` when none does; a token belongs to none (administrators only see it).
+pub fn operation_project(op: &Operation) -> &str {
+    if op.class == berth_api::OperationClass::Token {
+        return "";
+    }
+    op.resources
+        .iter()
+        .flat_map(|r| r.values().flatten())
+        .find_map(|url| url.split_once("project=").map(|(_, p)| p))
+        .map_or(berth_api::DEFAULT_PROJECT, |p| {
+            p.split('&').next().unwrap_or_default()
+        })
 }
 
 #[cfg(test)]

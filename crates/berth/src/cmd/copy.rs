@@ -27,6 +27,12 @@ pub struct Args {
 pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
     let (from_remote, source) = crate::remote::split(&args.source)?;
     let (to_remote, name) = crate::remote::split(&args.name)?;
+    // `REMOTE:` alone: the source's own name there.
+    let name = if name.is_empty() {
+        source.split('/').next().unwrap_or_default().to_owned()
+    } else {
+        name
+    };
     let (target, _) = crate::remote::target(client, &args.source)?;
     let to_remote = to_remote.or_else(|| from_remote.clone());
     if to_remote != from_remote {

@@ -1,7 +1,8 @@
 //! `berth move [REMOTE:]NAME [REMOTE:]NEW`: on one server a rename (of a stopped
 //! instance), between servers a copy then the source's deletion, as `lxc move` does. A
-//! running instance moves stateless: it is frozen while its files go, stopped on the
-//! source and started on the target (live migration is still to come).
+//! running instance moves stateless: stopped cleanly on the source (so nothing it writes
+//! stays behind), copied, started on the target; restarted on the source if the copy
+//! fails (live migration is still to come).
 
 use berth_client::{Client, Method};
 
@@ -68,9 +69,19 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         keep_volatile: true,
         config: vec![],
     };
-    let running = crate::migrate::copy(&copy).await?;
+    // A running instance stops first (cleanly), so that nothing it writes is left
+    // behind; it starts again on the target.
+    let state: berth_api::instance::InstanceState =
+        from.get(&format!("/1.0/instances/{name}/state")).await?;
+    let running = state.status_code == 103;
     if running {
-        crate::instance::change_state(&from, &name, "stop", true, -1).await?;
+        crate::instance::change_state(&from, &name, "stop", false, 30).await?;
+    }
+    if let Err(e) = crate::migrate::copy(&copy).await {
+        if running {
+            let _ = crate::instance::change_state(&from, &name, "start", false, -1).await;
+        }
+        return Err(e);
     }
     run_op(
         &from,

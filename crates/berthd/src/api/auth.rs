@@ -6,10 +6,11 @@
 //! ```text
 //!   untrusted   GET /, GET /1.0 (the short form), POST /1.0/certificates (redeem a token),
 //!               an operation's websocket (its secret is the key)
-//!   restricted  its projects only (`?project=`, `default` when absent); reads of the
-//!               project list (filtered), operations (tokens hidden), networks and pools;
-//!               never the server's configuration, the trust store's writes, warnings,
-//!               resources or another project
+//!   restricted  its projects only (`?project=`, `default` when absent; a copy's source
+//!               project too); reads of the project list (filtered), its projects'
+//!               operations and events, networks and pools; never the server's
+//!               configuration, the trust store's writes, warnings, resources, leases,
+//!               volumes, logs or another project
 //!   trusted     everything
 //! ```
 //!
@@ -30,13 +31,55 @@ use crate::model::trust::Identity;
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let identity = match req.extensions().get::<ConnectInfo<Peer>>() {
         None => Identity::Local,
-        Some(ConnectInfo(peer)) => st.cx.trust.get().identify(peer.cert.as_deref()),
+        Some(ConnectInfo(peer)) => st
+            .cx
+            .trust
+            .get()
+            .identify(peer.cert.as_deref(), chrono::Utc::now().timestamp()),
     };
-    if let Err(e) = check(&identity, req.method(), req.uri()) {
-        return e.into_response();
+    let https = identity != Identity::Local;
+    let mut resp = match check(&identity, req.method(), req.uri()) {
+        Err(e) => e.into_response(),
+        Ok(()) => {
+            req.extensions_mut().insert(identity);
+            next.run(req).await
+        }
+    };
+    if https {
+        cors(&st, resp.headers_mut());
     }
-    req.extensions_mut().insert(identity);
-    next.run(req).await
+    resp
+}
+
+/// The `core.https_allowed_*` headers, on HTTPS replies when set.
+fn cors(st: &AppState, headers: &mut axum::http::HeaderMap) {
+    use axum::http::HeaderValue;
+    let snap = st.server.snapshot();
+    let keys = [
+        ("core.https_allowed_origin", "access-control-allow-origin"),
+        ("core.https_allowed_methods", "access-control-allow-methods"),
+        ("core.https_allowed_headers", "access-control-allow-headers"),
+    ];
+    for (key, header) in keys {
+        if let Some(v) = snap
+            .config
+            .get(key)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(header, v);
+        }
+    }
+    if snap
+        .config
+        .get("core.https_allowed_credentials")
+        .map(String::as_str)
+        == Some("true")
+    {
+        headers.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+    }
 }
 
 fn forbidden() -> ApiError {
@@ -63,15 +106,10 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
     if open || websocket || (get && path == "/1.0/projects") {
         return Ok(());
     }
-    let refuse = || {
-        ApiError::new(
-            ErrorKind::Forbidden,
-            format!(
-                "not authorized: the certificate is restricted to project(s) {}",
-                projects.join(", ")
-            ),
-        )
-    };
+    if path == "/1.0/projects" {
+        return Err(forbidden_for(projects));
+    }
+    let refuse = || forbidden_for(projects);
     let query = uri.query();
     if super::query_param(query, "all-projects") == Some("true") {
         return Err(refuse());
@@ -84,7 +122,12 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
             Err(refuse())
         };
     }
+    // What lists every project's instances is not theirs to read.
+    let across = path.ends_with("/leases") || path.contains("/volumes");
     let server_wide = ["/1.0/certificates", "/1.0/networks", "/1.0/storage-pools"];
+    if across {
+        return Err(refuse());
+    }
     if server_wide.iter().any(|p| under(path, p)) || path.starts_with("/1.0/operations") {
         // Reads only; handlers show a restricted client its own certificate and no token.
         return if get || (path.starts_with("/1.0/operations") && method == Method::DELETE) {
@@ -107,6 +150,16 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
     } else {
         Err(refuse())
     }
+}
+
+fn forbidden_for(projects: &[String]) -> ApiError {
+    ApiError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "not authorized: the certificate is restricted to project(s) {}",
+            projects.join(", ")
+        ),
+    )
 }
 
 /// Whether `path` is `prefix` or below it.
@@ -169,5 +222,9 @@ mod tests {
         assert!(!may(&r, &Method::DELETE, "/1.0/certificates/f"));
         assert!(!may(&r, &Method::GET, "/1.0/warnings"));
         assert!(!may(&r, &Method::GET, "/1.0/resources"));
+        assert!(!may(&r, &Method::POST, "/1.0/projects"));
+        assert!(!may(&r, &Method::GET, "/1.0/networks/n/leases"));
+        assert!(!may(&r, &Method::GET, "/1.0/storage-pools/default/volumes"));
+        assert!(may(&r, &Method::GET, "/1.0/networks"));
     }
 }

@@ -318,6 +318,14 @@ async fn redeem(st: &AppState, peer: Option<Peer>, req: CertificatesPost) -> Api
         return Err(forbidden("not authorized: a trust token is needed"));
     }
     let secret = token_secret(token).ok_or_else(|| forbidden("Invalid trust token"))?;
+    // What a redemption needs is checked before the token is spent.
+    let peer = peer.ok_or_else(|| ApiError::bad_request("Can't use TLS data on non-TLS link"))?;
+    let der = peer
+        .cert
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("No client certificate provided"))?
+        .to_vec();
+    trust::check_valid(&der)?;
     let op = st
         .ops
         .list()
@@ -340,12 +348,6 @@ async fn redeem(st: &AppState, peer: Option<Peer>, req: CertificatesPost) -> Api
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let peer = peer.ok_or_else(|| ApiError::bad_request("Can't use TLS data on non-TLS link"))?;
-    let der = peer
-        .cert
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("No client certificate provided"))?
-        .to_vec();
     let name = if !issued.name.is_empty() {
         issued.name
     } else {

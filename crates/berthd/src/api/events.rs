@@ -29,6 +29,7 @@ fn types(query: Option<&str>) -> Result<Vec<EventType>, ApiError> {
 /// `GET /1.0/events?type=…`.
 pub async fn get(
     State(st): State<AppState>,
+    axum::Extension(identity): axum::Extension<crate::model::trust::Identity>,
     RawQuery(q): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
@@ -42,17 +43,26 @@ pub async fn get(
     let project = (super::query_value(q.as_deref(), "all-projects").as_deref() != Some("true"))
         .then(|| super::project_param(q.as_deref()));
     Ok(ws
-        .on_upgrade(move |socket| forward(socket, sub, project))
+        .on_upgrade(move |socket| forward(socket, sub, project, identity))
         .into_response())
 }
 
-async fn forward(mut socket: WebSocket, mut sub: Subscription, project: Option<String>) {
+async fn forward(
+    mut socket: WebSocket,
+    mut sub: Subscription,
+    project: Option<String>,
+    identity: crate::model::trust::Identity,
+) {
+    // A restricted client hears of its projects only, and no server logs.
+    let restricted = !identity.is_admin();
     loop {
         tokio::select! {
             msg = sub.rx.recv() => match msg {
                 Ok(msg) => {
-                    let elsewhere = msg.kind == EventType::Lifecycle
-                        && project.as_ref().is_some_and(|p| *p != msg.project);
+                    let elsewhere = (msg.kind == EventType::Lifecycle
+                        && project.as_ref().is_some_and(|p| *p != msg.project))
+                        || (restricted
+                            && (msg.kind == EventType::Logging || !identity.allows(&msg.project)));
                     if sub.wants(&msg)
                         && !elsewhere
                         && socket.send(Message::Text(msg.json.clone().into())).await.is_err()

@@ -162,11 +162,22 @@ pub async fn get(
 /// reply; the operation builds it.
 pub async fn post(
     State(st): State<AppState>,
+    axum::Extension(identity): axum::Extension<crate::model::trust::Identity>,
     RawQuery(q): RawQuery,
     Json(req): Json<InstancesPost>,
 ) -> ApiResult {
     let name = parse(names::InstanceName::parse, &req.name)?;
     let project = project_param(q.as_deref());
+    // A copy's source project is the client's to reach too.
+    if !req.source.project.is_empty() && !identity.allows(&req.source.project) {
+        return Err(ApiError::new(
+            berth_api::ErrorKind::Forbidden,
+            format!(
+                "not authorized to copy from project {:?}",
+                req.source.project
+            ),
+        ));
+    }
     if req.source.kind == "migration" {
         return super::migration::target(&st, &project, &name, req).await;
     }

@@ -43,6 +43,9 @@ pub struct MigrationPost {
     pub instance_only: bool,
     pub container_only: bool,
     pub target: Option<MigrationTarget>,
+    /// A move to another pool or project of the same server: not supported yet.
+    pub pool: String,
+    pub project: String,
 }
 
 /// Where a pushing source dials.
@@ -229,6 +232,11 @@ fn websocket_spec(description: &str, name: &str) -> OpSpec {
 pub async fn source(st: &AppState, name: String, raw: serde_json::Value) -> ApiResult {
     let req: MigrationPost = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request(format!("Invalid migration request: {e}")))?;
+    if !req.pool.is_empty() || !req.project.is_empty() {
+        return Err(ApiError::bad_request(
+            "Moving an instance to another pool or project is not supported yet",
+        ));
+    }
     // A missing `live` means live, as LXD reads it; it matters for running instances.
     check_send(&st.cx, &name, req.live.unwrap_or(true)).await?;
     let instance_only = req.instance_only || req.container_only;
@@ -247,10 +255,11 @@ pub async fn source(st: &AppState, name: String, raw: serde_json::Value) -> ApiR
         Some(target) => {
             let conns = dial(&target.operation, &target.certificate, &target.secrets).await?;
             let n = name.clone();
-            st.ops.start(
-                super::instances::spec("Migrating instance", &name),
-                move |_| async move { migrate::send(&cx, &n, instance_only, conns).await },
-            )
+            let mut spec = super::instances::spec("Migrating instance", &name);
+            spec.may_cancel = true;
+            st.ops.start(spec, move |_| async move {
+                migrate::send(&cx, &n, instance_only, conns).await
+            })
         }
     };
     Ok(async_operation(op.render()))
@@ -285,13 +294,12 @@ pub async fn target(
     let cx = st.cx.clone();
     let host = creation.name().to_owned();
     let op = if mode == "pull" {
-        st.ops.start(
-            super::instances::spec("Creating instance", &host),
-            move |_| async move {
-                let connect = dial(&source.operation, &source.certificate, &source.secrets);
-                migrate::receive(&cx, creation, connect).await
-            },
-        )
+        let mut spec = super::instances::spec("Creating instance", &host);
+        spec.may_cancel = true;
+        st.ops.start(spec, move |_| async move {
+            let connect = dial(&source.operation, &source.certificate, &source.secrets);
+            migrate::receive(&cx, creation, connect).await
+        })
     } else {
         st.ops.start(
             websocket_spec("Creating instance", &host),

@@ -15,9 +15,10 @@ use berth_api::ErrorKind;
 use super::ops::Op;
 use super::{ApiError, ApiResult, AppState, query_param, recursion, sync, sync_empty};
 
-/// Whether `identity` may see `op`: trust tokens are the administrators' only.
+/// Whether `identity` may see (and cancel) `op`: an administrator every one; a
+/// restricted client those of its projects (never a token).
 fn visible(identity: &Identity, op: &Op) -> bool {
-    identity.is_admin() || op.class() != berth_api::OperationClass::Token
+    identity.is_admin() || identity.allows(crate::events::operation_project(&op.render()))
 }
 
 fn find(st: &AppState, identity: &Identity, id: &str) -> Result<std::sync::Arc<Op>, ApiError> {

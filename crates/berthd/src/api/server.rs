@@ -26,6 +26,8 @@ pub struct ServerSnapshot {
     pub body: Bytes,
     /// For a trusted HTTPS client.
     pub tls_body: Bytes,
+    /// For a restricted HTTPS client: no server configuration.
+    pub restricted_body: Bytes,
     /// For an untrusted HTTPS client: no configuration, no environment.
     pub untrusted_body: Bytes,
 }
@@ -107,6 +109,8 @@ fn render(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSn
     let body = to_bytes(&server);
     server.auth_user_method = "tls".to_owned();
     let tls_body = to_bytes(&server);
+    server.config = BTreeMap::new();
+    let restricted_body = to_bytes(&server);
     server.auth = "untrusted".to_owned();
     server.auth_user_method.clear();
     server.environment = None;
@@ -117,6 +121,7 @@ fn render(env: &ServerEnvironment, config: BTreeMap<String, String>) -> ServerSn
         config,
         body,
         tls_body,
+        restricted_body,
         untrusted_body,
     }
 }
@@ -135,7 +140,10 @@ pub async fn get(
     match identity {
         Identity::Local => sync_raw(snap.body.clone(), Some(&snap.etag)),
         Identity::Untrusted => sync_raw(snap.untrusted_body.clone(), None),
-        Identity::Certificate { .. } => sync_raw(snap.tls_body.clone(), Some(&snap.etag)),
+        Identity::Certificate {
+            restricted: None, ..
+        } => sync_raw(snap.tls_body.clone(), Some(&snap.etag)),
+        Identity::Certificate { .. } => sync_raw(snap.restricted_body.clone(), None),
     }
 }
 

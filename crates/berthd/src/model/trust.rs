@@ -92,18 +92,20 @@ impl Identity {
     }
 }
 
-/// The trust store as requests look it up: by fingerprint, replaced whole on each change.
+/// The trust store as requests look it up: by fingerprint, each certificate with the
+/// end of its validity (Unix seconds), replaced whole on each change.
 #[derive(Debug, Default, Clone)]
 pub struct TrustStore {
-    by_fingerprint: HashMap<String, Arc<TrustedCert>>,
+    by_fingerprint: HashMap<String, (Arc<TrustedCert>, i64)>,
 }
 
 impl TrustStore {
-    pub fn new(certs: Vec<TrustedCert>) -> Self {
+    /// The store of `certs`, each with its `notAfter` (Unix seconds).
+    pub fn new(certs: Vec<(TrustedCert, i64)>) -> Self {
         TrustStore {
             by_fingerprint: certs
                 .into_iter()
-                .map(|c| (c.fingerprint.clone(), Arc::new(c)))
+                .map(|(c, until)| (c.fingerprint.clone(), (Arc::new(c), until)))
                 .collect(),
         }
     }
@@ -111,16 +113,19 @@ impl TrustStore {
     /// Who a client presenting `der` (or nothing) is. Only `client` certificates admit a
     /// client (`metrics` ones would only reach `/1.0/metrics`, which berth does not
     /// serve; `server` ones belong to cluster members).
-    pub fn identify(&self, der: Option<&[u8]>) -> Identity {
+    /// A certificate past its validity at `now` (Unix seconds) admits nobody.
+    pub fn identify(&self, der: Option<&[u8]>, now: i64) -> Identity {
         let Some(der) = der else {
             return Identity::Untrusted;
         };
         match self.by_fingerprint.get(&fingerprint(der)) {
-            Some(c) if c.kind == "client" && c.der == der => Identity::Certificate {
-                fingerprint: c.fingerprint.clone(),
-                name: c.name.clone(),
-                restricted: c.restricted.then(|| c.projects.clone()),
-            },
+            Some((c, until)) if c.kind == "client" && c.der == der && now <= *until => {
+                Identity::Certificate {
+                    fingerprint: c.fingerprint.clone(),
+                    name: c.name.clone(),
+                    restricted: c.restricted.then(|| c.projects.clone()),
+                }
+            }
             _ => Identity::Untrusted,
         }
     }
@@ -144,13 +149,17 @@ mod tests {
 
     #[test]
     fn identifies_by_exact_certificate() {
-        let store = TrustStore::new(vec![cert(b"admin", false), cert(b"limited", true)]);
-        assert!(store.identify(Some(b"admin")).is_admin());
-        let limited = store.identify(Some(b"limited"));
+        let store = TrustStore::new(vec![
+            (cert(b"admin", false), 100),
+            (cert(b"limited", true), 100),
+        ]);
+        assert!(store.identify(Some(b"admin"), 50).is_admin());
+        assert_eq!(store.identify(Some(b"admin"), 101), Identity::Untrusted);
+        let limited = store.identify(Some(b"limited"), 50);
         assert!(limited.trusted() && !limited.is_admin());
         assert!(limited.allows("p") && !limited.allows("default"));
-        assert_eq!(store.identify(Some(b"other")), Identity::Untrusted);
-        assert_eq!(store.identify(None), Identity::Untrusted);
+        assert_eq!(store.identify(Some(b"other"), 50), Identity::Untrusted);
+        assert_eq!(store.identify(None, 50), Identity::Untrusted);
         assert!(Identity::Local.allows("anything"));
         assert_eq!(
             fingerprint(b""),

@@ -14,11 +14,26 @@ use crate::db::DbError;
 use crate::error::{Failure, Result};
 use crate::model::trust::{TYPES, TrustStore, TrustedCert, fingerprint};
 
-/// Reads the trust store from the database into the context.
+/// Reads the trust store from the database into the context. Every change holds the
+/// store's write lock across its write and this reload, so that two changes can't
+/// install their reloads in the wrong order (a removed certificate coming back).
 pub async fn load(cx: &Ctx) -> Result<()> {
     let certs = cx.db.read(crate::db::certificates::list).await?;
-    cx.trust.set(TrustStore::new(certs));
+    let dated = certs
+        .into_iter()
+        .map(|c| {
+            let until = not_after(&c.der).unwrap_or(i64::MIN);
+            (c, until)
+        })
+        .collect();
+    cx.trust.set(TrustStore::new(dated));
     Ok(())
+}
+
+/// The end of a certificate's validity, in Unix seconds.
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// Every trusted certificate.
@@ -152,6 +167,7 @@ pub async fn add(cx: &Ctx, new: NewCert) -> Result<TrustedCert> {
         projects: if new.restricted { new.projects } else { vec![] },
     };
     let row = cert.clone();
+    let _writes = cx.trust.writes.lock().await;
     cx.db
         .write(move |tx| crate::db::certificates::insert(tx, &row))
         .await
@@ -214,13 +230,17 @@ pub async fn update(cx: &Ctx, fp: &str, change: Change, replace: bool) -> Result
     }
     check_kind(&new.kind)?;
     check_projects(cx, &new.projects).await?;
-    if new.name.is_empty() {
-        return Err(Failure::invalid("Certificate name must not be empty"));
+    if new.name.is_empty() || new.name.chars().any(char::is_control) {
+        return Err(Failure::invalid(format!(
+            "Invalid certificate name {:?}",
+            new.name
+        )));
     }
     if !new.restricted {
         new.projects.clear();
     }
     let (row, old_fp) = (new.clone(), old.fingerprint.clone());
+    let _writes = cx.trust.writes.lock().await;
     cx.db
         .write(move |tx| crate::db::certificates::replace(tx, &old_fp, &row))
         .await
@@ -244,6 +264,7 @@ pub async fn update(cx: &Ctx, fp: &str, change: Change, replace: bool) -> Result
 pub async fn delete(cx: &Ctx, fp: &str) -> Result<()> {
     let cert = get(cx, fp).await?;
     let key = cert.fingerprint.clone();
+    let _writes = cx.trust.writes.lock().await;
     cx.db
         .write(move |tx| crate::db::certificates::delete(tx, &key))
         .await?;

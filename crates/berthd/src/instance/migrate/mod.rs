@@ -77,6 +77,23 @@ fn gone(what: &str) -> Failure {
     Failure::unavailable(format!("The migration peer closed the {what} stream"))
 }
 
+/// How long a step of the protocol may wait for the peer (an answer, an index header).
+const STEP: Duration = Duration::from_secs(60);
+
+/// How long the source waits for the target to finish once everything is sent (its
+/// snapshots made, ids shifted).
+const FINISH: Duration = Duration::from_secs(600);
+
+/// How long a stream may stay silent before the peer counts as gone.
+pub(super) const IDLE: Duration = Duration::from_secs(300);
+
+pub(super) fn silent(limit: Duration) -> Failure {
+    Failure::unavailable(format!(
+        "The migration peer said nothing for {} s",
+        limit.as_secs()
+    ))
+}
+
 impl Conn {
     async fn send(&self, f: Frame) -> Result<()> {
         self.tx.send(f).await.map_err(|_| gone("outgoing"))
@@ -86,9 +103,15 @@ impl Conn {
         self.send(Frame::Binary(m.encode_to_vec())).await
     }
 
-    /// The next protobuf message (one binary frame).
-    async fn recv_proto<M: prost::Message + Default>(&mut self) -> Result<M> {
-        match self.rx.recv().await {
+    /// The next protobuf message (one binary frame), if it comes within `limit`.
+    async fn recv_proto_within<M: prost::Message + Default>(
+        &mut self,
+        limit: Duration,
+    ) -> Result<M> {
+        let next = tokio::time::timeout(limit, self.rx.recv())
+            .await
+            .map_err(|_| silent(limit))?;
+        match next {
             Some(Frame::Binary(b)) => M::decode(&b[..]).map_err(|e| {
                 Failure::invalid(format!("Invalid migration message from the peer: {e}"))
             }),
@@ -99,11 +122,14 @@ impl Conn {
         }
     }
 
-    /// Everything up to the next barrier.
-    async fn recv_until_barrier(&mut self, limit: usize) -> Result<Vec<u8>> {
+    /// Everything up to the next barrier, each frame within `wait`.
+    async fn recv_until_barrier(&mut self, limit: usize, wait: Duration) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            match self.rx.recv().await {
+            let next = tokio::time::timeout(wait, self.rx.recv())
+                .await
+                .map_err(|_| silent(wait))?;
+            match next {
                 Some(Frame::Binary(b)) => {
                     out.extend_from_slice(&b);
                     if out.len() > limit {
@@ -237,7 +263,7 @@ async fn send_inner(
         ..Default::default()
     };
     conns.control.send_proto(&offer).await?;
-    let answer: MigrationHeader = conns.control.recv_proto().await?;
+    let answer: MigrationHeader = conns.control.recv_proto_within(STEP).await?;
     if answer.fs != MigrationFsType::Rsync as i32 {
         return Err(Failure::invalid(format!(
             "The target asks for volume transport {}; berth sends rsync only",
@@ -255,7 +281,7 @@ async fn send_inner(
             .map_err(|e| Failure::failed("Failed to encode the index header", e))?;
         conns.fs.send(Frame::Binary(json)).await?;
         conns.fs.send(Frame::Text(String::new())).await?;
-        let reply = conns.fs.recv_until_barrier(1 << 20).await?;
+        let reply = conns.fs.recv_until_barrier(1 << 20, STEP).await?;
         let reply: InfoResponse = serde_json::from_slice(&reply)
             .map_err(|e| Failure::invalid(format!("Invalid index header reply: {e}")))?;
         if reply.status_code != 200 {
@@ -281,12 +307,20 @@ async fn send_inner(
             .set_frozen(name, true)
             .map_err(|e| e.about("Failed to freeze the instance for its migration"))?;
     }
-    let sent_volume = rsync_send(&pool.volume_path(t, name), &features, &mut conns.fs).await;
+    // Frozen until the target has it all: a move stops the source right after, so
+    // nothing written meanwhile may be lost.
+    let finished = async {
+        rsync_send(&pool.volume_path(t, name), &features, &mut conns.fs).await?;
+        conns
+            .control
+            .recv_proto_within::<MigrationControl>(FINISH)
+            .await
+    }
+    .await;
     if freeze && let Err(e) = cx.driver.set_frozen(name, false) {
         tracing::error!(instance = %name, error = %e, "Failed to thaw after the migration");
     }
-    sent_volume?;
-    let end: MigrationControl = conns.control.recv_proto().await?;
+    let end = finished?;
     if !end.success {
         return Err(Failure::invalid(format!(
             "The target failed: {}",
@@ -436,7 +470,7 @@ async fn receive_inner(
     conns: &mut Conns,
     undo: &mut Reverter,
 ) -> Result<()> {
-    let offer: MigrationHeader = conns.control.recv_proto().await?;
+    let offer: MigrationHeader = conns.control.recv_proto_within(STEP).await?;
     if offer.criu == Some(CriuType::CriuRsync as i32) {
         return Err(Failure::invalid(
             "Live migration is not supported yet: move the container stopped, or with --stateless",
@@ -463,7 +497,7 @@ async fn receive_inner(
     conns.control.send_proto(&answer).await?;
     let mut volume_info: BTreeMap<String, VolumeSnapshotInfo> = BTreeMap::new();
     if index >= 1 {
-        let raw = conns.fs.recv_until_barrier(64 << 20).await?;
+        let raw = conns.fs.recv_until_barrier(64 << 20, STEP).await?;
         let info: MigrationInfo = serde_json::from_slice(&raw)
             .map_err(|e| Failure::invalid(format!("Invalid migration index header: {e}")))?;
         for v in info

@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth_api::migration::RsyncFeatures;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Conn, Frame, gone};
+use super::{Conn, Frame, IDLE, gone, silent};
 use crate::error::{Failure, Result};
 
 /// The rsync options a feature set stands for (LXD's mapping).
@@ -79,6 +79,15 @@ pub(super) async fn rsync_send(dir: &Path, features: &RsyncFeatures, fs: &mut Co
             )));
         }
     };
+    // The socket is abstract (no file permissions): only root's rsync may be the sender.
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == 0 => {}
+        _ => {
+            return Err(Failure::internal(
+                "Something other than berthd's rsync connected to the migration socket",
+            ));
+        }
+    }
     let (mut from_rsync, to_rsync) = stream.into_split();
     let pumped = pump(&mut from_rsync, to_rsync, fs).await;
     finish(child, stderr, pumped, &format!("sending {}", dir.display())).await
@@ -193,7 +202,10 @@ async fn pump(
     let down = async {
         let mut broken = false;
         loop {
-            match rx.recv().await {
+            let Ok(next) = tokio::time::timeout(IDLE, rx.recv()).await else {
+                return Err(silent(IDLE));
+            };
+            match next {
                 Some(Frame::Binary(b)) => {
                     // rsync may be gone (it failed): drain to the barrier all the same.
                     if !broken && to.write_all(&b).await.is_err() {
