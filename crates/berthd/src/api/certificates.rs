@@ -25,6 +25,9 @@ use super::{
 use crate::model::trust::{Identity, TrustedCert};
 use crate::trust::{self, Change, NewCert};
 
+/// Why a token past its expiry is refused.
+const EXPIRED: &str = "Trust token has expired";
+
 /// A certificate's URL.
 fn url(fp: &str) -> String {
     format!("/1.0/certificates/{fp}")
@@ -290,9 +293,18 @@ async fn issue_token(st: &AppState, mut req: CertificatesPost) -> ApiResult {
         fds: vec![],
         fds_at_top: false,
     };
-    // The operation runs until it is redeemed or revoked (cancelled); expiry is checked
-    // when it is redeemed.
-    let op = st.ops.start(spec, |_| std::future::pending());
+    // The operation runs until it is redeemed or revoked (cancelled), or until it
+    // expires: then it fails with "expired" and goes, so that unused tokens don't pile up.
+    let left = expires_at.map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default());
+    let op = st.ops.start(spec, move |_| async move {
+        match left {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                Err(crate::error::Failure::forbidden(EXPIRED))
+            }
+            None => std::future::pending().await,
+        }
+    });
     tracing::info!(name = %name, restricted, operation = %op.id(), "Trust token issued");
     Ok(async_operation(op.render()))
 }
@@ -326,14 +338,14 @@ async fn redeem(st: &AppState, peer: Option<Peer>, req: CertificatesPost) -> Api
         .ok_or_else(|| ApiError::bad_request("No client certificate provided"))?
         .to_vec();
     trust::check_valid(&der)?;
-    let op = st
-        .ops
-        .list()
-        .into_iter()
-        .find(|op| {
-            op.class() == berth_api::OperationClass::Token
-                && op.metadata().get("secret").and_then(|s| s.as_str()) == Some(secret.as_str())
-        })
+    let found = st.ops.list().into_iter().find(|op| {
+        op.class() == berth_api::OperationClass::Token
+            && op.metadata().get("secret").and_then(|s| s.as_str()) == Some(secret.as_str())
+    });
+    if found.as_ref().is_some_and(|op| op.render().err == EXPIRED) {
+        return Err(forbidden(EXPIRED));
+    }
+    let op = found
         .filter(|op| op.take_token())
         .ok_or_else(|| forbidden("Unknown, revoked or already used trust token"))?;
     let meta = op.metadata();
@@ -341,7 +353,7 @@ async fn redeem(st: &AppState, peer: Option<Peer>, req: CertificatesPost) -> Api
     if let Some(at) = meta.get("expiresAt").and_then(|v| v.as_str())
         && chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| t < chrono::Utc::now())
     {
-        return Err(forbidden("Trust token has expired"));
+        return Err(forbidden(EXPIRED));
     }
     let issued: CertificatesPost = meta
         .get("request")
