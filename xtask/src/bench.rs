@@ -519,14 +519,16 @@ fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-struct LoadResult {
-    requests: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u32>,
+/// A load's outcome: its requests, how long it ran, each request's latency (sorted).
+pub(crate) struct LoadResult {
+    pub(crate) requests: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies_us: Vec<u32>,
 }
 
 impl LoadResult {
-    fn percentile(&self, p: f64) -> f64 {
+    /// The `p`th percentile latency, in milliseconds.
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }

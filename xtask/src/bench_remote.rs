@@ -198,11 +198,15 @@ async fn https_load(root: &Path, conf: &Path) -> anyhow::Result<(f64, f64, f64)>
     for t in tasks {
         all.extend(t.await??);
     }
-    let secs = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((p / 100.0) * (all.len().max(1) - 1) as f64).round() as usize)
-            .map_or(0.0, |v| f64::from(*v) / 1000.0)
+    let r = crate::bench::LoadResult {
+        requests: all.len(),
+        elapsed: start.elapsed(),
+        latencies_us: all,
     };
-    Ok((all.len() as f64 / secs, pct(50.0), pct(99.0)))
+    Ok((
+        r.requests as f64 / r.elapsed.as_secs_f64(),
+        r.percentile(50.0),
+        r.percentile(99.0),
+    ))
 }

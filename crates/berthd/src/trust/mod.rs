@@ -146,6 +146,14 @@ pub async fn check_request(cx: &Ctx, kind: &str, projects: &[String]) -> Result<
     check_projects(cx, projects).await
 }
 
+/// A write that found the certificate stored already: 409.
+fn already_trusted(e: DbError) -> Failure {
+    match e {
+        DbError::Exists { .. } => Failure::exists("Certificate already in trust store"),
+        e => e.into(),
+    }
+}
+
 /// Trusts a certificate; 409 when it is trusted already.
 pub async fn add(cx: &Ctx, new: NewCert) -> Result<TrustedCert> {
     check_kind(&new.kind)?;
@@ -171,12 +179,7 @@ pub async fn add(cx: &Ctx, new: NewCert) -> Result<TrustedCert> {
     cx.db
         .write(move |tx| crate::db::certificates::insert(tx, &row))
         .await
-        .map_err(|e| match e {
-            DbError::Exists { .. } => {
-                Failure::exists("Certificate already in trust store".to_owned())
-            }
-            e => e.into(),
-        })?;
+        .map_err(already_trusted)?;
     load(cx).await?;
     tracing::info!(fingerprint = %cert.fingerprint, name = %cert.name, restricted = cert.restricted, "Certificate trusted");
     cx.events.lifecycle(
@@ -244,12 +247,7 @@ pub async fn update(cx: &Ctx, fp: &str, change: Change, replace: bool) -> Result
     cx.db
         .write(move |tx| crate::db::certificates::replace(tx, &old_fp, &row))
         .await
-        .map_err(|e| match e {
-            DbError::Exists { .. } => {
-                Failure::exists("Certificate already in trust store".to_owned())
-            }
-            e => e.into(),
-        })?;
+        .map_err(already_trusted)?;
     load(cx).await?;
     cx.events.lifecycle(
         "certificate-updated",
