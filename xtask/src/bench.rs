@@ -558,15 +558,27 @@ async fn load(socket: &Path) -> anyhow::Result<LoadResult> {
     })
 }
 
-/// One keep-alive client sending `GET /1.0` back to back until `deadline`.
+/// One keep-alive client over the unix socket.
 async fn client(socket: &Path, deadline: Instant) -> anyhow::Result<Vec<u32>> {
-    let stream = UnixStream::connect(socket).await?;
+    keep_alive(UnixStream::connect(socket).await?, "unix.socket", deadline).await
+}
+
+/// One keep-alive client sending `GET /1.0` back to back over `stream` until `deadline`;
+/// each request's latency in microseconds.
+pub(crate) async fn keep_alive<S>(
+    stream: S,
+    host: &str,
+    deadline: Instant,
+) -> anyhow::Result<Vec<u32>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut latencies = Vec::with_capacity(100_000);
     while Instant::now() < deadline {
         let req = hyper::Request::get("/1.0")
-            .header(hyper::header::HOST, "unix.socket")
+            .header(hyper::header::HOST, host)
             .body(Empty::<Bytes>::new())?;
         let t = Instant::now();
         let resp = sender.send_request(req).await?;

@@ -54,11 +54,25 @@ impl Drop for Netns {
 
 /// Runs `berth args` against `dir`; its stdout.
 pub(crate) fn berth(root: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(root.join("target/release/berth"))
-        .args(args)
-        .env("BERTH_DIR", dir)
-        .stdin(Stdio::null())
-        .output()?;
+    berth_with(root, dir, None, args)
+}
+
+/// The berth CLI against the daemon in `dir`, with its client configuration in `conf`
+/// when given (remotes); its stdout, or its error.
+pub(crate) fn berth_with(
+    root: &Path,
+    dir: &Path,
+    conf: Option<&Path>,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut cmd = Command::new(root.join("target/release/berth"));
+    cmd.args(args).env("BERTH_DIR", dir).stdin(Stdio::null());
+    if let Some(conf) = conf {
+        cmd.env("BERTH_CONF", conf)
+            .env_remove("BERTH_SOCKET")
+            .env_remove("BERTH_PROJECT");
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
             "berth {} failed: {}",

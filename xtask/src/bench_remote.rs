@@ -8,13 +8,10 @@
 //! Both daemons listen on 127.0.0.1 only; nothing leaves the machine.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use anyhow::Context;
 
 const CLIENTS: usize = 4;
 const DURATION: Duration = Duration::from_secs(5);
@@ -22,22 +19,7 @@ const PORTS: [u16; 2] = [18443, 18444];
 
 /// The berth CLI against the daemon in `dir`, its client configuration in `conf`.
 fn berth(root: &Path, dir: &Path, conf: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(root.join("target/release/berth"))
-        .args(args)
-        .env("BERTH_DIR", dir)
-        .env("BERTH_CONF", conf)
-        .env_remove("BERTH_SOCKET")
-        .env_remove("BERTH_PROJECT")
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "berth {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::bench_net::berth_with(root, dir, Some(conf), args)
 }
 
 /// The figures, each as (what, value).
@@ -87,7 +69,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (rps, p50, p99) = runtime.block_on(https_load(root, conf.path()))?;
+    let (rps, p50, p99) = runtime.block_on(https_load(conf.path()))?;
     figures.push((
         format!(
             "GET /1.0 over HTTPS, {CLIENTS} keep-alive clients, {} s",
@@ -157,8 +139,7 @@ fn du_bytes(path: &Path) -> anyhow::Result<u64> {
 
 /// 4 keep-alive HTTPS clients with the remote h1's saved certificates; requests per
 /// second, p50 and p99 in ms.
-async fn https_load(root: &Path, conf: &Path) -> anyhow::Result<(f64, f64, f64)> {
-    let _ = root;
+async fn https_load(conf: &Path) -> anyhow::Result<(f64, f64, f64)> {
     let read = |p: &str| std::fs::read(conf.join(p)).with_context(|| format!("no {p}"));
     let identity =
         berth_client::ClientIdentity::from_pem(&read("client.crt")?, &read("client.key")?)?;
@@ -175,23 +156,7 @@ async fn https_load(root: &Path, conf: &Path) -> anyhow::Result<(f64, f64, f64)>
         let (client, addr) = (client.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
             let stream = client.open_stream().await?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut lat = Vec::with_capacity(100_000);
-            while Instant::now() < deadline {
-                let req = hyper::Request::get("/1.0")
-                    .header(hyper::header::HOST, addr.as_str())
-                    .body(Empty::<Bytes>::new())?;
-                let t = Instant::now();
-                let resp = sender.send_request(req).await?;
-                if !resp.status().is_success() {
-                    bail!("GET /1.0 returned {}", resp.status());
-                }
-                resp.into_body().collect().await?;
-                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
-            }
-            Ok::<_, anyhow::Error>(lat)
+            crate::bench::keep_alive(stream, &addr, deadline).await
         }));
     }
     let mut all = Vec::new();
