@@ -234,20 +234,30 @@ async fn migration_faults_leave_both_sides_whole() {
         .remote_client("lxc", "lxc-conf", &["copy", "h1:c1", "h2:half"])
         .spawn()
         .unwrap();
+    // Caught mid-transfer: the source's rsync is paused while the target dies, so the
+    // copy can't finish first however fast the machine is.
+    let volume = h1.dir().join("storage-pools/default/containers/c1");
     let started = std::time::Instant::now();
-    while h2
-        .client()
-        .get::<Value>("/1.0/instances/half")
-        .await
-        .is_err()
-    {
+    let sender = loop {
+        if let Some(pid) = berth_e2e::processes_naming(&volume, "rsync").first() {
+            break *pid;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the copy never began"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let sender = rustix::process::Pid::from_raw(sender).unwrap();
+    let _ = rustix::process::kill_process(sender, rustix::process::Signal::STOP);
+    assert!(
+        h2.client()
+            .get::<Value>("/1.0/instances/half")
+            .await
+            .is_ok()
+    );
     h2.kill();
+    let _ = rustix::process::kill_process(sender, rustix::process::Signal::CONT);
     let out = copy.wait_with_output().unwrap();
     assert!(!out.status.success());
     h2.restart();
