@@ -161,6 +161,17 @@ async fn a_debian_container_gets_a_lease_and_names_resolve() {
         "b1",
         "mkdir -p /www && echo hello > /www/index.html && httpd -p 80 -h /www",
     );
+    // systemd-resolved learns the lease's DNS server and domain from networkd a moment
+    // after the address shows: a user's first lookup waits for that, as here.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d
+        .lxc(&["exec", "d1", "--", "getent", "hosts", "b1"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "d1 never resolved b1");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Debian reaches busybox by address, bare name and name in the network's domain
     // (glibc, systemd-resolved, dnsmasq), and the host's DNS on the bridge address, by
     // address and as `_gateway.berth`.
