@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds and installs CRIU 4.1.1 as /usr/local/sbin/criu, for checkpoint/restore of
-# containers (stateful stop/start). Bookworm's own criu 3.17 fails `criu check` on recent
-# kernels, so the source is the upstream tarball of Debian trixie's criu source package
-# (any 4.1.1 Debian revision; the tarball is checked against its known sha256), built
-# against bookworm's libraries with the nftables network lock (no iptables binary needed).
-# Idempotent: exits at once when this build is installed; FORCE=1 rebuilds. Needs root.
+# Builds and installs CRIU 4.2.1 as /usr/local/sbin/criu, for checkpoint/restore of
+# containers (stateful stop/start, live migration). Bookworm's own criu 3.17 fails `criu
+# check` on recent kernels, and 4.1 cannot dump an inet socket on Linux 6.16 and later
+# (SO_PASSCRED is refused there: criu#2705), so the source is the upstream tarball of
+# Debian's criu 4.2.1 source package, taken from the machine's Debian mirror's pool and
+# checked against its known sha256, built against bookworm's libraries with the nftables
+# network lock (no iptables binary needed). Idempotent: exits at once when this build is
+# installed; FORCE=1 rebuilds. Needs root.
 set -euo pipefail
 
-version=4.1.1
-sha256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+version=4.2.1
+sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 stamp=/usr/local/share/criu-local/BUILD-INFO
 
 if [ "${FORCE:-0}" != 1 ] && [ -x /usr/local/sbin/criu ] \
@@ -22,7 +24,7 @@ fi
 
 deps=(build-essential dpkg-dev pkg-config libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
   libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
-  protobuf-compiler uuid-dev iproute2 xz-utils)
+  protobuf-compiler uuid-dev iproute2 xz-utils curl ca-certificates)
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for p in "${deps[@]}"; do
@@ -34,12 +36,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# A trixie deb-src entry of its own, on the machine's own Debian mirror, so apt can find
-# the source package; removed at the end.
-srclist=/etc/apt/sources.list.d/berth-criu-src.list
 work=$(mktemp -d /tmp/berth-criu.XXXXXX)
-cleanup() { rm -f "$srclist"; rm -rf "$work"; }
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 mirror=""
 if [ -f /etc/apt/sources.list.d/debian.sources ]; then
   mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
@@ -51,26 +49,11 @@ if [ -z "$mirror" ]; then
   echo "No Debian mirror found in the apt sources to fetch criu's source from" >&2
   exit 1
 fi
-echo "deb-src $mirror trixie main" >"$srclist"
-apt-get update -q -o Dir::Etc::sourcelist="$srclist" -o Dir::Etc::sourceparts=- \
-  -o APT::Get::List-Cleanup=0 >/dev/null
-
-# The newest trixie revision of upstream 4.1.1.
-debver=$( (apt-cache showsrc criu 2>/dev/null || true) \
-  | awk -v v="$version" '/^Version:/ && index($2, v "-") == 1 {print $2}' | sort -V | tail -n1)
-if [ -z "$debver" ]; then
-  echo "criu $version not found in the trixie Sources index" >&2
-  exit 1
-fi
 cd "$work"
-# Some mirrors serve only the orig tarball; apt-get then fails on the rest. Keep what came.
-apt-get source -q --download-only "criu=$debver" >/dev/null 2>&1 || true
-tarball=""
-for f in criu_"$version".orig.tar.*; do
-  [ -f "$f" ] && tarball=$f
-done
-if [ -z "$tarball" ] || [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$sha256" ]; then
-  echo "criu $version source tarball missing or its checksum is wrong" >&2
+tarball=criu_"$version".orig.tar.xz
+curl -fsSL --retry 3 -o "$tarball" "${mirror%/}/pool/main/c/criu/$tarball" || true
+if [ ! -f "$tarball" ] || [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$sha256" ]; then
+  echo "criu $version source tarball missing from ${mirror%/}/pool/main/c/criu/ or its checksum is wrong" >&2
   exit 1
 fi
 tar -xf "$tarball"
