@@ -192,6 +192,79 @@ async fn stateful_snapshots_bring_processes_back() {
     ok(&d.berth(&["delete", "-f", "ck", "ck2", "ck3"]));
 }
 
+/// Processes an exec leaves running (`sh -c 'server &'`, the way people start things),
+/// with or without a terminal, are checkpointed with the rest: each exec's command leads
+/// a session inside the container, which CRIU can restore after its leader is gone.
+#[tokio::test]
+async fn processes_left_by_exec_are_checkpointed() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.berth(&["launch", "bb", "ex", "-c", "migration.stateful=true"]));
+    let started = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        ok(&d.lxc(&all));
+    };
+    started(&[
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        "(while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done) >/dev/null 2>&1 & echo $! > /tmp/loop",
+    ]);
+    started(&[
+        "-t",
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        // A terminal's hangup reaches the background job when the shell ends, as on any
+        // host: it ignores it.
+        "trap '' HUP; sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /tmp/sleep",
+    ]);
+    ok(&d.berth(&[
+        "exec",
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        "httpd -p 8080 -h / && pidof httpd > /tmp/httpd",
+    ]));
+    let pids = ok(&d.berth(&[
+        "exec",
+        "ex",
+        "--",
+        "cat",
+        "/tmp/loop",
+        "/tmp/sleep",
+        "/tmp/httpd",
+    ]));
+    for pid in pids.split_whitespace() {
+        ok(&d.berth(&["exec", "ex", "--", "kill", "-0", pid]));
+    }
+    for _ in 0..2 {
+        criu_ok(&d, &d.berth(&["stop", "--stateful", "ex"]), "ex");
+        criu_ok(&d, &d.berth(&["start", "ex"]), "ex");
+        for pid in pids.split_whitespace() {
+            ok(&d.berth(&["exec", "ex", "--", "kill", "-0", pid]));
+        }
+    }
+    let n1: u64 = ok(&d.berth(&["exec", "ex", "--", "cat", "/tmp/n"]))
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n2: u64 = ok(&d.berth(&["exec", "ex", "--", "cat", "/tmp/n"]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        n2 > n1,
+        "the loop runs on after the restore: {n1} then {n2}"
+    );
+    ok(&d.berth(&["delete", "-f", "ex"]));
+}
+
 #[tokio::test]
 async fn stateful_requests_that_cannot_work_are_refused() {
     let d = Daemon::start();

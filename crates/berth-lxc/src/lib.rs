@@ -100,6 +100,8 @@ pub struct AttachOptions {
     pub stdin: c_int,
     pub stdout: c_int,
     pub stderr: c_int,
+    /// stdin is a terminal: it becomes the controlling terminal of the command's session.
+    pub tty: bool,
 }
 
 impl Container {
@@ -335,19 +337,24 @@ impl Container {
     }
 
     /// Starts `argv` in the container and returns its host pid without waiting: the caller
-    /// reaps it. **Forks**: call only from a single-threaded process.
+    /// reaps it. The command leads a session of its own inside the container (with
+    /// `opts.tty`, stdin its controlling terminal): what it leaves running in the
+    /// background belongs to a session CRIU can checkpoint, whose leader's pid exists in
+    /// the container's pid namespace even after the command ended. **Forks**: call only
+    /// from a single-threaded process.
     pub fn attach(&self, opts: &AttachOptions, argv: &[String]) -> Result<i32, LxcError> {
         let mut call_args = AttachCall::new(opts, argv)?;
-        let mut command = sys::lxc_attach_command_t {
-            program: call_args.program.as_ptr().cast_mut(),
-            argv: call_args.arg_ptrs.as_mut_ptr().cast(),
+        let mut command = SessionCommand {
+            program: call_args.program.as_ptr(),
+            argv: call_args.arg_ptrs.as_ptr(),
+            tty: opts.tty,
         };
         let mut pid: sys::pid_t = 0;
-        let payload: *mut sys::lxc_attach_command_t = &mut command;
+        let payload: *mut SessionCommand = &mut command;
         let ret = call!(
             self,
             attach,
-            Some(sys::lxc_attach_run_command),
+            Some(run_in_session),
             payload.cast(),
             &mut call_args.raw,
             &mut pid
@@ -357,6 +364,35 @@ impl Container {
         } else {
             Ok(pid)
         }
+    }
+}
+
+/// What [`run_in_session`] runs.
+struct SessionCommand {
+    program: *const c_char,
+    argv: *const *const c_char,
+    tty: bool,
+}
+
+/// The attached child's own steps, in the container: a new session, its terminal, then
+/// the command (exit status 127 when it is not found, 126 when it cannot run, as shells
+/// say).
+unsafe extern "C" fn run_in_session(payload: *mut std::ffi::c_void) -> c_int {
+    // SAFETY: `payload` is the SessionCommand `attach` passed; this child is a fork of
+    // that call, whose memory it has a copy of.
+    let cmd = unsafe { &*payload.cast::<SessionCommand>() };
+    // SAFETY: plain system calls on this process; `program` and `argv` are NUL-terminated
+    // strings and a NULL-terminated array kept alive by the caller's AttachCall.
+    unsafe {
+        libc::setsid();
+        if cmd.tty {
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+        libc::execvp(cmd.program, cmd.argv);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT) => 127,
+        _ => 126,
     }
 }
 

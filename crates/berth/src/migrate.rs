@@ -28,6 +28,8 @@ pub struct Copy<'a> {
     pub keep_volatile: bool,
     /// Config keys to set on the copy.
     pub config: Vec<(String, String)>,
+    /// A live migration of a running instance (CRIU): it runs on, on the target.
+    pub live: bool,
 }
 
 /// The secrets of a migration operation's streams.
@@ -72,7 +74,7 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
         .as_str()
         .unwrap_or_default();
     let source_post = |target: Value| {
-        json!({"migration": true, "live": false, "instance_only": c.instance_only,
+        json!({"migration": true, "live": c.live, "instance_only": c.instance_only,
                "container_only": c.instance_only, "target": target})
     };
     let source_path = format!("/1.0/instances/{}", c.name);
@@ -95,7 +97,7 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
                     "type": "migration", "mode": "pull", "certificate": certificate,
                     "operation": format!("{addr}/1.0/operations/{id}"),
                     "secrets": secrets(&op), "base-image": base_image,
-                    "instance_only": c.instance_only,
+                    "instance_only": c.instance_only, "live": c.live,
                 });
                 match wait(
                     c.to,
@@ -116,7 +118,7 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
             Err(last.unwrap_or_else(|| anyhow::anyhow!("No address of the source worked")))
         }
         Mode::Push => {
-            body["source"] = json!({"type": "migration", "mode": "push",
+            body["source"] = json!({"type": "migration", "mode": "push", "live": c.live,
                                     "base-image": base_image, "instance_only": c.instance_only});
             let r =
                 c.to.query(Method::POST, "/1.0/instances", Some(&body))
@@ -150,7 +152,7 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
                 .await?;
             let source_op = r.body.metadata;
             let source_id = source_op["id"].as_str().unwrap_or_default().to_owned();
-            body["source"] = json!({"type": "migration", "mode": "push",
+            body["source"] = json!({"type": "migration", "mode": "push", "live": c.live,
                                     "base-image": base_image, "instance_only": c.instance_only});
             let r =
                 c.to.query(Method::POST, "/1.0/instances", Some(&body))
@@ -159,7 +161,12 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
             let target_id = target_op["id"].as_str().unwrap_or_default().to_owned();
             let (from_secrets, to_secrets) = (secrets(&source_op), secrets(&target_op));
             let mut joins = Vec::new();
-            for stream in ["control", "fs"] {
+            let streams: &[&str] = if c.live {
+                &["control", "fs", "criu"]
+            } else {
+                &["control", "fs"]
+            };
+            for &stream in streams {
                 let (Some(a), Some(b)) =
                     (from_secrets[stream].as_str(), to_secrets[stream].as_str())
                 else {

@@ -51,6 +51,8 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
             instance_only: args.instance_only,
             keep_volatile: false,
             config: crate::object::pairs(&args.config)?.into_iter().collect(),
+            // A copy leaves the source as it is: a running one is copied frozen.
+            live: false,
         };
         crate::migrate::copy(&copy).await?;
         return Ok(());

@@ -1,8 +1,10 @@
 //! `berth move [REMOTE:]NAME [REMOTE:]NEW`: on one server a rename (of a stopped
 //! instance), between servers a copy then the source's deletion, as `lxc move` does. A
-//! running instance moves stateless: stopped cleanly on the source (so nothing it writes
-//! stays behind), copied, started on the target; restarted on the source if the copy
-//! fails (live migration is still to come).
+//! running instance with `migration.stateful=true` moves live (CRIU): its processes go on
+//! on the target, and stay running on the source if the move fails. Any other running
+//! instance (or with `--stateless`) moves stateless: stopped cleanly on the source (so
+//! nothing it writes stays behind), copied, started on the target; restarted on the
+//! source if the copy fails.
 
 use berth_client::{Client, Method};
 
@@ -20,7 +22,8 @@ pub struct Args {
     /// relays
     #[arg(long, value_enum, default_value_t = crate::migrate::Mode::Pull)]
     mode: crate::migrate::Mode,
-    /// Accepted for lxc's sake: moves between servers are stateless for now
+    /// Move a running instance by stopping and starting it, even when it could move
+    /// live (`migration.stateful=true`)
     #[arg(long)]
     stateless: bool,
 }
@@ -59,6 +62,11 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         .await;
     }
     let (to, _) = crate::remote::target(client, &args.target)?;
+    let entry: serde_json::Value = from.get(&format!("/1.0/instances/{name}")).await?;
+    let running = entry["status"] == "Running";
+    let live = running
+        && !args.stateless
+        && entry["expanded_config"]["migration.stateful"].as_str() == Some("true");
     let copy = crate::migrate::Copy {
         from: &from,
         name: &name,
@@ -68,17 +76,16 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         instance_only: args.instance_only,
         keep_volatile: true,
         config: vec![],
+        live,
     };
-    // A running instance stops first (cleanly), so that nothing it writes is left
-    // behind; it starts again on the target.
-    let state: berth_api::instance::InstanceState =
-        from.get(&format!("/1.0/instances/{name}/state")).await?;
-    let running = state.status_code == 103;
-    if running {
+    // Not live: a running instance stops first (cleanly), so that nothing it writes is
+    // left behind; it starts again on the target.
+    let stop_first = running && !live;
+    if stop_first {
         crate::instance::change_state(&from, &name, "stop", false, 30).await?;
     }
     if let Err(e) = crate::migrate::copy(&copy).await {
-        if running {
+        if stop_first {
             let _ = crate::instance::change_state(&from, &name, "start", false, -1).await;
         }
         return Err(e);
@@ -90,7 +97,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         None,
     )
     .await?;
-    if running {
+    if stop_first {
         crate::instance::change_state(&to, &new_name, "start", false, -1).await?;
     }
     Ok(())

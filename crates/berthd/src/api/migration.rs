@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!   pull (default)  source: POST /1.0/instances/NAME {migration} → websocket operation
-//!                   {"control": S, "fs": S}; target: POST /1.0/instances {source: {type:
-//!                   migration, mode: pull, operation, certificate, secrets}} → dials them
+//!                   {"control": S, "fs": S, "criu": S (live only)}; target: POST
+//!                   /1.0/instances {source: {type: migration, mode: pull, operation,
+//!                   certificate, secrets}} → dials them
 //!   push            target: POST /1.0/instances {source: {mode: push}} → websocket
 //!                   operation; source: POST /1.0/instances/NAME {migration, target:
 //!                   {operation, certificate, secrets}} → dials them
@@ -28,7 +29,7 @@ use tokio::sync::mpsc;
 use super::ops::{OpCtx, OpSpec};
 use super::{ApiError, ApiResult, AppState, async_operation};
 use crate::error::{Failure, Result};
-use crate::instance::migrate::{self, Conn, Conns, Frame, STREAMS};
+use crate::instance::migrate::{self, Conn, Conns, Frame, streams};
 use crate::instance::{create, migrate::check_send};
 use crate::model::names::instance_url;
 
@@ -147,11 +148,11 @@ fn conn_of_client(ws: berth_client::WebSocket) -> Conn {
     )
 }
 
-/// Waits for the peer to connect both streams of operation `ctx`.
-async fn accept(ctx: &mut OpCtx) -> Result<Conns> {
+/// Waits for the peer to connect the streams of operation `ctx` (`criu` too when `live`).
+async fn accept(ctx: &mut OpCtx, live: bool) -> Result<Conns> {
     let mut got: BTreeMap<String, WebSocket> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + CONNECT;
-    while STREAMS.iter().any(|s| !got.contains_key(*s)) {
+    while streams(live).iter().any(|s| !got.contains_key(*s)) {
         match tokio::time::timeout_at(deadline, ctx.accept()).await {
             Ok(Some((fd, ws))) => {
                 got.insert(fd, ws);
@@ -165,15 +166,20 @@ async fn accept(ctx: &mut OpCtx) -> Result<Conns> {
         }
     }
     let mut take = |n: &str| got.remove(n).map(conn_of_server);
-    match (take("control"), take("fs")) {
-        (Some(control), Some(fs)) => Ok(Conns { control, fs }),
+    match (take("control"), take("fs"), take("criu")) {
+        (Some(control), Some(fs), criu) => Ok(Conns { control, fs, criu }),
         _ => Err(Failure::internal("Migration streams missing")),
     }
 }
 
 /// Dials the streams of the peer's operation at `url`
 /// (`https://HOST:PORT/1.0/operations/ID`), pinned to `certificate`.
-async fn dial(url: &str, certificate: &str, secrets: &BTreeMap<String, String>) -> Result<Conns> {
+async fn dial(
+    url: &str,
+    certificate: &str,
+    secrets: &BTreeMap<String, String>,
+    live: bool,
+) -> Result<Conns> {
     let rest = url.strip_prefix("https://").ok_or_else(|| {
         Failure::invalid(format!("Invalid migration operation {url:?}: not https://"))
     })?;
@@ -193,7 +199,7 @@ async fn dial(url: &str, certificate: &str, secrets: &BTreeMap<String, String>) 
     let client = berth_client::Client::https(host, der, None)
         .map_err(|e| Failure::invalid(format!("Unable to connect to {host}: {e}")))?;
     let mut conns = BTreeMap::new();
-    for name in STREAMS {
+    for name in streams(live) {
         let secret = secrets.get(*name).ok_or_else(|| {
             Failure::invalid(format!("Expected {name:?} connection secret missing"))
         })?;
@@ -206,13 +212,17 @@ async fn dial(url: &str, certificate: &str, secrets: &BTreeMap<String, String>) 
         .map_err(|e| Failure::unavailable(format!("Unable to connect to {host}: {e}")))?;
         conns.insert(*name, conn_of_client(ws));
     }
-    match (conns.remove("control"), conns.remove("fs")) {
-        (Some(control), Some(fs)) => Ok(Conns { control, fs }),
+    match (
+        conns.remove("control"),
+        conns.remove("fs"),
+        conns.remove("criu"),
+    ) {
+        (Some(control), Some(fs), criu) => Ok(Conns { control, fs, criu }),
         _ => Err(Failure::internal("Migration streams missing")),
     }
 }
 
-fn websocket_spec(description: &str, name: &str) -> OpSpec {
+fn websocket_spec(description: &str, name: &str, live: bool) -> OpSpec {
     OpSpec {
         class: OperationClass::Websocket,
         description: description.to_owned(),
@@ -222,7 +232,7 @@ fn websocket_spec(description: &str, name: &str) -> OpSpec {
         )])),
         may_cancel: true,
         metadata: serde_json::Map::new(),
-        fds: STREAMS.iter().map(|s| (*s).to_owned()).collect(),
+        fds: streams(live).iter().map(|s| (*s).to_owned()).collect(),
         fds_at_top: true,
     }
 }
@@ -238,22 +248,28 @@ pub async fn source(st: &AppState, name: String, raw: serde_json::Value) -> ApiR
         ));
     }
     // A missing `live` means live, as LXD reads it; it matters for running instances.
-    check_send(&st.cx, &name, req.live.unwrap_or(true)).await?;
+    let live = check_send(&st.cx, &name, req.live.unwrap_or(true)).await?;
     let instance_only = req.instance_only || req.container_only;
     let cx = st.cx.clone();
     let op = match req.target {
         None => {
             let n = name.clone();
             st.ops.start(
-                websocket_spec("Migrating instance", &name),
+                websocket_spec("Migrating instance", &name, live),
                 move |mut ctx| async move {
-                    let conns = accept(&mut ctx).await?;
+                    let conns = accept(&mut ctx, live).await?;
                     migrate::send(&cx, &n, instance_only, conns).await
                 },
             )
         }
         Some(target) => {
-            let conns = dial(&target.operation, &target.certificate, &target.secrets).await?;
+            let conns = dial(
+                &target.operation,
+                &target.certificate,
+                &target.secrets,
+                live,
+            )
+            .await?;
             let n = name.clone();
             let mut spec = super::instances::spec("Migrating instance", &name);
             spec.may_cancel = true;
@@ -279,10 +295,9 @@ pub async fn target(
             "Invalid migration mode {mode:?}: expected pull or push"
         )));
     }
-    if req.source.live || req.source.secrets.contains_key("criu") {
-        return Err(ApiError::bad_request(
-            "Live migration is not supported yet: move the container stopped, or with --stateless",
-        ));
+    let live = req.source.live || req.source.secrets.contains_key("criu");
+    if live {
+        crate::lxc::checkpoint::criu_check().await?;
     }
     if req.source.refresh {
         return Err(ApiError::bad_request(
@@ -297,13 +312,20 @@ pub async fn target(
         let mut spec = super::instances::spec("Creating instance", &host);
         spec.may_cancel = true;
         st.ops.start(spec, move |_| async move {
-            let connect = dial(&source.operation, &source.certificate, &source.secrets);
+            let connect = dial(
+                &source.operation,
+                &source.certificate,
+                &source.secrets,
+                live,
+            );
             migrate::receive(&cx, creation, connect).await
         })
     } else {
         st.ops.start(
-            websocket_spec("Creating instance", &host),
-            move |mut ctx| async move { migrate::receive(&cx, creation, accept(&mut ctx)).await },
+            websocket_spec("Creating instance", &host, live),
+            move |mut ctx| async move {
+                migrate::receive(&cx, creation, accept(&mut ctx, live)).await
+            },
         )
     };
     Ok(async_operation(op.render()))

@@ -29,7 +29,13 @@ pub async fn sweep(cx: &Ctx) {
         let lock = cx.locks.instance(&rec.name);
         let _guard = lock.lock().await;
         if rec.config.contains_key(super::migrate::INCOMING) {
-            // A migration that berthd's end did not see through.
+            // A migration that berthd's end did not see through: a live one may have
+            // restored the container already, which the source resumed meanwhile.
+            if !is_stopped(cx, &rec.name).await {
+                let _ = cx.driver.stop(&rec.name, 0, true).await;
+                let name = rec.name.clone();
+                let _ = blocking(cx, move |d| d.release(&name)).await;
+            }
             match super::create::remove(cx, &rec).await {
                 Ok(()) => {
                     tracing::warn!(instance = %rec.name, "Removed an instance whose migration was cut short");

@@ -30,16 +30,21 @@ pub fn describe(action: &str) -> Result<&'static str> {
     })
 }
 
-/// Refuses a stateful state change that cannot work, before anything happens. `stop`
-/// and `snapshot` check that the instance can be checkpointed now.
+/// Refuses a stateful state change that cannot work, before anything happens. `stop`,
+/// `snapshot` and `migrate` (a live migration) check that the instance can be
+/// checkpointed now.
 pub async fn check_stateful(cx: &Ctx, rec: &InstanceRecord, action: &str) -> Result<()> {
     match action {
-        "stop" | "snapshot" => {
+        "stop" | "snapshot" | "migrate" => {
             let (config, _) = expanded(cx, rec).await?;
             if !flag(&config, "migration.stateful") {
-                return Err(Failure::invalid(format!(
-                    "Stateful {action} requires migration.stateful=true on the instance"
-                )));
+                return Err(Failure::invalid(if action == "migrate" {
+                    "Live migration requires migration.stateful=true on the instance (set it \
+                     and restart the instance), or move it with --stateless"
+                        .to_owned()
+                } else {
+                    format!("Stateful {action} requires migration.stateful=true on the instance")
+                }));
             }
             if rec.ephemeral && action == "stop" {
                 return Err(Failure::invalid(
@@ -188,6 +193,17 @@ pub async fn change(cx: &Ctx, rec: &InstanceRecord, req: &InstanceStatePut) -> R
         other => return Err(Failure::invalid(format!("Unknown action {other:?}"))),
     }
     Ok(())
+}
+
+/// After a live migration handed instance `rec` over to its target: its container
+/// ended here, as after a stop.
+pub async fn handed_over(cx: &Ctx, rec: &InstanceRecord) {
+    let n = rec.name.clone();
+    let _ = blocking(cx, move |d| d.release(&n)).await;
+    stop_proxies(cx, rec).await;
+    set_power(cx, &rec.name, "STOPPED").await;
+    cx.events
+        .lifecycle("instance-stopped", &instance_url(&rec.name), None);
 }
 
 /// Stops the proxies of instance `rec` (its container stopped).

@@ -221,6 +221,18 @@ fn write_conf(path: &Path, conf: &str) -> std::io::Result<()> {
     f.write_all(conf.as_bytes())
 }
 
+/// The host and container pids of a process CRIU refused because its session leader is
+/// outside the container's pid namespace, from a line of its log ("A session leader of
+/// HOST(PID) is outside of its pid namespace").
+fn session_outside(line: &str) -> Option<(u32, u32)> {
+    let rest = line.split("A session leader of ").nth(1)?;
+    let (host, rest) = rest.split_once('(')?;
+    let (pid, rest) = rest.split_once(')')?;
+    rest.contains("outside of its pid namespace")
+        .then_some(())
+        .and(Some((host.trim().parse().ok()?, pid.trim().parse().ok()?)))
+}
+
 /// One line saying why criu failed, from its log `log` in `dir`.
 fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
     let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
@@ -230,20 +242,14 @@ fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
              controlling terminal, which CRIU cannot restore"
         );
     }
-    if let Some(line) = text
-        .lines()
-        .find(|l| l.contains("is outside of its pid namespace"))
-    {
-        // "A session leader of HOSTPID(PID) is outside of its pid namespace".
-        let pid = line
-            .split('(')
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .unwrap_or("?");
+    if let Some((host, pid)) = text.lines().find_map(session_outside) {
+        let command = std::fs::read_to_string(format!("/proc/{host}/comm"))
+            .map(|c| format!(" ({})", c.trim()))
+            .unwrap_or_default();
         return format!(
-            "Failed to {what} the instance: process {pid} in it still belongs to the \
-             session of the exec that started it (CRIU cannot restore that; end it, or \
-             start it with setsid)"
+            "Failed to {what} the instance: process {pid}{command} in it belongs to a \
+             session that began outside the container, which CRIU cannot restore (end it, \
+             or start it again from inside, or with setsid)"
         );
     }
     // criu's own probes for iptables binaries, rlimits and loopback addresses fail
@@ -317,17 +323,25 @@ async fn forkmigrate(
 /// state is all that is left of its processes, and is kept).
 pub(super) async fn checkpoint(lx: &Liblxc, name: &str) -> Result<()> {
     discard(&lx.lxcpath, name)?;
-    dump(lx, name, &state_dir(&lx.lxcpath, name), true).await
+    dump_with(lx, name, &state_dir(&lx.lxcpath, name), true, None).await
 }
 
 /// Checkpoints the running instance, which goes on running, into
 /// [`snapshot_dump_dir`] (a stateful snapshot).
 pub(super) async fn snapshot_dump(lx: &Liblxc, name: &str) -> Result<()> {
     discard_snapshot_dump(&lx.lxcpath, name);
-    dump(lx, name, &snapshot_dump_dir(&lx.lxcpath, name), false).await
+    dump_with(lx, name, &snapshot_dump_dir(&lx.lxcpath, name), false, None).await
 }
 
-async fn dump(lx: &Liblxc, name: &str, state: &Path, stop: bool) -> Result<()> {
+/// Dumps the running instance into the fresh directory `state` (`stop`: and ends it),
+/// CRIU running `script` as its action script when given (see [`super::handoff`]).
+pub(super) async fn dump_with(
+    lx: &Liblxc,
+    name: &str,
+    state: &Path,
+    stop: bool,
+    script: Option<&Path>,
+) -> Result<()> {
     let dir = lx.lxcpath.join(name);
     let state = state.to_owned();
     let d = dir.clone();
@@ -346,7 +360,10 @@ async fn dump(lx: &Liblxc, name: &str, state: &Path, stop: bool) -> Result<()> {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755))
         .and_then(|()| std::fs::write(state.join(CONSOLE_ID), &id))
         .map_err(|e| Failure::failed("Failed to prepare the state dir", e))?;
-    let conf = format!("external {id}\next-mount-map /dev/console:console\n");
+    let mut conf = format!("external {id}\next-mount-map /dev/console:console\n");
+    if let Some(script) = script {
+        conf.push_str(&format!("action-script {}\n", script.display()));
+    }
     let args: &[&str] = if stop { &["dump", "stop"] } else { &["dump"] };
     if let Err(helper) = forkmigrate(lx, name, args, &conf, None, &state).await? {
         let e = criu_failure(&state, "dump.log", "checkpoint", &helper);
@@ -402,7 +419,10 @@ async fn restore_from(
     let state = state_dir(&lx.lxcpath, name);
     lx.prepare(spec, mapped, true).await?;
     let dir = lx.lxcpath.join(name);
-    let mut conf = String::new();
+    // liblxc names no root for the cgroup2 hierarchy (CRIU's controller ""), so CRIU
+    // would put the processes back where the dump found them: on another host, or under
+    // another name, that is not this container's cgroup.
+    let mut conf = format!("cgroup-root :/{}\n", lx.cgroup(name));
     let mut tty_file = None;
     if let Ok(text) = std::fs::read_to_string(state.join(CONSOLE_ID)) {
         let id = checked_id(&text)
@@ -449,6 +469,17 @@ fn libc_o_noctty() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::checked_id;
+
+    #[test]
+    fn sessions_outside_name_the_process() {
+        let line = "(00.100) Error (criu/cr-dump.c:1664): A session leader of 4242(17) is \
+                    outside of its pid namespace";
+        assert_eq!(super::session_outside(line), Some((4242, 17)));
+        assert_eq!(
+            super::session_outside("Error (criu/cr-dump.c:1664): other"),
+            None
+        );
+    }
 
     #[test]
     fn console_records_are_checked() {

@@ -151,6 +151,15 @@ impl InstanceDriver for Fake {
         })
     }
 
+    fn migration_dump<'a>(
+        &'a self,
+        _name: &'a str,
+        _dumped: tokio::sync::oneshot::Sender<PathBuf>,
+        _verdict: tokio::sync::oneshot::Receiver<bool>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Err(Failure::invalid("The fake driver cannot migrate live")) })
+    }
+
     fn release(&self, _name: &str) {}
 
     fn cleanup(&self, _name: &str, _keep_console: bool) {}

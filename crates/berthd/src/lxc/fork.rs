@@ -44,6 +44,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkprlimit" => prlimit,
         "forkproxy" => super::proxy::main,
         "forknetcat" => netcat,
+        "forkhandoff" => handoff,
         _ => return None,
     };
     Some(run(rest))
@@ -57,6 +58,23 @@ fn netcat(args: &[OsString]) -> i32 {
         return 1;
     };
     exit_code(berth_host::netcat::relay(name))
+}
+
+/// `forkhandoff @NAME`: a live migration's post-dump action script (see
+/// [`super::handoff`]): exit 0 ends the dumped processes, 1 resumes them.
+fn handoff(args: &[OsString]) -> i32 {
+    let Some(name) = args.first().and_then(|a| a.to_str()) else {
+        eprintln!("Error: forkhandoff needs a socket name");
+        return 1;
+    };
+    match super::handoff::helper(name) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
 }
 
 /// A helper's exit code: 0, or 1 after one line on stderr.
@@ -268,10 +286,6 @@ pub fn exec(args: &[OsString]) -> i32 {
         }
     };
     let report = berth_host::take_inherited_fd(3);
-    if spec.pty {
-        let _ = rustix::process::setsid();
-        let _ = rustix::process::ioctl_tiocsctty(rustix::stdio::stdin());
-    }
     let run = || -> Result<i32, berth_lxc::LxcError> {
         let c = berth_lxc::Container::new(&name.to_string_lossy(), Path::new(lxcpath))?;
         c.load_config(Path::new(config))?;
@@ -283,6 +297,7 @@ pub fn exec(args: &[OsString]) -> i32 {
             stdin: 0,
             stdout: 1,
             stderr: 2,
+            tty: spec.pty,
         };
         c.attach(&opts, &spec.argv)
     };

@@ -381,6 +381,15 @@ impl InstanceDriver for Liblxc {
         }
     }
 
+    fn migration_dump<'a>(
+        &'a self,
+        name: &'a str,
+        dumped: tokio::sync::oneshot::Sender<PathBuf>,
+        verdict: tokio::sync::oneshot::Receiver<bool>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(super::handoff::dump(self, name, dumped, verdict))
+    }
+
     fn release(&self, name: &str) {
         self.inits.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));

@@ -20,6 +20,7 @@ pub mod console;
 #[cfg(test)]
 pub mod fake;
 pub mod fork;
+pub mod handoff;
 mod inits;
 pub mod lifecycle;
 pub mod proxy;
@@ -116,6 +117,16 @@ pub trait InstanceDriver: Send + Sync + std::fmt::Debug {
     /// Checkpoints the running container into its saved state and stops it (`stop`), or
     /// into a stateful snapshot's dump while it goes on.
     fn checkpoint<'a>(&'a self, name: &'a str, stop: bool) -> BoxFuture<'a, Result<()>>;
+
+    /// Dumps the running container for a live migration, its processes held frozen:
+    /// sends the directory to transfer on `dumped`, then ends them when `verdict` says
+    /// the target took over, or lets them run on (see [`handoff`]).
+    fn migration_dump<'a>(
+        &'a self,
+        name: &'a str,
+        dumped: tokio::sync::oneshot::Sender<PathBuf>,
+        verdict: tokio::sync::oneshot::Receiver<bool>,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// After a stop for good: the console keeper goes, and the cgroup parent when empty.
     fn release(&self, name: &str);

@@ -212,6 +212,36 @@ pub fn choose(
         .ok_or_else(|| Failure::invalid("Not enough uid/gid available for the container"))
 }
 
+/// The map a container restored from another host's dump must run with: the one it ran
+/// with there (`source`; CRIU restores it as it was), if this host may use it and no
+/// other instance holds it (`taken`, as for [`choose`]).
+pub fn adopt(source: Option<IdMap>, host: HostIds, taken: &[(u32, u32)]) -> Result<Option<IdMap>> {
+    let Some(m) = source else {
+        return Ok(None);
+    };
+    if m == host.shared() {
+        return Ok(Some(m));
+    }
+    let end = u64::from(m.uid_base) + u64::from(m.size);
+    if m.uid_base < SIZE || m.gid_base < SIZE {
+        return Err(Failure::invalid(
+            "The instance's id map on its source would map it onto this host's system ids",
+        ));
+    }
+    host.check_usable(&m)?;
+    if taken
+        .iter()
+        .any(|&(b, s)| u64::from(m.uid_base) < u64::from(b) + u64::from(s) && u64::from(b) < end)
+    {
+        return Err(Failure::invalid(format!(
+            "The instance runs with host ids {}-{} on its source, which another instance holds here: move it with --stateless",
+            m.uid_base,
+            end - 1
+        )));
+    }
+    Ok(Some(m))
+}
+
 impl IdMap {
     /// The map stored in an instance's `volatile.idmap.next` (as [`IdMap::to_json`] wrote
     /// it): `Some(None)` for a privileged container's `[]`, `None` when absent or unreadable.
@@ -220,7 +250,7 @@ impl IdMap {
     }
 
     /// A map as [`IdMap::to_json`] wrote it: `Some(None)` for `[]`, `None` when unreadable.
-    fn from_json(json: &str) -> Option<Option<IdMap>> {
+    pub fn from_json(json: &str) -> Option<Option<IdMap>> {
         let v: serde_json::Value = serde_json::from_str(json).ok()?;
         let entries = v.as_array()?;
         if entries.is_empty() {
