@@ -288,4 +288,24 @@ async fn live_moves_that_cannot_work_are_refused() {
     assert_eq!(status(&h1.client(), "c2").await.as_deref(), Some("Running"));
     assert_eq!(status(&h2.client(), "c2").await, None);
     ok(&h1.berth(&["delete", "-f", "c2"]));
+    ok(&h2.berth(&["delete", "holder"]));
+
+    // Something CRIU cannot dump (a nested pid namespace): the source's reason, in one
+    // line; the container runs on.
+    ok(&h1.berth(&["launch", "bb", "c3", "-c", "migration.stateful=true"]));
+    exec(
+        &h1,
+        "c3",
+        "unshare -p -f sleep 1000 </dev/null >/dev/null 2>&1 &",
+    );
+    let e = fails(&berth(&h1, &["move", "h1:c3", "h2:c3"]));
+    assert!(e.contains("nested pid namespace"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert_eq!(status(&h1.client(), "c3").await.as_deref(), Some("Running"));
+    assert_eq!(status(&h2.client(), "c3").await, None);
+    // Nested UTS and IPC namespaces, which CRIU cannot dump either, are refused in a
+    // checkpointable container (systemd then does without them).
+    let e = fails(&h1.berth(&["exec", "c3", "--", "unshare", "-u", "true"]));
+    assert!(e.contains("Operation not permitted"), "{e}");
+    ok(&h1.berth(&["delete", "-f", "c3"]));
 }

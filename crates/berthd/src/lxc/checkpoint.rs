@@ -262,7 +262,12 @@ fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
     ];
     let last = text
         .lines()
-        .rfind(|l| l.starts_with("Error") && !harmless.iter().any(|h| l.contains(h)))
+        // The first error is the cause; "Dumping FAILED." and the like only follow it.
+        .find(|l| {
+            l.starts_with("Error")
+                && !l.ends_with("FAILED.")
+                && !harmless.iter().any(|h| l.contains(h))
+        })
         .or_else(|| helper.lines().next_back())
         .map(|l| format!(": {}", l.trim()))
         .unwrap_or_default();
@@ -360,7 +365,10 @@ pub(super) async fn dump_with(
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755))
         .and_then(|()| std::fs::write(state.join(CONSOLE_ID), &id))
         .map_err(|e| Failure::failed("Failed to prepare the state dir", e))?;
-    let mut conf = format!("external {id}\next-mount-map /dev/console:console\n");
+    // systemd mounts a ramfs per service with credentials (/run/credentials/UNIT), which
+    // CRIU refuses unless told to mount it anew on restore: those of services that ran
+    // already hold nothing a running service reads.
+    let mut conf = format!("external {id}\next-mount-map /dev/console:console\nenable-fs ramfs\n");
     if let Some(script) = script {
         conf.push_str(&format!("action-script {}\n", script.display()));
     }
@@ -422,7 +430,7 @@ async fn restore_from(
     // liblxc names no root for the cgroup2 hierarchy (CRIU's controller ""), so CRIU
     // would put the processes back where the dump found them: on another host, or under
     // another name, that is not this container's cgroup.
-    let mut conf = format!("cgroup-root :/{}\n", lx.cgroup(name));
+    let mut conf = format!("cgroup-root :/{}\nenable-fs ramfs\n", lx.cgroup(name));
     let mut tty_file = None;
     if let Ok(text) = std::fs::read_to_string(state.join(CONSOLE_ID)) {
         let id = checked_id(&text)

@@ -21,6 +21,23 @@ finit_module errno 38
 delete_module errno 38
 ";
 
+/// What a checkpointable container's policy adds: CRIU cannot checkpoint a nested UTS or
+/// IPC namespace, so making one (`unshare` with CLONE_NEWUTS 0x4000000 or CLONE_NEWIPC
+/// 0x8000000, as systemd-logind's ProtectHostname=yes does) fails with EPERM, which
+/// systemd takes as "prohibited by the container manager" and goes on without.
+pub const CHECKPOINTABLE_SECCOMP: &str = "unshare errno 1 [0,67108864,SCMP_CMP_MASKED_EQ,67108864]
+unshare errno 1 [0,134217728,SCMP_CMP_MASKED_EQ,134217728]
+";
+
+/// The seccomp policy of a container (see [`SECCOMP`], [`CHECKPOINTABLE_SECCOMP`]).
+pub fn seccomp(checkpointable: bool) -> String {
+    if checkpointable {
+        format!("{SECCOMP}{CHECKPOINTABLE_SECCOMP}")
+    } else {
+        SECCOMP.to_owned()
+    }
+}
+
 /// Capabilities no container keeps.
 const CAP_DROP: &str = "sys_time sys_module sys_rawio mac_admin mac_override";
 

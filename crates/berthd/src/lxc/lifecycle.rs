@@ -163,8 +163,11 @@ impl Liblxc {
         let conf_path = dir.join("lxc.conf");
         std::fs::write(&conf_path, config)
             .map_err(|e| Failure::failed("Failed to write LXC config", e))?;
-        std::fs::write(dir.join("seccomp"), super::config::SECCOMP)
-            .map_err(|e| Failure::failed("Failed to write seccomp policy", e))?;
+        std::fs::write(
+            dir.join("seccomp"),
+            super::config::seccomp(spec.checkpointable),
+        )
+        .map_err(|e| Failure::failed("Failed to write seccomp policy", e))?;
         let _ = std::fs::remove_file(dir.join("lxc.log"));
         Ok(conf_path)
     }

@@ -41,6 +41,10 @@ pub async fn receive(
     let result = receive_inner(cx, &rec, &pool, &mut conns, &mut undo).await;
     let live = match result {
         Ok(live) => live,
+        Err(e) if e.kind() == crate::error::Kind::Unavailable => {
+            // The source went away: it says why first when it failed itself.
+            return Err(source_failure(&mut conns).await.unwrap_or(e));
+        }
         Err(e) => {
             if e.kind() != crate::error::Kind::Unavailable {
                 let _ = conns
@@ -98,6 +102,22 @@ pub async fn receive(
         crate::instance::state::set_power(cx, &rec.name, "RUNNING").await;
     }
     Ok(())
+}
+
+/// What the source said of its own failure, if it says so within a moment.
+async fn source_failure(conns: &mut Conns) -> Option<Failure> {
+    let wait = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(frame) = conns.control.rx.recv().await {
+            if let Frame::Binary(b) = frame
+                && let Ok(m) = <MigrationControl as prost::Message>::decode(&b[..])
+                && !m.success
+            {
+                return Some(Failure::invalid(m.message.unwrap_or_default()));
+            }
+        }
+        None
+    });
+    wait.await.ok().flatten()
 }
 
 /// Receives everything; whether the instance came live (and runs now).
