@@ -4,6 +4,11 @@
 //!   fixed time; requests per second, p50 and p99.
 //! - A stopped container copied between two berthd on this machine's loopback (pull), for
 //!   the busybox and (when built) the Debian image: seconds and MB/s of its volume.
+//! - A running checkpointable container moved live (CRIU, stop-and-copy), for the same
+//!   images: the downtime its own processes see (a heartbeat loop inside writes a counter
+//!   every 5 ms; the bench reads it on both hosts' volumes every millisecond: the time from
+//!   its last change on the source to its first new value on the target), and the whole
+//!   move's time.
 //!
 //! Both daemons listen on 127.0.0.1 only; nothing leaves the machine.
 
@@ -124,7 +129,125 @@ pub fn run(
             );
         }
     }
+    for (name, _) in [("busybox", ()), ("Debian", ())] {
+        if name == "Debian" && debian.is_none() {
+            continue;
+        }
+        let alias = format!("bench-{}", name.to_lowercase());
+        let what = format!("live move between hosts (CRIU, stop-and-copy), {name} container");
+        match live_move(root, [h1, dirs[1].path()], conf.path(), &alias) {
+            Ok((down, total)) => figures.push((
+                what,
+                format!(
+                    "downtime {:.0} ms, whole move {:.2} s",
+                    down.as_secs_f64() * 1e3,
+                    total.as_secs_f64()
+                ),
+            )),
+            Err(e) => figures.push((
+                what,
+                format!(
+                    "fails: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
+            )),
+        }
+    }
     Ok(figures)
+}
+
+/// Moves a running checkpointable container of image `alias` from h1 to h2 (`dirs`)
+/// live; the downtime its heartbeat saw and the move's whole time.
+fn live_move(
+    root: &Path,
+    dirs: [&Path; 2],
+    conf: &Path,
+    alias: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let name = format!("live-{alias}");
+    berth(
+        root,
+        dirs[0],
+        conf,
+        &["launch", alias, &name, "-c", "migration.stateful=true"],
+    )?;
+    let result = (|| {
+        // Give an init (systemd) a moment, then start the heartbeat.
+        std::thread::sleep(Duration::from_secs(3));
+        berth(
+            root,
+            dirs[0],
+            conf,
+            &[
+                "exec",
+                &name,
+                "--",
+                "sh",
+                "-c",
+                "(i=0; while :; do i=$((i+1)); echo $i > /root/beat; sleep 0.005; done) </dev/null >/dev/null 2>&1 &",
+            ],
+        )?;
+        std::thread::sleep(Duration::from_secs(1));
+        let file = |d: &Path| {
+            d.join("storage-pools/default/containers")
+                .join(&name)
+                .join("rootfs/root/beat")
+        };
+        let (src, dst) = (file(dirs[0]), file(dirs[1]));
+        let beat = |f: &Path| {
+            std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let watcher = std::thread::spawn(move || {
+            let mut last: Option<(u64, Instant)> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = Instant::now();
+                if let Some(v) = beat(&src)
+                    && last.is_none_or(|(l, _)| v > l)
+                {
+                    last = Some((v, now));
+                }
+                if let (Some(v), Some((l, at))) = (beat(&dst), last)
+                    && v > l
+                {
+                    return Some(now - at);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None
+        });
+        let t = Instant::now();
+        let moved = berth(
+            root,
+            dirs[0],
+            conf,
+            &["move", &format!("h1:{name}"), &format!("h2:{name}")],
+        );
+        let total = t.elapsed();
+        if moved.is_err() {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            // The target's heartbeat goes on within moments of the restore.
+            std::thread::sleep(Duration::from_secs(2));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let down = watcher.join().ok().flatten();
+        moved?;
+        let down = down.context("the heartbeat never went on on the target")?;
+        Ok((down, total))
+    })();
+    for (host, dir) in [("h1", dirs[0]), ("h2", dirs[1])] {
+        let _ = berth(
+            root,
+            dir,
+            conf,
+            &["delete", "-f", &format!("{host}:{name}")],
+        );
+    }
+    result
 }
 
 /// The bytes a directory holds (`du -sb`).

@@ -233,6 +233,16 @@ fn session_outside(line: &str) -> Option<(u32, u32)> {
         .and(Some((host.trim().parse().ok()?, pid.trim().parse().ok()?)))
 }
 
+/// An error line of criu's log, without the "N: " a helper process's lines carry.
+fn error_line(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let t = match t.split_once(": ") {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => rest,
+        _ => t,
+    };
+    t.starts_with("Error").then_some(t)
+}
+
 /// One line saying why criu failed, from its log `log` in `dir`.
 fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
     let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
@@ -262,12 +272,9 @@ fn criu_failure(dir: &Path, log: &str, what: &str, helper: &str) -> String {
     ];
     let last = text
         .lines()
+        .filter_map(error_line)
         // The first error is the cause; "Dumping FAILED." and the like only follow it.
-        .find(|l| {
-            l.starts_with("Error")
-                && !l.ends_with("FAILED.")
-                && !harmless.iter().any(|h| l.contains(h))
-        })
+        .find(|l| !l.ends_with("FAILED.") && !harmless.iter().any(|h| l.contains(h)))
         .or_else(|| helper.lines().next_back())
         .map(|l| format!(": {}", l.trim()))
         .unwrap_or_default();
@@ -477,6 +484,16 @@ fn libc_o_noctty() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::checked_id;
+
+    #[test]
+    fn error_lines_lose_a_helpers_prefix() {
+        assert_eq!(
+            super::error_line("     1: Error (criu/mount-v2.c:1043): mnt-v2: x"),
+            Some("Error (criu/mount-v2.c:1043): mnt-v2: x")
+        );
+        assert_eq!(super::error_line("Error (a): b"), Some("Error (a): b"));
+        assert_eq!(super::error_line("Warn (a): b"), None);
+    }
 
     #[test]
     fn sessions_outside_name_the_process() {
