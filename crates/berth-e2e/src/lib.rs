@@ -677,6 +677,21 @@ pub fn image_store_files(d: &Daemon) -> Vec<String> {
     v
 }
 
+/// Waits for the busybox image's boot output ("BusyBox") on `name`'s console log.
+pub async fn wait_for_boot(c: &Client, name: &str) {
+    for _ in 0..200 {
+        let log = c
+            .get_file(&format!("/1.0/instances/{name}/console"))
+            .await
+            .expect("the console log");
+        if String::from_utf8_lossy(&log).contains("BusyBox") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no boot output on {name}'s console");
+}
+
 /// Attaches to `name`'s console as the clients do (control, then the terminal), types
 /// `input` and returns what came back once it holds `expect`; then detaches.
 pub async fn console(c: &Client, name: &str, input: &str, expect: &str) -> String {

@@ -35,26 +35,29 @@ fn criu_ok(d: &Daemon, out: &std::process::Output, name: &str) {
     }
 }
 
+/// The loop the test started in `name` writes /tmp/n: it goes on.
+async fn counts_on(d: &Daemon, name: &str) {
+    let read = || -> u64 {
+        ok(&d.berth(&["exec", name, "--", "cat", "/tmp/n"]))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let n1 = read();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n2 = read();
+    assert!(
+        n2 > n1,
+        "the loop runs on after the restore: {n1} then {n2}"
+    );
+}
+
 async fn instance(c: &Client, name: &str) -> serde_json::Value {
     c.query(Method::GET, &format!("/1.0/instances/{name}"), None)
         .await
         .unwrap()
         .body
         .metadata
-}
-
-async fn wait_for_boot(c: &Client, name: &str) {
-    for _ in 0..200 {
-        let log = c
-            .get_file(&format!("/1.0/instances/{name}/console"))
-            .await
-            .unwrap();
-        if String::from_utf8_lossy(&log).contains("BusyBox") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no boot output on {name}'s console");
 }
 
 #[tokio::test]
@@ -64,7 +67,7 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     let c = d.client();
     ok(&d.berth(&["launch", "bb", "ck", "-c", "migration.stateful=true"]));
     // The boot output reaches the keeper's log; the console takes input.
-    wait_for_boot(&c, "ck").await;
+    berth_e2e::wait_for_boot(&c, "ck").await;
     let out = console(
         &c,
         "ck",
@@ -93,19 +96,7 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     // (The typed line is echoed as typed; the answer has the values.)
     let out = console(&c, "ck", "echo again-$$-$X", "-kept-42\r").await;
     assert_eq!(after(&out, "again-"), shell, "{out}");
-    let n1: u64 = ok(&d.berth(&["exec", "ck", "--", "cat", "/tmp/n"]))
-        .trim()
-        .parse()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let n2: u64 = ok(&d.berth(&["exec", "ck", "--", "cat", "/tmp/n"]))
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        n2 > n1,
-        "the loop runs on after the restore: {n1} then {n2}"
-    );
+    counts_on(&d, "ck").await;
     // Files written after the restore belong to the container's root (its idmap holds).
     let owner = ok(&d.berth(&["exec", "ck", "--", "stat", "-c", "%u", "/tmp/n"]));
     assert_eq!(owner.trim(), "0");
@@ -123,7 +114,7 @@ async fn stateful_stop_and_start_keep_processes_and_console() {
     criu_ok(&d, &d.berth(&["stop", "--stateful", "ck"]), "ck");
     ok(&d.berth(&["start", "--stateless", "ck"]));
     assert!(!d.dir().join("containers/ck/state").exists());
-    wait_for_boot(&c, "ck").await;
+    berth_e2e::wait_for_boot(&c, "ck").await;
     let out = console(&c, "ck", "echo fresh-[$X]", "fresh-[]").await;
     assert!(out.contains("fresh-[]"), "{out}");
 
@@ -139,7 +130,7 @@ async fn stateful_snapshots_bring_processes_back() {
     berth_e2e::with_busybox(&d).await;
     let c = d.client();
     ok(&d.berth(&["launch", "bb", "ck", "-c", "migration.stateful=true"]));
-    wait_for_boot(&c, "ck").await;
+    berth_e2e::wait_for_boot(&c, "ck").await;
     let out = console(&c, "ck", "Y=snap-$((5*5)); echo set-$$-$Y", "-snap-25").await;
     let shell = after(&out, "set-");
     // A stateful snapshot keeps the instance running.
@@ -169,7 +160,7 @@ async fn stateful_snapshots_bring_processes_back() {
     assert_eq!(after(&out, "again-"), shell, "{out}");
     // A plain restore of it boots the snapshot's files afresh.
     ok(&d.berth(&["snapshot", "restore", "ck", "s1"]));
-    wait_for_boot(&c, "ck").await;
+    berth_e2e::wait_for_boot(&c, "ck").await;
     console(&c, "ck", "echo fresh-[$Y]", "fresh-[]").await;
     // A stateless snapshot cannot be restored statefully; copies leave the state behind.
     ok(&d.berth(&["snapshot", "create", "ck", "plain"]));
@@ -249,19 +240,7 @@ async fn processes_left_by_exec_are_checkpointed() {
             ok(&d.berth(&["exec", "ex", "--", "kill", "-0", pid]));
         }
     }
-    let n1: u64 = ok(&d.berth(&["exec", "ex", "--", "cat", "/tmp/n"]))
-        .trim()
-        .parse()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let n2: u64 = ok(&d.berth(&["exec", "ex", "--", "cat", "/tmp/n"]))
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        n2 > n1,
-        "the loop runs on after the restore: {n1} then {n2}"
-    );
+    counts_on(&d, "ex").await;
     ok(&d.berth(&["delete", "-f", "ex"]));
 }
 

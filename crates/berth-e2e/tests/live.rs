@@ -133,20 +133,6 @@ async fn ipv4(d: &Daemon, name: &str) -> String {
     }
 }
 
-async fn wait_for_boot(c: &Client, name: &str) {
-    for _ in 0..200 {
-        let log = c
-            .get_file(&format!("/1.0/instances/{name}/console"))
-            .await
-            .unwrap();
-        if String::from_utf8_lossy(&log).contains("BusyBox") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no boot output on {name}'s console");
-}
-
 /// What the web server at `addr` answers, asked from `d`'s namespace (a new connection).
 fn fetch(d: &Daemon, addr: &str) -> String {
     let target = format!("{addr}:80");
@@ -181,7 +167,7 @@ async fn a_busybox_container_moves_live_and_back() {
     let (h1, h2) = hosts("10.92.0").await;
     ok(&h1.berth(&["launch", "bb", "c1", "-c", "migration.stateful=true"]));
     let addr = ipv4(&h1, "c1").await;
-    wait_for_boot(&h1.client(), "c1").await;
+    berth_e2e::wait_for_boot(&h1.client(), "c1").await;
     // A loop started from the console, a web server started by exec.
     let out = console(
         &h1.client(),

@@ -181,6 +181,19 @@ async fn send_inner(
     Ok(())
 }
 
+/// The volume's last pass, then the target's answer.
+async fn last_sync(
+    volume: &std::path::Path,
+    features: &berth_api::migration::RsyncFeatures,
+    conns: &mut Conns,
+) -> Result<MigrationControl> {
+    rsync_send(volume, features, &mut conns.fs).await?;
+    conns
+        .control
+        .recv_proto_within::<MigrationControl>(FINISH)
+        .await
+}
+
 /// The volume of a stateless migration, the instance frozen meanwhile when it runs;
 /// the target's answer.
 async fn send_frozen(
@@ -199,14 +212,7 @@ async fn send_frozen(
     }
     // Frozen until the target has it all: a move stops the source right after, so
     // nothing written meanwhile may be lost.
-    let finished = async {
-        rsync_send(volume, features, &mut conns.fs).await?;
-        conns
-            .control
-            .recv_proto_within::<MigrationControl>(FINISH)
-            .await
-    }
-    .await;
+    let finished = last_sync(volume, features, conns).await;
     if freeze && let Err(e) = cx.driver.set_frozen(name, false) {
         tracing::error!(instance = %name, error = %e, "Failed to thaw after the migration");
     }
@@ -239,15 +245,10 @@ async fn send_live(
         .criu
         .as_mut()
         .ok_or_else(|| Failure::internal("No criu stream"))?;
-    let finished = async {
-        rsync_send(&work, features, criu).await?;
-        rsync_send(volume, features, &mut conns.fs).await?;
-        conns
-            .control
-            .recv_proto_within::<MigrationControl>(FINISH)
-            .await
-    }
-    .await;
+    let finished = match rsync_send(&work, features, criu).await {
+        Ok(()) => last_sync(volume, features, conns).await,
+        Err(e) => Err(e),
+    };
     let moved = matches!(&finished, Ok(m) if m.success);
     let _ = verdict_tx.send(moved);
     let held = dump.await;
