@@ -48,6 +48,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("logging", "events"),
     ("lxc", "host"),
     ("image", "storage"),
+    ("image", "trust"),
     ("network", "project"),
     ("device", "network"),
     ("capacity", "config"),

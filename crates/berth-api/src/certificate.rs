@@ -1,15 +1,8 @@
 //! `/1.0/certificates`: the trust store, and the tokens that let a client into it.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-/// Go clients send `null` for an empty list or string: read it as the default.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
+use crate::null_as_default;
 
 /// A trusted certificate as `GET /1.0/certificates/{fingerprint}` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

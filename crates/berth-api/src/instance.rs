@@ -95,9 +95,13 @@ pub struct InstanceSource {
     /// `migration`, pull: the source's operation (`https://HOST:PORT/1.0/operations/ID`).
     #[serde(default)]
     pub operation: String,
-    /// `migration`: the peer's certificate (PEM), pinned when dialling it.
+    /// `migration`: the peer's certificate (PEM), pinned when dialling it; `image` from
+    /// another `server`: that server's.
     #[serde(default)]
     pub certificate: String,
+    /// `image` from another `server`: the secret it issued for the image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
     /// `migration`, pull: the secrets of the source's streams (`control`, `fs`).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,

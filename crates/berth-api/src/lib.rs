@@ -35,3 +35,13 @@ pub const API_VERSION: &str = "1.0";
 
 /// The only project that exists until projects are implemented.
 pub const DEFAULT_PROJECT: &str = "default";
+
+/// Go clients send `null` for an empty list, map or string: read it as the default
+/// (`#[serde(deserialize_with = "berth_api::null_as_default")]`).
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}

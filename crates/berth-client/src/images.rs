@@ -161,7 +161,32 @@ impl Client {
         dir: &Path,
         progress: Option<Progress>,
     ) -> Result<Vec<PathBuf>, ClientError> {
-        let path = format!("/1.0/images/{fingerprint}/export");
+        self.fetch_image(fingerprint, None, dir, progress).await
+    }
+
+    /// [`Client::export_image`] from a server that does not trust us, with the secret it
+    /// issued for the image (`POST /1.0/images/FP/secret`); no secret for a public image.
+    pub async fn download_image(
+        &self,
+        fingerprint: &str,
+        secret: Option<&str>,
+        dir: &Path,
+    ) -> Result<Vec<PathBuf>, ClientError> {
+        self.fetch_image(fingerprint, secret.filter(|s| !s.is_empty()), dir, None)
+            .await
+    }
+
+    async fn fetch_image(
+        &self,
+        fingerprint: &str,
+        secret: Option<&str>,
+        dir: &Path,
+        progress: Option<Progress>,
+    ) -> Result<Vec<PathBuf>, ClientError> {
+        let mut path = format!("/1.0/images/{fingerprint}/export");
+        if let Some(s) = secret {
+            path.push_str(&format!("?secret={s}"));
+        }
         let resp = self
             .transport
             .send(

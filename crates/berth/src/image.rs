@@ -14,3 +14,56 @@ pub async fn resolve(client: &Client, name: &str) -> anyhow::Result<Image> {
     }
     Ok(client.get(&format!("/1.0/images/{name}")).await?)
 }
+
+/// The `source` of a request that makes another server fetch `image` from `from`, as
+/// LXD's client builds it: `from`'s address and certificate, and a secret it issued for
+/// the image unless the image is public.
+pub async fn remote_source(from: &Client, image: &Image) -> anyhow::Result<serde_json::Value> {
+    let (addresses, certificate) = from.connection_info().await?;
+    let server = addresses.first().ok_or_else(|| {
+        anyhow::anyhow!("The image's server isn't listening on the network (core.https_address)")
+    })?;
+    let secret = if image.public {
+        String::new()
+    } else {
+        let r = from
+            .query(
+                berth_client::Method::POST,
+                &format!("/1.0/images/{}/secret", image.fingerprint),
+                None,
+            )
+            .await?;
+        r.body.metadata["metadata"]["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(serde_json::json!({
+        "type": "image", "mode": "pull", "protocol": "lxd", "server": server,
+        "certificate": certificate, "fingerprint": image.fingerprint, "secret": secret,
+    }))
+}
+
+/// Copies `image` of `from` to `to` (which fetches it), with `aliases` there; returns
+/// its fingerprint.
+pub async fn copy(
+    from: &Client,
+    image: &Image,
+    to: &Client,
+    aliases: &[String],
+    public: bool,
+) -> anyhow::Result<String> {
+    let source = remote_source(from, image).await?;
+    let body = serde_json::json!({
+        "source": source,
+        "public": public,
+        "aliases": aliases.iter().map(|a| serde_json::json!({"name": a})).collect::<Vec<_>>(),
+    });
+    let r = to
+        .query(berth_client::Method::POST, "/1.0/images", Some(&body))
+        .await?;
+    if let Some(id) = r.body.operation_id() {
+        to.wait_success(id).await?;
+    }
+    Ok(image.fingerprint.clone())
+}

@@ -50,6 +50,20 @@ pub enum Command {
         #[arg(default_value = ".")]
         target: PathBuf,
     },
+    /// Copy an image to another server, which fetches it (`[REMOTE:]IMAGE REMOTE:`)
+    Copy {
+        image: String,
+        target: String,
+        /// Alias to give the copy (repeatable)
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Give the copy the source image's aliases too
+        #[arg(long)]
+        copy_aliases: bool,
+        /// Make the copy public
+        #[arg(long)]
+        public: bool,
+    },
     /// Build an image on this machine, offline
     Build {
         #[command(subcommand)]
@@ -286,6 +300,26 @@ pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
             for f in files? {
                 println!("Exported {}", f.display());
             }
+        }
+        Command::Copy {
+            image,
+            target,
+            mut alias,
+            copy_aliases,
+            public,
+        } => {
+            let (from, name) = crate::remote::target(client, &image)?;
+            let (to, rest) = crate::remote::target(client, &target)?;
+            anyhow::ensure!(
+                rest.is_empty(),
+                "The target is a server (`REMOTE:`), not {target:?}"
+            );
+            let i = resolve(&from, &name).await?;
+            if copy_aliases {
+                alias.extend(i.aliases.iter().map(|a| a.name.clone()));
+            }
+            let fp = crate::image::copy(&from, &i, &to, &alias, public).await?;
+            println!("Image copied: {}", &fp[..12.min(fp.len())]);
         }
         Command::Build { kind } => build(client, kind).await?,
         Command::Alias(cmd) => alias(client, cmd).await?,

@@ -45,13 +45,14 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
         (None, Some(r)) => crate::remote::target(client, &format!("{r}:"))?.0,
         _ => target,
     };
-    if let (Some(r), Some(n)) = (crate::remote::split(&args.image)?.0, &args.name)
-        && crate::remote::split(n)?.0.as_deref() != Some(r.as_str())
-    {
-        anyhow::bail!(
-            "The image is on remote {r:?}, the instance elsewhere: launching from another server's image is not supported yet; copy the image first"
-        );
-    }
+    // An image on another server than the instance's: the instance's server fetches it
+    // (and keeps it).
+    let elsewhere = match (crate::remote::split(&args.image)?.0, &args.name) {
+        (Some(r), Some(n)) if crate::remote::split(n)?.0.as_deref() != Some(r.as_str()) => {
+            Some(crate::remote::target(client, &format!("{r}:"))?.0)
+        }
+        _ => None,
+    };
     let client = &target;
     let name = if name.is_empty() {
         generated_name()
@@ -65,10 +66,19 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
             .ok_or_else(|| anyhow::anyhow!("Invalid config {kv:?}: expected KEY=VALUE"))?;
         config.insert(k.to_owned(), v.to_owned());
     }
-    let image = crate::image::resolve(client, &image_ref).await?;
+    let source = match &elsewhere {
+        Some(from) => {
+            let image = crate::image::resolve(from, &image_ref).await?;
+            crate::image::remote_source(from, &image).await?
+        }
+        None => {
+            let image = crate::image::resolve(client, &image_ref).await?;
+            serde_json::json!({"type": "image", "fingerprint": image.fingerprint})
+        }
+    };
     let mut body = serde_json::json!({
         "name": name,
-        "source": {"type": "image", "fingerprint": image.fingerprint},
+        "source": source,
         "config": config,
         "ephemeral": args.ephemeral,
         "start": start,

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   untrusted   GET /, GET /1.0 (the short form), POST /1.0/certificates (redeem a token),
-//!               an operation's websocket (its secret is the key)
+//!               an operation's websocket (its secret is the key), an image's record
+//!               and export with the secret its server issued (`?secret=`)
 //!   restricted  its projects only (`?project=`, `default` when absent; a copy's source
 //!               project too); reads of the project list (filtered), its projects'
 //!               operations and events, networks and pools; never the server's
@@ -91,8 +92,15 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
     let path = uri.path().trim_end_matches('/');
     let get = method == Method::GET;
     let websocket = get && path.starts_with("/1.0/operations/") && path.ends_with("/websocket");
+    // An image's record and files with a secret its server issued (the handler checks
+    // the secret).
+    let image_secret = get
+        && path.starts_with("/1.0/images/")
+        && !path.starts_with("/1.0/images/aliases")
+        && super::query_param(uri.query(), "secret").is_some();
     let open = (get && (path.is_empty() || path == "/1.0"))
-        || (method == Method::POST && path == "/1.0/certificates");
+        || (method == Method::POST && path == "/1.0/certificates")
+        || image_secret;
     if !identity.trusted() {
         return if open || websocket {
             Ok(())

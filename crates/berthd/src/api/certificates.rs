@@ -339,7 +339,9 @@ async fn redeem(st: &AppState, peer: Option<Peer>, req: CertificatesPost) -> Api
         .to_vec();
     trust::check_valid(&der)?;
     let found = st.ops.list().into_iter().find(|op| {
+        // A trust token's operation carries its request (an image secret's does not).
         op.class() == berth_api::OperationClass::Token
+            && op.metadata().contains_key("request")
             && op.metadata().get("secret").and_then(|s| s.as_str()) == Some(secret.as_str())
     });
     if found.as_ref().is_some_and(|op| op.render().err == EXPIRED) {

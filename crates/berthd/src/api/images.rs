@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use berth_api::image::{Image, ImagePut};
@@ -21,6 +21,7 @@ use crate::image::import::ImportOptions;
 use crate::image::store::{Upload, temp_path};
 use crate::image::{self, url};
 use crate::model::names::AliasName;
+use crate::model::trust::Identity;
 
 /// Reads an `X-LXD-*` or `X-Incus-*` header.
 pub fn lxd_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -57,12 +58,15 @@ fn etag(i: &Image) -> String {
     ))
 }
 
-/// `GET /1.0/images/{fingerprint}`.
+/// `GET /1.0/images/{fingerprint}` (untrusted: with the image's secret).
 pub async fn get(
     State(st): State<AppState>,
     ImageProject(project): ImageProject,
     Path(fp): Path<String>,
+    RawQuery(q): RawQuery,
+    identity: Option<Extension<Identity>>,
 ) -> ApiResult {
+    super::image_transfer::allow(&st, identity.as_deref(), &fp, q.as_deref(), false)?;
     let rec = image::resolve(&st.cx, &project, &fp).await?;
     let etag = etag(&rec.image);
     Ok(sync_etag(rec.image, &etag))
@@ -174,7 +178,7 @@ async fn receive(st: &AppState, req: Request) -> Result<Upload, ApiError> {
         .to_owned();
     if ctype.starts_with("application/json") {
         return Err(ApiError::bad_request(
-            "Creating images from a source (remote copy, publish) is not supported yet",
+            "A JSON image request is a source to fetch, not an upload",
         ));
     }
     if !ctype.starts_with("multipart/form-data") {
@@ -264,6 +268,16 @@ pub async fn post(
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if json {
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid image request: {e}")))?;
+        return super::image_transfer::create(&st, project, &body).await;
+    }
     let mut upload = receive(&st, req).await?;
     if upload.meta_name.is_empty() {
         upload.meta_name = lxd_header(&headers, "filename")
@@ -332,7 +346,10 @@ pub async fn export(
     State(st): State<AppState>,
     super::ImageProject(project): super::ImageProject,
     Path(fp): Path<String>,
+    RawQuery(q): RawQuery,
+    identity: Option<Extension<Identity>>,
 ) -> ApiResult {
+    super::image_transfer::allow(&st, identity.as_deref(), &fp, q.as_deref(), true)?;
     let rec = image::resolve(&st.cx, &project, &fp).await?;
     let fp = rec.image.fingerprint.clone();
     let (meta, rootfs) = image::files(&st.cx, &rec);

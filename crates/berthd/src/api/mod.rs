@@ -15,6 +15,7 @@ mod exec;
 mod files;
 mod filter;
 mod image_aliases;
+mod image_transfer;
 mod images;
 mod instance_state;
 mod instances;
@@ -235,6 +236,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(images::delete),
         )
         .route("/1.0/images/{fp}/export", get(images::export))
+        .route("/1.0/images/{fp}/secret", post(image_transfer::secret))
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(
             "/1.0/instances/{name}",

@@ -8,6 +8,7 @@
 //! the image lock.
 
 pub mod import;
+pub mod remote;
 pub mod store;
 pub mod templates;
 pub mod unpack;

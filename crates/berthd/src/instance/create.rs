@@ -114,15 +114,14 @@ pub async fn prepare(
     };
     let image = match req.source.kind.as_str() {
         "image" => {
-            if !req.source.server.is_empty() {
-                return Err(Failure::invalid(
-                    "Images from remote servers are not supported yet",
-                ));
-            }
-            Some(
-                crate::image::source(cx, project, &req.source.alias, &req.source.fingerprint)
-                    .await?,
-            )
+            // An alias names an image on the other server: its fingerprint is the one here.
+            let alias = if req.source.server.is_empty() {
+                req.source.alias.as_str()
+            } else {
+                fetch_image(cx, project, &req.source).await?;
+                ""
+            };
+            Some(crate::image::source(cx, project, alias, &req.source.fingerprint).await?)
         }
         "none" | "" | "copy" | "migration" => None,
         other => {
@@ -356,6 +355,31 @@ async fn build(
     tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Image unpacked");
     result??;
     crate::image::create_templates(img, rec, &vol)
+}
+
+/// An image on another server (`source.server`, as `lxc launch other:IMAGE` sends it):
+/// fetched into `project`'s images unless there already (it stays, as LXD's cache).
+async fn fetch_image(cx: &Ctx, project: &str, source: &InstanceSource) -> Result<()> {
+    if source.protocol != "lxd" && !source.protocol.is_empty() {
+        return Err(Failure::invalid(format!(
+            "Images over source.protocol {:?} are not supported yet (only lxd)",
+            source.protocol
+        )));
+    }
+    if crate::image::source(cx, project, "", &source.fingerprint)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let remote = crate::image::remote::RemoteImage {
+        server: source.server.clone(),
+        certificate: source.certificate.clone(),
+        fingerprint: source.fingerprint.clone(),
+        secret: source.secret.clone(),
+    };
+    crate::image::remote::pull(cx, project, &remote, Default::default()).await?;
+    Ok(())
 }
 
 /// Resolves a copy's `source` (`NAME` or `NAME/SNAP`, in `source.project` or `project`).

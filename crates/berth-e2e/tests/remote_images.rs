@@ -1,0 +1,163 @@
+//! Images between two berthd "hosts" (one network namespace, two HTTPS ports on its
+//! loopback): the real `lxc image copy` and `lxc launch OTHER:IMAGE`, `berth image copy`
+//! and `berth launch OTHER:IMAGE`; secrets that are missing, wrong or spent are refused.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use berth_client::Method;
+use berth_e2e::{Daemon, fails, ok, with_busybox};
+use serde_json::Value;
+
+fn berth_path() -> String {
+    berth_e2e::bin("berth").to_string_lossy().into_owned()
+}
+
+/// Two hosts on ports 8443 and 8444, known to the lxc and berth clients (configured in
+/// h1's directory) as h1 and h2; h1 has the busybox image as `bb`.
+async fn hosts() -> (Daemon, Daemon) {
+    let h1 = Daemon::start();
+    let h2 = Daemon::start_beside(&h1);
+    with_busybox(&h1).await;
+    h1.https_on(8443);
+    h2.https_on(8444);
+    for (program, conf) in [("lxc".to_owned(), "lxc-conf"), (berth_path(), "berth-conf")] {
+        for (name, d) in [("h1", &h1), ("h2", &h2)] {
+            let out = ok(&d.berth(&["config", "trust", "add", conf]));
+            let token = out.lines().last().unwrap().trim().to_owned();
+            ok(&h1.remote(&program, conf, &["remote", "add", name, &token]));
+        }
+    }
+    (h1, h2)
+}
+
+async fn fingerprint(d: &Daemon, alias: &str) -> String {
+    let a: Value = d
+        .client()
+        .get(&format!("/1.0/images/aliases/{alias}"))
+        .await
+        .unwrap();
+    a["target"].as_str().unwrap().to_owned()
+}
+
+async fn images(d: &Daemon) -> Vec<String> {
+    let list: Vec<Value> = d.client().get("/1.0/images?recursion=1").await.unwrap();
+    list.iter()
+        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn images_go_between_hosts() {
+    let (h1, h2) = hosts().await;
+    let lxc = |args: &[&str]| h1.remote("lxc", "lxc-conf", args);
+    let berth = |args: &[&str]| h1.remote(&berth_path(), "berth-conf", args);
+    let fp = fingerprint(&h1, "bb").await;
+
+    // The real client: a copy with an alias, then an instance from it.
+    ok(&lxc(&["image", "copy", "h1:bb", "h2:", "--alias", "bb2"]));
+    assert_eq!(fingerprint(&h2, "bb2").await, fp);
+    ok(&lxc(&["launch", "h2:bb2", "h2:c1"]));
+    let out = ok(&lxc(&["exec", "h2:c1", "--", "echo", "from-the-copy"]));
+    assert_eq!(out.trim(), "from-the-copy");
+    ok(&lxc(&["delete", "-f", "h2:c1"]));
+    ok(&lxc(&["image", "delete", "h2:bb2"]));
+    assert!(images(&h2).await.is_empty());
+
+    // Launching from another server's image: the instance's server fetches it, and
+    // keeps it for the next launch.
+    ok(&lxc(&["launch", "h1:bb", "h2:c2"]));
+    assert_eq!(images(&h2).await, std::slice::from_ref(&fp));
+    let out = ok(&lxc(&["exec", "h2:c2", "--", "echo", "fetched"]));
+    assert_eq!(out.trim(), "fetched");
+    ok(&lxc(&["delete", "-f", "h2:c2"]));
+    ok(&lxc(&["image", "delete", &format!("h2:{fp}")]));
+
+    // berth does the same.
+    ok(&berth(&[
+        "image",
+        "copy",
+        "h1:bb",
+        "h2:",
+        "--alias",
+        "bb3",
+        "--copy-aliases",
+    ]));
+    assert_eq!(fingerprint(&h2, "bb3").await, fp);
+    assert_eq!(fingerprint(&h2, "bb").await, fp);
+    ok(&berth(&["image", "delete", "h2:bb3"]));
+    ok(&berth(&["launch", "h1:bb", "h2:c3"]));
+    let out = ok(&berth(&["exec", "h2:c3", "--", "echo", "berth"]));
+    assert_eq!(out.trim(), "berth");
+    ok(&berth(&["delete", "-f", "h2:c3"]));
+
+    // Bad requests name the field and make nothing.
+    let e = fails(&berth(&["image", "copy", "h1:nosuch", "h2:"]));
+    assert!(e.contains("not found"), "{e}");
+    let bad = serde_json::json!({"source": {"type": "image", "mode": "pull",
+        "server": "https://127.0.0.1:8443", "fingerprint": fp}});
+    let e = h2
+        .client()
+        .query(Method::POST, "/1.0/images", Some(&bad))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("source.certificate"), "{e}");
+    let publish = serde_json::json!({"source": {"type": "instance", "name": "c1"}});
+    let e = h2
+        .client()
+        .query(Method::POST, "/1.0/images", Some(&publish))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+}
+
+#[tokio::test]
+async fn image_secrets_open_one_image_once() {
+    let (h1, _h2) = hosts().await;
+    let fp = fingerprint(&h1, "bb").await;
+    let r = h1
+        .client()
+        .query(Method::POST, &format!("/1.0/images/{fp}/secret"), None)
+        .await
+        .unwrap();
+    let secret = r.body.metadata["metadata"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let der = {
+        let pem = std::fs::read_to_string(h1.dir().join("server.crt")).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    };
+    // An untrusted client (no certificate).
+    let statuses = h1.netns().block_on(move || {
+        Box::pin(async move {
+            let c = berth_client::Client::https("127.0.0.1:8443", der, None).unwrap();
+            let status = |r: Result<berth_client::RawResponse, berth_client::ClientError>| match r {
+                Ok(r) => r.status,
+                Err(e) => e.status().unwrap_or(0),
+            };
+            let get = |path: String| {
+                let c = c.clone();
+                async move { status(c.query(Method::GET, &path, None).await) }
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let mut out = vec![
+                get(format!("/1.0/images/{fp}")).await,
+                get(format!("/1.0/images/{fp}?secret=0123abcd")).await,
+                get(format!("/1.0/images/{fp}?secret={secret}")).await,
+            ];
+            let first = c.download_image(&fp, Some(&secret), dir.path()).await;
+            out.push(u16::from(first.is_ok()));
+            let again = c.download_image(&fp, Some(&secret), dir.path()).await;
+            out.push(again.err().and_then(|e| e.status()).unwrap_or(0));
+            out
+        })
+    });
+    // No secret: not for untrusted eyes; a wrong one: no such image; the right one opens
+    // it, and the export spends it.
+    assert_eq!(statuses, [403, 404, 200, 1, 404]);
+}
