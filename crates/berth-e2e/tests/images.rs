@@ -522,3 +522,47 @@ async fn repeated_aliases_are_one_and_duplicates_are_conflicts() {
     assert_eq!(aliases.lines().count(), 1, "{aliases}");
     assert!(aliases.starts_with("x,"), "{aliases}");
 }
+
+/// An instance (stopped) and a snapshot published as images, by berth and the real lxc:
+/// a container made from one has the files, owners and modes the source had then.
+#[tokio::test]
+async fn instances_and_snapshots_are_published() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.berth(&["launch", "bb", "src"]));
+    let sh = |name: &str, script: &str| ok(&d.berth(&["exec", name, "--", "sh", "-c", script]));
+    sh(
+        "src",
+        "echo first > /root/f && chown 1000:1001 /root/f && chmod 640 /root/f",
+    );
+    ok(&d.berth(&["snapshot", "create", "src", "s1"]));
+    sh("src", "echo second > /root/f");
+    // A running instance is refused, one line; --force stops it first.
+    let e = fails(&d.berth(&["publish", "src", "--alias", "pub1"]));
+    assert!(e.contains("running"), "{e}");
+    ok(&d.berth(&["publish", "src", "--alias", "pub1", "--force"]));
+    ok(&d.lxc(&["publish", "src/s1", "--alias", "pub-snap"]));
+    for (alias, content) in [("pub1", "second"), ("pub-snap", "first")] {
+        let c = format!("from-{alias}");
+        ok(&d.berth(&["launch", alias, &c]));
+        assert_eq!(sh(&c, "cat /root/f").trim(), content);
+        assert_eq!(sh(&c, "stat -c %u:%g:%a /root/f").trim(), "1000:1001:640");
+        ok(&d.berth(&["delete", "-f", &c]));
+    }
+    // Bad requests name the field and make nothing.
+    let images_before = d.berth(&["image", "list", "-f", "csv"]);
+    let e = fails(&d.berth(&["publish", "nosuch"]));
+    assert!(e.contains("not found"), "{e}");
+    let bad = json!({"source": {"type": "snapshot", "name": "src"}});
+    let e = d
+        .client()
+        .query(Method::POST, "/1.0/images", Some(&bad))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("source.name"), "{e}");
+    assert_eq!(
+        d.berth(&["image", "list", "-f", "csv"]).stdout,
+        images_before.stdout
+    );
+    ok(&d.berth(&["delete", "-f", "src"]));
+}

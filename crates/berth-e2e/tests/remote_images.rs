@@ -102,10 +102,10 @@ async fn images_go_between_hosts() {
         .unwrap_err();
     assert_eq!(e.status(), Some(400));
     assert!(e.to_string().contains("source.certificate"), "{e}");
-    let publish = serde_json::json!({"source": {"type": "instance", "name": "c1"}});
+    let from_url = serde_json::json!({"source": {"type": "url", "url": "https://127.0.0.1:1/x"}});
     let e = h2
         .client()
-        .query(Method::POST, "/1.0/images", Some(&publish))
+        .query(Method::POST, "/1.0/images", Some(&from_url))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not supported yet"), "{e}");

@@ -67,6 +67,8 @@ enum Command {
     Delete(cmd::delete::Args),
     /// Rename a stopped instance
     Rename(cmd::rename::Args),
+    /// Make an image of an instance (stopped) or a snapshot
+    Publish(cmd::publish::Args),
     /// Move an instance to another server (or rename it on one)
     #[command(alias = "mv")]
     Move(cmd::r#move::Args),
@@ -208,6 +210,7 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Resume(a) => cmd::lifecycle::run(&client, a, "unfreeze").await,
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
+            Command::Publish(a) => cmd::publish::run(&client, a).await,
             Command::Copy(a) => cmd::copy::run(&client, a).await,
             Command::Move(a) => cmd::r#move::run(&client, a).await,
             Command::File(c) => cmd::file::run(&client, c).await,

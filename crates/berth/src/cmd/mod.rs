@@ -24,6 +24,7 @@ pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod project;
+pub mod publish;
 pub mod query;
 pub mod remote;
 pub mod rename;

@@ -119,6 +119,8 @@ pub struct Source {
     pub certificate: String,
     pub fingerprint: String,
     pub secret: String,
+    /// `instance` or `snapshot`: `NAME` or `NAME/SNAP`.
+    pub name: String,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -127,9 +129,62 @@ pub struct AliasEntry {
     pub name: String,
 }
 
-/// `POST /1.0/images` with a JSON body: an image fetched from another server. What
+/// Alias names of a request, checked.
+fn alias_names(req: &ImagesPost) -> Result<Vec<AliasName>, ApiError> {
+    req.aliases
+        .iter()
+        .map(|a| super::parse(AliasName::parse, &a.name))
+        .collect()
+}
+
+/// An instance (stopped) or snapshot published as an image of `project`.
+async fn publish(
+    st: &AppState,
+    project: String,
+    instance_project: String,
+    req: ImagesPost,
+) -> ApiResult {
+    let name = req.source.name.clone();
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "source.name is needed: the instance (or INSTANCE/SNAPSHOT) to publish",
+        ));
+    }
+    if (req.source.kind == "snapshot") != name.contains('/') {
+        return Err(ApiError::bad_request(format!(
+            "Invalid source.name {name:?} for source.type {:?}",
+            req.source.kind
+        )));
+    }
+    let opts = ImportOptions {
+        fingerprint: None,
+        public: req.public,
+        properties: req.properties.clone(),
+        aliases: alias_names(&req)?,
+    };
+    let cx = st.cx.clone();
+    let spec = OpSpec::task("Publishing image", &[]);
+    let op = st.ops.start(spec, move |ctx| async move {
+        let imported =
+            crate::instance::create::publish(&cx, &instance_project, &project, &name, opts).await?;
+        let mut m = serde_json::Map::new();
+        m.insert("fingerprint".into(), imported.fingerprint.into());
+        m.insert("size".into(), imported.size.into());
+        ctx.set_metadata(m);
+        Ok(())
+    });
+    Ok(async_operation(op.render()))
+}
+
+/// `POST /1.0/images` with a JSON body: an image fetched from another server, or an
+/// instance or snapshot published. What
 /// berth does not do yet is refused with one line naming it.
-pub async fn create(st: &AppState, project: String, body: &[u8]) -> ApiResult {
+pub async fn create(
+    st: &AppState,
+    project: String,
+    instance_project: String,
+    body: &[u8],
+) -> ApiResult {
     let req: ImagesPost = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Invalid image request: {e}")))?;
     let s = &req.source;
@@ -146,9 +201,7 @@ pub async fn create(st: &AppState, project: String, body: &[u8]) -> ApiResult {
             )));
         }
         ("instance" | "container" | "snapshot", _, _) => {
-            return Err(ApiError::bad_request(
-                "Publishing an instance as an image is not supported yet",
-            ));
+            return publish(st, project, instance_project, req).await;
         }
         ("url", _, _) => {
             return Err(ApiError::bad_request(
@@ -168,11 +221,7 @@ pub async fn create(st: &AppState, project: String, body: &[u8]) -> ApiResult {
         secret: s.secret.clone(),
     };
     src.check()?;
-    let aliases = req
-        .aliases
-        .iter()
-        .map(|a| super::parse(AliasName::parse, &a.name))
-        .collect::<Result<Vec<_>, _>>()?;
+    let aliases = alias_names(&req)?;
     let opts = ImportOptions {
         fingerprint: None,
         public: req.public,

@@ -273,10 +273,13 @@ pub async fn post(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/json"));
     if json {
+        let req_query = req.uri().query().map(str::to_owned);
         let body = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .map_err(|e| ApiError::bad_request(format!("Invalid image request: {e}")))?;
-        return super::image_transfer::create(&st, project, &body).await;
+        // The instance a publish names is in the request's own project.
+        let instance_project = super::project_param(req_query.as_deref());
+        return super::image_transfer::create(&st, project, instance_project, &body).await;
     }
     let mut upload = receive(&st, req).await?;
     if upload.meta_name.is_empty() {

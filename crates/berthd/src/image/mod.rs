@@ -8,6 +8,7 @@
 //! the image lock.
 
 pub mod import;
+pub mod publish;
 pub mod remote;
 pub mod store;
 pub mod templates;

@@ -382,6 +382,35 @@ async fn fetch_image(cx: &Ctx, project: &str, source: &InstanceSource) -> Result
     Ok(())
 }
 
+/// Publishes `source` (`NAME` of a stopped instance, or `NAME/SNAP`, in `project`) as an
+/// image of `image_project` (see [`crate::image::publish`]).
+pub async fn publish(
+    cx: &Ctx,
+    project: &str,
+    image_project: &str,
+    source: &str,
+    opts: crate::image::import::ImportOptions,
+) -> Result<crate::image::import::Imported> {
+    let from = copy_source(
+        cx,
+        project,
+        &InstanceSource {
+            source: source.to_owned(),
+            instance_only: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // Neither started, changed nor deleted while it is packed.
+    let _lock = cx.locks.instance(&from.rec.name).lock_owned().await;
+    if !source.contains('/') && !is_stopped(cx, &from.rec.name).await {
+        return Err(Failure::invalid(
+            "The instance is running: stop it first to publish it",
+        ));
+    }
+    crate::image::publish::publish(cx, image_project, &from.path, opts).await
+}
+
 /// Resolves a copy's `source` (`NAME` or `NAME/SNAP`, in `source.project` or `project`).
 async fn copy_source(cx: &Ctx, project: &str, source: &InstanceSource) -> Result<CopyFrom> {
     // `live` (which lxc sends for a running source) is served by a stateless copy of the
