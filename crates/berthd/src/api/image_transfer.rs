@@ -129,6 +129,14 @@ pub struct AliasEntry {
     pub name: String,
 }
 
+/// What the operation that made an image says of it, as LXD's clients read it.
+fn made(imported: crate::image::import::Imported) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("fingerprint".into(), imported.fingerprint.into());
+    m.insert("size".into(), imported.size.into());
+    m
+}
+
 /// Alias names of a request, checked.
 fn alias_names(req: &ImagesPost) -> Result<Vec<AliasName>, ApiError> {
     req.aliases
@@ -167,10 +175,7 @@ async fn publish(
     let op = st.ops.start(spec, move |ctx| async move {
         let imported =
             crate::instance::create::publish(&cx, &instance_project, &project, &name, opts).await?;
-        let mut m = serde_json::Map::new();
-        m.insert("fingerprint".into(), imported.fingerprint.into());
-        m.insert("size".into(), imported.size.into());
-        ctx.set_metadata(m);
+        ctx.set_metadata(made(imported));
         Ok(())
     });
     Ok(async_operation(op.render()))
@@ -232,10 +237,7 @@ pub async fn create(
     let spec = OpSpec::task("Downloading image", &[]);
     let op = st.ops.start(spec, move |ctx| async move {
         let imported = crate::image::remote::pull(&cx, &project, &src, opts).await?;
-        let mut m = serde_json::Map::new();
-        m.insert("fingerprint".into(), imported.fingerprint.into());
-        m.insert("size".into(), imported.size.into());
-        ctx.set_metadata(m);
+        ctx.set_metadata(made(imported));
         Ok(())
     });
     Ok(async_operation(op.render()))
