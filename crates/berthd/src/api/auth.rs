@@ -92,17 +92,16 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
     let path = uri.path().trim_end_matches('/');
     let get = method == Method::GET;
     let websocket = get && path.starts_with("/1.0/operations/") && path.ends_with("/websocket");
-    // An image's record and files with a secret its server issued (the handler checks
-    // the secret).
+    // An untrusted server may read an image's record and files with a secret issued for
+    // it (the handler checks the secret; trusted clients go through the usual checks).
     let image_secret = get
         && path.starts_with("/1.0/images/")
         && !path.starts_with("/1.0/images/aliases")
         && super::query_param(uri.query(), "secret").is_some();
     let open = (get && (path.is_empty() || path == "/1.0"))
-        || (method == Method::POST && path == "/1.0/certificates")
-        || image_secret;
+        || (method == Method::POST && path == "/1.0/certificates");
     if !identity.trusted() {
-        return if open || websocket {
+        return if open || websocket || image_secret {
             Ok(())
         } else {
             Err(forbidden())

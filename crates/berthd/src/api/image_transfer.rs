@@ -39,6 +39,7 @@ pub async fn secret(
     let mut metadata = serde_json::Map::new();
     metadata.insert("secret".into(), secret.into());
     metadata.insert("fingerprint".into(), fp.clone().into());
+    metadata.insert("project".into(), project.clone().into());
     metadata.insert("kind".into(), KIND.into());
     let spec = OpSpec {
         class: OperationClass::Token,
@@ -59,12 +60,14 @@ pub async fn secret(
     Ok(async_operation(op.render()))
 }
 
-/// Lets `identity` read image `fp` (its record, or its files when `export`): anyone
-/// trusted; an untrusted server with a live secret for this very image (an export spends
-/// it). Anything else is refused as LXD does: not found.
+/// Lets `identity` read image `fp` of `project` (its record, or its files when
+/// `export`): anyone trusted; an untrusted server with a live secret issued for this very
+/// image (its whole fingerprint, its project; an export spends it). Anything else is
+/// refused as LXD does: not found.
 pub fn allow(
     st: &AppState,
     identity: Option<&Identity>,
+    project: &str,
     fp: &str,
     query: Option<&str>,
     export: bool,
@@ -84,9 +87,8 @@ pub fn allow(
                 && !op.status().is_final()
                 && m.get("kind").and_then(|v| v.as_str()) == Some(KIND)
                 && m.get("secret").and_then(|v| v.as_str()) == Some(secret)
-                && m.get("fingerprint")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|f| !fp.is_empty() && f.starts_with(fp))
+                && m.get("fingerprint").and_then(|v| v.as_str()) == Some(fp)
+                && m.get("project").and_then(|v| v.as_str()) == Some(project)
         })
         .ok_or_else(refused)?;
     if export {

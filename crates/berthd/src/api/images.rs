@@ -66,7 +66,7 @@ pub async fn get(
     RawQuery(q): RawQuery,
     identity: Option<Extension<Identity>>,
 ) -> ApiResult {
-    super::image_transfer::allow(&st, identity.as_deref(), &fp, q.as_deref(), false)?;
+    super::image_transfer::allow(&st, identity.as_deref(), &project, &fp, q.as_deref(), false)?;
     let rec = image::resolve(&st.cx, &project, &fp).await?;
     let etag = etag(&rec.image);
     Ok(sync_etag(rec.image, &etag))
@@ -352,7 +352,7 @@ pub async fn export(
     RawQuery(q): RawQuery,
     identity: Option<Extension<Identity>>,
 ) -> ApiResult {
-    super::image_transfer::allow(&st, identity.as_deref(), &fp, q.as_deref(), true)?;
+    super::image_transfer::allow(&st, identity.as_deref(), &project, &fp, q.as_deref(), true)?;
     let rec = image::resolve(&st.cx, &project, &fp).await?;
     let fp = rec.image.fingerprint.clone();
     let (meta, rootfs) = image::files(&st.cx, &rec);

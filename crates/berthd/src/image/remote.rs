@@ -81,8 +81,15 @@ pub async fn pull(
         .get(&format!("/1.0/images/{}{query}", src.fingerprint))
         .await
         .map_err(|e| unreachable(&e))?;
-    if info.fingerprint.len() != 64 || !info.fingerprint.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Failure::invalid("The source named an invalid fingerprint"));
+    if info.fingerprint.len() != 64
+        || !info.fingerprint.bytes().all(|c| c.is_ascii_hexdigit())
+        || !info
+            .fingerprint
+            .starts_with(&src.fingerprint.to_ascii_lowercase())
+    {
+        return Err(Failure::invalid(
+            "The source answered with another image than the one asked for",
+        ));
     }
     let dir = temp_path(&cx.paths.images());
     std::fs::create_dir(&dir).map_err(|e| Failure::failed("Failed to make a download dir", e))?;

@@ -93,6 +93,9 @@ pub(super) async fn dump(
     write_script(&script, &socket)?;
     let result = held(lx, name, &work, &script, listener, dumped, verdict).await;
     let _ = std::fs::remove_file(&script);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     result
 }
 
@@ -125,7 +128,10 @@ async fn held(
                 return Err(Failure::internal("CRIU ended the dump without handing it over"));
             }
             accepted = listener.accept() => {
-                let Ok((s, _)) = accepted else { continue };
+                let Ok((s, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
                 if s.peer_cred().is_ok_and(|c| c.uid() == 0) {
                     break s;
                 }

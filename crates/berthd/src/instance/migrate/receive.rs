@@ -59,7 +59,8 @@ pub async fn receive(
         }
     };
     let n = rec.name.clone();
-    cx.db
+    let cleared = cx
+        .db
         .write(move |tx| {
             if let Some(mut r) = crate::db::instances::get(tx, &n)? {
                 r.config.remove(INCOMING);
@@ -67,20 +68,23 @@ pub async fn receive(
             }
             Ok::<_, Failure>(())
         })
-        .await?;
-    let told = conns
-        .control
-        .send_proto(&MigrationControl {
-            success: true,
-            message: Some(String::new()),
-        })
         .await;
+    let told = match cleared {
+        Ok(()) => {
+            conns
+                .control
+                .send_proto(&MigrationControl {
+                    success: true,
+                    message: Some(String::new()),
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = told {
         if live {
             // The source never hears of it and resumes its own: this one must go.
-            let _ = cx.driver.stop(&rec.name, 0, true).await;
-            let n = rec.name.clone();
-            let _ = crate::instance::blocking(cx, move |d| d.release(&n)).await;
+            stop_restored(cx, &rec.name).await;
         }
         return Err(e);
     }
@@ -92,16 +96,39 @@ pub async fn receive(
         crate::instance::state::set_power(cx, &rec.name, "RUNNING").await;
         cx.events.lifecycle("instance-started", &url, None);
     }
-    // An Incus source closes the control stream once it has read the success.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while conns.control.rx.recv().await.is_some() {}
+    // An Incus source closes the control stream once it has read the success. A source
+    // that gave up meanwhile (it timed out, it resumed its own) says so: then this one goes.
+    let gave_up = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = conns.control.rx.recv().await {
+            if let Frame::Binary(b) = frame
+                && <MigrationControl as prost::Message>::decode(&b[..]).is_ok_and(|m| !m.success)
+            {
+                return true;
+            }
+        }
+        false
     })
-    .await;
+    .await
+    .unwrap_or(false);
+    if live && gave_up {
+        stop_restored(cx, &rec.name).await;
+        crate::instance::state::set_power(cx, &rec.name, "STOPPED").await;
+        return Err(Failure::unavailable(
+            "The source gave up the migration after the restore: the copy here is stopped",
+        ));
+    }
     if start && !live {
         crate::instance::state::start(cx, &rec, false).await?;
         crate::instance::state::set_power(cx, &rec.name, "RUNNING").await;
     }
     Ok(())
+}
+
+/// Stops a container a live migration restored here, whose source runs it on.
+async fn stop_restored(cx: &Arc<Ctx>, name: &str) {
+    let _ = cx.driver.stop(name, 0, true).await;
+    let n = name.to_owned();
+    let _ = crate::instance::blocking(cx, move |d| d.release(&n)).await;
 }
 
 /// What the source said of its own failure, if it says so within a moment.

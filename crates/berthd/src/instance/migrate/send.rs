@@ -254,11 +254,15 @@ async fn send_live(
     let held = dump.await;
     let _ = std::fs::remove_dir_all(&work);
     if moved {
-        // The target runs it: here it stopped, and stays so across restarts.
-        crate::instance::state::handed_over(cx, rec).await;
+        // The target runs it: here it stopped, and stays so across restarts. If CRIU did
+        // not hear so and let the processes run on, they are ended here.
         if let Err(e) = held {
             tracing::error!(instance = %rec.name, error = %e, "After the target took the instance over");
+            if !crate::instance::query::is_stopped(cx, name).await {
+                let _ = cx.driver.stop(name, 0, true).await;
+            }
         }
+        crate::instance::state::handed_over(cx, rec).await;
     } else if let Err(e) = held {
         tracing::error!(instance = %name, error = %e, "After a failed live migration");
     }
