@@ -37,11 +37,16 @@ fn criu_ok(d: &Daemon, out: &std::process::Output, name: &str) {
 
 /// The loop the test started in `name` writes /tmp/n: it goes on.
 async fn counts_on(d: &Daemon, name: &str) {
+    // The loop rewrites the file (truncate, then write): a read may fall in between.
     let read = || -> u64 {
-        ok(&d.berth(&["exec", name, "--", "cat", "/tmp/n"]))
-            .trim()
-            .parse()
-            .unwrap()
+        (0..20)
+            .find_map(|_| {
+                ok(&d.berth(&["exec", name, "--", "cat", "/tmp/n"]))
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .expect("the loop writes /tmp/n")
     };
     let n1 = read();
     tokio::time::sleep(Duration::from_millis(500)).await;

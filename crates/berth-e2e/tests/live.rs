@@ -156,7 +156,12 @@ fn fetch(d: &Daemon, addr: &str) -> String {
 
 /// The counter the loop writes, read twice half a second apart on `d`.
 async fn counting(d: &Daemon, name: &str) -> (u64, u64) {
-    let read = || exec(d, name, "cat /tmp/n").parse::<u64>().unwrap();
+    // The loop rewrites the file (truncate, then write): a read may fall in between.
+    let read = || {
+        (0..20)
+            .find_map(|_| exec(d, name, "cat /tmp/n").parse::<u64>().ok())
+            .expect("the loop writes /tmp/n")
+    };
     let n1 = read();
     tokio::time::sleep(Duration::from_millis(500)).await;
     (n1, read())
