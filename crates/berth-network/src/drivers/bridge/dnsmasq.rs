@@ -297,8 +297,12 @@ fn holder_of_port_53(said: &str) -> String {
 }
 
 /// Writes `data` to `path` whole or not at all (a temporary file renamed over it).
+/// The temporary file is a dotfile beside `path`, which dnsmasq's watch of the hosts
+/// directory skips (it would otherwise read it as one more hosts file), and its name keeps
+/// all of `path`'s (`c1.eth0` and `c1.eth1` do not share one).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), NetworkError> {
-    let tmp = path.with_extension("tmp");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, data).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("write", path))
 }
@@ -323,6 +327,9 @@ pub fn leases(files: &Files, state: &NetworkState) -> Vec<Lease> {
         .flatten()
         .flatten()
     {
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let f: Vec<&str> = text.trim().split(',').collect();
         if let [mac, addrs @ .., host] = f.as_slice() {
@@ -363,8 +370,11 @@ pub fn leases(files: &Files, state: &NetworkState) -> Vec<Lease> {
     out
 }
 
-/// Records a static allocation (`name`: the file's name in `hosts/`); dnsmasq picks it
-/// up from its watched directory.
+/// Records a static allocation (`name`: the file's name in `hosts/`); dnsmasq picks a
+/// new file up from its watched directory. A changed file it would read as one more record
+/// beside the old one (which of the two wins is not defined), so a change is followed by a
+/// SIGHUP, on which dnsmasq reads the directory afresh. A removed file's record stays
+/// until then: it names a MAC no other nic has.
 pub fn set_static(
     files: &Files,
     name: &str,
@@ -382,10 +392,20 @@ pub fn set_static(
         }
     }));
     line.push(hostname.to_owned());
-    write_atomic(
-        &files.hosts().join(name),
-        format!("{}\n", line.join(",")).as_bytes(),
-    )
+    let path = files.hosts().join(name);
+    let entry = format!("{}\n", line.join(","));
+    let before = std::fs::read_to_string(&path).ok();
+    if before.as_deref() == Some(entry.as_str()) {
+        return Ok(());
+    }
+    write_atomic(&path, entry.as_bytes())?;
+    if before.is_some()
+        && let Some((pid, _)) = running(files)
+        && let Some(p) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::HUP);
+    }
+    Ok(())
 }
 
 /// Removes a static allocation.
@@ -432,14 +452,22 @@ mod tests {
         let files = Files {
             dir: dir.path().to_owned(),
         };
-        set_static(
-            &files,
-            "c1.eth0",
-            "00:16:3e:00:00:01",
-            &["10.9.8.5".into()],
-            "c1",
-        )
-        .unwrap();
+        for address in ["10.9.8.4", "10.9.8.5"] {
+            set_static(
+                &files,
+                "c1.eth0",
+                "00:16:3e:00:00:01",
+                &[address.into()],
+                "c1",
+            )
+            .unwrap();
+        }
+        // One file per nic, named as the nic; no temporary file left for dnsmasq to read.
+        let names: Vec<_> = std::fs::read_dir(files.hosts())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c1.eth0"]);
         std::fs::write(
             files.leases(),
             "1700000000 00:16:3e:00:00:02 10.9.8.77 c2 01:00:16:3e:00:00:02\n",
