@@ -5,16 +5,22 @@
 # (SO_PASSCRED is refused there: criu#2705), so the source is the upstream tarball of
 # Debian's criu 4.2.1 source package, taken from the machine's Debian mirror's pool and
 # checked against its known sha256, built against bookworm's libraries with the nftables
-# network lock (no iptables binary needed). Idempotent: exits at once when this build is
-# installed; FORCE=1 rebuilds. Needs root.
+# network lock (no iptables binary needed), with the patches in scripts/criu/ applied
+# (mount-v2-slave-groups.patch: a systemd container's sandboxed services' slave mounts of
+# /run/systemd/incoming restore; upstream fails them with "Can't copy sharing").
+# Idempotent: exits at once when this build, with these patches, is installed; FORCE=1
+# rebuilds. Needs root.
 set -euo pipefail
 
 version=4.2.1
 sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 stamp=/usr/local/share/criu-local/BUILD-INFO
+patches_dir="$(cd "$(dirname "$0")" && pwd)/criu"
+patches=$(cat "$patches_dir"/*.patch | sha256sum | cut -d' ' -f1)
 
 if [ "${FORCE:-0}" != 1 ] && [ -x /usr/local/sbin/criu ] \
-  && grep -qs "^version=$version\$" "$stamp" && grep -qs '^network-lock=nftables$' "$stamp"; then
+  && grep -qs "^version=$version\$" "$stamp" && grep -qs '^network-lock=nftables$' "$stamp" \
+  && grep -qs "^patches=$patches\$" "$stamp"; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +30,7 @@ fi
 
 deps=(build-essential dpkg-dev pkg-config libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
   libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
-  protobuf-compiler uuid-dev iproute2 xz-utils curl ca-certificates)
+  protobuf-compiler uuid-dev iproute2 xz-utils curl ca-certificates patch)
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for p in "${deps[@]}"; do
@@ -58,10 +64,13 @@ if [ ! -f "$tarball" ] || [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$sha25
 fi
 tar -xf "$tarball"
 cd "criu-$version"
+for p in "$patches_dir"/*.patch; do
+  patch -p1 --quiet <"$p" || { echo "criu patch $(basename "$p") does not apply" >&2; exit 1; }
+done
 make -j"$(nproc)" criu NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES >build.log 2>&1 \
   || { tail -n 40 build.log >&2; exit 1; }
 make install-criu PREFIX=/usr/local >>build.log 2>&1 || { tail -n 20 build.log >&2; exit 1; }
 mkdir -p "$(dirname "$stamp")"
-printf 'version=%s\nsource-sha256=%s\nnetwork-lock=nftables\n' "$version" "$sha256" >"$stamp"
+printf 'version=%s\nsource-sha256=%s\nnetwork-lock=nftables\npatches=%s\n' "$version" "$sha256" "$patches" >"$stamp"
 # Checked, not required: stateful stop/start report criu's own complaint when it fails.
 /usr/local/sbin/criu check || echo "Warning: criu check failed on this machine" >&2

@@ -56,7 +56,7 @@ if ! command -v incus >/dev/null 2>&1; then
   apt-get install -y -q --no-install-recommends -t bookworm-backports incus-client
 fi
 
-# CRIU 4.1 for stateful stop/start (bookworm's criu 3.17 fails on current kernels): built
+# CRIU 4.2.1 (patched) for checkpoint/restore (bookworm's criu 3.17 fails on current kernels): built
 # from Debian's source once, then a no-op.
 bash "$(dirname "$0")/build-criu.sh"
 
