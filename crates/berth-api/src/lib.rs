@@ -19,6 +19,7 @@ pub mod project;
 pub mod resources;
 pub mod response;
 pub mod server;
+pub mod simplestreams;
 pub mod status;
 pub mod storage;
 pub mod warning;

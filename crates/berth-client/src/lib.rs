@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod files;
 mod images;
+pub mod simplestreams;
 mod tls;
 mod transport;
 

@@ -124,6 +124,26 @@ pub(crate) fn config(
     Ok(Arc::new(config))
 }
 
+/// TLS settings for a public server (a simplestreams image server): its certificate
+/// checked against the system's roots and its name, TLS 1.2 or 1.3, no identity.
+pub(crate) fn public_config() -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(ClientError::Tls(
+            "No trusted root certificates found on this system (install ca-certificates)"
+                .to_owned(),
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The certificate a server at `addr` (`host:port`) presents, DER.
 pub async fn server_certificate(addr: &str) -> Result<Vec<u8>, ClientError> {
     let config = config(None, None)?;

@@ -44,6 +44,27 @@ pub async fn remote_source(from: &Client, image: &Image) -> anyhow::Result<serde
     }))
 }
 
+/// The `source` of a request that makes a server fetch image `name` (an alias or a
+/// fingerprint prefix) from simplestreams tree `from`, as LXD's client builds it: the
+/// tree's URL, its pinned certificate if any, and the alias (the server resolves it) or
+/// the fingerprint. The image is looked up here first, so that a missing one is reported
+/// before anything is asked of the server.
+pub async fn streams_source(
+    from: &berth_client::simplestreams::SimpleStreams,
+    name: &str,
+) -> anyhow::Result<(serde_json::Value, Image)> {
+    let found = from.find(name).await?;
+    let by_alias = found.image.aliases.iter().any(|a| a.name == name);
+    let source = serde_json::json!({
+        "type": "image", "mode": "pull", "protocol": crate::remote::SIMPLESTREAMS,
+        "server": from.url(),
+        "certificate": from.certificate().map(crate::remote::der_to_pem).unwrap_or_default(),
+        "alias": if by_alias { name } else { "" },
+        "fingerprint": if by_alias { "" } else { found.image.fingerprint.as_str() },
+    });
+    Ok((source, found.image))
+}
+
 /// Copies `image` of `from` to `to` (which fetches it), with `aliases` there; returns
 /// its fingerprint.
 pub async fn copy(
@@ -54,6 +75,17 @@ pub async fn copy(
     public: bool,
 ) -> anyhow::Result<String> {
     let source = remote_source(from, image).await?;
+    pull_into(to, source, aliases, public).await?;
+    Ok(image.fingerprint.clone())
+}
+
+/// Makes `to` fetch the image `source` names, with `aliases` there.
+pub async fn pull_into(
+    to: &Client,
+    source: serde_json::Value,
+    aliases: &[String],
+    public: bool,
+) -> anyhow::Result<()> {
     let body = serde_json::json!({
         "source": source,
         "public": public,
@@ -65,5 +97,5 @@ pub async fn copy(
     if let Some(id) = r.body.operation_id() {
         to.wait_success(id).await?;
     }
-    Ok(image.fingerprint.clone())
+    Ok(())
 }

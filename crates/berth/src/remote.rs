@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
+use berth_client::simplestreams::SimpleStreams;
 use berth_client::{Client, ClientIdentity};
 use serde::{Deserialize, Serialize};
 
@@ -193,9 +194,31 @@ pub fn set_projects(flag: Option<String>, local: Option<String>) {
     let _ = LOCAL_PROJECT.set(local);
 }
 
+/// The simplestreams image server remote `name` is (`--protocol simplestreams`), or
+/// `None` for a berthd, LXD or Incus server. Its certificate is pinned when one was
+/// accepted for it, else checked against the system's roots.
+pub fn streams(name: &str) -> anyhow::Result<Option<SimpleStreams>> {
+    let remote = config()?.get(name)?;
+    if remote.protocol != SIMPLESTREAMS {
+        return Ok(None);
+    }
+    let pinned = match std::fs::read(server_cert_path(name)?) {
+        Ok(pem) => Some(pem_to_der(&pem)?),
+        Err(_) => None,
+    };
+    Ok(Some(SimpleStreams::new(&remote.addr, pinned)?))
+}
+
+/// The protocol of image-only remotes.
+pub const SIMPLESTREAMS: &str = "simplestreams";
+
 /// A client of remote `name`.
 pub fn client(config: &Config, name: &str) -> anyhow::Result<Client> {
     let remote = config.get(name)?;
+    anyhow::ensure!(
+        remote.protocol != SIMPLESTREAMS,
+        "Remote {name} is a simplestreams image server: only image commands (image list, image copy, launch) reach it"
+    );
     let flag = PROJECT_FLAG.get().cloned().flatten();
     if remote.addr.starts_with("unix:") {
         let local = LOCAL_PROJECT.get().cloned().flatten();

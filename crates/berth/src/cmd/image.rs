@@ -160,7 +160,141 @@ fn on_remote(default: &Client, cmd: &mut Command) -> anyhow::Result<Client> {
     crate::remote::one_target(default, specs, "images")
 }
 
+fn print_list(images: &[Image], format: Format) -> anyhow::Result<()> {
+    let mut t = Table::new(&[
+        "ALIAS",
+        "FINGERPRINT",
+        "PUBLIC",
+        "DESCRIPTION",
+        "ARCHITECTURE",
+        "TYPE",
+        "SIZE",
+        "UPLOAD DATE",
+    ]);
+    for i in images {
+        t.row(vec![
+            i.aliases
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            i.fingerprint.get(..12).unwrap_or(&i.fingerprint).to_owned(),
+            if i.public { "yes" } else { "no" }.to_owned(),
+            i.properties.get("description").cloned().unwrap_or_default(),
+            i.architecture.clone(),
+            i.kind.to_uppercase(),
+            size(i.size),
+            crate::format::date(&i.uploaded_at),
+        ]);
+    }
+    print!("{}", t.render(format, &images)?);
+    Ok(())
+}
+
+fn print_info(i: &Image) {
+    println!("Fingerprint: {}", i.fingerprint);
+    println!("Size: {}", size(i.size));
+    println!("Architecture: {}", i.architecture);
+    println!("Type: {}", i.kind);
+    println!("Public: {}", if i.public { "yes" } else { "no" });
+    println!("Timestamps:");
+    println!("    Created: {}", crate::format::date(&i.created_at));
+    println!("    Uploaded: {}", crate::format::date(&i.uploaded_at));
+    println!("Properties:");
+    for (k, v) in &i.properties {
+        println!("    {k}: {v}");
+    }
+    println!("Aliases:");
+    for a in &i.aliases {
+        println!("    - {}", a.name);
+    }
+    println!("Profiles:");
+    for p in &i.profiles {
+        println!("    - {p}");
+    }
+}
+
+/// The simplestreams image server a command's image argument names (`REMOTE:…` of a
+/// `--protocol simplestreams` remote), with the rest of the argument.
+fn tree_of(
+    cmd: &Command,
+) -> anyhow::Result<Option<(berth_client::simplestreams::SimpleStreams, String)>> {
+    let spec = match cmd {
+        Command::List {
+            remote: Some(spec), ..
+        }
+        | Command::Info { image: spec }
+        | Command::Show { image: spec }
+        | Command::Copy { image: spec, .. } => spec,
+        _ => return Ok(None),
+    };
+    let (Some(remote), rest) = crate::remote::split(spec)? else {
+        return Ok(None);
+    };
+    Ok(crate::remote::streams(&remote)?.map(|t| (t, rest)))
+}
+
+/// The image commands that read a simplestreams server: list, info, show, and copy
+/// from it (the target fetches the image itself).
+async fn on_tree(
+    client: &Client,
+    tree: &berth_client::simplestreams::SimpleStreams,
+    name: String,
+    cmd: Command,
+) -> anyhow::Result<()> {
+    match cmd {
+        Command::List { format, .. } => {
+            anyhow::ensure!(
+                name.is_empty(),
+                "Invalid argument {name:?}: expected REMOTE:"
+            );
+            let images: Vec<Image> = tree.images().await?.into_iter().map(|i| i.image).collect();
+            print_list(&images, format)
+        }
+        Command::Info { .. } => {
+            print_info(&tree.find(&name).await?.image);
+            Ok(())
+        }
+        Command::Show { .. } => {
+            print!(
+                "{}",
+                crate::yaml::to_string(&tree.find(&name).await?.image)?
+            );
+            Ok(())
+        }
+        Command::Copy {
+            target,
+            mut alias,
+            copy_aliases,
+            public,
+            ..
+        } => {
+            let (to, rest) = crate::remote::target(client, &target)?;
+            anyhow::ensure!(
+                rest.is_empty(),
+                "The target is a server (`REMOTE:`), not {target:?}"
+            );
+            let (source, i) = crate::image::streams_source(tree, &name).await?;
+            if copy_aliases {
+                alias.extend(i.aliases.iter().map(|a| a.name.clone()));
+            }
+            crate::image::pull_into(&to, source, &alias, public).await?;
+            println!(
+                "Image copied: {}",
+                &i.fingerprint[..12.min(i.fingerprint.len())]
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "A simplestreams image server only answers image list, info, show and copy"
+        ),
+    }
+}
+
 pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
+    if let Some((tree, name)) = tree_of(&cmd)? {
+        return on_tree(client, &tree, name, cmd).await;
+    }
     let target = on_remote(client, &mut cmd)?;
     let client = &target;
     match cmd {
@@ -193,56 +327,11 @@ pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {
                 anyhow::bail!("Invalid argument {r:?}: expected REMOTE:");
             }
             let images: Vec<Image> = client.get("/1.0/images?recursion=1").await?;
-            let mut t = Table::new(&[
-                "ALIAS",
-                "FINGERPRINT",
-                "PUBLIC",
-                "DESCRIPTION",
-                "ARCHITECTURE",
-                "TYPE",
-                "SIZE",
-                "UPLOAD DATE",
-            ]);
-            for i in &images {
-                t.row(vec![
-                    i.aliases
-                        .iter()
-                        .map(|a| a.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    i.fingerprint.get(..12).unwrap_or(&i.fingerprint).to_owned(),
-                    if i.public { "yes" } else { "no" }.to_owned(),
-                    i.properties.get("description").cloned().unwrap_or_default(),
-                    i.architecture.clone(),
-                    i.kind.to_uppercase(),
-                    size(i.size),
-                    crate::format::date(&i.uploaded_at),
-                ]);
-            }
-            print!("{}", t.render(format, &images)?);
+            print_list(&images, format)?;
         }
         Command::Info { image } => {
             let i = resolve(client, &image).await?;
-            println!("Fingerprint: {}", i.fingerprint);
-            println!("Size: {}", size(i.size));
-            println!("Architecture: {}", i.architecture);
-            println!("Type: {}", i.kind);
-            println!("Public: {}", if i.public { "yes" } else { "no" });
-            println!("Timestamps:");
-            println!("    Created: {}", crate::format::date(&i.created_at));
-            println!("    Uploaded: {}", crate::format::date(&i.uploaded_at));
-            println!("Properties:");
-            for (k, v) in &i.properties {
-                println!("    {k}: {v}");
-            }
-            println!("Aliases:");
-            for a in &i.aliases {
-                println!("    - {}", a.name);
-            }
-            println!("Profiles:");
-            for p in &i.profiles {
-                println!("    - {p}");
-            }
+            print_info(&i);
         }
         Command::Show { image } => {
             let i = resolve(client, &image).await?;

@@ -41,13 +41,20 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
         None => (client.clone(), String::new()),
     };
     let (image_remote, image_ref) = crate::remote::split(&args.image)?;
+    // An image server (simplestreams) holds no instances: the instance's server fetches
+    // the image from it.
+    let tree = match &image_remote {
+        Some(r) => crate::remote::streams(r)?,
+        None => None,
+    };
     let target = match (&args.name, image_remote) {
-        (None, Some(r)) => crate::remote::target(client, &format!("{r}:"))?.0,
+        (None, Some(r)) if tree.is_none() => crate::remote::target(client, &format!("{r}:"))?.0,
         _ => target,
     };
     // An image on another server than the instance's: the instance's server fetches it
     // (and keeps it).
     let elsewhere = match (crate::remote::split(&args.image)?.0, &args.name) {
+        _ if tree.is_some() => None,
         (Some(r), Some(n)) if crate::remote::split(n)?.0.as_deref() != Some(r.as_str()) => {
             Some(crate::remote::target(client, &format!("{r}:"))?.0)
         }
@@ -66,12 +73,13 @@ pub async fn run(client: &Client, args: Args, start: bool) -> anyhow::Result<()>
             .ok_or_else(|| anyhow::anyhow!("Invalid config {kv:?}: expected KEY=VALUE"))?;
         config.insert(k.to_owned(), v.to_owned());
     }
-    let source = match &elsewhere {
-        Some(from) => {
+    let source = match (&tree, &elsewhere) {
+        (Some(tree), _) => crate::image::streams_source(tree, &image_ref).await?.0,
+        (None, Some(from)) => {
             let image = crate::image::resolve(from, &image_ref).await?;
             crate::image::remote_source(from, &image).await?
         }
-        None => {
+        (None, None) => {
             let image = crate::image::resolve(client, &image_ref).await?;
             serde_json::json!({"type": "image", "fingerprint": image.fingerprint})
         }

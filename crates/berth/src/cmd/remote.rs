@@ -5,7 +5,8 @@
 //! `lxc config trust add`): the token names the server's addresses and certificate
 //! fingerprint, so nothing needs checking by hand. `add NAME https://HOST[:PORT]` shows
 //! the server's fingerprint to accept (or takes `--accept-certificate`), and needs
-//! `--token` unless the client is trusted already.
+//! `--token` unless the client is trusted already. `add NAME URL --protocol simplestreams`
+//! adds an image server (public: no trust, no certificate of ours).
 
 use base64::Engine as _;
 use berth_client::{Client, Method};
@@ -30,6 +31,10 @@ pub enum Command {
         /// The project to work in on this remote
         #[arg(long)]
         project: Option<String>,
+        /// lxd (a berthd, LXD or Incus server; the default) or simplestreams (an image
+        /// server)
+        #[arg(long, default_value = "lxd")]
+        protocol: String,
     },
     /// List the remotes
     #[command(alias = "ls")]
@@ -87,12 +92,19 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             accept_certificate,
             token,
             project,
+            protocol,
         } => {
             check_name(&name)?;
             if let Some(r) = config.remotes.get(&name) {
                 anyhow::bail!("Remote {name} exists as <{}>", r.addr);
             }
             let remote = match decode_token(&target) {
+                _ if protocol == remote::SIMPLESTREAMS => {
+                    add_streams(&name, &target, accept_certificate).await?
+                }
+                _ if !matches!(protocol.as_str(), "lxd" | "incus") => anyhow::bail!(
+                    "Invalid protocol {protocol:?}: expected lxd, incus or simplestreams"
+                ),
                 Some(t) => add_with_token(&name, &target, &t, project).await?,
                 None => {
                     add_with_address(&name, &target, accept_certificate, token, project).await?
@@ -255,22 +267,7 @@ async fn add_with_address(
     };
     let addr = remote::host_port(&url)?;
     let der = berth_client::server_certificate(&addr).await?;
-    let fp = remote::fingerprint(&der);
-    if !accept {
-        use std::io::{BufRead as _, IsTerminal as _, Write as _};
-        anyhow::ensure!(
-            std::io::stdin().is_terminal(),
-            "Certificate fingerprint: {fp}; check it and add --accept-certificate"
-        );
-        print!("Certificate fingerprint: {fp}\nok (y/n)? ");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        anyhow::ensure!(
-            matches!(line.trim(), "y" | "yes"),
-            "Server certificate refused"
-        );
-    }
+    accept_certificate(&der, accept)?;
     let client = Client::https(addr.clone(), der.clone(), Some(&remote::identity()?))?;
     let server = client.server().await?;
     if server.auth != "trusted" {
@@ -284,6 +281,61 @@ async fn add_with_address(
     let project = choose_project(&client, project).await?;
     save_server_cert(name, &der)?;
     Ok(https_remote(&addr, project))
+}
+
+/// Asks the user to accept certificate `der` by its fingerprint, unless `accept`.
+fn accept_certificate(der: &[u8], accept: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if accept {
+        return Ok(());
+    }
+    let fp = remote::fingerprint(der);
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "Certificate fingerprint: {fp}; check it and add --accept-certificate"
+    );
+    print!("Certificate fingerprint: {fp}\nok (y/n)? ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    anyhow::ensure!(
+        matches!(line.trim(), "y" | "yes"),
+        "Server certificate refused"
+    );
+    Ok(())
+}
+
+/// A simplestreams image server at `url`: reached with the system's roots, or, when its
+/// certificate is not signed by one of them (a berthd's own tree), with its certificate
+/// accepted and pinned. Its images are read once to show it serves a tree.
+async fn add_streams(name: &str, url: &str, accept: bool) -> anyhow::Result<Remote> {
+    use berth_client::simplestreams::SimpleStreams;
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let public = SimpleStreams::new(&url, None)?;
+    match public.images().await {
+        Ok(_) => {}
+        Err(berth_client::ClientError::Tls(_)) => {
+            let der = berth_client::server_certificate(&remote::host_port(&url)?).await?;
+            accept_certificate(&der, accept)?;
+            SimpleStreams::new(&url, Some(der.clone()))?
+                .images()
+                .await
+                .map_err(|e| anyhow::anyhow!("{url} serves no simplestreams tree: {e}"))?;
+            save_server_cert(name, &der)?;
+        }
+        Err(e) => anyhow::bail!("{url} serves no simplestreams tree: {e}"),
+    }
+    Ok(Remote {
+        addr: url.trim_end_matches('/').to_owned(),
+        protocol: remote::SIMPLESTREAMS.to_owned(),
+        auth_type: String::new(),
+        project: String::new(),
+        public: true,
+    })
 }
 
 /// The project to work in on a new remote: the one asked for, else the only one the

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!   untrusted   GET /, GET /1.0 (the short form), POST /1.0/certificates (redeem a token),
+//!               the simplestreams tree of public images (`/streams/v1/`),
 //!               an operation's websocket (its secret is the key), an image's record
 //!               and export with the secret its server issued (`?secret=`)
 //!   restricted  its projects only (`?project=`, `default` when absent; a copy's source
@@ -98,7 +99,7 @@ pub fn check(identity: &Identity, method: &Method, uri: &axum::http::Uri) -> Res
         && path.starts_with("/1.0/images/")
         && !path.starts_with("/1.0/images/aliases")
         && super::query_param(uri.query(), "secret").is_some();
-    let open = (get && (path.is_empty() || path == "/1.0"))
+    let open = (get && (path.is_empty() || path == "/1.0" || path.starts_with("/streams/v1/")))
         || (method == Method::POST && path == "/1.0/certificates");
     if !identity.trusted() {
         return if open || websocket || image_secret {

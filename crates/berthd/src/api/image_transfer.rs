@@ -120,6 +120,8 @@ pub struct Source {
     pub protocol: String,
     pub certificate: String,
     pub fingerprint: String,
+    /// A simplestreams alias, when no fingerprint is given.
+    pub alias: String,
     pub secret: String,
     /// `instance` or `snapshot`: `NAME` or `NAME/SNAP`.
     pub name: String,
@@ -196,12 +198,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("Invalid image request: {e}")))?;
     let s = &req.source;
     match (s.kind.as_str(), s.mode.as_str(), s.protocol.as_str()) {
-        ("image", "pull" | "", "lxd" | "") => {}
-        ("image", "pull" | "", other) => {
-            return Err(ApiError::bad_request(format!(
-                "Images over source.protocol {other:?} are not supported yet (only lxd)"
-            )));
-        }
+        ("image", "pull" | "", _) => {}
         ("image", other, _) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid source.mode {other:?}: only pull"
@@ -223,8 +220,10 @@ pub async fn create(
     }
     let src = RemoteImage {
         server: s.server.clone(),
+        protocol: s.protocol.clone(),
         certificate: s.certificate.clone(),
         fingerprint: s.fingerprint.clone(),
+        alias: s.alias.clone(),
         secret: s.secret.clone(),
     };
     src.check()?;

@@ -328,7 +328,7 @@ fn attachment(name: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-async fn file_stream(path: std::path::PathBuf) -> Result<(u64, Body), ApiError> {
+pub(super) async fn file_stream(path: std::path::PathBuf) -> Result<(u64, Body), ApiError> {
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::not_found("Image file not found"))?;

@@ -34,6 +34,7 @@ pub mod server;
 mod sftp;
 mod snapshots;
 mod storage_pools;
+mod streams;
 pub mod tls;
 mod warnings;
 mod ws;
@@ -236,6 +237,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(images::delete),
         )
         .route("/1.0/images/{fp}/export", get(images::export))
+        .route("/streams/v1/index.json", get(streams::index))
+        .route("/streams/v1/images.json", get(streams::images))
+        .route("/streams/v1/files/{fp}/{part}", get(streams::file))
         .route("/1.0/images/{fp}/secret", post(image_transfer::secret))
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(

@@ -1,6 +1,7 @@
 //! Images and their aliases, per project: import ([`import`]), resolve by fingerprint
 //! prefix or alias, edit, delete; the store on disk ([`store`]); unpacking into a volume
-//! ([`unpack`]) and rendering an image's templates ([`templates`]).
+//! ([`unpack`]) and rendering an image's templates ([`templates`]); images from another
+//! server ([`remote`]) and the public ones served as a simplestreams tree ([`streams`]).
 //!
 //! An image is stored once (one row, one file) and held by projects: `default`, and each
 //! project with `features.images=true` that imported it; a project without that feature
@@ -11,6 +12,7 @@ pub mod import;
 pub mod publish;
 pub mod remote;
 pub mod store;
+pub mod streams;
 pub mod templates;
 pub mod unpack;
 

@@ -114,14 +114,15 @@ pub async fn prepare(
     };
     let image = match req.source.kind.as_str() {
         "image" => {
-            // An alias names an image on the other server: its fingerprint is the one here.
-            let alias = if req.source.server.is_empty() {
-                req.source.alias.as_str()
+            // An alias names an image on the other server: what it names is fetched, and
+            // found here by its fingerprint.
+            if req.source.server.is_empty() {
+                let s = &req.source;
+                Some(crate::image::source(cx, project, &s.alias, &s.fingerprint).await?)
             } else {
-                fetch_image(cx, project, &req.source).await?;
-                ""
-            };
-            Some(crate::image::source(cx, project, alias, &req.source.fingerprint).await?)
+                let fp = fetch_image(cx, project, &req.source).await?;
+                Some(crate::image::source(cx, project, "", &fp).await?)
+            }
         }
         "none" | "" | "copy" | "migration" => None,
         other => {
@@ -359,27 +360,17 @@ async fn build(
 
 /// An image on another server (`source.server`, as `lxc launch other:IMAGE` sends it):
 /// fetched into `project`'s images unless there already (it stays, as LXD's cache).
-async fn fetch_image(cx: &Ctx, project: &str, source: &InstanceSource) -> Result<()> {
-    if source.protocol != "lxd" && !source.protocol.is_empty() {
-        return Err(Failure::invalid(format!(
-            "Images over source.protocol {:?} are not supported yet (only lxd)",
-            source.protocol
-        )));
-    }
-    if crate::image::source(cx, project, "", &source.fingerprint)
-        .await
-        .is_ok()
-    {
-        return Ok(());
-    }
+async fn fetch_image(cx: &Ctx, project: &str, source: &InstanceSource) -> Result<String> {
+    let images = crate::image::images_project(cx, project).await?;
     let remote = crate::image::remote::RemoteImage {
         server: source.server.clone(),
+        protocol: source.protocol.clone(),
         certificate: source.certificate.clone(),
         fingerprint: source.fingerprint.clone(),
+        alias: source.alias.clone(),
         secret: source.secret.clone(),
     };
-    crate::image::remote::pull(cx, project, &remote, Default::default()).await?;
-    Ok(())
+    crate::image::remote::for_instance(cx, &images, &remote).await
 }
 
 /// Publishes `source` (`NAME` of a stopped instance, or `NAME/SNAP`, in `project`) as an
