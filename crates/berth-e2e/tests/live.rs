@@ -300,3 +300,52 @@ async fn live_moves_that_cannot_work_are_refused() {
     assert!(e.contains("Operation not permitted"), "{e}");
     ok(&h1.berth(&["delete", "-f", "c3"]));
 }
+
+/// `systemctl is-system-running` inside `name` on `d`, once systemd has finished starting
+/// (or given up on a unit: `degraded`).
+async fn booted(d: &Daemon, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = d.berth(&["exec", name, "--", "systemctl", "is-system-running"]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if state == "running" || state == "degraded" {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "{name} never finished booting: {state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_debian_container_moves_live() {
+    let (h1, h2) = hosts("10.94.0").await;
+    berth_e2e::with_debian(&h1).await;
+    ok(&h1.berth(&["launch", "deb", "d1", "-c", "migration.stateful=true"]));
+    let addr = ipv4(&h1, "d1").await;
+    let state = booted(&h1, "d1").await;
+    // systemd's services, each sandboxed in mount namespaces of its own, and a loop
+    // started by exec.
+    let services = "pidof systemd-journald systemd-logind systemd-resolved systemd-networkd";
+    let pids = exec(&h1, "d1", services);
+    exec(
+        &h1,
+        "d1",
+        "(while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done) >/dev/null 2>&1 &",
+    );
+    let mac = exec(&h1, "d1", "cat /sys/class/net/eth0/address");
+
+    let moved = berth(&h1, &["move", "h1:d1", "h2:d1"]);
+    migrated(&moved, "d1", &h1, &h2);
+    assert_eq!(status(&h2.client(), "d1").await.as_deref(), Some("Running"));
+    assert_eq!(status(&h1.client(), "d1").await, None);
+    assert_eq!(exec(&h2, "d1", services), pids);
+    let (n1, n2) = counting(&h2, "d1").await;
+    assert!(n2 > n1, "the loop goes on: {n1} then {n2}");
+    assert_eq!(exec(&h2, "d1", "cat /sys/class/net/eth0/address"), mac);
+    assert!(exec(&h2, "d1", "ip -4 addr show eth0").contains(&addr));
+    // systemd goes on managing its services on the target.
+    assert_eq!(booted(&h2, "d1").await, state);
+    exec(&h2, "d1", "systemctl restart systemd-logind");
+    exec(&h2, "d1", "systemctl is-active systemd-logind");
+    ok(&h2.berth(&["delete", "-f", "d1"]));
+}

@@ -260,6 +260,42 @@ impl Cgroups {
         std::fs::write(self.dir(controller, cg).join(file), value)
     }
 
+    /// Hands a restored container's cgroup2 tree back to it. CRIU makes the cgroups of a
+    /// restored container anew and gives each directory and `cgroup.subtree_control` their
+    /// dumped owner and mode, but leaves `cgroup.procs` and `cgroup.threads` root's: the
+    /// container's systemd could then start no service ("Failed at step CGROUP"). Each
+    /// gets its directory's `cgroup.subtree_control`'s owner and mode, as a delegated
+    /// tree has them.
+    pub fn delegate_restored(&self, cg: &str) -> std::io::Result<()> {
+        fn walk(dir: &Path) -> std::io::Result<()> {
+            use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+            if let Ok(m) = std::fs::metadata(dir.join("cgroup.subtree_control")) {
+                for f in ["cgroup.procs", "cgroup.threads"] {
+                    let path = dir.join(f);
+                    if path.exists() {
+                        std::os::unix::fs::chown(&path, Some(m.uid()), Some(m.gid()))?;
+                        std::fs::set_permissions(
+                            &path,
+                            std::fs::Permissions::from_mode(m.mode() & 0o777),
+                        )?;
+                    }
+                }
+            }
+            for child in std::fs::read_dir(dir)?.flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&child.path())?;
+                }
+            }
+            Ok(())
+        }
+        let top = if self.v2 {
+            self.root.join(cg)
+        } else {
+            self.root.join("unified").join(cg)
+        };
+        if top.is_dir() { walk(&top) } else { Ok(()) }
+    }
+
     /// Removes what a container left in the cgroup tree (its own and its monitor's
     /// directories, bottom-up) when no process remains in them: after a monitor was
     /// killed, liblxc never cleaned up. Directories still holding processes stay: returns
@@ -290,6 +326,33 @@ impl Cgroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_tree_is_delegated_again() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let cg = Cgroups::at(dir.path().to_owned());
+        let top = dir.path().join("unified/berth.x/c1");
+        let slice = top.join("system.slice");
+        std::fs::create_dir_all(&slice).unwrap();
+        for (d, uid, mode) in [(&top, 0, 0o664), (&slice, 1_065_536, 0o644)] {
+            for f in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+                std::fs::write(d.join(f), "").unwrap();
+                std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+            let sc = d.join("cgroup.subtree_control");
+            std::os::unix::fs::chown(&sc, Some(uid), Some(1_065_536)).unwrap();
+            std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        cg.delegate_restored("berth.x/c1").unwrap();
+        for (d, uid, mode) in [(&top, 0, 0o664), (&slice, 1_065_536, 0o644)] {
+            for f in ["cgroup.procs", "cgroup.threads"] {
+                let m = std::fs::metadata(d.join(f)).unwrap();
+                assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, 1_065_536, mode), "{f}");
+            }
+        }
+    }
 
     #[test]
     fn reads_v1_and_v2_trees() {

@@ -374,8 +374,13 @@ pub(super) async fn dump_with(
         .map_err(|e| Failure::failed("Failed to prepare the state dir", e))?;
     // systemd mounts a ramfs per service with credentials (/run/credentials/UNIT), which
     // CRIU refuses unless told to mount it anew on restore: those of services that ran
-    // already hold nothing a running service reads.
-    let mut conf = format!("external {id}\next-mount-map /dev/console:console\nenable-fs ramfs\n");
+    // already hold nothing a running service reads. liblxc names no root for the cgroup2
+    // hierarchy (CRIU's controller ""): without one CRIU keeps only the cgroups its
+    // processes are in, not the empty ones (systemd's slices) that systemd watches.
+    let mut conf = format!(
+        "external {id}\next-mount-map /dev/console:console\nenable-fs ramfs\ncgroup-root :/{}\n",
+        lx.cgroup(name)
+    );
     if let Some(script) = script {
         conf.push_str(&format!("action-script {}\n", script.display()));
     }
@@ -467,8 +472,11 @@ async fn restore_from(
         );
         return Err(Failure::internal(lx.failed_start(name, &e).await));
     }
-    // criu brings the freezer state back too: a stateful snapshot is dumped frozen.
     let cg = lx.cgroup(name);
+    if let Err(e) = lx.cgroups.delegate_restored(&cg) {
+        tracing::warn!(instance = %name, error = %e, "Failed to hand the restored cgroups back");
+    }
+    // criu brings the freezer state back too: a stateful snapshot is dumped frozen.
     if lx.cgroups.is_frozen(&cg)
         && let Err(e) = lx.cgroups.set_frozen(&cg, false)
     {
