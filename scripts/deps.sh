@@ -35,11 +35,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The real incus client (its file push/pull speak SFTP), from Debian's bookworm-backports:
-# that suite is added to the machine's own Debian source when missing.
-if ! command -v incus >/dev/null 2>&1; then
+# The real incus client (its file push/pull speak SFTP), and Incus's container-only daemon
+# (incus-base: the tests copy and move containers between berthd and Incus, each test
+# running its own incusd), from Debian's bookworm-backports: that suite is added to the
+# machine's own Debian source when missing. The packaged service is left stopped.
+if ! command -v incus >/dev/null 2>&1 || [ ! -x /usr/libexec/incus/incusd ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "Missing: incus (incus-client from bookworm-backports); run this as root." >&2
+    echo "Missing: incus (incus-client and incus-base from bookworm-backports); run this as root." >&2
     exit 1
   fi
   src=/etc/apt/sources.list.d/debian.sources
@@ -50,10 +52,13 @@ if ! command -v incus >/dev/null 2>&1; then
     echo "deb ${mirror:-http://deb.debian.org/debian} bookworm-backports main" \
       > /etc/apt/sources.list.d/bookworm-backports.list
   fi
-  echo "Installing: incus-client (bookworm-backports)" >&2
+  echo "Installing: incus-client and incus-base (bookworm-backports)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends -t bookworm-backports incus-client
+  apt-get install -y -q --no-install-recommends -t bookworm-backports incus-client incus-base
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now incus.socket incus.service incus-startup.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # CRIU 4.2.1 (patched) for checkpoint/restore (bookworm's criu 3.17 fails on current kernels): built

@@ -216,6 +216,11 @@ impl Daemon {
         &self.netns
     }
 
+    /// The daemon's namespace, shared: another server of the test runs in it too.
+    pub fn netns_arc(&self) -> std::sync::Arc<Netns> {
+        self.netns.clone()
+    }
+
     /// A `berthd` command for this directory and namespace, not started (nsenter execs
     /// berthd in place, so the child's pid is berthd's).
     pub fn command(&self) -> Command {
