@@ -161,18 +161,23 @@ impl Client {
         dir: &Path,
         progress: Option<Progress>,
     ) -> Result<Vec<PathBuf>, ClientError> {
-        self.fetch_image(fingerprint, None, dir, progress).await
+        self.fetch_image(fingerprint, None, dir, progress, None)
+            .await
     }
 
     /// [`Client::export_image`] from a server that does not trust us, with the secret it
     /// issued for the image (`POST /1.0/images/FP/secret`); no secret for a public image.
+    /// A server sending more than `limit` bytes of files (the size its record gave) is
+    /// cut off.
     pub async fn download_image(
         &self,
         fingerprint: &str,
         secret: Option<&str>,
         dir: &Path,
+        limit: Option<u64>,
     ) -> Result<Vec<PathBuf>, ClientError> {
-        self.fetch_image(fingerprint, secret.filter(|s| !s.is_empty()), dir, None)
+        let secret = secret.filter(|s| !s.is_empty());
+        self.fetch_image(fingerprint, secret, dir, None, limit)
             .await
     }
 
@@ -182,6 +187,7 @@ impl Client {
         secret: Option<&str>,
         dir: &Path,
         progress: Option<Progress>,
+        limit: Option<u64>,
     ) -> Result<Vec<PathBuf>, ClientError> {
         let mut path = format!("/1.0/images/{fingerprint}/export");
         if let Some(s) = secret {
@@ -225,13 +231,16 @@ impl Client {
                 .await
                 .map_err(|e| ClientError::Transfer(e.to_string()))?
             {
+                // The server names the parts: a name that is empty or names a part
+                // already written gets one of ours.
                 let name = field
                     .file_name()
                     .map(sanitize)
-                    .unwrap_or_else(|| format!("{fingerprint}.{}", field.name().unwrap_or("part")));
+                    .filter(|n| !n.is_empty() && !files.contains(&dir.join(n)))
+                    .unwrap_or_else(|| format!("{fingerprint}.part{}", files.len()));
                 let out = dir.join(name);
                 let stream = field.map_err(std::io::Error::other);
-                write_file(&out, stream, &counter, progress.as_ref()).await?;
+                write_file(&out, stream, &counter, progress.as_ref(), limit).await?;
                 files.push(out);
             }
             return Ok(files);
@@ -243,7 +252,7 @@ impl Client {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{fingerprint}.tar"));
         let out = dir.join(name);
-        write_file(&out, body, &counter, progress.as_ref()).await?;
+        write_file(&out, body, &counter, progress.as_ref(), limit).await?;
         Ok(vec![out])
     }
 }
@@ -280,6 +289,7 @@ async fn write_file<S>(
     mut stream: S,
     counter: &AtomicU64,
     progress: Option<&Progress>,
+    limit: Option<u64>,
 ) -> Result<(), ClientError>
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
@@ -292,6 +302,12 @@ where
         let chunk = chunk.map_err(|e| ClientError::Transfer(e.to_string()))?;
         w.write_all(&chunk).await.map_err(|e| io_err(out, e))?;
         let n = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        if limit.is_some_and(|l| n > l) {
+            return Err(ClientError::Transfer(format!(
+                "the server sent more than the {} bytes it announced",
+                limit.unwrap_or_default()
+            )));
+        }
         if let Some(p) = progress {
             p(n);
         }

@@ -152,9 +152,9 @@ async fn image_secrets_open_one_image_once() {
                 get(format!("/1.0/images/{fp}?secret={secret}&project=other")).await,
                 get(format!("/1.0/images/{fp}?secret={secret}")).await,
             ];
-            let first = c.download_image(&fp, Some(&secret), dir.path()).await;
+            let first = c.download_image(&fp, Some(&secret), dir.path(), None).await;
             out.push(u16::from(first.is_ok()));
-            let again = c.download_image(&fp, Some(&secret), dir.path()).await;
+            let again = c.download_image(&fp, Some(&secret), dir.path(), None).await;
             out.push(again.err().and_then(|e| e.status()).unwrap_or(0));
             out
         })

@@ -149,7 +149,12 @@ pub async fn pull(
     std::fs::create_dir(&dir).map_err(|e| Failure::failed("Failed to make a download dir", e))?;
     let fetched = async {
         let files = client
-            .download_image(&info.fingerprint, Some(src.secret.as_str()), &dir)
+            .download_image(
+                &info.fingerprint,
+                Some(src.secret.as_str()),
+                &dir,
+                Some(info.size),
+            )
             .await
             .map_err(|e| unreachable(&e))?;
         let name = |p: &std::path::Path| {
