@@ -311,7 +311,10 @@ async fn booted(d: &Daemon, name: &str) -> String {
         if state == "running" || state == "degraded" {
             return state;
         }
-        assert!(Instant::now() < deadline, "{name} never finished booting: {state}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} never finished booting: {state}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

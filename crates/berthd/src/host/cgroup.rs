@@ -349,7 +349,11 @@ mod tests {
         for (d, uid, mode) in [(&top, 0, 0o664), (&slice, 1_065_536, 0o644)] {
             for f in ["cgroup.procs", "cgroup.threads"] {
                 let m = std::fs::metadata(d.join(f)).unwrap();
-                assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, 1_065_536, mode), "{f}");
+                assert_eq!(
+                    (m.uid(), m.gid(), m.mode() & 0o777),
+                    (uid, 1_065_536, mode),
+                    "{f}"
+                );
             }
         }
     }
