@@ -61,6 +61,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
+    // Issue 17: `copy --refresh` between hosts.
+    "container_incremental_copy",
 ];
 
 /// Whether `name` is advertised.

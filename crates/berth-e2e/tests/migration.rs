@@ -287,3 +287,59 @@ async fn migration_faults_leave_both_sides_whole() {
     ok(&lxc(&["copy", "h1:c1", "h2:half", "--instance-only"]));
     let _: Value = h2.client().get("/1.0/instances/half").await.unwrap();
 }
+
+#[tokio::test]
+async fn refresh_brings_a_copy_up_to_date() {
+    let (h1, h2) = hosts("lxc", "lxc-conf").await;
+    let lxc = |args: &[&str]| h1.remote("lxc", "lxc-conf", args);
+    let b = |args: &[&str]| h1.remote(&berth_path(), "berth-conf", args);
+    for (name, d) in [("h1", &h1), ("h2", &h2)] {
+        let token = last_line(&ok(&d.berth(&["config", "trust", "add", "berth-conf"])));
+        ok(&b(&["remote", "add", name, &token]));
+    }
+    ok(&lxc(&["launch", "h1:bb", "h1:c1"]));
+    let sh = |name: &str, script: &str| ok(&lxc(&["exec", name, "--", "sh", "-c", script]));
+    sh("h1:c1", "echo one > /root/data; echo x > /root/gone");
+    ok(&lxc(&["snapshot", "h1:c1", "s1"]));
+    ok(&lxc(&["stop", "-f", "h1:c1"]));
+    ok(&lxc(&["copy", "h1:c1", "h2:c1"]));
+    // The copy has a snapshot the source drops; the source changes and takes another.
+    ok(&lxc(&["snapshot", "h2:c1", "only-here"]));
+    ok(&lxc(&["start", "h1:c1"]));
+    sh(
+        "h1:c1",
+        "echo two > /root/data; rm -f /root/gone; echo new > /root/new",
+    );
+    ok(&lxc(&["snapshot", "h1:c1", "s2"]));
+    ok(&lxc(&["stop", "-f", "h1:c1"]));
+
+    // The real client: the copy gets s2, loses only-here, and the source's files.
+    ok(&lxc(&["copy", "h1:c1", "h2:c1", "--refresh"]));
+    assert_eq!(snapshots(&h2, "c1").await, ["s1", "s2"]);
+    ok(&lxc(&["start", "h2:c1"]));
+    assert_eq!(sh("h2:c1", "cat /root/data /root/new"), "two\nnew\n");
+    sh("h2:c1", "test ! -e /root/gone");
+    // A running copy is not refreshed: refused, nothing changes.
+    let e = fails(&lxc(&["copy", "h1:c1", "h2:c1", "--refresh"]));
+    assert!(e.contains("stop it before refreshing"), "{e}");
+    ok(&lxc(&["stop", "-f", "h2:c1"]));
+
+    // berth, pushed: the source's next change arrives, the snapshots stay as they are.
+    ok(&lxc(&["start", "h1:c1"]));
+    sh("h1:c1", "echo three > /root/data");
+    ok(&lxc(&["stop", "-f", "h1:c1"]));
+    ok(&b(&[
+        "copy",
+        "h1:c1",
+        "h2:c1",
+        "--refresh",
+        "--mode",
+        "push",
+    ]));
+    assert_eq!(snapshots(&h2, "c1").await, ["s1", "s2"]);
+    ok(&lxc(&["start", "h2:c1"]));
+    assert_eq!(sh("h2:c1", "cat /root/data"), "three\n");
+    // A refresh of a copy that does not exist yet makes it whole.
+    ok(&b(&["copy", "h1:c1", "h2:fresh", "--refresh"]));
+    assert_eq!(snapshots(&h2, "fresh").await, ["s1", "s2"]);
+}

@@ -30,6 +30,8 @@ pub struct Copy<'a> {
     pub config: Vec<(String, String)>,
     /// A live migration of a running instance (CRIU): it runs on, on the target.
     pub live: bool,
+    /// Bring an existing copy up to date (`--refresh`): only what changed travels.
+    pub refresh: bool,
 }
 
 /// The secrets of a migration operation's streams.
@@ -98,6 +100,7 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
                     "operation": format!("{addr}/1.0/operations/{id}"),
                     "secrets": secrets(&op), "base-image": base_image,
                     "instance_only": c.instance_only, "live": c.live,
+                    "refresh": c.refresh,
                 });
                 match wait(
                     c.to,
@@ -119,7 +122,8 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
         }
         Mode::Push => {
             body["source"] = json!({"type": "migration", "mode": "push", "live": c.live,
-                                    "base-image": base_image, "instance_only": c.instance_only});
+                                    "base-image": base_image, "instance_only": c.instance_only,
+                                    "refresh": c.refresh});
             let r =
                 c.to.query(Method::POST, "/1.0/instances", Some(&body))
                     .await?;
@@ -153,7 +157,8 @@ pub async fn copy(c: &Copy<'_>) -> anyhow::Result<bool> {
             let source_op = r.body.metadata;
             let source_id = source_op["id"].as_str().unwrap_or_default().to_owned();
             body["source"] = json!({"type": "migration", "mode": "push", "live": c.live,
-                                    "base-image": base_image, "instance_only": c.instance_only});
+                                    "base-image": base_image, "instance_only": c.instance_only,
+                                    "refresh": c.refresh});
             let r =
                 c.to.query(Method::POST, "/1.0/instances", Some(&body))
                     .await?;

@@ -15,6 +15,10 @@ pub struct Args {
     /// Leave the source's snapshots behind
     #[arg(long)]
     instance_only: bool,
+    /// Between servers: bring an existing copy up to date (its new and changed snapshots
+    /// and what changed in its files; it must be stopped)
+    #[arg(long)]
+    refresh: bool,
     /// Config keys for the copy: -c KEY=VALUE (repeatable)
     #[arg(short = 'c', long = "config")]
     config: Vec<String>,
@@ -53,10 +57,15 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
             config: crate::object::pairs(&args.config)?.into_iter().collect(),
             // A copy leaves the source as it is: a running one is copied frozen.
             live: false,
+            refresh: args.refresh,
         };
         crate::migrate::copy(&copy).await?;
         return Ok(());
     }
+    anyhow::ensure!(
+        !args.refresh,
+        "--refresh copies between servers only (on one server, copy anew)"
+    );
     let client = &target;
     args.source = source;
     args.name = name;

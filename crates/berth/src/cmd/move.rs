@@ -77,6 +77,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         keep_volatile: true,
         config: vec![],
         live,
+        refresh: false,
     };
     // Not live: a running instance stops first (cleanly), so that nothing it writes is
     // left behind; it starts again on the target.

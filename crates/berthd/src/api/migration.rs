@@ -281,6 +281,39 @@ pub async fn source(st: &AppState, name: String, raw: serde_json::Value) -> ApiR
     Ok(async_operation(op.render()))
 }
 
+/// A refresh of instance `host` (it exists here): brought up to date with the source.
+async fn refresh(
+    st: &AppState,
+    host: String,
+    source: berth_api::instance::InstanceSource,
+    mode: String,
+) -> ApiResult {
+    migrate::check_refresh(&st.cx, &host).await?;
+    let cx = st.cx.clone();
+    let op = if mode == "pull" {
+        let mut spec = super::instances::spec("Refreshing instance", &host);
+        spec.may_cancel = true;
+        st.ops.start(spec, move |_| async move {
+            let connect = dial(
+                &source.operation,
+                &source.certificate,
+                &source.secrets,
+                false,
+            );
+            migrate::receive_refresh(&cx, &host, connect).await
+        })
+    } else {
+        let h = host.clone();
+        st.ops.start(
+            websocket_spec("Refreshing instance", &h, false),
+            move |mut ctx| async move {
+                migrate::receive_refresh(&cx, &host, accept(&mut ctx, false)).await
+            },
+        )
+    };
+    Ok(async_operation(op.render()))
+}
+
 /// `POST /1.0/instances` with `source.type = migration`: records the instance, then
 /// receives it, dialling the source (pull) or serving the streams it dials (push).
 pub async fn target(
@@ -299,10 +332,14 @@ pub async fn target(
     if live {
         crate::lxc::checkpoint::criu_check().await?;
     }
-    if req.source.refresh {
-        return Err(ApiError::bad_request(
-            "Refreshing a copy between servers is not supported yet",
-        ));
+    let host = crate::model::names::host_name(project, name);
+    if req.source.refresh && crate::instance::find(&st.cx, &host).await.is_ok() {
+        if live {
+            return Err(ApiError::bad_request(
+                "A refresh updates a stopped instance: it cannot be live",
+            ));
+        }
+        return refresh(st, host, req.source, mode).await;
     }
     let source = req.source.clone();
     let creation = create::prepare(&st.cx, project, name, req).await?;

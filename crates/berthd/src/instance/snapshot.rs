@@ -290,7 +290,7 @@ async fn take(
 
 /// Deletes snapshot `snap` of instance `name` (whose lock the caller holds): files, then
 /// the row.
-async fn remove(
+pub(crate) async fn remove(
     cx: &Ctx,
     pool: Arc<dyn berth_storage::Driver>,
     name: &str,

@@ -36,10 +36,12 @@ use tokio::sync::mpsc;
 use crate::error::{Failure, Result};
 
 mod receive;
+mod refresh;
 mod rsync;
 mod send;
 
 pub use receive::receive;
+pub use refresh::{check_refresh, receive_refresh};
 pub use send::{check_send, send};
 
 /// One websocket message.

@@ -147,15 +147,8 @@ async fn source_failure(conns: &mut Conns) -> Option<Failure> {
     wait.await.ok().flatten()
 }
 
-/// Receives everything; whether the instance came live (and runs now).
-async fn receive_inner(
-    cx: &Arc<Ctx>,
-    rec: &InstanceRecord,
-    pool: &Arc<dyn berth_storage::Driver>,
-    conns: &mut Conns,
-    undo: &mut Reverter,
-) -> Result<bool> {
-    let offer: MigrationHeader = conns.control.recv_proto_within(STEP).await?;
+/// Checks the source's offer against the streams asked for; whether it is live.
+pub(super) fn check_offer(offer: &MigrationHeader, conns: &Conns) -> Result<bool> {
     let live = offer.criu == Some(CriuType::CriuRsync as i32);
     if live && conns.criu.is_none() {
         return Err(Failure::invalid(
@@ -172,6 +165,61 @@ async fn receive_inner(
             "The offer's snapshot names and snapshots differ",
         ));
     }
+    Ok(live)
+}
+
+/// Reads the index header and answers it: `check` (given the source instance's config)
+/// decides whether the migration goes on. Returns the snapshots' volume records.
+pub(super) async fn index_header<F, Fut>(
+    conns: &mut Conns,
+    refresh: bool,
+    check: F,
+) -> Result<BTreeMap<String, VolumeSnapshotInfo>>
+where
+    F: FnOnce(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let raw = conns.fs.recv_until_barrier(64 << 20, STEP).await?;
+    let info: MigrationInfo = serde_json::from_slice(&raw)
+        .map_err(|e| Failure::invalid(format!("Invalid migration index header: {e}")))?;
+    let config = info.config.unwrap_or_default();
+    let source_config = config
+        .container
+        .as_ref()
+        .map_or(serde_json::Value::Null, |c| c["config"].clone());
+    let volume_info = config
+        .volume_snapshots
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.name.clone(), v))
+        .collect();
+    let checked = check(source_config).await;
+    let reply = InfoResponse {
+        status_code: if checked.is_ok() { 200 } else { 400 },
+        error: checked
+            .as_ref()
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default(),
+        refresh: Some(refresh),
+    };
+    let json = serde_json::to_vec(&reply)
+        .map_err(|e| Failure::failed("Failed to encode the index header reply", e))?;
+    conns.fs.send(Frame::Binary(json)).await?;
+    conns.fs.send(Frame::Text(String::new())).await?;
+    checked.map(|()| volume_info)
+}
+
+/// Receives everything; whether the instance came live (and runs now).
+async fn receive_inner(
+    cx: &Arc<Ctx>,
+    rec: &InstanceRecord,
+    pool: &Arc<dyn berth_storage::Driver>,
+    conns: &mut Conns,
+    undo: &mut Reverter,
+) -> Result<bool> {
+    let offer: MigrationHeader = conns.control.recv_proto_within(STEP).await?;
+    let live = check_offer(&offer, conns)?;
     let features = negotiate(offer.rsync_features.as_ref(), &our_features());
     let index = offer.index_header_version.unwrap_or(0).min(1);
     if live && index < 1 {
@@ -195,41 +243,20 @@ async fn receive_inner(
         ..Default::default()
     };
     conns.control.send_proto(&answer).await?;
-    let mut volume_info: BTreeMap<String, VolumeSnapshotInfo> = BTreeMap::new();
-    if index >= 1 {
-        let raw = conns.fs.recv_until_barrier(64 << 20, STEP).await?;
-        let info: MigrationInfo = serde_json::from_slice(&raw)
-            .map_err(|e| Failure::invalid(format!("Invalid migration index header: {e}")))?;
-        let config = info.config.unwrap_or_default();
-        let source_config = config
-            .container
-            .as_ref()
-            .map_or(serde_json::Value::Null, |c| c["config"].clone());
-        for v in config.volume_snapshots.unwrap_or_default() {
-            volume_info.insert(v.name.clone(), v);
-        }
+    let volume_info = if index >= 1 {
         // A live instance must run with the ids it ran with: refused here, before any
         // file moves, when this host cannot give them.
-        let adopted = if live {
-            adopt_idmap(cx, rec, &source_config).await
-        } else {
-            Ok(())
-        };
-        let reply = InfoResponse {
-            status_code: if adopted.is_ok() { 200 } else { 400 },
-            error: adopted
-                .as_ref()
-                .err()
-                .map(|e| e.message().to_owned())
-                .unwrap_or_default(),
-            refresh: Some(false),
-        };
-        let json = serde_json::to_vec(&reply)
-            .map_err(|e| Failure::failed("Failed to encode the index header reply", e))?;
-        conns.fs.send(Frame::Binary(json)).await?;
-        conns.fs.send(Frame::Text(String::new())).await?;
-        adopted?;
-    }
+        index_header(conns, false, |source_config| async move {
+            if live {
+                adopt_idmap(cx, rec, &source_config).await
+            } else {
+                Ok(())
+            }
+        })
+        .await?
+    } else {
+        BTreeMap::new()
+    };
 
     make_runtime(cx, rec, undo)?;
     let t = VolumeType::Container;
@@ -331,7 +358,7 @@ async fn adopt_idmap(cx: &Ctx, rec: &InstanceRecord, config: &serde_json::Value)
         .await
 }
 
-fn snapshot_record(
+pub(super) fn snapshot_record(
     rec: &InstanceRecord,
     s: &Snapshot,
     volume: Option<&VolumeSnapshotInfo>,
