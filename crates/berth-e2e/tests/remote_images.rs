@@ -69,7 +69,36 @@ async fn images_go_between_hosts() {
     assert_eq!(images(&h2).await, std::slice::from_ref(&fp));
     let out = ok(&lxc(&["exec", "h2:c2", "--", "echo", "fetched"]));
     assert_eq!(out.trim(), "fetched");
+    // It is a cache entry: flushed once unused for images.remote_cache_expiry days (the
+    // instance made from it runs on); an image copied on purpose is not.
+    let cached: Value = h2.client().get(&format!("/1.0/images/{fp}")).await.unwrap();
+    assert_eq!(cached["cached"], true);
+    let flush = |days: i64| {
+        let at = (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339();
+        let c = h2.client();
+        async move {
+            let r = c
+                .query(
+                    Method::POST,
+                    "/internal/testing/image-cache-flush",
+                    Some(&serde_json::json!({ "at": at })),
+                )
+                .await
+                .unwrap();
+            r.body.metadata["flushed"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(flush(9).await, 0);
+    ok(&h2.berth(&["config", "set", "images.remote_cache_expiry", "0"]));
+    assert_eq!(flush(30).await, 0);
+    ok(&h2.berth(&["config", "unset", "images.remote_cache_expiry"]));
+    assert_eq!(flush(11).await, 1);
+    assert!(images(&h2).await.is_empty());
+    let out = ok(&lxc(&["exec", "h2:c2", "--", "echo", "still"]));
+    assert_eq!(out.trim(), "still");
     ok(&lxc(&["delete", "-f", "h2:c2"]));
+    ok(&lxc(&["image", "copy", "h1:bb", "h2:"]));
+    assert_eq!(flush(11).await, 0);
     ok(&lxc(&["image", "delete", &format!("h2:{fp}")]));
 
     // berth does the same.
@@ -89,6 +118,34 @@ async fn images_go_between_hosts() {
     let out = ok(&berth(&["exec", "h2:c3", "--", "echo", "berth"]));
     assert_eq!(out.trim(), "berth");
     ok(&berth(&["delete", "-f", "h2:c3"]));
+
+    // The real client relays (downloads, then uploads) when asked.
+    ok(&lxc(&[
+        "image", "copy", "h1:bb", "h2:", "--alias", "relayed", "--mode", "relay",
+    ]));
+    assert_eq!(fingerprint(&h2, "relayed").await, fp);
+    ok(&lxc(&["image", "delete", "h2:relayed"]));
+
+    // Publishing to another server: the image lands there with its alias, and the one
+    // made on the way is gone from the instance's server.
+    ok(&berth(&["init", "h1:bb", "h1:p1"]));
+    let before = images(&h1).await;
+    ok(&berth(&["publish", "h1:p1", "h2:", "--alias", "published"]));
+    let published = fingerprint(&h2, "published").await;
+    assert!(images(&h2).await.contains(&published));
+    assert_eq!(images(&h1).await, before);
+    ok(&berth(&["image", "delete", "h2:published"]));
+    ok(&lxc(&[
+        "publish",
+        "h1:p1",
+        "h2:",
+        "--alias",
+        "published-by-lxc",
+    ]));
+    let by_lxc = fingerprint(&h2, "published-by-lxc").await;
+    assert!(images(&h2).await.contains(&by_lxc));
+    assert_eq!(images(&h1).await, before);
+    ok(&berth(&["delete", "h1:p1"]));
 
     // Bad requests name the field and make nothing.
     let e = fails(&berth(&["image", "copy", "h1:nosuch", "h2:"]));

@@ -86,6 +86,13 @@ pub const SERVER_KEYS: &[ServerKey] = &[
         },
     },
     ServerKey {
+        name: crate::image::cache::EXPIRY_KEY,
+        description: "Days an image fetched from another server for an instance (cached) is \
+                      kept unused before it is flushed; 0 keeps it",
+        default: "10",
+        validate: crate::image::cache::check_expiry,
+    },
+    ServerKey {
         name: "core.https_allowed_origin",
         description: "Access-Control-Allow-Origin sent on HTTPS replies",
         default: "",

@@ -197,6 +197,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
 
     tokio::spawn(crate::instance::background::autostart(cx.clone()));
     tokio::spawn(crate::instance::background::scheduler(cx.clone()));
+    tokio::spawn(crate::image::cache::flusher(cx.clone()));
     tokio::spawn(crate::instance::background::boots(cx.clone()));
     tokio::spawn(crate::network::watch(cx.clone()));
 

@@ -173,6 +173,7 @@ async fn publish(
         public: req.public,
         properties: req.properties.clone(),
         aliases: alias_names(&req)?,
+        cached: false,
     };
     let cx = st.cx.clone();
     let spec = OpSpec::task("Publishing image", &[]);
@@ -233,6 +234,7 @@ pub async fn create(
         public: req.public,
         properties: req.properties,
         aliases,
+        cached: false,
     };
     let cx = st.cx.clone();
     let spec = OpSpec::task("Downloading image", &[]);

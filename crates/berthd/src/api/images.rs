@@ -304,6 +304,7 @@ pub async fn post(
             .map(parse_properties)
             .unwrap_or_default(),
         aliases,
+        cached: false,
     };
     let imported = image::import::import(&st.cx, &project, upload, opts).await?;
     let fp = imported.fingerprint;

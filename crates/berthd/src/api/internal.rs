@@ -104,3 +104,16 @@ pub async fn snapshot_schedule(
     crate::instance::snapshot::scheduled_pass(&st.cx, at).await;
     Ok(super::sync_empty())
 }
+
+/// `POST /internal/testing/image-cache-flush`: flushes the unused cached images now, as if
+/// at `at`, and returns how many went.
+pub async fn image_cache_flush(
+    State(st): State<AppState>,
+    Json(req): Json<SchedulePass>,
+) -> ApiResult {
+    let at = chrono::DateTime::parse_from_rfc3339(&req.at)
+        .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))?
+        .with_timezone(&chrono::Utc);
+    let gone = crate::image::cache::flush(&st.cx, at).await?;
+    Ok(super::sync(serde_json::json!({ "flushed": gone })))
+}

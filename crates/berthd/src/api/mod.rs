@@ -325,6 +325,10 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/internal/testing/snapshot-schedule",
                 post(internal::snapshot_schedule),
+            )
+            .route(
+                "/internal/testing/image-cache-flush",
+                post(internal::image_cache_flush),
             );
     }
     r.fallback(not_found)

@@ -15,12 +15,13 @@ use super::{DbError, from_json, to_json};
 use crate::model::records::ImageRecord;
 
 const COLUMNS: &str = "fingerprint, filename, size, public, auto_update, architecture, type, \
-    split, properties, profiles, metadata, created_at, uploaded_at, expires_at, last_used_at";
+    split, properties, profiles, metadata, created_at, uploaded_at, expires_at, last_used_at, \
+    cached";
 
 /// [`COLUMNS`] as a project sees them: the editable ones from its holding.
 const PROJECT_COLUMNS: &str = "i.fingerprint, i.filename, i.size, p.public, p.auto_update, \
     i.architecture, i.type, i.split, p.properties, p.profiles, i.metadata, i.created_at, \
-    i.uploaded_at, p.expires_at, i.last_used_at";
+    i.uploaded_at, p.expires_at, i.last_used_at, i.cached";
 
 fn record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     let size: i64 = r.get(2)?;
@@ -40,6 +41,7 @@ fn record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
             uploaded_at: r.get(12)?,
             expires_at: r.get(13)?,
             last_used_at: r.get(14)?,
+            cached: r.get(15)?,
             project: berth_api::DEFAULT_PROJECT.to_owned(),
             fingerprint,
             ..Default::default()
@@ -144,7 +146,7 @@ pub fn insert(
 fn insert_row(conn: &Connection, rec: &ImageRecord) -> Result<(), DbError> {
     let i = &rec.image;
     conn.execute(
-        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
         params![
             i.fingerprint,
             i.filename,
@@ -160,7 +162,8 @@ fn insert_row(conn: &Connection, rec: &ImageRecord) -> Result<(), DbError> {
             i.created_at,
             i.uploaded_at,
             i.expires_at,
-            i.last_used_at
+            i.last_used_at,
+            i.cached
         ],
     )?;
     Ok(())
@@ -282,6 +285,31 @@ pub fn insert_alias(conn: &Connection, project: &str, a: &ImageAlias) -> Result<
         params![project, a.name, a.target, a.description, a.kind],
     )?;
     Ok(())
+}
+
+/// Records that an instance was made from image `fp` at `now`: a cached image so used is
+/// kept another `images.remote_cache_expiry`.
+pub fn touch(conn: &Connection, fp: &str, now: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
+        params![fp, now],
+    )?;
+    Ok(())
+}
+
+/// The cached images, with the projects holding them, last used (or, never used, fetched)
+/// before `before` (RFC 3339).
+pub fn unused_cached(conn: &Connection, before: &str) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT p.project, i.fingerprint FROM images i
+         JOIN image_projects p ON p.fingerprint = i.fingerprint
+         WHERE i.cached = 1
+           AND (CASE WHEN i.last_used_at = '{never}' THEN i.uploaded_at ELSE i.last_used_at END) < ?1
+         ORDER BY i.fingerprint, p.project",
+        never = crate::time::NEVER
+    ))?;
+    let rows = stmt.query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Replaces an alias's target and description.

@@ -181,6 +181,9 @@ const UPDATES: &[&str] = &[
         restricted INTEGER NOT NULL,
         projects TEXT NOT NULL
     );",
+    // 9: images fetched for an instance (`cached`), flushed once unused for
+    // `images.remote_cache_expiry` days.
+    "ALTER TABLE images ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this berthd writes.

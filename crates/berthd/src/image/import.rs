@@ -23,6 +23,8 @@ pub struct ImportOptions {
     pub properties: BTreeMap<String, String>,
     /// Aliases to create with it; a name given twice is one alias.
     pub aliases: Vec<AliasName>,
+    /// Fetched to make an instance: a cache entry (see [`super::cache`]).
+    pub cached: bool,
 }
 
 /// What an import made: the fingerprint and size.
@@ -93,6 +95,7 @@ pub async fn import(
             uploaded_at: now,
             expires_at: expires,
             last_used_at: crate::time::NEVER.to_owned(),
+            cached: opts.cached,
             project: project.to_owned(),
             ..Default::default()
         },

@@ -8,6 +8,7 @@
 //! uses `default`'s images ([`images_project`]). Image and alias writes are serialised by
 //! the image lock.
 
+pub mod cache;
 pub mod import;
 pub mod publish;
 pub mod remote;

@@ -131,6 +131,9 @@ pub async fn prepare(
             )));
         }
     };
+    if let Some(img) = &image {
+        crate::image::cache::used(cx, &img.image.fingerprint).await;
+    }
     let mut own_config = config.clone();
     own_config.retain(|k, _| !k.starts_with("volatile."));
     let profile_names = req.profiles.unwrap_or_else(|| vec!["default".to_owned()]);
