@@ -134,6 +134,16 @@ pub fn kernel_arch(arch: &str) -> Option<&'static str> {
     })
 }
 
+/// This host's architecture as the kernel names it (`uname -m`), from Rust's name.
+pub fn local_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86" => "i686",
+        "arm" => "armv7l",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
 /// Debian's name of a kernel architecture (`x86_64` → `amd64`), as trees name products.
 pub fn debian_arch(arch: &str) -> &str {
     match arch {
@@ -199,14 +209,33 @@ pub fn images(products: &Products, local: &str) -> Vec<StreamImage> {
             }
         }
     }
-    // Newest first: an alias goes to the newest image that claims it.
+    // As the clients sort them: by os, release, variant, then newest first, then
+    // architecture, then squashfs before root.tar.xz; an alias goes to the first image
+    // that claims it.
     let mut order: Vec<usize> = (0..out.len()).collect();
     order.sort_by(|a, b| {
-        let (x, y) = (&out[*a].image, &out[*b].image);
-        y.properties
-            .get("serial")
-            .cmp(&x.properties.get("serial"))
-            .then_with(|| x.fingerprint.cmp(&y.fingerprint))
+        let (x, y) = (&out[*a].image.properties, &out[*b].image.properties);
+        let mut by = std::cmp::Ordering::Equal;
+        for key in ["os", "release", "variant", "serial", "architecture"] {
+            let (p, q) = (
+                x.get(key).map_or("", String::as_str),
+                y.get(key).map_or("", String::as_str),
+            );
+            by = match (p.is_empty(), q.is_empty()) {
+                _ if p == q => continue,
+                (true, _) => std::cmp::Ordering::Greater,
+                (_, true) => std::cmp::Ordering::Less,
+                _ if key == "serial" => q.cmp(p),
+                _ => p.cmp(q),
+            };
+            break;
+        }
+        let rank = |t: Option<&String>| match t.map(String::as_str) {
+            Some("squashfs") => 0,
+            Some("root.tar.xz") => 1,
+            _ => 2,
+        };
+        by.then_with(|| rank(x.get("type")).cmp(&rank(y.get("type"))))
     });
     let mut taken: Vec<(String, String)> = Vec::new();
     let mut sorted = Vec::with_capacity(out.len());
@@ -385,6 +414,10 @@ mod tests {
                     "root.tar.xz".into(),
                     item("root.tar.xz", "images/d/12/root.tar.xz", "cc"),
                 ),
+                (
+                    "root.squashfs".into(),
+                    item("squashfs", "images/d/12/rootfs.squashfs", "dd"),
+                ),
             ]
             .into(),
             label: String::new(),
@@ -446,8 +479,9 @@ mod tests {
     fn images_pair_files_and_take_aliases_newest_first() {
         let imgs = images(&tree(), "x86_64");
         let fps: Vec<&str> = imgs.iter().map(|i| i.image.fingerprint.as_str()).collect();
-        // The unified tarball once (two ftypes, one file); the newest build first.
-        assert_eq!(fps, ["ee", "d2", "c1"]);
+        // By os (none last), newest build first, squashfs before root.tar.xz; the unified
+        // tarball once (two ftypes, one file).
+        assert_eq!(fps, ["d1", "d2", "c1", "ee"]);
         let names = |fp: &str| -> Vec<String> {
             find(&imgs, fp)
                 .unwrap()
@@ -458,7 +492,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            names("d2"),
+            names("d1"),
             [
                 "debian/12",
                 "debian/12/amd64",
@@ -466,14 +500,18 @@ mod tests {
                 "debian/bookworm/amd64"
             ]
         );
-        assert!(names("c1").is_empty());
+        assert!(names("d2").is_empty() && names("c1").is_empty());
         assert_eq!(names("ee"), ["bb", "bb/x86_64"]);
-        assert_eq!(find(&imgs, "debian/12").unwrap().image.fingerprint, "d2");
+        assert_eq!(find(&imgs, "debian/12").unwrap().image.fingerprint, "d1");
         let d2 = find(&imgs, "d2").unwrap();
         assert_eq!(d2.rootfs.as_ref().unwrap().path, "images/d/12/root.tar.xz");
         assert_eq!(d2.image.properties["type"], "root.tar.xz");
         assert_eq!(d2.image.created_at, "2026-12-05T00:00:00Z");
         assert_eq!(d2.image.size, 20);
+        assert_eq!(
+            local_arch(),
+            std::env::consts::ARCH.replace("powerpc64", "ppc64le")
+        );
         // On another architecture the short alias is not this image's.
         let arm = images(&tree(), "aarch64");
         assert!(find(&arm, "debian/12").is_none());

@@ -304,7 +304,7 @@ where
         let n = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
         if limit.is_some_and(|l| n > l) {
             return Err(ClientError::Transfer(format!(
-                "the server sent more than the {} bytes it announced",
+                "the server sent more than the {} bytes its image record announced",
                 limit.unwrap_or_default()
             )));
         }

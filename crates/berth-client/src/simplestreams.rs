@@ -109,7 +109,7 @@ impl SimpleStreams {
     /// clients derive for this host.
     pub async fn images(&self) -> Result<Vec<StreamImage>, ClientError> {
         let stream: Stream = self.json("streams/v1/index.json").await?;
-        let local = std::env::consts::ARCH;
+        let local = berth_api::simplestreams::local_arch();
         let mut out: Vec<StreamImage> = Vec::new();
         for entry in stream.index.values() {
             if entry.datatype != "image-downloads" || entry.products.is_empty() {
@@ -166,10 +166,11 @@ impl SimpleStreams {
             files.push(out);
         }
         let got = hex(&whole.finalize());
-        if got != img.image.fingerprint.to_ascii_lowercase() {
+        let expected = img.image.fingerprint.to_ascii_lowercase();
+        if got != expected {
             return Err(ClientError::Transfer(format!(
-                "The files of image {} hash to {got}",
-                img.image.fingerprint
+                "{}: the files of image {expected} hash to {got}, not to its fingerprint",
+                self.url
             )));
         }
         Ok(files)

@@ -301,15 +301,15 @@ async fn live_moves_that_cannot_work_are_refused() {
     ok(&h1.berth(&["delete", "-f", "c3"]));
 }
 
-/// `systemctl is-system-running` inside `name` on `d`, once systemd has finished starting
-/// (or given up on a unit: `degraded`).
-async fn booted(d: &Daemon, name: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Waits until systemd inside `name` on `d` has finished starting (`running`, or
+/// `degraded` when a unit failed).
+async fn booted(d: &Daemon, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let out = d.berth(&["exec", name, "--", "systemctl", "is-system-running"]);
         let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if state == "running" || state == "degraded" {
-            return state;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -325,7 +325,7 @@ async fn a_debian_container_moves_live() {
     berth_e2e::with_debian(&h1).await;
     ok(&h1.berth(&["launch", "deb", "d1", "-c", "migration.stateful=true"]));
     let addr = ipv4(&h1, "d1").await;
-    let state = booted(&h1, "d1").await;
+    booted(&h1, "d1").await;
     // systemd's services, each sandboxed in mount namespaces of its own, and a loop
     // started by exec.
     let services = "pidof systemd-journald systemd-logind systemd-resolved systemd-networkd";
@@ -347,7 +347,7 @@ async fn a_debian_container_moves_live() {
     assert_eq!(exec(&h2, "d1", "cat /sys/class/net/eth0/address"), mac);
     assert!(exec(&h2, "d1", "ip -4 addr show eth0").contains(&addr));
     // systemd goes on managing its services on the target.
-    assert_eq!(booted(&h2, "d1").await, state);
+    booted(&h2, "d1").await;
     exec(&h2, "d1", "systemctl restart systemd-logind");
     exec(&h2, "d1", "systemctl is-active systemd-logind");
     ok(&h2.berth(&["delete", "-f", "d1"]));

@@ -573,8 +573,16 @@ async fn the_incus_client_manages_bridges_and_launches_on_them() {
         assert!(Instant::now() < deadline, "no lease: {leases}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let listed = ok(&incus(&d, &["list", "i1", "-c", "n4", "-f", "csv"]));
-    assert!(listed.contains("10.93.0."), "{listed}");
+    // The lease is written when dnsmasq acknowledges it; the container sets the address
+    // a moment later.
+    loop {
+        let listed = ok(&incus(&d, &["list", "i1", "-c", "n4", "-f", "csv"]));
+        if listed.contains("10.93.0.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no address listed: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ok(&incus(&d, &["delete", "-f", "i1"]));
     ok(&incus(
         &d,

@@ -39,6 +39,10 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
     };
     let (target, _) = crate::remote::target(client, &args.source)?;
     let to_remote = to_remote.or_else(|| from_remote.clone());
+    anyhow::ensure!(
+        !args.refresh || args.config.is_empty(),
+        "--refresh keeps the copy's configuration: -c is not taken with it"
+    );
     if to_remote != from_remote {
         anyhow::ensure!(
             !source.contains('/'),

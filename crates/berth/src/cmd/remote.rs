@@ -318,7 +318,11 @@ async fn add_streams(name: &str, url: &str, accept: bool) -> anyhow::Result<Remo
     let public = SimpleStreams::new(&url, None)?;
     match public.images().await {
         Ok(_) => {}
-        Err(berth_client::ClientError::Tls(_)) => {
+        // Only a certificate no trusted root signed (a berthd's own) may be accepted by
+        // its fingerprint: a wrong name, an expired certificate or a failed handshake
+        // stay errors.
+        Err(berth_client::ClientError::Tls(e)) if e.contains("UnknownIssuer") => {
+            eprintln!("{url}: its certificate is not signed by a root this system trusts");
             let der = berth_client::server_certificate(&remote::host_port(&url)?).await?;
             accept_certificate(&der, accept)?;
             SimpleStreams::new(&url, Some(der.clone()))?

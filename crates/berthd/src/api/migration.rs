@@ -300,14 +300,15 @@ async fn refresh(
                 &source.secrets,
                 false,
             );
-            migrate::receive_refresh(&cx, &host, connect).await
+            migrate::receive_refresh(&cx, &host, source.instance_only, connect).await
         })
     } else {
         let h = host.clone();
+        let only = source.instance_only;
         st.ops.start(
             websocket_spec("Refreshing instance", &h, false),
             move |mut ctx| async move {
-                migrate::receive_refresh(&cx, &host, accept(&mut ctx, false)).await
+                migrate::receive_refresh(&cx, &host, only, accept(&mut ctx, false)).await
             },
         )
     };

@@ -267,21 +267,32 @@ impl Cgroups {
     /// gets its directory's `cgroup.subtree_control`'s owner and mode, as a delegated
     /// tree has them.
     pub fn delegate_restored(&self, cg: &str) -> std::io::Result<()> {
+        // The container runs already: a cgroup its systemd removes meanwhile is skipped.
+        fn gone(r: std::io::Result<()>) -> std::io::Result<()> {
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
         fn walk(dir: &Path) -> std::io::Result<()> {
             use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
             if let Ok(m) = std::fs::metadata(dir.join("cgroup.subtree_control")) {
                 for f in ["cgroup.procs", "cgroup.threads"] {
                     let path = dir.join(f);
-                    if path.exists() {
-                        std::os::unix::fs::chown(&path, Some(m.uid()), Some(m.gid()))?;
-                        std::fs::set_permissions(
-                            &path,
-                            std::fs::Permissions::from_mode(m.mode() & 0o777),
-                        )?;
-                    }
+                    gone(std::os::unix::fs::chown(
+                        &path,
+                        Some(m.uid()),
+                        Some(m.gid()),
+                    ))?;
+                    let mode = std::fs::Permissions::from_mode(m.mode() & 0o777);
+                    gone(std::fs::set_permissions(&path, mode))?;
                 }
             }
-            for child in std::fs::read_dir(dir)?.flatten() {
+            let entries = match std::fs::read_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                other => other?,
+            };
+            for child in entries.flatten() {
                 if child.file_type().is_ok_and(|t| t.is_dir()) {
                     walk(&child.path())?;
                 }

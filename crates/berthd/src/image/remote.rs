@@ -75,9 +75,14 @@ impl RemoteImage {
     }
 
     fn check_streams(&self) -> Result<()> {
-        berth_client::simplestreams::SimpleStreams::new(&self.server, None).map_err(|e| {
-            Failure::invalid(format!("Invalid source.server {:?}: {e}", self.server))
-        })?;
+        let https = url::Url::parse(&self.server)
+            .is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+        if !https {
+            return Err(Failure::invalid(format!(
+                "Invalid source.server {:?}: a simplestreams server is an https:// URL",
+                self.server
+            )));
+        }
         if !self.certificate.trim().is_empty() {
             crate::trust::parse_certificate(&self.certificate)?;
         }
@@ -88,7 +93,12 @@ impl RemoteImage {
         }
         let name = self.name();
         if name.len() > 255 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Failure::invalid(format!("Invalid image name {name:?}")));
+            let field = if self.alias.is_empty() {
+                "source.fingerprint"
+            } else {
+                "source.alias"
+            };
+            return Err(Failure::invalid(format!("Invalid {field} {name:?}")));
         }
         Ok(())
     }
@@ -188,19 +198,21 @@ pub async fn pull(
 }
 
 /// The image `src` names, for an instance of `project`: the one there already when it
-/// holds it, else fetched. Returns its fingerprint.
+/// holds it, else fetched as a cached image. Returns its fingerprint.
 pub async fn for_instance(cx: &Ctx, project: &str, src: &RemoteImage) -> Result<String> {
     src.check()?;
+    let cached = ImportOptions {
+        cached: true,
+        ..Default::default()
+    };
     if src.streams()? {
-        let imported = pull_streams(cx, project, src, ImportOptions::default(), true).await?;
+        let imported = pull_streams(cx, project, src, cached, true).await?;
         return Ok(imported.fingerprint);
     }
     if let Ok(rec) = super::resolve(cx, project, &src.fingerprint).await {
         return Ok(rec.image.fingerprint);
     }
-    Ok(pull(cx, project, src, ImportOptions::default())
-        .await?
-        .fingerprint)
+    Ok(pull(cx, project, src, cached).await?.fingerprint)
 }
 
 /// Fetches image `src` from a simplestreams tree into `project`'s images (when `reuse`,

@@ -227,23 +227,25 @@ fn is_squashfs(path: &Path) -> std::io::Result<bool> {
     Ok(n == 4 && &magic == b"hsqs")
 }
 
-/// A file's SHA-256 and size, computed once per path and size.
+/// A file's SHA-256 and size, computed once per path and size. The lock is held while
+/// hashing: requests arriving together (anyone may ask, untrusted) wait for the one
+/// hash instead of each reading the file again.
 fn hashed(path: &Path) -> std::io::Result<(String, u64)> {
     static KNOWN: OnceLock<Mutex<HashMap<(PathBuf, u64), String>>> = OnceLock::new();
     let size = std::fs::metadata(path)?.len();
     let key = (path.to_owned(), size);
-    let known = KNOWN.get_or_init(Default::default);
-    if let Some(sha) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    let mut known = KNOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(sha) = known.get(&key) {
         return Ok((sha.clone(), size));
     }
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
     let sha: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    known
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, sha.clone());
+    known.insert(key, sha.clone());
     Ok((sha, size))
 }
 

@@ -373,8 +373,7 @@ pub fn leases(files: &Files, state: &NetworkState) -> Vec<Lease> {
 /// Records a static allocation (`name`: the file's name in `hosts/`); dnsmasq picks a
 /// new file up from its watched directory. A changed file it would read as one more record
 /// beside the old one (which of the two wins is not defined), so a change is followed by a
-/// SIGHUP, on which dnsmasq reads the directory afresh. A removed file's record stays
-/// until then: it names a MAC no other nic has.
+/// SIGHUP, on which dnsmasq reads the directory afresh.
 pub fn set_static(
     files: &Files,
     name: &str,
@@ -408,9 +407,19 @@ pub fn set_static(
     Ok(())
 }
 
-/// Removes a static allocation.
+/// Removes a static allocation. One that held an address is followed by a SIGHUP, so
+/// that dnsmasq forgets it and may give the address to another nic; one without (a MAC
+/// and a name: most nics) is not worth a reread of every entry.
 pub fn remove_static(files: &Files, name: &str) {
-    let _ = std::fs::remove_file(files.hosts().join(name));
+    let path = files.hosts().join(name);
+    let had_address = std::fs::read_to_string(&path).is_ok_and(|t| t.trim().split(',').count() > 2);
+    if std::fs::remove_file(&path).is_ok()
+        && had_address
+        && let Some((pid, _)) = running(files)
+        && let Some(p) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::HUP);
+    }
 }
 
 #[cfg(test)]

@@ -33,17 +33,19 @@ pub async fn check_refresh(cx: &Ctx, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refreshes instance `name` from the source `connect` reaches.
+/// Refreshes instance `name` from the source `connect` reaches; `instance_only` leaves
+/// the snapshots here as they are (the source offers none).
 pub async fn receive_refresh(
     cx: &Arc<Ctx>,
     name: &str,
+    instance_only: bool,
     connect: impl std::future::Future<Output = Result<Conns>>,
 ) -> Result<()> {
     let _lock = cx.locks.instance(name).lock_owned().await;
     check_refresh(cx, name).await?;
     let rec = find(cx, name).await?;
     let mut conns = connect.await?;
-    let result = refresh_inner(cx, &rec, &mut conns).await;
+    let result = refresh_inner(cx, &rec, instance_only, &mut conns).await;
     let end = MigrationControl {
         success: result.is_ok(),
         message: Some(match &result {
@@ -92,7 +94,12 @@ fn compare(offered: &[Snapshot], held: &[SnapshotRecord]) -> (Vec<Snapshot>, Vec
     (send, delete)
 }
 
-async fn refresh_inner(cx: &Arc<Ctx>, rec: &InstanceRecord, conns: &mut Conns) -> Result<()> {
+async fn refresh_inner(
+    cx: &Arc<Ctx>,
+    rec: &InstanceRecord,
+    instance_only: bool,
+    conns: &mut Conns,
+) -> Result<()> {
     let offer: MigrationHeader = conns.control.recv_proto_within(STEP).await?;
     if check_offer(&offer, conns)? {
         return Err(Failure::invalid(
@@ -107,7 +114,16 @@ async fn refresh_inner(cx: &Arc<Ctx>, rec: &InstanceRecord, conns: &mut Conns) -
         .db
         .read(move |c| crate::db::snapshots::list(c, &n))
         .await?;
-    let (send, delete) = compare(&offer.snapshots, &held);
+    let (send, delete) = if instance_only {
+        (vec![], vec![])
+    } else {
+        compare(&offer.snapshots, &held)
+    };
+    // Every snapshot asked for is checked before anything here changes.
+    let records: Vec<SnapshotRecord> = send
+        .iter()
+        .map(|s| snapshot_record(rec, s, None))
+        .collect::<Result<_>>()?;
     let answer = MigrationHeader {
         fs: MigrationFsType::Rsync as i32,
         criu: offer.criu,
@@ -131,8 +147,10 @@ async fn refresh_inner(cx: &Arc<Ctx>, rec: &InstanceRecord, conns: &mut Conns) -
     let t = VolumeType::Container;
     let vol = pool.volume_path(t, &rec.name);
     let mut made = Vec::new();
-    for s in &send {
-        let record = snapshot_record(rec, s, volume_info.get(&s.name))?;
+    for (s, mut record) in send.iter().zip(records) {
+        if let Some(v) = volume_info.get(&s.name) {
+            record.description = v.description.clone();
+        }
         rsync_receive(&vol, &features, &mut conns.fs).await?;
         let (p, n, sn) = (pool.clone(), rec.name.clone(), s.name.clone());
         tokio::task::spawn_blocking(move || p.create_snapshot(t, &n, &sn)).await??;
