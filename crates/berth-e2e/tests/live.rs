@@ -170,8 +170,19 @@ async fn counting(d: &Daemon, name: &str) -> (u64, u64) {
 #[tokio::test]
 async fn a_busybox_container_moves_live_and_back() {
     let (h1, h2) = hosts("10.92.0").await;
-    ok(&h1.berth(&["launch", "bb", "c1", "-c", "migration.stateful=true"]));
+    // Its nic has a static address: the target serves it too.
+    ok(&h1.berth(&["init", "bb", "c1", "-c", "migration.stateful=true"]));
+    ok(&h1.berth(&[
+        "config",
+        "device",
+        "override",
+        "c1",
+        "eth0",
+        "ipv4.address=10.92.0.50",
+    ]));
+    ok(&h1.berth(&["start", "c1"]));
     let addr = ipv4(&h1, "c1").await;
+    assert_eq!(addr, "10.92.0.50");
     berth_e2e::wait_for_boot(&h1.client(), "c1").await;
     // A loop started from the console, a web server started by exec.
     let out = console(
@@ -207,6 +218,12 @@ async fn a_busybox_container_moves_live_and_back() {
     assert!(fetch(&h2, &addr).contains("hello"));
     let config: Value = h2.client().get("/1.0/instances/c1").await.unwrap();
     assert_eq!(config["config"]["volatile.eth0.hwaddr"], mac.as_str());
+    assert_eq!(config["devices"]["eth0"]["ipv4.address"], "10.92.0.50");
+    let leases = ok(&h2.berth(&["network", "list-leases", "br0", "-f", "csv"]));
+    assert!(
+        leases.contains("c1,") && leases.contains("10.92.0.50"),
+        "{leases}"
+    );
     let out = console(&h2.client(), "c1", "echo again-$X", "again-kept-42").await;
     assert!(out.contains("again-kept-42"), "{out}");
 
