@@ -77,7 +77,8 @@ impl SimpleStreams {
         }
     }
 
-    async fn get(&self, rel: &str, limit: usize) -> Result<Bytes, ClientError> {
+    /// `GET` of `rel` under the tree's root; a reply other than 200 is an error.
+    async fn open(&self, rel: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let path = format!("{}/{rel}", self.root);
         let resp = self
             .transport
@@ -90,6 +91,11 @@ impl SimpleStreams {
                 format!("{}/{rel}: HTTP status {status}", self.url),
             ));
         }
+        Ok(resp)
+    }
+
+    async fn get(&self, rel: &str, limit: usize) -> Result<Bytes, ClientError> {
+        let resp = self.open(rel).await?;
         let body = http_body_util::Limited::new(resp.into_body(), limit)
             .collect()
             .await
@@ -189,18 +195,7 @@ impl SimpleStreams {
         if rel.split('/').any(|c| c == "..") {
             return Err(ClientError::Transfer(format!("Invalid file path {rel:?}")));
         }
-        let path = format!("{}/{rel}", self.root);
-        let resp = self
-            .transport
-            .send(Method::GET, &path, &[], Empty::<Bytes>::new())
-            .await?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(ClientError::api(
-                status,
-                format!("{}/{rel}: HTTP status {status}", self.url),
-            ));
-        }
+        let resp = self.open(rel).await?;
         let io = |e| ClientError::File {
             path: out.display().to_string(),
             source: e,

@@ -656,6 +656,28 @@ async fn import_as(d: &Daemon, image: &Path, alias: &str) {
         .unwrap_or_else(|e| panic!("import {}: {e}", image.display()));
 }
 
+/// The fingerprint alias `alias` of daemon `d` names.
+pub async fn alias_target(d: &Daemon, alias: &str) -> String {
+    let a: serde_json::Value = d
+        .client()
+        .get(&format!("/1.0/images/aliases/{alias}"))
+        .await
+        .unwrap_or_else(|e| panic!("alias {alias}: {e}"));
+    a["target"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The fingerprints of daemon `d`'s images.
+pub async fn image_fingerprints(d: &Daemon) -> Vec<String> {
+    let list: Vec<serde_json::Value> = d
+        .client()
+        .get("/1.0/images?recursion=1")
+        .await
+        .expect("list images");
+    list.iter()
+        .filter_map(|i| i["fingerprint"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The SHA-256 of a file, as hex.
 pub fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum")

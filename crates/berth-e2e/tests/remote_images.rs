@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
 use berth_client::Method;
-use berth_e2e::{Daemon, fails, ok, with_busybox};
+use berth_e2e::{Daemon, alias_target, fails, image_fingerprints, ok, with_busybox};
 use serde_json::Value;
 
 fn berth_path() -> String {
@@ -30,43 +30,27 @@ async fn hosts() -> (Daemon, Daemon) {
     (h1, h2)
 }
 
-async fn fingerprint(d: &Daemon, alias: &str) -> String {
-    let a: Value = d
-        .client()
-        .get(&format!("/1.0/images/aliases/{alias}"))
-        .await
-        .unwrap();
-    a["target"].as_str().unwrap().to_owned()
-}
-
-async fn images(d: &Daemon) -> Vec<String> {
-    let list: Vec<Value> = d.client().get("/1.0/images?recursion=1").await.unwrap();
-    list.iter()
-        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn images_go_between_hosts() {
     let (h1, h2) = hosts().await;
     let lxc = |args: &[&str]| h1.remote("lxc", "lxc-conf", args);
     let berth = |args: &[&str]| h1.remote(&berth_path(), "berth-conf", args);
-    let fp = fingerprint(&h1, "bb").await;
+    let fp = alias_target(&h1, "bb").await;
 
     // The real client: a copy with an alias, then an instance from it.
     ok(&lxc(&["image", "copy", "h1:bb", "h2:", "--alias", "bb2"]));
-    assert_eq!(fingerprint(&h2, "bb2").await, fp);
+    assert_eq!(alias_target(&h2, "bb2").await, fp);
     ok(&lxc(&["launch", "h2:bb2", "h2:c1"]));
     let out = ok(&lxc(&["exec", "h2:c1", "--", "echo", "from-the-copy"]));
     assert_eq!(out.trim(), "from-the-copy");
     ok(&lxc(&["delete", "-f", "h2:c1"]));
     ok(&lxc(&["image", "delete", "h2:bb2"]));
-    assert!(images(&h2).await.is_empty());
+    assert!(image_fingerprints(&h2).await.is_empty());
 
     // Launching from another server's image: the instance's server fetches it, and
     // keeps it for the next launch.
     ok(&lxc(&["launch", "h1:bb", "h2:c2"]));
-    assert_eq!(images(&h2).await, std::slice::from_ref(&fp));
+    assert_eq!(image_fingerprints(&h2).await, std::slice::from_ref(&fp));
     let out = ok(&lxc(&["exec", "h2:c2", "--", "echo", "fetched"]));
     assert_eq!(out.trim(), "fetched");
     // It is a cache entry: flushed once unused for images.remote_cache_expiry days (the
@@ -93,7 +77,7 @@ async fn images_go_between_hosts() {
     assert_eq!(flush(30).await, 0);
     ok(&h2.berth(&["config", "unset", "images.remote_cache_expiry"]));
     assert_eq!(flush(11).await, 1);
-    assert!(images(&h2).await.is_empty());
+    assert!(image_fingerprints(&h2).await.is_empty());
     let out = ok(&lxc(&["exec", "h2:c2", "--", "echo", "still"]));
     assert_eq!(out.trim(), "still");
     ok(&lxc(&["delete", "-f", "h2:c2"]));
@@ -111,8 +95,8 @@ async fn images_go_between_hosts() {
         "bb3",
         "--copy-aliases",
     ]));
-    assert_eq!(fingerprint(&h2, "bb3").await, fp);
-    assert_eq!(fingerprint(&h2, "bb").await, fp);
+    assert_eq!(alias_target(&h2, "bb3").await, fp);
+    assert_eq!(alias_target(&h2, "bb").await, fp);
     ok(&berth(&["image", "delete", "h2:bb3"]));
     ok(&berth(&["launch", "h1:bb", "h2:c3"]));
     let out = ok(&berth(&["exec", "h2:c3", "--", "echo", "berth"]));
@@ -123,17 +107,17 @@ async fn images_go_between_hosts() {
     ok(&lxc(&[
         "image", "copy", "h1:bb", "h2:", "--alias", "relayed", "--mode", "relay",
     ]));
-    assert_eq!(fingerprint(&h2, "relayed").await, fp);
+    assert_eq!(alias_target(&h2, "relayed").await, fp);
     ok(&lxc(&["image", "delete", "h2:relayed"]));
 
     // Publishing to another server: the image lands there with its alias, and the one
     // made on the way is gone from the instance's server.
     ok(&berth(&["init", "h1:bb", "h1:p1"]));
-    let before = images(&h1).await;
+    let before = image_fingerprints(&h1).await;
     ok(&berth(&["publish", "h1:p1", "h2:", "--alias", "published"]));
-    let published = fingerprint(&h2, "published").await;
-    assert!(images(&h2).await.contains(&published));
-    assert_eq!(images(&h1).await, before);
+    let published = alias_target(&h2, "published").await;
+    assert!(image_fingerprints(&h2).await.contains(&published));
+    assert_eq!(image_fingerprints(&h1).await, before);
     ok(&berth(&["image", "delete", "h2:published"]));
     ok(&lxc(&[
         "publish",
@@ -142,9 +126,9 @@ async fn images_go_between_hosts() {
         "--alias",
         "published-by-lxc",
     ]));
-    let by_lxc = fingerprint(&h2, "published-by-lxc").await;
-    assert!(images(&h2).await.contains(&by_lxc));
-    assert_eq!(images(&h1).await, before);
+    let by_lxc = alias_target(&h2, "published-by-lxc").await;
+    assert!(image_fingerprints(&h2).await.contains(&by_lxc));
+    assert_eq!(image_fingerprints(&h1).await, before);
     ok(&berth(&["delete", "h1:p1"]));
 
     // Bad requests name the field and make nothing.
@@ -171,7 +155,7 @@ async fn images_go_between_hosts() {
 #[tokio::test]
 async fn image_secrets_open_one_image_once() {
     let (h1, _h2) = hosts().await;
-    let fp = fingerprint(&h1, "bb").await;
+    let fp = alias_target(&h1, "bb").await;
     let r = h1
         .client()
         .query(Method::POST, &format!("/1.0/images/{fp}/secret"), None)

@@ -5,27 +5,10 @@
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
 use berth_client::Method;
-use berth_e2e::{Daemon, fails, ok, with_busybox};
-use serde_json::Value;
+use berth_e2e::{Daemon, alias_target, fails, image_fingerprints, ok, with_busybox};
 
 fn berth_path() -> String {
     berth_e2e::bin("berth").to_string_lossy().into_owned()
-}
-
-async fn fingerprint(d: &Daemon, alias: &str) -> String {
-    let a: Value = d
-        .client()
-        .get(&format!("/1.0/images/aliases/{alias}"))
-        .await
-        .unwrap();
-    a["target"].as_str().unwrap().to_owned()
-}
-
-async fn images(d: &Daemon) -> Vec<String> {
-    let list: Vec<Value> = d.client().get("/1.0/images?recursion=1").await.unwrap();
-    list.iter()
-        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -34,7 +17,7 @@ async fn public_images_are_served_and_fetched_as_simplestreams() {
     let h1 = Daemon::start();
     let h2 = Daemon::start_beside(&h1);
     with_busybox(&h1).await;
-    let fp = fingerprint(&h1, "bb").await;
+    let fp = alias_target(&h1, "bb").await;
     h1.https_on(8443);
     h2.https_on(8444);
     let tree = "https://127.0.0.1:8443";
@@ -83,7 +66,7 @@ async fn public_images_are_served_and_fetched_as_simplestreams() {
     ok(&lxc(&["launch", "ss:bb", "h2:c1"]));
     let out = ok(&lxc(&["exec", "h2:c1", "--", "echo", "from-the-tree"]));
     assert_eq!(out.trim(), "from-the-tree");
-    assert_eq!(images(&h2).await, std::slice::from_ref(&fp));
+    assert_eq!(image_fingerprints(&h2).await, std::slice::from_ref(&fp));
     ok(&lxc(&["delete", "-f", "h2:c1"]));
 
     // berth: the tree added with its certificate accepted, listed, copied from, launched
@@ -114,7 +97,7 @@ async fn public_images_are_served_and_fetched_as_simplestreams() {
     ok(&berth(&[
         "image", "copy", "ss:bb", "h2:", "--alias", "copied",
     ]));
-    assert_eq!(fingerprint(&h2, "copied").await, fp);
+    assert_eq!(alias_target(&h2, "copied").await, fp);
     ok(&berth(&["image", "delete", "h2:copied"]));
     ok(&berth(&["launch", "ss:bb", "h2:c2"]));
     let out = ok(&berth(&["exec", "h2:c2", "--", "echo", "launched"]));
@@ -125,7 +108,7 @@ async fn public_images_are_served_and_fetched_as_simplestreams() {
     assert!(refused.contains("simplestreams image server"), "{refused}");
 
     // Bad requests change nothing: an unknown alias, an unknown protocol.
-    let before = images(&h2).await;
+    let before = image_fingerprints(&h2).await;
     let files = berth_e2e::image_store_files(&h2);
     let c2 = h2.client();
     let cert = std::fs::read_to_string(h1.dir().join("server.crt")).unwrap();
@@ -159,6 +142,6 @@ async fn public_images_are_served_and_fetched_as_simplestreams() {
         };
         assert!(message.contains(said), "{source}: {message}");
     }
-    assert_eq!(images(&h2).await, before);
+    assert_eq!(image_fingerprints(&h2).await, before);
     assert_eq!(berth_e2e::image_store_files(&h2), files);
 }

@@ -359,14 +359,9 @@ pub async fn export(
     let (meta, rootfs) = image::files(&st.cx, &rec);
     let Some(rootfs) = rootfs else {
         let (len, body) = file_stream(meta).await?;
-        let mut resp = body.into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(header::CONTENT_DISPOSITION, attachment(&rec.image.filename));
+        let mut resp = super::octet_stream(body, len);
+        resp.headers_mut()
+            .insert(header::CONTENT_DISPOSITION, attachment(&rec.image.filename));
         return Ok(resp);
     };
     let boundary = format!("berth-{}", uuid::Uuid::new_v4().simple());

@@ -92,16 +92,21 @@ pub struct SchedulePass {
     at: String,
 }
 
+impl SchedulePass {
+    fn at(&self) -> Result<chrono::DateTime<chrono::Utc>, super::ApiError> {
+        chrono::DateTime::parse_from_rfc3339(&self.at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))
+    }
+}
+
 /// `POST /internal/testing/snapshot-schedule`: runs one pass of the snapshot scheduler now,
 /// as if at minute `at` (scheduled snapshots and expiry), and returns when it is done.
 pub async fn snapshot_schedule(
     State(st): State<AppState>,
     Json(req): Json<SchedulePass>,
 ) -> ApiResult {
-    let at = chrono::DateTime::parse_from_rfc3339(&req.at)
-        .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))?
-        .with_timezone(&chrono::Utc);
-    crate::instance::snapshot::scheduled_pass(&st.cx, at).await;
+    crate::instance::snapshot::scheduled_pass(&st.cx, req.at()?).await;
     Ok(super::sync_empty())
 }
 
@@ -111,9 +116,6 @@ pub async fn image_cache_flush(
     State(st): State<AppState>,
     Json(req): Json<SchedulePass>,
 ) -> ApiResult {
-    let at = chrono::DateTime::parse_from_rfc3339(&req.at)
-        .map_err(|e| super::ApiError::bad_request(format!("Invalid \"at\": {e}")))?
-        .with_timezone(&chrono::Utc);
-    let gone = crate::image::cache::flush(&st.cx, at).await?;
+    let gone = crate::image::cache::flush(&st.cx, req.at()?).await?;
     Ok(super::sync(serde_json::json!({ "flushed": gone })))
 }

@@ -51,8 +51,8 @@ use berth_api::ErrorKind;
 pub use body::{Json, field, project_param, query_param, query_value, recursion};
 pub use error::ApiError;
 pub use reply::{
-    ApiResult, async_operation, check_if_match, etag_of, if_match, inline_file, sync, sync_created,
-    sync_empty, sync_etag, sync_raw,
+    ApiResult, async_operation, check_if_match, etag_of, if_match, inline_file, octet_stream, sync,
+    sync_created, sync_empty, sync_etag, sync_raw,
 };
 
 use crate::ctx::Ctx;

@@ -48,9 +48,8 @@ pub fn sync_created(location: &str) -> Response {
     resp
 }
 
-/// A file served as is (not in an envelope), as LXD serves logs and instance files:
-/// `application/octet-stream`, its length, `inline;filename=NAME`.
-pub fn inline_file(body: axum::body::Body, len: u64, filename: &str) -> Response {
+/// Bytes served as is (not in an envelope): `application/octet-stream` and its length.
+pub fn octet_stream(body: axum::body::Body, len: u64) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -58,8 +57,15 @@ pub fn inline_file(body: axum::body::Body, len: u64, filename: &str) -> Response
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// A file served as is (not in an envelope), as LXD serves logs and instance files:
+/// `application/octet-stream`, its length, `inline;filename=NAME`.
+pub fn inline_file(body: axum::body::Body, len: u64, filename: &str) -> Response {
+    let mut resp = octet_stream(body, len);
     if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={filename}")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     resp
 }

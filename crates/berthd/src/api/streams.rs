@@ -3,8 +3,6 @@
 //! files are plain documents, not LXD envelopes; the image files are streamed from disk.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::image::streams::{self, Part};
@@ -33,12 +31,5 @@ pub async fn file(
     let part = Part::parse(&part).ok_or_else(|| ApiError::not_found("Image file not found"))?;
     let path = streams::file(&st.cx, &fp, part).await?;
     let (len, body) = super::images::file_stream(path).await?;
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    Ok(resp)
+    Ok(super::octet_stream(body, len))
 }
