@@ -49,6 +49,7 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("lxc", "host"),
     ("image", "storage"),
     ("image", "trust"),
+    ("image", "config"),
     ("network", "project"),
     ("device", "network"),
     ("capacity", "config"),

@@ -86,11 +86,15 @@ pub const SERVER_KEYS: &[ServerKey] = &[
         },
     },
     ServerKey {
-        name: crate::image::cache::EXPIRY_KEY,
+        name: IMAGES_CACHE_EXPIRY,
         description: "Days an image fetched from another server for an instance (cached) is \
                       kept unused before it is flushed; 0 keeps it",
         default: "10",
-        validate: crate::image::cache::check_expiry,
+        validate: |v| {
+            v.parse::<u32>()
+                .map(drop)
+                .map_err(|_| "must be a whole number of days")
+        },
     },
     ServerKey {
         name: "core.https_allowed_origin",
@@ -123,6 +127,9 @@ pub const SERVER_KEYS: &[ServerKey] = &[
 
 /// The address of the HTTPS API.
 pub const HTTPS_ADDRESS: &str = "core.https_address";
+
+/// Days an unused cached image is kept (see `image::cache`).
+pub const IMAGES_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 
 /// How long a trust token lives.
 pub const TOKEN_EXPIRY: &str = "core.remote_token_expiry";

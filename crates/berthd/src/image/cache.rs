@@ -9,16 +9,6 @@ use std::sync::Arc;
 use crate::ctx::Ctx;
 use crate::error::Result;
 
-/// The server key: days an unused cached image is kept.
-pub const EXPIRY_KEY: &str = "images.remote_cache_expiry";
-
-/// Checks a value of [`EXPIRY_KEY`].
-pub fn check_expiry(v: &str) -> std::result::Result<(), &'static str> {
-    v.parse::<u32>()
-        .map(drop)
-        .map_err(|_| "must be a whole number of days")
-}
-
 /// Records that an instance was just made from image `fp`.
 pub async fn used(cx: &Ctx, fp: &str) {
     let (f, now) = (fp.to_owned(), crate::time::now_rfc3339());
@@ -31,11 +21,11 @@ pub async fn used(cx: &Ctx, fp: &str) {
     }
 }
 
-/// Removes the cached images unused for [`EXPIRY_KEY`] days before `now`; returns how
+/// Removes the cached images unused for `images.remote_cache_expiry` days before `now`; returns how
 /// many holdings went.
 pub async fn flush(cx: &Ctx, now: chrono::DateTime<chrono::Utc>) -> Result<usize> {
     let config = cx.db.read(crate::db::config::load).await?;
-    let days: i64 = crate::config::get(&config, EXPIRY_KEY)
+    let days: i64 = crate::config::get(&config, crate::config::IMAGES_CACHE_EXPIRY)
         .parse()
         .unwrap_or(10);
     if days <= 0 {
