@@ -16,6 +16,7 @@ packages=(
   nftables        # NAT and accept rules of managed networks (nft)
   iproute2        # links, addresses, routes and traffic control (ip, tc, ss)
   rsync           # instance volumes between hosts (LXD's migration protocol sends them with rsync)
+  btrfs-progs     # btrfs pools: mkfs.btrfs and subvolumes (btrfs)
 )
 
 missing=()

@@ -121,3 +121,60 @@ async fn bad_pool_requests_are_refused() {
     let err = fails(&d.berth(&["storage", "set", "p", "nope=1"]));
     assert!(err.contains("nope"), "{err}");
 }
+
+#[tokio::test]
+async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
+    let mut d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    let p: StoragePool = c.get("/1.0/storage-pools/bt").await.unwrap();
+    assert_eq!((p.driver.as_str(), p.status.as_str()), ("btrfs", "Created"));
+    let image = d.dir().join("disks/bt.img");
+    assert_eq!(p.config["source"], image.display().to_string());
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 1 << 30);
+    let mount = d.dir().join("storage-pools/bt");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .contains(&format!(" {} btrfs ", mount.display()))
+    };
+    assert!(mounted());
+
+    let sh = |d: &Daemon, name: &str, script: &str| {
+        ok(&d.berth(&["exec", name, "--", "sh", "-c", script]))
+    };
+    ok(&d.berth(&["launch", "bb", "c1", "-s", "bt"]));
+    let volume = mount.join("containers/c1");
+    let subvolume = |path: &std::path::Path| {
+        std::process::Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(path)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(subvolume(&volume));
+    sh(&d, "c1", "echo one > /root/f");
+    ok(&d.berth(&["snapshot", "create", "c1", "s1"]));
+    assert!(subvolume(&mount.join("containers-snapshots/c1/s1")));
+    sh(&d, "c1", "echo two > /root/f; echo new > /root/g");
+    ok(&d.berth(&["snapshot", "restore", "c1", "s1"]));
+    assert_eq!(sh(&d, "c1", "cat /root/f; ls /root"), "one\nf\n");
+    // A copy from the snapshot, and a copy to the dir pool and back.
+    ok(&d.berth(&["copy", "c1/s1", "c2"]));
+    assert!(subvolume(&mount.join("containers/c2")));
+    ok(&d.berth(&["start", "c2"]));
+    assert_eq!(sh(&d, "c2", "cat /root/f"), "one\n");
+    ok(&d.berth(&["delete", "-f", "c1", "c2"]));
+
+    // A restart re-mounts the pool from its loop file.
+    d.restart();
+    assert!(mounted());
+    ok(&d.berth(&["launch", "bb", "c3", "-s", "bt"]));
+    assert_eq!(sh(&d, "c3", "echo again"), "again\n");
+    ok(&d.berth(&["delete", "-f", "c3"]));
+    ok(&d.berth(&["storage", "delete", "bt"]));
+    assert!(!mounted() && !image.exists() && !mount.exists());
+}

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use drivers::dir;
+pub use drivers::{btrfs, dir};
 pub use error::{StorageError, StorageErrorKind};
 
 /// What a driver is and can do; `GET /1.0` reports it in `storage_supported_drivers`.
@@ -221,11 +221,18 @@ struct Registration {
 }
 
 /// Every driver this build carries, by name.
-const REGISTRY: &[Registration] = &[Registration {
-    name: dir::NAME,
-    info: dir::info,
-    load: dir::load,
-}];
+const REGISTRY: &[Registration] = &[
+    Registration {
+        name: dir::NAME,
+        info: dir::info,
+        load: dir::load,
+    },
+    Registration {
+        name: btrfs::NAME,
+        info: btrfs::info,
+        load: btrfs::load,
+    },
+];
 
 /// Builds the driver `driver` for pool `pool_name`.
 ///
@@ -286,12 +293,13 @@ mod tests {
     }
 
     #[test]
-    fn supported_lists_dir() {
+    fn supported_lists_dir_and_btrfs() {
         let drivers = supported();
-        assert_eq!(drivers.len(), 1);
-        assert_eq!(drivers[0].name, "dir");
+        let names: Vec<&str> = drivers.iter().map(|d| d.name).collect();
+        assert_eq!(names, ["dir", "btrfs"]);
         assert_eq!(drivers[0].version, "1");
-        assert!(!drivers[0].remote);
+        assert!(!drivers[0].remote && !drivers[1].remote);
+        assert!(drivers[1].instant_snapshots);
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub(crate) fn first_mount_under(dir: &Path) -> io::Result<Option<PathBuf>> {
     Ok(mount_points(&mountinfo).find(|m| m.starts_with(dir)))
 }
 
+/// Whether something is mounted right on `dir` (which should be canonical).
+pub(crate) fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(mount_points(&mountinfo).any(|m| m == dir))
+}
+
 /// The mount points listed in a mountinfo text (the fifth field of each line, unescaped).
 fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
     mountinfo

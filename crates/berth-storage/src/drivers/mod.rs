@@ -2,4 +2,5 @@
 //! implementation, `NAME`, `info()` and `load()`), `config.rs` (keys, validation, defaults)
 //! and `tests.rs`.
 
+pub mod btrfs;
 pub mod dir;

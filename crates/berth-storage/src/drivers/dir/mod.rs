@@ -28,13 +28,13 @@ pub const NAME: &str = "dir";
 const VERSION: &str = "1";
 
 /// Mode of the pool directory and of the per-type directories: traversable, not listable.
-const POOL_DIR_MODE: u32 = 0o711;
+pub(crate) const POOL_DIR_MODE: u32 = 0o711;
 
 /// Mode of every volume directory: root only.
-const VOLUME_MODE: u32 = 0o700;
+pub(crate) const VOLUME_MODE: u32 = 0o700;
 
 /// The directories `create` makes inside the source, and the only ones `delete` removes.
-const POOL_SUBDIRS: [&str; 5] = [
+pub(crate) const POOL_SUBDIRS: [&str; 5] = [
     "containers",
     "containers-snapshots",
     "images",
@@ -125,15 +125,57 @@ impl Dir {
 }
 
 impl Dir {
+    /// Removes the per-type directories `create` made, refusing (and removing nothing)
+    /// while any holds an entry.
+    pub(crate) fn delete_layout(&self) -> Result<(), StorageError> {
+        // Check everything before removing anything, so a refusal leaves the pool whole.
+        for sub in POOL_SUBDIRS {
+            let path = self.source.join(sub);
+            match first_entry(&path) {
+                Ok(None) => {}
+                Ok(Some(entry)) => {
+                    return Err(StorageError::PoolInUse {
+                        pool: self.pool.clone(),
+                        entry,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::delete_err(&path)(e)),
+            }
+        }
+        // Only empty directories are removed (rmdir), so no volume data can be lost here.
+        for sub in POOL_SUBDIRS {
+            self.remove_empty_dir(&self.source.join(sub))?;
+        }
+        Ok(())
+    }
+
+    /// What an interrupted operation left: dot names ending `.restore` or `.tmp`, half-made
+    /// copies of a restore or a volume fill.
+    pub(crate) fn leftovers(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for vtype in VolumeType::ALL {
+            let dir = self.source.join(vtype.dir_name());
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && (name.ends_with(".restore") || name.ends_with(".tmp")) {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out
+    }
+
     /// The directory of volume `name`'s snapshots.
-    fn snapshots_of(&self, vtype: VolumeType, name: &str) -> PathBuf {
+    pub(crate) fn snapshots_of(&self, vtype: VolumeType, name: &str) -> PathBuf {
         self.source.join(vtype.snapshots_dir_name()).join(name)
     }
 }
 
 /// Copies directory `from` to the new directory `to` with `cp -a` (owners, modes, links,
 /// device nodes, extended attributes); a partial copy is removed.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), StorageError> {
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), StorageError> {
     let fail = |detail: String| StorageError::Copy {
         from: from.to_owned(),
         to: to.to_owned(),
@@ -212,25 +254,7 @@ impl Driver for Dir {
             Err(e) => return Err(Self::delete_err(&self.source)(e)),
             Ok(_) => {}
         }
-        // Check everything before removing anything, so a refusal leaves the pool whole.
-        for sub in POOL_SUBDIRS {
-            let path = self.source.join(sub);
-            match first_entry(&path) {
-                Ok(None) => {}
-                Ok(Some(entry)) => {
-                    return Err(StorageError::PoolInUse {
-                        pool: self.pool.clone(),
-                        entry,
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::delete_err(&path)(e)),
-            }
-        }
-        // Only empty directories are removed (rmdir), so no volume data can be lost here.
-        for sub in POOL_SUBDIRS {
-            self.remove_empty_dir(&self.source.join(sub))?;
-        }
+        self.delete_layout()?;
         // A source the user chose stays (empty), as in LXD; ours under berthd's dir goes.
         if self.source == self.default_source {
             self.remove_empty_dir(&self.source)?;
@@ -542,22 +566,9 @@ impl Driver for Dir {
     }
 
     fn remove_leftovers(&self) -> Result<(), StorageError> {
-        // Dot names ending .restore or .tmp are half-made copies of an interrupted restore
-        // or volume fill.
-        for vtype in VolumeType::ALL {
-            let dir = self.source.join(vtype.dir_name());
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') && (name.ends_with(".restore") || name.ends_with(".tmp")) {
-                    let path = entry.path();
-                    fs::remove_dir_all(&path)
-                        .map_err(|source| StorageError::DeleteVolume { path, source })?;
-                }
-            }
+        for path in self.leftovers() {
+            fs::remove_dir_all(&path)
+                .map_err(|source| StorageError::DeleteVolume { path, source })?;
         }
         Ok(())
     }
@@ -587,14 +598,14 @@ impl Driver for Dir {
     }
 }
 
-fn no_snapshot(name: &str, snap: &str) -> StorageError {
+pub(crate) fn no_snapshot(name: &str, snap: &str) -> StorageError {
     StorageError::SnapshotNotFound {
         name: name.to_owned(),
         snap: snap.to_owned(),
     }
 }
 
-fn snapshot_taken(name: &str, snap: &str) -> StorageError {
+pub(crate) fn snapshot_taken(name: &str, snap: &str) -> StorageError {
     StorageError::SnapshotExists {
         name: name.to_owned(),
         snap: snap.to_owned(),
@@ -602,7 +613,7 @@ fn snapshot_taken(name: &str, snap: &str) -> StorageError {
 }
 
 /// `renameat2(RENAME_NOREPLACE)`: `EEXIST` when `to` exists.
-fn rename_noreplace(from: &Path, to: &Path) -> Result<(), rustix::io::Errno> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<(), rustix::io::Errno> {
     rustix::fs::renameat_with(
         rustix::fs::CWD,
         from,
@@ -613,12 +624,12 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<(), rustix::io::Errno> {
 }
 
 /// Sets the permission bits of `path` exactly.
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, Permissions::from_mode(mode))
 }
 
 /// The first entry of directory `dir`, if it has one.
-fn first_entry(dir: &Path) -> io::Result<Option<PathBuf>> {
+pub(crate) fn first_entry(dir: &Path) -> io::Result<Option<PathBuf>> {
     fs::read_dir(dir)?
         .next()
         .transpose()

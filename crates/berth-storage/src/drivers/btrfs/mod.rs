@@ -1,0 +1,605 @@
+//! The `btrfs` driver: a pool is a btrfs filesystem, laid out as a `dir` pool is
+//! (`{containers,containers-snapshots,images,custom,custom-snapshots}/NAME`), and every
+//! volume and snapshot is a subvolume: a snapshot, a restore and a copy within the pool are
+//! subvolume snapshots, instant whatever the volume's size.
+//!
+//! The filesystem is, by `source`:
+//! - unset: a loop file berthd makes, `DIR/disks/POOL.img` (`size`, default a fifth of the
+//!   free space, 5 GiB to 30 GiB, as LXD), recorded as the pool's `source`;
+//! - a block device (`/dev/…`), formatted at create (one holding a filesystem is refused);
+//! - a directory on a mounted btrfs, used in place.
+//!
+//! A loop file or device is mounted on the pool's directory (`DIR/storage-pools/POOL`) by
+//! `create` and again by `mount` at each start; `unmount` releases it (the loop device
+//! goes with it). Volumes made by copying from elsewhere are subvolumes too (made empty,
+//! then filled by `cp -a --reflink=auto`). Quotas, and images unpacked once into a
+//! read-only subvolume, come later (`quotas`, `optimized_images` stay false).
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::dir::{Dir, POOL_DIR_MODE, VOLUME_MODE, no_snapshot, set_mode, snapshot_taken};
+use crate::{Driver, DriverInfo, PoolResources, StorageError, VolumeType, validate_volume_name};
+
+pub use config::Backing;
+
+/// The driver name, as in a pool's `driver` field.
+pub const NAME: &str = "btrfs";
+
+/// The inode number of a subvolume's root on btrfs.
+const SUBVOLUME_INODE: u64 = 256;
+
+/// btrfs's `statfs` magic number.
+const BTRFS_MAGIC: i64 = 0x9123_683e;
+
+/// What the `btrfs` driver is and can do.
+pub fn info() -> DriverInfo {
+    DriverInfo {
+        name: NAME,
+        version: btrfs_version().unwrap_or_else(|| "unknown".to_owned()),
+        remote: false,
+        optimized_images: false,
+        instant_snapshots: true,
+        quotas: false,
+    }
+}
+
+/// `btrfs --version`'s number (`6.2`), when btrfs-progs is installed.
+fn btrfs_version() -> Option<String> {
+    let out = Command::new("btrfs").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with('v'))
+        .map(|v| v.trim_start_matches('v').to_owned())
+}
+
+/// The registry's constructor.
+pub(crate) fn load(
+    pool_name: &str,
+    config: BTreeMap<String, String>,
+    default_source: &Path,
+) -> Result<Box<dyn Driver>, StorageError> {
+    Ok(Box::new(Btrfs::new(pool_name, config, default_source)?))
+}
+
+/// A `btrfs` pool.
+#[derive(Debug)]
+pub struct Btrfs {
+    pool: String,
+    config: BTreeMap<String, String>,
+    backing: Backing,
+    /// Where the filesystem's pool directory is: the mount point of a loop file or device,
+    /// or the directory given.
+    root: PathBuf,
+    /// The layout and what a subvolume does not change, over `root`.
+    dir: Dir,
+}
+
+impl Btrfs {
+    /// Validates `config` and binds the driver to pool `pool_name`; the host is not
+    /// touched (a loop file's default size reads the free space of its directory).
+    pub fn new(
+        pool_name: &str,
+        config: BTreeMap<String, String>,
+        default_source: &Path,
+    ) -> Result<Self, StorageError> {
+        let (config, backing) = config::validate(pool_name, config, default_source)?;
+        let root = match &backing {
+            Backing::Directory(path) => path.clone(),
+            Backing::LoopFile { .. } | Backing::Device(_) => default_source.to_owned(),
+        };
+        let layout = BTreeMap::from([("source".to_owned(), root.display().to_string())]);
+        let dir = Dir::new(pool_name, layout, &root)?;
+        Ok(Btrfs {
+            pool: pool_name.to_owned(),
+            config,
+            backing,
+            root,
+            dir,
+        })
+    }
+
+    /// Whether the pool's filesystem is mounted on its directory.
+    fn mounted(&self) -> bool {
+        on_btrfs(&self.root)
+            && !matches!(self.backing, Backing::Directory(_))
+            && is_mount_point(&self.root)
+    }
+
+    /// Mounts the loop file or device on the pool's directory (made 0711 if missing).
+    fn attach(&self) -> Result<(), StorageError> {
+        let (what, loop_file) = match &self.backing {
+            Backing::Directory(_) => return Ok(()),
+            Backing::LoopFile { path, .. } => (path, true),
+            Backing::Device(path) => (path, false),
+        };
+        if self.mounted() {
+            return Ok(());
+        }
+        if fs::metadata(what).is_err() {
+            return Err(StorageError::SourceMissing {
+                pool: self.pool.clone(),
+                path: what.clone(),
+            });
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(POOL_DIR_MODE)
+            .create(&self.root)
+            .map_err(|source| StorageError::Mount {
+                path: self.root.clone(),
+                source,
+            })?;
+        let options = if loop_file { "loop,discard" } else { "discard" };
+        let root = self.root.display().to_string();
+        run_tool(
+            "mount",
+            &[
+                "-t",
+                "btrfs",
+                "-o",
+                options,
+                &what.display().to_string(),
+                &root,
+            ],
+        )
+        .map_err(|detail| mount_error(&self.root, detail))
+    }
+
+    /// Makes a subvolume at `path`, reachable by root only.
+    fn new_subvolume(path: &Path) -> Result<(), StorageError> {
+        run_tool(
+            "btrfs",
+            &["subvolume", "create", &path.display().to_string()],
+        )
+        .map_err(|detail| StorageError::CreateVolume {
+            path: path.to_owned(),
+            source: std::io::Error::other(detail),
+        })?;
+        set_mode(path, VOLUME_MODE).map_err(|source| StorageError::CreateVolume {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Makes `to` (absent) a copy of `from`: a writable snapshot when `from` is a
+    /// subvolume of this filesystem, else a new subvolume filled by a copy.
+    fn clone_into(from: &Path, to: &Path) -> Result<(), StorageError> {
+        let (f, t) = (from.display().to_string(), to.display().to_string());
+        if is_subvolume(from) && run_tool("btrfs", &["subvolume", "snapshot", &f, &t]).is_ok() {
+            return set_mode(to, VOLUME_MODE).map_err(|e| StorageError::Copy {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                detail: e.to_string(),
+            });
+        }
+        Self::new_subvolume(to)?;
+        let out = Command::new("cp")
+            .args(["-a", "--reflink=auto", "--no-target-directory"])
+            .arg(from)
+            .arg(to)
+            .stdin(Stdio::null())
+            .output();
+        let failed = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(first_line(&o.stderr, "cp failed")),
+            Err(e) => Some(format!("cannot run cp: {e}")),
+        };
+        match failed {
+            None => set_mode(to, VOLUME_MODE).map_err(|e| StorageError::Copy {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                detail: e.to_string(),
+            }),
+            Some(detail) => {
+                let _ = remove_subvolume(to);
+                Err(StorageError::Copy {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    detail,
+                })
+            }
+        }
+    }
+}
+
+/// Whether `path` is on a btrfs filesystem.
+#[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
+fn on_btrfs(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == BTRFS_MAGIC)
+}
+
+/// Whether `path` is the root of a subvolume (or of a btrfs filesystem).
+fn is_subvolume(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOLUME_INODE)
+        && on_btrfs(path)
+}
+
+/// Whether something is mounted right on `path`.
+fn is_mount_point(path: &Path) -> bool {
+    fs::canonicalize(path).is_ok_and(|c| crate::mounts::is_mount_point(&c).unwrap_or(false))
+}
+
+/// Deletes the subvolume (or plain directory) at `path` and what is inside it.
+fn remove_subvolume(path: &Path) -> std::io::Result<()> {
+    if is_subvolume(path)
+        && run_tool(
+            "btrfs",
+            &["subvolume", "delete", &path.display().to_string()],
+        )
+        .is_ok()
+    {
+        return Ok(());
+    }
+    // Nested subvolumes (a container's own) or a plain directory: removed entry by entry
+    // (an empty subvolume goes by rmdir, as root).
+    fs::remove_dir_all(path)
+}
+
+/// Runs a host tool; its first line of error output when it fails.
+fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(first_line(&out.stderr, &format!("{program} failed")))
+    }
+}
+
+fn first_line(text: &[u8], default: &str) -> String {
+    String::from_utf8_lossy(text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(default)
+        .to_owned()
+}
+
+fn mount_error(path: &Path, detail: String) -> StorageError {
+    StorageError::Mount {
+        path: path.to_owned(),
+        source: std::io::Error::other(detail),
+    }
+}
+
+impl Driver for Btrfs {
+    fn info(&self) -> DriverInfo {
+        info()
+    }
+
+    fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    fn create(&self) -> Result<(), StorageError> {
+        let fail = |path: &Path, detail: String| StorageError::CreatePool {
+            path: path.to_owned(),
+            source: std::io::Error::other(detail),
+        };
+        match &self.backing {
+            Backing::LoopFile { path, size } => {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(StorageError::SourceNotEmpty {
+                        pool: self.pool.clone(),
+                        path: path.clone(),
+                    });
+                }
+                if let Some(parent) = path.parent() {
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(POOL_DIR_MODE)
+                        .create(parent)
+                        .map_err(|e| fail(parent, e.to_string()))?;
+                }
+                let made = fs::File::create_new(path)
+                    .and_then(|f| f.set_len(*size))
+                    .map_err(|e| fail(path, e.to_string()))
+                    .and_then(|()| {
+                        run_tool("mkfs.btrfs", &["-q", &path.display().to_string()])
+                            .map_err(|d| fail(path, d))
+                    });
+                if let Err(e) = made {
+                    let _ = fs::remove_file(path);
+                    return Err(e);
+                }
+            }
+            Backing::Device(path) => {
+                // mkfs.btrfs refuses a device holding a filesystem unless forced: never.
+                run_tool("mkfs.btrfs", &["-q", &path.display().to_string()])
+                    .map_err(|d| fail(path, d))?;
+            }
+            Backing::Directory(path) => {
+                if !on_btrfs(path) {
+                    return Err(StorageError::InvalidValue {
+                        key: "source".to_owned(),
+                        value: path.display().to_string(),
+                        reason: "Must be a directory on a btrfs filesystem",
+                    });
+                }
+            }
+        }
+        self.attach()?;
+        // A fresh filesystem's root holds nothing; a directory given must be empty, as for
+        // `dir` (the layout's create checks).
+        self.dir.create()
+    }
+
+    fn delete(&self) -> Result<(), StorageError> {
+        if let Backing::Directory(_) = self.backing {
+            return self.dir.delete();
+        }
+        let image = match &self.backing {
+            Backing::LoopFile { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        if self.attach().is_ok() {
+            self.dir.delete_layout()?;
+            self.unmount()?;
+        }
+        let _ = fs::remove_dir(&self.root);
+        if let Some(image) = image {
+            match fs::remove_file(&image) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(StorageError::DeletePool {
+                        path: image,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn mount(&self) -> Result<(), StorageError> {
+        self.attach()?;
+        self.dir.mount()
+    }
+
+    fn unmount(&self) -> Result<(), StorageError> {
+        if !self.mounted() {
+            return Ok(());
+        }
+        run_tool("umount", &[&self.root.display().to_string()])
+            .map_err(|detail| mount_error(&self.root, detail))
+    }
+
+    fn resources(&self) -> Result<PoolResources, StorageError> {
+        let mut r = self.dir.resources()?;
+        // btrfs allocates inodes on demand: it reports none.
+        r.inodes_used = 0;
+        r.inodes_total = 0;
+        Ok(r)
+    }
+
+    fn volume_path(&self, vtype: VolumeType, name: &str) -> PathBuf {
+        self.dir.volume_path(vtype, name)
+    }
+
+    fn create_volume(&self, vtype: VolumeType, name: &str) -> Result<PathBuf, StorageError> {
+        validate_volume_name(name)?;
+        let path = self.volume_path(vtype, name);
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(StorageError::VolumeExists {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        Self::new_subvolume(&path)?;
+        Ok(path)
+    }
+
+    fn delete_volume(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let path = self.volume_path(vtype, name);
+        if !is_subvolume(&path) {
+            return self.dir.delete_volume(vtype, name);
+        }
+        let canonical = fs::canonicalize(&path).map_err(|source| StorageError::DeleteVolume {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(mount) = crate::mounts::first_mount_under(&canonical).map_err(|source| {
+            StorageError::DeleteVolume {
+                path: path.clone(),
+                source,
+            }
+        })? {
+            return Err(StorageError::VolumeMounted {
+                vtype,
+                name: name.to_owned(),
+                mount,
+            });
+        }
+        remove_subvolume(&path).map_err(|source| StorageError::DeleteVolume { path, source })
+    }
+
+    fn rename_volume(&self, vtype: VolumeType, from: &str, to: &str) -> Result<(), StorageError> {
+        self.dir.rename_volume(vtype, from, to)
+    }
+
+    fn list_volumes(&self, vtype: VolumeType) -> Result<Vec<String>, StorageError> {
+        self.dir.list_volumes(vtype)
+    }
+
+    fn snapshot_path(&self, vtype: VolumeType, name: &str, snap: &str) -> PathBuf {
+        self.dir.snapshot_path(vtype, name, snap)
+    }
+
+    fn create_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let src = self.volume_path(vtype, name);
+        if !src.is_dir() {
+            return Err(StorageError::VolumeNotFound {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        self.create_snapshot_from(vtype, name, snap, &src)
+    }
+
+    fn delete_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let path = self.snapshot_path(vtype, name, snap);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => remove_subvolume(&path)
+                .map_err(|source| StorageError::DeleteVolume { path, source }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(no_snapshot(name, snap)),
+            Err(source) => Err(StorageError::DeleteVolume { path, source }),
+        }
+    }
+
+    fn rename_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError> {
+        self.dir.rename_snapshot(vtype, name, from, to)
+    }
+
+    fn restore_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let snap_path = self.snapshot_path(vtype, name, snap);
+        if !snap_path.is_dir() {
+            return Err(no_snapshot(name, snap));
+        }
+        let vol = self.volume_path(vtype, name);
+        // A snapshot of the snapshot beside the volume, swapped in with one exchange: the
+        // volume is whole at every moment; the old one goes after.
+        let fresh = self
+            .root
+            .join(vtype.dir_name())
+            .join(format!(".{name}.restore"));
+        if fs::symlink_metadata(&fresh).is_ok() {
+            let _ = remove_subvolume(&fresh);
+        }
+        Self::clone_into(&snap_path, &fresh)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &fresh,
+            rustix::fs::CWD,
+            &vol,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| {
+            let _ = remove_subvolume(&fresh);
+            StorageError::RenameVolume {
+                from: fresh.clone(),
+                to: vol.clone(),
+                source: e.into(),
+            }
+        })?;
+        let _ = remove_subvolume(&fresh);
+        Ok(())
+    }
+
+    fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let parent = self.dir.snapshots_of(vtype, name);
+        let Ok(entries) = fs::read_dir(&parent) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            remove_subvolume(&path)
+                .map_err(|source| StorageError::DeleteVolume { path, source })?;
+        }
+        match fs::remove_dir(&parent) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(StorageError::DeleteVolume {
+                path: parent,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn create_volume_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        from: &Path,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        let dst = self.volume_path(vtype, name);
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(StorageError::VolumeExists {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        Self::clone_into(from, &dst)
+    }
+
+    fn create_snapshot_from(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+        from: &Path,
+    ) -> Result<(), StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let parent = self.dir.snapshots_of(vtype, name);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(POOL_DIR_MODE)
+            .create(&parent)
+            .map_err(|source| StorageError::CreateVolume {
+                path: parent.clone(),
+                source,
+            })?;
+        let dst = parent.join(snap);
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(snapshot_taken(name, snap));
+        }
+        Self::clone_into(from, &dst)
+    }
+
+    fn remove_leftovers(&self) -> Result<(), StorageError> {
+        for path in self.dir.leftovers() {
+            remove_subvolume(&path)
+                .map_err(|source| StorageError::DeleteVolume { path, source })?;
+        }
+        Ok(())
+    }
+
+    fn rename_snapshots(
+        &self,
+        vtype: VolumeType,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError> {
+        self.dir.rename_snapshots(vtype, from, to)
+    }
+}

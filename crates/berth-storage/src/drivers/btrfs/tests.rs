@@ -1,0 +1,85 @@
+//! The `btrfs` driver on a real loop-file filesystem in a temp dir (the tests run as root,
+//! with btrfs-progs installed).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use super::is_subvolume;
+use crate::{StorageErrorKind, VolumeType, load};
+
+#[test]
+fn a_loop_file_pool_snapshots_restores_copies_and_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("storage-pools/b1");
+    let config = BTreeMap::from([("size".to_owned(), "512MiB".to_owned())]);
+    let pool = load("btrfs", "b1", config, &root).unwrap();
+    let image = tmp.path().join("disks/b1.img");
+    assert_eq!(pool.config()["source"], image.display().to_string());
+    pool.create().unwrap();
+    assert_eq!(fs::metadata(&image).unwrap().len(), 512 << 20);
+    pool.mount().unwrap();
+    assert!(pool.resources().unwrap().space_total > 0);
+
+    let t = VolumeType::Container;
+    let c1 = pool.create_volume(t, "c1").unwrap();
+    assert!(is_subvolume(&c1));
+    assert_eq!(fs::metadata(&c1).unwrap().mode() & 0o7777, 0o700);
+    fs::write(c1.join("f"), "one").unwrap();
+    pool.create_snapshot(t, "c1", "s1").unwrap();
+    let s1 = pool.snapshot_path(t, "c1", "s1");
+    assert!(is_subvolume(&s1));
+    assert_eq!(
+        pool.create_snapshot(t, "c1", "s1").unwrap_err().kind(),
+        StorageErrorKind::AlreadyExists
+    );
+    fs::write(c1.join("f"), "two").unwrap();
+    fs::write(c1.join("g"), "new").unwrap();
+    pool.restore_snapshot(t, "c1", "s1").unwrap();
+    assert_eq!(fs::read_to_string(c1.join("f")).unwrap(), "one");
+    assert!(!c1.join("g").exists());
+    assert!(is_subvolume(&c1));
+
+    // Copies: a snapshot of a subvolume here; a plain directory from elsewhere copied
+    // into a new subvolume.
+    pool.create_volume_from(t, "c2", &s1).unwrap();
+    let c2 = pool.volume_path(t, "c2");
+    assert!(is_subvolume(&c2));
+    assert_eq!(fs::read_to_string(c2.join("f")).unwrap(), "one");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("h"), "from afar").unwrap();
+    pool.create_volume_from(t, "c3", &outside).unwrap();
+    let c3 = pool.volume_path(t, "c3");
+    assert!(is_subvolume(&c3));
+    assert_eq!(fs::read_to_string(c3.join("h")).unwrap(), "from afar");
+
+    // A volume holding a subvolume of its own (a container's) still goes.
+    std::process::Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(c3.join("nested"))
+        .output()
+        .unwrap();
+    pool.delete_volume(t, "c3").unwrap();
+    assert!(!c3.exists());
+
+    pool.rename_volume(t, "c2", "c4").unwrap();
+    assert_eq!(pool.list_volumes(t).unwrap(), ["c1", "c4"]);
+    // The pool refuses to go while volumes remain, and stays usable.
+    assert_eq!(pool.delete().unwrap_err().kind(), StorageErrorKind::Busy);
+    assert!(c1.join("f").exists());
+    pool.delete_snapshots(t, "c1").unwrap();
+    pool.delete_volume(t, "c1").unwrap();
+    pool.delete_volume(t, "c4").unwrap();
+
+    // Unmounted (a restart) and mounted again, then gone with its loop file.
+    pool.unmount().unwrap();
+    let again = load("btrfs", "b1", pool.config().clone(), &root).unwrap();
+    again.mount().unwrap();
+    assert!(again.list_volumes(t).unwrap().is_empty());
+    again.unmount().unwrap();
+    again.delete().unwrap();
+    assert!(!image.exists() && !root.exists());
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&root.display().to_string()), "{mounts}");
+}
