@@ -167,7 +167,34 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
     assert!(subvolume(&mount.join("containers/c2")));
     ok(&d.berth(&["start", "c2"]));
     assert_eq!(sh(&d, "c2", "cat /root/f"), "one\n");
-    ok(&d.berth(&["delete", "-f", "c1", "c2"]));
+    // The image is unpacked once on the pool (after the first launch); each instance after
+    // is a snapshot of it, which stays.
+    let fp = berth_e2e::alias_target(&d, "bb").await;
+    let spare = mount.join(format!("containers/.spare-{fp}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !spare.exists() {
+        assert!(std::time::Instant::now() < deadline, "no unpacked image");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ok(&d.berth(&["launch", "bb", "c4", "-s", "bt"]));
+    assert_eq!(sh(&d, "c4", "echo cloned"), "cloned\n");
+    let uuid = |path: &std::path::Path, field: &str| {
+        let out = std::process::Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(field).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    assert!(spare.exists());
+    assert_eq!(
+        uuid(&mount.join("containers/c4"), "Parent UUID:"),
+        uuid(&spare, "UUID:")
+    );
+    ok(&d.berth(&["delete", "-f", "c1", "c2", "c4"]));
 
     // A restart re-mounts the pool from its loop file.
     d.restart();

@@ -322,9 +322,17 @@ async fn build(
     undo: &mut Reverter,
 ) -> Result<()> {
     make_runtime(cx, rec, undo)?;
-    // The image unpacked ahead (a spare volume) is taken with one rename.
+    // The image unpacked ahead (a spare volume) is cloned where clones cost nothing, else
+    // taken with one rename.
     if let Some(img) = image
-        && crate::storage::spares::claim(pool.as_ref(), &img.image.fingerprint, &rec.name)
+        && {
+            let fp = &img.image.fingerprint;
+            if pool.info().optimized_images {
+                crate::storage::spares::clone(pool.as_ref(), fp, &rec.name)
+            } else {
+                crate::storage::spares::claim(pool.as_ref(), fp, &rec.name)
+            }
+        }
     {
         undo_volume(rec, pool, undo);
         return crate::image::create_templates(img, rec, &volume(pool.as_ref(), &rec.name));

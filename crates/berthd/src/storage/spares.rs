@@ -7,6 +7,10 @@
 //! idmapped mount), so a spare fits any instance; templates are applied after the claim.
 //! The price is one unpacked copy per image and pool; it goes with the image and before
 //! its pool. What fills a spare is the image service's (`image::refill_spare`).
+//!
+//! On a pool whose driver has optimized images (btrfs: a clone is a subvolume snapshot)
+//! the spare is never taken: each instance is a clone of it ([`clone`]), made in a
+//! moment whatever the image's size, and the spare stays as the image's volume there.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +32,16 @@ fn spare_name(fp: &str) -> String {
 pub fn claim(pool: &dyn Driver, fp: &str, name: &str) -> bool {
     pool.rename_volume(VolumeType::Container, &spare_name(fp), name)
         .is_ok()
+}
+
+/// Makes volume `name` a clone of image `fp`'s spare, which stays; `false` when there is
+/// none yet (a pool with optimized images only).
+pub fn clone(pool: &dyn Driver, fp: &str, name: &str) -> bool {
+    let spare = pool.volume_path(VolumeType::Container, &spare_name(fp));
+    spare.is_dir()
+        && pool
+            .create_volume_from(VolumeType::Container, name, &spare)
+            .is_ok()
 }
 
 /// Makes a new spare of image `fp` on `pool` in the background with `fill` (which unpacks

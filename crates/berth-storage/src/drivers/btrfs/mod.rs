@@ -12,8 +12,9 @@
 //! A loop file or device is mounted on the pool's directory (`DIR/storage-pools/POOL`) by
 //! `create` and again by `mount` at each start; `unmount` releases it (the loop device
 //! goes with it). Volumes made by copying from elsewhere are subvolumes too (made empty,
-//! then filled by `cp -a --reflink=auto`). Quotas, and images unpacked once into a
-//! read-only subvolume, come later (`quotas`, `optimized_images` stay false).
+//! then filled by `cp -a --reflink=auto`). Images are optimized: the pool service keeps
+//! one unpacked copy of each image (its spare volume) and makes each instance a snapshot
+//! of it. Quotas come later (`quotas` stays false).
 
 mod config;
 #[cfg(test)]
@@ -46,19 +47,24 @@ pub fn info() -> DriverInfo {
         name: NAME,
         version: btrfs_version().unwrap_or_else(|| "unknown".to_owned()),
         remote: false,
-        optimized_images: false,
+        optimized_images: true,
         instant_snapshots: true,
         quotas: false,
     }
 }
 
-/// `btrfs --version`'s number (`6.2`), when btrfs-progs is installed.
+/// `btrfs --version`'s number (`6.2`), when btrfs-progs is installed; asked once.
 fn btrfs_version() -> Option<String> {
-    let out = Command::new("btrfs").arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find(|w| w.starts_with('v'))
-        .map(|v| v.trim_start_matches('v').to_owned())
+    static VERSION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let out = Command::new("btrfs").arg("--version").output().ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.split_whitespace()
+                .find(|w| w.starts_with('v'))
+                .map(|v| v.trim_start_matches('v').to_owned())
+        })
+        .clone()
 }
 
 /// The registry's constructor.
