@@ -4,7 +4,8 @@
 //!   requests per second, p50 and p99 latency.
 //! - berthd's resident memory when idle and after the load.
 //! - images, the container lifecycle, files (see each function), networking
-//!   (`bench_net.rs`) and what goes between hosts (`bench_remote.rs`).
+//!   (`bench_net.rs`), what goes between hosts (`bench_remote.rs`) and storage pools
+//!   (`bench_storage.rs`).
 //!
 //! Figures are printed, never asserted: tests do not depend on the machine's speed.
 
@@ -69,6 +70,11 @@ fn alone(root: &Path, title: &str, bench: Figures) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench storage`: the storage pools' figures alone (see `bench_storage.rs`).
+pub fn run_storage(root: &Path) -> anyhow::Result<()> {
+    alone(root, "storage", crate::bench_storage::run)
+}
+
 /// `cargo xtask bench remote`: what goes between hosts alone (see `bench_remote.rs`).
 pub fn run_remote(root: &Path) -> anyhow::Result<()> {
     alone(root, "between hosts", crate::bench_remote::run)
@@ -106,6 +112,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         &kept.path().join("busybox.tar.gz"),
         debian.exists().then_some(debian.as_path()),
     )?;
+    let storage = crate::bench_storage::run(
+        root,
+        &kept.path().join("busybox.tar.gz"),
+        debian.exists().then_some(debian.as_path()),
+    )?;
 
     println!(
         "berth benchmarks (release build, {} CPUs)",
@@ -136,6 +147,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .chain(transfers)
         .chain(networking)
         .chain(remote)
+        .chain(storage)
     {
         println!("{what}: {value}");
     }

@@ -4,7 +4,8 @@
 //!   end-to-end).
 //! - `e2e`: system packages, build, then the end-to-end tests only.
 //! - `bench`: builds release binaries and measures them (see `bench.rs`); `bench net`
-//!   the networking figures alone; `bench density` fills the host (see
+//!   the networking figures alone; `bench remote` and `bench storage` those between
+//!   hosts and of storage pools; `bench density` fills the host (see
 //!   `bench_density.rs`).
 //! - `layers`: checks berthd's module layers and the CLI's (see `layers.rs`).
 //! - `bindings`: regenerates `crates/lxc-sys/src/bindings.rs` from the installed liblxc
@@ -14,6 +15,7 @@ mod bench;
 mod bench_density;
 mod bench_net;
 mod bench_remote;
+mod bench_storage;
 mod layers;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ fn main() -> anyhow::Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("remote") => {
             bench::run_remote(&root)
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("storage") => {
+            bench::run_storage(&root)
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("density") => {
             bench_density::run(&root)
         }
@@ -38,7 +43,9 @@ fn main() -> anyhow::Result<()> {
         Some("layers") => layers::run(&root),
         Some("bindings") => bindings(&root),
         _ => {
-            eprintln!("usage: cargo xtask ci|e2e|bench [net|density|remote]|layers|bindings");
+            eprintln!(
+                "usage: cargo xtask ci|e2e|bench [net|density|remote|storage]|layers|bindings"
+            );
             std::process::exit(2);
         }
     }

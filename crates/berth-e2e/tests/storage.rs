@@ -202,6 +202,54 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
     ok(&d.berth(&["launch", "bb", "c3", "-s", "bt"]));
     assert_eq!(sh(&d, "c3", "echo again"), "again\n");
     ok(&d.berth(&["delete", "-f", "c3"]));
+
+    // A root disk's size holds on btrfs (set live), and a full container does not stop
+    // its neighbour; on the dir pool a size is refused, not ignored.
+    ok(&d.berth(&["launch", "bb", "q1", "-s", "bt"]));
+    ok(&d.berth(&["launch", "bb", "q2", "-s", "bt"]));
+    ok(&d.berth(&["config", "device", "set", "q1", "root", "size=40MiB"]));
+    let full = d.berth(&[
+        "exec",
+        "q1",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/root/big bs=1M count=100 2>&1; sync; ls -l /root/big",
+    ]);
+    let said = String::from_utf8_lossy(&full.stdout).into_owned();
+    assert!(said.contains("quota exceeded"), "{said}");
+    let written: u64 = sh(&d, "q1", "wc -c < /root/big").trim().parse().unwrap();
+    assert!(
+        written < 45 << 20,
+        "{written} bytes written past a 40MiB size"
+    );
+    sh(
+        &d,
+        "q2",
+        "dd if=/dev/zero of=/root/big bs=1M count=100 2>/dev/null; sync",
+    );
+    assert_eq!(
+        sh(&d, "q2", "wc -c < /root/big").trim(),
+        (100u64 << 20).to_string()
+    );
+    // Lifted, q1 writes on.
+    ok(&d.berth(&["config", "device", "unset", "q1", "root", "size"]));
+    sh(
+        &d,
+        "q1",
+        "rm /root/big; dd if=/dev/zero of=/root/big bs=1M count=60 2>/dev/null",
+    );
+    ok(&d.berth(&["delete", "-f", "q1", "q2"]));
+    ok(&d.berth(&["init", "bb", "ondir"]));
+    let e =
+        berth_e2e::fails(&d.berth(&["config", "device", "override", "ondir", "root", "size=1GiB"]));
+    assert!(e.contains("cannot be enforced") && e.contains("dir"), "{e}");
+    let root: serde_json::Value = c.get("/1.0/instances/ondir").await.unwrap();
+    assert!(
+        root["devices"].get("root").is_none(),
+        "nothing changed: {root}"
+    );
+    ok(&d.berth(&["delete", "ondir"]));
     ok(&d.berth(&["storage", "delete", "bt"]));
     assert!(!mounted() && !image.exists() && !mount.exists());
 }

@@ -115,6 +115,10 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    #[error("The {driver} driver cannot enforce a volume size (a btrfs pool can)")]
+    QuotaUnsupported { driver: &'static str },
+    #[error("Failed to set the size of storage volume {}: {detail}", .path.display())]
+    Quota { path: PathBuf, detail: String },
 }
 
 impl StorageError {
@@ -127,7 +131,8 @@ impl StorageError {
             | E::InvalidValue { .. }
             | E::InvalidVolumeName { .. }
             | E::SourceNotEmpty { .. }
-            | E::SourceNotDirectory { .. } => StorageErrorKind::InvalidConfig,
+            | E::SourceNotDirectory { .. }
+            | E::QuotaUnsupported { .. } => StorageErrorKind::InvalidConfig,
             E::SourceMissing { .. } | E::VolumeNotFound { .. } | E::SnapshotNotFound { .. } => {
                 StorageErrorKind::NotFound
             }
@@ -141,7 +146,8 @@ impl StorageError {
             | E::DeleteVolume { .. }
             | E::RenameVolume { .. }
             | E::Copy { .. }
-            | E::ListVolumes { .. } => StorageErrorKind::Io,
+            | E::ListVolumes { .. }
+            | E::Quota { .. } => StorageErrorKind::Io,
         }
     }
 }

@@ -207,6 +207,21 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).
     fn rename_snapshots(&self, vtype: VolumeType, from: &str, to: &str)
     -> Result<(), StorageError>;
+    /// Limits volume `name` to `bytes` (`None`: no limit). A driver without quotas
+    /// refuses a limit ([`StorageError::QuotaUnsupported`]) and has nothing to lift.
+    fn set_quota(
+        &self,
+        _vtype: VolumeType,
+        _name: &str,
+        bytes: Option<u64>,
+    ) -> Result<(), StorageError> {
+        match bytes {
+            None => Ok(()),
+            Some(_) => Err(StorageError::QuotaUnsupported {
+                driver: self.info().name,
+            }),
+        }
+    }
 }
 
 /// A driver constructor: pool name, configuration, default source.

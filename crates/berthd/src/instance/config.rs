@@ -92,6 +92,7 @@ pub async fn update(
     crate::project::check_allowed(cx, &rec.project, &candidate).await?;
     validate(cx, &rec, &expanded)?;
     super::nic::check(cx, &rec.config, &devices).await?;
+    super::quota::check(cx, &devices)?;
     crate::project::check_limits(cx, &rec.project, std::slice::from_ref(&candidate)).await?;
     let old_profiles = profiles(cx, &old.project, &old.profiles).await?;
     let (old_expanded, old_devices) = expand(&old_profiles, &old);
@@ -113,6 +114,8 @@ pub async fn update(
             Ok::<_, Failure>(crate::db::instances::update(tx, &stored)?)
         })
         .await?;
+    // The root disk's size holds at once, running or not.
+    super::quota::apply(cx, name, Some(&old_devices), &devices).await?;
     if state != StatusCode::Stopped {
         // A live change that fails takes back what it did, and the old record goes back.
         let mut undo = Reverter::new();

@@ -189,6 +189,7 @@ pub async fn prepare(
     };
     super::config::validate(cx, &own, &expanded)?;
     super::nic::check(cx, &rec.config, &devices).await?;
+    super::quota::check(cx, &devices)?;
     crate::project::check_limits(cx, project, std::slice::from_ref(&candidate)).await?;
     let pool = root_pool_driver(cx, &devices)?;
     let pool_name = root_pool(&devices).unwrap_or_default();
@@ -270,6 +271,8 @@ impl Creation {
             Some(from) => build_copy(cx, &rec, from, &pool, &mut undo).await?,
             None => build(cx, &rec, image.as_ref(), &pool, progress, &mut undo).await?,
         }
+        let (_, devices) = super::expanded(cx, &rec).await?;
+        super::quota::apply(cx, &rec.name, None, &devices).await?;
         tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Instance created");
         cx.events
             .lifecycle("instance-created", &instance_url(&rec.name), None);

@@ -32,6 +32,7 @@ pub mod migrate;
 pub mod nic;
 pub mod proxy;
 pub mod query;
+pub mod quota;
 pub mod snapshot;
 pub mod state;
 #[cfg(test)]

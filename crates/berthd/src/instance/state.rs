@@ -88,6 +88,8 @@ pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()>
     let pool = pool_of_devices(cx, &devices)
         .map_err(|_| Failure::internal("The pool of the root disk is not available"))?;
     let vol = volume(pool.as_ref(), &rec.name);
+    // Its volume may be new since (a restore, a migration): the size goes on again.
+    super::quota::apply(cx, &rec.name, None, &devices).await?;
     let mut spec = start_spec(cx, rec, &config, &devices, &vol)?;
     let nics = super::nic::make_all(cx, rec, &devices, &mut spec).await?;
     let started = if stateful {

@@ -213,6 +213,7 @@ pub async fn update(
         crate::instance::nic::check(cx, &rec.config, &devices)
             .await
             .map_err(naming)?;
+        crate::instance::quota::check(cx, &devices).map_err(naming)?;
         by_project
             .entry(rec.project.clone())
             .or_default()
@@ -283,6 +284,12 @@ pub async fn update(
             Ok::<_, Failure>(())
         })
         .await?;
+    // The root disk's size of every user holds at once, running or not.
+    for rec in &users {
+        let (_, old_devices) = expand_with(rec, &old);
+        let (_, devices) = expand_with(rec, &new);
+        crate::instance::quota::apply(cx, &rec.name, Some(&old_devices), &devices).await?;
+    }
     // Running users get the changed limits and devices now, each under its own lock
     // (taken after the profile lock is let go: instance updates take them the other way).
     drop(guard);

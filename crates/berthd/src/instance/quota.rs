@@ -1,0 +1,63 @@
+//! The root disk's `size`: enforced by the pool's driver where it has quotas (btrfs
+//! qgroups), refused with one line where it has none (a `dir` pool), never accepted and
+//! ignored. It is applied when the instance is made and at each start (a restore or a
+//! migration makes its volume anew), and at once when the instance's or a profile's
+//! root disk changes, running or not.
+
+use std::collections::BTreeMap;
+
+use berth_api::instance::Device;
+use berth_storage::VolumeType;
+
+use crate::ctx::Ctx;
+use crate::error::{Failure, Result};
+use crate::model::expand::{root_disk, root_pool};
+
+/// The root disk's size in bytes, if it has one.
+pub fn root_size(devices: &BTreeMap<String, Device>) -> Option<u64> {
+    root_disk(devices)
+        .and_then(|d| d.get("size"))
+        .and_then(|s| crate::model::limits::parse_size(s))
+}
+
+/// Refuses a root disk `size` that the root disk's pool cannot enforce.
+pub fn check(cx: &Ctx, devices: &BTreeMap<String, Device>) -> Result<()> {
+    if root_size(devices).is_none() {
+        return Ok(());
+    }
+    let Some(name) = root_pool(devices) else {
+        return Ok(());
+    };
+    match cx.pools.get(&name) {
+        Some(pool) if !pool.info().quotas => Err(Failure::invalid(format!(
+            "The root disk's size cannot be enforced on storage pool {name:?}: its {} driver has no quotas (a btrfs pool has)",
+            pool.info().name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Gives instance `name`'s volume the root disk's size, or lifts it when `old` (the
+/// devices before a change) had one and `devices` has none.
+pub async fn apply(
+    cx: &Ctx,
+    name: &str,
+    old: Option<&BTreeMap<String, Device>>,
+    devices: &BTreeMap<String, Device>,
+) -> Result<()> {
+    let size = root_size(devices);
+    let before = old.and_then(root_size);
+    if size.is_none() && before.is_none() {
+        return Ok(());
+    }
+    if old.is_some() && size == before {
+        return Ok(());
+    }
+    let Some(pool) = root_pool(devices).and_then(|p| cx.pools.get(&p)) else {
+        return Ok(());
+    };
+    let n = name.to_owned();
+    tokio::task::spawn_blocking(move || pool.set_quota(VolumeType::Container, &n, size))
+        .await?
+        .map_err(|e| Failure::from(e).about(format_args!("Instance {name:?}")))
+}
