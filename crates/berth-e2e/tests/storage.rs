@@ -223,6 +223,10 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
         written < 45 << 20,
         "{written} bytes written past a 40MiB size"
     );
+    let state: serde_json::Value = c.get("/1.0/instances/q1/state").await.unwrap();
+    let root = &state["disk"]["root"];
+    assert_eq!(root["total"], 40u64 << 20, "{state}");
+    assert!(root["usage"].as_u64().unwrap() > 30 << 20, "{state}");
     sh(
         &d,
         "q2",

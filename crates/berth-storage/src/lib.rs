@@ -207,6 +207,11 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).
     fn rename_snapshots(&self, vtype: VolumeType, from: &str, to: &str)
     -> Result<(), StorageError>;
+    /// The bytes volume `name` takes, where the driver counts them (btrfs: its qgroup's
+    /// referenced bytes); `None` where it does not.
+    fn usage(&self, _vtype: VolumeType, _name: &str) -> Option<u64> {
+        None
+    }
     /// Limits volume `name` to `bytes` (`None`: no limit). A driver without quotas
     /// refuses a limit ([`StorageError::QuotaUnsupported`]) and has nothing to lift.
     fn set_quota(

@@ -39,6 +39,7 @@ pub async fn state(cx: &Ctx, rec: &InstanceRecord) -> InstanceState {
         .unwrap_or_default();
     super::nic::fill_host_names(&mut state, &rec.config);
     with_stop_reason(&mut state, rec);
+    super::quota::fill_usage(cx, rec, &mut state).await;
     state
 }
 

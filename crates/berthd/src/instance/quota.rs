@@ -61,3 +61,38 @@ pub async fn apply(
         .await?
         .map_err(|e| Failure::from(e).about(format_args!("Instance {name:?}")))
 }
+
+/// The root disk's usage (and size, as `total`) in `state.disk`, as LXD shows it, where
+/// the pool counts it.
+pub async fn fill_usage(
+    cx: &Ctx,
+    rec: &crate::model::records::InstanceRecord,
+    state: &mut berth_api::instance::InstanceState,
+) {
+    let Ok((_, devices)) = super::expanded(cx, rec).await else {
+        return;
+    };
+    let Some((device, _)) = devices.iter().find(|(_, d)| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    }) else {
+        return;
+    };
+    let Some(pool) = root_pool(&devices).and_then(|p| cx.pools.get(&p)) else {
+        return;
+    };
+    if !pool.info().quotas {
+        return;
+    }
+    let n = rec.name.clone();
+    let usage = tokio::task::spawn_blocking(move || pool.usage(VolumeType::Container, &n))
+        .await
+        .ok()
+        .flatten();
+    if let Some(usage) = usage {
+        state.disk.insert(
+            device.clone(),
+            serde_json::json!({ "usage": usage, "total": root_size(&devices).unwrap_or(0) }),
+        );
+    }
+}

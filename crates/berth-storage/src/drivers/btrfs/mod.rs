@@ -253,16 +253,29 @@ fn remove_subvolume(path: &Path) -> std::io::Result<()> {
 
 /// Runs a host tool; its first line of error output when it fails.
 fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    tool_output(program, args).map(drop)
+}
+
+/// Runs a host tool; its output, or its first line of error output when it fails.
+fn tool_output(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(first_line(&out.stderr, &format!("{program} failed")))
     }
+}
+
+/// The referenced bytes of the level-0 qgroup in `btrfs qgroup show --raw` output.
+fn referenced(show: &str) -> Option<u64> {
+    show.lines()
+        .find(|l| l.starts_with("0/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
 }
 
 fn first_line(text: &[u8], default: &str) -> String {
@@ -614,6 +627,12 @@ impl Driver for Btrfs {
         to: &str,
     ) -> Result<(), StorageError> {
         self.dir.rename_snapshots(vtype, from, to)
+    }
+
+    fn usage(&self, vtype: VolumeType, name: &str) -> Option<u64> {
+        validate_volume_name(name).ok()?;
+        let path = self.volume_path(vtype, name).display().to_string();
+        referenced(&tool_output("btrfs", &["qgroup", "show", "-f", "--raw", &path]).ok()?)
     }
 
     fn set_quota(

@@ -63,6 +63,15 @@ fn a_loop_file_pool_snapshots_restores_copies_and_goes() {
     pool.delete_volume(t, "c3").unwrap();
     assert!(!c3.exists());
 
+    // Quotas: the usage counted, a limit set and lifted.
+    pool.set_quota(t, "c2", Some(64 << 20)).unwrap();
+    pool.set_quota(t, "c2", None).unwrap();
+    assert!(pool.usage(t, "c2").is_some_and(|n| n > 0));
+    assert_eq!(
+        super::referenced("Qgroupid Referenced\n-------- ----\n0/256   5259264  5259264 none v\n"),
+        Some(5_259_264)
+    );
+
     pool.rename_volume(t, "c2", "c4").unwrap();
     assert_eq!(pool.list_volumes(t).unwrap(), ["c1", "c4"]);
     // The pool refuses to go while volumes remain, and stays usable.
