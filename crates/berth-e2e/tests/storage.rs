@@ -133,6 +133,8 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
     let image = d.dir().join("disks/bt.img");
     assert_eq!(p.config["source"], image.display().to_string());
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 1 << 30);
+    let e = berth_e2e::fails(&d.berth(&["storage", "set", "bt", "size=2GiB"]));
+    assert!(e.contains("\"size\" cannot be changed"), "{e}");
     let mount = d.dir().join("storage-pools/bt");
     let mounted = || {
         std::fs::read_to_string("/proc/self/mounts")

@@ -56,6 +56,12 @@ pub async fn apply(
     let Some(pool) = root_pool(devices).and_then(|p| cx.pools.get(&p)) else {
         return Ok(());
     };
+    if !pool.info().quotas {
+        // Only an instance recorded before sizes were checked gets here (`check` refuses
+        // the rest): it starts as it used to, and the log says its size does not hold.
+        tracing::warn!(instance = %name, "The root disk's size cannot be enforced on its pool");
+        return Ok(());
+    }
     let n = name.to_owned();
     tokio::task::spawn_blocking(move || pool.set_quota(VolumeType::Container, &n, size))
         .await?

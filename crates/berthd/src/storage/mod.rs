@@ -183,16 +183,23 @@ pub async fn update(
     let mut config = rec.config.clone();
     crate::model::merge_config(&mut config, Some(req.config), replace);
     config.retain(|_, v| !v.is_empty());
-    // `source` is where the data is: it cannot move under a live pool.
-    let old_source = rec.config.get("source").cloned().unwrap_or_default();
-    match config.get("source") {
-        Some(s) if *s != old_source => {
-            return Err(Failure::invalid(
-                "Storage pool key \"source\" cannot be changed",
-            ));
-        }
-        _ => {
-            config.insert("source".to_owned(), old_source);
+    // `source` is where the data is: it cannot move under a live pool; a loop file's
+    // `size` is fixed when it is made (growing one is not supported yet). Unset, they
+    // keep their value.
+    for key in ["source", "size"] {
+        // A key the pool never had is left for its driver to judge.
+        let Some(old) = rec.config.get(key).cloned() else {
+            continue;
+        };
+        match config.get(key) {
+            Some(v) if *v != old => {
+                return Err(Failure::invalid(format!(
+                    "Storage pool key \"{key}\" cannot be changed"
+                )));
+            }
+            _ => {
+                config.insert(key.to_owned(), old);
+            }
         }
     }
     let driver = load(cx, name, &rec.driver, config)?;
