@@ -92,10 +92,10 @@ pub async fn update(
     crate::project::check_allowed(cx, &rec.project, &candidate).await?;
     validate(cx, &rec, &expanded)?;
     super::nic::check(cx, &rec.config, &devices).await?;
-    super::quota::check(cx, &devices)?;
     crate::project::check_limits(cx, &rec.project, std::slice::from_ref(&candidate)).await?;
     let old_profiles = profiles(cx, &old.project, &old.profiles).await?;
     let (old_expanded, old_devices) = expand(&old_profiles, &old);
+    super::quota::check(cx, Some(&old_devices), &devices)?;
     if root_pool(&devices) != root_pool(&old_devices) {
         return Err(Failure::invalid("The root disk's pool cannot be changed"));
     }

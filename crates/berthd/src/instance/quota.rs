@@ -13,16 +13,24 @@ use crate::ctx::Ctx;
 use crate::error::{Failure, Result};
 use crate::model::expand::{root_disk, root_pool};
 
-/// The root disk's size in bytes, if it has one.
+/// The root disk's size in bytes, if it has one (0 is none, as in LXD).
 pub fn root_size(devices: &BTreeMap<String, Device>) -> Option<u64> {
     root_disk(devices)
         .and_then(|d| d.get("size"))
         .and_then(|s| crate::model::limits::parse_size(s))
+        .filter(|n| *n > 0)
 }
 
-/// Refuses a root disk `size` that the root disk's pool cannot enforce.
-pub fn check(cx: &Ctx, devices: &BTreeMap<String, Device>) -> Result<()> {
-    if root_size(devices).is_none() {
+/// Refuses a root disk `size` the root disk's pool cannot enforce, when it is new or
+/// changed (`old`: the devices before; an instance recorded with one before sizes were
+/// checked keeps it through unrelated changes).
+pub fn check(
+    cx: &Ctx,
+    old: Option<&BTreeMap<String, Device>>,
+    devices: &BTreeMap<String, Device>,
+) -> Result<()> {
+    let size = root_size(devices);
+    if size.is_none() || old.is_some_and(|o| root_size(o) == size) {
         return Ok(());
     }
     let Some(name) = root_pool(devices) else {
@@ -37,8 +45,9 @@ pub fn check(cx: &Ctx, devices: &BTreeMap<String, Device>) -> Result<()> {
     }
 }
 
-/// Gives instance `name`'s volume the root disk's size, or lifts it when `old` (the
-/// devices before a change) had one and `devices` has none.
+/// Gives instance `name`'s volume the root disk's size, or none: always on a fresh start
+/// (`old` none: the volume may be a snapshot carrying another volume's limit), else when
+/// it changed from `old`.
 pub async fn apply(
     cx: &Ctx,
     name: &str,
@@ -46,20 +55,18 @@ pub async fn apply(
     devices: &BTreeMap<String, Device>,
 ) -> Result<()> {
     let size = root_size(devices);
-    let before = old.and_then(root_size);
-    if size.is_none() && before.is_none() {
-        return Ok(());
-    }
-    if old.is_some() && size == before {
+    if old.is_some_and(|o| root_size(o) == size) {
         return Ok(());
     }
     let Some(pool) = root_pool(devices).and_then(|p| cx.pools.get(&p)) else {
         return Ok(());
     };
     if !pool.info().quotas {
-        // Only an instance recorded before sizes were checked gets here (`check` refuses
-        // the rest): it starts as it used to, and the log says its size does not hold.
-        tracing::warn!(instance = %name, "The root disk's size cannot be enforced on its pool");
+        // Only an instance recorded before sizes were checked gets here with a size
+        // (`check` refuses the rest): it starts as it used to; the log says it does not hold.
+        if size.is_some() {
+            tracing::warn!(instance = %name, "The root disk's size cannot be enforced on its pool");
+        }
         return Ok(());
     }
     let n = name.to_owned();

@@ -213,12 +213,12 @@ pub async fn update(
         crate::instance::nic::check(cx, &rec.config, &devices)
             .await
             .map_err(naming)?;
-        crate::instance::quota::check(cx, &devices).map_err(naming)?;
         by_project
             .entry(rec.project.clone())
             .or_default()
             .push(candidate);
         let (old_config, old_devices) = expand_with(rec, &old);
+        crate::instance::quota::check(cx, Some(&old_devices), &devices).map_err(naming)?;
         if status(cx, &rec.name).await.1.is_some() {
             let change = hotplug::diff(&old_devices, &devices);
             hotplug::check(&change).map_err(naming)?;

@@ -78,6 +78,7 @@ pub(super) fn validate(
             }
         }
     }
+    let given = config.contains_key(SOURCE);
     let source = match config.get(SOURCE) {
         Some(s) => PathBuf::from(s),
         None => {
@@ -95,11 +96,31 @@ pub(super) fn validate(
     let backing = match kind {
         Ok(t) if t.is_block_device() => Backing::Device(source),
         Ok(t) if t.is_dir() => Backing::Directory(source),
-        // A file (an existing pool's loop file), or nothing yet: a loop file.
-        _ => Backing::LoopFile {
+        Ok(t) if t.is_file() => Backing::LoopFile {
             path: source,
             size: 0,
         },
+        Ok(_) => {
+            return Err(invalid(
+                SOURCE,
+                &config[SOURCE],
+                "Must be a loop file, a block device or a directory",
+            ));
+        }
+        // Nothing there: a loop file berthd makes (no source given, or a size: a loop
+        // pool whose file went missing is reported when it is mounted); a device or a
+        // directory named wrong is refused, never taken for a new loop file.
+        Err(_) if !given || config.contains_key(SIZE) => Backing::LoopFile {
+            path: source,
+            size: 0,
+        },
+        Err(_) => {
+            return Err(invalid(
+                SOURCE,
+                &config[SOURCE],
+                "Does not exist (a device or a directory on btrfs)",
+            ));
+        }
     };
     if config.contains_key(SIZE) && !matches!(backing, Backing::LoopFile { .. }) {
         return Err(invalid(
@@ -169,7 +190,12 @@ mod tests {
                 size: 1 << 30
             }
         );
-        for (k, v) in [("size", "1MiB"), ("source", "relative"), ("zfs.pool", "x")] {
+        for (k, v) in [
+            ("size", "1MiB"),
+            ("source", "relative"),
+            ("source", "/dev/no-such-disk"),
+            ("zfs.pool", "x"),
+        ] {
             let c = BTreeMap::from([(k.to_owned(), v.to_owned())]);
             assert!(validate("p1", c, &default).is_err(), "{k}={v}");
         }

@@ -14,7 +14,7 @@
 //! goes with it). Volumes made by copying from elsewhere are subvolumes too (made empty,
 //! then filled by `cp -a --reflink=auto`). Images are optimized: the pool service keeps
 //! one unpacked copy of each image (its spare volume) and makes each instance a snapshot
-//! of it. Quotas are btrfs's qgroups (turned on when the pool is mounted): a volume's
+//! of it. Quotas are btrfs's qgroups (turned on at the first size asked for): a volume's
 //! limit caps what its subvolume references.
 
 mod config;
@@ -24,7 +24,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -104,7 +104,9 @@ impl Btrfs {
             Backing::LoopFile { .. } | Backing::Device(_) => default_source.to_owned(),
         };
         let layout = BTreeMap::from([("source".to_owned(), root.display().to_string())]);
-        let dir = Dir::new(pool_name, layout, &root)?;
+        // The pool's own directory as `dir`'s default source: a directory the user gave
+        // is emptied but kept when the pool goes, as for `dir`.
+        let dir = Dir::new(pool_name, layout, default_source)?;
         Ok(Btrfs {
             pool: pool_name.to_owned(),
             config,
@@ -181,7 +183,12 @@ impl Btrfs {
     /// subvolume of this filesystem, else a new subvolume filled by a copy.
     fn clone_into(from: &Path, to: &Path) -> Result<(), StorageError> {
         let (f, t) = (from.display().to_string(), to.display().to_string());
-        if is_subvolume(from) && run_tool("btrfs", &["subvolume", "snapshot", &f, &t]).is_ok() {
+        // A snapshot leaves out the subvolumes nested inside (systemd's /var/lib/machines,
+        // a container's own): such a volume is copied whole instead.
+        if is_subvolume(from)
+            && !has_nested(from)
+            && run_tool("btrfs", &["subvolume", "snapshot", &f, &t]).is_ok()
+        {
             return set_mode(to, VOLUME_MODE).map_err(|e| StorageError::Copy {
                 from: from.to_owned(),
                 to: to.to_owned(),
@@ -228,6 +235,15 @@ fn on_btrfs(path: &Path) -> bool {
 fn is_subvolume(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOLUME_INODE)
         && on_btrfs(path)
+}
+
+/// Whether subvolume `path` holds subvolumes of its own.
+fn has_nested(path: &Path) -> bool {
+    tool_output(
+        "btrfs",
+        &["subvolume", "list", "-o", &path.display().to_string()],
+    )
+    .is_ok_and(|out| out.lines().any(|l| !l.trim().is_empty()))
 }
 
 /// Whether something is mounted right on `path`.
@@ -316,15 +332,22 @@ impl Driver for Btrfs {
                         path: path.clone(),
                     });
                 }
+                // The image holds every container's files: root's alone.
                 if let Some(parent) = path.parent() {
                     DirBuilder::new()
                         .recursive(true)
-                        .mode(POOL_DIR_MODE)
+                        .mode(0o700)
                         .create(parent)
+                        .and_then(|()| set_mode(parent, 0o700))
                         .map_err(|e| fail(parent, e.to_string()))?;
                 }
-                let made = fs::File::create_new(path)
+                let made = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
                     .and_then(|f| f.set_len(*size))
+                    .and_then(|()| set_mode(path, 0o600))
                     .map_err(|e| fail(path, e.to_string()))
                     .and_then(|()| {
                         run_tool("mkfs.btrfs", &["-q", &path.display().to_string()])
@@ -350,10 +373,17 @@ impl Driver for Btrfs {
                 }
             }
         }
-        self.attach()?;
         // A fresh filesystem's root holds nothing; a directory given must be empty, as for
-        // `dir` (the layout's create checks).
-        self.dir.create()
+        // `dir` (the layout's create checks). A failure takes back the mount and the image.
+        let made = self.attach().and_then(|()| self.dir.create());
+        if made.is_err()
+            && let Backing::LoopFile { path, .. } = &self.backing
+        {
+            let _ = self.unmount();
+            let _ = fs::remove_dir(&self.root);
+            let _ = fs::remove_file(path);
+        }
+        made
     }
 
     fn delete(&self) -> Result<(), StorageError> {
@@ -364,9 +394,14 @@ impl Driver for Btrfs {
             Backing::LoopFile { path, .. } => Some(path.clone()),
             _ => None,
         };
-        if self.attach().is_ok() {
-            self.dir.delete_layout()?;
-            self.unmount()?;
+        match self.attach() {
+            Ok(()) => {
+                self.dir.delete_layout()?;
+                self.unmount()?;
+            }
+            // Its file or device is gone already: nothing is left to keep.
+            Err(StorageError::SourceMissing { .. }) => {}
+            Err(e) => return Err(e),
         }
         let _ = fs::remove_dir(&self.root);
         if let Some(image) = image {
@@ -386,12 +421,14 @@ impl Driver for Btrfs {
     fn mount(&self) -> Result<(), StorageError> {
         self.attach()?;
         self.dir.mount()?;
-        // Quotas (qgroups), once per filesystem: enabling them again does nothing.
-        run_tool(
-            "btrfs",
-            &["quota", "enable", &self.root.display().to_string()],
-        )
-        .map_err(|detail| mount_error(&self.root, detail))
+        // A directory source whose filesystem is not mounted (yet) is not this pool.
+        if !on_btrfs(&self.root) || !self.root.join("containers").is_dir() {
+            return Err(StorageError::SourceMissing {
+                pool: self.pool.clone(),
+                path: self.root.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn unmount(&self) -> Result<(), StorageError> {
@@ -644,10 +681,18 @@ impl Driver for Btrfs {
         validate_volume_name(name)?;
         let path = self.volume_path(vtype, name);
         let limit = bytes.map_or_else(|| "none".to_owned(), |b| b.to_string());
-        run_tool(
-            "btrfs",
-            &["qgroup", "limit", &limit, &path.display().to_string()],
-        )
-        .map_err(|detail| StorageError::Quota { path, detail })
+        let target = path.display().to_string();
+        let limited = match run_tool("btrfs", &["qgroup", "limit", &limit, &target]) {
+            // Quotas (qgroups) are turned on at the first size asked for, as LXD does.
+            Err(_) if bytes.is_some() => {
+                let root = self.root.display().to_string();
+                run_tool("btrfs", &["quota", "enable", &root])
+                    .and_then(|()| run_tool("btrfs", &["qgroup", "limit", &limit, &target]))
+            }
+            // No quotas on the filesystem: nothing to lift.
+            Err(_) => Ok(()),
+            ok => ok,
+        };
+        limited.map_err(|detail| StorageError::Quota { path, detail })
     }
 }
