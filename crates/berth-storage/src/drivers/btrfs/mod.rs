@@ -28,7 +28,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::dir::{Dir, POOL_DIR_MODE, VOLUME_MODE, no_snapshot, set_mode, snapshot_taken};
+use super::dir::{Dir, POOL_DIR_MODE, Trees, VOLUME_MODE, set_mode};
 use crate::{Driver, DriverInfo, PoolResources, StorageError, VolumeType, validate_volume_name};
 
 pub use config::Backing;
@@ -222,6 +222,19 @@ impl Btrfs {
                 })
             }
         }
+    }
+}
+
+/// btrfs's trees: subvolume snapshots ([`Btrfs::clone_into`]) and subvolume deletes.
+struct Subvolumes;
+
+impl Trees for Subvolumes {
+    fn copy(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        Btrfs::clone_into(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        remove_subvolume(path)
     }
 }
 
@@ -507,15 +520,7 @@ impl Driver for Btrfs {
         name: &str,
         snap: &str,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let src = self.volume_path(vtype, name);
-        if !src.is_dir() {
-            return Err(StorageError::VolumeNotFound {
-                vtype,
-                name: name.to_owned(),
-            });
-        }
-        self.create_snapshot_from(vtype, name, snap, &src)
+        self.dir.snapshot_with(&Subvolumes, vtype, name, snap)
     }
 
     fn delete_snapshot(
@@ -524,15 +529,8 @@ impl Driver for Btrfs {
         name: &str,
         snap: &str,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let path = self.snapshot_path(vtype, name, snap);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => remove_subvolume(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(no_snapshot(name, snap)),
-            Err(source) => Err(StorageError::DeleteVolume { path, source }),
-        }
+        self.dir
+            .delete_snapshot_with(&Subvolumes, vtype, name, snap)
     }
 
     fn rename_snapshot(
@@ -551,60 +549,11 @@ impl Driver for Btrfs {
         name: &str,
         snap: &str,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let snap_path = self.snapshot_path(vtype, name, snap);
-        if !snap_path.is_dir() {
-            return Err(no_snapshot(name, snap));
-        }
-        let vol = self.volume_path(vtype, name);
-        // A snapshot of the snapshot beside the volume, swapped in with one exchange: the
-        // volume is whole at every moment; the old one goes after.
-        let fresh = self
-            .root
-            .join(vtype.dir_name())
-            .join(format!(".{name}.restore"));
-        if fs::symlink_metadata(&fresh).is_ok() {
-            let _ = remove_subvolume(&fresh);
-        }
-        Self::clone_into(&snap_path, &fresh)?;
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &fresh,
-            rustix::fs::CWD,
-            &vol,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .map_err(|e| {
-            let _ = remove_subvolume(&fresh);
-            StorageError::RenameVolume {
-                from: fresh.clone(),
-                to: vol.clone(),
-                source: e.into(),
-            }
-        })?;
-        let _ = remove_subvolume(&fresh);
-        Ok(())
+        self.dir.restore_with(&Subvolumes, vtype, name, snap)
     }
 
     fn delete_snapshots(&self, vtype: VolumeType, name: &str) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let parent = self.dir.snapshots_of(vtype, name);
-        let Ok(entries) = fs::read_dir(&parent) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            remove_subvolume(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source })?;
-        }
-        match fs::remove_dir(&parent) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(StorageError::DeleteVolume {
-                path: parent,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        self.dir.delete_snapshots_with(&Subvolumes, vtype, name)
     }
 
     fn create_volume_from(
@@ -613,15 +562,7 @@ impl Driver for Btrfs {
         name: &str,
         from: &Path,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let dst = self.volume_path(vtype, name);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(StorageError::VolumeExists {
-                vtype,
-                name: name.to_owned(),
-            });
-        }
-        Self::clone_into(from, &dst)
+        self.dir.volume_from_with(&Subvolumes, vtype, name, from)
     }
 
     fn create_snapshot_from(
@@ -631,30 +572,12 @@ impl Driver for Btrfs {
         snap: &str,
         from: &Path,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let parent = self.dir.snapshots_of(vtype, name);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(POOL_DIR_MODE)
-            .create(&parent)
-            .map_err(|source| StorageError::CreateVolume {
-                path: parent.clone(),
-                source,
-            })?;
-        let dst = parent.join(snap);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(snapshot_taken(name, snap));
-        }
-        Self::clone_into(from, &dst)
+        self.dir
+            .snapshot_from_with(&Subvolumes, vtype, name, snap, from)
     }
 
     fn remove_leftovers(&self) -> Result<(), StorageError> {
-        for path in self.dir.leftovers() {
-            remove_subvolume(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source })?;
-        }
-        Ok(())
+        self.dir.remove_leftovers_with(&Subvolumes)
     }
 
     fn rename_snapshots(
