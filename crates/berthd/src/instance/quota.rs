@@ -2,7 +2,8 @@
 //! qgroups), refused with one line where it has none (a `dir` pool), never accepted and
 //! ignored. It is applied when the instance is made and at each start (a restore or a
 //! migration makes its volume anew), and at once when the instance's or a profile's
-//! root disk changes, running or not.
+//! root disk changes, running or not. A volume cloned by the driver carries no limit of
+//! the volume it came from (the btrfs driver lifts the one the kernel copies).
 
 use std::collections::BTreeMap;
 
@@ -45,9 +46,9 @@ pub fn check(
     }
 }
 
-/// Gives instance `name`'s volume the root disk's size, or none: always on a fresh start
-/// (`old` none: the volume may be a snapshot carrying another volume's limit), else when
-/// it changed from `old`.
+/// Gives instance `name`'s volume the root disk's size: when there is one and `old` is
+/// none (a new instance, a start: the volume may be new since, and a driver's clone
+/// starts without a limit), or when it changed from `old` (lifted when gone).
 pub async fn apply(
     cx: &Ctx,
     name: &str,
@@ -55,7 +56,11 @@ pub async fn apply(
     devices: &BTreeMap<String, Device>,
 ) -> Result<()> {
     let size = root_size(devices);
-    if old.is_some_and(|o| root_size(o) == size) {
+    let unchanged = match old {
+        Some(o) => root_size(o) == size,
+        None => size.is_none(),
+    };
+    if unchanged {
         return Ok(());
     }
     let Some(pool) = root_pool(devices).and_then(|p| cx.pools.get(&p)) else {

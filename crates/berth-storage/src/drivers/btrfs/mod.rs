@@ -189,6 +189,10 @@ impl Btrfs {
             && !has_nested(from)
             && run_tool("btrfs", &["subvolume", "snapshot", &f, &t]).is_ok()
         {
+            // The kernel gives a snapshot the limit of the subvolume it was taken of: a
+            // clone starts with none (its user's size, if any, is set on it after). Without
+            // quotas on the filesystem there is nothing to lift.
+            let _ = run_tool("btrfs", &["qgroup", "limit", "none", &t]);
             return set_mode(to, VOLUME_MODE).map_err(|e| StorageError::Copy {
                 from: from.to_owned(),
                 to: to.to_owned(),
