@@ -63,6 +63,15 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_only_migration",
     // Issue 17: `copy --refresh` between hosts.
     "container_incremental_copy",
+    // Issue 18: custom volumes, their snapshots, copies and moves on one server.
+    "storage_api_local_volume_handling",
+    "storage_api_volume_rename",
+    "storage_api_volume_snapshots",
+    "storage_api_project",
+    "storage_volume_state",
+    "storage_volume_project_move",
+    "custom_volume_snapshot_expiry",
+    "storage_shifted",
 ];
 
 /// Whether `name` is advertised.

@@ -10,6 +10,7 @@
 //! ```text
 //!   instance lock(s) ──► profile lock ──► (database)
 //!   image lock, pool lock, network lock: never held with another lock
+//!   volume lock(s) ──► (database)
 //! ```
 //!
 //! An instance's lock serialises every change to it (held across a whole operation); a
@@ -204,6 +205,7 @@ impl Networks {
 #[derive(Debug, Default)]
 pub struct Locks {
     instances: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    volumes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises profile and project writes, and instance expansions while checked.
     pub profiles: tokio::sync::Mutex<()>,
     /// Serialises image and alias writes.
@@ -221,6 +223,17 @@ impl Locks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The lock serialising changes to custom volume `name` (its host-wide name) on
+    /// `pool`; a copy or move holds the source's and the target's.
+    pub fn volume(&self, pool: &str, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(format!("{pool}/{name}"))
             .or_default()
             .clone()
     }

@@ -32,4 +32,5 @@ pub mod snapshot;
 pub mod storage;
 pub mod trust;
 pub mod version;
+pub mod volume;
 pub mod warning;

@@ -1,4 +1,4 @@
-//! `berth storage …`: storage pools.
+//! `berth storage …`: storage pools (their volumes: [`super::volume`]).
 
 use berth_api::storage::{StoragePool, StoragePoolResources};
 use berth_client::{Client, Method};
@@ -40,6 +40,9 @@ pub enum Command {
     },
     /// Unset a configuration key of a pool
     Unset { pool: String, key: String },
+    /// Manage a pool's custom volumes
+    #[command(subcommand)]
+    Volume(super::volume::Command),
 }
 
 fn size(bytes: u64) -> String {
@@ -48,6 +51,7 @@ fn size(bytes: u64) -> String {
 
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Volume(cmd) => super::volume::run(client, cmd).await?,
         Command::List { format } => {
             let pools: Vec<StoragePool> = client.get("/1.0/storage-pools?recursion=1").await?;
             let mut t = Table::new(&[

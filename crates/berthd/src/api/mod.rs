@@ -34,6 +34,7 @@ pub mod server;
 mod sftp;
 mod snapshots;
 mod storage_pools;
+mod storage_volumes;
 mod streams;
 pub mod tls;
 mod warnings;
@@ -310,11 +311,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes",
-            get(storage_pools::volumes),
+            get(storage_volumes::list).post(storage_volumes::post),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}",
-            get(storage_pools::volumes),
+            get(storage_volumes::list).post(storage_volumes::post),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
+            get(storage_volumes::get)
+                .put(storage_volumes::put)
+                .patch(storage_volumes::patch)
+                .post(storage_volumes::rename)
+                .delete(storage_volumes::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/state",
+            get(storage_volumes::state),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots",
+            get(storage_volumes::snapshots).post(storage_volumes::take_snapshot),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots/{snap}",
+            get(storage_volumes::get_snapshot)
+                .put(storage_volumes::put_snapshot)
+                .patch(storage_volumes::put_snapshot)
+                .post(storage_volumes::rename_snapshot)
+                .delete(storage_volumes::delete_snapshot),
         );
     if state.testing {
         r = r

@@ -109,23 +109,3 @@ pub async fn resources(State(st): State<AppState>, Path(name): Path<String>) -> 
         },
     }))
 }
-
-/// `GET /1.0/storage-pools/{name}/volumes[/{type}]`.
-pub async fn volumes(
-    State(st): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let name = get("name").unwrap_or_default();
-    let recursive = recursion(q.as_deref())? > 0;
-    let vols = storage::volumes(&st.cx, &name, get("type")).await?;
-    if recursive {
-        return Ok(sync(vols));
-    }
-    Ok(sync(
-        vols.iter()
-            .map(|v| format!("/1.0/storage-pools/{name}/volumes/{}/{}", v.kind, v.name))
-            .collect::<Vec<_>>(),
-    ))
-}

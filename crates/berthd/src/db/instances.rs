@@ -96,9 +96,9 @@ pub fn insert(conn: &Connection, i: &InstanceRecord, pool: &str) -> Result<(), D
         ],
     )?;
     conn.execute(
-        "INSERT INTO storage_volumes (pool, type, name, description, config, created_at)
-         VALUES (?1, 'container', ?2, '', '{}', ?3)",
-        params![pool, i.name, i.created_at],
+        "INSERT INTO storage_volumes (pool, type, name, description, config, created_at, project)
+         VALUES (?1, 'container', ?2, '', '{}', ?3, ?4)",
+        params![pool, i.name, i.created_at, i.project],
     )?;
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod profiles;
 pub mod projects;
 pub mod schema;
 pub mod snapshots;
+pub mod volumes;
 pub mod warnings;
 
 use std::path::Path;

@@ -1,6 +1,5 @@
-//! The storage_pools and storage_volumes tables.
+//! The storage_pools table (volumes: [`super::volumes`]).
 
-use berth_api::storage::StorageVolume;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{DbError, from_json, to_json};
@@ -65,32 +64,4 @@ pub fn put(conn: &Connection, p: &PoolRecord) -> Result<(), DbError> {
 pub fn delete(conn: &Connection, name: &str) -> Result<(), DbError> {
     conn.execute("DELETE FROM storage_pools WHERE name = ?1", [name])?;
     Ok(())
-}
-
-/// The volumes of a pool, optionally of one type.
-pub fn volumes(
-    conn: &Connection,
-    pool: &str,
-    kind: Option<&str>,
-) -> Result<Vec<StorageVolume>, DbError> {
-    let mut stmt = conn.prepare(
-        "SELECT name, type, description, config, created_at FROM storage_volumes
-         WHERE pool = ?1 AND (?2 IS NULL OR type = ?2) ORDER BY type, name",
-    )?;
-    let rows = stmt.query_map(params![pool, kind], |r| {
-        let name: String = r.get(0)?;
-        let of = || format!("storage volume {name:?}");
-        Ok(StorageVolume {
-            kind: r.get(1)?,
-            description: r.get(2)?,
-            config: from_json(of, "config", &r.get::<_, String>(3)?)?,
-            created_at: r.get(4)?,
-            name,
-            content_type: "filesystem".to_owned(),
-            location: "none".to_owned(),
-            project: berth_api::DEFAULT_PROJECT.to_owned(),
-            used_by: vec![],
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }

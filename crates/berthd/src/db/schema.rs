@@ -184,6 +184,23 @@ const UPDATES: &[&str] = &[
     // 9: images fetched for an instance (`cached`), flushed once unused for
     // `images.remote_cache_expiry` days.
     "ALTER TABLE images ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;",
+    // 10: volumes record their project (an instance's, or the project holding a custom
+    // volume; the `name` column stays the host-wide name, as on disk), and custom volumes
+    // have snapshots.
+    "ALTER TABLE storage_volumes ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    UPDATE storage_volumes SET project = (
+        SELECT project FROM instances WHERE instances.name = storage_volumes.name
+    ) WHERE type = 'container' AND name IN (SELECT name FROM instances);
+    CREATE TABLE volume_snapshots (
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (pool, volume, name)
+    );",
 ];
 
 /// The schema version this berthd writes.

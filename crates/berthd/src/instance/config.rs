@@ -92,6 +92,7 @@ pub async fn update(
     crate::project::check_allowed(cx, &rec.project, &candidate).await?;
     validate(cx, &rec, &expanded)?;
     super::nic::check(cx, &rec.config, &devices).await?;
+    crate::storage::disks::check(cx, &rec.project, &devices).await?;
     crate::project::check_limits(cx, &rec.project, std::slice::from_ref(&candidate)).await?;
     let old_profiles = profiles(cx, &old.project, &old.profiles).await?;
     let (old_expanded, old_devices) = expand(&old_profiles, &old);
@@ -100,7 +101,16 @@ pub async fn update(
         return Err(Failure::invalid("The root disk's pool cannot be changed"));
     }
     let (state, pid) = status(cx, name).await;
-    let change = hotplug::diff(&old_devices, &devices);
+    // Custom volumes are bound by their host paths.
+    let (bound_before, bound_after) = if state == StatusCode::Stopped {
+        (BTreeMap::new(), BTreeMap::new())
+    } else {
+        (
+            crate::storage::disks::resolve(cx, &rec.project, &old_devices)?,
+            crate::storage::disks::resolve(cx, &rec.project, &devices)?,
+        )
+    };
+    let change = hotplug::diff(&bound_before, &bound_after);
     if state != StatusCode::Stopped {
         hotplug::check(&change)?;
     }
@@ -145,8 +155,8 @@ pub async fn update(
                 name,
                 target,
                 &change,
-                &old_devices,
-                &devices,
+                &bound_before,
+                &bound_after,
             )
             .await
             .map_err(|e| Failure::internal(e.message()).with_source(e))?;

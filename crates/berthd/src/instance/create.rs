@@ -189,6 +189,7 @@ pub async fn prepare(
     };
     super::config::validate(cx, &own, &expanded)?;
     super::nic::check(cx, &rec.config, &devices).await?;
+    crate::storage::disks::check(cx, project, &devices).await?;
     super::quota::check(cx, None, &devices)?;
     crate::project::check_limits(cx, project, std::slice::from_ref(&candidate)).await?;
     let pool = root_pool_driver(cx, &devices)?;

@@ -162,7 +162,7 @@ pub fn start_spec(
     limits.extend(crate::model::limits::prlimits(config)?);
     let devices = crate::device::start_entries(
         &cx.paths.nodes(&rec.name),
-        devices,
+        &crate::storage::disks::resolve(cx, &rec.project, devices)?,
         idmap.map(|m| (m.uid_base, m.gid_base, m.size)),
         cx.host.cgroup_v2,
     )?;

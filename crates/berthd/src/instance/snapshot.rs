@@ -440,7 +440,10 @@ pub async fn scheduled_pass(cx: &Ctx, now: chrono::DateTime<chrono::Utc>) {
             tracing::warn!(instance = %e.rec.name, error = %err, "Scheduled snapshot failed");
         }
     }
-    // Expired snapshots go.
+    // Expired snapshots go, the custom volumes' too.
+    if let Err(e) = crate::storage::volume_snapshot::prune_expired(cx).await {
+        tracing::warn!(error = %e, "Expired volume snapshots not pruned");
+    }
     let Ok(all) = cx.db.read(crate::db::snapshots::all).await else {
         return;
     };

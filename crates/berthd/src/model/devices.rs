@@ -1,6 +1,7 @@
 //! Devices beyond the root disk, as configuration: what each type accepts.
 //!
-//! - `disk` binds a host path into the container. Keys: `source` (absolute host path),
+//! - `disk` binds a host path, or a custom volume (`pool` and `source` naming the volume),
+//!   into the container. Keys: `source` (absolute host path, or volume name),
 //!   `path` (where, inside), `readonly`, `shift` (an idmapped bind mount, so host ids show
 //!   inside as the same numbers), `required` (default true: a missing source refuses the
 //!   start), `propagation`, `recursive`.
@@ -100,9 +101,11 @@ pub fn check_disk(name: &str, d: &Device) -> Result<()> {
                 }
             }
             "pool" => {
-                return Err(Failure::invalid(format!(
-                    "Device {name:?}: custom storage volumes are not supported yet"
-                )));
+                if v.is_empty() {
+                    return Err(Failure::invalid(format!(
+                        "Device {name:?}: \"pool\" must not be empty"
+                    )));
+                }
             }
             other => {
                 return Err(Failure::invalid(format!(
@@ -118,14 +121,28 @@ pub fn check_disk(name: &str, d: &Device) -> Result<()> {
     }
     let path = d.get("path").map(String::as_str).unwrap_or_default();
     let source = d.get("source").map(String::as_str).unwrap_or_default();
+    if d.contains_key("pool") {
+        // A custom volume: `source` is its name; it is always bound through the
+        // container's map (the volume's `security.unmapped` says otherwise).
+        if let Err(e) = super::names::VolumeName::parse(source) {
+            return Err(Failure::invalid(format!(
+                "Device {name:?}: \"source\" must name a custom volume of the pool: {}",
+                e.message()
+            )));
+        }
+        if d.contains_key("shift") {
+            return Err(Failure::invalid(format!(
+                "Device {name:?}: \"shift\" does not apply to a custom volume (it is always mapped; see its security.unmapped)"
+            )));
+        }
+    } else if !plain(source) && source != "/" {
+        return Err(Failure::invalid(format!(
+            "Device {name:?}: \"source\" must be an absolute host path, without .."
+        )));
+    }
     if !plain(path) {
         return Err(Failure::invalid(format!(
             "Device {name:?}: \"path\" must be an absolute path inside the instance, without .."
-        )));
-    }
-    if !plain(source) && source != "/" {
-        return Err(Failure::invalid(format!(
-            "Device {name:?}: \"source\" must be an absolute host path, without .."
         )));
     }
     Ok(())

@@ -64,6 +64,11 @@ name_type!(
     check_pool
 );
 name_type!(
+    /// A custom storage volume's name in its project.
+    VolumeName,
+    check_volume
+);
+name_type!(
     /// An image alias's name (slashes allowed, as in `debian/12`).
     AliasName,
     check_alias
@@ -118,6 +123,17 @@ fn check_profile(name: &str) -> Result<()> {
 
 fn check_snapshot(name: &str) -> Result<()> {
     check_object("snapshot", name)
+}
+
+/// A volume's name: an object name that does not start with a dot (berthd's own
+/// half-made volumes do).
+fn check_volume(name: &str) -> Result<()> {
+    if name.starts_with('.') {
+        return Err(Failure::invalid(format!(
+            "Invalid storage volume name {name:?}: it must not start with a dot"
+        )));
+    }
+    check_object("storage volume", name)
 }
 
 fn check_pool(name: &str) -> Result<()> {
@@ -227,6 +243,10 @@ mod tests {
         assert!(PoolName::parse("pool_1.x").is_ok());
         assert!(PoolName::parse(".p").is_err());
         assert!(AliasName::parse("debian/12").is_ok());
+        assert!(VolumeName::parse("my_vol.1").is_ok());
+        for bad in [".v", "a/b", "a b", ""] {
+            assert!(VolumeName::parse(bad).is_err(), "{bad}");
+        }
         assert!(AliasName::parse("a//b").is_err());
         let e = InstanceName::parse("1c").unwrap_err();
         assert_eq!(e.kind(), crate::error::Kind::Invalid);

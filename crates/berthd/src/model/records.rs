@@ -79,6 +79,15 @@ impl ProjectRecord {
         }
     }
 
+    /// The project holding this project's custom storage volumes.
+    pub fn volumes_project(&self) -> &str {
+        if self.flag("features.storage.volumes") {
+            &self.name
+        } else {
+            berth_api::DEFAULT_PROJECT
+        }
+    }
+
     /// Whether `restricted=true`.
     pub fn restricted(&self) -> bool {
         self.flag("restricted")
@@ -120,6 +129,46 @@ pub struct PoolRecord {
     pub driver: String,
     pub description: String,
     pub config: BTreeMap<String, String>,
+}
+
+/// A stored volume: an instance's root volume or a custom volume.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeRecord {
+    pub pool: String,
+    /// The project holding it.
+    pub project: String,
+    /// Its type's API name (`custom`, `container`).
+    pub kind: String,
+    /// Its host-wide name, as on disk (`PROJECT_NAME` outside `default`).
+    pub name: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+impl VolumeRecord {
+    /// Its name within its project.
+    pub fn api_name(&self) -> &str {
+        self.name
+            .strip_prefix(&self.project)
+            .and_then(|n| n.strip_prefix('_'))
+            .filter(|_| self.project != berth_api::DEFAULT_PROJECT)
+            .unwrap_or(&self.name)
+    }
+}
+
+/// A stored snapshot of a custom volume.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeSnapshotRecord {
+    pub pool: String,
+    /// The volume's host-wide name.
+    pub volume: String,
+    pub name: String,
+    pub description: String,
+    /// The volume's configuration when it was taken.
+    pub config: BTreeMap<String, String>,
+    pub created_at: String,
+    pub expires_at: String,
 }
 
 /// A stored managed network.

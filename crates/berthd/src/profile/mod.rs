@@ -213,6 +213,9 @@ pub async fn update(
         crate::instance::nic::check(cx, &rec.config, &devices)
             .await
             .map_err(naming)?;
+        crate::storage::disks::check(cx, &rec.project, &devices)
+            .await
+            .map_err(naming)?;
         by_project
             .entry(rec.project.clone())
             .or_default()
@@ -220,6 +223,9 @@ pub async fn update(
         let (old_config, old_devices) = expand_with(rec, &old);
         crate::instance::quota::check(cx, Some(&old_devices), &devices).map_err(naming)?;
         if status(cx, &rec.name).await.1.is_some() {
+            // Custom volumes are bound by their host paths.
+            let resolve = |d| crate::storage::disks::resolve(cx, &rec.project, d).map_err(naming);
+            let (old_devices, devices) = (resolve(&old_devices)?, resolve(&devices)?);
             let change = hotplug::diff(&old_devices, &devices);
             hotplug::check(&change).map_err(naming)?;
             running.push(LiveUser {

@@ -7,13 +7,17 @@
 //! lands first (the delete is refused) or finds the pool gone (its create is refused);
 //! neither leaves a half-made object.
 
+pub mod disks;
 pub mod spares;
+pub mod volume;
+pub mod volume_copy;
+pub mod volume_snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_api::storage::{StoragePoolPut, StorageVolume};
-use berth_storage::{Driver, PoolResources, VolumeType};
+use berth_api::storage::StoragePoolPut;
+use berth_storage::{Driver, PoolResources};
 
 use crate::ctx::Ctx;
 use crate::db::DbError;
@@ -22,7 +26,7 @@ use crate::model::names::PoolName;
 use crate::model::records::PoolRecord;
 use crate::revert::Reverter;
 
-fn not_found(name: &str) -> Failure {
+pub fn not_found(name: &str) -> Failure {
     Failure::not_found(format!("Storage pool {name:?} not found"))
 }
 
@@ -229,7 +233,7 @@ pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
     let n = name.to_owned();
     cx.db
         .write(move |tx| {
-            if !crate::db::pools::volumes(tx, &n, None)?.is_empty() {
+            if !crate::db::volumes::list(tx, Some(&n), None)?.is_empty() {
                 return Err(Failure::conflict(format!("Storage pool {n:?} is in use")));
             }
             // An instance recorded on it since refers to it: the same refusal.
@@ -268,24 +272,6 @@ pub async fn resources(cx: &Ctx, name: &str) -> Result<PoolResources> {
     get(cx, name).await?;
     let driver = driver(cx, name)?;
     Ok(tokio::task::spawn_blocking(move || driver.resources()).await??)
-}
-
-/// The volumes recorded on pool `name`, optionally of one type.
-pub async fn volumes(cx: &Ctx, name: &str, kind: Option<String>) -> Result<Vec<StorageVolume>> {
-    if let Some(k) = &kind
-        && VolumeType::parse(k).is_none()
-        && k != "virtual-machine"
-    {
-        return Err(Failure::invalid(format!(
-            "Invalid storage volume type {k:?}"
-        )));
-    }
-    get(cx, name).await?;
-    let n = name.to_owned();
-    Ok(cx
-        .db
-        .read(move |c| crate::db::pools::volumes(c, &n, kind.as_deref()))
-        .await?)
 }
 
 /// A pool's URL.

@@ -338,8 +338,12 @@ impl Dir {
     /// copies of a restore or a volume fill.
     pub(crate) fn leftovers(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for vtype in VolumeType::ALL {
-            let dir = self.source.join(vtype.dir_name());
+        // Half-made volumes and the snapshot directories made for them.
+        let dirs = VolumeType::ALL
+            .into_iter()
+            .flat_map(|t| [t.dir_name(), t.snapshots_dir_name()]);
+        for dir in dirs {
+            let dir = self.source.join(dir);
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
