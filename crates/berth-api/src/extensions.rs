@@ -72,6 +72,13 @@ pub const API_EXTENSIONS: &[&str] = &[
     "storage_volume_project_move",
     "custom_volume_snapshot_expiry",
     "storage_shifted",
+    // Issue 18: instance backups, exported and imported as streams.
+    "container_backup",
+    "backup_compression",
+    "backup_compression_algorithm",
+    "container_backup_override_pool",
+    "backup_override_name",
+    "direct_backup",
 ];
 
 /// Whether `name` is advertised.

@@ -5,6 +5,7 @@
 //! (`Server`, `ServerPut`, `Operation`, `Event`, …), one module per resource. This crate knows
 //! nothing of the daemon or the client and depends on nothing of ours.
 
+pub mod backup;
 pub mod certificate;
 pub mod cluster;
 pub mod error;

@@ -5,6 +5,7 @@
 //! websockets over one kind of stream, so the unix socket today and TLS later share one path.
 //! Operations are waited for through the events websocket, with `/wait` as the fallback.
 
+mod backups;
 mod error;
 mod events;
 mod files;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use backups::{BackupOptions, ImportTarget};
 pub use error::ClientError;
 pub use events::EventStream;
 pub use files::{Fetched, FileMeta, copy_stream};

@@ -1,6 +1,6 @@
 //! The compressions an image file may use, recognised by their magic bytes.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 /// A compression of an image file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,36 @@ impl Compression {
         })
     }
 
+    /// The compression an API names (`backups.compression_algorithm`, a backup's
+    /// `compression_algorithm`): `none`, `gzip`, `zstd`, `xz`, `bzip2`.
+    pub fn parse(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "zstd" => Compression::Zstd,
+            "xz" => Compression::Xz,
+            "bzip2" => Compression::Bzip2,
+            _ => return None,
+        })
+    }
+
+    /// A writer that compresses into `inner`; [`Encoder::finish`] ends the stream.
+    pub fn writer<W: Write>(self, inner: W) -> std::io::Result<Encoder<W>> {
+        Ok(match self {
+            Compression::None => Encoder::None(inner),
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::fast(),
+            )),
+            Compression::Xz => Encoder::Xz(liblzma::write::XzEncoder::new(inner, 1)),
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(inner, 1)?),
+            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
+                inner,
+                bzip2::Compression::fast(),
+            )),
+        })
+    }
+
     /// The usual file name suffix of a tarball in this compression.
     pub fn tar_suffix(self) -> &'static str {
         match self {
@@ -49,6 +79,56 @@ impl Compression {
             Compression::Zstd => ".tar.zst",
             Compression::Bzip2 => ".tar.bz2",
         }
+    }
+}
+
+/// A compressing writer (see [`Compression::writer`]).
+pub enum Encoder<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Xz(liblzma::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Bzip2(bzip2::write::BzEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// Ends the compressed stream and gives back the inner writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Bzip2(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Xz(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Bzip2(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Xz(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Bzip2(e) => e.flush(),
+        }
+    }
+}
+
+impl<W: Write> std::fmt::Debug for Encoder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoder")
     }
 }
 
@@ -113,5 +193,19 @@ mod tests {
                 .unwrap();
             assert_eq!(out, data, "{kind:?}");
         }
+        for name in ["none", "gzip", "zstd", "xz", "bzip2"] {
+            let kind = Compression::parse(name).unwrap();
+            let mut w = kind.writer(Vec::new()).unwrap();
+            w.write_all(&data).unwrap();
+            let bytes = w.finish().unwrap();
+            assert_eq!(Compression::detect(&bytes), kind, "{name}");
+            let mut out = vec![];
+            kind.reader(&bytes[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data, "{name}");
+        }
+        assert_eq!(Compression::parse("lz4"), None);
     }
 }

@@ -15,7 +15,7 @@ pub mod squashfs;
 
 pub use compression::Compression;
 pub use metadata::{ImageMetadata, Template};
-pub use scan::{Limits, ScanError, Scanned};
+pub use scan::{EntryCheck, Limits, ScanError, Scanned};
 
 /// A SHA-256 digest as lower-case hex.
 pub fn hex(digest: &[u8]) -> String {

@@ -65,11 +65,11 @@ pub struct Scanned {
 pub enum ScanError {
     #[error("Invalid or truncated archive")]
     Read(#[source] std::io::Error),
-    #[error("Unsafe entry {path:?} in image: {reason}")]
+    #[error("Unsafe entry {path:?} in the archive: {reason}")]
     Unsafe { path: String, reason: &'static str },
-    #[error("Image has more than {0} entries")]
+    #[error("The archive has more than {0} entries")]
     TooManyEntries(u64),
-    #[error("{what} in image is larger than {limit} bytes")]
+    #[error("{what} in the archive is larger than {limit} bytes")]
     TooLarge { what: String, limit: u64 },
     #[error("Image has more than {0} templates")]
     TooManyTemplates(usize),
@@ -100,7 +100,7 @@ fn components(raw: &[u8], limits: &Limits) -> Result<Vec<String>, &'static str> 
 }
 
 /// Tracks the symlinks an archive creates, to refuse writes through them.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Symlinks(HashSet<String>);
 
 impl Symlinks {
@@ -137,16 +137,29 @@ fn read_limited(r: &mut impl Read, what: &str, limit: u64) -> Result<Vec<u8>, Sc
     Ok(buf)
 }
 
-/// Scans a (decompressed) tar stream laid out as `layout`.
-pub fn scan(reader: impl Read, layout: Layout, limits: &Limits) -> Result<Scanned, ScanError> {
-    let mut archive = tar::Archive::new(reader);
-    let mut found = Scanned::default();
-    let mut links = Symlinks::default();
-    for entry in archive.entries().map_err(ScanError::Read)? {
-        let mut entry = entry.map_err(ScanError::Read)?;
-        found.entries += 1;
-        if found.entries > limits.max_entries {
-            return Err(ScanError::TooManyEntries(limits.max_entries));
+/// The per-entry checks of an untrusted tar stream, entry by entry, so a stream can be
+/// checked as it is unpacked (a backup import) as well as scanned before (an image).
+#[derive(Debug, Default)]
+pub struct EntryCheck {
+    links: Symlinks,
+    entries: u64,
+    limits: Limits,
+}
+
+impl EntryCheck {
+    pub fn new(limits: Limits) -> Self {
+        EntryCheck {
+            limits,
+            ..EntryCheck::default()
+        }
+    }
+
+    /// Checks the next entry of the archive: its path's components (empty for the
+    /// archive's root), or why it is refused.
+    pub fn check<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<Vec<String>, ScanError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ScanError::TooManyEntries(self.limits.max_entries));
         }
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -154,16 +167,16 @@ pub fn scan(reader: impl Read, layout: Layout, limits: &Limits) -> Result<Scanne
             path: shown.clone(),
             reason,
         };
-        let comps = components(&raw, limits).map_err(unsafe_entry)?;
+        let comps = components(&raw, &self.limits).map_err(unsafe_entry)?;
         if comps.is_empty() {
-            continue;
+            return Ok(comps);
         }
+        let links = &mut self.links;
         if links.crossed(&comps) {
             return Err(unsafe_entry("path passes through a symlink in the archive"));
         }
         let path = comps.join("/");
-        let kind = entry.header().entry_type();
-        match kind {
+        match entry.header().entry_type() {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 links.0.remove(&path);
             }
@@ -180,7 +193,7 @@ pub fn scan(reader: impl Read, layout: Layout, limits: &Limits) -> Result<Scanne
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                let tcomps = components(&target, limits).map_err(|_| {
+                let tcomps = components(&target, &self.limits).map_err(|_| {
                     unsafe_entry("hard link target is absolute or leaves the archive")
                 })?;
                 if tcomps.is_empty()
@@ -195,7 +208,29 @@ pub fn scan(reader: impl Read, layout: Layout, limits: &Limits) -> Result<Scanne
             EntryType::Char | EntryType::Block => return Err(unsafe_entry("device node")),
             _ => return Err(unsafe_entry("unsupported entry type")),
         }
+        Ok(comps)
+    }
+}
 
+/// Reads an entry's content whole, refusing more than `limit` bytes (`what` names it).
+pub fn read_small(r: &mut impl Read, what: &str, limit: u64) -> Result<Vec<u8>, ScanError> {
+    read_limited(r, what, limit)
+}
+
+/// Scans a (decompressed) tar stream laid out as `layout`.
+pub fn scan(reader: impl Read, layout: Layout, limits: &Limits) -> Result<Scanned, ScanError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut found = Scanned::default();
+    let mut check = EntryCheck::new(*limits);
+    for entry in archive.entries().map_err(ScanError::Read)? {
+        let mut entry = entry.map_err(ScanError::Read)?;
+        found.entries += 1;
+        let comps = check.check(&entry)?;
+        if comps.is_empty() {
+            continue;
+        }
+        let path = comps.join("/");
+        let kind = entry.header().entry_type();
         let top = comps[0].as_str();
         if layout == Layout::Rootfs || top == "rootfs" {
             found.has_rootfs = true;

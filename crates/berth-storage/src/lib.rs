@@ -202,6 +202,14 @@ pub trait Driver: Send + Sync + fmt::Debug {
         snap: &str,
         from: &Path,
     ) -> Result<(), StorageError>;
+    /// Makes an empty snapshot `snap` of volume `name`, to be filled (a backup's import),
+    /// and returns its path; [`StorageErrorKind::AlreadyExists`] if it exists.
+    fn create_empty_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<PathBuf, StorageError>;
     /// Removes what an interrupted operation left (half-made restore copies); at start.
     fn remove_leftovers(&self) -> Result<(), StorageError>;
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).

@@ -69,6 +69,10 @@ enum Command {
     Rename(cmd::rename::Args),
     /// Make an image of an instance (stopped) or a snapshot
     Publish(cmd::publish::Args),
+    /// Export an instance and its snapshots as a backup tarball
+    Export(cmd::backup::ExportArgs),
+    /// Import a backup tarball as a new instance
+    Import(cmd::backup::ImportArgs),
     /// Move an instance to another server (or rename it on one)
     #[command(alias = "mv")]
     Move(cmd::r#move::Args),
@@ -211,6 +215,8 @@ async fn dispatch(client: &berth_client::Client, command: Command) -> anyhow::Re
             Command::Delete(a) => cmd::delete::run(&client, a).await,
             Command::Rename(a) => cmd::rename::run(&client, a).await,
             Command::Publish(a) => cmd::publish::run(&client, a).await,
+            Command::Export(a) => cmd::backup::export(&client, a).await,
+            Command::Import(a) => cmd::backup::import(&client, a).await,
             Command::Copy(a) => cmd::copy::run(&client, a).await,
             Command::Move(a) => cmd::r#move::run(&client, a).await,
             Command::File(c) => cmd::file::run(&client, c).await,

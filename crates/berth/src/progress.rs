@@ -14,6 +14,16 @@ pub fn bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// A counter of bytes and their rate with a label, for a transfer of unknown size.
+pub fn bytes(label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg}: {bytes} ({bytes_per_sec})") {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_owned());
+    bar
+}
+
 /// A percentage bar with a label.
 pub fn percent(label: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());

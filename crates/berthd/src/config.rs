@@ -86,6 +86,17 @@ pub const SERVER_KEYS: &[ServerKey] = &[
         },
     },
     ServerKey {
+        name: BACKUPS_COMPRESSION,
+        description: "How new backups are compressed when the request says nothing: none, \
+                      gzip, zstd, xz or bzip2",
+        default: "gzip",
+        validate: |v| {
+            berth_image::Compression::parse(v)
+                .map(drop)
+                .ok_or("must be none, gzip, zstd, xz or bzip2")
+        },
+    },
+    ServerKey {
         name: IMAGES_CACHE_EXPIRY,
         description: "Days an image fetched from another server for an instance (cached) is \
                       kept unused before it is flushed; 0 keeps it",
@@ -127,6 +138,9 @@ pub const SERVER_KEYS: &[ServerKey] = &[
 
 /// The address of the HTTPS API.
 pub const HTTPS_ADDRESS: &str = "core.https_address";
+
+/// How backups are compressed by default (see `backup`).
+pub const BACKUPS_COMPRESSION: &str = "backups.compression_algorithm";
 
 /// Days an unused cached image is kept (see `image::cache`).
 pub const IMAGES_CACHE_EXPIRY: &str = "images.remote_cache_expiry";

@@ -171,6 +171,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
     // request on.
     crate::storage::remove_leftovers(&cx);
     crate::instance::snapshot::recover(&cx).await;
+    crate::instance::backup::sweep(&cx).await;
     crate::instance::background::sweep(&cx).await;
     crate::instance::proxy::resume(&cx).await;
 

@@ -49,6 +49,16 @@ impl Paths {
         self.dir.join("devices")
     }
 
+    /// The backup files of instance `name` (its host-wide name).
+    pub fn backups(&self, name: &str) -> PathBuf {
+        self.dir.join("backups").join("instances").join(name)
+    }
+
+    /// The file of backup `backup` of instance `name`.
+    pub fn backup(&self, name: &str, backup: &str) -> PathBuf {
+        self.backups(name).join(backup)
+    }
+
     /// A container's runtime directory: LXC config, seccomp policy, logs.
     pub fn container(&self, name: &str) -> PathBuf {
         self.containers().join(name)

@@ -5,6 +5,7 @@
 //! depends on another's internals.
 
 pub mod admin;
+pub mod backup;
 pub mod completion;
 pub mod config;
 pub mod console;

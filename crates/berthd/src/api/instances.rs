@@ -164,8 +164,23 @@ pub async fn post(
     State(st): State<AppState>,
     axum::Extension(identity): axum::Extension<crate::model::trust::Identity>,
     RawQuery(q): RawQuery,
-    Json(req): Json<InstancesPost>,
+    request: axum::extract::Request,
 ) -> ApiResult {
+    let upload = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if upload {
+        return super::backups::import(&st, q.as_deref(), request).await;
+    }
+    let Json(req) =
+        <Json<InstancesPost> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+    if req.source.kind == "backup" {
+        return Err(ApiError::bad_request(
+            "An instance from a backup is made by sending the backup file (application/octet-stream)",
+        ));
+    }
     let name = parse(names::InstanceName::parse, &req.name)?;
     let project = project_param(q.as_deref());
     // A copy's source project is the client's to reach too.

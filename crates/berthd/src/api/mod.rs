@@ -5,6 +5,7 @@
 //! machinery. One file per resource; nothing below this module names axum or hyper.
 
 mod auth;
+mod backups;
 mod body;
 mod certificates;
 mod cluster;
@@ -254,6 +255,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/1.0/instances/{name}/state",
             get(instance_state::get).put(instance_state::put),
+        )
+        .route(
+            "/1.0/instances/{name}/backups",
+            get(backups::list).post(backups::post),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}",
+            get(backups::get)
+                .post(backups::rename)
+                .delete(backups::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}/export",
+            get(backups::export),
         )
         .route(
             "/1.0/instances/{name}/snapshots",

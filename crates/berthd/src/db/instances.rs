@@ -134,10 +134,11 @@ pub fn set_last_used(conn: &Connection, name: &str, at: &str) -> Result<(), DbEr
     Ok(())
 }
 
-/// Deletes an instance, its snapshot rows and its volume rows.
+/// Deletes an instance, its snapshot, backup and volume rows.
 pub fn delete(conn: &Connection, name: &str) -> Result<(), DbError> {
     conn.execute("DELETE FROM instances WHERE name = ?1", [name])?;
     conn.execute("DELETE FROM snapshots WHERE instance = ?1", [name])?;
+    conn.execute("DELETE FROM instance_backups WHERE instance = ?1", [name])?;
     conn.execute(
         "DELETE FROM storage_volumes WHERE type = 'container' AND name = ?1",
         [name],
@@ -156,6 +157,7 @@ pub fn rename(conn: &Connection, from: &str, to: &str) -> Result<(), DbError> {
         "UPDATE snapshots SET instance = ?2 WHERE instance = ?1",
         params![from, to],
     )?;
+    super::backups::rename_instance(conn, from, to)?;
     conn.execute(
         "UPDATE storage_volumes SET name = ?2 WHERE type = 'container' AND name = ?1",
         params![from, to],

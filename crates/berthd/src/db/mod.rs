@@ -12,6 +12,7 @@
 //! [`DbError::Missing`]) for the services to name the object; no SQLite text reaches a
 //! user.
 
+pub mod backups;
 pub mod certificates;
 pub mod config;
 pub mod images;

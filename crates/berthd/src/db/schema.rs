@@ -201,6 +201,17 @@ const UPDATES: &[&str] = &[
         expires_at TEXT NOT NULL,
         PRIMARY KEY (pool, volume, name)
     );",
+    // 11: instance backups (their files are under DIR/backups/instances/INSTANCE/).
+    "CREATE TABLE instance_backups (
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        instance_only INTEGER NOT NULL,
+        optimized_storage INTEGER NOT NULL,
+        compression_algorithm TEXT NOT NULL,
+        PRIMARY KEY (instance, name)
+    );",
 ];
 
 /// The schema version this berthd writes.

@@ -94,7 +94,9 @@ pub async fn prepare(
         )));
     }
     let mut config = req.config;
-    let migrated = req.source.kind == "migration";
+    // A backup's import (`backup`, set by berthd, never by a client) is recorded as a
+    // migration's target is: marked incoming until its files are in.
+    let migrated = matches!(req.source.kind.as_str(), "migration" | "backup");
     // Kept from a migrated instance: its image, and its nics' MAC addresses (its network
     // identity moves with it).
     let kept = |k: &str| k == "volatile.base_image" || k.ends_with(".hwaddr");
@@ -124,7 +126,7 @@ pub async fn prepare(
                 Some(crate::image::source(cx, project, "", &fp).await?)
             }
         }
-        "none" | "" | "copy" | "migration" => None,
+        "none" | "" | "copy" | "migration" | "backup" => None,
         other => {
             return Err(Failure::invalid(format!(
                 "Instance source {other:?} is not supported yet"
@@ -588,6 +590,7 @@ pub async fn rename(cx: &Ctx, name: &str, to: &str) -> Result<()> {
         });
     }
     cx.driver.rename(name, to)?;
+    super::backup::rename_files(cx, name, to)?;
     undo.success();
     // The old device nodes named the old paths; the next start makes new ones.
     let _ = std::fs::remove_dir_all(cx.paths.nodes(name));
@@ -639,7 +642,7 @@ impl Deletion {
 }
 
 /// Removes instance `rec` (stopped, its lock held): volume, snapshots, runtime directory,
-/// device nodes, rows.
+/// device nodes, rows, backups.
 pub async fn remove(cx: &Ctx, rec: &InstanceRecord) -> Result<()> {
     let (_, devices) = super::expanded(cx, rec).await?;
     if let Some(pool) = root_pool(&devices).and_then(|p| cx.pools.get(&p)) {
@@ -660,6 +663,7 @@ pub async fn remove(cx: &Ctx, rec: &InstanceRecord) -> Result<()> {
     cx.db
         .write(move |tx| crate::db::instances::delete(tx, &n))
         .await?;
+    super::backup::remove_files(cx, &rec.name);
     super::nic::forget_all(cx, &rec.name, &devices);
     super::proxy::stop_all(cx, &rec.name, &devices).await;
     cx.locks.forget(&rec.name);

@@ -22,6 +22,7 @@
 //! here (see [`crate::model::names`]).
 
 pub mod background;
+pub mod backup;
 pub mod config;
 pub mod console;
 pub mod create;

@@ -440,10 +440,11 @@ pub async fn scheduled_pass(cx: &Ctx, now: chrono::DateTime<chrono::Utc>) {
             tracing::warn!(instance = %e.rec.name, error = %err, "Scheduled snapshot failed");
         }
     }
-    // Expired snapshots go, the custom volumes' too.
+    // Expired snapshots go, the custom volumes' too, and expired backups.
     if let Err(e) = crate::storage::volume_snapshot::prune_expired(cx).await {
         tracing::warn!(error = %e, "Expired volume snapshots not pruned");
     }
+    super::backup::prune_expired(cx).await;
     let Ok(all) = cx.db.read(crate::db::snapshots::all).await else {
         return;
     };

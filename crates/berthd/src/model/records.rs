@@ -171,6 +171,19 @@ pub struct VolumeSnapshotRecord {
     pub expires_at: String,
 }
 
+/// A stored instance backup (its file: [`crate::paths::Paths::backup`]).
+#[derive(Debug, Clone, Default)]
+pub struct BackupRecord {
+    /// The instance's host-wide name.
+    pub instance: String,
+    pub name: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub instance_only: bool,
+    pub optimized_storage: bool,
+    pub compression_algorithm: String,
+}
+
 /// A stored managed network.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkRecord {

@@ -237,6 +237,10 @@ impl Trees for Subvolumes {
         Btrfs::clone_into(from, to)
     }
 
+    fn make(&self, path: &Path) -> Result<(), StorageError> {
+        Btrfs::new_subvolume(path)
+    }
+
     fn remove(&self, path: &Path) -> std::io::Result<()> {
         remove_subvolume(path)
     }
@@ -578,6 +582,15 @@ impl Driver for Btrfs {
     ) -> Result<(), StorageError> {
         self.dir
             .snapshot_from_with(&Subvolumes, vtype, name, snap, from)
+    }
+
+    fn create_empty_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<PathBuf, StorageError> {
+        self.dir.empty_snapshot_with(&Subvolumes, vtype, name, snap)
     }
 
     fn remove_leftovers(&self) -> Result<(), StorageError> {

@@ -130,6 +130,8 @@ impl Dir {
 pub(crate) trait Trees {
     /// Makes `to` (absent) a copy of `from`.
     fn copy(&self, from: &Path, to: &Path) -> Result<(), StorageError>;
+    /// Makes `path` (absent) an empty tree, reachable by root only.
+    fn make(&self, path: &Path) -> Result<(), StorageError>;
     /// Removes `path` and everything in it.
     fn remove(&self, path: &Path) -> io::Result<()>;
 }
@@ -140,6 +142,18 @@ pub(crate) struct Copies;
 impl Trees for Copies {
     fn copy(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         copy_tree(from, to)
+    }
+
+    fn make(&self, path: &Path) -> Result<(), StorageError> {
+        let fail = |source| StorageError::CreateVolume {
+            path: path.to_owned(),
+            source,
+        };
+        DirBuilder::new()
+            .mode(VOLUME_MODE)
+            .create(path)
+            .map_err(fail)?;
+        set_mode(path, VOLUME_MODE).map_err(fail)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -210,6 +224,32 @@ impl Dir {
             return Err(snapshot_taken(name, snap));
         }
         t.copy(from, &dst)
+    }
+
+    pub(crate) fn empty_snapshot_with(
+        &self,
+        t: &dyn Trees,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<PathBuf, StorageError> {
+        validate_volume_name(name)?;
+        validate_volume_name(snap)?;
+        let parent = self.snapshots_of(vtype, name);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(POOL_DIR_MODE)
+            .create(&parent)
+            .map_err(|source| StorageError::CreateVolume {
+                path: parent.clone(),
+                source,
+            })?;
+        let dst = parent.join(snap);
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Err(snapshot_taken(name, snap));
+        }
+        t.make(&dst)?;
+        Ok(dst)
     }
 
     pub(crate) fn delete_snapshot_with(
@@ -606,6 +646,15 @@ impl Driver for Dir {
         from: &Path,
     ) -> Result<(), StorageError> {
         self.snapshot_from_with(&Copies, vtype, name, snap, from)
+    }
+
+    fn create_empty_snapshot(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<PathBuf, StorageError> {
+        self.empty_snapshot_with(&Copies, vtype, name, snap)
     }
 
     fn delete_snapshot(

@@ -1,0 +1,86 @@
+//! Instance backups: the API's objects, and the `backup/index.yaml` at the head of a backup
+//! tarball as LXD and Incus write and read it.
+
+use serde::{Deserialize, Serialize};
+
+/// A backup as `GET /1.0/instances/{name}/backups/{backup}` returns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceBackup {
+    pub name: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub instance_only: bool,
+    pub container_only: bool,
+    pub optimized_storage: bool,
+}
+
+/// `POST /1.0/instances/{name}/backups`. Unknown fields are ignored (clients of every
+/// release send what theirs knows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceBackupsPost {
+    pub name: String,
+    pub expires_at: Option<String>,
+    pub instance_only: bool,
+    pub container_only: bool,
+    pub optimized_storage: bool,
+    pub compression_algorithm: String,
+}
+
+/// `POST /1.0/instances/{name}/backups/{backup}`: a rename.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceBackupPost {
+    pub name: String,
+}
+
+/// `backup/index.yaml`: what the tarball holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupIndex {
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub name: String,
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub backend: String,
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub pool: String,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::null_as_default"
+    )]
+    pub snapshots: Vec<String>,
+    pub optimized: Option<bool>,
+    pub optimized_header: Option<bool>,
+    #[serde(rename = "type", deserialize_with = "crate::null_as_default")]
+    pub kind: String,
+    pub config: Option<BackupFileConfig>,
+}
+
+/// The instance, its snapshots, its pool and volume, as `backup.yaml` has them (the API's
+/// objects, kept as they are).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupFileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::null_as_default"
+    )]
+    pub snapshots: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::null_as_default"
+    )]
+    pub profiles: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::null_as_default"
+    )]
+    pub volume_snapshots: Vec<serde_json::Value>,
+}

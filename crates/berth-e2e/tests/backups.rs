@@ -1,0 +1,356 @@
+//! Backups: export → delete → import gives back the same files (owners, modes, links,
+//! extended attributes), configuration and snapshots, through `berth` (streamed, on dir
+//! and btrfs) and through the real `lxc`; the backups API; malformed tarballs refused
+//! with one line, nothing left behind.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use berth_api::backup::InstanceBackup;
+use berth_e2e::{Daemon, fails, ok};
+
+fn sh(d: &Daemon, name: &str, script: &str) -> String {
+    ok(&d.berth(&["exec", name, "--", "sh", "-c", script]))
+}
+
+/// What a container's files are: each path with its type, owner, mode, size and content
+/// checksum, and the link count of the hard-linked file.
+fn fingerprint(d: &Daemon, name: &str) -> String {
+    sh(
+        d,
+        name,
+        "cd /root && find . | sort | while read f; do stat -c '%n %F %u:%g %a %s %h' \"$f\"; \
+         [ -f \"$f\" ] && md5sum < \"$f\"; done",
+    )
+}
+
+fn prepare(d: &Daemon, name: &str, pool: &str) {
+    ok(&d.berth(&["launch", "bb", name, "-s", pool, "-c", "user.tag=kept"]));
+    sh(
+        d,
+        name,
+        "cd /root && echo one > f && mkdir -p d/e && echo deep > d/e/g && chown 1000:1001 d/e/g \
+         && chmod 4750 d/e/g && ln f hard && ln -s f soft && mkfifo pipe",
+    );
+    ok(&d.berth(&["snapshot", "create", name, "s1"]));
+    sh(
+        d,
+        name,
+        "cd /root && echo two > f && rm -r d && echo new > n",
+    );
+    ok(&d.berth(&["snapshot", "create", name, "s2"]));
+    sh(d, name, "cd /root && echo three > f");
+}
+
+async fn round_trip(d: &Daemon, pool: &str, compression: &str) {
+    let name = format!("rt-{pool}");
+    prepare(d, &name, pool);
+    let before = fingerprint(d, &name);
+    let tar = d.dir().join(format!("{name}.tar"));
+    ok(&d.berth(&[
+        "export",
+        &name,
+        tar.to_str().unwrap(),
+        "--compression",
+        compression,
+    ]));
+    assert!(std::fs::metadata(&tar).unwrap().len() > 100_000);
+    // Nothing was kept on the server.
+    let kept: Vec<String> = d
+        .client()
+        .get(&format!("/1.0/instances/{name}/backups"))
+        .await
+        .unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+    ok(&d.berth(&["delete", "-f", &name]));
+    ok(&d.berth(&["import", tar.to_str().unwrap()]));
+    let info: serde_json::Value = d
+        .client()
+        .get(&format!("/1.0/instances/{name}"))
+        .await
+        .unwrap();
+    assert_eq!(info["config"]["user.tag"], "kept", "{info}");
+    assert_eq!(info["expanded_devices"]["root"]["pool"], pool, "{info}");
+    assert!(info["config"].get("volatile.incoming").is_none(), "{info}");
+    let snaps = ok(&d.berth(&["snapshot", "list", &name, "-f", "csv"]));
+    assert!(snaps.contains("s1") && snaps.contains("s2"), "{snaps}");
+    ok(&d.berth(&["start", &name]));
+    assert_eq!(fingerprint(d, &name), before);
+    ok(&d.berth(&["snapshot", "restore", &name, "s1"]));
+    assert_eq!(
+        sh(
+            d,
+            &name,
+            "cd /root && cat f d/e/g && stat -c '%u:%g %a %h' d/e/g hard && ls"
+        ),
+        "one\ndeep\n1000:1001 4750 1\n0:0 644 2\nd\nf\nhard\npipe\nsoft\n"
+    );
+    ok(&d.berth(&["delete", "-f", &name]));
+}
+
+#[tokio::test]
+async fn export_delete_import_gives_everything_back_on_dir_and_btrfs() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    round_trip(&d, "default", "gzip").await;
+    ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    round_trip(&d, "bt", "none").await;
+
+    // Streamed through a pipe, into another name and pool.
+    ok(&d.berth(&["launch", "bb", "src"]));
+    sh(&d, "src", "echo piped > /root/p");
+    let script = format!(
+        "{b} export src - --compression zstd | {b} import - copied --storage bt",
+        b = berth_e2e::bin("berth").display()
+    );
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("BERTH_DIR", d.dir())
+        .env("BERTH_CONF", d.dir().join("berth-client"))
+        .env_remove("BERTH_SOCKET")
+        .env_remove("BERTH_PROJECT")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    ok(&d.berth(&["start", "copied"]));
+    assert_eq!(sh(&d, "copied", "cat /root/p"), "piped\n");
+    let c: serde_json::Value = d.client().get("/1.0/instances/copied").await.unwrap();
+    assert_eq!(c["expanded_devices"]["root"]["pool"], "bt");
+    ok(&d.berth(&["delete", "-f", "src", "copied"]));
+    ok(&d.berth(&["storage", "delete", "bt"]));
+}
+
+#[tokio::test]
+async fn the_backups_api_and_the_lxc_client() {
+    let d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    let c = d.client();
+    ok(&d.berth(&["launch", "bb", "c1"]));
+    sh(&d, "c1", "echo via-lxc > /root/f");
+    ok(&d.berth(&["snapshot", "create", "c1", "s1"]));
+    // Backups kept on the server: made, listed, renamed, fetched, deleted.
+    let body = serde_json::json!({"name": "b1", "compression_algorithm": "none"});
+    let r = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances/c1/backups",
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    let all: Vec<InstanceBackup> = c
+        .get("/1.0/instances/c1/backups?recursion=1")
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name, "b1");
+    let e = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances/c1/backups",
+            Some(&body),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409));
+    let r = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances/c1/backups/b1",
+            Some(&serde_json::json!({"name": "b2"})),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    let file = c
+        .get_file("/1.0/instances/c1/backups/b2/export")
+        .await
+        .unwrap();
+    assert!(file.len() > 100_000);
+    assert_eq!(&file[257..262], b"ustar", "an uncompressed tarball");
+    let r = c
+        .query(
+            berth_client::Method::DELETE,
+            "/1.0/instances/c1/backups/b2",
+            None,
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_dir(d.dir().join("backups/instances/c1"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+
+    // The real lxc: export, delete, import.
+    let tar = d.dir().join("lxc.tar.gz");
+    ok(&d.lxc(&["export", "c1", tar.to_str().unwrap()]));
+    ok(&d.berth(&["delete", "-f", "c1"]));
+    ok(&d.lxc(&["import", tar.to_str().unwrap()]));
+    ok(&d.berth(&["start", "c1"]));
+    assert_eq!(sh(&d, "c1", "cat /root/f"), "via-lxc\n");
+    let snaps = ok(&d.lxc(&["info", "c1"]));
+    assert!(snaps.contains("s1"), "{snaps}");
+    ok(&d.berth(&["delete", "-f", "c1"]));
+}
+
+/// A gzip tarball from (path, kind, data or link target, size claimed).
+fn tarball(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+        if matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+            h.set_size(0);
+            h.set_link_name_literal(std::str::from_utf8(data).unwrap())
+                .unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+    }
+    let raw = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap()
+}
+
+const INDEX: &[u8] = b"name: evil\nbackend: dir\npool: default\ntype: container\nconfig:\n  container:\n    name: evil\n    architecture: x86_64\n    config: {}\n    devices: {}\n    profiles: [default]\n";
+
+#[tokio::test]
+async fn malformed_backups_are_refused_and_leave_nothing() {
+    let d = Daemon::start();
+    let c = d.client();
+    use tar::EntryType::{Block, Directory, Regular, Symlink};
+    let good_start = [
+        ("backup/index.yaml", Regular, INDEX),
+        ("backup/container/", Directory, b"" as &[u8]),
+        ("backup/container/rootfs/", Directory, b""),
+    ];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", {
+            let t = tarball(&good_start);
+            t[..t.len() / 2].to_vec()
+        }),
+        ("\"..\"", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/container/rootfs/../../../escape", Regular, b"x"));
+            tarball(&e)
+        }),
+        ("absolute", {
+            let mut e = good_start.to_vec();
+            e.push(("/etc/evil", Regular, b"x"));
+            tarball(&e)
+        }),
+        ("symlink", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/container/rootfs/l", Symlink, b"/etc"));
+            e.push(("backup/container/rootfs/l/evil", Regular, b"x"));
+            tarball(&e)
+        }),
+        ("device node", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/container/rootfs/sda", Block, b""));
+            tarball(&e)
+        }),
+        (
+            "index.yaml",
+            tarball(&[("backup/container/", Directory, b"")]),
+        ),
+        ("snapshot", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/snapshots/ghost/", Directory, b""));
+            tarball(&e)
+        }),
+        ("larger than", {
+            let mut e = good_start.to_vec();
+            e.push((
+                "backup/container/metadata.yaml",
+                Regular,
+                &[b'x'; (1 << 20) + 1],
+            ));
+            tarball(&e)
+        }),
+    ];
+    for (why, body) in cases {
+        let path = d.dir().join("evil.tar.gz");
+        std::fs::write(&path, &body).unwrap();
+        let out = d.berth(&["import", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{why}: accepted");
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            e.contains("Invalid backup") && e.contains(why),
+            "{why}: {e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(
+            !std::path::Path::new("/escape").exists()
+                && !std::path::Path::new("/etc/evil").exists()
+        );
+        let list: Vec<String> = c.get("/1.0/instances").await.unwrap();
+        assert!(list.is_empty(), "{why}: {list:?}");
+        assert!(
+            !d.dir()
+                .join("storage-pools/default/containers/evil")
+                .exists(),
+            "{why}"
+        );
+    }
+    // A 2 GiB metadata member is refused from its header, without reading it.
+    let mut raw = tar::Builder::new(Vec::new());
+    for (p, k, data) in &good_start {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*k);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        raw.append_data(&mut h, p, *data).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(2 << 30);
+    h.set_path("backup/container/metadata.yaml").unwrap();
+    h.set_cksum();
+    let mut bytes = raw.into_inner().unwrap();
+    // Without the end-of-archive blocks the builder wrote.
+    bytes.truncate(bytes.len() - 1024);
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&[b'x'; 4096]);
+    let path = d.dir().join("big.tar");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = fails(&d.berth(&["import", path.to_str().unwrap()]));
+    assert!(e.contains("larger than"), "{e}");
+    // A pool named by the request must exist.
+    let ok_tar = d.dir().join("ok.tar.gz");
+    std::fs::write(&ok_tar, tarball(&good_start)).unwrap();
+    let e = fails(&d.berth(&["import", ok_tar.to_str().unwrap(), "--storage", "nowhere"]));
+    assert!(e.contains("\"nowhere\""), "{e}");
+    // berthd is up, and the same name imports once the backup is sound.
+    ok(&d.berth(&["import", ok_tar.to_str().unwrap()]));
+    let list: Vec<String> = c.get("/1.0/instances").await.unwrap();
+    assert_eq!(list, ["/1.0/instances/evil"]);
+    ok(&d.berth(&["delete", "evil"]));
+}

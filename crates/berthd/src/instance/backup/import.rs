@@ -1,0 +1,516 @@
+//! Importing a backup tarball as a new instance, from a stream, in one pass: nothing is
+//! staged on disk but the instance itself.
+//!
+//! The tarball's first member must be `backup/index.yaml` (LXD and Incus write it first).
+//! It is read (at most 1 MiB) and checked, and the instance recorded from it (marked
+//! incoming, as a migration's is) before any file is written; each member after is checked
+//! as it arrives ([`berth_image::EntryCheck`]: no absolute path, no `..`, nothing through
+//! a symlink of the archive, no device node, a bounded count) and unpacked into the
+//! instance's volume (`backup/container/`) or into a snapshot named in the index
+//! (`backup/snapshots/NAME/`). Anything else, a truncated stream, a member larger than
+//! the pool's free space or a metadata member over 1 MiB is refused with one line, and
+//! everything made so far goes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_api::backup::BackupIndex;
+use berth_api::instance::{InstanceSource, InstancesPost};
+use berth_image::{Compression, EntryCheck, ScanError};
+use berth_storage::VolumeType;
+
+use crate::ctx::Ctx;
+use crate::error::{Failure, Result};
+use crate::instance::create::{make_runtime, undo_volume};
+use crate::instance::migrate::INCOMING;
+use crate::model::names::{InstanceName, SnapshotName};
+use crate::model::records::{InstanceRecord, SnapshotRecord};
+use crate::revert::Reverter;
+
+/// The largest `index.yaml`, `metadata.yaml` or template member taken.
+const SMALL: u64 = 1 << 20;
+
+/// What the request says beside the tarball (`X-Incus-name`, `X-Incus-pool` or LXD's).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub project: String,
+    /// The new instance's name; the index's when `None`.
+    pub name: Option<String>,
+    /// The pool for its volume; else the index's when it exists here, else the default
+    /// profile's root pool.
+    pub pool: Option<String>,
+}
+
+fn refused(reason: impl std::fmt::Display) -> Failure {
+    Failure::invalid(format!("Invalid backup: {reason}"))
+}
+
+fn from_scan(e: ScanError) -> Failure {
+    match e {
+        ScanError::Read(io) => refused(format!("the archive is truncated or corrupt ({io})")),
+        other => refused(other),
+    }
+}
+
+/// Imports the backup read from `input` (a blocking reader: run it on a blocking thread,
+/// with `rt` the runtime's handle); returns the new instance's host-wide name.
+pub fn import(
+    cx: &Arc<Ctx>,
+    rt: &tokio::runtime::Handle,
+    target: &Target,
+    input: impl Read,
+) -> Result<String> {
+    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+    let head =
+        std::io::BufRead::fill_buf(&mut input).map_err(|e| refused(format!("unreadable ({e})")))?;
+    let kind = Compression::detect(&head[..head.len().min(6)]);
+    let reader = kind
+        .reader(input)
+        .map_err(|e| refused(format!("cannot be decompressed ({e})")))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| from_scan(ScanError::Read(e)))?;
+    let mut check = EntryCheck::new(cx.image_limits);
+    let mut first = entries
+        .next()
+        .ok_or_else(|| refused("the archive is empty"))?
+        .map_err(|e| from_scan(ScanError::Read(e)))?;
+    let comps = check.check(&first).map_err(from_scan)?;
+    if comps != ["backup", "index.yaml"] {
+        return Err(refused("its first member is not backup/index.yaml"));
+    }
+    let raw =
+        berth_image::scan::read_small(&mut first, "backup/index.yaml", SMALL).map_err(from_scan)?;
+    drop(first);
+    let text = std::str::from_utf8(&raw).map_err(|_| refused("index.yaml is not UTF-8"))?;
+    let index: BackupIndex = serde_saphyr::from_str(text)
+        .map_err(|e| refused(format!("index.yaml does not read: {e}")))?;
+    let plan = rt.block_on(record(cx, target, &index))?;
+    let mut undo = Reverter::new();
+    let (db, n) = (cx.db.clone(), plan.rec.name.clone());
+    undo.add("delete the instance's rows", move || {
+        Ok(db.write_sync(|tx| crate::db::instances::delete(tx, &n))?)
+    });
+    make_runtime(cx, &plan.rec, &mut undo)?;
+    let t = VolumeType::Container;
+    let volume = plan.pool.create_volume(t, &plan.rec.name)?;
+    undo_volume(&plan.rec, &plan.pool, &mut undo);
+    let mut unpack = Unpack {
+        volume,
+        pool: plan.pool.clone(),
+        instance: plan.rec.name.clone(),
+        wanted: plan.snapshots.iter().map(|s| s.name.clone()).collect(),
+        snapshots: HashMap::new(),
+        seen_volume: false,
+    };
+    for entry in entries {
+        let mut entry = entry.map_err(|e| from_scan(ScanError::Read(e)))?;
+        let comps = check.check(&entry).map_err(from_scan)?;
+        unpack.entry(&mut entry, &comps)?;
+    }
+    // Read to the very end, so a truncated or corrupt stream is refused.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
+        .map_err(|e| from_scan(ScanError::Read(e)))?;
+    if !unpack.seen_volume {
+        return Err(refused("it holds no backup/container/"));
+    }
+    if let Some(missing) = unpack
+        .wanted
+        .iter()
+        .find(|s| !unpack.snapshots.contains_key(*s))
+    {
+        return Err(refused(format!(
+            "snapshot {missing:?} of index.yaml is not in the archive"
+        )));
+    }
+    // Saved states stay where they were made.
+    crate::lxc::checkpoint::strip_volume(&unpack.volume)?;
+    for path in unpack.snapshots.values() {
+        crate::lxc::checkpoint::strip_volume(path)?;
+    }
+    let n = plan.rec.name.clone();
+    cx.db.write_sync(|tx| {
+        if let Some(mut r) = crate::db::instances::get(tx, &n)? {
+            r.config.remove(INCOMING);
+            crate::db::instances::set_config(tx, &n, &r.config)?;
+        }
+        Ok::<_, Failure>(())
+    })?;
+    undo.success();
+    let url = crate::model::names::instance_url(&plan.rec.name);
+    cx.events.lifecycle("instance-created", &url, None);
+    tracing::info!(instance = %plan.rec.name, "Instance imported from a backup");
+    Ok(plan.rec.name)
+}
+
+/// The instance an import records, before its files arrive.
+struct Plan {
+    rec: InstanceRecord,
+    pool: Arc<dyn berth_storage::Driver>,
+    snapshots: Vec<SnapshotRecord>,
+}
+
+/// Checks the index and records the instance it describes (marked incoming) with its
+/// snapshots' rows.
+async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<Plan> {
+    if !index.kind.is_empty() && index.kind != "container" {
+        return Err(refused(format!(
+            "a {:?} backup cannot be imported here (containers only)",
+            index.kind
+        )));
+    }
+    if index.optimized == Some(true) {
+        return Err(refused(
+            "an optimized backup (a storage driver's stream) cannot be imported yet",
+        ));
+    }
+    let config = index.config.clone().unwrap_or_default();
+    let container = config
+        .container
+        .ok_or_else(|| refused("index.yaml describes no container"))?;
+    let name = target
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| index.name.clone());
+    let name = InstanceName::parse(&name)?;
+    let string_map = |key: &str| -> Result<BTreeMap<String, String>> {
+        match container.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| refused(format!("container {key:?} does not read: {e}"))),
+        }
+    };
+    let mut devices: BTreeMap<String, BTreeMap<String, String>> = match container.get("devices") {
+        None | Some(serde_json::Value::Null) => BTreeMap::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| refused(format!("container \"devices\" does not read: {e}")))?,
+    };
+    let profiles: Option<Vec<String>> = match container.get("profiles") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| refused(format!("container \"profiles\" does not read: {e}")))?,
+        ),
+    };
+    let pool = choose_pool(cx, target, index).await?;
+    // The volume goes where the import puts it: the root disk names that pool.
+    let root = devices.iter_mut().find(|(_, d)| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    });
+    match root {
+        Some((_, d)) => {
+            d.insert("pool".to_owned(), pool.clone());
+        }
+        None => {
+            devices.insert(
+                "root".to_owned(),
+                BTreeMap::from([
+                    ("type".to_owned(), "disk".to_owned()),
+                    ("path".to_owned(), "/".to_owned()),
+                    ("pool".to_owned(), pool.clone()),
+                ]),
+            );
+        }
+    }
+    let text = |key: &str| {
+        container
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let req = InstancesPost {
+        name: name.to_string(),
+        architecture: text("architecture"),
+        description: text("description"),
+        ephemeral: container
+            .get("ephemeral")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+        config: string_map("config")?,
+        devices,
+        profiles,
+        source: InstanceSource {
+            kind: "backup".to_owned(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let creation = crate::instance::create::prepare(cx, &target.project, &name, req).await?;
+    let (rec, pool, _, guard) = creation.into_parts();
+    drop(guard);
+    let mut snapshots = Vec::new();
+    for s in &index.snapshots {
+        SnapshotName::parse(s).map_err(|e| refused(e.message()))?;
+        let described = config
+            .snapshots
+            .iter()
+            .find(|v| v.get("name").and_then(serde_json::Value::as_str) == Some(s.as_str()));
+        snapshots.push(snapshot_record(&rec, s, described)?);
+    }
+    let rows = snapshots.clone();
+    let written = cx
+        .db
+        .write(move |tx| {
+            for s in &rows {
+                crate::db::snapshots::insert(tx, s)?;
+            }
+            Ok::<_, Failure>(())
+        })
+        .await;
+    if let Err(e) = written {
+        let n = rec.name.clone();
+        let _ = cx
+            .db
+            .write(move |tx| crate::db::instances::delete(tx, &n))
+            .await;
+        return Err(e);
+    }
+    Ok(Plan {
+        rec,
+        pool,
+        snapshots,
+    })
+}
+
+/// The pool of the imported volume: the request's (which must exist), else the index's
+/// when this server has it, else the default profile's root pool.
+async fn choose_pool(cx: &Ctx, target: &Target, index: &BackupIndex) -> Result<String> {
+    if let Some(p) = target.pool.clone().filter(|p| !p.is_empty()) {
+        if cx.pools.get(&p).is_none() {
+            return Err(Failure::invalid(format!(
+                "Storage pool {p:?} does not exist"
+            )));
+        }
+        return Ok(p);
+    }
+    if !index.pool.is_empty() && cx.pools.get(&index.pool).is_some() {
+        return Ok(index.pool.clone());
+    }
+    let project = target.project.clone();
+    let default = cx
+        .db
+        .read(move |c| {
+            let projects = crate::db::projects::list(c)?;
+            let holder = crate::model::expand::profiles_project(&projects, &project);
+            crate::db::profiles::get(c, holder, "default")
+        })
+        .await?;
+    default
+        .as_ref()
+        .and_then(|p| crate::model::expand::root_pool(&p.devices))
+        .ok_or_else(|| {
+            Failure::invalid(format!(
+                "Storage pool {:?} of the backup does not exist here, and the default profile has no root disk: name a pool",
+                index.pool
+            ))
+        })
+}
+
+/// A snapshot row from the index's description of it (its own config, devices, profiles
+/// and dates; the instance's where it says nothing).
+fn snapshot_record(
+    rec: &InstanceRecord,
+    name: &str,
+    described: Option<&serde_json::Value>,
+) -> Result<SnapshotRecord> {
+    let empty = serde_json::Value::Null;
+    let d = described.unwrap_or(&empty);
+    let field = |key: &str| d.get(key).filter(|v| !v.is_null()).cloned();
+    let read = |key: &str| -> Result<Option<serde_json::Value>> { Ok(field(key)) };
+    let mut config: BTreeMap<String, String> = match read("config")? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| refused(format!("snapshot {name:?} config does not read: {e}")))?,
+        None => rec.config.clone(),
+    };
+    config.retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
+    let devices = match read("devices")? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| refused(format!("snapshot {name:?} devices do not read: {e}")))?,
+        None => rec.devices.clone(),
+    };
+    let profiles = match read("profiles")? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| refused(format!("snapshot {name:?} profiles do not read: {e}")))?,
+        None => rec.profiles.clone(),
+    };
+    let text = |key: &str, default: &str| {
+        d.get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(default)
+            .to_owned()
+    };
+    Ok(SnapshotRecord {
+        instance: rec.name.clone(),
+        name: name.to_owned(),
+        description: text("description", ""),
+        architecture: text("architecture", &rec.architecture),
+        ephemeral: d
+            .get("ephemeral")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(rec.ephemeral),
+        stateful: false,
+        profiles,
+        config,
+        devices,
+        created_at: text("created_at", &crate::time::now_rfc3339()),
+        expires_at: text("expires_at", crate::time::NEVER),
+    })
+}
+
+/// Where the members of the archive go.
+struct Unpack {
+    volume: PathBuf,
+    pool: Arc<dyn berth_storage::Driver>,
+    instance: String,
+    /// The snapshots the index names.
+    wanted: Vec<String>,
+    /// Those made so far, and where.
+    snapshots: HashMap<String, PathBuf>,
+    seen_volume: bool,
+}
+
+impl Unpack {
+    /// The directory an archive path's tree goes to, and the rest of the path in it.
+    fn place<'a>(&mut self, comps: &'a [String]) -> Result<(PathBuf, &'a [String])> {
+        match comps {
+            [b, c, rest @ ..] if b == "backup" && c == "container" => {
+                self.seen_volume = true;
+                Ok((self.volume.clone(), rest))
+            }
+            [b, s, name, rest @ ..] if b == "backup" && s == "snapshots" => {
+                if !self.wanted.contains(name) {
+                    return Err(refused(format!(
+                        "snapshot {name:?} is not named in index.yaml"
+                    )));
+                }
+                if let Some(p) = self.snapshots.get(name) {
+                    return Ok((p.clone(), rest));
+                }
+                let p =
+                    self.pool
+                        .create_empty_snapshot(VolumeType::Container, &self.instance, name)?;
+                self.snapshots.insert(name.clone(), p.clone());
+                Ok((p, rest))
+            }
+            [b, bin] if b == "backup" && bin.ends_with(".bin") => Err(refused(
+                "it holds a storage driver's stream (an optimized backup)",
+            )),
+            _ => Err(refused(format!("unexpected member {:?}", comps.join("/")))),
+        }
+    }
+
+    /// Unpacks one (checked) member.
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, comps: &[String]) -> Result<()> {
+        if comps.is_empty() || comps == ["backup"] || comps == ["backup", "snapshots"] {
+            return Ok(());
+        }
+        let (root, rest) = self.place(comps)?;
+        // The volume's own root keeps berthd's owner and mode; a backup.yaml is written anew.
+        if rest.is_empty() || rest == ["backup.yaml"] {
+            return Ok(());
+        }
+        let kind = entry.header().entry_type();
+        let size = entry.header().size().unwrap_or(0);
+        let small = rest.len() <= 2 && matches!(rest[0].as_str(), "metadata.yaml" | "templates");
+        if small && kind.is_file() && size > SMALL {
+            return Err(refused(format!(
+                "member {:?} is larger than {SMALL} bytes",
+                comps.join("/")
+            )));
+        }
+        let dest: PathBuf = rest.iter().fold(root.clone(), |p, c| p.join(c));
+        if kind.is_file() && size > 64 << 20 {
+            fits(&root, size, &comps.join("/"))?;
+        }
+        if kind.is_hard_link() {
+            // The target is an archive path too, placed as this member's tree is.
+            let target = entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            let tcomps: Vec<String> = target
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(str::to_owned)
+                .collect();
+            let (troot, trest) = self.place(&tcomps)?;
+            if troot != root || trest.is_empty() {
+                return Err(refused(format!(
+                    "hard link {:?} leaves its tree",
+                    comps.join("/")
+                )));
+            }
+            let src: PathBuf = trest.iter().fold(troot, |p, c| p.join(c));
+            let _ = std::fs::remove_file(&dest);
+            return std::fs::hard_link(&src, &dest)
+                .map_err(|e| refused(format!("hard link {:?}: {e}", comps.join("/"))));
+        }
+        if kind == tar::EntryType::Fifo {
+            return make_fifo(entry.header(), &dest)
+                .map_err(|e| unpack_failed(&comps.join("/"), &e));
+        }
+        if let Some(parent) = dest.parent()
+            && !parent.exists()
+        {
+            // Only the archive's own directories are in the tree (and no symlink of the
+            // archive is crossed), so this creates plain directories under `root`.
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Failure::failed("Failed to unpack the backup", e))?;
+        }
+        entry
+            .unpack(&dest)
+            .map_err(|e| unpack_failed(&comps.join("/"), &e))?;
+        Ok(())
+    }
+}
+
+/// Makes a named pipe with the member's owner and mode (the `tar` crate writes a file).
+fn make_fifo(h: &tar::Header, dest: &Path) -> std::io::Result<()> {
+    let mode = h.mode()? & 0o7777;
+    let _ = std::fs::remove_file(dest);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dest,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(mode),
+        0,
+    )?;
+    let id = |v: u64| u32::try_from(v).ok();
+    std::os::unix::fs::lchown(dest, id(h.uid()?), id(h.gid()?))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+}
+
+fn unpack_failed(member: &str, e: &std::io::Error) -> Failure {
+    if e.raw_os_error() == Some(28) {
+        return Failure::invalid(format!(
+            "Invalid backup: member {member:?} does not fit on the pool"
+        ));
+    }
+    refused(format!("member {member:?} cannot be unpacked ({e})"))
+}
+
+/// Refuses a member larger than the space left where it goes.
+fn fits(dir: &Path, size: u64, member: &str) -> Result<()> {
+    if let Ok(s) = rustix::fs::statvfs(dir) {
+        let free = s.f_bavail.saturating_mul(s.f_frsize);
+        if size > free {
+            return Err(refused(format!(
+                "member {member:?} ({size} bytes) does not fit on the pool ({free} bytes free)"
+            )));
+        }
+    }
+    Ok(())
+}
