@@ -63,10 +63,14 @@ async fn a_volume_is_shared_snapshotted_restored_and_kept_apart_from_its_users()
         "0:0\nback\n"
     );
     // On the host the files keep the container's numbering, in a root-only directory.
-    let on_disk = d.dir().join("storage-pools/default/custom/v1");
+    let on_disk = d.dir().join("storage-pools/default/custom/default_v1");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(on_disk.join("f")).unwrap().uid(), 1000);
     assert_eq!(std::fs::metadata(&on_disk).unwrap().mode() & 0o777, 0o700);
+    // The container's root may change its volume's own mode; the directory above keeps
+    // every other host user out (the containers' roots pass by an ACL entry each).
+    let custom = on_disk.parent().unwrap();
+    assert_eq!(std::fs::metadata(custom).unwrap().mode() & 0o707, 0o700);
 
     let v: StorageVolume = c
         .get("/1.0/storage-pools/default/volumes/custom/v1")
@@ -139,7 +143,7 @@ async fn a_volume_is_shared_snapshotted_restored_and_kept_apart_from_its_users()
 
     // A copy from the snapshot is a volume of its own.
     ok(&d.berth(&["storage", "volume", "copy", "default/v1/s1", "default/v2"]));
-    let v2 = d.dir().join("storage-pools/default/custom/v2");
+    let v2 = d.dir().join("storage-pools/default/custom/default_v2");
     assert_eq!(std::fs::read_to_string(v2.join("f")).unwrap(), "hello\n");
     let v2: StorageVolume = c
         .get("/1.0/storage-pools/default/volumes/custom/v2")
@@ -162,10 +166,14 @@ async fn a_volume_is_shared_snapshotted_restored_and_kept_apart_from_its_users()
     ]));
     assert!(sh(&d, "c2", "ls /mnt/v 2>&1 || true").trim().is_empty());
     ok(&d.berth(&["storage", "volume", "delete", "default", "data", "v2"]));
-    assert!(!d.dir().join("storage-pools/default/custom/data").exists());
     assert!(
         !d.dir()
-            .join("storage-pools/default/custom-snapshots/data")
+            .join("storage-pools/default/custom/default_data")
+            .exists()
+    );
+    assert!(
+        !d.dir()
+            .join("storage-pools/default/custom-snapshots/default_data")
             .exists()
     );
     ok(&d.berth(&["delete", "-f", "c1", "c2"]));
@@ -178,7 +186,7 @@ async fn volumes_move_between_dir_and_btrfs_and_sizes_hold_on_btrfs() {
     let c = d.client();
     ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
     ok(&d.berth(&["storage", "volume", "create", "default", "v"]));
-    let dir_vol = d.dir().join("storage-pools/default/custom/v");
+    let dir_vol = d.dir().join("storage-pools/default/custom/default_v");
     std::fs::write(dir_vol.join("f"), "from dir\n").unwrap();
     ok(&d.berth(&[
         "storage", "volume", "snapshot", "create", "default", "v", "s1",
@@ -188,7 +196,7 @@ async fn volumes_move_between_dir_and_btrfs_and_sizes_hold_on_btrfs() {
     // dir → btrfs, snapshots along; the old copy goes.
     ok(&d.berth(&["storage", "volume", "move", "default/v", "bt/v"]));
     assert!(!dir_vol.exists());
-    let bt_vol = d.dir().join("storage-pools/bt/custom/v");
+    let bt_vol = d.dir().join("storage-pools/bt/custom/default_v");
     assert_eq!(
         std::fs::read_to_string(bt_vol.join("f")).unwrap(),
         "after s1\n"
@@ -212,7 +220,8 @@ async fn volumes_move_between_dir_and_btrfs_and_sizes_hold_on_btrfs() {
     };
     assert!(subvolume(&bt_vol));
     assert!(subvolume(
-        &d.dir().join("storage-pools/bt/custom-snapshots/v/s1")
+        &d.dir()
+            .join("storage-pools/bt/custom-snapshots/default_v/s1")
     ));
     ok(&d.berth(&["storage", "volume", "snapshot", "restore", "bt", "v", "s1"]));
     assert_eq!(
@@ -313,4 +322,84 @@ async fn the_lxc_client_manages_custom_volumes() {
     ok(&d.lxc(&["storage", "volume", "delete", "default", "lv"]));
     ok(&d.lxc(&["storage", "volume", "delete", "default", "lv3"]));
     ok(&d.berth(&["delete", "-f", "c1"]));
+}
+
+#[tokio::test]
+async fn projects_hold_their_own_volumes() {
+    let d = Daemon::start();
+    let c = d.client();
+    ok(&d.berth(&["project", "create", "p"]));
+    ok(&d.berth(&["storage", "volume", "create", "default", "p_x"]));
+    let pc = c.clone().with_project(Some("p".to_owned()));
+    let body = serde_json::json!({"name": "x", "config": {"user.in": "p"}});
+    pc.query(
+        berth_client::Method::POST,
+        "/1.0/storage-pools/default/volumes/custom",
+        Some(&body),
+    )
+    .await
+    .unwrap();
+    // Two volumes: default's "p_x" and p's "x", each seen from its own project only.
+    let x: StorageVolume = pc
+        .get("/1.0/storage-pools/default/volumes/custom/x")
+        .await
+        .unwrap();
+    assert_eq!((x.name.as_str(), x.project.as_str()), ("x", "p"));
+    assert_eq!(x.config["user.in"], "p");
+    let px: StorageVolume = c
+        .get("/1.0/storage-pools/default/volumes/custom/p_x")
+        .await
+        .unwrap();
+    assert!(px.config.is_empty());
+    let e = c
+        .get::<StorageVolume>("/1.0/storage-pools/default/volumes/custom/x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404));
+    let names: Vec<String> = pc
+        .get("/1.0/storage-pools/default/volumes/custom")
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        ["/1.0/storage-pools/default/volumes/custom/x?project=p"]
+    );
+    // A profile of p attaching "x" uses p's volume.
+    let dev = serde_json::json!({"devices": {"data": {"type": "disk", "pool": "default", "source": "x", "path": "/x"}}});
+    pc.query(
+        berth_client::Method::PATCH,
+        "/1.0/profiles/default",
+        Some(&dev),
+    )
+    .await
+    .unwrap();
+    let x: StorageVolume = pc
+        .get("/1.0/storage-pools/default/volumes/custom/x")
+        .await
+        .unwrap();
+    assert_eq!(x.used_by, ["/1.0/profiles/default?project=p"]);
+    let px: StorageVolume = c
+        .get("/1.0/storage-pools/default/volumes/custom/p_x")
+        .await
+        .unwrap();
+    assert!(px.used_by.is_empty());
+    // A project holding a volume is in use.
+    pc.query(
+        berth_client::Method::PUT,
+        "/1.0/profiles/default",
+        Some(&serde_json::json!({"description": "", "config": {}, "devices": {}})),
+    )
+    .await
+    .unwrap();
+    let e = fails(&d.berth(&["project", "delete", "p"]));
+    assert!(e.contains("in use") || e.contains("not empty"), "{e}");
+    pc.query(
+        berth_client::Method::DELETE,
+        "/1.0/storage-pools/default/volumes/custom/x",
+        None,
+    )
+    .await
+    .unwrap();
+    ok(&d.berth(&["project", "delete", "p"]));
+    ok(&d.berth(&["storage", "volume", "delete", "default", "p_x"]));
 }

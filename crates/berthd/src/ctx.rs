@@ -46,6 +46,9 @@ pub struct Ctx {
     pub image_limits: berth_image::Limits,
     /// Spare volumes being unpacked: (pool's volume directory, fingerprint).
     pub spares: Mutex<HashSet<(PathBuf, String)>>,
+    /// Custom volumes being moved, renamed, restored or deleted (`POOL/NAME`): no
+    /// instance binds one meanwhile.
+    pub busy_volumes: Mutex<HashSet<String>>,
     /// Instances started lately, watched for an init that dies at boot.
     pub starts: Starts,
     /// The trust store as requests look it up (`trust::` keeps it in step with the

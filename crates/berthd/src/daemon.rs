@@ -133,6 +133,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         locks: Locks::default(),
         image_limits: berth_image::Limits::default(),
         spares: Default::default(),
+        busy_volumes: Default::default(),
         starts: Default::default(),
         trust: Default::default(),
         host,

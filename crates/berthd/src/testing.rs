@@ -43,6 +43,7 @@ pub fn ctx() -> (tempfile::TempDir, Arc<Ctx>, Arc<Fake>) {
         },
         image_limits: berth_image::Limits::default(),
         spares: Mutex::new(HashSet::new()),
+        busy_volumes: Mutex::new(HashSet::new()),
         starts: Default::default(),
         trust: Default::default(),
         paths,

@@ -106,7 +106,7 @@ pub async fn update(
         (BTreeMap::new(), BTreeMap::new())
     } else {
         (
-            crate::storage::disks::resolve(cx, &rec.project, &old_devices)?,
+            crate::storage::disks::resolve_present(cx, &rec.project, &old_devices)?,
             crate::storage::disks::resolve(cx, &rec.project, &devices)?,
         )
     };

@@ -161,9 +161,24 @@ pub fn start_spec(
         .map(|(_, file, value)| (format!("{prefix}.{file}"), value))
         .collect();
     limits.extend(crate::model::limits::prlimits(config)?);
+    let bound = crate::storage::disks::resolve(cx, &rec.project, devices)?;
+    if let Some(m) = &idmap {
+        // liblxc reaches each attached custom volume as the container's root.
+        for (pool, _) in devices
+            .values()
+            .filter_map(crate::storage::disks::volume_of)
+        {
+            let custom = crate::storage::driver(cx, pool)?
+                .volume_path(berth_storage::VolumeType::Custom, "_")
+                .with_file_name("");
+            crate::storage::disks::grant_traversal(&custom, m.uid_base).map_err(|e| {
+                Failure::failed("Failed to let the container reach its custom volumes", e)
+            })?;
+        }
+    }
     let devices = crate::device::start_entries(
         &cx.paths.nodes(&rec.name),
-        &crate::storage::disks::resolve(cx, &rec.project, devices)?,
+        &bound,
         idmap.map(|m| (m.uid_base, m.gid_base, m.size)),
         cx.host.cgroup_v2,
     )?;

@@ -139,7 +139,8 @@ pub struct VolumeRecord {
     pub project: String,
     /// Its type's API name (`custom`, `container`).
     pub kind: String,
-    /// Its host-wide name, as on disk (`PROJECT_NAME` outside `default`).
+    /// Its host-wide name, as on disk: `PROJECT_NAME` for a custom volume, an
+    /// instance's host-wide name for its root volume.
     pub name: String,
     pub description: String,
     pub config: BTreeMap<String, String>,
@@ -147,12 +148,13 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
-    /// Its name within its project.
+    /// Its name within its project: a custom volume's host-wide name always carries its
+    /// project (`PROJECT_NAME`, as in Incus), an instance's only outside `default`.
     pub fn api_name(&self) -> &str {
         self.name
             .strip_prefix(&self.project)
             .and_then(|n| n.strip_prefix('_'))
-            .filter(|_| self.project != berth_api::DEFAULT_PROJECT)
+            .filter(|_| self.kind == "custom" || self.project != berth_api::DEFAULT_PROJECT)
             .unwrap_or(&self.name)
     }
 }

@@ -224,8 +224,11 @@ pub async fn update(
         crate::instance::quota::check(cx, Some(&old_devices), &devices).map_err(naming)?;
         if status(cx, &rec.name).await.1.is_some() {
             // Custom volumes are bound by their host paths.
-            let resolve = |d| crate::storage::disks::resolve(cx, &rec.project, d).map_err(naming);
-            let (old_devices, devices) = (resolve(&old_devices)?, resolve(&devices)?);
+            let (old_devices, devices) = (
+                crate::storage::disks::resolve_present(cx, &rec.project, &old_devices)
+                    .map_err(naming)?,
+                crate::storage::disks::resolve(cx, &rec.project, &devices).map_err(naming)?,
+            );
             let change = hotplug::diff(&old_devices, &devices);
             hotplug::check(&change).map_err(naming)?;
             running.push(LiveUser {

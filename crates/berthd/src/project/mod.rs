@@ -4,8 +4,8 @@
 //! Instances always belong to one project (names are unique within it). With
 //! `features.profiles=true` a project has its own profiles (a new one starts with an empty
 //! `default`), else its instances use the `default` project's; the same with
-//! `features.images` for images and their aliases. Custom storage volumes do not exist
-//! yet, so `features.storage.volumes` is recorded only. Every change that could break a
+//! `features.images` for images and their aliases, and `features.storage.volumes` for
+//! custom volumes (a project holding any is in use). Every change that could break a
 //! project's rules is checked: an instance's creation or update, a profile change (for
 //! every instance using it) and a project change (for every instance in it).
 
@@ -161,7 +161,7 @@ pub async fn update(
         && (!instances.is_empty() || in_use(cx, name).await?)
     {
         return Err(Failure::invalid(format!(
-            "{f} can only be changed on an empty project (no instances, images or profiles but default)"
+            "{f} can only be changed on an empty project (no instances, images, volumes or profiles but default)"
         )));
     }
     // Every instance in it must stay within the new rules.
@@ -189,9 +189,11 @@ async fn in_use(cx: &Ctx, name: &str) -> Result<bool> {
             let instances = crate::db::instances::list(c)?;
             let profiles = crate::db::profiles::list(c)?;
             let images = !crate::db::images::list(c, &n)?.is_empty();
+            let volumes = crate::db::volumes::list(c, None, Some("custom"))?;
             Ok::<_, DbError>(
                 instances.iter().any(|i| i.project == n)
                     || images
+                    || volumes.iter().any(|v| v.project == n)
                     || profiles
                         .iter()
                         .any(|p| p.project == n && p.name != "default"),

@@ -8,9 +8,10 @@ use berth_api::instance::Device;
 use berth_storage::VolumeType;
 use rusqlite::Connection;
 
+use super::volume::host_name;
 use crate::ctx::Ctx;
 use crate::error::{Failure, Result};
-use crate::model::names::{host_name, instance_url, with_project};
+use crate::model::names::{instance_url, with_project};
 use crate::model::records::ProjectRecord;
 
 /// Something a custom volume is attached to.
@@ -39,6 +40,43 @@ impl std::fmt::Display for User {
             User::Profile(_, name) => write!(f, "profile {name:?}"),
         }
     }
+}
+
+/// A custom volume marked busy (being moved, renamed, restored or deleted): no instance
+/// binds it until the mark goes, when this is dropped.
+#[derive(Debug)]
+pub struct Busy<'a> {
+    cx: &'a Ctx,
+    key: String,
+}
+
+impl<'a> Busy<'a> {
+    /// Marks volume `host` (its host-wide name) of `pool`.
+    pub fn mark(cx: &'a Ctx, pool: &str, host: &str) -> Self {
+        let key = format!("{pool}/{host}");
+        cx.busy_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        Busy { cx, key }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.cx
+            .busy_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+fn is_busy(cx: &Ctx, pool: &str, host: &str) -> bool {
+    cx.busy_volumes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&format!("{pool}/{host}"))
 }
 
 /// The custom volume a device names, if it is one: its pool and volume name.
@@ -140,13 +178,82 @@ pub async fn check(cx: &Ctx, project: &str, devices: &BTreeMap<String, Device>) 
         .await
 }
 
+/// Lets host user `uid` (a container's root) through directory `dir` (a pool's `custom/`,
+/// 0700 root) and no one else: liblxc opens an attached volume's path as the container's
+/// root while it starts the container. A POSIX ACL entry `user:UID:--x` is added to the
+/// directory's (written as the `system.posix_acl_access` attribute), kept with the ones
+/// already there.
+pub fn grant_traversal(dir: &std::path::Path, uid: u32) -> std::io::Result<()> {
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const UNDEFINED: u32 = u32::MAX;
+    let mut value = vec![0u8; 4096];
+    let mut users: Vec<u32> = match rustix::fs::getxattr(dir, "system.posix_acl_access", &mut value)
+    {
+        Ok(n) if n >= 4 => value[4..n]
+            .chunks_exact(8)
+            .filter(|e| u16::from_le_bytes([e[0], e[1]]) == USER)
+            .map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if users.contains(&uid) {
+        // Present; the mask may have been reset by a chmod (a pool's mount): written anew.
+    } else {
+        users.push(uid);
+    }
+    users.sort_unstable();
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    };
+    entry(USER_OBJ, 7, UNDEFINED);
+    for u in &users {
+        entry(USER, 1, *u);
+    }
+    entry(GROUP_OBJ, 0, UNDEFINED);
+    entry(MASK, 1, UNDEFINED);
+    entry(OTHER, 0, UNDEFINED);
+    rustix::fs::setxattr(
+        dir,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )?;
+    Ok(())
+}
+
 /// `devices` with each custom volume disk turned into a bind of the volume's directory
-/// (`shift` on, so a container with a map binds it idmapped, unless the volume is
-/// `security.unmapped`). A volume gone since is an error naming the device.
+/// (`shift` on, so a container with a map binds it idmapped). A volume gone since, or one
+/// being changed, is an error naming the device.
 pub fn resolve(
     cx: &Ctx,
     project: &str,
     devices: &BTreeMap<String, Device>,
+) -> Result<BTreeMap<String, Device>> {
+    resolve_with(cx, project, devices, false)
+}
+
+/// [`resolve`], leaving out the disks whose volume is gone (what a running container had
+/// bound before a change: a device naming a volume deleted since can still be removed).
+pub fn resolve_present(
+    cx: &Ctx,
+    project: &str,
+    devices: &BTreeMap<String, Device>,
+) -> Result<BTreeMap<String, Device>> {
+    resolve_with(cx, project, devices, true)
+}
+
+fn resolve_with(
+    cx: &Ctx,
+    project: &str,
+    devices: &BTreeMap<String, Device>,
+    lenient: bool,
 ) -> Result<BTreeMap<String, Device>> {
     if !devices.values().any(|d| volume_of(d).is_some()) {
         return Ok(devices.clone());
@@ -169,23 +276,28 @@ pub fn resolve(
                 "Device {dev:?}: storage volume {vol:?} not found on pool {pool:?}"
             ))
         };
-        let rec = volumes
-            .iter()
-            .find(|v| v.pool == pool && v.name == host)
-            .ok_or_else(missing)?;
+        let Some(rec) = volumes.iter().find(|v| v.pool == pool && v.name == host) else {
+            if lenient {
+                out.remove(dev);
+                continue;
+            }
+            return Err(missing());
+        };
+        if is_busy(cx, pool, &host) {
+            return Err(Failure::conflict(format!(
+                "Device {dev:?}: storage volume {vol:?} is being changed (moved, renamed, restored or deleted); try again"
+            )));
+        }
         let driver = super::driver(cx, pool)?;
         let path = driver.volume_path(VolumeType::Custom, &host);
-        let unmapped = rec
-            .config
-            .get("security.unmapped")
-            .is_some_and(|v| v == "true");
+        let _ = rec;
         let mut bind: Device = d
             .iter()
             .filter(|(k, _)| k.as_str() != "pool")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         bind.insert("source".to_owned(), path.to_string_lossy().into_owned());
-        bind.insert("shift".to_owned(), (!unmapped).to_string());
+        bind.insert("shift".to_owned(), "true".to_owned());
         out.insert(dev.clone(), bind);
     }
     Ok(out)

@@ -1,15 +1,15 @@
 //! Custom volumes: made, listed, changed and deleted on a pool, in a project.
 //!
 //! A custom volume is a directory (a subvolume on btrfs) under the pool's `custom/`,
-//! named by its host-wide name (`PROJECT_NAME` outside `default`, as instances are), and
-//! a row in `storage_volumes` with its project. The project holding a project's volumes
+//! named by its host-wide name (`PROJECT_NAME`, as Incus names it on disk), and a row in
+//! `storage_volumes` with its project. The project holding a project's volumes
 //! is itself when it has `features.storage.volumes`, else `default`.
 //!
 //! Its files are stored as the container sees them (uid 0 is 0): an attached volume is
 //! bound in with an idmapped mount through the container's map, so containers with
 //! different maps share it with the same owners, and no file is ever shifted on disk
-//! (`security.shifted` is accepted and always in effect; `security.unmapped=true` binds
-//! it without a map). Volumes, like every pool directory, are reachable by root only.
+//! (`security.shifted` is accepted and always in effect). Volumes are reachable by root
+//! only: a pool's `custom/` is 0700.
 //!
 //! A volume is made under a dot-name (`.NAME.tmp`, which no volume name can take) and
 //! renamed into place before its row is written: a crash half-way leaves only a
@@ -24,7 +24,7 @@ use berth_storage::{Driver, VolumeType};
 use crate::ctx::Ctx;
 use crate::db::DbError;
 use crate::error::{Failure, Result};
-use crate::model::names::{VolumeName, host_name};
+use crate::model::names::VolumeName;
 use crate::model::records::VolumeRecord;
 use crate::revert::Reverter;
 
@@ -44,6 +44,12 @@ impl Scope {
     pub fn host_name(&self, name: &str) -> String {
         host_name(&self.project, name)
     }
+}
+
+/// The host-wide name of custom volume `name` of `project`: `PROJECT_NAME`, the project
+/// always named (a project's name has no `_`, so no two volumes share one).
+pub fn host_name(project: &str, name: &str) -> String {
+    format!("{project}_{name}")
 }
 
 /// The scope of `project`'s volumes on `pool`; the pool and the project must exist.
@@ -135,7 +141,7 @@ pub fn check_config(
                     )));
                 }
             }
-            "security.shifted" | "security.unmapped" => {
+            "security.shifted" => {
                 if !matches!(v.as_str(), "true" | "false") {
                     return Err(bad("true or false"));
                 }
@@ -258,9 +264,11 @@ pub async fn place(
     let on_disk =
         tokio::task::spawn_blocking(move || d.volume_path(VolumeType::Custom, &h).exists()).await?;
     if on_disk {
+        let name = host
+            .strip_prefix(&format!("{}_", scope.project))
+            .unwrap_or(host);
         return Err(Failure::conflict(format!(
-            "Storage volume {:?} is on pool {:?} but not recorded: recover it with `berth admin recover`, or remove it",
-            crate::model::names::split_host_name(host).1,
+            "Storage volume {name:?} is on pool {:?} but not recorded (a crash left it?): bring it back with `berth admin recover`, or remove it",
             scope.pool
         )));
     }
@@ -352,7 +360,11 @@ pub async fn delete(cx: &Ctx, scope: &Scope, name: &str) -> Result<()> {
     let _guard = lock.lock().await;
     let rec = get(cx, scope, name).await?;
     let driver = super::driver(cx, &scope.pool)?;
+    let _busy = super::disks::Busy::mark(cx, &scope.pool, &host);
     let (p, h, n) = (scope.pool.clone(), host.clone(), name.to_owned());
+    // Under the profile lock: no instance or profile update that checked the volume is
+    // there writes its device meanwhile.
+    let _profiles = cx.locks.profiles.lock().await;
     cx.db
         .write(move |tx| {
             let users = super::disks::users(tx, &p, &h)?;

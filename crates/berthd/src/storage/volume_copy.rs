@@ -13,9 +13,11 @@ use berth_api::instance::Device;
 use berth_storage::{Driver, VolumeType};
 use rusqlite::Connection;
 
+use super::disks::Busy;
 use super::disks::{User, volume_of};
-use super::volume::{CUSTOM, NewVolume, Scope, exists, get, insert, place, size_of, url};
+use super::volume::{CUSTOM, NewVolume, Scope, exists, get, place, size_of, url};
 use crate::ctx::Ctx;
+use crate::db::DbError;
 use crate::error::{Failure, Result};
 use crate::model::records::{VolumeRecord, VolumeSnapshotRecord};
 use crate::revert::Reverter;
@@ -116,8 +118,10 @@ async fn plan(cx: &Ctx, source: &Source) -> Result<(Plan, Arc<dyn Driver>)> {
     ))
 }
 
-/// Copies `plan` to volume `host` of `target` and records it with `config` and
-/// `description`. The caller holds both volumes' locks.
+/// Copies `plan` to volume `host` of `target`, with `config` and `description`, and
+/// records it; `more` runs in the same write (a move deletes its source there). The
+/// caller holds both volumes' locks. A failure takes the copy back.
+#[allow(clippy::too_many_arguments)]
 async fn make_copy(
     cx: &Ctx,
     target: &Scope,
@@ -126,6 +130,7 @@ async fn make_copy(
     plan: &Plan,
     description: String,
     config: std::collections::BTreeMap<String, String>,
+    more: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
 ) -> Result<VolumeRecord> {
     let driver = super::driver(cx, &target.pool)?;
     super::volume::check_config(driver.as_ref(), &config, None)?;
@@ -184,17 +189,24 @@ async fn make_copy(
             ..s.clone()
         })
         .collect();
-    insert(cx, target, &rec, name).await?;
-    let (p, h) = (target.pool.clone(), host.to_owned());
-    let db = cx.db.clone();
-    undo.add("forget the copy", move || {
-        Ok(db.write_sync(|tx| crate::db::volumes::delete(tx, &p, CUSTOM, &h))?)
-    });
+    let row = rec.clone();
+    let (pool, shown) = (target.pool.clone(), name.to_owned());
+    // The profile lock: the instances and profiles a move repoints are not written
+    // meanwhile by an update that read them before.
+    let _profiles = cx.locks.profiles.lock().await;
     cx.db
         .write(move |tx| {
-            snapshot_rows
-                .iter()
-                .try_for_each(|s| crate::db::volumes::put_snapshot(tx, s))
+            crate::db::volumes::insert(tx, &row).map_err(|e| match e {
+                DbError::Exists { .. } => Failure::exists(format!(
+                    "Storage volume {shown:?} already exists on pool {pool:?}"
+                )),
+                DbError::Missing => super::not_found(&pool),
+                other => other.into(),
+            })?;
+            for s in &snapshot_rows {
+                crate::db::volumes::put_snapshot(tx, s)?;
+            }
+            more(tx)
         })
         .await?;
     undo.success();
@@ -224,7 +236,17 @@ pub async fn copy(cx: &Ctx, target: &Scope, new: NewVolume, source: Source) -> R
     } else {
         new.description
     };
-    let rec = make_copy(cx, target, &new.name, &host, &plan, description, config).await?;
+    let rec = make_copy(
+        cx,
+        target,
+        &new.name,
+        &host,
+        &plan,
+        description,
+        config,
+        |_| Ok(()),
+    )
+    .await?;
     cx.events
         .lifecycle("storage-volume-created", &url(&rec), None);
     Ok(())
@@ -236,6 +258,7 @@ pub async fn rename(cx: &Ctx, scope: &Scope, name: &str, to: &str) -> Result<()>
     let (from_host, to_host) = (scope.host_name(name), scope.host_name(to));
     let _locks = lock_both(cx, (&scope.pool, &from_host), (&scope.pool, &to_host)).await;
     let v = get(cx, scope, name).await?;
+    let _busy = Busy::mark(cx, &scope.pool, &from_host);
     refuse_running_users(cx, &v, "renamed").await?;
     if get(cx, scope, to).await.is_ok() {
         return Err(exists(scope, to));
@@ -258,6 +281,7 @@ pub async fn rename(cx: &Ctx, scope: &Scope, name: &str, to: &str) -> Result<()>
         name.to_owned(),
         to.to_owned(),
     );
+    let profiles = cx.locks.profiles.lock().await;
     let written = cx
         .db
         .write(move |tx| {
@@ -265,6 +289,7 @@ pub async fn rename(cx: &Ctx, scope: &Scope, name: &str, to: &str) -> Result<()>
             repoint(tx, &project, (&pool, &old), (&pool, &new))
         })
         .await;
+    drop(profiles);
     if let Err(e) = written {
         let _ = driver.rename_snapshots(VolumeType::Custom, &to_host, &from_host);
         let _ = driver.rename_volume(VolumeType::Custom, &to_host, &from_host);
@@ -290,6 +315,7 @@ pub async fn move_to(
     let (from_host, to_host) = (from.host_name(name), target.host_name(to));
     let _locks = lock_both(cx, (&from.pool, &from_host), (&target.pool, &to_host)).await;
     let v = get(cx, from, name).await?;
+    let _busy = Busy::mark(cx, &from.pool, &from_host);
     refuse_running_users(cx, &v, "moved").await?;
     if from.project != target.project {
         let users = super::volume::used_by(cx, &v).await?;
@@ -312,6 +338,9 @@ pub async fn move_to(
         .filter(|(k, _)| !k.starts_with("volatile."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // The copy, the source's row going and its users repointed: one write.
+    let (fp, fh, project) = (from.pool.clone(), from_host.clone(), from.project.clone());
+    let (tp, old, new) = (target.pool.clone(), name.to_owned(), to.to_owned());
     let rec = make_copy(
         cx,
         target,
@@ -320,18 +349,12 @@ pub async fn move_to(
         &plan,
         v.description.clone(),
         config,
-    )
-    .await?;
-    // The copy is recorded: the source's row goes (the users repointed in the same
-    // write), then its files.
-    let (fp, fh, project) = (from.pool.clone(), from_host.clone(), from.project.clone());
-    let (tp, old, new) = (target.pool.clone(), name.to_owned(), to.to_owned());
-    cx.db
-        .write(move |tx| {
+        move |tx| {
             crate::db::volumes::delete(tx, &fp, CUSTOM, &fh)?;
             repoint(tx, &project, (&fp, &old), (&tp, &new))
-        })
-        .await?;
+        },
+    )
+    .await?;
     let h = from_host.clone();
     let removed = tokio::task::spawn_blocking(move || {
         source_driver.delete_snapshots(VolumeType::Custom, &h)?;

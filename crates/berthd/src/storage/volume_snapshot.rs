@@ -62,8 +62,13 @@ pub async fn find(
     Ok((v, rec))
 }
 
+/// Whether an expiry is "never": year 1 (Go's zero time), however it is written.
+fn is_never(e: &str) -> bool {
+    e.is_empty() || e.starts_with("0001-01-01")
+}
+
 fn check_time(e: &str) -> Result<()> {
-    if e != NEVER && chrono::DateTime::parse_from_rfc3339(e).is_err() {
+    if !is_never(e) && chrono::DateTime::parse_from_rfc3339(e).is_err() {
         return Err(Failure::invalid(format!(
             "Invalid value {e:?} for \"expires_at\": expected an RFC 3339 time"
         )));
@@ -266,11 +271,17 @@ pub async fn restore(cx: &Ctx, scope: &Scope, name: &str, snap: &str) -> Result<
     let lock = cx.locks.volume(&scope.pool, &scope.host_name(name));
     let _guard = lock.lock().await;
     let (v, _) = find(cx, scope, name, snap).await?;
+    let _busy = super::disks::Busy::mark(cx, &scope.pool, &v.name);
     super::volume_copy::refuse_running_users(cx, &v, "restored").await?;
     let driver = super::driver(cx, &scope.pool)?;
     let (h, s) = (v.name.clone(), snap.to_owned());
-    tokio::task::spawn_blocking(move || driver.restore_snapshot(VolumeType::Custom, &h, &s))
-        .await??;
+    let size = super::volume::size_of(&v.config);
+    tokio::task::spawn_blocking(move || {
+        driver.restore_snapshot(VolumeType::Custom, &h, &s)?;
+        // The restored tree is a new one (a btrfs clone has no limit): the size holds again.
+        driver.set_quota(VolumeType::Custom, &h, size)
+    })
+    .await??;
     cx.events
         .lifecycle("storage-volume-restored", &url(&v), None);
     Ok(())
@@ -286,7 +297,7 @@ pub async fn prune_expired(cx: &Ctx) -> Result<()> {
             let mut out = Vec::new();
             for v in crate::db::volumes::list(c, None, Some(CUSTOM))? {
                 for s in crate::db::volumes::snapshots(c, &v.pool, &v.name)? {
-                    let due = s.expires_at != NEVER
+                    let due = !is_never(&s.expires_at)
                         && chrono::DateTime::parse_from_rfc3339(&s.expires_at)
                             .is_ok_and(|t| t < now);
                     if due {

@@ -33,6 +33,18 @@ pub(crate) const POOL_DIR_MODE: u32 = 0o711;
 /// Mode of every volume directory: root only.
 pub(crate) const VOLUME_MODE: u32 = 0o700;
 
+/// The mode of a per-type directory: custom volumes' are root's only. Their files keep
+/// the containers' numbering (a set-user-ID file made by a container's root is one of the
+/// host's root), and a container may change its volume's own mode: nothing but root may
+/// reach them.
+pub(crate) fn subdir_mode(sub: &str) -> u32 {
+    if sub.starts_with("custom") {
+        VOLUME_MODE
+    } else {
+        POOL_DIR_MODE
+    }
+}
+
 /// The directories `create` makes inside the source, and the only ones `delete` removes.
 pub(crate) const POOL_SUBDIRS: [&str; 5] = [
     "containers",
@@ -468,9 +480,9 @@ impl Driver for Dir {
         for sub in POOL_SUBDIRS {
             let path = source.join(sub);
             DirBuilder::new()
-                .mode(POOL_DIR_MODE)
+                .mode(subdir_mode(sub))
                 .create(&path)
-                .and_then(|()| set_mode(&path, POOL_DIR_MODE))
+                .and_then(|()| set_mode(&path, subdir_mode(sub)))
                 .map_err(Self::create_err(&path))?;
         }
         Ok(())
@@ -492,7 +504,17 @@ impl Driver for Dir {
 
     fn mount(&self) -> Result<(), StorageError> {
         match fs::metadata(&self.source) {
-            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) if meta.is_dir() => {
+                // Pools made before custom volumes had them traversable.
+                for sub in POOL_SUBDIRS {
+                    let path = self.source.join(sub);
+                    if path.is_dir() {
+                        set_mode(&path, subdir_mode(sub))
+                            .map_err(|source| StorageError::Mount { path, source })?;
+                    }
+                }
+                Ok(())
+            }
             Ok(_) => Err(StorageError::SourceNotDirectory {
                 pool: self.pool.clone(),
                 path: self.source.clone(),
