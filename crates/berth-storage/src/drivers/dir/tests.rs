@@ -38,7 +38,12 @@ fn full_lifecycle_in_the_default_source() {
     pool.create().unwrap();
     assert_eq!(mode(&source), 0o711);
     for sub in POOL_SUBDIRS {
-        assert_eq!(mode(&source.join(sub)), 0o711, "{sub}");
+        let want = if sub.starts_with("custom") {
+            0o700
+        } else {
+            0o711
+        };
+        assert_eq!(mode(&source.join(sub)), want, "{sub}");
     }
     pool.mount().unwrap();
 
