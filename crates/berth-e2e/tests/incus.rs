@@ -193,3 +193,40 @@ async fn containers_go_between_berthd_and_incus() {
     ok(&incus(&["delete", "-f", "b:c3"]));
     drop(i);
 }
+
+#[tokio::test]
+async fn backups_go_between_berthd_and_incus() {
+    let (b, i) = hosts().await;
+    let incus = |args: &[&str]| b.remote("incus", "incus-conf", args);
+
+    // A backup Incus made imports into berthd, snapshots and all.
+    let from_incus = i.dir().join("from-incus.tar.gz");
+    ok(&i.local(&["export", "c1", &from_incus.to_string_lossy()]));
+    ok(&b.berth(&["import", &from_incus.to_string_lossy(), "c5"]));
+    let info = ok(&incus(&["info", "b:c5"]));
+    assert!(snapshots(&info), "{info}");
+    ok(&b.berth(&["start", "c5"]));
+    let out = ok(&b.berth(&["exec", "c5", "--", "cat", "/marker"]));
+    assert_eq!(out.trim(), "between the snapshots");
+    ok(&b.berth(&["snapshot", "restore", "c5", "s1"]));
+    assert!(
+        !b.berth(&["exec", "c5", "--", "cat", "/marker"])
+            .status
+            .success()
+    );
+
+    // One berthd made imports into Incus, and starts there.
+    ok(&b.berth(&["snapshot", "restore", "c5", "s2"]));
+    ok(&b.berth(&["stop", "-f", "c5"]));
+    let from_berth = i.dir().join("from-berth.tar.gz");
+    ok(&b.berth(&["export", "c5", &from_berth.to_string_lossy()]));
+    ok(&i.local(&["import", &from_berth.to_string_lossy(), "c4"]));
+    let info = ok(&i.local(&["info", "c4"]));
+    assert!(snapshots(&info), "{info}");
+    ok(&i.local(&["start", "c4"]));
+    let out = ok(&i.local(&["exec", "c4", "--", "cat", "/marker"]));
+    assert_eq!(out.trim(), "between the snapshots");
+    ok(&i.local(&["stop", "-f", "c4"]));
+    ok(&b.berth(&["delete", "-f", "c5"]));
+    drop(i);
+}

@@ -189,16 +189,24 @@ async fn describe(
     };
     let own_profiles = profiles(cx, &rec.project, &rec.profiles).await?;
     let t = VolumeType::Container;
-    let contents = tarball::Contents {
+    let mut contents = tarball::Contents {
         volume: pool.volume_path(t, &rec.name),
         snapshots: snapshots
             .iter()
             .map(|s| (s.name.clone(), pool.snapshot_path(t, &rec.name, &s.name)))
             .collect(),
+        backup_yaml: String::new(),
     };
     let short = api_name(&rec.name).to_owned();
+    let mut container =
+        serde_json::to_value(&view).map_err(|e| Failure::internal(e.to_string()))?;
+    // The tarball's files are as the container sees them (no shift on disk): say so, as
+    // an importer shifts them from this map to its own.
+    if let Some(config) = container["config"].as_object_mut() {
+        config.insert("volatile.last_state.idmap".to_owned(), "[]".into());
+    }
     let config = BackupFileConfig {
-        container: Some(serde_json::to_value(&view).map_err(|e| Failure::internal(e.to_string()))?),
+        container: Some(container),
         snapshots: snapshots
             .iter()
             .map(|s| {
@@ -257,6 +265,8 @@ async fn describe(
             })
             .collect(),
     };
+    contents.backup_yaml = serde_saphyr::to_string(&config)
+        .map_err(|e| Failure::internal(format!("Failed to write backup.yaml: {e}")))?;
     let index = BackupIndex {
         name: short,
         backend: pool.info().name.to_owned(),

@@ -25,6 +25,9 @@ pub struct Contents {
     pub volume: PathBuf,
     /// Its snapshots' volumes, oldest first, by name.
     pub snapshots: Vec<(String, PathBuf)>,
+    /// The instance's `backup.yaml`, written at the head of `backup/container/` (Incus
+    /// updates it on import); one the volume holds is left out.
+    pub backup_yaml: String,
 }
 
 /// Counts the bytes written, for progress reports.
@@ -72,9 +75,14 @@ pub fn write<W: Write>(
     tar.append_data(&mut h, "backup/index.yaml", yaml.as_bytes())?;
     let mut walker = Walker::default();
     for (name, path) in &contents.snapshots {
-        walker.tree(&mut tar, path, &format!("backup/snapshots/{name}"))?;
+        walker.tree(&mut tar, path, &format!("backup/snapshots/{name}"), None)?;
     }
-    walker.tree(&mut tar, &contents.volume, "backup/container")?;
+    walker.tree(
+        &mut tar,
+        &contents.volume,
+        "backup/container",
+        Some(&contents.backup_yaml),
+    )?;
     tar.into_inner()?.finish()?.flush()
 }
 
@@ -86,29 +94,43 @@ struct Walker {
 }
 
 impl Walker {
-    /// Appends the tree at `root` under archive path `under` (the root itself included).
+    /// Appends the tree at `root` under archive path `under` (the root itself included),
+    /// with `backup_yaml` as its top `backup.yaml` when given.
     fn tree<W: Write>(
         &mut self,
         tar: &mut tar::Builder<W>,
         root: &Path,
         under: &str,
+        backup_yaml: Option<&str>,
     ) -> io::Result<()> {
         let mut stack = vec![(root.to_path_buf(), PathBuf::from(under))];
         while let Some((path, name)) = stack.pop() {
             let md = std::fs::symlink_metadata(&path)?;
             let ft = md.file_type();
-            if ft.is_dir() {
+            if !ft.is_dir() {
                 self.entry(tar, &path, &name, &md)?;
-                let mut children: Vec<_> = std::fs::read_dir(&path)?
-                    .map(|e| e.map(|e| e.file_name()))
-                    .collect::<io::Result<_>>()?;
-                // Reversed, so the stack pops them in name order.
-                children.sort_by(|a, b| b.cmp(a));
-                for c in children {
-                    stack.push((path.join(&c), name.join(&c)));
-                }
-            } else {
-                self.entry(tar, &path, &name, &md)?;
+                continue;
+            }
+            self.entry(tar, &path, &name, &md)?;
+            let top = path == root;
+            if let (true, Some(yaml)) = (top, backup_yaml) {
+                let mut h = Header::new_gnu();
+                h.set_entry_type(EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_size(yaml.len() as u64);
+                h.set_mtime(md.mtime().max(0) as u64);
+                tar.append_data(&mut h, name.join("backup.yaml"), yaml.as_bytes())?;
+            }
+            let mut children: Vec<_> = std::fs::read_dir(&path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()?;
+            if top && backup_yaml.is_some() {
+                children.retain(|c| c != "backup.yaml");
+            }
+            // Reversed, so the stack pops them in name order.
+            children.sort_by(|a, b| b.cmp(a));
+            for c in children {
+                stack.push((path.join(&c), name.join(&c)));
             }
         }
         Ok(())
@@ -287,6 +309,7 @@ mod tests {
         let contents = Contents {
             volume: vol,
             snapshots: vec![("s1".into(), snap)],
+            backup_yaml: "container: {}\n".into(),
         };
         let mut out = Vec::new();
         write(&mut out, Compression::Gzip, &index, &contents, |_| {}).unwrap();
@@ -311,6 +334,7 @@ mod tests {
                 "backup/snapshots/s1 Directory",
                 "backup/snapshots/s1/f Regular",
                 "backup/container Directory",
+                "backup/container/backup.yaml Regular",
                 "backup/container/rootfs Directory",
                 "backup/container/rootfs/etc Directory",
                 "backup/container/rootfs/etc/a Regular",
