@@ -169,6 +169,7 @@ pub async fn update(
     }
     cx.events
         .lifecycle("instance-updated", &instance_url(name), None);
+    super::backup::save_file(cx, name).await;
     Ok(())
 }
 

@@ -280,6 +280,7 @@ impl Creation {
         cx.events
             .lifecycle("instance-created", &instance_url(&rec.name), None);
         undo.success();
+        super::backup::save_file(cx, &rec.name).await;
         if start {
             let began = std::time::Instant::now();
             super::state::start(cx, &rec, false).await?;
@@ -610,6 +611,7 @@ pub async fn rename(cx: &Ctx, name: &str, to: &str) -> Result<()> {
     ctx.insert("old_name".into(), api_name(name).into());
     cx.events
         .lifecycle("instance-renamed", &instance_url(to), Some(ctx));
+    super::backup::save_file(cx, to).await;
     Ok(())
 }
 

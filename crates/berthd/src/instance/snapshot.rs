@@ -280,6 +280,7 @@ async fn take(
             other => other.into(),
         });
     }
+    super::backup::save_file(cx, &record.instance).await;
     cx.events.lifecycle(
         "instance-snapshot-created",
         &url(&record.instance, &record.name),
@@ -308,6 +309,7 @@ pub(crate) async fn remove(
     cx.db
         .write(move |tx| crate::db::snapshots::delete(tx, &n, &s))
         .await?;
+    super::backup::save_file(cx, name).await;
     cx.events
         .lifecycle("instance-snapshot-deleted", &url(name, snap), None);
     Ok(())
@@ -370,6 +372,7 @@ pub async fn rename(cx: &Ctx, name: &str, snap: &str, to: &SnapshotName) -> Resu
     }
     let mut ctx = serde_json::Map::new();
     ctx.insert("old_name".into(), snap.into());
+    super::backup::save_file(cx, name).await;
     cx.events
         .lifecycle("instance-snapshot-renamed", &url(name, to), Some(ctx));
     Ok(())
@@ -397,6 +400,7 @@ pub async fn update(
     cx.db
         .write(move |tx| crate::db::snapshots::update(tx, &s))
         .await?;
+    super::backup::save_file(cx, name).await;
     cx.events
         .lifecycle("instance-snapshot-updated", &url(name, snap), None);
     Ok(())
@@ -660,6 +664,7 @@ pub async fn restore(cx: &Ctx, name: &str, snap: &str, stateful: bool) -> Result
     }
     let mut ctx = serde_json::Map::new();
     ctx.insert("snapshot".into(), snap.into());
+    super::backup::save_file(cx, name).await;
     cx.events
         .lifecycle("instance-restored", &instance_url(name), Some(ctx));
     // A stateful restore brings the snapshot's processes back.

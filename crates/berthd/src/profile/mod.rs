@@ -349,6 +349,10 @@ pub async fn update(
             tracing::warn!(instance = %rec.name, error = %e, "Profile change not applied live");
         }
     }
+    // The users' backup.yaml carry the profile.
+    for rec in &users {
+        crate::instance::backup::save_file(cx, &rec.name).await;
+    }
     cx.events
         .lifecycle("profile-updated", &scope.url(name), None);
     Ok(())

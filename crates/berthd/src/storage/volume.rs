@@ -106,6 +106,62 @@ pub fn render(v: &VolumeRecord, used_by: Vec<String>) -> StorageVolume {
     }
 }
 
+/// Where the description of custom volume `host` is kept: beside it in the pool's
+/// `custom/` (root's only), as `.HOST.yaml`, out of reach of the containers it is bound
+/// into; what recovery rebuilds its record from.
+pub fn sidecar(driver: &dyn Driver, host: &str) -> std::path::PathBuf {
+    driver.volume_path(VolumeType::Custom, &format!(".{host}.yaml"))
+}
+
+/// Rewrites the description of custom volume `host` on `pool` (its row and its
+/// snapshots' as `backup.yaml` has them). Best effort: a failure is logged.
+pub async fn save_sidecar(cx: &Ctx, pool: &str, host: &str) {
+    let (p, h) = (pool.to_owned(), host.to_owned());
+    let found = cx
+        .db
+        .read(move |c| {
+            let v = crate::db::volumes::get(c, &p, CUSTOM, &h)?;
+            let snaps = crate::db::volumes::snapshots(c, &p, &h)?;
+            Ok::<_, DbError>(v.map(|v| (v, snaps)))
+        })
+        .await;
+    let (Ok(Some((v, snaps))), Some(driver)) = (found, cx.pools.get(pool)) else {
+        return;
+    };
+    let config = berth_api::backup::BackupFileConfig {
+        volume: serde_json::to_value(render(&v, Vec::new())).ok(),
+        volume_snapshots: snaps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "description": s.description,
+                    "config": s.config,
+                    "content_type": "filesystem",
+                    "created_at": s.created_at,
+                    "expires_at": s.expires_at,
+                })
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let path = sidecar(driver.as_ref(), host);
+    let written = tokio::task::spawn_blocking(move || {
+        let yaml = serde_saphyr::to_string(&config).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::warn!(
+            volume = host,
+            pool,
+            "The volume's description was not written"
+        );
+    }
+}
+
 /// Custom volume `name` of the scope.
 pub async fn get(cx: &Ctx, scope: &Scope, name: &str) -> Result<VolumeRecord> {
     let (p, n) = (scope.pool.clone(), scope.host_name(name));
@@ -244,6 +300,7 @@ pub async fn create(cx: &Ctx, scope: &Scope, new: NewVolume) -> Result<()> {
     };
     insert(cx, scope, &rec, &new.name).await?;
     undo.success();
+    save_sidecar(cx, &scope.pool, &rec.name).await;
     cx.events
         .lifecycle("storage-volume-created", &url(&rec), None);
     Ok(())
@@ -347,6 +404,7 @@ pub async fn update(
         }
         return Err(e.into());
     }
+    save_sidecar(cx, &scope.pool, &host).await;
     cx.events
         .lifecycle("storage-volume-updated", &url(&rec), None);
     Ok(())
@@ -378,6 +436,7 @@ pub async fn delete(cx: &Ctx, scope: &Scope, name: &str) -> Result<()> {
         .await?;
     let (d, h) = (driver.clone(), host.clone());
     let removed = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_file(sidecar(d.as_ref(), &h));
         d.delete_snapshots(VolumeType::Custom, &h)?;
         match d.delete_volume(VolumeType::Custom, &h) {
             Err(e) if super::is_not_found(&e) => Ok(()),

@@ -247,6 +247,7 @@ pub async fn copy(cx: &Ctx, target: &Scope, new: NewVolume, source: Source) -> R
         |_| Ok(()),
     )
     .await?;
+    super::volume::save_sidecar(cx, &rec.pool, &rec.name).await;
     cx.events
         .lifecycle("storage-volume-created", &url(&rec), None);
     Ok(())
@@ -295,6 +296,8 @@ pub async fn rename(cx: &Ctx, scope: &Scope, name: &str, to: &str) -> Result<()>
         let _ = driver.rename_volume(VolumeType::Custom, &to_host, &from_host);
         return Err(e);
     }
+    let _ = std::fs::remove_file(super::volume::sidecar(driver.as_ref(), &from_host));
+    super::volume::save_sidecar(cx, &scope.pool, &to_host).await;
     let moved = VolumeRecord { name: to_host, ..v };
     cx.events
         .lifecycle("storage-volume-renamed", &url(&moved), None);
@@ -355,8 +358,10 @@ pub async fn move_to(
         },
     )
     .await?;
+    super::volume::save_sidecar(cx, &rec.pool, &rec.name).await;
     let h = from_host.clone();
     let removed = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_file(super::volume::sidecar(source_driver.as_ref(), &h));
         source_driver.delete_snapshots(VolumeType::Custom, &h)?;
         source_driver.delete_volume(VolumeType::Custom, &h)
     })

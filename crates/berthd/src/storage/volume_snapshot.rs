@@ -152,6 +152,7 @@ pub async fn take(
             other => other.into(),
         });
     }
+    super::volume::save_sidecar(cx, &v.pool, &v.name).await;
     cx.events.lifecycle(
         "storage-volume-snapshot-created",
         &snapshot_url(&v, &snap),
@@ -186,6 +187,7 @@ pub async fn update(
     cx.db
         .write(move |tx| crate::db::volumes::put_snapshot(tx, &rec))
         .await?;
+    super::volume::save_sidecar(cx, &v.pool, &v.name).await;
     cx.events.lifecycle(
         "storage-volume-snapshot-updated",
         &snapshot_url(&v, snap),
@@ -231,6 +233,7 @@ pub async fn rename(
         let _ = driver.rename_snapshot(VolumeType::Custom, &v.name, to, snap);
         return Err(e.into());
     }
+    super::volume::save_sidecar(cx, &v.pool, &v.name).await;
     cx.events.lifecycle(
         "storage-volume-snapshot-renamed",
         &snapshot_url(&v, to),
@@ -257,6 +260,7 @@ pub async fn delete(cx: &Ctx, scope: &Scope, name: &str, snap: &str) -> Result<(
         },
     )
     .await??;
+    super::volume::save_sidecar(cx, &v.pool, &v.name).await;
     cx.events.lifecycle(
         "storage-volume-snapshot-deleted",
         &snapshot_url(&v, snap),

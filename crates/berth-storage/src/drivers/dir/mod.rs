@@ -1,8 +1,8 @@
 //! The `dir` driver: a pool is a plain directory on the host, a volume a directory in it.
 //!
 //! The layout is LXD's: `SOURCE/{containers,containers-snapshots,images,custom,
-//! custom-snapshots}/NAME`. The pool directories are 0711 so that nobody else can list them;
-//! every volume is 0700 and owned by root, because idmapped containers leave host-uid-0 files
+//! custom-snapshots}/NAME`. The pool directories are 0711 so that nobody else can list them
+//! (`custom/` is 0700, see [`subdir_mode`]); every volume is 0700 and owned by root, because idmapped containers leave host-uid-0 files
 //! (setuid binaries included) on disk that no other host user may reach. No quotas, no
 //! cheap snapshots (a snapshot is a full copy made by `cp -a`, reflinked where the
 //! filesystem can), nothing to mount: `mount` only checks that the source is there.
@@ -10,12 +10,15 @@
 mod config;
 #[cfg(test)]
 mod tests;
+mod trees;
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+pub(crate) use trees::{Copies, Trees};
 
 use crate::{
     Driver, DriverInfo, PoolResources, StorageError, VolumeType, mounts, validate_volume_name,
@@ -133,230 +136,6 @@ impl Dir {
             }),
             Err(source) => Err(Self::delete_err(path)(source)),
         }
-    }
-}
-
-/// How a driver makes and removes whole volume trees: `dir` copies and deletes
-/// directories, `btrfs` snapshots and deletes subvolumes. The layout's operations over
-/// them (snapshots, restores, copies) are written once, in [`Dir`].
-pub(crate) trait Trees {
-    /// Makes `to` (absent) a copy of `from`.
-    fn copy(&self, from: &Path, to: &Path) -> Result<(), StorageError>;
-    /// Makes `path` (absent) an empty tree, reachable by root only.
-    fn make(&self, path: &Path) -> Result<(), StorageError>;
-    /// Removes `path` and everything in it.
-    fn remove(&self, path: &Path) -> io::Result<()>;
-}
-
-/// `dir`'s trees: copies ([`copy_tree`]) and recursive deletes.
-pub(crate) struct Copies;
-
-impl Trees for Copies {
-    fn copy(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
-        copy_tree(from, to)
-    }
-
-    fn make(&self, path: &Path) -> Result<(), StorageError> {
-        let fail = |source| StorageError::CreateVolume {
-            path: path.to_owned(),
-            source,
-        };
-        DirBuilder::new()
-            .mode(VOLUME_MODE)
-            .create(path)
-            .map_err(fail)?;
-        set_mode(path, VOLUME_MODE).map_err(fail)
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        // remove_dir_all does not follow symlinks: links planted inside stay harmless.
-        fs::remove_dir_all(path)
-    }
-}
-
-/// The layout's operations over a driver's [`Trees`].
-impl Dir {
-    pub(crate) fn snapshot_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        snap: &str,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let src = self.volume_path(vtype, name);
-        if !src.is_dir() {
-            return Err(StorageError::VolumeNotFound {
-                vtype,
-                name: name.to_owned(),
-            });
-        }
-        self.snapshot_from_with(t, vtype, name, snap, &src)
-    }
-
-    pub(crate) fn volume_from_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        from: &Path,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let dst = self.volume_path(vtype, name);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(StorageError::VolumeExists {
-                vtype,
-                name: name.to_owned(),
-            });
-        }
-        t.copy(from, &dst)
-    }
-
-    pub(crate) fn snapshot_from_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        snap: &str,
-        from: &Path,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let parent = self.snapshots_of(vtype, name);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(POOL_DIR_MODE)
-            .create(&parent)
-            .map_err(|source| StorageError::CreateVolume {
-                path: parent.clone(),
-                source,
-            })?;
-        let dst = parent.join(snap);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(snapshot_taken(name, snap));
-        }
-        t.copy(from, &dst)
-    }
-
-    pub(crate) fn empty_snapshot_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        snap: &str,
-    ) -> Result<PathBuf, StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let parent = self.snapshots_of(vtype, name);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(POOL_DIR_MODE)
-            .create(&parent)
-            .map_err(|source| StorageError::CreateVolume {
-                path: parent.clone(),
-                source,
-            })?;
-        let dst = parent.join(snap);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(snapshot_taken(name, snap));
-        }
-        t.make(&dst)?;
-        Ok(dst)
-    }
-
-    pub(crate) fn delete_snapshot_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        snap: &str,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let path = self.snapshot_path(vtype, name, snap);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => t
-                .remove(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(no_snapshot(name, snap)),
-            Err(source) => Err(StorageError::DeleteVolume { path, source }),
-        }
-    }
-
-    pub(crate) fn restore_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-        snap: &str,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let snap_path = self.snapshot_path(vtype, name, snap);
-        if !snap_path.is_dir() {
-            return Err(no_snapshot(name, snap));
-        }
-        let vol = self.volume_path(vtype, name);
-        // The copy is made beside the volume (dot names are never volumes), then swapped in
-        // with one exchange, so the volume is whole at every moment.
-        let dir = self.source.join(vtype.dir_name());
-        let fresh = dir.join(format!(".{name}.restore"));
-        if fs::symlink_metadata(&fresh).is_ok() {
-            let _ = t.remove(&fresh);
-        }
-        t.copy(&snap_path, &fresh)?;
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &fresh,
-            rustix::fs::CWD,
-            &vol,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .map_err(|e| {
-            let _ = t.remove(&fresh);
-            StorageError::RenameVolume {
-                from: fresh.clone(),
-                to: vol.clone(),
-                source: e.into(),
-            }
-        })?;
-        // `fresh` now holds the old content; the restore is done whether or not it can
-        // be removed now (a leftover dot directory is removed by the next restore or
-        // `remove_leftovers`).
-        let _ = t.remove(&fresh);
-        Ok(())
-    }
-
-    /// Deletes every snapshot of volume `name`.
-    pub(crate) fn delete_snapshots_with(
-        &self,
-        t: &dyn Trees,
-        vtype: VolumeType,
-        name: &str,
-    ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        let parent = self.snapshots_of(vtype, name);
-        for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let path = entry.path();
-            t.remove(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source })?;
-        }
-        match fs::remove_dir(&parent) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(StorageError::DeleteVolume {
-                path: parent,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Removes what an interrupted operation left ([`Dir::leftovers`]).
-    pub(crate) fn remove_leftovers_with(&self, t: &dyn Trees) -> Result<(), StorageError> {
-        for path in self.leftovers() {
-            t.remove(&path)
-                .map_err(|source| StorageError::DeleteVolume { path, source })?;
-        }
-        Ok(())
     }
 }
 

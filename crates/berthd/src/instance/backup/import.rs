@@ -145,6 +145,7 @@ pub fn import(
         Ok::<_, Failure>(())
     })?;
     undo.success();
+    rt.block_on(super::save_file(cx, &plan.rec.name));
     let url = crate::model::names::instance_url(&plan.rec.name);
     cx.events.lifecycle("instance-created", &url, None);
     tracing::info!(instance = %plan.rec.name, "Instance imported from a backup");

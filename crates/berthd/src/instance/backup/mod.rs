@@ -280,6 +280,40 @@ async fn describe(
     Ok((index, contents))
 }
 
+/// The name of the file beside each instance's volume data describing it (LXD's).
+pub const BACKUP_FILE: &str = "backup.yaml";
+
+/// Rewrites instance `name`'s `backup.yaml` in its volume (beside `rootfs/`): what
+/// recovery rebuilds its records from. Best effort: a failure is logged, the change it
+/// follows stands.
+pub async fn save_file(cx: &Ctx, name: &str) {
+    let written = async {
+        let rec = find(cx, name).await?;
+        let (_, contents) = describe(cx, &rec, false).await?;
+        let path = contents.volume.join(BACKUP_FILE);
+        let tmp = contents.volume.join(format!(".{BACKUP_FILE}.tmp"));
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(contents.backup_yaml.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await?
+        .map_err(|e| Failure::failed("Failed to write backup.yaml", e))
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(instance = name, error = %e, "backup.yaml not written");
+    }
+}
+
 /// Writes the backup `planned` of instance `instance` to `out` (a pipe to a client, or a
 /// file), reporting the bytes written.
 pub async fn write_to(

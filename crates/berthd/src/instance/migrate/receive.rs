@@ -89,6 +89,7 @@ pub async fn receive(
         return Err(e);
     }
     undo.success();
+    crate::instance::backup::save_file(cx, &rec.name).await;
     let url = crate::model::names::instance_url(&rec.name);
     cx.events.lifecycle("instance-created", &url, None);
     tracing::info!(instance = %rec.name, live, "Instance received");

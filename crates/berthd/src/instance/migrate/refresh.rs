@@ -61,6 +61,7 @@ pub async fn receive_refresh(
         conns.control.send_proto(&end).await?;
     }
     result?;
+    crate::instance::backup::save_file(cx, name).await;
     let url = crate::model::names::instance_url(name);
     cx.events.lifecycle("instance-updated", &url, None);
     tracing::info!(instance = %name, "Instance refreshed");
