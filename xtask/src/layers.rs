@@ -56,9 +56,9 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("trust", "project"),
 ];
 
-/// The CLI verbs embedded in others (`config device`, `config trust`, `storage volume`),
-/// the only `cmd/` files another may import.
-const SUB_VERBS: &[&str] = &["device", "trust", "volume"];
+/// The CLI verbs embedded in others (`config device`, `config trust`, `storage volume`,
+/// `admin recover`), the only `cmd/` files another may import.
+const SUB_VERBS: &[&str] = &["device", "trust", "volume", "recover"];
 
 /// Modules that may name the transport.
 const TRANSPORT: &[&str] = &["api", "daemon", "main"];

@@ -84,3 +84,40 @@ pub struct BackupFileConfig {
     )]
     pub volume_snapshots: Vec<serde_json::Value>,
 }
+
+/// `POST /internal/recover/validate` and `…/import`: the pools to scan (known ones, and
+/// ones the database lost, with their driver and `source`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverPost {
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub pools: Vec<crate::storage::StoragePoolsPost>,
+}
+
+/// A volume found on a pool that the database does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverVolume {
+    pub name: String,
+    /// `container` or `custom`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "snapshotCount")]
+    pub snapshot_count: usize,
+    pub project: String,
+    pub pool: String,
+}
+
+/// What a validation scan found (the field names are Go's: LXD and Incus give them no
+/// JSON tags).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverResult {
+    #[serde(rename = "UnknownVolumes", deserialize_with = "crate::null_as_default")]
+    pub unknown_volumes: Vec<RecoverVolume>,
+    #[serde(
+        rename = "DependencyErrors",
+        deserialize_with = "crate::null_as_default"
+    )]
+    pub dependency_errors: Vec<String>,
+}

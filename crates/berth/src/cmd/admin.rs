@@ -1,4 +1,4 @@
-//! `berth admin init`: set up a fresh server, as `lxd init` does: a storage pool, a
+//! `berth admin init`: set up a fresh server (`berth admin recover`: [`super::recover`]), as `lxd init` does: a storage pool, a
 //! managed bridge (`berthbr0`, automatic addresses) and the `default` profile's root disk
 //! and `eth0` on them; interactively, with `--auto`, or from a preseed YAML on standard
 //! input (`--preseed`, the same shape `lxd init --preseed` reads).
@@ -15,6 +15,8 @@ use serde_json::Value;
 pub enum Command {
     /// Set up storage and the default profile
     Init(InitArgs),
+    /// Bring back instances and volumes the database lost
+    Recover(super::recover::RecoverArgs),
 }
 
 /// Arguments of `berth admin init`.
@@ -256,7 +258,10 @@ async fn apply(client: &Client, seed: &Preseed) -> anyhow::Result<()> {
 }
 
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
-    let Command::Init(args) = cmd;
+    let args = match cmd {
+        Command::Init(args) => args,
+        Command::Recover(args) => return super::recover::run(client, args).await,
+    };
     let seed = if args.preseed {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;

@@ -27,6 +27,7 @@ pub mod profile;
 pub mod project;
 pub mod publish;
 pub mod query;
+pub mod recover;
 pub mod remote;
 pub mod rename;
 pub mod snapshot;

@@ -1,5 +1,7 @@
-//! `/internal/testing/*`: endpoints the end-to-end tests use to drive the operation machinery
-//! and the snapshot scheduler directly. Served only when berthd runs with `--testing`.
+//! `/internal/recover/*`: recovery of what the database lost (see
+//! [`crate::instance::recover`]); and `/internal/testing/*`: endpoints the end-to-end
+//! tests use to drive the operation machinery and the snapshot scheduler directly, served
+//! only when berthd runs with `--testing`.
 
 use std::time::Duration;
 
@@ -118,4 +120,23 @@ pub async fn image_cache_flush(
 ) -> ApiResult {
     let gone = crate::image::cache::flush(&st.cx, req.at()?).await?;
     Ok(super::sync(serde_json::json!({ "flushed": gone })))
+}
+
+/// `POST /internal/recover/validate`: the volumes the pools hold that the database does
+/// not know, and what would keep them from coming back (`lxc admin recover`'s first step).
+pub async fn recover_validate(
+    State(st): State<AppState>,
+    Json(req): Json<berth_api::backup::RecoverPost>,
+) -> ApiResult {
+    let found = crate::instance::recover::validate(&st.cx, &req.pools).await?;
+    Ok(super::sync(found))
+}
+
+/// `POST /internal/recover/import`: brings them back.
+pub async fn recover_import(
+    State(st): State<AppState>,
+    Json(req): Json<berth_api::backup::RecoverPost>,
+) -> ApiResult {
+    crate::instance::recover::import(&st.cx, &req.pools).await?;
+    Ok(super::sync_empty())
 }

@@ -356,6 +356,12 @@ pub fn router(state: AppState) -> Router {
                 .post(storage_volumes::rename_snapshot)
                 .delete(storage_volumes::delete_snapshot),
         );
+    r = r
+        .route(
+            "/internal/recover/validate",
+            post(internal::recover_validate),
+        )
+        .route("/internal/recover/import", post(internal::recover_import));
     if state.testing {
         r = r
             .route(

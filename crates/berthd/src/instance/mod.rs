@@ -34,6 +34,7 @@ pub mod nic;
 pub mod proxy;
 pub mod query;
 pub mod quota;
+pub mod recover;
 pub mod snapshot;
 pub mod state;
 #[cfg(test)]

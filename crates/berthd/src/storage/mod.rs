@@ -59,9 +59,23 @@ pub fn apply_defaults(cx: &Ctx) -> Result<()> {
     {
         let driver = load(cx, "default", "dir", BTreeMap::new())
             .map_err(|e| e.about("Failed to set up the default storage pool"))?;
-        driver
-            .create()
-            .map_err(|e| Failure::failed("Failed to create the default storage pool", e))?;
+        // A database lost or moved away leaves the pool where it was: it is taken as it
+        // is (`berth admin recover` brings back what it holds), not made anew.
+        let laid_out = cx
+            .paths
+            .default_pool_source("default")
+            .join("containers")
+            .is_dir();
+        if laid_out {
+            tracing::info!("Taking the default storage pool found on disk");
+            driver
+                .mount()
+                .map_err(|e| Failure::failed("Failed to take the default storage pool", e))?;
+        } else {
+            driver
+                .create()
+                .map_err(|e| Failure::failed("Failed to create the default storage pool", e))?;
+        }
         let rec = PoolRecord {
             name: "default".to_owned(),
             driver: "dir".to_owned(),

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_api::backup::BackupIndex;
+use berth_api::backup::{BackupFileConfig, BackupIndex};
 use berth_api::instance::{InstanceSource, InstancesPost};
 use berth_image::{Compression, EntryCheck, ScanError};
 use berth_storage::VolumeType;
@@ -153,10 +153,10 @@ pub fn import(
 }
 
 /// The instance an import records, before its files arrive.
-struct Plan {
-    rec: InstanceRecord,
-    pool: Arc<dyn berth_storage::Driver>,
-    snapshots: Vec<SnapshotRecord>,
+pub(in crate::instance) struct Plan {
+    pub rec: InstanceRecord,
+    pub pool: Arc<dyn berth_storage::Driver>,
+    pub snapshots: Vec<SnapshotRecord>,
 }
 
 /// Checks the index and records the instance it describes (marked incoming) with its
@@ -174,15 +174,31 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
         ));
     }
     let config = index.config.clone().unwrap_or_default();
-    let container = config
-        .container
-        .ok_or_else(|| refused("index.yaml describes no container"))?;
     let name = target
         .name
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| index.name.clone());
     let name = InstanceName::parse(&name)?;
+    let pool = choose_pool(cx, target, index).await?;
+    record_described(cx, &target.project, &name, &pool, &config, &index.snapshots).await
+}
+
+/// Records instance `name` of `project` as `config` (a `backup.yaml`) describes it, its
+/// volume on `pool`, with its snapshots `snapshots` (marked incoming until its files are
+/// in: the caller clears the mark).
+pub(in crate::instance) async fn record_described(
+    cx: &Arc<Ctx>,
+    project: &str,
+    name: &InstanceName,
+    pool: &str,
+    config: &BackupFileConfig,
+    snapshots: &[String],
+) -> Result<Plan> {
+    let container = config
+        .container
+        .clone()
+        .ok_or_else(|| refused("it describes no container"))?;
     let string_map = |key: &str| -> Result<BTreeMap<String, String>> {
         match container.get(key) {
             None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
@@ -202,15 +218,14 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
                 .map_err(|e| refused(format!("container \"profiles\" does not read: {e}")))?,
         ),
     };
-    let pool = choose_pool(cx, target, index).await?;
-    // The volume goes where the import puts it: the root disk names that pool.
+    // The volume is where the import or the recovery puts it: the root disk names that pool.
     let root = devices.iter_mut().find(|(_, d)| {
         d.get("type").map(String::as_str) == Some("disk")
             && d.get("path").map(String::as_str) == Some("/")
     });
     match root {
         Some((_, d)) => {
-            d.insert("pool".to_owned(), pool.clone());
+            d.insert("pool".to_owned(), pool.to_owned());
         }
         None => {
             devices.insert(
@@ -218,7 +233,7 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
                 BTreeMap::from([
                     ("type".to_owned(), "disk".to_owned()),
                     ("path".to_owned(), "/".to_owned()),
-                    ("pool".to_owned(), pool.clone()),
+                    ("pool".to_owned(), pool.to_owned()),
                 ]),
             );
         }
@@ -247,19 +262,19 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
         },
         ..Default::default()
     };
-    let creation = crate::instance::create::prepare(cx, &target.project, &name, req).await?;
+    let creation = crate::instance::create::prepare(cx, project, name, req).await?;
     let (rec, pool, _, guard) = creation.into_parts();
     drop(guard);
-    let mut snapshots = Vec::new();
-    for s in &index.snapshots {
+    let mut snapshot_rows = Vec::new();
+    for s in snapshots {
         SnapshotName::parse(s).map_err(|e| refused(e.message()))?;
         let described = config
             .snapshots
             .iter()
             .find(|v| v.get("name").and_then(serde_json::Value::as_str) == Some(s.as_str()));
-        snapshots.push(snapshot_record(&rec, s, described)?);
+        snapshot_rows.push(snapshot_record(&rec, s, described)?);
     }
-    let rows = snapshots.clone();
+    let rows = snapshot_rows.clone();
     let written = cx
         .db
         .write(move |tx| {
@@ -280,7 +295,7 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
     Ok(Plan {
         rec,
         pool,
-        snapshots,
+        snapshots: snapshot_rows,
     })
 }
 

@@ -1,0 +1,87 @@
+//! Recovery: with the database moved away, `berth admin recover` finds the instances and
+//! custom volumes the pools hold (a dir pool berthd takes back by itself, a btrfs
+//! loop-file pool named to it) and brings them back with their configuration and
+//! snapshots.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
+
+use berth_api::storage::StorageVolume;
+use berth_e2e::{Daemon, fails, ok};
+
+fn sh(d: &Daemon, name: &str, script: &str) -> String {
+    ok(&d.berth(&["exec", name, "--", "sh", "-c", script]))
+}
+
+#[tokio::test]
+async fn recover_after_the_database_is_moved_away() {
+    let mut d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    ok(&d.berth(&["launch", "bb", "c1", "-c", "user.who=c1"]));
+    sh(&d, "c1", "echo first > /root/f");
+    ok(&d.berth(&["snapshot", "create", "c1", "s1"]));
+    sh(&d, "c1", "echo second > /root/f");
+    ok(&d.berth(&["launch", "bb", "c2", "-s", "bt"]));
+    sh(&d, "c2", "echo on-btrfs > /root/f");
+    ok(&d.berth(&["stop", "-f", "c1", "c2"]));
+    ok(&d.berth(&["storage", "volume", "create", "default", "v1", "user.k=v"]));
+    ok(&d.berth(&[
+        "storage", "volume", "snapshot", "create", "default", "v1", "vs",
+    ]));
+    ok(&d.berth(&["storage", "volume", "create", "bt", "v2", "size=64MiB"]));
+
+    // The database goes; berthd starts afresh and takes its default pool as it finds it.
+    d.stop();
+    std::fs::rename(d.dir().join("database"), d.dir().join("database.lost")).unwrap();
+    d.restart();
+    let list = ok(&d.berth(&["list", "-f", "csv"]));
+    assert!(list.trim().is_empty(), "{list}");
+
+    // Without the lost pool named, its instance is not found; a project it needs missing
+    // would block; named, everything comes back.
+    let image = d.dir().join("disks/bt.img");
+    let spec = format!("bt:btrfs:{}", image.display());
+    let scan = ok(&d.berth(&["admin", "recover"]));
+    assert!(scan.contains("\"c1\"") && scan.contains("\"v1\""), "{scan}");
+    assert!(!scan.contains("\"c2\""), "{scan}");
+    let e = fails(&d.berth(&["admin", "recover", "--pool", "bt:zfs2:/x", "--yes"]));
+    assert!(e.contains("zfs2"), "{e}");
+    let done = ok(&d.berth(&["admin", "recover", "--pool", &spec, "--yes"]));
+    assert!(done.contains("Recovered"), "{done}");
+    let again = ok(&d.berth(&["admin", "recover"]));
+    assert!(again.contains("Nothing to do"), "{again}");
+
+    let c1: serde_json::Value = d.client().get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(c1["config"]["user.who"], "c1");
+    let snaps = ok(&d.berth(&["snapshot", "list", "c1", "-f", "csv"]));
+    assert!(snaps.contains("s1"), "{snaps}");
+    ok(&d.berth(&["start", "c1", "c2"]));
+    assert_eq!(sh(&d, "c1", "cat /root/f"), "second\n");
+    assert_eq!(sh(&d, "c2", "cat /root/f"), "on-btrfs\n");
+    ok(&d.berth(&["stop", "-f", "c1"]));
+    ok(&d.berth(&["snapshot", "restore", "c1", "s1"]));
+    ok(&d.berth(&["start", "c1"]));
+    assert_eq!(sh(&d, "c1", "cat /root/f"), "first\n");
+
+    let v1: StorageVolume = d
+        .client()
+        .get("/1.0/storage-pools/default/volumes/custom/v1")
+        .await
+        .unwrap();
+    assert_eq!(v1.config["user.k"], "v");
+    let vs = ok(&d.berth(&[
+        "storage", "volume", "snapshot", "list", "default", "v1", "-f", "csv",
+    ]));
+    assert!(vs.contains("vs"), "{vs}");
+    let v2: StorageVolume = d
+        .client()
+        .get("/1.0/storage-pools/bt/volumes/custom/v2")
+        .await
+        .unwrap();
+    assert_eq!(v2.config["size"], "64MiB");
+
+    ok(&d.berth(&["delete", "-f", "c1", "c2"]));
+    ok(&d.berth(&["storage", "volume", "delete", "default", "v1"]));
+    ok(&d.berth(&["storage", "volume", "delete", "bt", "v2"]));
+    ok(&d.berth(&["storage", "delete", "bt"]));
+}
