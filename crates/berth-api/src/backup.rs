@@ -91,7 +91,22 @@ pub struct BackupFileConfig {
 #[serde(default)]
 pub struct RecoverPost {
     #[serde(deserialize_with = "crate::null_as_default")]
-    pub pools: Vec<crate::storage::StoragePoolsPost>,
+    pub pools: Vec<RecoverPool>,
+}
+
+/// A pool to scan: a known one by its name (clients send its other fields empty or null),
+/// a lost one with its driver and configuration (`source`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverPool {
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub name: String,
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub driver: String,
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub description: String,
+    #[serde(deserialize_with = "crate::null_as_default")]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// A volume found on a pool that the database does not know.

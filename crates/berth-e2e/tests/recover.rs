@@ -85,3 +85,45 @@ async fn recover_after_the_database_is_moved_away() {
     ok(&d.berth(&["storage", "volume", "delete", "bt", "v2"]));
     ok(&d.berth(&["storage", "delete", "bt"]));
 }
+
+#[tokio::test]
+async fn the_incus_client_recovers_from_berthd() {
+    let mut d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.berth(&["init", "bb", "c1", "-c", "user.who=c1"]));
+    ok(&d.berth(&["storage", "volume", "create", "default", "v1"]));
+    d.stop();
+    std::fs::rename(d.dir().join("database"), d.dir().join("database.lost")).unwrap();
+    d.restart();
+    // `incus admin recover` on berthd's socket, answering its questions: no other pool,
+    // scan, recover.
+    let mut child = std::process::Command::new("incus")
+        .args(["admin", "recover"])
+        .env("INCUS_DIR", d.dir())
+        .env("INCUS_CONF", d.dir().join("incus-conf"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"no\nyes\nyes\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("c1") && said.contains("v1"), "{said}");
+    let c1: serde_json::Value = d.client().get("/1.0/instances/c1").await.unwrap();
+    assert_eq!(c1["config"]["user.who"], "c1");
+    ok(&d.berth(&["storage", "volume", "show", "default", "v1"]));
+    ok(&d.berth(&["delete", "c1"]));
+    ok(&d.berth(&["storage", "volume", "delete", "default", "v1"]));
+}

@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, Write};
 
-use berth_api::backup::{RecoverPost, RecoverResult};
-use berth_api::storage::{StoragePool, StoragePoolsPost};
+use berth_api::backup::{RecoverPool, RecoverPost, RecoverResult};
+use berth_api::storage::StoragePool;
 use berth_client::{Client, Method};
 
 /// Arguments of `berth admin recover`.
@@ -19,13 +19,13 @@ pub struct RecoverArgs {
     yes: bool,
 }
 
-fn lost_pool(spec: &str) -> anyhow::Result<StoragePoolsPost> {
+fn lost_pool(spec: &str) -> anyhow::Result<RecoverPool> {
     let mut parts = spec.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(name), Some(driver), Some(source))
             if !name.is_empty() && !driver.is_empty() && !source.is_empty() =>
         {
-            Ok(StoragePoolsPost {
+            Ok(RecoverPool {
                 name: name.to_owned(),
                 driver: driver.to_owned(),
                 description: String::new(),
@@ -38,9 +38,9 @@ fn lost_pool(spec: &str) -> anyhow::Result<StoragePoolsPost> {
 
 pub async fn run(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
     let known: Vec<StoragePool> = client.get("/1.0/storage-pools?recursion=1").await?;
-    let mut pools: Vec<StoragePoolsPost> = known
+    let mut pools: Vec<RecoverPool> = known
         .iter()
-        .map(|p| StoragePoolsPost {
+        .map(|p| RecoverPool {
             name: p.name.clone(),
             driver: p.driver.clone(),
             description: p.description.clone(),

@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use berth_api::backup::{BackupFileConfig, RecoverResult, RecoverVolume};
-use berth_api::storage::StoragePoolsPost;
+use berth_api::backup::{BackupFileConfig, RecoverPool, RecoverResult, RecoverVolume};
 use berth_storage::{Driver, VolumeType};
 
 use crate::ctx::Ctx;
@@ -89,7 +88,7 @@ fn snapshots_on_disk(driver: &dyn Driver, vtype: VolumeType, host: &str) -> Vec<
 /// mounted from the request.
 async fn pools(
     cx: &Ctx,
-    asked: &[StoragePoolsPost],
+    asked: &[RecoverPool],
     errors: &mut Vec<String>,
 ) -> Result<(
     Vec<(String, Arc<dyn Driver>)>,
@@ -133,7 +132,7 @@ async fn pools(
 }
 
 /// Scans the pools asked for.
-async fn scan(cx: &Ctx, asked: &[StoragePoolsPost]) -> Result<Found> {
+async fn scan(cx: &Ctx, asked: &[RecoverPool]) -> Result<Found> {
     let mut errors = Vec::new();
     let (to_scan, new_pools) = pools(cx, asked, &mut errors).await?;
     let (instances, volumes, projects, profiles) = cx
@@ -253,7 +252,7 @@ async fn scan(cx: &Ctx, asked: &[StoragePoolsPost]) -> Result<Found> {
 
 /// `POST /internal/recover/validate`: what is there to recover, and what stands in the
 /// way. Lost pools are mounted to look, then released.
-pub async fn validate(cx: &Ctx, asked: &[StoragePoolsPost]) -> Result<RecoverResult> {
+pub async fn validate(cx: &Ctx, asked: &[RecoverPool]) -> Result<RecoverResult> {
     let found = scan(cx, asked).await?;
     for (_, driver) in &found.new_pools {
         let _ = driver.unmount();
@@ -297,7 +296,7 @@ pub async fn validate(cx: &Ctx, asked: &[StoragePoolsPost]) -> Result<RecoverRes
 
 /// `POST /internal/recover/import`: records the lost pools, then every volume found;
 /// refused while any dependency error remains.
-pub async fn import(cx: &Arc<Ctx>, asked: &[StoragePoolsPost]) -> Result<()> {
+pub async fn import(cx: &Arc<Ctx>, asked: &[RecoverPool]) -> Result<()> {
     let found = scan(cx, asked).await?;
     if let Some(first) = found.errors.first() {
         for (_, driver) in &found.new_pools {
