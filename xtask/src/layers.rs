@@ -78,7 +78,7 @@ const TRANSPORT_NAMES: &[&str] = &[
 const DRIVER_CRATES: &[(&str, &[&str])] = &[
     ("berth-api", &[]),
     ("berth-client", &["berth-api"]),
-    ("berth-storage", &[]),
+    ("berth-storage", &["berth-host"]),
     ("berth-image", &[]),
     ("berth-host", &[]),
     ("berth-network", &["berth-host"]),

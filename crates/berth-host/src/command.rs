@@ -72,6 +72,7 @@ fn run<S: AsRef<OsStr>>(
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
     let line = || argv(program, &args);
     let mut cmd = Command::new(program);
+    crate::die_with_parent(&mut cmd);
     cmd.args(&args)
         .env("LC_ALL", "C")
         .stdin(if input.is_some() {

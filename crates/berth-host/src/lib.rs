@@ -19,6 +19,22 @@ use std::process::Command;
 use rustix::fs::{Mode, OFlags};
 use rustix::pty::OpenptFlags;
 
+/// Has the child `cmd` starts killed when the thread that starts it ends (berthd dies): a
+/// copy or a host tool never runs on, writing into a volume, after the daemon that
+/// started it is gone and a restarted one has swept what it was making. Only for children
+/// waited for by the thread that starts them.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only makes the
+    // prctl(PR_SET_PDEATHSIG) system call, which is async-signal-safe and does not
+    // allocate.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Makes `fd` appear as descriptor `target` in the child `cmd` starts.
 pub fn pass_fd(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
     let raw = fd.as_raw_fd();

@@ -16,7 +16,7 @@ use crate::model::expand::flag;
 /// Called when berthd starts, before it serves: instances whose container stopped while
 /// no berthd ran are recorded as stopped and their host leftovers removed (cgroups, a
 /// restore's root; the console keeper, unless a saved state needs it); instances still
-/// arriving by migration are removed.
+/// being made (created, copied, imported or arriving by migration) are removed.
 pub async fn sweep(cx: &Ctx) {
     let recs = match cx.db.read(crate::db::instances::list_readable).await {
         Ok(recs) => recs,
@@ -38,10 +38,10 @@ pub async fn sweep(cx: &Ctx) {
             }
             match super::create::remove(cx, &rec).await {
                 Ok(()) => {
-                    tracing::warn!(instance = %rec.name, "Removed an instance whose migration was cut short");
+                    tracing::warn!(instance = %rec.name, "Removed an instance whose making was cut short");
                 }
                 Err(e) => {
-                    tracing::error!(instance = %rec.name, error = %e, "Failed to remove a half-migrated instance");
+                    tracing::error!(instance = %rec.name, error = %e, "Failed to remove a half-made instance");
                 }
             }
             continue;

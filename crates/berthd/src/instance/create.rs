@@ -166,9 +166,9 @@ pub async fn prepare(
         );
     }
     config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
-    if migrated {
-        config.insert(super::migrate::INCOMING.to_owned(), "true".to_owned());
-    }
+    // Every new instance is marked incoming until it is built: one that berthd's death
+    // cut short is removed at the next start (see `background::sweep`).
+    config.insert(super::migrate::INCOMING.to_owned(), "true".to_owned());
     config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
     let rec = InstanceRecord {
         name: host.clone(),
@@ -276,6 +276,18 @@ impl Creation {
         }
         let (_, devices) = super::expanded(cx, &rec).await?;
         super::quota::apply(cx, &rec.name, None, &devices).await?;
+        let mut rec = rec;
+        rec.config.remove(super::migrate::INCOMING);
+        let n = rec.name.clone();
+        cx.db
+            .write(move |tx| {
+                if let Some(mut r) = crate::db::instances::get(tx, &n)? {
+                    r.config.remove(super::migrate::INCOMING);
+                    crate::db::instances::set_config(tx, &n, &r.config)?;
+                }
+                Ok::<_, Failure>(())
+            })
+            .await?;
         tracing::debug!(instance = %rec.name, ms = began.elapsed().as_millis(), "Instance created");
         cx.events
             .lifecycle("instance-created", &instance_url(&rec.name), None);

@@ -200,7 +200,9 @@ impl Btrfs {
             });
         }
         Self::new_subvolume(to)?;
-        let out = Command::new("cp")
+        let mut cmd = Command::new("cp");
+        berth_host::die_with_parent(&mut cmd);
+        let out = cmd
             .args(["-a", "--reflink=auto", "--no-target-directory"])
             .arg(from)
             .arg(to)
@@ -295,7 +297,9 @@ fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
 
 /// Runs a host tool; its output, or its first line of error output when it fails.
 fn tool_output(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
+    let mut cmd = Command::new(program);
+    berth_host::die_with_parent(&mut cmd);
+    let out = cmd
         .args(args)
         .stdin(Stdio::null())
         .output()

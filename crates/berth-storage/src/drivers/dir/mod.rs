@@ -200,7 +200,9 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), StorageError> {
         to: to.to_owned(),
         detail,
     };
-    let out = std::process::Command::new("cp")
+    let mut cmd = std::process::Command::new("cp");
+    berth_host::die_with_parent(&mut cmd);
+    let out = cmd
         .arg("-a")
         .arg("--reflink=auto")
         .arg("--no-target-directory")

@@ -67,8 +67,8 @@ pub struct Conns {
     pub criu: Option<Conn>,
 }
 
-/// Marks an instance still arriving: one found at start (berthd died meanwhile) is
-/// removed, so no half-made instance outlives a failed migration.
+/// Marks an instance still being made (created, copied, imported, arriving): one found at
+/// start (berthd died meanwhile) is removed, so no half-made instance outlives a failure.
 pub const INCOMING: &str = "volatile.incoming";
 
 /// The names of the websockets a migration uses: `criu` carries a live one's dump.
