@@ -485,7 +485,8 @@ impl Daemon {
         })
     }
 
-    fn pid(&self) -> u32 {
+    /// The daemon's process id.
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 

@@ -3,8 +3,10 @@
 //! For a `dir` pool and a `btrfs` pool on a loop file, and the busybox and (when built)
 //! the Debian image: the time `berth launch` takes once the image is unpacked on the pool
 //! (the median of three), and the time of a snapshot and of a copy of a stopped instance
-//! holding 64 MiB and 2 GiB of data. Nothing is asserted; the pool and its loop file go
-//! at the end.
+//! holding 64 MiB and 2 GiB of data; the rate of `berth export` (uncompressed, to a file)
+//! and `berth import` of a container of each image and of one holding 1 GiB, with
+//! berthd's resident memory before and at its highest during the transfer. Nothing is
+//! asserted; the pool and its loop file go at the end.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,7 +22,8 @@ pub fn run(
         .prefix("berth-bench-storage-")
         .tempdir()?;
     let d = dir.path();
-    let _daemon = crate::bench::Daemon::start(&berthd, d)?;
+    let daemon = crate::bench::Daemon::start(&berthd, d)?;
+    let pid = daemon.pid();
     let berth = |args: &[&str]| crate::bench_net::berth_with(root, d, None, args);
     let mut images = vec![("busybox", busybox)];
     if let Some(deb) = debian {
@@ -59,6 +62,14 @@ pub fn run(
                     format!("{copy:.0} ms"),
                 ));
             }
+            // After the snapshots and copies: deleting a gigabyte keeps btrfs busy a while.
+            for (name, _) in &images {
+                let alias = name.to_lowercase();
+                let t = transfer(root, d, &berth, pid, pool, &alias, 0)?;
+                t.push_to(&mut figures, &format!("{name} container"), driver);
+            }
+            let t = transfer(root, d, &berth, pid, pool, "busybox", 1024)?;
+            t.push_to(&mut figures, "busybox container holding 1 GiB", driver);
         }
         Ok(())
     })();
@@ -143,4 +154,110 @@ fn snapshot_and_copy(
     let copy = millis(t);
     berth(&["delete", &name, &copy_name])?;
     Ok((snap, copy))
+}
+
+/// What an export and an import of one container measured.
+struct Transfer {
+    bytes: u64,
+    export_s: f64,
+    import_s: f64,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+}
+
+impl Transfer {
+    fn push_to(&self, figures: &mut Vec<(String, String)>, what: &str, driver: &str) {
+        let mb = self.bytes as f64 / 1e6;
+        figures.push((
+            format!("export, {what}, {driver} pool ({mb:.0} MB, uncompressed)"),
+            format!("{:.0} MB/s", mb / self.export_s),
+        ));
+        figures.push((
+            format!("import, {what}, {driver} pool"),
+            format!("{:.0} MB/s", mb / self.import_s),
+        ));
+        figures.push((
+            format!("berthd RSS, export and import of the {what}, {driver} pool"),
+            format!(
+                "{} MiB before, {} MiB at most",
+                self.rss_before_kib / 1024,
+                self.rss_peak_kib / 1024
+            ),
+        ));
+    }
+}
+
+/// Runs `berth ARGS` to its end while sampling berthd's resident memory; the seconds it
+/// took and the highest sample.
+fn timed_sampling(root: &Path, dir: &Path, pid: u32, args: &[&str]) -> anyhow::Result<(f64, u64)> {
+    let t = Instant::now();
+    let mut child = std::process::Command::new(root.join("target/release/berth"))
+        .args(args)
+        .env("BERTH_DIR", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut peak = 0;
+    loop {
+        if let Ok(kib) = crate::bench::rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(status.success(), "berth {} failed", args.join(" "));
+            return Ok((t.elapsed().as_secs_f64(), peak));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stopped container of image `alias` on `pool` (given `mib` MiB of data besides),
+/// exported to a file, deleted and imported back.
+fn transfer(
+    root: &Path,
+    dir: &Path,
+    berth: &dyn Fn(&[&str]) -> anyhow::Result<String>,
+    pid: u32,
+    pool: &str,
+    alias: &str,
+    mib: u64,
+) -> anyhow::Result<Transfer> {
+    let name = format!("x-{alias}-{mib}-{pool}");
+    berth(&["init", alias, &name, "-s", pool])?;
+    if mib > 0 {
+        let data = dir
+            .join("storage-pools")
+            .join(pool)
+            .join("containers")
+            .join(&name)
+            .join("rootfs/data");
+        let status = std::process::Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "status=none"])
+            .arg(format!("of={}", data.display()))
+            .arg(format!("count={mib}"))
+            .status()?;
+        anyhow::ensure!(status.success(), "dd failed");
+    }
+    let _ = std::process::Command::new("sync").status();
+    let file = dir.join(format!("{name}.tar"));
+    let path = file.display().to_string();
+    let rss_before_kib = crate::bench::rss_kib(pid)?;
+    let (export_s, peak_out) = timed_sampling(
+        root,
+        dir,
+        pid,
+        &["export", &name, &path, "--compression", "none"],
+    )?;
+    let bytes = std::fs::metadata(&file)?.len();
+    berth(&["delete", &name])?;
+    let (import_s, peak_in) = timed_sampling(root, dir, pid, &["import", &path, "-s", pool])?;
+    berth(&["delete", &name])?;
+    let _ = std::fs::remove_file(&file);
+    Ok(Transfer {
+        bytes,
+        export_s,
+        import_s,
+        rss_before_kib,
+        rss_peak_kib: peak_out.max(peak_in),
+    })
 }
