@@ -279,12 +279,33 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
             e.push(("backup/snapshots/ghost/", Directory, b""));
             tarball(&e)
         }),
-        ("larger than", {
+        ("at most 1 MiB", {
             let mut e = good_start.to_vec();
             e.push((
                 "backup/container/metadata.yaml",
                 Regular,
                 &[b'x'; (1 << 20) + 1],
+            ));
+            tarball(&e)
+        }),
+        // What berthd reads as root at a tree's top must be what it says.
+        ("must be a directory", {
+            let mut e = vec![good_start[0], good_start[1]];
+            e.push(("backup/container/rootfs", Symlink, b"/"));
+            tarball(&e)
+        }),
+        ("must be a regular file", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/container/metadata.yaml", tar::EntryType::Fifo, b""));
+            tarball(&e)
+        }),
+        ("must be a regular file", {
+            let mut e = good_start.to_vec();
+            e.push(("backup/container/templates/", Directory, b""));
+            e.push((
+                "backup/container/templates/hostname.tpl",
+                Symlink,
+                b"/etc/shadow",
             ));
             tarball(&e)
         }),
@@ -342,7 +363,48 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
     let path = d.dir().join("big.tar");
     std::fs::write(&path, &bytes).unwrap();
     let e = fails(&d.berth(&["import", path.to_str().unwrap()]));
-    assert!(e.contains("larger than"), "{e}");
+    assert!(e.contains("at most 1 MiB"), "{e}");
+    // A member's name of megabytes (a GNU long name) is refused before it is held.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(INDEX.len() as u64);
+    b.append_data(&mut h, "backup/index.yaml", INDEX).unwrap();
+    h.set_size(0);
+    let long = format!("backup/container/rootfs/{}", "a/".repeat(1 << 20));
+    b.append_data(&mut h, long, &[][..]).unwrap();
+    let path = d.dir().join("long.tar");
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    let e = fails(&d.berth(&["import", path.to_str().unwrap()]));
+    assert!(e.contains("header"), "{e}");
+    // A name planted beside the rootfs (where berthd writes backup.yaml) is left out: the
+    // file it points at is untouched.
+    let victim = d.dir().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let mut e = good_start.to_vec();
+    let link = victim.to_str().unwrap().to_owned();
+    e.push((
+        "backup/container/.backup.yaml.tmp",
+        Symlink,
+        link.as_bytes(),
+    ));
+    e.push(("backup/container/backup.yaml", Symlink, link.as_bytes()));
+    let planted = d.dir().join("planted.tar.gz");
+    std::fs::write(&planted, tarball(&e)).unwrap();
+    ok(&d.berth(&["import", planted.to_str().unwrap(), "planted"]));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let vol = d.dir().join("storage-pools/default/containers/planted");
+    assert!(!vol.join(".backup.yaml.tmp").exists());
+    assert!(
+        !std::fs::symlink_metadata(vol.join("backup.yaml"))
+            .unwrap()
+            .is_symlink()
+    );
+    ok(&d.berth(&["delete", "planted"]));
     // A pool named by the request must exist.
     let ok_tar = d.dir().join("ok.tar.gz");
     std::fs::write(&ok_tar, tarball(&good_start)).unwrap();

@@ -2,6 +2,9 @@
 
 use std::io::{Read, Write};
 
+/// The most memory an xz decoder may take (xz -9 needs 65 MiB).
+const XZ_MEMORY: u64 = 256 << 20;
+
 /// A compression of an image file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -34,7 +37,16 @@ impl Compression {
         Ok(match self {
             Compression::None => Box::new(inner),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(inner)),
+            Compression::Xz => {
+                // A bounded decoder: an archive declaring a huge dictionary is refused
+                // rather than allocated.
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMORY,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(std::io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(inner, stream))
+            }
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?),
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(inner)),
         })

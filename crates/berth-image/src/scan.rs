@@ -142,9 +142,18 @@ fn read_limited(r: &mut impl Read, what: &str, limit: u64) -> Result<Vec<u8>, Sc
 #[derive(Debug, Default)]
 pub struct EntryCheck {
     links: Symlinks,
+    /// The bytes of the symlinks' paths kept so far.
+    link_bytes: usize,
     entries: u64,
     limits: Limits,
 }
+
+/// The most path components an entry may have.
+const MAX_DEPTH: usize = 256;
+
+/// The most bytes of symlink paths an archive may make (each is kept to check later
+/// entries against).
+const MAX_LINK_BYTES: usize = 64 << 20;
 
 impl EntryCheck {
     pub fn new(limits: Limits) -> Self {
@@ -171,6 +180,9 @@ impl EntryCheck {
         if comps.is_empty() {
             return Ok(comps);
         }
+        if comps.len() > MAX_DEPTH {
+            return Err(unsafe_entry("path too deep"));
+        }
         let links = &mut self.links;
         if links.crossed(&comps) {
             return Err(unsafe_entry("path passes through a symlink in the archive"));
@@ -186,6 +198,10 @@ impl EntryCheck {
                 }
             }
             EntryType::Symlink => {
+                self.link_bytes += path.len();
+                if self.link_bytes > MAX_LINK_BYTES {
+                    return Err(unsafe_entry("too many symlinks"));
+                }
                 links.0.insert(path.clone());
             }
             EntryType::Link => {

@@ -169,9 +169,11 @@ pub fn normalize(path: &str) -> String {
 impl RootFs {
     /// Opens the rootfs directory `dir` (a host path berthd chose).
     pub fn open(dir: &Path) -> std::io::Result<RootFs> {
+        // The rootfs itself is never a link (one planted by an import or a peer would
+        // lead anywhere on the host).
         let root = rustix::fs::open(
             dir,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(io)?;

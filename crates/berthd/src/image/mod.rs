@@ -221,8 +221,15 @@ pub fn create_templates(img: &ImageRecord, rec: &InstanceRecord, volume: &Path) 
 /// Renders the templates of the instance's image (kept in its volume) that `trigger`
 /// fires: `start` at every start, `rename` after a rename, `copy` after a copy.
 pub fn volume_templates(rec: &InstanceRecord, volume: &Path, trigger: &str) -> Result<()> {
-    let Ok(text) = std::fs::read(volume.join("metadata.yaml")) else {
-        return Ok(());
+    let text = match crate::paths::read_small_file(&volume.join("metadata.yaml"), 1 << 20) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Failure::failed(
+                "The instance's metadata.yaml is unreadable",
+                e,
+            ));
+        }
     };
     let md = berth_image::ImageMetadata::parse(&text)
         .map_err(|e| Failure::failed("The instance's metadata.yaml is invalid", e))?;

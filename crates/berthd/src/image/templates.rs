@@ -91,13 +91,14 @@ pub fn apply(
             continue;
         }
         let src = volume.join("templates").join(&t.template);
-        let text = std::fs::read_to_string(&src)
+        let raw = crate::paths::read_small_file(&src, 1 << 20)
             .map_err(|e| TemplateError::Read(t.template.clone(), e))?;
+        let text = String::from_utf8_lossy(&raw);
         let rendered = render(&text, ctx);
         let write_err = |e: std::io::Error| TemplateError::Write(target.clone(), e);
         let root = rustix::fs::open(
             &rootfs,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| write_err(e.into()))?;

@@ -96,7 +96,7 @@ pub async fn prepare(
     let mut config = req.config;
     // A backup's import (`backup`, set by berthd, never by a client) is recorded as a
     // migration's target is: marked incoming until its files are in.
-    let migrated = matches!(req.source.kind.as_str(), "migration" | "backup");
+    let migrated = matches!(req.source.kind.as_str(), "migration" | "backup" | "recover");
     // Kept from a migrated instance: its image, and its nics' MAC addresses (its network
     // identity moves with it).
     let kept = |k: &str| k == "volatile.base_image" || k.ends_with(".hwaddr");
@@ -126,7 +126,7 @@ pub async fn prepare(
                 Some(crate::image::source(cx, project, "", &fp).await?)
             }
         }
-        "none" | "" | "copy" | "migration" | "backup" => None,
+        "none" | "" | "copy" | "migration" | "backup" | "recover" => None,
         other => {
             return Err(Failure::invalid(format!(
                 "Instance source {other:?} is not supported yet"
@@ -167,8 +167,11 @@ pub async fn prepare(
     }
     config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
     // Every new instance is marked incoming until it is built: one that berthd's death
-    // cut short is removed at the next start (see `background::sweep`).
-    config.insert(super::migrate::INCOMING.to_owned(), "true".to_owned());
+    // cut short is removed at the next start (see `background::sweep`). A recovered one
+    // is not: its volume was there before and must never be swept.
+    if req.source.kind != "recover" {
+        config.insert(super::migrate::INCOMING.to_owned(), "true".to_owned());
+    }
     config.insert("volatile.last_state.power".to_owned(), "STOPPED".to_owned());
     let rec = InstanceRecord {
         name: host.clone(),

@@ -320,7 +320,10 @@ pub async fn import(cx: &Arc<Ctx>, asked: &[RecoverPool]) -> Result<()> {
             None,
         );
     }
-    for u in found.unknown {
+    // Custom volumes first: an instance may attach one of them.
+    let mut unknown = found.unknown;
+    unknown.sort_by_key(|u| matches!(u, Unknown::Instance { .. }));
+    for u in unknown {
         match u {
             Unknown::Instance {
                 pool,
@@ -352,25 +355,16 @@ async fn instance(
     snapshots: &[String],
 ) -> Result<()> {
     let parsed = InstanceName::parse(name)?;
-    let plan =
-        super::backup::import::record_described(cx, project, &parsed, pool, config, snapshots)
-            .await?;
+    let plan = super::backup::import::record_described(
+        cx, project, &parsed, pool, config, snapshots, true,
+    )
+    .await?;
     let mut undo = crate::revert::Reverter::new();
     let (db, n) = (cx.db.clone(), plan.rec.name.clone());
     undo.add("forget the instance", move || {
         Ok(db.write_sync(|tx| crate::db::instances::delete(tx, &n))?)
     });
     super::create::make_runtime(cx, &plan.rec, &mut undo)?;
-    let n = plan.rec.name.clone();
-    cx.db
-        .write(move |tx| {
-            if let Some(mut r) = crate::db::instances::get(tx, &n)? {
-                r.config.remove(super::migrate::INCOMING);
-                crate::db::instances::set_config(tx, &n, &r.config)?;
-            }
-            Ok::<_, Failure>(())
-        })
-        .await?;
     undo.success();
     super::backup::save_file(cx, &plan.rec.name).await;
     tracing::info!(instance = %plan.rec.name, "Instance recovered");

@@ -64,10 +64,14 @@ impl MappedRoot {
             ns: berth_host::userns_with_map(m.uid_base, m.gid_base, m.size)?,
             at,
         };
+        // AT_SYMLINK_NOFOLLOW: a rootfs that is a link (planted by an import or a
+        // peer) is not followed to the host's files.
         let tree = rustix::mount::open_tree(
             rustix::fs::CWD,
             rootfs,
-            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
         )?;
         let attr = berth_host::MountAttr {
             idmap: Some(root.ns.as_fd()),

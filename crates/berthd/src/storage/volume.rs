@@ -148,9 +148,7 @@ pub async fn save_sidecar(cx: &Ctx, pool: &str, host: &str) {
     let path = sidecar(driver.as_ref(), host);
     let written = tokio::task::spawn_blocking(move || {
         let yaml = serde_saphyr::to_string(&config).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("yaml.tmp");
-        std::fs::write(&tmp, yaml)?;
-        std::fs::rename(&tmp, &path)
+        crate::paths::replace_file(&path, yaml.as_bytes())
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {

@@ -11,13 +11,16 @@
 //! the pool's free space or a metadata member over 1 MiB is refused with one line, and
 //! everything made so far goes.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use berth_api::backup::{BackupFileConfig, BackupIndex};
 use berth_api::instance::{InstanceSource, InstancesPost};
+use berth_api::migration::IdMapType;
 use berth_image::{Compression, EntryCheck, ScanError};
 use berth_storage::VolumeType;
 
@@ -54,6 +57,47 @@ fn from_scan(e: ScanError) -> Failure {
     }
 }
 
+/// What `tar` may read to reach the next member (its header, GNU long names, PAX
+/// records): a stream that makes it read more is refused rather than held in memory.
+const HEADERS: u64 = 1 << 20;
+
+/// Bounds the bytes `tar` reads while the budget is set (see [`HEADERS`]).
+struct Budget<R> {
+    inner: R,
+    left: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 {
+            return Err(std::io::Error::other(
+                "a member's header is larger than any real one",
+            ));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if left != u64::MAX {
+            self.left.set(left - n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// The first bytes of `input` (up to `n`, fewer at its end), and the whole stream again.
+fn peek(mut input: impl Read, n: usize) -> std::io::Result<(Vec<u8>, impl Read)> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match input.read(&mut head[got..])? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    head.truncate(got);
+    Ok((head.clone(), std::io::Cursor::new(head).chain(input)))
+}
+
 /// Imports the backup read from `input` (a blocking reader: run it on a blocking thread,
 /// with `rt` the runtime's handle); returns the new instance's host-wide name.
 pub fn import(
@@ -62,14 +106,17 @@ pub fn import(
     target: &Target,
     input: impl Read,
 ) -> Result<String> {
-    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
-    let head =
-        std::io::BufRead::fill_buf(&mut input).map_err(|e| refused(format!("unreadable ({e})")))?;
-    let kind = Compression::detect(&head[..head.len().min(6)]);
+    let input = std::io::BufReader::with_capacity(1 << 20, input);
+    let (head, input) = peek(input, 6).map_err(|e| refused(format!("unreadable ({e})")))?;
+    let kind = Compression::detect(&head);
     let reader = kind
         .reader(input)
         .map_err(|e| refused(format!("cannot be decompressed ({e})")))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
+    let budget = Rc::new(Cell::new(HEADERS));
+    let mut archive = tar::Archive::new(Budget {
+        inner: std::io::BufReader::with_capacity(1 << 20, reader),
+        left: budget.clone(),
+    });
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(true);
@@ -83,6 +130,7 @@ pub fn import(
         .next()
         .ok_or_else(|| refused("the archive is empty"))?
         .map_err(|e| from_scan(ScanError::Read(e)))?;
+    budget.set(u64::MAX);
     let comps = check.check(&first).map_err(from_scan)?;
     if comps != ["backup", "index.yaml"] {
         return Err(refused("its first member is not backup/index.yaml"));
@@ -93,7 +141,9 @@ pub fn import(
     let text = std::str::from_utf8(&raw).map_err(|_| refused("index.yaml is not UTF-8"))?;
     let index: BackupIndex = serde_saphyr::from_str(text)
         .map_err(|e| refused(format!("index.yaml does not read: {e}")))?;
+    // Held to the end: nothing else touches the instance while its files arrive.
     let plan = rt.block_on(record(cx, target, &index))?;
+    let shifted = stored_map(index.config.as_ref());
     let mut undo = Reverter::new();
     let (db, n) = (cx.db.clone(), plan.rec.name.clone());
     undo.add("delete the instance's rows", move || {
@@ -111,12 +161,19 @@ pub fn import(
         snapshots: HashMap::new(),
         seen_volume: false,
     };
-    for entry in entries {
+    loop {
+        budget.set(HEADERS);
+        let Some(entry) = entries.next() else { break };
         let mut entry = entry.map_err(|e| from_scan(ScanError::Read(e)))?;
+        budget.set(u64::MAX);
         let comps = check.check(&entry).map_err(from_scan)?;
         unpack.entry(&mut entry, &comps)?;
+        // What was not unpacked (a member left out) is read past here, not by `tar`.
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| from_scan(ScanError::Read(e)))?;
     }
     // Read to the very end, so a truncated or corrupt stream is refused.
+    budget.set(u64::MAX);
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
         .map_err(|e| from_scan(ScanError::Read(e)))?;
     if !unpack.seen_volume {
@@ -131,10 +188,15 @@ pub fn import(
             "snapshot {missing:?} of index.yaml is not in the archive"
         )));
     }
-    // Saved states stay where they were made.
-    crate::lxc::checkpoint::strip_volume(&unpack.volume)?;
-    for path in unpack.snapshots.values() {
-        crate::lxc::checkpoint::strip_volume(path)?;
+    // Saved states stay where they were made; files stored shifted (an LXD host without
+    // idmapped mounts) are shifted back to the container's own numbering.
+    let mut trees = vec![unpack.volume.clone()];
+    trees.extend(unpack.snapshots.values().cloned());
+    for tree in &trees {
+        crate::lxc::checkpoint::strip_volume(tree)?;
+        if !shifted.is_empty() {
+            crate::instance::migrate::unshift(tree, &shifted)?;
+        }
     }
     let n = plan.rec.name.clone();
     cx.db.write_sync(|tx| {
@@ -149,7 +211,31 @@ pub fn import(
     let url = crate::model::names::instance_url(&plan.rec.name);
     cx.events.lifecycle("instance-created", &url, None);
     tracing::info!(instance = %plan.rec.name, "Instance imported from a backup");
+    drop(plan.guard);
     Ok(plan.rec.name)
+}
+
+/// The map the backup's files were stored shifted by (`volatile.last_state.idmap`, LXD's
+/// JSON), empty when they were not.
+fn stored_map(config: Option<&BackupFileConfig>) -> Vec<IdMapType> {
+    let text = config
+        .and_then(|c| c.container.as_ref())
+        .and_then(|c| c["config"]["volatile.last_state.idmap"].as_str())
+        .unwrap_or("[]");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|e| {
+            let num = |k: &str| e.get(k).and_then(serde_json::Value::as_i64);
+            Some(IdMapType {
+                isuid: e.get("Isuid")?.as_bool()?,
+                isgid: e.get("Isgid")?.as_bool()?,
+                hostid: i32::try_from(num("Hostid")?).ok()?,
+                nsid: i32::try_from(num("Nsid")?).ok()?,
+                maprange: i32::try_from(num("Maprange")?).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The instance an import records, before its files arrive.
@@ -157,6 +243,8 @@ pub(in crate::instance) struct Plan {
     pub rec: InstanceRecord,
     pub pool: Arc<dyn berth_storage::Driver>,
     pub snapshots: Vec<SnapshotRecord>,
+    /// The instance's lock, held until it is whole.
+    pub guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Checks the index and records the instance it describes (marked incoming) with its
@@ -181,7 +269,16 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
         .unwrap_or_else(|| index.name.clone());
     let name = InstanceName::parse(&name)?;
     let pool = choose_pool(cx, target, index).await?;
-    record_described(cx, &target.project, &name, &pool, &config, &index.snapshots).await
+    record_described(
+        cx,
+        &target.project,
+        &name,
+        &pool,
+        &config,
+        &index.snapshots,
+        false,
+    )
+    .await
 }
 
 /// Records instance `name` of `project` as `config` (a `backup.yaml`) describes it, its
@@ -194,6 +291,7 @@ pub(in crate::instance) async fn record_described(
     pool: &str,
     config: &BackupFileConfig,
     snapshots: &[String],
+    recovered: bool,
 ) -> Result<Plan> {
     let container = config
         .container
@@ -257,14 +355,13 @@ pub(in crate::instance) async fn record_described(
         devices,
         profiles,
         source: InstanceSource {
-            kind: "backup".to_owned(),
+            kind: if recovered { "recover" } else { "backup" }.to_owned(),
             ..Default::default()
         },
         ..Default::default()
     };
     let creation = crate::instance::create::prepare(cx, project, name, req).await?;
     let (rec, pool, _, guard) = creation.into_parts();
-    drop(guard);
     let mut snapshot_rows = Vec::new();
     for s in snapshots {
         SnapshotName::parse(s).map_err(|e| refused(e.message()))?;
@@ -296,6 +393,7 @@ pub(in crate::instance) async fn record_described(
         rec,
         pool,
         snapshots: snapshot_rows,
+        guard,
     })
 }
 
@@ -433,22 +531,56 @@ impl Unpack {
             return Ok(());
         }
         let (root, rest) = self.place(comps)?;
-        // The volume's own root keeps berthd's owner and mode; a backup.yaml is written anew.
-        if rest.is_empty() || rest == ["backup.yaml"] {
-            return Ok(());
-        }
         let kind = entry.header().entry_type();
-        let size = entry.header().size().unwrap_or(0);
-        let small = rest.len() <= 2 && matches!(rest[0].as_str(), "metadata.yaml" | "templates");
-        if small && kind.is_file() && size > SMALL {
-            return Err(refused(format!(
-                "member {:?} is larger than {SMALL} bytes",
-                comps.join("/")
-            )));
+        let size = entry.size();
+        let file_like = matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        );
+        let shown = comps.join("/");
+        let must = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(refused(format!("member {shown:?} must be {what}")))
+            }
+        };
+        // A tree's top holds what berthd reads as root (its rootfs, metadata, templates):
+        // each must be what it says, never a link or a pipe; anything else there is left
+        // out (the volume's own root keeps berthd's owner and mode; a backup.yaml is
+        // written anew).
+        match rest {
+            [] => return Ok(()),
+            [top, ..] if top == "rootfs" => {
+                if rest.len() == 1 {
+                    return must(kind == tar::EntryType::Directory, "a directory");
+                }
+            }
+            [top] if top == "metadata.yaml" => {
+                must(
+                    file_like && size <= SMALL,
+                    "a regular file of at most 1 MiB",
+                )?;
+            }
+            [top] if top == "templates" => {
+                return must(kind == tar::EntryType::Directory, "a directory");
+            }
+            [top, _] if top == "templates" => {
+                must(
+                    file_like && size <= SMALL,
+                    "a regular file of at most 1 MiB",
+                )?;
+            }
+            [top, ..] if top == "templates" => {
+                return Err(refused(format!(
+                    "member {shown:?}: templates hold no directories"
+                )));
+            }
+            _ => return Ok(()),
         }
         let dest: PathBuf = rest.iter().fold(root.clone(), |p, c| p.join(c));
-        if kind.is_file() && size > 64 << 20 {
-            fits(&root, size, &comps.join("/"))?;
+        if file_like && size > 64 << 20 {
+            fits(&root, size, &shown)?;
         }
         if kind.is_hard_link() {
             // The target is an archive path too, placed as this member's tree is.
@@ -462,7 +594,8 @@ impl Unpack {
                 .map(str::to_owned)
                 .collect();
             let (troot, trest) = self.place(&tcomps)?;
-            if troot != root || trest.is_empty() {
+            let in_rootfs = |r: &[String]| r.len() > 1 && r[0] == "rootfs";
+            if troot != root || !in_rootfs(trest) || !in_rootfs(rest) {
                 return Err(refused(format!(
                     "hard link {:?} leaves its tree",
                     comps.join("/")
@@ -510,12 +643,21 @@ fn make_fifo(h: &tar::Header, dest: &Path) -> std::io::Result<()> {
 }
 
 fn unpack_failed(member: &str, e: &std::io::Error) -> Failure {
-    if e.raw_os_error() == Some(28) {
-        return Failure::invalid(format!(
+    match e.raw_os_error() {
+        Some(28) => Failure::invalid(format!(
             "Invalid backup: member {member:?} does not fit on the pool"
-        ));
+        )),
+        // What the archive asked for that cannot be (a name too long, a file where a
+        // directory is, a link to nothing): the backup's fault.
+        Some(2 | 17 | 20 | 21 | 36 | 39) | None => {
+            refused(format!("member {member:?} cannot be unpacked ({e})"))
+        }
+        // The host's (an I/O error, a read-only pool).
+        Some(_) => Failure::failed(
+            format!("Failed to unpack member {member:?}"),
+            std::io::Error::new(e.kind(), e.to_string()),
+        ),
     }
-    refused(format!("member {member:?} cannot be unpacked ({e})"))
 }
 
 /// Refuses a member larger than the space left where it goes.

@@ -291,19 +291,8 @@ pub async fn save_file(cx: &Ctx, name: &str) {
         let rec = find(cx, name).await?;
         let (_, contents) = describe(cx, &rec, false).await?;
         let path = contents.volume.join(BACKUP_FILE);
-        let tmp = contents.volume.join(format!(".{BACKUP_FILE}.tmp"));
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(contents.backup_yaml.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            crate::paths::replace_file(&path, contents.backup_yaml.as_bytes())
         })
         .await?
         .map_err(|e| Failure::failed("Failed to write backup.yaml", e))
@@ -354,9 +343,9 @@ pub async fn create(
     .map_err(|e| Failure::failed("Failed to create the backup file", e))?;
     let written = async {
         write_to(cx, &planned, file, progress).await?;
-        let f = std::fs::File::open(&tmp)
-            .map_err(|e| Failure::failed("Failed to reopen the backup file", e))?;
-        f.sync_all()
+        let t = tmp.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&t).and_then(|f| f.sync_all()))
+            .await?
             .map_err(|e| Failure::failed("Failed to write the backup file", e))?;
         let row = b.clone();
         cx.db

@@ -2,21 +2,23 @@
 //! reader can check it before anything is unpacked), then each snapshot's tree under
 //! `backup/snapshots/NAME/`, oldest first, then the instance's under `backup/container/`.
 //!
-//! Trees are walked here rather than by the `tar` crate, to keep what it leaves out:
-//! hard links (written once, then as links), extended attributes (PAX `SCHILY.xattr.*`
-//! records, as GNU tar and LXD write them), and owners as numbers only. Files keep the
+//! Trees are walked here rather than by the `tar` crate, by descriptor (never through a
+//! link a running container swaps in), to keep what it leaves out: hard links (written
+//! once, then as links), extended attributes (PAX `SCHILY.xattr.*` records, as GNU tar
+//! and LXD write them), and owners as numbers only. Files keep the
 //! container's numbering, as they are stored. Device nodes and sockets are left out (an
 //! unprivileged container cannot make them, and an import refuses device nodes).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_api::backup::BackupIndex;
 use berth_image::Compression;
-use tar::{EntryType, Header, HeaderMode};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use tar::{EntryType, Header};
 
 /// The trees a backup holds.
 #[derive(Debug, Clone)]
@@ -86,11 +88,25 @@ pub fn write<W: Write>(
     tar.into_inner()?.finish()?.flush()
 }
 
-/// Walks trees into a tarball, remembering the files with several links.
+/// Walks trees into a tarball by descriptor (each entry opened relative to its opened
+/// directory, never through a link: a running container swapping a file for a symlink
+/// cannot make the walk read the host's files), remembering files with several links.
 #[derive(Default)]
 struct Walker {
     /// Each multiply-linked file written so far (device, inode) and its archive path.
     links: HashMap<(u64, u64), PathBuf>,
+}
+
+/// A header for an entry of type `kind` from its status.
+fn header(st: &rustix::fs::Stat, kind: EntryType, size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+    h.set_size(size);
+    h
 }
 
 impl Walker {
@@ -103,88 +119,132 @@ impl Walker {
         under: &str,
         backup_yaml: Option<&str>,
     ) -> io::Result<()> {
-        let mut stack = vec![(root.to_path_buf(), PathBuf::from(under))];
-        while let Some((path, name)) = stack.pop() {
-            let md = std::fs::symlink_metadata(&path)?;
-            let ft = md.file_type();
-            if !ft.is_dir() {
-                self.entry(tar, &path, &name, &md)?;
+        let dir = rustix::fs::open(root, dir_flags(), Mode::empty())?;
+        self.dir(tar, &dir, Path::new(under), backup_yaml)
+    }
+
+    /// Appends directory `dir` (opened) as `name`, then what it holds, in name order.
+    fn dir<W: Write>(
+        &mut self,
+        tar: &mut tar::Builder<W>,
+        dir: &OwnedFd,
+        name: &Path,
+        backup_yaml: Option<&str>,
+    ) -> io::Result<()> {
+        let st = rustix::fs::fstat(dir)?;
+        fd_xattrs(tar, dir, name)?;
+        let mut h = header(&st, EntryType::Directory, 0);
+        tar.append_data(&mut h, name, io::empty())?;
+        if let Some(yaml) = backup_yaml {
+            let mut h = header(&st, EntryType::Regular, yaml.len() as u64);
+            h.set_mode(0o600);
+            h.set_uid(0);
+            h.set_gid(0);
+            tar.append_data(&mut h, name.join("backup.yaml"), yaml.as_bytes())?;
+        }
+        let mut children: Vec<std::ffi::OsString> = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir)? {
+            let entry = entry?;
+            let n = entry.file_name().to_bytes();
+            if n == b"." || n == b".." || (backup_yaml.is_some() && n == b"backup.yaml") {
                 continue;
             }
-            self.entry(tar, &path, &name, &md)?;
-            let top = path == root;
-            if let (true, Some(yaml)) = (top, backup_yaml) {
-                let mut h = Header::new_gnu();
-                h.set_entry_type(EntryType::Regular);
-                h.set_mode(0o600);
-                h.set_size(yaml.len() as u64);
-                h.set_mtime(md.mtime().max(0) as u64);
-                tar.append_data(&mut h, name.join("backup.yaml"), yaml.as_bytes())?;
-            }
-            let mut children: Vec<_> = std::fs::read_dir(&path)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()?;
-            if top && backup_yaml.is_some() {
-                children.retain(|c| c != "backup.yaml");
-            }
-            // Reversed, so the stack pops them in name order.
-            children.sort_by(|a, b| b.cmp(a));
-            for c in children {
-                stack.push((path.join(&c), name.join(&c)));
-            }
+            children.push(std::ffi::OsStr::from_bytes(n).to_owned());
+        }
+        children.sort();
+        for c in children {
+            self.child(tar, dir, &c, &name.join(&c))?;
         }
         Ok(())
     }
 
-    fn entry<W: Write>(
+    /// Appends entry `child` of directory `dir` as `name`.
+    fn child<W: Write>(
         &mut self,
         tar: &mut tar::Builder<W>,
-        path: &Path,
+        dir: &OwnedFd,
+        child: &std::ffi::OsStr,
         name: &Path,
-        md: &std::fs::Metadata,
     ) -> io::Result<()> {
-        use std::os::unix::fs::FileTypeExt;
-        let ft = md.file_type();
-        if ft.is_block_device() || ft.is_char_device() || ft.is_socket() {
-            tracing::debug!(path = %path.display(), "Left out of the backup (a device or socket)");
-            return Ok(());
+        use rustix::fs::FileType;
+        let st = match rustix::fs::statat(dir, child, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone meanwhile (the container runs on): left out.
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let key = (st.st_dev, st.st_ino);
+        if kind != FileType::Directory
+            && st.st_nlink > 1
+            && let Some(first) = self.links.get(&key)
+        {
+            let mut h = header(&st, EntryType::Link, 0);
+            return tar.append_link(&mut h, name, first);
         }
-        let mut h = Header::new_gnu();
-        h.set_metadata_in_mode(md, HeaderMode::Complete);
-        // Numbers only: names would be the host's, not the container's.
-        let _ = h.set_username("");
-        let _ = h.set_groupname("");
-        if !ft.is_dir() && md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
-            if let Some(first) = self.links.get(&key) {
-                h.set_entry_type(EntryType::Link);
-                h.set_size(0);
-                return tar.append_link(&mut h, name, first);
+        match kind {
+            FileType::Directory => {
+                let Ok(sub) = rustix::fs::openat(dir, child, dir_flags(), Mode::empty()) else {
+                    return Ok(()); // Replaced meanwhile by something else: left out.
+                };
+                if same(&sub, &st) {
+                    self.dir(tar, &sub, name, None)?;
+                }
+                Ok(())
             }
-            if ft.is_file() {
-                self.links.insert(key, name.to_path_buf());
+            FileType::RegularFile => {
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let Ok(fd) = rustix::fs::openat(dir, child, flags, Mode::empty()) else {
+                    return Ok(());
+                };
+                if !same(&fd, &st) {
+                    return Ok(());
+                }
+                let st = rustix::fs::fstat(&fd)?;
+                if st.st_nlink > 1 {
+                    self.links.insert(key, name.to_path_buf());
+                }
+                fd_xattrs(tar, &fd, name)?;
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                let mut h = header(&st, EntryType::Regular, size);
+                // The size the header says is what goes, even if the file changed meanwhile.
+                let file = std::fs::File::from(fd).take(size);
+                let mut pad = PadTo {
+                    inner: file,
+                    left: size,
+                };
+                tar.append_data(&mut h, name, &mut pad)
+            }
+            FileType::Symlink => {
+                let Ok(target) = rustix::fs::readlinkat(dir, child, Vec::new()) else {
+                    return Ok(());
+                };
+                let target = std::ffi::OsStr::from_bytes(target.as_bytes()).to_owned();
+                let mut h = header(&st, EntryType::Symlink, 0);
+                tar.append_link(&mut h, name, target)
+            }
+            FileType::Fifo => {
+                let mut h = header(&st, EntryType::Fifo, 0);
+                tar.append_data(&mut h, name, io::empty())
+            }
+            // Device nodes and sockets: an unprivileged container cannot make the first,
+            // and an import refuses them; sockets are not files to keep.
+            _ => {
+                tracing::debug!(entry = %name.display(), "Left out of the backup (a device or socket)");
+                Ok(())
             }
         }
-        xattrs(tar, path, name)?;
-        if ft.is_symlink() {
-            let target = std::fs::read_link(path)?;
-            h.set_size(0);
-            return tar.append_link(&mut h, name, target);
-        }
-        if ft.is_file() {
-            let file = std::fs::File::open(path)?;
-            // The size the header says is what goes, even if the file changed meanwhile.
-            let size = h.size()?;
-            let mut data = file.take(size);
-            let mut pad = PadTo {
-                inner: &mut data,
-                left: size,
-            };
-            return tar.append_data(&mut h, name, &mut pad);
-        }
-        h.set_size(0);
-        tar.append_data(&mut h, name, io::empty())
     }
+}
+
+/// How a directory of a tree is opened: never through a link.
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Whether `fd` is the file `st` described (not one swapped in since).
+fn same(fd: &OwnedFd, st: &rustix::fs::Stat) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|now| now.st_dev == st.st_dev && now.st_ino == st.st_ino)
 }
 
 /// A reader giving exactly `left` bytes: its inner reader's, then zeros if it ends early
@@ -199,7 +259,9 @@ impl<R: Read> Read for PadTo<R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.left as usize);
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let mut n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             buf[..want].fill(0);
@@ -210,10 +272,10 @@ impl<R: Read> Read for PadTo<R> {
     }
 }
 
-/// Writes a PAX header with `path`'s extended attributes, if it has any.
-fn xattrs<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::Result<()> {
+/// Writes a PAX header with the extended attributes of the file open as `fd`, if any.
+fn fd_xattrs<W: Write>(tar: &mut tar::Builder<W>, fd: &OwnedFd, name: &Path) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
+    let n = match rustix::fs::flistxattr(fd, &mut names) {
         Ok(n) => n,
         // Too many to list here, or none supported: the file goes without them.
         Err(_) => return Ok(()),
@@ -224,7 +286,7 @@ fn xattrs<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::
             continue;
         };
         let mut value = vec![0u8; 65536];
-        let Ok(len) = rustix::fs::lgetxattr(path, attr_name, &mut value) else {
+        let Ok(len) = rustix::fs::fgetxattr(fd, attr_name, &mut value) else {
             continue;
         };
         records.extend(pax_record(

@@ -41,6 +41,7 @@ mod rsync;
 mod send;
 
 pub use receive::receive;
+pub(in crate::instance) use receive::unshift;
 pub use refresh::{check_refresh, receive_refresh};
 pub use send::{check_send, send};
 

@@ -410,7 +410,7 @@ pub(super) fn snapshot_record(
 
 /// Shifts the owners of every file under `dir` back from the source's map (host ids) to
 /// the container's own ids, the way berth stores volumes.
-pub(super) fn unshift(dir: &Path, maps: &[IdMapType]) -> Result<()> {
+pub(in crate::instance) fn unshift(dir: &Path, maps: &[IdMapType]) -> Result<()> {
     let back = |id: u32, uid: bool| -> u32 {
         for m in maps {
             let applies = if uid { m.isuid } else { m.isgid };
