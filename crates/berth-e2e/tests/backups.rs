@@ -29,7 +29,8 @@ fn prepare(d: &Daemon, name: &str, pool: &str) {
         d,
         name,
         "cd /root && echo one > f && mkdir -p d/e && echo deep > d/e/g && chown 1000:1001 d/e/g \
-         && chmod 4750 d/e/g && ln f hard && ln -s f soft && mkfifo pipe",
+         && chmod 4750 d/e/g && ln f hard && ln -s f soft && mkfifo pipe \
+         && touch \"$(printf 'latin\\351')\"",
     );
     ok(&d.berth(&["snapshot", "create", name, "s1"]));
     sh(
@@ -82,7 +83,7 @@ async fn round_trip(d: &Daemon, pool: &str, compression: &str) {
             &name,
             "cd /root && cat f d/e/g && stat -c '%u:%g %a %h' d/e/g hard && ls"
         ),
-        "one\ndeep\n1000:1001 4750 1\n0:0 644 2\nd\nf\nhard\npipe\nsoft\n"
+        "one\ndeep\n1000:1001 4750 1\n0:0 644 2\nd\nf\nhard\nlatin?\npipe\nsoft\n"
     );
     ok(&d.berth(&["delete", "-f", &name]));
 }

@@ -578,7 +578,9 @@ impl Unpack {
             }
             _ => return Ok(()),
         }
-        let dest: PathBuf = rest.iter().fold(root.clone(), |p, c| p.join(c));
+        // Built from the member's own bytes (names need not be UTF-8); the same
+        // components the check read, so the tree's prefix is `comps.len() - rest.len()`.
+        let dest = raw_path(&root, &entry.path_bytes(), comps.len() - rest.len());
         if file_like && size > 64 << 20 {
             fits(&root, size, &shown)?;
         }
@@ -601,7 +603,8 @@ impl Unpack {
                     comps.join("/")
                 )));
             }
-            let src: PathBuf = trest.iter().fold(troot, |p, c| p.join(c));
+            let raw_target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            let src = raw_path(&troot, &raw_target, tcomps.len() - trest.len());
             let _ = std::fs::remove_file(&dest);
             return std::fs::hard_link(&src, &dest)
                 .map_err(|e| refused(format!("hard link {:?}: {e}", comps.join("/"))));
@@ -623,6 +626,18 @@ impl Unpack {
             .map_err(|e| unpack_failed(&comps.join("/"), &e))?;
         Ok(())
     }
+}
+
+/// `root` joined with the components of archive path `raw` after its first `skip` (its
+/// tree's prefix), as bytes. The entry check refused `..` and absolute paths before.
+fn raw_path(root: &Path, raw: &[u8], skip: usize) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    raw.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .skip(skip)
+        .fold(root.to_path_buf(), |p, c| {
+            p.join(std::ffi::OsStr::from_bytes(c))
+        })
 }
 
 /// Makes a named pipe with the member's owner and mode (the `tar` crate writes a file).
