@@ -312,13 +312,34 @@ pub async fn write_to(
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<()> {
     let rec = find(cx, &planned.record.instance).await?;
-    let (index, contents) = describe(cx, &rec, planned.record.instance_only).await?;
+    let (index, mut contents) = describe(cx, &rec, planned.record.instance_only).await?;
     let compression = planned.compression;
-    tokio::task::spawn_blocking(move || {
+    // A running instance on a pool whose snapshots cost nothing (btrfs) is written from
+    // a snapshot of this moment, so its files are of one time, as Incus does.
+    let pool = pool_of(cx, &rec).await?;
+    let frozen = if pool.info().instant_snapshots && !super::query::is_stopped(cx, &rec.name).await
+    {
+        let snap = format!(".backup-{}", uuid::Uuid::new_v4().simple());
+        let (p, n, s) = (pool.clone(), rec.name.clone(), snap.clone());
+        tokio::task::spawn_blocking(move || p.create_snapshot(VolumeType::Container, &n, &s))
+            .await??;
+        contents.volume = pool.snapshot_path(VolumeType::Container, &rec.name, &snap);
+        Some(snap)
+    } else {
+        None
+    };
+    let written = tokio::task::spawn_blocking(move || {
         tarball::write(out, compression, &index, &contents, progress)
     })
-    .await?
-    .map_err(|e| Failure::failed("Failed to write the backup", e))
+    .await;
+    if let Some(snap) = frozen {
+        let (p, n) = (pool.clone(), rec.name.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            p.delete_snapshot(VolumeType::Container, &n, &snap)
+        })
+        .await;
+    }
+    written?.map_err(|e| Failure::failed("Failed to write the backup", e))
 }
 
 /// Makes backup `planned` as a file and records it.
