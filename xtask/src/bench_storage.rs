@@ -131,20 +131,7 @@ fn snapshot_and_copy(
     mib: u64,
 ) -> anyhow::Result<(f64, f64)> {
     let name = format!("data-{mib}-{pool}");
-    berth(&["init", "busybox", &name, "-s", pool])?;
-    let data = dir
-        .join("storage-pools")
-        .join(pool)
-        .join("containers")
-        .join(&name)
-        .join("rootfs/data");
-    let status = std::process::Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "status=none"])
-        .arg(format!("of={}", data.display()))
-        .arg(format!("count={mib}"))
-        .status()?;
-    anyhow::ensure!(status.success(), "dd failed");
-    let _ = std::process::Command::new("sync").status();
+    stopped_with_data(dir, berth, pool, "busybox", &name, mib)?;
     let t = Instant::now();
     berth(&["snapshot", "create", &name, "s1"])?;
     let snap = millis(t);
@@ -223,22 +210,7 @@ fn transfer(
     mib: u64,
 ) -> anyhow::Result<Transfer> {
     let name = format!("x-{alias}-{mib}-{pool}");
-    berth(&["init", alias, &name, "-s", pool])?;
-    if mib > 0 {
-        let data = dir
-            .join("storage-pools")
-            .join(pool)
-            .join("containers")
-            .join(&name)
-            .join("rootfs/data");
-        let status = std::process::Command::new("dd")
-            .args(["if=/dev/urandom", "bs=1M", "status=none"])
-            .arg(format!("of={}", data.display()))
-            .arg(format!("count={mib}"))
-            .status()?;
-        anyhow::ensure!(status.success(), "dd failed");
-    }
-    let _ = std::process::Command::new("sync").status();
+    stopped_with_data(dir, berth, pool, alias, &name, mib)?;
     let file = dir.join(format!("{name}.tar"));
     let path = file.display().to_string();
     let rss_before_kib = crate::bench::rss_kib(pid)?;
@@ -260,4 +232,33 @@ fn transfer(
         rss_before_kib,
         rss_peak_kib: peak_out.max(peak_in),
     })
+}
+
+/// A stopped container `name` of image `alias` on `pool`, given `mib` MiB of random data
+/// (`/data`), synced to disk.
+fn stopped_with_data(
+    dir: &Path,
+    berth: &dyn Fn(&[&str]) -> anyhow::Result<String>,
+    pool: &str,
+    alias: &str,
+    name: &str,
+    mib: u64,
+) -> anyhow::Result<()> {
+    berth(&["init", alias, name, "-s", pool])?;
+    if mib > 0 {
+        let data = dir
+            .join("storage-pools")
+            .join(pool)
+            .join("containers")
+            .join(name)
+            .join("rootfs/data");
+        let status = std::process::Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "status=none"])
+            .arg(format!("of={}", data.display()))
+            .arg(format!("count={mib}"))
+            .status()?;
+        anyhow::ensure!(status.success(), "dd failed");
+    }
+    let _ = std::process::Command::new("sync").status();
+    Ok(())
 }

@@ -27,6 +27,20 @@ pub(crate) fn pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>
         .collect()
 }
 
+/// Sends a request and waits for the operation it started, if any.
+pub async fn run_op(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<()> {
+    let r = client.query(method, path, body).await?;
+    if let Some(id) = r.body.operation_id() {
+        client.wait_success(id).await?;
+    }
+    Ok(())
+}
+
 /// POSTs `body` to `collection` (`/1.0/networks`, …) and says `LABEL NAME created`.
 pub async fn create(
     client: &Client,

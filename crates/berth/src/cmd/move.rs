@@ -8,6 +8,8 @@
 
 use berth_client::{Client, Method};
 
+use crate::object::run_op;
+
 /// Arguments of `berth move`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,19 +28,6 @@ pub struct Args {
     /// live (`migration.stateful=true`)
     #[arg(long)]
     stateless: bool,
-}
-
-async fn run_op(
-    client: &Client,
-    method: Method,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> anyhow::Result<()> {
-    let r = client.query(method, path, body).await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
-    }
-    Ok(())
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ use berth_client::{Client, Method};
 use serde_json::Value;
 
 use crate::format::{Format, Table};
+use crate::object::run_op;
 
 /// `berth snapshot …`
 #[derive(Debug, clap::Subcommand)]
@@ -50,20 +51,6 @@ pub enum Command {
         #[arg(long)]
         stateful: bool,
     },
-}
-
-/// Sends a request and waits for its operation.
-async fn run_op(
-    client: &Client,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<()> {
-    let r = client.query(method, path, body).await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
-    }
-    Ok(())
 }
 
 pub async fn run(client: &Client, mut cmd: Command) -> anyhow::Result<()> {

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use berth_api::storage::{StorageVolume, StorageVolumeSnapshot, StorageVolumeState};
 use berth_client::{Client, Method};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::devices::{Target, load, store};
 use crate::format::{Format, Table};
-use crate::object;
+use crate::object::{self, run_op};
 
 /// `berth storage volume …`
 #[derive(Debug, clap::Subcommand)]
@@ -184,20 +184,6 @@ fn split(arg: &str) -> anyhow::Result<(&str, &str, Option<&str>)> {
         }
         _ => anyhow::bail!("Invalid volume {arg:?}: expected POOL/VOLUME"),
     }
-}
-
-/// Sends a request and waits for its operation, if it started one.
-async fn run_op(
-    client: &Client,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<()> {
-    let r = client.query(method, path, body).await?;
-    if let Some(id) = r.body.operation_id() {
-        client.wait_success(id).await?;
-    }
-    Ok(())
 }
 
 /// The fields a volume edit changes.

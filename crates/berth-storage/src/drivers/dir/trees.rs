@@ -94,27 +94,14 @@ impl Dir {
         snap: &str,
         from: &Path,
     ) -> Result<(), StorageError> {
-        validate_volume_name(name)?;
-        validate_volume_name(snap)?;
-        let parent = self.snapshots_of(vtype, name);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(POOL_DIR_MODE)
-            .create(&parent)
-            .map_err(|source| StorageError::CreateVolume {
-                path: parent.clone(),
-                source,
-            })?;
-        let dst = parent.join(snap);
-        if fs::symlink_metadata(&dst).is_ok() {
-            return Err(snapshot_taken(name, snap));
-        }
+        let dst = self.new_snapshot_path(vtype, name, snap)?;
         t.copy(from, &dst)
     }
 
-    pub(crate) fn empty_snapshot_with(
+    /// Where a new snapshot `snap` of volume `name` goes, its volume's snapshot
+    /// directory made; [`StorageError`] when the names are bad or the snapshot exists.
+    fn new_snapshot_path(
         &self,
-        t: &dyn Trees,
         vtype: VolumeType,
         name: &str,
         snap: &str,
@@ -134,6 +121,17 @@ impl Dir {
         if fs::symlink_metadata(&dst).is_ok() {
             return Err(snapshot_taken(name, snap));
         }
+        Ok(dst)
+    }
+
+    pub(crate) fn empty_snapshot_with(
+        &self,
+        t: &dyn Trees,
+        vtype: VolumeType,
+        name: &str,
+        snap: &str,
+    ) -> Result<PathBuf, StorageError> {
+        let dst = self.new_snapshot_path(vtype, name, snap)?;
         t.make(&dst)?;
         Ok(dst)
     }
