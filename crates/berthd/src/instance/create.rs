@@ -94,8 +94,8 @@ pub async fn prepare(
         )));
     }
     let mut config = req.config;
-    // A backup's import (`backup`, set by berthd, never by a client) is recorded as a
-    // migration's target is: marked incoming until its files are in.
+    // A backup's import (`backup`) and a recovery (`recover`), sources berthd sets and a
+    // client never does, keep the volatile keys a migration's target keeps.
     let migrated = matches!(req.source.kind.as_str(), "migration" | "backup" | "recover");
     // Kept from a migrated instance: its image, and its nics' MAC addresses (its network
     // identity moves with it).
