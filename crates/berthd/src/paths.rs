@@ -113,8 +113,10 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Replaces file `path` with `data` (mode 0600): written to a new file of a name of its
-/// own beside it (`O_EXCL`: never through a link someone planted), synced, then renamed
-/// over `path` (which replaces a link there rather than following it).
+/// own beside it (`O_EXCL`: never through a link someone planted), then renamed over
+/// `path` (which replaces a link there rather than following it). Not synced: what it
+/// writes is derived from the database (a `backup.yaml`), and each change rewrites it;
+/// the rename leaves the old file or the new one.
 pub fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -130,7 +132,6 @@ pub fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if written.is_err() {
