@@ -419,8 +419,8 @@ pub async fn delete(cx: &Ctx, scope: &Scope, name: &str) -> Result<()> {
     let _busy = super::disks::Busy::mark(cx, &scope.pool, &host);
     let (p, h, n) = (scope.pool.clone(), host.clone(), name.to_owned());
     // Under the profile lock: no instance or profile update that checked the volume is
-    // there writes its device meanwhile.
-    let _profiles = cx.locks.profiles.lock().await;
+    // there writes its device meanwhile. Let go before the files go (that may be long).
+    let profiles = cx.locks.profiles.lock().await;
     cx.db
         .write(move |tx| {
             let users = super::disks::users(tx, &p, &h)?;
@@ -432,6 +432,7 @@ pub async fn delete(cx: &Ctx, scope: &Scope, name: &str) -> Result<()> {
             Ok(crate::db::volumes::delete(tx, &p, CUSTOM, &h)?)
         })
         .await?;
+    drop(profiles);
     let (d, h) = (driver.clone(), host.clone());
     let removed = tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_file(sidecar(d.as_ref(), &h));
