@@ -133,8 +133,15 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
     let image = d.dir().join("disks/bt.img");
     assert_eq!(p.config["source"], image.display().to_string());
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 1 << 30);
-    let e = berth_e2e::fails(&d.berth(&["storage", "set", "bt", "size=2GiB"]));
-    assert!(e.contains("\"size\" cannot be changed"), "{e}");
+    // The loop file grows live (and the filesystem with it); it never shrinks.
+    ok(&d.berth(&["storage", "set", "bt", "size=2GiB"]));
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 2 << 30);
+    let r: serde_json::Value = c.get("/1.0/storage-pools/bt/resources").await.unwrap();
+    let total = r["space"]["total"].as_u64().unwrap();
+    assert!(total > 3 << 29, "{r}");
+    let e = berth_e2e::fails(&d.berth(&["storage", "set", "bt", "size=1GiB"]));
+    assert!(e.contains("\"size\"") && e.contains("cannot shrink"), "{e}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 2 << 30);
     let mount = d.dir().join("storage-pools/bt");
     let mounted = || {
         std::fs::read_to_string("/proc/self/mounts")

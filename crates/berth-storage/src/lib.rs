@@ -135,6 +135,19 @@ pub trait Driver: Send + Sync + fmt::Debug {
     fn mount(&self) -> Result<(), StorageError>;
     /// Releases the pool.
     fn unmount(&self) -> Result<(), StorageError>;
+    /// Brings the mounted pool to this driver's configuration after an update from `old`
+    /// (a loop file grown to a larger `size`). What cannot change on the host is refused
+    /// before anything is touched: by default, any change of `size`.
+    fn update(&self, old: &BTreeMap<String, String>) -> Result<(), StorageError> {
+        match self.config().get("size") {
+            new if new == old.get("size") => Ok(()),
+            new => Err(StorageError::InvalidValue {
+                key: "size".to_owned(),
+                value: new.cloned().unwrap_or_default(),
+                reason: "Cannot be changed on this pool",
+            }),
+        }
+    }
     /// Space and inodes used and available on the pool.
     fn resources(&self) -> Result<PoolResources, StorageError>;
     /// Where a volume lives on the host. Pure path arithmetic: `name` is not checked here, so

@@ -201,26 +201,28 @@ pub async fn update(
     let mut config = rec.config.clone();
     crate::model::merge_config(&mut config, Some(req.config), replace);
     config.retain(|_, v| !v.is_empty());
-    // `source` is where the data is: it cannot move under a live pool; a loop file's
-    // `size` is fixed when it is made (growing one is not supported yet). Unset, they
-    // keep their value.
+    // `source` is where the data is: it cannot move under a live pool; a changed `size`
+    // is the driver's to apply (a loop file grows). Unset, they keep their value.
     for key in ["source", "size"] {
         // A key the pool never had is left for its driver to judge.
         let Some(old) = rec.config.get(key).cloned() else {
             continue;
         };
         match config.get(key) {
-            Some(v) if *v != old => {
+            Some(v) if *v != old && key == "source" => {
                 return Err(Failure::invalid(format!(
                     "Storage pool key \"{key}\" cannot be changed"
                 )));
             }
-            _ => {
+            Some(_) => {}
+            None => {
                 config.insert(key.to_owned(), old);
             }
         }
     }
     let driver = load(cx, name, &rec.driver, config)?;
+    let (applied, old) = (driver.clone(), rec.config.clone());
+    tokio::task::spawn_blocking(move || applied.update(&old)).await??;
     let new = PoolRecord {
         description: {
             let mut d = rec.description.clone();

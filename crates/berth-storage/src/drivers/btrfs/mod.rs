@@ -11,7 +11,7 @@
 //!
 //! A loop file or device is mounted on the pool's directory (`DIR/storage-pools/POOL`) by
 //! `create` and again by `mount` at each start; `unmount` releases it (the loop device
-//! goes with it). Volumes made by copying from elsewhere are subvolumes too (made empty,
+//! goes with it). A loop file grows, live, when its `size` is raised; it never shrinks. Volumes made by copying from elsewhere are subvolumes too (made empty,
 //! then filled by `cp -a --reflink=auto`). Images are optimized: the pool service keeps
 //! one unpacked copy of each image (its spare volume) and makes each instance a snapshot
 //! of it. Quotas are btrfs's qgroups (turned on at the first size asked for): a volume's
@@ -161,6 +161,49 @@ impl Btrfs {
             ],
         )
         .map_err(|detail| mount_error(&self.root, detail))
+    }
+
+    /// Grows loop file `path` to `size` bytes and the mounted filesystem with it; a
+    /// smaller size is refused (btrfs could shrink, the data past the end could not stay).
+    fn grow(&self, path: &Path, size: u64) -> Result<(), StorageError> {
+        let io = |e: std::io::Error| mount_error(path, e.to_string());
+        let file = fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+        let current = file.metadata().map_err(io)?.len();
+        if size < current {
+            return Err(StorageError::InvalidValue {
+                key: "size".to_owned(),
+                value: self.config.get("size").cloned().unwrap_or_default(),
+                reason: "Must not be smaller than the pool's loop file (it cannot shrink)",
+            });
+        }
+        if size == current {
+            return Ok(());
+        }
+        file.set_len(size).map_err(io)?;
+        drop(file);
+        if !self.mounted() {
+            return Ok(());
+        }
+        // The loop device reads its file's new length, then btrfs takes the space.
+        let shown = path.display().to_string();
+        let devices = tool_output(
+            "losetup",
+            &["--noheadings", "--output", "NAME", "--associated", &shown],
+        )
+        .map_err(|d| mount_error(path, d))?;
+        for device in devices.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            run_tool("losetup", &["--set-capacity", device]).map_err(|d| mount_error(path, d))?;
+        }
+        run_tool(
+            "btrfs",
+            &[
+                "filesystem",
+                "resize",
+                "max",
+                &self.root.display().to_string(),
+            ],
+        )
+        .map_err(|d| mount_error(&self.root, d))
     }
 
     /// Makes a subvolume at `path`, reachable by root only.
@@ -462,6 +505,16 @@ impl Driver for Btrfs {
         }
         run_tool("umount", &[&self.root.display().to_string()])
             .map_err(|detail| mount_error(&self.root, detail))
+    }
+
+    fn update(&self, old: &BTreeMap<String, String>) -> Result<(), StorageError> {
+        let Backing::LoopFile { path, size } = &self.backing else {
+            return Ok(());
+        };
+        if self.config.get("size") == old.get("size") {
+            return Ok(());
+        }
+        self.grow(path, *size)
     }
 
     fn resources(&self) -> Result<PoolResources, StorageError> {
