@@ -119,6 +119,14 @@ pub enum StorageError {
     QuotaUnsupported { driver: &'static str },
     #[error("Failed to set the size of storage volume {}: {detail}", .path.display())]
     Quota { path: PathBuf, detail: String },
+    #[error("The {driver} driver has no volume streams (a btrfs pool has)")]
+    StreamsUnsupported { driver: &'static str },
+    #[error("Failed to {what} a volume stream at {}: {detail}", .path.display())]
+    Stream {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
 }
 
 impl StorageError {
@@ -132,7 +140,8 @@ impl StorageError {
             | E::InvalidVolumeName { .. }
             | E::SourceNotEmpty { .. }
             | E::SourceNotDirectory { .. }
-            | E::QuotaUnsupported { .. } => StorageErrorKind::InvalidConfig,
+            | E::QuotaUnsupported { .. }
+            | E::StreamsUnsupported { .. } => StorageErrorKind::InvalidConfig,
             E::SourceMissing { .. } | E::VolumeNotFound { .. } | E::SnapshotNotFound { .. } => {
                 StorageErrorKind::NotFound
             }
@@ -147,7 +156,8 @@ impl StorageError {
             | E::RenameVolume { .. }
             | E::Copy { .. }
             | E::ListVolumes { .. }
-            | E::Quota { .. } => StorageErrorKind::Io,
+            | E::Quota { .. }
+            | E::Stream { .. } => StorageErrorKind::Io,
         }
     }
 }

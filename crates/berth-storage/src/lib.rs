@@ -11,6 +11,7 @@
 mod drivers;
 mod error;
 mod mounts;
+mod streams;
 mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use drivers::{btrfs, dir};
 pub use error::{StorageError, StorageErrorKind};
+pub use streams::{Exact, Receiver, Sender};
 
 /// What a driver is and can do; `GET /1.0` reports it in `storage_supported_drivers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct DriverInfo {
     pub instant_snapshots: bool,
     /// Whether volume sizes can be enforced.
     pub quotas: bool,
+    /// Whether volumes go as the driver's own streams ([`Sender`], [`Receiver`]): an
+    /// optimized backup.
+    pub optimized_backups: bool,
 }
 
 /// The kinds of volume a pool holds; each has its own directory in the pool.
@@ -228,6 +233,25 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// Moves every snapshot of volume `from` to volume `to` (when the volume is renamed).
     fn rename_snapshots(&self, vtype: VolumeType, from: &str, to: &str)
     -> Result<(), StorageError>;
+    /// Freezes volume `name` and its snapshots `snapshots` (oldest first) for sending as
+    /// the driver's own streams; [`StorageError::StreamsUnsupported`] where it has none.
+    fn sender(
+        &self,
+        _vtype: VolumeType,
+        _name: &str,
+        _snapshots: &[String],
+    ) -> Result<Box<dyn Sender>, StorageError> {
+        Err(StorageError::StreamsUnsupported {
+            driver: self.info().name,
+        })
+    }
+    /// Starts receiving volume `name` (absent) and its snapshots as the driver's own
+    /// streams; [`StorageError::StreamsUnsupported`] where it has none.
+    fn receiver(&self, _vtype: VolumeType, _name: &str) -> Result<Box<dyn Receiver>, StorageError> {
+        Err(StorageError::StreamsUnsupported {
+            driver: self.info().name,
+        })
+    }
     /// The bytes volume `name` takes, where the driver counts them (btrfs: its qgroup's
     /// referenced bytes); `None` where it does not.
     fn usage(&self, _vtype: VolumeType, _name: &str) -> Option<u64> {

@@ -18,6 +18,7 @@
 //! limit caps what its subvolume references.
 
 mod config;
+mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +30,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::dir::{Dir, POOL_DIR_MODE, Trees, VOLUME_MODE, set_mode};
-use crate::{Driver, DriverInfo, PoolResources, StorageError, VolumeType, validate_volume_name};
+use crate::{
+    Driver, DriverInfo, PoolResources, Receiver, Sender, StorageError, VolumeType,
+    validate_volume_name,
+};
 
 pub use config::Backing;
 
@@ -51,6 +55,7 @@ pub fn info() -> DriverInfo {
         optimized_images: true,
         instant_snapshots: true,
         quotas: true,
+        optimized_backups: true,
     }
 }
 
@@ -329,7 +334,14 @@ fn remove_subvolume(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     // Nested subvolumes (a container's own) or a plain directory: removed entry by entry
-    // (an empty subvolume goes by rmdir, as root).
+    // (an empty subvolume goes by rmdir, as root); subvolumes right inside (a holding
+    // directory's read-only ones, whose files cannot be unlinked) go whole first.
+    for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+        let child = entry.path();
+        if is_subvolume(&child) {
+            let _ = remove_subvolume(&child);
+        }
+    }
     fs::remove_dir_all(path)
 }
 
@@ -661,6 +673,33 @@ impl Driver for Btrfs {
         to: &str,
     ) -> Result<(), StorageError> {
         self.dir.rename_snapshots(vtype, from, to)
+    }
+
+    fn sender(
+        &self,
+        vtype: VolumeType,
+        name: &str,
+        snapshots: &[String],
+    ) -> Result<Box<dyn Sender>, StorageError> {
+        validate_volume_name(name)?;
+        let mut sources = Vec::with_capacity(snapshots.len() + 1);
+        for s in snapshots {
+            validate_volume_name(s)?;
+            sources.push(self.snapshot_path(vtype, name, s));
+        }
+        sources.push(self.volume_path(vtype, name));
+        Ok(Box::new(streams::Frozen::new(&self.dir, vtype, &sources)?))
+    }
+
+    fn receiver(&self, vtype: VolumeType, name: &str) -> Result<Box<dyn Receiver>, StorageError> {
+        validate_volume_name(name)?;
+        if fs::symlink_metadata(self.volume_path(vtype, name)).is_ok() {
+            return Err(StorageError::VolumeExists {
+                vtype,
+                name: name.to_owned(),
+            });
+        }
+        Ok(Box::new(streams::Received::new(&self.dir, vtype, name)?))
     }
 
     fn usage(&self, vtype: VolumeType, name: &str) -> Option<u64> {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use super::is_subvolume;
@@ -91,4 +92,90 @@ fn a_loop_file_pool_snapshots_restores_copies_and_goes() {
     assert!(!image.exists() && !root.exists());
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(&root.display().to_string()), "{mounts}");
+}
+
+#[test]
+fn streams_carry_a_volume_and_its_snapshots_to_another_pool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = || BTreeMap::from([("size".to_owned(), "512MiB".to_owned())]);
+    let a = load("btrfs", "a", config(), &tmp.path().join("storage-pools/a")).unwrap();
+    let b = load("btrfs", "b", config(), &tmp.path().join("storage-pools/b")).unwrap();
+    for p in [&a, &b] {
+        p.create().unwrap();
+        p.mount().unwrap();
+    }
+    let t = VolumeType::Container;
+    let v = a.create_volume(t, "v").unwrap();
+    fs::write(v.join("f"), "one").unwrap();
+    a.create_snapshot(t, "v", "s1").unwrap();
+    fs::write(v.join("f"), "two").unwrap();
+    fs::write(v.join("g"), vec![7u8; 1 << 20]).unwrap();
+
+    let sender = a.sender(t, "v", &["s1".to_owned()]).unwrap();
+    assert_eq!(sender.count(), 2);
+    let mut receiver = b.receiver(t, "w").unwrap();
+    for i in 0..2 {
+        // Two reads give the same bytes: a writer can size a member first.
+        let mut first = Vec::new();
+        sender.stream(i).unwrap().read_to_end(&mut first).unwrap();
+        let size = first.len() as u64;
+        let mut exact = crate::Exact::new(sender.stream(i).unwrap(), size);
+        let snap = (i == 0).then_some("s1");
+        receiver.receive(snap, &mut exact).unwrap();
+    }
+    // A snapshot that came twice is refused; a stream that is not one too.
+    let e = receiver.receive(Some("s1"), &mut &b""[..]).unwrap_err();
+    assert!(e.to_string().contains("came twice"), "{e}");
+    let e = receiver
+        .receive(Some("s2"), &mut &b"garbage"[..])
+        .unwrap_err();
+    assert_eq!(e.kind(), StorageErrorKind::Io, "{e}");
+    receiver.finish().unwrap();
+    drop(sender);
+    let w = b.volume_path(t, "w");
+    assert!(is_subvolume(&w));
+    assert_eq!(fs::read_to_string(w.join("f")).unwrap(), "two");
+    assert_eq!(fs::metadata(w.join("g")).unwrap().len(), 1 << 20);
+    fs::write(w.join("f"), "writable").unwrap();
+    let s1 = b.snapshot_path(t, "w", "s1");
+    assert_eq!(fs::read_to_string(s1.join("f")).unwrap(), "one");
+    assert!(!s1.join("g").exists());
+    // Nothing is left in holding directories, on either side.
+    for (p, dir) in [(&a, "a"), (&b, "b")] {
+        let containers = tmp.path().join(format!("storage-pools/{dir}/containers"));
+        let names: Vec<String> = fs::read_dir(&containers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        p.delete_snapshots(t, if dir == "a" { "v" } else { "w" })
+            .unwrap();
+    }
+    // A receiver dropped unfinished takes what it received with it.
+    let mut r = b.receiver(t, "x").unwrap();
+    let mut again = Vec::new();
+    a.sender(t, "v", &[])
+        .unwrap()
+        .stream(0)
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    r.receive(None, &mut &again[..]).unwrap();
+    drop(r);
+    assert!(!b.volume_path(t, "x").exists());
+    assert_eq!(
+        b.receiver(t, "w").err().unwrap().kind(),
+        StorageErrorKind::AlreadyExists
+    );
+    // Dir pools have no streams.
+    let d = load("dir", "d", BTreeMap::new(), &tmp.path().join("d")).unwrap();
+    assert_eq!(
+        d.sender(t, "v", &[]).err().unwrap().kind(),
+        StorageErrorKind::InvalidConfig
+    );
+    for (p, v) in [(&a, "v"), (&b, "w")] {
+        p.delete_volume(t, v).unwrap();
+        p.unmount().unwrap();
+        p.delete().unwrap();
+    }
 }

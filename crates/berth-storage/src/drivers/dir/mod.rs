@@ -66,6 +66,7 @@ pub fn info() -> DriverInfo {
         optimized_images: false,
         instant_snapshots: false,
         quotas: false,
+        optimized_backups: false,
     }
 }
 
@@ -79,7 +80,7 @@ pub(crate) fn load(
 }
 
 /// A `dir` pool.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Dir {
     pool: String,
     config: BTreeMap<String, String>,
