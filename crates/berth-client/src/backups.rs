@@ -17,6 +17,8 @@ use crate::{Client, ClientError, Progress, copy_stream};
 pub struct BackupOptions {
     /// Leave the snapshots out.
     pub instance_only: bool,
+    /// The pool driver's own streams (btrfs send) rather than trees, where it has them.
+    pub optimized_storage: bool,
     /// `none`, `gzip`, `zstd`, `xz`, `bzip2`; empty: the server's default.
     pub compression: String,
 }
@@ -46,6 +48,7 @@ impl Client {
         let body = serde_json::json!({
             "instance_only": opts.instance_only,
             "container_only": opts.instance_only,
+            "optimized_storage": opts.optimized_storage,
             "compression_algorithm": opts.compression,
         });
         let path = format!("/1.0/instances/{instance}/backups");

@@ -69,7 +69,8 @@ impl Incus {
 
 impl Drop for Incus {
     fn drop(&mut self) {
-        let _ = self.local(&["delete", "-f", "c1", "c2", "c3", "c4"]);
+        let _ = self.local(&["delete", "-f", "c1", "c2", "c3", "c4", "c6", "c7"]);
+        let _ = self.local(&["storage", "delete", "bt"]);
         let _ = self.local(&["admin", "shutdown", "--timeout", "20"]);
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -228,5 +229,33 @@ async fn backups_go_between_berthd_and_incus() {
     assert_eq!(out.trim(), "between the snapshots");
     ok(&i.local(&["stop", "-f", "c4"]));
     ok(&b.berth(&["delete", "-f", "c5"]));
+
+    // Optimized backups (btrfs send streams), both ways, between btrfs pools.
+    ok(&i.local(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    ok(&b.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    ok(&i.local(&["copy", "c1", "c6", "--storage", "bt"]));
+    let opt_incus = i.dir().join("opt-incus.tar.gz");
+    let opt_incus = opt_incus.to_string_lossy();
+    ok(&i.local(&["export", "c6", &opt_incus, "--optimized-storage"]));
+    ok(&b.berth(&["import", &opt_incus, "c6", "--storage", "bt"]));
+    let info = ok(&incus(&["info", "b:c6"]));
+    assert!(snapshots(&info), "{info}");
+    ok(&b.berth(&["start", "c6"]));
+    let out = ok(&b.berth(&["exec", "c6", "--", "cat", "/marker"]));
+    assert_eq!(out.trim(), "between the snapshots");
+    ok(&b.berth(&["exec", "c6", "--", "sh", "-c", "echo from-berth > /marker2"]));
+    ok(&b.berth(&["stop", "-f", "c6"]));
+    let opt_berth = i.dir().join("opt-berth.tar.gz");
+    let opt_berth = opt_berth.to_string_lossy();
+    ok(&b.berth(&["export", "c6", &opt_berth, "--optimized-storage"]));
+    ok(&i.local(&["import", &opt_berth, "c7", "--storage", "bt"]));
+    let info = ok(&i.local(&["info", "c7"]));
+    assert!(snapshots(&info), "{info}");
+    ok(&i.local(&["start", "c7"]));
+    let out = ok(&i.local(&["exec", "c7", "--", "cat", "/marker", "/marker2"]));
+    assert_eq!(out.trim(), "between the snapshots\nfrom-berth");
+    ok(&i.local(&["delete", "-f", "c6", "c7"]));
+    ok(&b.berth(&["delete", "-f", "c6"]));
+    ok(&b.berth(&["storage", "delete", "bt"]));
     drop(i);
 }

@@ -19,6 +19,10 @@ pub struct ExportArgs {
     /// Leave the snapshots out
     #[arg(long, alias = "container-only")]
     instance_only: bool,
+    /// The pool driver's own streams (btrfs send): faster, imported only into a pool of
+    /// the same driver
+    #[arg(long)]
+    optimized_storage: bool,
     /// none, gzip, zstd, xz or bzip2 (the server's `backups.compression_algorithm` by
     /// default)
     #[arg(long, default_value = "")]
@@ -51,6 +55,7 @@ pub async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
     let path = args.target.unwrap_or_else(|| format!("{instance}{suffix}"));
     let opts = BackupOptions {
         instance_only: args.instance_only,
+        optimized_storage: args.optimized_storage,
         compression: args.compression,
     };
     let (bar, progress) = counter("Exporting");

@@ -62,8 +62,7 @@ pub async fn post(
         name: Some(req.name),
         expires_at: req.expires_at,
         instance_only: req.instance_only || req.container_only,
-        // A driver's stream (btrfs send) is not written yet: as Incus does where the
-        // driver has none, an optimized backup is made as trees.
+        optimized: req.optimized_storage,
         compression: req.compression_algorithm,
     };
     let direct = headers

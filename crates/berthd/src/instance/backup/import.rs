@@ -33,7 +33,7 @@ use crate::model::records::{InstanceRecord, SnapshotRecord};
 use crate::revert::Reverter;
 
 /// The largest `index.yaml`, `metadata.yaml` or template member taken.
-const SMALL: u64 = 1 << 20;
+pub(super) const SMALL: u64 = 1 << 20;
 
 /// What the request says beside the tarball (`X-Incus-name`, `X-Incus-pool` or LXD's).
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ pub struct Target {
     pub pool: Option<String>,
 }
 
-fn refused(reason: impl std::fmt::Display) -> Failure {
+pub(super) fn refused(reason: impl std::fmt::Display) -> Failure {
     Failure::invalid(format!("Invalid backup: {reason}"))
 }
 
@@ -151,23 +151,36 @@ pub fn import(
     });
     make_runtime(cx, &plan.rec, &mut undo)?;
     let t = VolumeType::Container;
-    let volume = plan.pool.create_volume(t, &plan.rec.name)?;
-    undo_volume(&plan.rec, &plan.pool, &mut undo);
-    let mut unpack = Unpack {
-        volume,
-        pool: plan.pool.clone(),
-        instance: plan.rec.name.clone(),
-        wanted: plan.snapshots.iter().map(|s| s.name.clone()).collect(),
-        snapshots: HashMap::new(),
-        seen_volume: false,
+    let wanted: Vec<String> = plan.snapshots.iter().map(|s| s.name.clone()).collect();
+    let mut sink = if index.optimized == Some(true) {
+        Sink::Streams(super::streams::Streams::new(
+            &plan.pool,
+            &plan.rec.name,
+            wanted,
+        )?)
+    } else {
+        let volume = plan.pool.create_volume(t, &plan.rec.name)?;
+        undo_volume(&plan.rec, &plan.pool, &mut undo);
+        Sink::Trees(Unpack {
+            volume,
+            pool: plan.pool.clone(),
+            instance: plan.rec.name.clone(),
+            wanted,
+            snapshots: HashMap::new(),
+            seen_volume: false,
+        })
     };
+    let pool_root = plan.pool.volume_path(t, "");
     loop {
         budget.set(HEADERS);
         let Some(entry) = entries.next() else { break };
         let mut entry = entry.map_err(|e| from_scan(ScanError::Read(e)))?;
         budget.set(u64::MAX);
         let comps = check.check(&entry).map_err(from_scan)?;
-        unpack.entry(&mut entry, &comps)?;
+        match &mut sink {
+            Sink::Trees(unpack) => unpack.entry(&mut entry, &comps)?,
+            Sink::Streams(streams) => streams.entry(&mut entry, &comps, &pool_root)?,
+        }
         // What was not unpacked (a member left out) is read past here, not by `tar`.
         std::io::copy(&mut entry, &mut std::io::sink())
             .map_err(|e| from_scan(ScanError::Read(e)))?;
@@ -176,22 +189,15 @@ pub fn import(
     budget.set(u64::MAX);
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
         .map_err(|e| from_scan(ScanError::Read(e)))?;
-    if !unpack.seen_volume {
-        return Err(refused("it holds no backup/container/"));
-    }
-    if let Some(missing) = unpack
-        .wanted
-        .iter()
-        .find(|s| !unpack.snapshots.contains_key(*s))
-    {
-        return Err(refused(format!(
-            "snapshot {missing:?} of index.yaml is not in the archive"
-        )));
-    }
+    let trees = match sink {
+        Sink::Trees(unpack) => unpack.trees()?,
+        Sink::Streams(streams) => {
+            undo_volume(&plan.rec, &plan.pool, &mut undo);
+            streams.finish(plan.pool.as_ref(), &plan.rec.name)?
+        }
+    };
     // Saved states stay where they were made; files stored shifted (an LXD host without
     // idmapped mounts) are shifted back to the container's own numbering.
-    let mut trees = vec![unpack.volume.clone()];
-    trees.extend(unpack.snapshots.values().cloned());
     for tree in &trees {
         crate::lxc::checkpoint::strip_volume(tree)?;
         if !shifted.is_empty() {
@@ -256,11 +262,6 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
             index.kind
         )));
     }
-    if index.optimized == Some(true) {
-        return Err(refused(
-            "an optimized backup (a storage driver's stream) cannot be imported yet",
-        ));
-    }
     let config = index.config.clone().unwrap_or_default();
     let name = target
         .name
@@ -269,6 +270,11 @@ async fn record(cx: &Arc<Ctx>, target: &Target, index: &BackupIndex) -> Result<P
         .unwrap_or_else(|| index.name.clone());
     let name = InstanceName::parse(&name)?;
     let pool = choose_pool(cx, target, index).await?;
+    if index.optimized == Some(true)
+        && let Some(driver) = cx.pools.get(&pool)
+    {
+        super::streams::check_pool(index, &pool, driver.as_ref())?;
+    }
     record_described(
         cx,
         &target.project,
@@ -483,6 +489,12 @@ fn snapshot_record(
     })
 }
 
+/// Where an archive's members go: trees unpacked, or a driver's streams received.
+enum Sink {
+    Trees(Unpack),
+    Streams(super::streams::Streams),
+}
+
 /// Where the members of the archive go.
 struct Unpack {
     volume: PathBuf,
@@ -496,6 +508,25 @@ struct Unpack {
 }
 
 impl Unpack {
+    /// The volume and snapshot trees, once the archive is read: refused if any is missing.
+    fn trees(self) -> Result<Vec<PathBuf>> {
+        if !self.seen_volume {
+            return Err(refused("it holds no backup/container/"));
+        }
+        if let Some(missing) = self
+            .wanted
+            .iter()
+            .find(|s| !self.snapshots.contains_key(*s))
+        {
+            return Err(refused(format!(
+                "snapshot {missing:?} of index.yaml is not in the archive"
+            )));
+        }
+        let mut trees = vec![self.volume];
+        trees.extend(self.snapshots.into_values());
+        Ok(trees)
+    }
+
     /// The directory an archive path's tree goes to, and the rest of the path in it.
     fn place<'a>(&mut self, comps: &'a [String]) -> Result<(PathBuf, &'a [String])> {
         match comps {
@@ -676,7 +707,7 @@ fn unpack_failed(member: &str, e: &std::io::Error) -> Failure {
 }
 
 /// Refuses a member larger than the space left where it goes.
-fn fits(dir: &Path, size: u64, member: &str) -> Result<()> {
+pub(super) fn fits(dir: &Path, size: u64, member: &str) -> Result<()> {
     if let Ok(s) = rustix::fs::statvfs(dir) {
         let free = s.f_bavail.saturating_mul(s.f_frsize);
         if size > free {

@@ -8,6 +8,7 @@
 //! runs, as LXD takes one on `dir`.
 
 pub mod import;
+mod streams;
 pub mod tarball;
 
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ pub struct NewBackup {
     pub name: Option<String>,
     pub expires_at: Option<String>,
     pub instance_only: bool,
+    /// Whether the pool driver's own streams are asked for (`optimized_storage`); made as
+    /// trees where the driver has none, as LXD does.
+    pub optimized: bool,
     /// As the request names it; empty: the project's, else the server's
     /// `backups.compression_algorithm`.
     pub compression: String,
@@ -163,8 +167,7 @@ pub async fn plan(cx: &Ctx, instance: &str, new: NewBackup) -> Result<Planned> {
             created_at: crate::time::now_rfc3339(),
             expires_at,
             instance_only: new.instance_only,
-            // berthd writes trees: a driver's stream (btrfs send) is not written yet.
-            optimized_storage: false,
+            optimized_storage: new.optimized && pool_of(cx, &rec).await?.info().optimized_backups,
             compression_algorithm: algorithm,
         },
         compression,
@@ -312,8 +315,27 @@ pub async fn write_to(
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<()> {
     let rec = find(cx, &planned.record.instance).await?;
-    let (index, mut contents) = describe(cx, &rec, planned.record.instance_only).await?;
+    let (mut index, mut contents) = describe(cx, &rec, planned.record.instance_only).await?;
     let compression = planned.compression;
+    if planned.record.optimized_storage {
+        index.optimized = Some(true);
+        index.optimized_header = Some(true);
+        let pool = pool_of(cx, &rec).await?;
+        let (name, snapshots) = (rec.name.clone(), index.snapshots.clone());
+        return tokio::task::spawn_blocking(move || {
+            let sender = pool.sender(VolumeType::Container, &name, &snapshots)?;
+            tarball::write_streams(
+                out,
+                compression,
+                &index,
+                &snapshots,
+                sender.as_ref(),
+                progress,
+            )
+            .map_err(|e| Failure::failed("Failed to write the backup", e))
+        })
+        .await?;
+    }
     // A running instance on a pool whose snapshots cost nothing (btrfs) is written from
     // a snapshot of this moment, so its files are of one time, as Incus does.
     let pool = pool_of(cx, &rec).await?;

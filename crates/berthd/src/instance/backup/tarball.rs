@@ -88,6 +88,62 @@ pub fn write<W: Write>(
     tar.into_inner()?.finish()?.flush()
 }
 
+/// Writes an optimized backup to `out` in `compression`: `index`, the driver's header
+/// (`optimized_header.yaml`, the subvolumes as Incus lists them), then `sender`'s streams
+/// as `backup/snapshots/NAME.bin` (for each of `snapshots`, oldest first) and
+/// `backup/container.bin`. Each stream is read once to learn its size, then again into
+/// the archive: nothing is staged on disk.
+pub fn write_streams<W: Write>(
+    out: W,
+    compression: Compression,
+    index: &BackupIndex,
+    snapshots: &[String],
+    sender: &dyn berth_storage::Sender,
+    progress: impl FnMut(u64),
+) -> io::Result<()> {
+    let counted = Counting {
+        inner: out,
+        done: 0,
+        report: progress,
+    };
+    let encoder = compression.writer(io::BufWriter::with_capacity(1 << 20, counted))?;
+    let mut tar = tar::Builder::new(encoder);
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let small = |tar: &mut tar::Builder<_>, path: &str, text: &str| {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(text.len() as u64);
+        h.set_mtime(now);
+        tar.append_data(&mut h, path, text.as_bytes())
+    };
+    let yaml = serde_saphyr::to_string(index).map_err(io::Error::other)?;
+    small(&mut tar, "backup/index.yaml", &yaml)?;
+    let subvolumes: Vec<serde_json::Value> = snapshots
+        .iter()
+        .map(|s| serde_json::json!({"path": "/", "snapshot": s, "readonly": true, "uuid": ""}))
+        .chain([serde_json::json!({"path": "/", "snapshot": "", "readonly": false, "uuid": ""})])
+        .collect();
+    let header = serde_saphyr::to_string(&serde_json::json!({ "subvolumes": subvolumes }))
+        .map_err(io::Error::other)?;
+    small(&mut tar, "backup/optimized_header.yaml", &header)?;
+    let names = snapshots
+        .iter()
+        .map(|s| format!("backup/snapshots/{s}.bin"))
+        .chain(["backup/container.bin".to_owned()]);
+    for (i, name) in names.enumerate() {
+        let stream = |i| sender.stream(i).map_err(io::Error::other);
+        let size = io::copy(&mut stream(i)?, &mut io::sink())?;
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o600);
+        h.set_size(size);
+        h.set_mtime(now);
+        tar.append_data(&mut h, name, berth_storage::Exact::new(stream(i)?, size))?;
+    }
+    tar.into_inner()?.finish()?.flush()
+}
+
 /// Walks trees into a tarball by descriptor (each entry opened relative to its opened
 /// directory, never through a link: a running container swapping a file for a symlink
 /// cannot make the walk read the host's files), remembering files with several links.
