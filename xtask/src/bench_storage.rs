@@ -4,8 +4,8 @@
 //! the Debian image: the time `berth launch` takes once the image is unpacked on the pool
 //! (the median of three), and the time of a snapshot and of a copy of a stopped instance
 //! holding 64 MiB and 2 GiB of data; the rate of `berth export` (uncompressed, to a file)
-//! and `berth import` of a container of each image and of one holding 1 GiB, with
-//! berthd's resident memory before and at its highest during the transfer. Nothing is
+//! and `berth import` of a container of each image and of one holding 1 GiB (on btrfs
+//! also as an optimized backup: send streams), with berthd's resident memory before and at its highest during the transfer. Nothing is
 //! asserted; the pool and its loop file go at the end.
 
 use std::path::Path;
@@ -65,11 +65,53 @@ pub fn run(
             // After the snapshots and copies: deleting a gigabyte keeps btrfs busy a while.
             for (name, _) in &images {
                 let alias = name.to_lowercase();
-                let t = transfer(root, d, &berth, pid, pool, &alias, 0)?;
+                let t = transfer(
+                    root,
+                    d,
+                    &berth,
+                    pid,
+                    pool,
+                    Contents {
+                        alias: &alias,
+                        mib: 0,
+                        optimized: false,
+                    },
+                )?;
                 t.push_to(&mut figures, &format!("{name} container"), driver);
             }
-            let t = transfer(root, d, &berth, pid, pool, "busybox", 1024)?;
+            let t = transfer(
+                root,
+                d,
+                &berth,
+                pid,
+                pool,
+                Contents {
+                    alias: "busybox",
+                    mib: 1024,
+                    optimized: false,
+                },
+            )?;
             t.push_to(&mut figures, "busybox container holding 1 GiB", driver);
+            if pool == "bt" {
+                // btrfs send streams (each sent twice: once to size its tar member).
+                let t = transfer(
+                    root,
+                    d,
+                    &berth,
+                    pid,
+                    pool,
+                    Contents {
+                        alias: "busybox",
+                        mib: 1024,
+                        optimized: true,
+                    },
+                )?;
+                t.push_to(
+                    &mut figures,
+                    "busybox container holding 1 GiB, optimized",
+                    driver,
+                );
+            }
         }
         Ok(())
     })();
@@ -198,6 +240,17 @@ fn timed_sampling(root: &Path, dir: &Path, pid: u32, args: &[&str]) -> anyhow::R
     }
 }
 
+/// What a transferred container is and how it goes.
+#[derive(Clone, Copy)]
+struct Contents<'a> {
+    /// Its image.
+    alias: &'a str,
+    /// The MiB of data it holds besides.
+    mib: u64,
+    /// Whether it goes as an optimized backup (the driver's streams).
+    optimized: bool,
+}
+
 /// A stopped container of image `alias` on `pool` (given `mib` MiB of data besides),
 /// exported to a file, deleted and imported back.
 fn transfer(
@@ -206,20 +259,23 @@ fn transfer(
     berth: &dyn Fn(&[&str]) -> anyhow::Result<String>,
     pid: u32,
     pool: &str,
-    alias: &str,
-    mib: u64,
+    what: Contents<'_>,
 ) -> anyhow::Result<Transfer> {
+    let Contents {
+        alias,
+        mib,
+        optimized,
+    } = what;
     let name = format!("x-{alias}-{mib}-{pool}");
     stopped_with_data(dir, berth, pool, alias, &name, mib)?;
     let file = dir.join(format!("{name}.tar"));
     let path = file.display().to_string();
     let rss_before_kib = crate::bench::rss_kib(pid)?;
-    let (export_s, peak_out) = timed_sampling(
-        root,
-        dir,
-        pid,
-        &["export", &name, &path, "--compression", "none"],
-    )?;
+    let mut args = vec!["export", &name, &path, "--compression", "none"];
+    if optimized {
+        args.push("--optimized-storage");
+    }
+    let (export_s, peak_out) = timed_sampling(root, dir, pid, &args)?;
     let bytes = std::fs::metadata(&file)?.len();
     berth(&["delete", &name])?;
     let (import_s, peak_in) = timed_sampling(root, dir, pid, &["import", &path, "-s", pool])?;
