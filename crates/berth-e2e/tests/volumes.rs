@@ -151,11 +151,18 @@ async fn a_volume_is_shared_snapshotted_restored_and_kept_apart_from_its_users()
         .unwrap();
     assert!(v2.used_by.is_empty() && v2.config["user.k"] == "v");
 
-    // A rename while only stopped instances use it: their devices follow.
+    // A rename while only stopped instances use it: their devices follow, their
+    // snapshots' too.
     ok(&d.berth(&["stop", "-f", "c1"]));
+    ok(&d.berth(&["snapshot", "create", "c2", "before-rename"]));
     ok(&d.berth(&["storage", "volume", "rename", "default", "v1", "data"]));
     let c2: serde_json::Value = c.get("/1.0/instances/c2").await.unwrap();
     assert_eq!(c2["devices"]["vol"]["source"], "data");
+    let s: serde_json::Value = c
+        .get("/1.0/instances/c2/snapshots/before-rename")
+        .await
+        .unwrap();
+    assert_eq!(s["devices"]["vol"]["source"], "data", "{s}");
     ok(&d.berth(&["start", "c2"]));
     assert_eq!(sh(&d, "c2", "cat /mnt/v/f"), "hello\n");
 

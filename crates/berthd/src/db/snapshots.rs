@@ -104,6 +104,15 @@ pub fn update(conn: &Connection, s: &SnapshotRecord) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Sets a snapshot's devices (a volume it attaches was renamed or moved).
+pub fn set_devices(conn: &Connection, s: &SnapshotRecord) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE snapshots SET devices = ?3 WHERE instance = ?1 AND name = ?2",
+        params![s.instance, s.name, to_json(&s.devices)],
+    )?;
+    Ok(())
+}
+
 /// Deletes one snapshot.
 pub fn delete(conn: &Connection, instance: &str, name: &str) -> Result<(), DbError> {
     conn.execute(

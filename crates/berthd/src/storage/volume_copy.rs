@@ -374,8 +374,8 @@ pub async fn move_to(
     Ok(())
 }
 
-/// Points every instance and profile of the projects whose volumes `holder` holds that
-/// attach volume `from` (pool, name) at `to`.
+/// Points every instance (and instance snapshot) and profile of the projects whose volumes
+/// `holder` holds that attach volume `from` (pool, name) at `to`.
 fn repoint(tx: &Connection, holder: &str, from: (&str, &str), to: (&str, &str)) -> Result<()> {
     if from == to {
         return Ok(());
@@ -400,8 +400,17 @@ fn repoint(tx: &Connection, holder: &str, from: (&str, &str), to: (&str, &str)) 
         changed
     };
     for mut rec in crate::db::instances::list(tx)? {
-        if holds(&rec.project) && change(&mut rec.devices) {
+        if !holds(&rec.project) {
+            continue;
+        }
+        if change(&mut rec.devices) {
             crate::db::instances::update(tx, &rec)?;
+        }
+        // A snapshot's devices too: restored, it attaches the volume where it now is.
+        for mut s in crate::db::snapshots::list(tx, &rec.name)? {
+            if change(&mut s.devices) {
+                crate::db::snapshots::set_devices(tx, &s)?;
+            }
         }
     }
     for mut p in crate::db::profiles::list(tx)? {
