@@ -105,6 +105,58 @@ async fn round_trip(d: &Daemon, pool: &str, compression: &str, optimized: bool) 
     ok(&d.berth(&["delete", "-f", &name]));
 }
 
+/// Optimized backups whose streams are not streams, or build on a subvolume the backup
+/// does not hold (receive would take any of the filesystem's with that UUID), are refused
+/// with one line and leave nothing on the pool.
+async fn hostile_streams_are_refused(d: &Daemon) {
+    // The delta of the round trip's instance on its last snapshot, alone.
+    let mut real = tar::Archive::new(std::fs::File::open(d.dir().join("rt-bt-opt.tar")).unwrap());
+    let mut delta = Vec::new();
+    for e in real.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("backup/container.bin") {
+            std::io::Read::read_to_end(&mut e, &mut delta).unwrap();
+        }
+    }
+    assert!(delta.len() > 100);
+    let index = String::from_utf8_lossy(INDEX).replace(
+        "backend: dir\npool: default",
+        "backend: btrfs\npool: bt\noptimized: true",
+    );
+    for (why, stream) in [
+        ("not a btrfs send stream", b"garbage, not a stream".to_vec()),
+        ("builds on a subvolume that is not in the backup", delta),
+    ] {
+        let body = tarball(&[
+            (
+                "backup/index.yaml",
+                tar::EntryType::Regular,
+                index.as_bytes(),
+            ),
+            ("backup/container.bin", tar::EntryType::Regular, &stream),
+        ]);
+        let path = d.dir().join("evil-opt.tar.gz");
+        std::fs::write(&path, &body).unwrap();
+        let e = fails(&d.berth(&["import", path.to_str().unwrap()]));
+        assert!(
+            e.contains("Invalid backup") && e.contains(why),
+            "{why}: {e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        let list: Vec<String> = d.client().get("/1.0/instances").await.unwrap();
+        assert!(
+            !list.iter().any(|i| i.ends_with("/evil")),
+            "{why}: {list:?}"
+        );
+        let left: Vec<String> = std::fs::read_dir(d.dir().join("storage-pools/bt/containers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".receive") || n == "evil")
+            .collect();
+        assert!(left.is_empty(), "{why}: {left:?}");
+    }
+}
+
 #[tokio::test]
 async fn export_delete_import_gives_everything_back_on_dir_and_btrfs() {
     let d = Daemon::start();
@@ -113,6 +165,7 @@ async fn export_delete_import_gives_everything_back_on_dir_and_btrfs() {
     ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
     round_trip(&d, "bt", "none", false).await;
     round_trip(&d, "bt", "none", true).await;
+    hostile_streams_are_refused(&d).await;
     // Asked of a dir pool, a backup is made of trees (as LXD makes it there).
     ok(&d.berth(&["launch", "bb", "ondir"]));
     let tar = d.dir().join("ondir.tar");

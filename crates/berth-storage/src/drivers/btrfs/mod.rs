@@ -18,6 +18,7 @@
 //! limit caps what its subvolume references.
 
 mod config;
+mod send_check;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -181,10 +182,10 @@ impl Btrfs {
                 reason: "Must not be smaller than the pool's loop file (it cannot shrink)",
             });
         }
-        if size == current {
-            return Ok(());
+        // An equal size still goes on: a grow that failed half-way is finished.
+        if size > current {
+            file.set_len(size).map_err(io)?;
         }
-        file.set_len(size).map_err(io)?;
         drop(file);
         if !self.mounted() {
             return Ok(());
@@ -324,25 +325,45 @@ fn is_mount_point(path: &Path) -> bool {
 
 /// Deletes the subvolume (or plain directory) at `path` and what is inside it.
 fn remove_subvolume(path: &Path) -> std::io::Result<()> {
-    if is_subvolume(path)
-        && run_tool(
+    // Never through a link: what is not a directory goes as itself.
+    if !fs::symlink_metadata(path)?.is_dir() {
+        return fs::remove_file(path);
+    }
+    let delete = || {
+        run_tool(
             "btrfs",
             &["subvolume", "delete", &path.display().to_string()],
         )
-        .is_ok()
-    {
+    };
+    if is_subvolume(path) && delete().is_ok() {
         return Ok(());
     }
-    // Nested subvolumes (a container's own) or a plain directory: removed entry by entry
-    // (an empty subvolume goes by rmdir, as root); subvolumes right inside (a holding
-    // directory's read-only ones, whose files cannot be unlinked) go whole first.
-    for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+    // Subvolumes below (a container's own, a holding directory's read-only ones whose
+    // files cannot be unlinked) stop a delete: each goes whole first, then the rest.
+    remove_nested(path)?;
+    if is_subvolume(path) && delete().is_ok() {
+        return Ok(());
+    }
+    // A plain directory (an empty subvolume goes by rmdir, as root).
+    fs::remove_dir_all(path)
+}
+
+/// Removes every subvolume below directory `dir` (not `dir` itself), each whole, walking
+/// the directories between without following a link.
+fn remove_nested(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
         let child = entry.path();
         if is_subvolume(&child) {
-            let _ = remove_subvolume(&child);
+            remove_subvolume(&child)?;
+        } else {
+            remove_nested(&child)?;
         }
     }
-    fs::remove_dir_all(path)
+    Ok(())
 }
 
 /// Runs a host tool; its first line of error output when it fails.
@@ -500,6 +521,12 @@ impl Driver for Btrfs {
 
     fn mount(&self) -> Result<(), StorageError> {
         self.attach()?;
+        // A loop file grown while its filesystem was not mounted, or half-way: the
+        // filesystem takes the whole file (nothing to do when it has it).
+        if matches!(self.backing, Backing::LoopFile { .. }) {
+            let root = self.root.display().to_string();
+            let _ = run_tool("btrfs", &["filesystem", "resize", "max", &root]);
+        }
         self.dir.mount()?;
         // A directory source whose filesystem is not mounted (yet) is not this pool.
         if !on_btrfs(&self.root) || !self.root.join("containers").is_dir() {

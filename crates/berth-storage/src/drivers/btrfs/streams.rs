@@ -3,14 +3,20 @@
 //!
 //! Holding directories are dot names ending `.tmp` in the volume type's directory, so a
 //! crash leaves nothing the start's leftovers sweep does not remove. A receive is confined
-//! to its holding directory: a stream can make nothing outside it, and a delta can only
-//! build on a subvolume received there before (never on another volume of the pool).
+//! to its holding directory (`--chroot`): a stream can make nothing outside it. `receive`
+//! itself would find a delta's parent or a clone's source anywhere on the filesystem by
+//! UUID; each stream is read on its way ([`super::send_check`]) and refused unless it
+//! builds only on streams received before into the same place. After each stream the
+//! holding directory must hold exactly the subvolumes received so far, and a placed
+//! volume's root is root's alone whatever the stream made of it.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
 
-use super::{Subvolumes, first_line, has_nested, remove_subvolume, run_tool};
+use super::send_check::{Uuid, copy_checked};
+use super::{Subvolumes, first_line, has_nested, is_subvolume, remove_subvolume, run_tool};
 use crate::drivers::dir::{Dir, VOLUME_MODE, set_mode};
 use crate::{Driver, Receiver, Sender, StorageError, VolumeType, validate_volume_name};
 
@@ -26,22 +32,37 @@ fn failed(what: &'static str, path: &Path, detail: impl std::fmt::Display) -> St
 fn holding(dir: &Dir, vtype: VolumeType, what: &str) -> Result<PathBuf, StorageError> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let path = dir
         .source()
         .join(vtype.dir_name())
-        .join(format!(".{what}-{}-{n}.tmp", std::process::id()));
+        .join(format!(".{what}-{}-{now}-{n}.tmp", std::process::id()));
     std::fs::create_dir(&path)
         .and_then(|()| set_mode(&path, VOLUME_MODE))
         .map_err(|e| failed("hold", &path, e))?;
     Ok(path)
 }
 
-/// Removes a holding directory and the (read-only) subvolumes in it.
+/// Removes a holding directory, the read-only subvolumes in it and anything a stream left
+/// there, never following a link; what cannot go is left to the start's sweep.
 fn remove_holding(path: &Path) {
-    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-        let _ = remove_subvolume(&entry.path());
+    if let Err(e) = remove_subvolume(path) {
+        // This crate has no logger: said where berthd's own output goes.
+        eprintln!("berth-storage: {} not removed: {e}", path.display());
     }
-    let _ = std::fs::remove_dir(path);
+}
+
+/// Collects a child's standard error on a thread, keeping its first 64 KiB, so the child
+/// never blocks on a full pipe while its other end is written or read.
+fn drain(mut stderr: ChildStderr) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut kept);
+        let _ = io::copy(&mut stderr, &mut io::sink());
+        kept
+    })
 }
 
 /// Read-only snapshots of a volume's snapshots and of the volume, in a holding directory.
@@ -110,9 +131,11 @@ impl Sender for Frozen {
             .spawn()
             .map_err(|e| failed("send", path, e))?;
         let stdout = child.stdout.take().expect("piped");
+        let stderr = drain(child.stderr.take().expect("piped"));
         Ok(Box::new(SendStream {
             child: Some(child),
             stdout,
+            stderr: Some(stderr),
         }))
     }
 }
@@ -121,6 +144,7 @@ impl Sender for Frozen {
 struct SendStream {
     child: Option<Child>,
     stdout: ChildStdout,
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
 impl Read for SendStream {
@@ -128,14 +152,16 @@ impl Read for SendStream {
         let n = self.stdout.read(buf)?;
         if n == 0
             && !buf.is_empty()
-            && let Some(child) = self.child.take()
+            && let Some(mut child) = self.child.take()
         {
-            let out = child.wait_with_output()?;
-            if !out.status.success() {
-                return Err(io::Error::other(first_line(
-                    &out.stderr,
-                    "btrfs send failed",
-                )));
+            let status = child.wait()?;
+            let stderr = self
+                .stderr
+                .take()
+                .and_then(|t| t.join().ok())
+                .unwrap_or_default();
+            if !status.success() {
+                return Err(io::Error::other(first_line(&stderr, "btrfs send failed")));
             }
         }
         Ok(n)
@@ -157,8 +183,9 @@ pub(super) struct Received {
     vtype: VolumeType,
     name: String,
     holding: PathBuf,
-    /// Each stream received: its snapshot's name (`None`: the volume) and subvolume.
-    subvolumes: Vec<(Option<String>, PathBuf)>,
+    /// Each stream received: its snapshot's name (`None`: the volume), its subvolume and
+    /// the UUID the stream gave it.
+    subvolumes: Vec<(Option<String>, PathBuf, Uuid)>,
 }
 
 impl Received {
@@ -177,6 +204,15 @@ impl Received {
         let list =
             std::fs::read_dir(&self.holding).map_err(|e| failed("receive", &self.holding, e))?;
         Ok(list.flatten().map(|e| e.path()).collect())
+    }
+
+    /// Removes what was placed of volume `name` and its snapshots `placed`.
+    fn unplace(&self, placed: &[String]) {
+        let (vtype, name) = (self.vtype, self.name.as_str());
+        for s in placed {
+            let _ = remove_subvolume(&self.dir.snapshots_of(vtype, name).join(s));
+        }
+        let _ = remove_subvolume(&self.dir.volume_path(vtype, name));
     }
 }
 
@@ -198,7 +234,7 @@ impl Receiver for Received {
         if self
             .subvolumes
             .iter()
-            .any(|(s, _)| s.as_deref() == snapshot)
+            .any(|(s, _, _)| s.as_deref() == snapshot)
         {
             let what = snapshot.map_or("the volume".to_owned(), |s| format!("snapshot {s:?}"));
             return Err(failed(
@@ -211,40 +247,63 @@ impl Receiver for Received {
         let mut cmd = Command::new("btrfs");
         berth_host::die_with_parent(&mut cmd);
         let mut child = cmd
-            .args(["receive", "-e", "--chroot"])
+            .args(["receive", "-q", "-e", "--chroot"])
             .arg(&self.holding)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| failed("receive", &self.holding, e))?;
+        let stderr = drain(child.stderr.take().expect("piped"));
         let mut stdin = child.stdin.take().expect("piped");
-        let copied = io::copy(input, &mut stdin).and_then(|_| stdin.flush());
+        let known: Vec<Uuid> = self.subvolumes.iter().map(|(_, _, u)| *u).collect();
+        let copied = copy_checked(input, &mut stdin, &known).and_then(|uuid| {
+            stdin.flush()?;
+            Ok(uuid)
+        });
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| failed("receive", &self.holding, e))?;
-        if !out.status.success() {
-            // The tool's own complaint, not its progress lines.
-            let text = String::from_utf8_lossy(&out.stderr);
-            let why = text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("ERROR"))
-                .map(|l| l.trim_start_matches("ERROR:").trim().to_owned())
-                .unwrap_or_else(|| "btrfs receive failed".to_owned());
-            return Err(failed("receive", &self.holding, why));
+        if copied.is_err() {
+            // Refused or cut short: receive must not finish what it was given.
+            let _ = child.kill();
         }
-        copied.map_err(|e| failed("receive", &self.holding, e))?;
-        let made: Vec<PathBuf> = self
-            .entries()?
-            .into_iter()
-            .filter(|p| !before.contains(p))
-            .collect();
+        let status = child
+            .wait()
+            .map_err(|e| failed("receive", &self.holding, e))?;
+        let stderr = stderr.join().unwrap_or_default();
+        let uuid = match copied {
+            Ok(uuid) => Some(uuid),
+            // The stream's own fault, or the archive's (a read that failed): not receive's.
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                return Err(failed("read", &self.holding, e));
+            }
+            Err(_) => None,
+        };
+        let uuid = match uuid {
+            Some(uuid) if status.success() => uuid,
+            _ => {
+                // The tool's own complaint, not its progress lines.
+                let text = String::from_utf8_lossy(&stderr);
+                let why = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("ERROR"))
+                    .map(|l| l.trim_start_matches("ERROR:").trim().to_owned())
+                    .unwrap_or_else(|| "btrfs receive failed".to_owned());
+                return Err(failed("receive", &self.holding, why));
+            }
+        };
+        // The holding directory holds what it held and one new subvolume, nothing else (a
+        // stream that moved an earlier one, or left a link, is refused).
+        let after = self.entries()?;
+        let kept = self
+            .subvolumes
+            .iter()
+            .all(|(_, p, _)| after.contains(p) && is_subvolume(p));
+        let made: Vec<PathBuf> = after.into_iter().filter(|p| !before.contains(p)).collect();
         match made.as_slice() {
-            [one] if super::is_subvolume(one) => {
+            [one] if kept && is_subvolume(one) => {
                 self.subvolumes
-                    .push((snapshot.map(str::to_owned), one.clone()));
+                    .push((snapshot.map(str::to_owned), one.clone(), uuid));
                 Ok(())
             }
             _ => Err(failed(
@@ -256,7 +315,7 @@ impl Receiver for Received {
     }
 
     fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        let Some((_, volume)) = self.subvolumes.iter().find(|(s, _)| s.is_none()) else {
+        let Some((_, volume, _)) = self.subvolumes.iter().find(|(s, _, _)| s.is_none()) else {
             return Err(failed(
                 "receive",
                 &self.holding,
@@ -266,18 +325,37 @@ impl Receiver for Received {
         let (dir, vtype, name) = (&self.dir, self.vtype, self.name.as_str());
         dir.volume_from_with(&Subvolumes, vtype, name, volume)?;
         let mut placed = Vec::new();
-        for (snap, from) in &self.subvolumes {
+        for (snap, from, _) in &self.subvolumes {
             let Some(snap) = snap else { continue };
-            if let Err(e) = dir.snapshot_from_with(&Subvolumes, vtype, name, snap, from) {
-                for s in &placed {
-                    let _ = remove_subvolume(&dir.snapshots_of(vtype, name).join(s));
-                }
-                let _ = remove_subvolume(&dir.volume_path(vtype, name));
+            let one = dir
+                .snapshot_from_with(&Subvolumes, vtype, name, snap, from)
+                .and_then(|()| own_root(&dir.snapshot_path(vtype, name, snap)));
+            if let Err(e) = one {
+                self.unplace(&placed);
                 return Err(e);
             }
             placed.push(snap.clone());
         }
-        let _ = set_mode(&dir.volume_path(vtype, name), VOLUME_MODE);
+        if let Err(e) = own_root(&dir.volume_path(vtype, name)) {
+            self.unplace(&placed);
+            return Err(e);
+        }
         Ok(())
     }
+}
+
+/// Gives a placed volume's root back to root alone (0700, no ACL), whatever the stream
+/// made of it: the files under it keep the containers' numbering, set-user-ID ones
+/// included, and only root may reach them.
+fn own_root(path: &Path) -> Result<(), StorageError> {
+    let fail = |e: io::Error| failed("place", path, e);
+    std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(fail)?;
+    set_mode(path, VOLUME_MODE).map_err(fail)?;
+    for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
+        match rustix::fs::lremovexattr(path, acl) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(fail(e.into())),
+        }
+    }
+    Ok(())
 }

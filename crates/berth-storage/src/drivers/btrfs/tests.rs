@@ -140,6 +140,15 @@ fn streams_carry_a_volume_and_its_snapshots_to_another_pool() {
     let s1 = b.snapshot_path(t, "w", "s1");
     assert_eq!(fs::read_to_string(s1.join("f")).unwrap(), "one");
     assert!(!s1.join("g").exists());
+    // A delta whose base did not come first is refused before receive sees it: it
+    // would build on whatever subvolume of the filesystem has that UUID.
+    let mut delta = Vec::new();
+    let sender = a.sender(t, "v", &["s1".to_owned()]).unwrap();
+    sender.stream(1).unwrap().read_to_end(&mut delta).unwrap();
+    let mut lone = b.receiver(t, "y").unwrap();
+    let e = lone.receive(None, &mut &delta[..]).unwrap_err();
+    assert!(e.to_string().contains("not in the backup"), "{e}");
+    drop((lone, sender));
     // Nothing is left in holding directories, on either side.
     for (p, dir) in [(&a, "a"), (&b, "b")] {
         let containers = tmp.path().join(format!("storage-pools/{dir}/containers"));
@@ -178,4 +187,34 @@ fn streams_carry_a_volume_and_its_snapshots_to_another_pool() {
         p.unmount().unwrap();
         p.delete().unwrap();
     }
+}
+
+#[test]
+fn removing_a_tree_never_follows_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = BTreeMap::from([("size".to_owned(), "256MiB".to_owned())]);
+    let pool = load("btrfs", "l", config, &tmp.path().join("storage-pools/l")).unwrap();
+    pool.create().unwrap();
+    pool.mount().unwrap();
+    let t = VolumeType::Container;
+    let victim = pool.create_volume(t, "victim").unwrap();
+    fs::write(victim.join("f"), "kept").unwrap();
+    // A holding directory a stream left a link in, beside a read-only subvolume.
+    let holding = tmp.path().join("storage-pools/l/containers/.receive-x.tmp");
+    fs::create_dir(&holding).unwrap();
+    std::os::unix::fs::symlink(victim.parent().unwrap(), holding.join("link")).unwrap();
+    let ro = holding.join("0");
+    let out = std::process::Command::new("btrfs")
+        .args(["subvolume", "snapshot", "-r"])
+        .arg(&victim)
+        .arg(&ro)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    super::remove_subvolume(&holding).unwrap();
+    assert!(!holding.exists());
+    assert_eq!(fs::read_to_string(victim.join("f")).unwrap(), "kept");
+    pool.delete_volume(t, "victim").unwrap();
+    pool.unmount().unwrap();
+    pool.delete().unwrap();
 }

@@ -223,16 +223,22 @@ impl Dir {
     }
 
     /// Removes what an interrupted operation left ([`Dir::leftovers`]).
+    /// One that cannot go does not keep the others: the first failure is returned once
+    /// all were tried.
     pub(crate) fn remove_leftovers_with(&self, t: &dyn Trees) -> Result<(), StorageError> {
+        let mut first = None;
         for path in self.leftovers() {
-            let removed = if path.is_dir() {
+            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let removed = if is_dir {
                 t.remove(&path)
             } else {
                 // A half-written file (a volume's description).
                 fs::remove_file(&path)
             };
-            removed.map_err(|source| StorageError::DeleteVolume { path, source })?;
+            if let Err(source) = removed {
+                first.get_or_insert(StorageError::DeleteVolume { path, source });
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 }

@@ -92,7 +92,7 @@ impl Streams {
         let receiver = self.receiver.as_mut().expect("taken at finish only");
         receiver
             .receive(snapshot.as_deref(), entry)
-            .map_err(|e| refused(format!("member {shown:?} does not receive ({e})")))?;
+            .map_err(|e| refused(format!("member {shown:?} does not receive: {}", detail(&e))))?;
         match snapshot {
             Some(s) => {
                 self.got.insert(s);
@@ -122,10 +122,62 @@ impl Streams {
                 .map(|s| pool.snapshot_path(t, instance, s)),
         );
         for tree in &trees {
+            check_top(tree)?;
             no_devices(tree)?;
         }
         Ok(trees)
     }
+}
+
+/// What a stream failure says to the client: the reason, not the host's paths.
+fn detail(e: &berth_storage::StorageError) -> String {
+    match e {
+        berth_storage::StorageError::Stream { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A received tree's top holds what berthd reads as root, as a tarball's import checks
+/// it: `rootfs` and `templates` real directories, `metadata.yaml`, `backup.yaml` and each
+/// template regular files of at most 1 MiB; anything else there is removed.
+fn check_top(tree: &Path) -> Result<()> {
+    let small_file = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file() && m.len() <= SMALL)
+    };
+    let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir());
+    let entries = std::fs::read_dir(tree)
+        .map_err(|e| Failure::failed("Failed to read the received volume", e))?;
+    for e in entries.flatten() {
+        let (path, name) = (e.path(), e.file_name());
+        let ok = match name.to_str() {
+            Some("rootfs") => real_dir(&path),
+            Some("metadata.yaml" | "backup.yaml") => small_file(&path),
+            Some("templates") => {
+                real_dir(&path)
+                    && std::fs::read_dir(&path)
+                        .map_err(|e| Failure::failed("Failed to read the received volume", e))?
+                        .flatten()
+                        .all(|t| small_file(&t.path()))
+            }
+            _ => {
+                let gone = match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.file_type().is_dir() => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                gone.map_err(|e| Failure::failed("Failed to tidy the received volume", e))?;
+                true
+            }
+        };
+        if !ok {
+            return Err(refused(format!(
+                "{:?} at the top of its volume is not what berthd reads there (rootfs and \
+                 templates directories; metadata.yaml, backup.yaml and templates regular \
+                 files of at most 1 MiB)",
+                name.to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a header naming subvolumes inside the volume (they would be lost).
