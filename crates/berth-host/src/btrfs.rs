@@ -1,6 +1,8 @@
-//! The two btrfs ioctls berth reads a subvolume's place with: its filesystem's id
-//! (`BTRFS_IOC_FS_INFO`) and its own id (`BTRFS_IOC_INO_LOOKUP`), which together name its
-//! qgroup in `/sys/fs/btrfs/FSID/qgroups/0_ID/` without running a tool.
+//! The btrfs ioctls berth calls itself: a subvolume's filesystem id (`BTRFS_IOC_FS_INFO`)
+//! and its own id (`BTRFS_IOC_INO_LOOKUP`), which together name its qgroup in
+//! `/sys/fs/btrfs/FSID/qgroups/0_ID/` without running a tool; and the delete of a
+//! subvolume by its name in an opened directory (`BTRFS_IOC_SNAP_DESTROY`), which never
+//! follows a link.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -8,6 +10,8 @@ use std::os::fd::{AsFd, AsRawFd};
 const IOC_FS_INFO: libc::c_ulong = 0x8400_941f;
 /// `_IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)` (4096 bytes).
 const IOC_INO_LOOKUP: libc::c_ulong = 0xd000_9412;
+/// `_IOW(0x94, 15, struct btrfs_ioctl_vol_args)` (4096 bytes).
+const IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940f;
 /// The inode number of every subvolume's root directory.
 const FIRST_FREE_OBJECTID: u64 = 256;
 
@@ -68,4 +72,35 @@ pub fn subvolume_id(fd: impl AsFd) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(args.treeid)
+}
+
+/// `struct btrfs_ioctl_vol_args`.
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+/// Deletes subvolume `name` of directory `parent` (one component, looked up by the kernel
+/// in that directory: a link there is not followed but refused). Fails with `ENOTEMPTY`
+/// while it holds subvolumes of its own.
+pub fn destroy_subvolume(parent: impl AsFd, name: &std::ffi::OsStr) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= 4088 || bytes.contains(&b'/') || bytes.contains(&0) {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    args.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `args` is a live `struct btrfs_ioctl_vol_args` of exactly the size the
+    // request number encodes, its name NUL-terminated; the descriptor is borrowed for the
+    // call.
+    let rc = unsafe { libc::ioctl(parent.as_fd().as_raw_fd(), IOC_SNAP_DESTROY, &raw mut args) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -323,47 +323,60 @@ fn is_mount_point(path: &Path) -> bool {
     fs::canonicalize(path).is_ok_and(|c| crate::mounts::is_mount_point(&c).unwrap_or(false))
 }
 
-/// Deletes the subvolume (or plain directory) at `path` and what is inside it.
+/// Removes the tree at `path`, a subvolume or a directory, with every subvolume nested in
+/// it at any depth, walking by descriptor and never through a link (a received stream or
+/// a container may have left links, or swap directories for them, under it).
 fn remove_subvolume(path: &Path) -> std::io::Result<()> {
-    // Never through a link: what is not a directory goes as itself.
-    if !fs::symlink_metadata(path)?.is_dir() {
-        return fs::remove_file(path);
-    }
-    let delete = || {
-        run_tool(
-            "btrfs",
-            &["subvolume", "delete", &path.display().to_string()],
-        )
+    use rustix::fs::{Mode, OFlags};
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(rustix::io::Errno::INVAL.into());
     };
-    if is_subvolume(path) && delete().is_ok() {
-        return Ok(());
-    }
-    // Subvolumes below (a container's own, a holding directory's read-only ones whose
-    // files cannot be unlinked) stop a delete: each goes whole first, then the rest.
-    remove_nested(path)?;
-    if is_subvolume(path) && delete().is_ok() {
-        return Ok(());
-    }
-    // A plain directory (an empty subvolume goes by rmdir, as root).
-    fs::remove_dir_all(path)
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let parent = rustix::fs::open(parent, flags, Mode::empty())?;
+    remove_at(&parent, name)
 }
 
-/// Removes every subvolume below directory `dir` (not `dir` itself), each whole, walking
-/// the directories between without following a link.
-fn remove_nested(dir: &Path) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
+/// Removes entry `name` of directory `parent` and everything below it (see
+/// [`remove_subvolume`]). A subvolume goes whole (`BTRFS_IOC_SNAP_DESTROY`, even a
+/// read-only one) once the subvolumes below it are gone; a plain directory entry by entry.
+fn remove_at(parent: &rustix::fd::OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Ok(rustix::fs::unlinkat(parent, name, AtFlags::empty())?);
+    }
+    let subvolume = st.st_ino == SUBVOLUME_INODE;
+    if subvolume && berth_host::btrfs::destroy_subvolume(parent, name).is_ok() {
+        return Ok(());
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::openat(parent, name, flags, Mode::empty())?;
+    let opened = rustix::fs::fstat(&dir)?;
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(std::io::Error::other(
+            "the directory changed while it was removed",
+        ));
+    }
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dir)? {
         let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let child = entry.path();
-        if is_subvolume(&child) {
-            remove_subvolume(&child)?;
-        } else {
-            remove_nested(&child)?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            use std::os::unix::ffi::OsStrExt;
+            names.push(std::ffi::OsStr::from_bytes(n).to_owned());
         }
     }
-    Ok(())
+    // A read-only subvolume's files cannot go one by one: its nested subvolumes do, then
+    // it goes whole; the last step says whether the tree is gone.
+    for n in &names {
+        let _ = remove_at(&dir, n);
+    }
+    drop(dir);
+    if subvolume {
+        Ok(berth_host::btrfs::destroy_subvolume(parent, name)?)
+    } else {
+        Ok(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
+    }
 }
 
 /// Runs a host tool; its first line of error output when it fails.

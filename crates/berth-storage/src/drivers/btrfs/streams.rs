@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
-use super::send_check::{Uuid, copy_checked};
+use super::send_check::Checker;
 use super::{Subvolumes, first_line, has_nested, is_subvolume, remove_subvolume, run_tool};
 use crate::drivers::dir::{Dir, VOLUME_MODE, set_mode};
 use crate::{Driver, Receiver, Sender, StorageError, VolumeType, validate_volume_name};
@@ -183,9 +183,10 @@ pub(super) struct Received {
     vtype: VolumeType,
     name: String,
     holding: PathBuf,
-    /// Each stream received: its snapshot's name (`None`: the volume), its subvolume and
-    /// the UUID the stream gave it.
-    subvolumes: Vec<(Option<String>, PathBuf, Uuid)>,
+    /// Each stream received: its snapshot's name (`None`: the volume) and its subvolume.
+    subvolumes: Vec<(Option<String>, PathBuf)>,
+    /// What the streams so far declared and were given instead.
+    checker: Checker,
 }
 
 impl Received {
@@ -197,6 +198,7 @@ impl Received {
             name: name.to_owned(),
             holding: holding(dir, vtype, "receive")?,
             subvolumes: Vec::new(),
+            checker: Checker::default(),
         })
     }
 
@@ -204,6 +206,26 @@ impl Received {
         let list =
             std::fs::read_dir(&self.holding).map_err(|e| failed("receive", &self.holding, e))?;
         Ok(list.flatten().map(|e| e.path()).collect())
+    }
+
+    /// Gives the holding directory back to root alone (owner, 0700, no ACL) whatever the
+    /// stream made of it; whether it had to.
+    fn reclaim(&self) -> Result<bool, StorageError> {
+        let meta = std::fs::symlink_metadata(&self.holding)
+            .map_err(|e| failed("check", &self.holding, e))?;
+        use std::os::unix::fs::MetadataExt;
+        let acl = ["system.posix_acl_access", "system.posix_acl_default"]
+            .iter()
+            .any(|a| {
+                let mut none: [u8; 0] = [];
+                rustix::fs::lgetxattr(&self.holding, *a, &mut none[..]).is_ok()
+            });
+        let tampered =
+            !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o7777 != VOLUME_MODE || acl;
+        if tampered {
+            own_root(&self.holding)?;
+        }
+        Ok(tampered)
     }
 
     /// Removes what was placed of volume `name` and its snapshots `placed`.
@@ -234,7 +256,7 @@ impl Receiver for Received {
         if self
             .subvolumes
             .iter()
-            .any(|(s, _, _)| s.as_deref() == snapshot)
+            .any(|(s, _)| s.as_deref() == snapshot)
         {
             let what = snapshot.map_or("the volume".to_owned(), |s| format!("snapshot {s:?}"));
             return Err(failed(
@@ -256,30 +278,40 @@ impl Receiver for Received {
             .map_err(|e| failed("receive", &self.holding, e))?;
         let stderr = drain(child.stderr.take().expect("piped"));
         let mut stdin = child.stdin.take().expect("piped");
-        let known: Vec<Uuid> = self.subvolumes.iter().map(|(_, _, u)| *u).collect();
-        let copied = copy_checked(input, &mut stdin, &known).and_then(|uuid| {
-            stdin.flush()?;
-            Ok(uuid)
-        });
+        let copied = self
+            .checker
+            .copy(input, &mut stdin)
+            .and_then(|_| stdin.flush());
         drop(stdin);
         if copied.is_err() {
             // Refused or cut short: receive must not finish what it was given.
             let _ = child.kill();
         }
-        let status = child
-            .wait()
-            .map_err(|e| failed("receive", &self.holding, e))?;
+        let status = child.wait();
         let stderr = stderr.join().unwrap_or_default();
-        let uuid = match copied {
-            Ok(uuid) => Some(uuid),
-            // The stream's own fault, or the archive's (a read that failed): not receive's.
+        let status = status.map_err(|e| failed("wait for", &self.holding, e))?;
+        // A stream or its holding directory made into what they must not be is the
+        // backup's fault: refused, the directory given back to root first.
+        let tampered = self.reclaim()?;
+        match copied {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(failed("refuse", &self.holding, e));
+            }
+            // The archive's fault (a read that failed), not receive's.
             Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
                 return Err(failed("read", &self.holding, e));
             }
-            Err(_) => None,
-        };
-        let uuid = match uuid {
-            Some(uuid) if status.success() => uuid,
+            _ if tampered => {
+                return Err(failed(
+                    "refuse",
+                    &self.holding,
+                    "the stream changed the directory it is received into",
+                ));
+            }
+            _ => {}
+        }
+        match copied {
+            Ok(()) if status.success() => {}
             _ => {
                 // The tool's own complaint, not its progress lines.
                 let text = String::from_utf8_lossy(&stderr);
@@ -291,23 +323,23 @@ impl Receiver for Received {
                     .unwrap_or_else(|| "btrfs receive failed".to_owned());
                 return Err(failed("receive", &self.holding, why));
             }
-        };
+        }
         // The holding directory holds what it held and one new subvolume, nothing else (a
         // stream that moved an earlier one, or left a link, is refused).
         let after = self.entries()?;
         let kept = self
             .subvolumes
             .iter()
-            .all(|(_, p, _)| after.contains(p) && is_subvolume(p));
+            .all(|(_, p)| after.contains(p) && is_subvolume(p));
         let made: Vec<PathBuf> = after.into_iter().filter(|p| !before.contains(p)).collect();
         match made.as_slice() {
             [one] if kept && is_subvolume(one) => {
                 self.subvolumes
-                    .push((snapshot.map(str::to_owned), one.clone(), uuid));
+                    .push((snapshot.map(str::to_owned), one.clone()));
                 Ok(())
             }
             _ => Err(failed(
-                "receive",
+                "refuse",
                 &self.holding,
                 "the stream did not make one subvolume",
             )),
@@ -315,7 +347,7 @@ impl Receiver for Received {
     }
 
     fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        let Some((_, volume, _)) = self.subvolumes.iter().find(|(s, _, _)| s.is_none()) else {
+        let Some((_, volume)) = self.subvolumes.iter().find(|(s, _)| s.is_none()) else {
             return Err(failed(
                 "receive",
                 &self.holding,
@@ -325,16 +357,17 @@ impl Receiver for Received {
         let (dir, vtype, name) = (&self.dir, self.vtype, self.name.as_str());
         dir.volume_from_with(&Subvolumes, vtype, name, volume)?;
         let mut placed = Vec::new();
-        for (snap, from, _) in &self.subvolumes {
+        for (snap, from) in &self.subvolumes {
             let Some(snap) = snap else { continue };
-            let one = dir
-                .snapshot_from_with(&Subvolumes, vtype, name, snap, from)
-                .and_then(|()| own_root(&dir.snapshot_path(vtype, name, snap)));
-            if let Err(e) = one {
+            if let Err(e) = dir.snapshot_from_with(&Subvolumes, vtype, name, snap, from) {
                 self.unplace(&placed);
                 return Err(e);
             }
             placed.push(snap.clone());
+            if let Err(e) = own_root(&dir.snapshot_path(vtype, name, snap)) {
+                self.unplace(&placed);
+                return Err(e);
+            }
         }
         if let Err(e) = own_root(&dir.volume_path(vtype, name)) {
             self.unplace(&placed);

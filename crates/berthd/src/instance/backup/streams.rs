@@ -92,7 +92,15 @@ impl Streams {
         let receiver = self.receiver.as_mut().expect("taken at finish only");
         receiver
             .receive(snapshot.as_deref(), entry)
-            .map_err(|e| refused(format!("member {shown:?} does not receive: {}", detail(&e))))?;
+            .map_err(|e| match &e {
+                // The stream's fault, the archive's, or what receive made of the stream.
+                berth_storage::StorageError::Stream {
+                    what: "refuse" | "read" | "receive",
+                    detail,
+                    ..
+                } => refused(format!("member {shown:?} does not receive: {detail}")),
+                _ => Failure::from(e),
+            })?;
         match snapshot {
             Some(s) => {
                 self.got.insert(s);
@@ -126,14 +134,6 @@ impl Streams {
             no_devices(tree)?;
         }
         Ok(trees)
-    }
-}
-
-/// What a stream failure says to the client: the reason, not the host's paths.
-fn detail(e: &berth_storage::StorageError) -> String {
-    match e {
-        berth_storage::StorageError::Stream { detail, .. } => detail.clone(),
-        other => other.to_string(),
     }
 }
 
