@@ -63,54 +63,29 @@ pub fn run(
                 ));
             }
             // After the snapshots and copies: deleting a gigabyte keeps btrfs busy a while.
-            for (name, _) in &images {
-                let alias = name.to_lowercase();
-                let t = transfer(
-                    root,
-                    d,
-                    &berth,
-                    pid,
-                    pool,
-                    Contents {
-                        alias: &alias,
-                        mib: 0,
-                        optimized: false,
-                    },
-                )?;
-                t.push_to(&mut figures, &format!("{name} container"), driver);
-            }
-            let t = transfer(
-                root,
-                d,
-                &berth,
-                pid,
-                pool,
-                Contents {
-                    alias: "busybox",
-                    mib: 1024,
-                    optimized: false,
-                },
-            )?;
-            t.push_to(&mut figures, "busybox container holding 1 GiB", driver);
+            let mut loads: Vec<(String, String, u64, bool)> = images
+                .iter()
+                .map(|(name, _)| (format!("{name} container"), name.to_lowercase(), 0, false))
+                .collect();
+            let big = "busybox container holding 1 GiB";
+            loads.push((big.to_owned(), "busybox".to_owned(), 1024, false));
             if pool == "bt" {
                 // btrfs send streams (each sent twice: once to size its tar member).
-                let t = transfer(
-                    root,
-                    d,
-                    &berth,
-                    pid,
-                    pool,
-                    Contents {
-                        alias: "busybox",
-                        mib: 1024,
-                        optimized: true,
-                    },
-                )?;
-                t.push_to(
-                    &mut figures,
-                    "busybox container holding 1 GiB, optimized",
-                    driver,
-                );
+                loads.push((
+                    format!("{big}, optimized"),
+                    "busybox".to_owned(),
+                    1024,
+                    true,
+                ));
+            }
+            for (label, alias, mib, optimized) in &loads {
+                let what = Contents {
+                    alias,
+                    mib: *mib,
+                    optimized: *optimized,
+                };
+                let t = transfer(root, d, &berth, pid, pool, what)?;
+                t.push_to(&mut figures, label, driver);
             }
         }
         Ok(())

@@ -61,20 +61,7 @@ pub fn write<W: Write>(
     contents: &Contents,
     progress: impl FnMut(u64),
 ) -> io::Result<()> {
-    let counted = Counting {
-        inner: out,
-        done: 0,
-        report: progress,
-    };
-    let encoder = compression.writer(io::BufWriter::with_capacity(1 << 20, counted))?;
-    let mut tar = tar::Builder::new(encoder);
-    let yaml = serde_saphyr::to_string(index).map_err(io::Error::other)?;
-    let mut h = Header::new_gnu();
-    h.set_entry_type(EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(yaml.len() as u64);
-    h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
-    tar.append_data(&mut h, "backup/index.yaml", yaml.as_bytes())?;
+    let mut tar = start(out, compression, index, progress)?;
     let mut walker = Walker::default();
     for (name, path) in &contents.snapshots {
         walker.tree(&mut tar, path, &format!("backup/snapshots/{name}"), None)?;
@@ -86,6 +73,39 @@ pub fn write<W: Write>(
         Some(&contents.backup_yaml),
     )?;
     tar.into_inner()?.finish()?.flush()
+}
+
+/// A tarball written through a compressor into a counted writer.
+type Tarball<W, F> = tar::Builder<berth_image::compression::Encoder<io::BufWriter<Counting<W, F>>>>;
+
+/// A tarball being written to `out` in `compression` (counted for `progress`), its
+/// `backup/index.yaml` (`index`) in first.
+fn start<W: Write, F: FnMut(u64)>(
+    out: W,
+    compression: Compression,
+    index: &BackupIndex,
+    progress: F,
+) -> io::Result<Tarball<W, F>> {
+    let counted = Counting {
+        inner: out,
+        done: 0,
+        report: progress,
+    };
+    let encoder = compression.writer(io::BufWriter::with_capacity(1 << 20, counted))?;
+    let mut tar = tar::Builder::new(encoder);
+    let yaml = serde_saphyr::to_string(index).map_err(io::Error::other)?;
+    small(&mut tar, "backup/index.yaml", &yaml)?;
+    Ok(tar)
+}
+
+/// Appends `text` as the regular file `path` (0644, written now).
+fn small<W: Write>(tar: &mut tar::Builder<W>, path: &str, text: &str) -> io::Result<()> {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(text.len() as u64);
+    h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+    tar.append_data(&mut h, path, text.as_bytes())
 }
 
 /// Writes an optimized backup to `out` in `compression`: `index`, the driver's header
@@ -101,24 +121,7 @@ pub fn write_streams<W: Write>(
     sender: &dyn berth_storage::Sender,
     progress: impl FnMut(u64),
 ) -> io::Result<()> {
-    let counted = Counting {
-        inner: out,
-        done: 0,
-        report: progress,
-    };
-    let encoder = compression.writer(io::BufWriter::with_capacity(1 << 20, counted))?;
-    let mut tar = tar::Builder::new(encoder);
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let small = |tar: &mut tar::Builder<_>, path: &str, text: &str| {
-        let mut h = Header::new_gnu();
-        h.set_entry_type(EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(text.len() as u64);
-        h.set_mtime(now);
-        tar.append_data(&mut h, path, text.as_bytes())
-    };
-    let yaml = serde_saphyr::to_string(index).map_err(io::Error::other)?;
-    small(&mut tar, "backup/index.yaml", &yaml)?;
+    let mut tar = start(out, compression, index, progress)?;
     let subvolumes: Vec<serde_json::Value> = snapshots
         .iter()
         .map(|s| serde_json::json!({"path": "/", "snapshot": s, "readonly": true, "uuid": ""}))
@@ -127,6 +130,7 @@ pub fn write_streams<W: Write>(
     let header = serde_saphyr::to_string(&serde_json::json!({ "subvolumes": subvolumes }))
         .map_err(io::Error::other)?;
     small(&mut tar, "backup/optimized_header.yaml", &header)?;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
     let names = snapshots
         .iter()
         .map(|s| format!("backup/snapshots/{s}.bin"))
