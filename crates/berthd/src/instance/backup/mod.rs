@@ -22,7 +22,7 @@ use crate::ctx::Ctx;
 use crate::db::DbError;
 use crate::error::{Failure, Result};
 use crate::model::names::{api_name, instance_url_sub};
-use crate::model::records::{BackupRecord, InstanceRecord};
+use crate::model::records::{BackupRecord, InstanceRecord, SnapshotRecord};
 use crate::time::NEVER;
 
 /// A backup's URL.
@@ -210,24 +210,7 @@ async fn describe(
     }
     let config = BackupFileConfig {
         container: Some(container),
-        snapshots: snapshots
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "name": s.name,
-                    "description": s.description,
-                    "architecture": s.architecture,
-                    "config": s.config,
-                    "devices": s.devices,
-                    "ephemeral": s.ephemeral,
-                    "profiles": s.profiles,
-                    "stateful": false,
-                    "created_at": s.created_at,
-                    "expires_at": s.expires_at,
-                    "last_used_at": NEVER,
-                })
-            })
-            .collect(),
+        snapshots: snapshots.iter().map(snapshot_json).collect(),
         pool: Some(serde_json::json!({
             "name": pool_rec.name,
             "description": pool_rec.description,
@@ -281,6 +264,23 @@ async fn describe(
         config: Some(config),
     };
     Ok((index, contents))
+}
+
+/// A snapshot as `backup.yaml` (and a migration's index) describes it: the API's object.
+pub fn snapshot_json(s: &SnapshotRecord) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "description": s.description,
+        "architecture": s.architecture,
+        "config": s.config,
+        "devices": s.devices,
+        "ephemeral": s.ephemeral,
+        "profiles": s.profiles,
+        "stateful": false,
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "last_used_at": NEVER,
+    })
 }
 
 /// The name of the file beside each instance's volume data describing it (LXD's).

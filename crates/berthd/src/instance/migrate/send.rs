@@ -292,19 +292,7 @@ fn index_header(rec: &InstanceRecord, snapshots: &[SnapshotRecord]) -> Migration
             snapshots: Some(
                 snapshots
                     .iter()
-                    .map(|s| {
-                        serde_json::json!({
-                            "name": s.name,
-                            "architecture": s.architecture,
-                            "config": s.config,
-                            "devices": s.devices,
-                            "ephemeral": s.ephemeral,
-                            "profiles": s.profiles,
-                            "stateful": false,
-                            "created_at": s.created_at,
-                            "expires_at": s.expires_at,
-                        })
-                    })
+                    .map(crate::instance::backup::snapshot_json)
                     .collect(),
             ),
             pool: None,
