@@ -7,7 +7,9 @@
 //! - busybox up to `BERTH_BENCH_BUSYBOX` (default 5,000);
 //! - Debian (systemd, the image the e2e suite builds, else `berth image build debian`) up
 //!   to `BERTH_BENCH_DEBIAN` (default 500), or until the host has less than 2 GiB
-//!   available.
+//!   available, on a btrfs pool on a loop file (each container a snapshot of the image, as
+//!   a user running hundreds of full systems would choose: the `dir` pool copies ~180 MiB
+//!   per container and fills the disk first); the pool goes at the end of the phase.
 //!
 //! Reported, for each phase as it ends (a count of 0 skips it): launch time, host memory
 //! per running container (MemAvailable before and after, once settled), berthd's RSS,
@@ -68,6 +70,19 @@ fn build(root: &Path, what: &str, to: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// Bytes used on `pool`, as berthd reports it (`GET /1.0/storage-pools/POOL/resources`).
+fn pool_used(root: &Path, dir: &Path, pool: &str) -> anyhow::Result<u64> {
+    let out = berth(
+        root,
+        dir,
+        &["query", &format!("/1.0/storage-pools/{pool}/resources")],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v.pointer("/space/used")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| anyhow::anyhow!("no space.used for pool {pool}: {out}"))
+}
+
 /// A `kB` field of /proc/meminfo.
 fn meminfo_kib(field: &str) -> anyhow::Result<u64> {
     std::fs::read_to_string("/proc/meminfo")?
@@ -116,6 +131,34 @@ fn fill(
             "img",
         ],
     )?;
+    // Debian on a btrfs pool of its own (sparse: the file holds what is written).
+    let pool = if debian {
+        berth(
+            root,
+            dir,
+            &["storage", "create", "bt", "btrfs", "size=40GiB"],
+        )?;
+        "bt"
+    } else {
+        "default"
+    };
+    let result = fill_pool(root, dir, pid, what, count, pool);
+    if debian {
+        let _ = berth(root, dir, &["storage", "delete", "bt"]);
+    }
+    result
+}
+
+/// Fills `pool` with containers of the image `img`, then deletes them.
+fn fill_pool(
+    root: &Path,
+    dir: &Path,
+    pid: u32,
+    what: &str,
+    count: usize,
+    pool: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let debian = what == "Debian";
     std::thread::sleep(Duration::from_secs(2));
     let before = meminfo_kib("MemAvailable:")?;
     let t = Instant::now();
@@ -126,7 +169,11 @@ fn fill(
             limit = "host memory (less than 2 GiB available)".to_owned();
             break;
         }
-        match berth(root, dir, &["launch", "img", &format!("c{running}")]) {
+        match berth(
+            root,
+            dir,
+            &["launch", "img", &format!("c{running}"), "-s", pool],
+        ) {
             Ok(_) => running += 1,
             Err(e) => {
                 limit = e.to_string().lines().next().unwrap_or_default().to_owned();
@@ -152,6 +199,13 @@ fn fill(
         })
         .collect::<anyhow::Result<_>>()?;
     let rss = crate::bench::rss_kib(pid)? as f64 / 1024.0;
+    // The btrfs pool's space used (image included), per container (a `dir` pool reports
+    // the host filesystem's).
+    let disk = if debian {
+        pool_used(root, dir, pool)? as f64 / running.max(1) as f64 / f64::from(1 << 20)
+    } else {
+        0.0
+    };
     let names: Vec<String> = (0..running).map(|i| format!("c{i}")).collect();
     let t = Instant::now();
     for chunk in names.chunks(500) {
@@ -160,7 +214,7 @@ fn fill(
         berth(root, dir, &args)?;
     }
     let deleted = t.elapsed().as_secs_f64();
-    Ok(vec![
+    let mut figures = vec![
         (
             format!("{what} containers running (of {count} asked)"),
             running.to_string(),
@@ -183,5 +237,12 @@ fn fill(
             format!("{:.1} ms", median(list)),
         ),
         (format!("{what}: delete of all"), format!("{deleted:.1} s")),
-    ])
+    ];
+    if debian {
+        figures.push((
+            format!("{what}: btrfs pool space used per container (image included)"),
+            format!("{disk:.1} MiB"),
+        ));
+    }
+    Ok(figures)
 }
