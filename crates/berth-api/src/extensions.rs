@@ -79,6 +79,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_backup_override_pool",
     "backup_override_name",
     "direct_backup",
+    // Issue 16: lists of thousands.
+    "instances_state_selective_recursion",
 ];
 
 /// Whether `name` is advertised.

@@ -1027,6 +1027,43 @@ async fn rename_logs_recorded_output_info_and_config() {
     assert_eq!(out, "idle2\n");
     let err = fails(&d.berth(&["list", "-c", "nL"]));
     assert!(err.contains("column L"), "{err}");
+    let out = ok(&d.berth(&["list", "-f", "csv", "-c", "nsmS", "run1"]));
+    assert!(
+        out.starts_with("run1,RUNNING,") && out.ends_with(",0\n"),
+        "{out}"
+    );
+    assert!(!out.contains(",0B,"), "memory read: {out}");
+
+    // Selective recursion (what `berth list` asks): a whole instance with the state parts
+    // named, or (berth's own) only the keys named.
+    let whole: Vec<serde_json::Value> = c
+        .get("/1.0/instances?recursion=2;fields=state.network")
+        .await
+        .unwrap();
+    let run1 = whole.iter().find(|v| v["name"] == "run1").unwrap();
+    assert_eq!(run1["expanded_config"]["user.role"], "db");
+    assert_eq!(run1["state"]["status"], "Running");
+    assert!(run1["state"]["pid"].as_i64().unwrap() > 0);
+    assert_eq!(run1["state"]["network"]["lo"]["type"], "loopback");
+    assert_eq!(
+        run1["state"]["memory"]["usage"], 0,
+        "counters not asked: {run1}"
+    );
+    let some: Vec<serde_json::Value> = c
+        .get("/1.0/instances?recursion=2;fields=name,snapshots,state.memory")
+        .await
+        .unwrap();
+    let run1 = some.iter().find(|v| v["name"] == "run1").unwrap();
+    let keys: Vec<&String> = run1.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["name", "snapshots", "state"], "{run1}");
+    assert!(run1["state"]["memory"]["usage"].as_i64().unwrap() > 0);
+    assert!(run1["state"]["network"].is_null(), "{run1}");
+    for bad in ["state.bogus", "bogus"] {
+        let path = format!("/1.0/instances?recursion=2;fields=name,{bad}");
+        let e = c.query(Method::GET, &path, None).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{path}: {e}");
+        assert!(e.to_string().contains(bad), "{e}");
+    }
     for n in ["run1", "idle2"] {
         ok(&d.berth(&["delete", "-f", n]));
     }

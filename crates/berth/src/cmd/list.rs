@@ -90,12 +90,17 @@ fn addresses(v: &Value, family: &str) -> String {
     out.join("\n")
 }
 
-/// The instance fields column `c` reads.
+/// The instance fields column `c` reads (of the state, the part: see [`request`]).
 fn reads(c: char) -> &'static [&'static str] {
     match c {
         'n' => &["name"],
         's' => &["status"],
-        '4' | '6' | 'D' | 'm' | 'M' | 'N' | 'p' | 'u' => &["state"],
+        '4' | '6' => &["state.network"],
+        'D' => &["state.disk"],
+        'm' | 'M' => &["state.memory"],
+        'N' => &["state.processes"],
+        'p' => &["state.pid"],
+        'u' => &["state.cpu"],
         't' => &["type", "ephemeral"],
         'S' => &["snapshots"],
         'a' => &["architecture"],
@@ -341,9 +346,38 @@ fn filter_reads(filter: &str) -> &str {
     match filter.split_once('=') {
         None => "name",
         Some((key, _)) if key.contains('.') => "expanded_config",
-        Some(("ipv4" | "ipv6", _)) => "state",
+        Some(("ipv4" | "ipv6", _)) => "state.network",
         Some((key, _)) => key,
     }
+}
+
+/// The list request a table needs, given what its columns and filters read, and the
+/// top-level fields to keep from the reply. The state and the snapshots come with
+/// recursion=2 only. When the server can select (`fields=`: LXD's
+/// `instances_state_selective_recursion`, with berth's top-level names), it is asked for
+/// the fields read and, of the state, the parts read: a list of thousands reads no
+/// counters and sends no configuration nobody shows.
+fn request<'a>(
+    reads: impl IntoIterator<Item = &'a str>,
+    selective: bool,
+) -> (std::collections::HashSet<&'a str>, String) {
+    let mut keep = std::collections::HashSet::new();
+    let mut fields = std::collections::BTreeSet::new();
+    for r in reads {
+        let (top, part) = r.split_once('.').unwrap_or((r, ""));
+        keep.insert(top);
+        // The pid comes with every state.
+        fields.insert(if part == "pid" { top } else { r });
+    }
+    let path = if !keep.contains("state") && !keep.contains("snapshots") {
+        "/1.0/instances?recursion=1".to_owned()
+    } else if selective {
+        let fields: Vec<&str> = fields.into_iter().collect();
+        format!("/1.0/instances?recursion=2;fields={}", fields.join(","))
+    } else {
+        "/1.0/instances?recursion=2".to_owned()
+    };
+    (keep, path)
 }
 
 /// Decodes a list of instances keeping only the top-level fields in `keep`: a table of a
@@ -447,25 +481,24 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
     let instances: Vec<Value> = if matches!(args.format, Format::Json | Format::Yaml) {
         client.get("/1.0/instances?recursion=2").await?
     } else {
-        let keep: std::collections::HashSet<&str> = cols
+        let reads = cols
             .iter()
             .flat_map(|c| c.reads.iter().copied())
-            .chain(args.filters.iter().map(|f| filter_reads(f)))
-            .collect();
-        // The state (each container's counters and interfaces) and the snapshots come
-        // with recursion=2 only; a table without them costs the server far less.
-        let path = if keep.contains("state") || keep.contains("snapshots") {
-            "/1.0/instances?recursion=2"
-        } else {
-            "/1.0/instances?recursion=1"
-        };
+            .chain(args.filters.iter().map(|f| filter_reads(f)));
+        let selective = client
+            .server()
+            .await?
+            .api_extensions
+            .iter()
+            .any(|e| e == "instances_state_selective_recursion");
+        let (keep, path) = request(reads, selective);
         // Decoded in place from the reply: no copy of a list of thousands in between.
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
             #[serde(borrow)]
             metadata: &'a serde_json::value::RawValue,
         }
-        let body = client.get_file(path).await?;
+        let body = client.get_file(&path).await?;
         let envelope: Envelope = serde_json::from_slice(&body)?;
         let mut de = serde_json::Deserializer::from_str(envelope.metadata.get());
         serde::de::DeserializeSeed::deserialize(Only(&keep), &mut de)?
@@ -523,11 +556,26 @@ mod tests {
 
         // A table decodes only what its columns and filters read.
         let cols = columns("ns4,config:user.role").unwrap();
-        let keep: std::collections::HashSet<&str> = cols
-            .iter()
-            .flat_map(|c| c.reads.iter().copied())
-            .chain(["type=container", "web", "ipv6=::1"].map(filter_reads))
-            .collect();
+        let reads = || {
+            cols.iter()
+                .flat_map(|c| c.reads.iter().copied())
+                .chain(["type=container", "web", "ipv6=::1"].map(filter_reads))
+        };
+        let (keep, path) = request(reads(), true);
+        assert_eq!(
+            path,
+            "/1.0/instances?recursion=2;fields=expanded_config,name,state.network,status,type"
+        );
+        assert_eq!(request(reads(), false).1, "/1.0/instances?recursion=2");
+        let plain = columns("nst").unwrap();
+        let (_, path) = request(plain.iter().flat_map(|c| c.reads.iter().copied()), true);
+        assert_eq!(path, "/1.0/instances?recursion=1");
+        let reads = columns("nspumS").unwrap();
+        let reads = reads.iter().flat_map(|c| c.reads.iter().copied());
+        assert_eq!(
+            request(reads, true).1,
+            "/1.0/instances?recursion=2;fields=name,snapshots,state,state.cpu,state.memory,status"
+        );
         let body = r#"[{"name":"a","status":"Running","type":"container","config":{"x":"1"},
             "expanded_config":{"user.role":"db"},"state":{"pid":1},"snapshots":[{"name":"s"}]}]"#;
         let mut de = serde_json::Deserializer::from_str(body);

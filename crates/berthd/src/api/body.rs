@@ -45,6 +45,34 @@ pub fn recursion(query: Option<&str>) -> Result<u8, ApiError> {
     }
 }
 
+/// `recursion=N[;fields=A,B…]`: the level and, for LXD's selective recursion
+/// (`instances_state_selective_recursion`), the fields named (`None`: all of them).
+pub fn recursion_fields(query: Option<&str>) -> Result<(u8, Option<Vec<String>>), ApiError> {
+    let value = query_value(query, "recursion").unwrap_or_default();
+    let Some((level, fields)) = value.split_once(';') else {
+        return Ok((recursion(query)?, None));
+    };
+    let level = level.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid value {level:?} for parameter \"recursion\""
+        ))
+    })?;
+    let Some(list) = fields.strip_prefix("fields=") else {
+        return Err(ApiError::bad_request(format!(
+            "Invalid value {fields:?} in parameter \"recursion\": expected fields=NAME[,NAME...]"
+        )));
+    };
+    Ok((
+        level,
+        Some(
+            list.split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    ))
+}
+
 /// The project a request names with `?project=` (`default` when absent).
 pub fn project_param(query: Option<&str>) -> String {
     query_param(query, "project")
@@ -155,5 +183,23 @@ mod tests {
         assert_eq!(query_param(None, "x"), None);
         assert_eq!(recursion(Some("recursion=1")).unwrap(), 1);
         assert!(recursion(Some("recursion=x")).is_err());
+        assert_eq!(recursion_fields(Some("recursion=2")).unwrap(), (2, None));
+        assert_eq!(
+            recursion_fields(Some("recursion=2;fields=state.network,state.disk")).unwrap(),
+            (
+                2,
+                Some(vec!["state.network".to_owned(), "state.disk".to_owned()])
+            )
+        );
+        assert_eq!(
+            recursion_fields(Some("recursion=2;fields=")).unwrap(),
+            (2, Some(vec![]))
+        );
+        assert_eq!(
+            recursion_fields(Some("recursion=2%3Bfields%3Dstate.network")).unwrap(),
+            (2, Some(vec!["state.network".to_owned()]))
+        );
+        assert!(recursion_fields(Some("recursion=2;state.network")).is_err());
+        assert!(recursion_fields(Some("recursion=x;fields=state.network")).is_err());
     }
 }

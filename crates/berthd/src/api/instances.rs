@@ -10,7 +10,7 @@ use berth_api::instance::InstancesPost;
 use super::ops::{OpCtx, OpSpec};
 use super::{
     ApiError, ApiResult, AppState, InstanceName, Json, async_operation, etag_of, field, if_match,
-    parse, project_param, query_value, recursion, sync, sync_empty, sync_etag,
+    parse, project_param, recursion, sync_empty, sync_etag,
 };
 use crate::instance::config::InstanceChange;
 use crate::instance::{self, create, query};
@@ -24,7 +24,7 @@ pub(super) fn spec(description: &str, name: &str) -> OpSpec {
 
 /// A snapshot as a list shows it: without the expansion, which needs its profiles.
 #[derive(serde::Serialize)]
-struct ListedSnapshot<'a> {
+pub(super) struct ListedSnapshot<'a> {
     name: &'a str,
     description: &'a str,
     architecture: &'a str,
@@ -40,7 +40,7 @@ struct ListedSnapshot<'a> {
 }
 
 impl<'a> ListedSnapshot<'a> {
-    fn of(s: &'a SnapshotRecord) -> Self {
+    pub(super) fn of(s: &'a SnapshotRecord) -> Self {
         ListedSnapshot {
             name: &s.name,
             description: &s.description,
@@ -61,69 +61,6 @@ impl<'a> ListedSnapshot<'a> {
 /// A snapshot as a list shows it, as JSON.
 pub(super) fn render_snapshot(s: &SnapshotRecord) -> serde_json::Value {
     serde_json::to_value(ListedSnapshot::of(s)).unwrap_or_default()
-}
-
-/// An instance with its state, snapshots and backups (`recursion=2`), serialised as it
-/// is: a list of a thousand builds no JSON tree in between.
-#[derive(serde::Serialize)]
-struct Full<'a> {
-    #[serde(flatten)]
-    view: &'a berth_api::instance::Instance,
-    state: &'a berth_api::instance::InstanceState,
-    snapshots: Vec<ListedSnapshot<'a>>,
-    backups: [(); 0],
-}
-
-/// `GET /1.0/instances`: `?project=` lists that project's instances, `all-projects=true`
-/// every project's; `filter` as LXD's.
-pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
-    let level = recursion(q.as_deref())?;
-    let filter = match query_value(q.as_deref(), "filter") {
-        Some(f) if !f.trim().is_empty() => Some(
-            super::filter::parse(&f)
-                .map_err(|e| ApiError::bad_request(format!("Invalid filter: {e}")))?,
-        ),
-        _ => None,
-    };
-    let every = query_value(q.as_deref(), "all-projects").is_some_and(|v| v == "true");
-    let project = (!every).then(|| project_param(q.as_deref()));
-    if level == 0 && filter.is_none() {
-        let names = query::names(&st.cx, project.as_deref()).await?;
-        return Ok(sync(
-            names.iter().map(|n| instance_url(n)).collect::<Vec<_>>(),
-        ));
-    }
-    // Each instance is rendered, filtered and serialised by the service's workers.
-    let full = level >= 2;
-    let out = query::list(&st.cx, project, full, move |item| {
-        if level == 0 {
-            // Filtered names: the filter sees the whole instance.
-            let v = serde_json::to_value(&item.view).ok()?;
-            if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
-                return None;
-            }
-            return serde_json::value::to_raw_value(&instance_url(&item.rec.name)).ok();
-        }
-        let raw = match &item.state {
-            Some(state) => serde_json::value::to_raw_value(&Full {
-                view: &item.view,
-                state,
-                snapshots: item.snapshots.iter().map(ListedSnapshot::of).collect(),
-                backups: [],
-            }),
-            None => serde_json::value::to_raw_value(&item.view),
-        }
-        .ok()?;
-        if let Some(f) = &filter {
-            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-            if !f.matches(&v) {
-                return None;
-            }
-        }
-        Some(raw)
-    })
-    .await?;
-    Ok(sync(out))
 }
 
 fn etag(rec: &InstanceRecord) -> String {

@@ -18,6 +18,7 @@ mod filter;
 mod image_aliases;
 mod image_transfer;
 mod images;
+mod instance_list;
 mod instance_state;
 mod instances;
 mod internal;
@@ -50,7 +51,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_api::ErrorKind;
 
-pub use body::{Json, field, project_param, query_param, query_value, recursion};
+pub use body::{Json, field, project_param, query_param, query_value, recursion, recursion_fields};
 pub use error::ApiError;
 pub use reply::{
     ApiResult, async_operation, check_if_match, etag_of, if_match, inline_file, octet_stream, sync,
@@ -243,7 +244,10 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/v1/images.json", get(streams::images))
         .route("/streams/v1/files/{fp}/{part}", get(streams::file))
         .route("/1.0/images/{fp}/secret", post(image_transfer::secret))
-        .route("/1.0/instances", get(instances::list).post(instances::post))
+        .route(
+            "/1.0/instances",
+            get(instance_list::list).post(instances::post),
+        )
         .route(
             "/1.0/instances/{name}",
             get(instances::get)

@@ -34,7 +34,7 @@ pub async fn is_stopped(cx: &Ctx, name: &str) -> bool {
 /// host-side name).
 pub async fn state(cx: &Ctx, rec: &InstanceRecord) -> InstanceState {
     let n = rec.name.clone();
-    let mut state = blocking(cx, move |d| d.observe(&n, Observe::Full))
+    let mut state = blocking(cx, move |d| d.observe(&n, Observe::FULL))
         .await
         .unwrap_or_default();
     super::nic::fill_host_names(&mut state, &rec.config);
@@ -100,25 +100,46 @@ pub async fn names(cx: &Ctx, project: Option<&str>) -> Result<Vec<String>> {
     Ok(recs.into_iter().map(|r| r.name).collect())
 }
 
+/// What a list's `recursion=2;fields=…` asks of each instance's state (LXD's selective
+/// recursion): `state.network` its interfaces, `state.disk` its disks (a list reports none
+/// yet); berth's own `state.cpu`, `state.memory` and `state.processes` the cgroup counters,
+/// which come together. The status, pid and start time always come.
+pub fn observation(fields: &[String]) -> Result<Observe> {
+    let mut how = Observe::STATUS;
+    for f in fields {
+        match f.as_str() {
+            "state.network" => how.network = true,
+            "state.cpu" | "state.memory" | "state.processes" => how.counters = true,
+            "state.disk" => {}
+            other => {
+                return Err(crate::error::Failure::invalid(format!(
+                    "Invalid field {other:?} in parameter \"recursion\": expected state.network, state.disk, state.cpu, state.memory or state.processes"
+                )));
+            }
+        }
+    }
+    Ok(how)
+}
+
 /// One instance of a list, as the workers see it.
 #[derive(Debug)]
 pub struct Listed<'a> {
     pub rec: &'a InstanceRecord,
     pub view: Instance,
-    /// Its full state, when asked for.
+    /// Its state, when asked for.
     pub state: Option<InstanceState>,
     /// Its snapshots, when the state is asked for.
     pub snapshots: &'a [SnapshotRecord],
 }
 
-/// Every instance of `project` (of every project: `None`), observed (`full`: with
-/// counters, network and snapshots) and turned into `T` by `each` (which may drop one),
-/// by workers spread over the host's CPUs: a list of hundreds costs no round trip per
-/// instance on one thread.
+/// Every instance of `project` (of every project: `None`), observed and turned into `T`
+/// by `each` (which may drop one), by workers spread over the host's CPUs: a list of
+/// hundreds costs no round trip per instance on one thread. With `state`, each comes with
+/// its state (what `state` asks for beyond the status) and its snapshots.
 pub async fn list<T, F>(
     cx: &std::sync::Arc<Ctx>,
     project: Option<String>,
-    full: bool,
+    state: Option<Observe>,
     each: F,
 ) -> Result<Vec<T>>
 where
@@ -127,6 +148,7 @@ where
 {
     // One read for the records, profiles, projects (and snapshots), and one blocking
     // task for every container's state.
+    let full = state.is_some();
     let (recs, all_profiles, projects, snapshots) = cx
         .db
         .read(move |c| {
@@ -150,11 +172,10 @@ where
     let cx = cx.clone();
     let out = tokio::task::spawn_blocking(move || {
         let one = |rec: &InstanceRecord, profiles: &[ProfileRecord]| -> Option<T> {
-            let how = if full {
-                Observe::FullOwnThread
-            } else {
-                Observe::Status
-            };
+            let how = state.map_or(Observe::STATUS, |o| Observe {
+                own_thread: true,
+                ..o
+            });
             let mut state = cx.driver.observe(&rec.name, how);
             super::nic::fill_host_names(&mut state, &rec.config);
             with_stop_reason(&mut state, rec);

@@ -317,35 +317,34 @@ impl InstanceDriver for Liblxc {
     }
 
     fn observe(&self, name: &str, how: Observe) -> InstanceState {
-        if how == Observe::Status {
-            let (status, pid) = self.status(name);
-            return InstanceState {
-                status: status.name().to_owned(),
-                status_code: status.code(),
-                pid: i64::from(pid.unwrap_or(0)),
-                ..Default::default()
-            };
-        }
         let (mut status, pid, ticks) = self.status_and_start(name);
         let mut state = InstanceState::default();
         if let Some(p) = pid {
-            let c = self.cgroups.counters(&self.cgroup(name));
-            if status == StatusCode::Running && c.frozen {
+            let cg = self.cgroup(name);
+            let frozen = if how.counters {
+                let c = self.cgroups.counters(&cg);
+                state.processes = c.processes;
+                state.memory = InstanceStateMemory {
+                    usage: c.memory_usage,
+                    usage_peak: c.memory_peak,
+                    total: c.memory_limit.unwrap_or(self.host_memory),
+                    ..Default::default()
+                };
+                state.cpu = InstanceStateCpu { usage: c.cpu_usage };
+                c.frozen
+            } else {
+                self.cgroups.is_frozen(&cg)
+            };
+            if status == StatusCode::Running && frozen {
                 status = StatusCode::Frozen;
             }
-            state.processes = c.processes;
-            state.memory = InstanceStateMemory {
-                usage: c.memory_usage,
-                usage_peak: c.memory_peak,
-                total: c.memory_limit.unwrap_or(self.host_memory),
-                ..Default::default()
-            };
-            state.cpu = InstanceStateCpu { usage: c.cpu_usage };
-            state.network = if how == Observe::FullOwnThread {
-                crate::host::netns::interfaces_joining(p).ok()
-            } else {
-                crate::host::netns::interfaces(p).ok()
-            };
+            if how.network {
+                state.network = if how.own_thread {
+                    crate::host::netns::interfaces_joining(p).ok()
+                } else {
+                    crate::host::netns::interfaces(p).ok()
+                };
+            }
         }
         state.status = status.name().to_owned();
         state.status_code = status.code();

@@ -68,16 +68,33 @@ pub struct StartSpec {
     pub raw: Vec<(String, String)>,
 }
 
-/// How much [`InstanceDriver::observe`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Observe {
-    /// Status and init pid.
-    Status,
-    /// Also counters and the network, read from a short-lived thread.
-    Full,
-    /// As `Full`; the calling thread is the caller's own and discarded after (a scoped
-    /// worker), so it may join the container's network namespace for a moment.
-    FullOwnThread,
+/// How much [`InstanceDriver::observe`] reads beyond the status, the init pid and its start
+/// time (which the init cache holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observe {
+    /// The cgroup counters: processes, memory, CPU.
+    pub counters: bool,
+    /// The interfaces, from the container's network namespace.
+    pub network: bool,
+    /// The calling thread is the caller's own and discarded after (a scoped worker), so
+    /// it may join the container's network namespace for a moment; otherwise a
+    /// short-lived thread does.
+    pub own_thread: bool,
+}
+
+impl Observe {
+    /// Status and init pid only.
+    pub const STATUS: Observe = Observe {
+        counters: false,
+        network: false,
+        own_thread: false,
+    };
+    /// Everything: counters and network.
+    pub const FULL: Observe = Observe {
+        counters: true,
+        network: true,
+        own_thread: false,
+    };
 }
 
 /// The liblxc side of instances. Calls that wait on the container or a helper are
