@@ -144,9 +144,29 @@ fn fill(
     };
     let result = fill_pool(root, dir, pid, what, count, pool);
     if debian {
-        let _ = berth(root, dir, &["storage", "delete", "bt"]);
+        // Whatever a failure left on the pool first: a pool in use is not deleted, and
+        // its mount and loop device would outlive the daemon.
+        if result.is_err() {
+            delete_all(root, dir);
+        }
+        if let Err(e) = berth(root, dir, &["storage", "delete", "bt"]) {
+            return Err(result.err().unwrap_or(e));
+        }
     }
     result
+}
+
+/// Deletes every container of the daemon in `dir`, as far as it can.
+fn delete_all(root: &Path, dir: &Path) {
+    let Ok(names) = berth(root, dir, &["list", "-c", "n", "-f", "csv"]) else {
+        return;
+    };
+    let names: Vec<&str> = names.lines().filter(|n| !n.is_empty()).collect();
+    for chunk in names.chunks(500) {
+        let mut args = vec!["delete", "-f"];
+        args.extend(chunk);
+        let _ = berth(root, dir, &args);
+    }
 }
 
 /// Fills `pool` with containers of the image `img`, then deletes them.

@@ -1034,16 +1034,34 @@ async fn rename_logs_recorded_output_info_and_config() {
     );
     assert!(!out.contains(",0B,"), "memory read: {out}");
 
-    // Selective recursion (what `berth list` asks): a whole instance with the state parts
-    // named, or (berth's own) only the keys named.
-    let whole: Vec<serde_json::Value> = c
-        .get("/1.0/instances?recursion=2;fields=state.network")
+    // Selective recursion: LXD's (whole instances, the network or disk only when named,
+    // as `%3B` or `;`), and berth's own (only the keys and state parts named).
+    for path in [
+        "/1.0/instances?recursion=2;fields=state.network",
+        "/1.0/instances?recursion=2%3Bfields%3Dstate.network",
+    ] {
+        let whole: Vec<serde_json::Value> = c.get(path).await.unwrap();
+        let run1 = whole.iter().find(|v| v["name"] == "run1").unwrap();
+        assert_eq!(run1["expanded_config"]["user.role"], "db");
+        assert_eq!(run1["state"]["status"], "Running");
+        assert!(run1["state"]["pid"].as_i64().unwrap() > 0);
+        assert_eq!(run1["state"]["network"]["lo"]["type"], "loopback");
+        assert!(
+            run1["state"]["memory"]["usage"].as_i64().unwrap() > 0,
+            "{run1}"
+        );
+    }
+    let one: serde_json::Value = c
+        .get("/1.0/instances/run1?recursion=1;fields=")
         .await
         .unwrap();
-    let run1 = whole.iter().find(|v| v["name"] == "run1").unwrap();
-    assert_eq!(run1["expanded_config"]["user.role"], "db");
-    assert_eq!(run1["state"]["status"], "Running");
-    assert!(run1["state"]["pid"].as_i64().unwrap() > 0);
+    assert!(one["state"]["network"].is_null(), "{one}");
+    assert!(one["state"]["processes"].as_i64().unwrap() > 0, "{one}");
+    let mine: Vec<serde_json::Value> = c
+        .get("/1.0/instances?recursion=2;fields=name,state.network")
+        .await
+        .unwrap();
+    let run1 = mine.iter().find(|v| v["name"] == "run1").unwrap();
     assert_eq!(run1["state"]["network"]["lo"]["type"], "loopback");
     assert_eq!(
         run1["state"]["memory"]["usage"], 0,

@@ -351,29 +351,57 @@ fn filter_reads(filter: &str) -> &str {
     }
 }
 
+/// The top-level fields of an instance with its state (`recursion=2`).
+const KEYS: &[&str] = &[
+    "name",
+    "description",
+    "status",
+    "status_code",
+    "created_at",
+    "last_used_at",
+    "location",
+    "type",
+    "project",
+    "architecture",
+    "ephemeral",
+    "stateful",
+    "profiles",
+    "config",
+    "devices",
+    "expanded_config",
+    "expanded_devices",
+    "state",
+    "snapshots",
+    "backups",
+];
+
 /// The list request a table needs, given what its columns and filters read, and the
 /// top-level fields to keep from the reply. The state and the snapshots come with
-/// recursion=2 only. When the server can select (`fields=`: LXD's
-/// `instances_state_selective_recursion`, with berth's top-level names), it is asked for
-/// the fields read and, of the state, the parts read: a list of thousands reads no
-/// counters and sends no configuration nobody shows.
+/// recursion=2 only. A berthd (`selective`: it says so and advertises LXD's
+/// `instances_state_selective_recursion`) is asked for the fields read and, of the state,
+/// the parts read (berth's own `fields=` names): a list of thousands reads no counters
+/// and sends no configuration nobody shows. Another server, or a field it would not know,
+/// gets the plain request.
 fn request<'a>(
     reads: impl IntoIterator<Item = &'a str>,
     selective: bool,
 ) -> (std::collections::HashSet<&'a str>, String) {
     let mut keep = std::collections::HashSet::new();
-    let mut fields = std::collections::BTreeSet::new();
+    // The name, always: a top-level name is what makes berthd select keys.
+    let mut fields = std::collections::BTreeSet::from(["name"]);
     for r in reads {
         let (top, part) = r.split_once('.').unwrap_or((r, ""));
         keep.insert(top);
         // The pid comes with every state.
         fields.insert(if part == "pid" { top } else { r });
     }
+    let known = keep.iter().all(|k| KEYS.contains(k));
     let path = if !keep.contains("state") && !keep.contains("snapshots") {
         "/1.0/instances?recursion=1".to_owned()
-    } else if selective {
+    } else if selective && known {
         let fields: Vec<&str> = fields.into_iter().collect();
-        format!("/1.0/instances?recursion=2;fields={}", fields.join(","))
+        // `;` encoded: a Go server's query parser drops a pair holding one.
+        format!("/1.0/instances?recursion=2%3Bfields={}", fields.join(","))
     } else {
         "/1.0/instances?recursion=2".to_owned()
     };
@@ -481,17 +509,25 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
     let instances: Vec<Value> = if matches!(args.format, Format::Json | Format::Yaml) {
         client.get("/1.0/instances?recursion=2").await?
     } else {
-        let reads = cols
+        let reads: Vec<&str> = cols
             .iter()
             .flat_map(|c| c.reads.iter().copied())
-            .chain(args.filters.iter().map(|f| filter_reads(f)));
-        let selective = client
-            .server()
-            .await?
-            .api_extensions
-            .iter()
-            .any(|e| e == "instances_state_selective_recursion");
-        let (keep, path) = request(reads, selective);
+            .chain(args.filters.iter().map(|f| filter_reads(f)))
+            .collect();
+        let (_, plain) = request(reads.iter().copied(), false);
+        // Whether the server selects is asked only when the state or snapshots are read.
+        let selective = plain.ends_with("recursion=2") && {
+            let server = client.server().await?;
+            server
+                .environment
+                .as_ref()
+                .is_some_and(|e| e.server == "berth")
+                && server
+                    .api_extensions
+                    .iter()
+                    .any(|e| e == "instances_state_selective_recursion")
+        };
+        let (keep, path) = request(reads.iter().copied(), selective);
         // Decoded in place from the reply: no copy of a list of thousands in between.
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
@@ -564,9 +600,17 @@ mod tests {
         let (keep, path) = request(reads(), true);
         assert_eq!(
             path,
-            "/1.0/instances?recursion=2;fields=expanded_config,name,state.network,status,type"
+            "/1.0/instances?recursion=2%3Bfields=expanded_config,name,state.network,status,type"
         );
         assert_eq!(request(reads(), false).1, "/1.0/instances?recursion=2");
+        // A key berthd would not know: the plain request.
+        let (_, path) = request(["name", "state.network", "Status"], true);
+        assert_eq!(path, "/1.0/instances?recursion=2");
+        let (_, path) = request(["state.network"], true);
+        assert_eq!(
+            path,
+            "/1.0/instances?recursion=2%3Bfields=name,state.network"
+        );
         let plain = columns("nst").unwrap();
         let (_, path) = request(plain.iter().flat_map(|c| c.reads.iter().copied()), true);
         assert_eq!(path, "/1.0/instances?recursion=1");
@@ -574,7 +618,7 @@ mod tests {
         let reads = reads.iter().flat_map(|c| c.reads.iter().copied());
         assert_eq!(
             request(reads, true).1,
-            "/1.0/instances?recursion=2;fields=name,snapshots,state,state.cpu,state.memory,status"
+            "/1.0/instances?recursion=2%3Bfields=name,snapshots,state,state.cpu,state.memory,status"
         );
         let body = r#"[{"name":"a","status":"Running","type":"container","config":{"x":"1"},
             "expanded_config":{"user.role":"db"},"state":{"pid":1},"snapshots":[{"name":"s"}]}]"#;

@@ -2,11 +2,13 @@
 //! instance service's workers.
 //!
 //! `recursion=2;fields=…` (LXD's `instances_state_selective_recursion`) names the parts of
-//! each state wanted (see [`query::observation`]; none named: the status, pid and start
-//! time only). berth also takes top-level names there (`name`, `status`, `snapshots`, …):
-//! then only those keys of each instance are sent (and `state` when a `state.…` part is
-//! named), so that a table of thousands costs neither side what it does not show. LXD's
-//! clients name state parts only and get whole instances.
+//! each state wanted: as LXD, `state.network` and `state.disk` are left out unless named,
+//! the rest (status, counters) always comes. berth also takes top-level names there
+//! (`name`, `status`, `snapshots`, …): then only those keys of each instance are sent (and
+//! `state` when a `state.…` part is named), and the state holds only the parts named (see
+//! [`query::observation`]; none: the status, pid and start time), so that a table of
+//! thousands costs neither side what it does not show. LXD's clients name state parts only
+//! and get whole instances with their counters.
 
 use axum::extract::{RawQuery, State};
 use serde::ser::SerializeMap;
@@ -61,8 +63,10 @@ fn selection(fields: Option<&[String]>) -> Result<Selection, ApiError> {
         .iter()
         .cloned()
         .partition(|f| f.starts_with("state."));
-    let observe = query::observation(&parts)?;
+    let mut observe = query::observation(&parts)?;
     if top.is_empty() {
+        // LXD's selection: only the disk and the network are left out.
+        observe.counters = true;
         return Ok(Selection {
             observe,
             keys: None,
@@ -159,22 +163,31 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
             }
             return serde_json::value::to_raw_value(&instance_url(&item.rec.name)).ok();
         }
-        let whole = |keys| match &item.state {
+        let raw = match &item.state {
             Some(state) => serde_json::value::to_raw_value(&Full {
                 item: &item,
                 state,
-                keys,
+                keys: None,
             }),
             None => serde_json::value::to_raw_value(&item.view),
-        };
+        }
+        .ok()?;
         if let Some(f) = &filter {
             // The filter sees the whole instance; the reply has the keys asked for.
-            let v: serde_json::Value = serde_json::from_str(whole(None).ok()?.get()).ok()?;
+            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
             if !f.matches(&v) {
                 return None;
             }
         }
-        whole(keys.as_deref()).ok()
+        match (&item.state, keys.as_deref()) {
+            (Some(state), Some(keys)) => serde_json::value::to_raw_value(&Full {
+                item: &item,
+                state,
+                keys: Some(keys),
+            })
+            .ok(),
+            _ => Some(raw),
+        }
     })
     .await?;
     Ok(sync(out))
@@ -192,9 +205,15 @@ mod tests {
     #[test]
     fn fields_select_state_parts_and_keys() {
         assert_eq!(selection(None).unwrap().observe, Observe::FULL);
+        // LXD's names: whole instances, the counters always.
         let s = sel(&["state.network"]).unwrap();
-        assert!(s.observe.network && !s.observe.counters && s.keys.is_none());
-        let s = sel(&["state.memory", "state.disk"]).unwrap();
+        assert!(s.observe.network && s.observe.counters && s.keys.is_none());
+        let s = sel(&[]).unwrap();
+        assert!(!s.observe.network && s.observe.counters && s.keys.is_none());
+        // berth's: the parts named only.
+        let s = sel(&["name", "state.network"]).unwrap();
+        assert!(s.observe.network && !s.observe.counters);
+        let s = sel(&["name", "state.memory", "state.disk"]).unwrap();
         assert!(!s.observe.network && s.observe.counters);
         let s = sel(&["snapshots", "name", "state.network", "type"]).unwrap();
         assert_eq!(s.keys.unwrap(), ["name", "type", "state", "snapshots"]);
@@ -206,13 +225,50 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_an_instance_with_its_state() {
-        let v = serde_json::to_value(berth_api::instance::Instance::default()).unwrap();
-        let mut own: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        own.extend(["state", "snapshots", "backups"]);
-        let mut keys = KEYS.to_vec();
-        own.sort_unstable();
-        keys.sort_unstable();
-        assert_eq!(own, keys);
+    fn whole_instances_are_written_as_derived() {
+        // What the list wrote before it selected: LXD's clients get the same bytes.
+        #[derive(serde::Serialize)]
+        struct Derived<'a> {
+            #[serde(flatten)]
+            view: &'a berth_api::instance::Instance,
+            state: &'a berth_api::instance::InstanceState,
+            snapshots: Vec<ListedSnapshot<'a>>,
+            backups: [(); 0],
+        }
+        let rec = crate::model::records::InstanceRecord::default();
+        let view = berth_api::instance::Instance {
+            name: "c1".to_owned(),
+            config: [("user.a".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        };
+        let state = berth_api::instance::InstanceState {
+            status: "Running".to_owned(),
+            pid: 7,
+            ..Default::default()
+        };
+        let snaps = vec![crate::model::records::SnapshotRecord {
+            name: "s1".to_owned(),
+            ..Default::default()
+        }];
+        let item = Listed {
+            rec: &rec,
+            view: view.clone(),
+            state: None,
+            snapshots: &snaps,
+        };
+        let ours = serde_json::to_string(&Full {
+            item: &item,
+            state: &state,
+            keys: None,
+        })
+        .unwrap();
+        let derived = serde_json::to_string(&Derived {
+            view: &view,
+            state: &state,
+            snapshots: snaps.iter().map(ListedSnapshot::of).collect(),
+            backups: [],
+        })
+        .unwrap();
+        assert_eq!(ours, derived);
     }
 }

@@ -10,7 +10,7 @@ use berth_api::instance::InstancesPost;
 use super::ops::{OpCtx, OpSpec};
 use super::{
     ApiError, ApiResult, AppState, InstanceName, Json, async_operation, etag_of, field, if_match,
-    parse, project_param, recursion, sync_empty, sync_etag,
+    parse, project_param, recursion_fields, sync_empty, sync_etag,
 };
 use crate::instance::config::InstanceChange;
 use crate::instance::{self, create, query};
@@ -75,20 +75,31 @@ fn etag(rec: &InstanceRecord) -> String {
 }
 
 /// `GET /1.0/instances/{name}`; with `recursion=1`, also its state, snapshots and backups
-/// (LXD's `instance_get_full`, which `lxc info` uses).
+/// (LXD's `instance_get_full`, which `lxc info` uses); `recursion=N;fields=…` as a list's
+/// (state parts only).
 pub async fn get(
     State(st): State<AppState>,
     InstanceName(name): InstanceName,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let level = recursion(q.as_deref())?;
+    let (level, fields) = recursion_fields(q.as_deref())?;
+    // LXD's selective recursion: the disk and the network only when named.
+    let (how, disk) = match &fields {
+        Some(f) => {
+            let mut how = query::observation(f)?;
+            how.counters = true;
+            (how, f.iter().any(|f| f == "state.disk"))
+        }
+        None => (crate::lxc::Observe::FULL, true),
+    };
     let (rec, view) = query::get(&st.cx, &name).await?;
     let etag = etag(&rec);
     if level == 0 {
         return Ok(sync_etag(view, &etag));
     }
     let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(&e))?;
-    v["state"] = serde_json::to_value(query::state(&st.cx, &rec).await).unwrap_or_default();
+    let state = query::state_with(&st.cx, &rec, how, disk).await;
+    v["state"] = serde_json::to_value(state).unwrap_or_default();
     v["snapshots"] = super::snapshots::rendered(&st, &rec).await?;
     v["backups"] = serde_json::Value::Array(vec![]);
     Ok(sync_etag(v, &etag))

@@ -31,15 +31,22 @@ pub async fn is_stopped(cx: &Ctx, name: &str) -> bool {
 }
 
 /// What the host says of one instance: status, pid, counters, network (with each nic's
-/// host-side name).
+/// host-side name), disk usage.
 pub async fn state(cx: &Ctx, rec: &InstanceRecord) -> InstanceState {
+    state_with(cx, rec, Observe::FULL, true).await
+}
+
+/// As [`state`], reading what `how` asks for, and the disk usage when `disk`.
+pub async fn state_with(cx: &Ctx, rec: &InstanceRecord, how: Observe, disk: bool) -> InstanceState {
     let n = rec.name.clone();
-    let mut state = blocking(cx, move |d| d.observe(&n, Observe::FULL))
+    let mut state = blocking(cx, move |d| d.observe(&n, how))
         .await
         .unwrap_or_default();
     super::nic::fill_host_names(&mut state, &rec.config);
     with_stop_reason(&mut state, rec);
-    super::quota::fill_usage(cx, rec, &mut state).await;
+    if disk {
+        super::quota::fill_usage(cx, rec, &mut state).await;
+    }
     state
 }
 
@@ -100,10 +107,11 @@ pub async fn names(cx: &Ctx, project: Option<&str>) -> Result<Vec<String>> {
     Ok(recs.into_iter().map(|r| r.name).collect())
 }
 
-/// What a list's `recursion=2;fields=…` asks of each instance's state (LXD's selective
-/// recursion): `state.network` its interfaces, `state.disk` its disks (a list reports none
-/// yet); berth's own `state.cpu`, `state.memory` and `state.processes` the cgroup counters,
-/// which come together. The status, pid and start time always come.
+/// What `recursion=N;fields=…` names of an instance's state (LXD's selective recursion):
+/// `state.network` its interfaces, `state.disk` its disks (a list reports none yet);
+/// berth's own `state.cpu`, `state.memory` and `state.processes` the cgroup counters,
+/// which come together. The status, pid and start time always come. (LXD's names alone
+/// leave out the disk and network only: callers then read the counters too.)
 pub fn observation(fields: &[String]) -> Result<Observe> {
     let mut how = Observe::STATUS;
     for f in fields {
