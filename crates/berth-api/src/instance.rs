@@ -31,6 +31,32 @@ pub struct Instance {
     pub expanded_devices: BTreeMap<String, Device>,
 }
 
+/// The top-level keys of an instance listed with its state (`recursion=2`): those of
+/// [`Instance`], in its order, then `state`, `snapshots` and `backups`. berthd's lists
+/// select among them (`fields=`).
+pub const FULL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "status",
+    "status_code",
+    "created_at",
+    "last_used_at",
+    "location",
+    "type",
+    "project",
+    "architecture",
+    "ephemeral",
+    "stateful",
+    "profiles",
+    "config",
+    "devices",
+    "expanded_config",
+    "expanded_devices",
+    "state",
+    "snapshots",
+    "backups",
+];
+
 /// `POST /1.0/instances`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstancesPost {

@@ -7,6 +7,7 @@
 //! key, the expanded configuration, each value an anchored, case-insensitive regular
 //! expression.
 
+use berth_api::instance::FULL_KEYS;
 use berth_client::Client;
 use serde_json::Value;
 
@@ -351,30 +352,6 @@ fn filter_reads(filter: &str) -> &str {
     }
 }
 
-/// The top-level fields of an instance with its state (`recursion=2`).
-const KEYS: &[&str] = &[
-    "name",
-    "description",
-    "status",
-    "status_code",
-    "created_at",
-    "last_used_at",
-    "location",
-    "type",
-    "project",
-    "architecture",
-    "ephemeral",
-    "stateful",
-    "profiles",
-    "config",
-    "devices",
-    "expanded_config",
-    "expanded_devices",
-    "state",
-    "snapshots",
-    "backups",
-];
-
 /// The list request a table needs, given what its columns and filters read, and the
 /// top-level fields to keep from the reply. The state and the snapshots come with
 /// recursion=2 only. A berthd (`selective`: it says so and advertises LXD's
@@ -395,7 +372,7 @@ fn request<'a>(
         // The pid comes with every state.
         fields.insert(if part == "pid" { top } else { r });
     }
-    let known = keep.iter().all(|k| KEYS.contains(k));
+    let known = keep.iter().all(|k| FULL_KEYS.contains(k));
     let path = if !keep.contains("state") && !keep.contains("snapshots") {
         "/1.0/instances?recursion=1".to_owned()
     } else if selective && known {

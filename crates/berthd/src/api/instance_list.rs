@@ -13,42 +13,20 @@
 use axum::extract::{RawQuery, State};
 use serde::ser::SerializeMap;
 
+use berth_api::instance::FULL_KEYS;
+
 use super::instances::ListedSnapshot;
 use super::{ApiError, ApiResult, AppState, project_param, query_value, recursion_fields, sync};
 use crate::instance::query::{self, Listed};
 use crate::lxc::Observe;
 use crate::model::names::instance_url;
 
-/// The top-level keys of an instance with its state (`recursion=2`).
-const KEYS: &[&str] = &[
-    "name",
-    "description",
-    "status",
-    "status_code",
-    "created_at",
-    "last_used_at",
-    "location",
-    "type",
-    "project",
-    "architecture",
-    "ephemeral",
-    "stateful",
-    "profiles",
-    "config",
-    "devices",
-    "expanded_config",
-    "expanded_devices",
-    "state",
-    "snapshots",
-    "backups",
-];
-
 /// What `fields=` selects.
 #[derive(Debug, PartialEq)]
 struct Selection {
     /// What each state holds.
     observe: Observe,
-    /// The top-level keys sent, in [`KEYS`]' order; `None`: all.
+    /// The top-level keys sent, in [`FULL_KEYS`]' order; `None`: all.
     keys: Option<Vec<&'static str>>,
 }
 
@@ -73,7 +51,7 @@ fn selection(fields: Option<&[String]>) -> Result<Selection, ApiError> {
         });
     }
     for t in &top {
-        if !KEYS.contains(&t.as_str()) {
+        if !FULL_KEYS.contains(&t.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "Invalid field {t:?} in parameter \"recursion\": not a field of an instance"
             )));
@@ -82,7 +60,7 @@ fn selection(fields: Option<&[String]>) -> Result<Selection, ApiError> {
     let wanted = |k: &&str| top.iter().any(|t| t == k) || (*k == "state" && !parts.is_empty());
     Ok(Selection {
         observe,
-        keys: Some(KEYS.iter().copied().filter(wanted).collect()),
+        keys: Some(FULL_KEYS.iter().copied().filter(wanted).collect()),
     })
 }
 
@@ -98,7 +76,7 @@ struct Full<'l, 'a> {
 impl serde::Serialize for Full<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let v = &self.item.view;
-        let keys = self.keys.unwrap_or(KEYS);
+        let keys = self.keys.unwrap_or(FULL_KEYS);
         let mut m = s.serialize_map(Some(keys.len()))?;
         for k in keys {
             match *k {
