@@ -659,10 +659,36 @@ async fn a_conntrack_flood_stops_at_the_containers_limit() {
     exec(&d, "calm", dns);
     let rules = d.netns().run("nft", &["list", "ruleset"]);
     assert!(rules.contains("ct count over 20"), "{rules}");
-    // A bad value changes nothing; the limit goes with the container.
+    // A bad value changes nothing.
     let err = fails(&d.lxc(&["config", "set", "flood", "limits.conntrack=none"]));
     assert!(err.contains("limits.conntrack"), "{err}");
-    ok(&d.lxc(&["delete", "-f", "flood"]));
-    let rules = d.netns().run("nft", &["list", "ruleset"]);
-    assert!(!rules.contains("ct count"), "{rules}");
+    let rules = || d.netns().run("nft", &["list", "ruleset"]);
+    assert!(rules().contains("ct count over 20"), "{}", rules());
+    // Changed while running: raised, the flooder connects again; removed, its chain goes.
+    ok(&d.lxc(&["config", "set", "flood", "limits.conntrack=500"]));
+    let now = rules();
+    assert!(
+        now.contains("ct count over 500") && !now.contains("ct count over 20"),
+        "{now}"
+    );
+    exec(&d, "flood", dns);
+    ok(&d.lxc(&["config", "unset", "flood", "limits.conntrack"]));
+    assert!(!rules().contains("ct count"), "{}", rules());
+    // From a profile: added, changed, at a restart; the limit goes with the container.
+    ok(&d.lxc(&["profile", "create", "ct"]));
+    ok(&d.lxc(&["profile", "set", "ct", "limits.conntrack", "30"]));
+    ok(&d.lxc(&["profile", "add", "calm", "ct"]));
+    assert!(rules().contains("ct count over 30"), "{}", rules());
+    ok(&d.lxc(&["profile", "set", "ct", "limits.conntrack", "40"]));
+    assert!(rules().contains("ct count over 40"), "{}", rules());
+    ok(&d.lxc(&["restart", "calm", "--force"]));
+    let now = rules();
+    assert!(
+        now.contains("ct count over 40") && !now.contains("ct count over 30"),
+        "{now}"
+    );
+    for name in ["flood", "calm"] {
+        ok(&d.lxc(&["delete", "-f", name]));
+    }
+    assert!(!rules().contains("ct count"), "{}", rules());
 }

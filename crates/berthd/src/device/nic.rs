@@ -326,6 +326,19 @@ impl Host {
         }
     }
 
+    /// Writes nic `p`'s conntrack limit as its plan says (removed when it has none), for a
+    /// running container whose `limits.conntrack` changed. Blocking.
+    pub fn limit_conntrack(&self, p: &Plan) -> Result<()> {
+        match p.conntrack_limit() {
+            Some(limit) => {
+                let bridged = matches!(p.attach, Attach::Bridge { .. });
+                berth_network::nic::set_conntrack(&self.table, &p.veth.host_name, bridged, limit)?;
+            }
+            None => berth_network::nic::remove_conntrack(&self.table, &p.veth.host_name)?,
+        }
+        Ok(())
+    }
+
     /// Forgets nic `dev` of instance `name` on its managed network (its static entry),
     /// when the nic or the instance goes.
     pub fn forget(&self, name: &str, dev: &str, d: &Device) {

@@ -162,7 +162,10 @@ pub async fn update(
             .map_err(|e| Failure::internal(e.message()).with_source(e))?;
         }
         if let Some(pid) = pid {
-            super::nic::apply_live(cx, &rec, &old_config, pid, &old_devices, &devices).await?;
+            let before = super::nic::plan_config(&old_expanded, &old_config);
+            let after = super::nic::plan_config(&expanded, &rec.config);
+            let (before, after) = ((&before, &old_devices), (&after, &devices));
+            super::nic::apply_live(cx, &rec, pid, before, after).await?;
             super::proxy::apply_live(cx, &rec, &old_devices, &devices).await?;
         }
         undo.success();

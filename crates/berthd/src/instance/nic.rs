@@ -33,15 +33,29 @@ pub async fn with_volatile(
     Ok(rec)
 }
 
-/// Makes the nics of `rec` on the host and adds what liblxc needs of them to `spec`;
-/// returns them, for [`unmake_all`] if the start fails. On failure nothing stays.
+/// The configuration a nic plan reads: the expanded one (a profile's `limits.conntrack`
+/// counts), the instance's own keys over it (its volatile keys, which may be newer than
+/// the expansion).
+pub fn plan_config(
+    expanded: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut config = expanded.clone();
+    config.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    config
+}
+
+/// Makes the nics of `rec` (expanded `config` and `devices`) on the host and adds what
+/// liblxc needs of them to `spec`; returns them, for [`unmake_all`] if the start fails. On
+/// failure nothing stays.
 pub async fn make_all(
     cx: &Ctx,
     rec: &InstanceRecord,
-    devices: &BTreeMap<String, Device>,
+    (config, devices): (&BTreeMap<String, String>, &BTreeMap<String, Device>),
     spec: &mut StartSpec,
 ) -> Result<Vec<Plan>> {
-    let plans = nic::plan(cx, &rec.name, rec.api_name(), &rec.config, devices)?;
+    let config = plan_config(config, &rec.config);
+    let plans = nic::plan(cx, &rec.name, rec.api_name(), &config, devices)?;
     if plans.is_empty() {
         return Ok(plans);
     }
@@ -147,26 +161,40 @@ pub fn update_volatile(
     config.extend(missing_volatile(config, new));
 }
 
-/// Applies nic changes to running instance `rec` (init `pid`; its config holds the new
-/// nics' volatile keys, `old_config` the old ones'): nics gone are taken away, new ones
-/// made and moved in. A failure takes back what this call did.
+/// One side of a live change: the configuration nic plans read ([`plan_config`]) and the
+/// expanded devices.
+pub type Side<'a> = (&'a BTreeMap<String, String>, &'a BTreeMap<String, Device>);
+
+/// Applies nic changes to running instance `rec` (init `pid`): nics gone are taken away,
+/// new ones made and moved in, and the nics that stay get a changed `limits.conntrack`.
+/// A failure takes back what this call did.
 pub async fn apply_live(
     cx: &Ctx,
     rec: &InstanceRecord,
-    old_config: &BTreeMap<String, String>,
     pid: i32,
-    old: &BTreeMap<String, Device>,
-    new: &BTreeMap<String, Device>,
+    (old_config, old): Side<'_>,
+    (new_config, new): Side<'_>,
 ) -> Result<()> {
     let (gone, come) = diff(old, new);
-    if gone.is_empty() && come.is_empty() {
+    let limit = |c| crate::model::limits::conntrack(c).ok().flatten();
+    let kept: BTreeMap<String, Device> = if limit(old_config) == limit(new_config) {
+        BTreeMap::new()
+    } else {
+        new.iter()
+            .filter(|(n, d)| is_nic(d) && old.get(*n) == Some(*d))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect()
+    };
+    if gone.is_empty() && come.is_empty() && kept.is_empty() {
         return Ok(());
     }
     let only =
         |list: &[(String, Device)]| -> BTreeMap<String, Device> { list.iter().cloned().collect() };
     let old_plans =
         nic::plan(cx, &rec.name, rec.api_name(), old_config, &only(&gone)).unwrap_or_default();
-    let new_plans = nic::plan(cx, &rec.name, rec.api_name(), &rec.config, &only(&come))?;
+    let new_plans = nic::plan(cx, &rec.name, rec.api_name(), new_config, &only(&come))?;
+    let kept_plans = nic::plan(cx, &rec.name, rec.api_name(), new_config, &kept)?;
+    let kept_before = nic::plan(cx, &rec.name, rec.api_name(), old_config, &kept)?;
     let links_file = cx
         .driver
         .lxcpath()
@@ -174,6 +202,16 @@ pub async fn apply_live(
         .join(crate::lxc::lifecycle::HOST_LINKS);
     let host = Host::of(cx);
     tokio::task::spawn_blocking(move || -> Result<()> {
+        // The nics that stay get the changed conntrack limit first (back to the old one
+        // if one cannot).
+        for (i, p) in kept_plans.iter().enumerate() {
+            if let Err(e) = host.limit_conntrack(p) {
+                for done in &kept_before[..i] {
+                    let _ = host.limit_conntrack(done);
+                }
+                return Err(e);
+            }
+        }
         // A changed nic (same host name) goes first, its filters with it; then the new
         // ones come, then the others go, so a failure leaves the unchanged as they were.
         for p in old_plans.iter().filter(|o| {
@@ -188,6 +226,9 @@ pub async fn apply_live(
                 for done in &new_plans[..i] {
                     host.unmake(done);
                 }
+                for before in &kept_before {
+                    let _ = host.limit_conntrack(before);
+                }
                 return Err(e);
             }
         }
@@ -198,10 +239,14 @@ pub async fn apply_live(
         }) {
             host.unmake(p);
         }
-        // The post-stop hook deletes these too.
+        // The post-stop hook deletes these too (a limit removed: its entry finds nothing).
         let mut links = std::fs::read_to_string(&links_file).unwrap_or_default();
-        for p in &new_plans {
-            for l in p.host_entries(&host.table) {
+        for l in new_plans
+            .iter()
+            .chain(&kept_plans)
+            .flat_map(|p| p.host_entries(&host.table))
+        {
+            if !links.lines().any(|have| have == l) {
                 links.push('\n');
                 links.push_str(&l);
             }

@@ -91,7 +91,7 @@ pub async fn start(cx: &Ctx, rec: &InstanceRecord, stateful: bool) -> Result<()>
     // Its volume may be new since (a restore, a migration): the size goes on again.
     super::quota::apply(cx, &rec.name, None, &devices).await?;
     let mut spec = start_spec(cx, rec, &config, &devices, &vol)?;
-    let nics = super::nic::make_all(cx, rec, &devices, &mut spec).await?;
+    let nics = super::nic::make_all(cx, rec, (&config, &devices), &mut spec).await?;
     let started = if stateful {
         cx.driver.restore(&spec).await
     } else {

@@ -312,6 +312,8 @@ pub async fn update(
         let (before, _) = expand_with(rec, &old);
         let (after, _) = expand_with(rec, &new);
         let mut applied = apply_live(cx.driver.as_ref(), cx.host, &rec.name, &before, &after);
+        let nics_before = crate::instance::nic::plan_config(&before, &user.old_config);
+        let nics_after = crate::instance::nic::plan_config(&after, &rec.config);
         if applied.is_ok() && !user.change.is_empty() {
             let target = hotplug::Target {
                 pid,
@@ -334,10 +336,9 @@ pub async fn update(
             applied = crate::instance::nic::apply_live(
                 cx,
                 rec,
-                &user.old_config,
                 pid,
-                &user.old_devices,
-                &user.devices,
+                (&nics_before, &user.old_devices),
+                (&nics_after, &user.devices),
             )
             .await;
         }
