@@ -330,6 +330,11 @@ impl Host {
     /// running container whose `limits.conntrack` changed. Blocking.
     pub fn limit_conntrack(&self, p: &Plan) -> Result<()> {
         match p.conntrack_limit() {
+            // No host end (deleted by hand, or a live change that failed): nothing passes
+            // through it to count, and the next start makes it with its limit.
+            Some(_) if berth_network::host::link(&p.veth.host_name)?.is_none() => {
+                tracing::warn!(link = %p.veth.host_name, "No such link: its conntrack limit waits for the next start");
+            }
             Some(limit) => {
                 let bridged = matches!(p.attach, Attach::Bridge { .. });
                 berth_network::nic::set_conntrack(&self.table, &p.veth.host_name, bridged, limit)?;

@@ -193,8 +193,14 @@ pub async fn apply_live(
     let old_plans =
         nic::plan(cx, &rec.name, rec.api_name(), old_config, &only(&gone)).unwrap_or_default();
     let new_plans = nic::plan(cx, &rec.name, rec.api_name(), new_config, &only(&come))?;
-    let kept_plans = nic::plan(cx, &rec.name, rec.api_name(), new_config, &kept)?;
-    let kept_before = nic::plan(cx, &rec.name, rec.api_name(), old_config, &kept)?;
+    // A nic that stays but cannot be planned (its network gone) keeps what it has.
+    let kept_plans =
+        nic::plan(cx, &rec.name, rec.api_name(), new_config, &kept).unwrap_or_else(|e| {
+            tracing::warn!(instance = %rec.name, error = %e, "Conntrack limit not changed live");
+            Vec::new()
+        });
+    let kept_before =
+        nic::plan(cx, &rec.name, rec.api_name(), old_config, &kept).unwrap_or_default();
     let links_file = cx
         .driver
         .lxcpath()
@@ -206,7 +212,7 @@ pub async fn apply_live(
         // if one cannot).
         for (i, p) in kept_plans.iter().enumerate() {
             if let Err(e) = host.limit_conntrack(p) {
-                for done in &kept_before[..i] {
+                for done in kept_before.iter().take(i) {
                     let _ = host.limit_conntrack(done);
                 }
                 return Err(e);

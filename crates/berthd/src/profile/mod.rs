@@ -309,11 +309,23 @@ pub async fn update(
         let Some(pid) = status(cx, &rec.name).await.1 else {
             continue;
         };
-        let (before, _) = expand_with(rec, &old);
-        let (after, _) = expand_with(rec, &new);
+        // The limits from the record as it is now (an instance update may have run since
+        // the profile lock was let go): the instance's own keys win over the profile's.
+        let fresh = crate::instance::find(cx, &rec.name)
+            .await
+            .unwrap_or_else(|_| rec.clone());
+        let (before, _) = expand_with(&fresh, &old);
+        let (after, _) = expand_with(&fresh, &new);
         let mut applied = apply_live(cx.driver.as_ref(), cx.host, &rec.name, &before, &after);
-        let nics_before = crate::instance::nic::plan_config(&before, &user.old_config);
-        let nics_after = crate::instance::nic::plan_config(&after, &rec.config);
+        // The old volatile keys name the host ends of the nics that go.
+        let old_volatile: BTreeMap<String, String> = user
+            .old_config
+            .iter()
+            .filter(|(k, _)| k.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let nics_before = crate::instance::nic::plan_config(&before, &old_volatile);
+        let nics_after = crate::instance::nic::plan_config(&after, &fresh.config);
         if applied.is_ok() && !user.change.is_empty() {
             let target = hotplug::Target {
                 pid,
