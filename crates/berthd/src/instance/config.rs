@@ -57,12 +57,7 @@ pub async fn update(
     precondition(&old)?;
     let mut rec = old.clone();
     // volatile.* keys are berthd's: a client's are ignored, berthd's kept.
-    let volatile: BTreeMap<String, String> = old
-        .config
-        .iter()
-        .filter(|(k, _)| k.starts_with("volatile."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let volatile = crate::model::volatile_keys(&old.config);
     let user = change.config.map(|c| {
         c.into_iter()
             .filter(|(k, _)| !k.starts_with("volatile."))

@@ -45,6 +45,15 @@ pub fn merge_description(description: &mut String, new: Option<String>, replace:
     }
 }
 
+/// The `volatile.*` keys of `config` (berthd's own, which clients do not set).
+pub fn volatile_keys(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, _)| k.starts_with("volatile."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Applies a PUT's or PATCH's `config` to `config`: PUT (`replace`) replaces it (absent:
 /// empties it), PATCH merges, an empty value unsetting the key.
 pub fn merge_config(

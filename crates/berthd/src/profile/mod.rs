@@ -318,12 +318,7 @@ pub async fn update(
         let (after, _) = expand_with(&fresh, &new);
         let mut applied = apply_live(cx.driver.as_ref(), cx.host, &rec.name, &before, &after);
         // The old volatile keys name the host ends of the nics that go.
-        let old_volatile: BTreeMap<String, String> = user
-            .old_config
-            .iter()
-            .filter(|(k, _)| k.starts_with("volatile."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let old_volatile = crate::model::volatile_keys(&user.old_config);
         let nics_before = crate::instance::nic::plan_config(&before, &old_volatile);
         let nics_after = crate::instance::nic::plan_config(&after, &fresh.config);
         if applied.is_ok() && !user.change.is_empty() {

@@ -372,12 +372,7 @@ pub async fn update(
     precondition(&old)?;
     let driver = super::driver(cx, &scope.pool)?;
     let mut rec = old.clone();
-    let volatile: BTreeMap<String, String> = old
-        .config
-        .iter()
-        .filter(|(k, _)| k.starts_with("volatile."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let volatile = crate::model::volatile_keys(&old.config);
     crate::model::merge_config(&mut rec.config, Some(req.config), replace);
     rec.config
         .retain(|k, v| !v.is_empty() && !k.starts_with("volatile."));
