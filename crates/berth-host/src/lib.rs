@@ -3,13 +3,15 @@
 //! descriptor over in the child, opening pseudo-terminals, changing a detached mount's
 //! attributes (`mount_setattr`, which rustix does not wrap), and making a user namespace
 //! with a given id map (for idmapped mounts made before a container exists), two btrfs
-//! ioctls ([`btrfs`]); and the one runner of host tools ([`run_command`]).
+//! ioctls ([`btrfs`]), a netlink receive with its namespace id ([`netlink`]); and the one
+//! runner of host tools ([`run_command`]).
 
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
 
 pub mod btrfs;
 mod command;
 pub mod netcat;
+pub mod netlink;
 
 pub use command::{CommandError, run_command, run_command_with_input};
 

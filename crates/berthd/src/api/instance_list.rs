@@ -6,9 +6,11 @@
 //! the rest (status, counters) always comes. berth also takes top-level names there
 //! (`name`, `status`, `snapshots`, …): then only those keys of each instance are sent (and
 //! `state` when a `state.…` part is named), and the state holds only the parts named (see
-//! [`query::observation`]; none: the status, pid and start time), so that a table of
-//! thousands costs neither side what it does not show. LXD's clients name state parts only
-//! and get whole instances with their counters.
+//! [`query::observation`]; none: the status, pid and start time, see [`Parts`];
+//! `state.network`: the interfaces without their counters, kept between lists by
+//! [`crate::host::netwatch`]), so that a table of thousands costs neither side what it
+//! does not show. LXD's clients name state parts only and get whole instances with their
+//! counters.
 
 use axum::extract::{RawQuery, State};
 use serde::ser::SerializeMap;
@@ -41,12 +43,11 @@ fn selection(fields: Option<&[String]>) -> Result<Selection, ApiError> {
         .iter()
         .cloned()
         .partition(|f| f.starts_with("state."));
-    let mut observe = query::observation(&parts)?;
+    let observe = query::observation(&parts)?;
     if top.is_empty() {
         // LXD's selection: only the disk and the network are left out.
-        observe.counters = true;
         return Ok(Selection {
-            observe,
+            observe: observe.as_lxd(),
             keys: None,
         });
     }
@@ -70,37 +71,82 @@ fn selection(fields: Option<&[String]>) -> Result<Selection, ApiError> {
 struct Full<'l, 'a> {
     item: &'l Listed<'a>,
     state: &'l berth_api::instance::InstanceState,
-    keys: Option<&'l [&'static str]>,
+    /// berth's selection: the keys sent, and the state's parts.
+    keys: Option<(&'l [&'static str], Observe)>,
+}
+
+/// An instance's state with only the parts `observe` read: the status, pid, start time
+/// (and why it stopped) always.
+struct Parts<'l> {
+    state: &'l berth_api::instance::InstanceState,
+    observe: Observe,
+}
+
+impl serde::Serialize for Parts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (st, how) = (self.state, self.observe);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", &st.status)?;
+        m.serialize_entry("status_code", &st.status_code)?;
+        m.serialize_entry("pid", &st.pid)?;
+        m.serialize_entry("started_at", &st.started_at)?;
+        if !st.stop_reason.is_empty() {
+            m.serialize_entry("stop_reason", &st.stop_reason)?;
+        }
+        if how.network {
+            m.serialize_entry("network", &st.network)?;
+        }
+        if how.counters {
+            m.serialize_entry("memory", &st.memory)?;
+            m.serialize_entry("cpu", &st.cpu)?;
+            m.serialize_entry("processes", &st.processes)?;
+        }
+        m.end()
+    }
 }
 
 impl serde::Serialize for Full<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let v = &self.item.view;
-        let keys = self.keys.unwrap_or(FULL_KEYS);
+        let item = self.item;
+        let rec = item.rec;
+        let keys = self.keys.map_or(FULL_KEYS, |(k, _)| k);
+        // Expanded once, and only when sent.
+        let expanded = keys
+            .iter()
+            .any(|k| k.starts_with("expanded_"))
+            .then(|| crate::model::expand::expand(item.profiles, rec));
         let mut m = s.serialize_map(Some(keys.len()))?;
         for k in keys {
-            match *k {
-                "name" => m.serialize_entry(k, &v.name)?,
-                "description" => m.serialize_entry(k, &v.description)?,
-                "status" => m.serialize_entry(k, &v.status)?,
-                "status_code" => m.serialize_entry(k, &v.status_code)?,
-                "created_at" => m.serialize_entry(k, &v.created_at)?,
-                "last_used_at" => m.serialize_entry(k, &v.last_used_at)?,
-                "location" => m.serialize_entry(k, &v.location)?,
-                "type" => m.serialize_entry(k, &v.kind)?,
-                "project" => m.serialize_entry(k, &v.project)?,
-                "architecture" => m.serialize_entry(k, &v.architecture)?,
-                "ephemeral" => m.serialize_entry(k, &v.ephemeral)?,
-                "stateful" => m.serialize_entry(k, &v.stateful)?,
-                "profiles" => m.serialize_entry(k, &v.profiles)?,
-                "config" => m.serialize_entry(k, &v.config)?,
-                "devices" => m.serialize_entry(k, &v.devices)?,
-                "expanded_config" => m.serialize_entry(k, &v.expanded_config)?,
-                "expanded_devices" => m.serialize_entry(k, &v.expanded_devices)?,
-                "state" => m.serialize_entry(k, self.state)?,
-                "snapshots" => {
-                    let snaps: Vec<_> =
-                        self.item.snapshots.iter().map(ListedSnapshot::of).collect();
+            match (*k, &expanded) {
+                ("name", _) => m.serialize_entry(k, rec.api_name())?,
+                ("description", _) => m.serialize_entry(k, &rec.description)?,
+                ("status", _) => m.serialize_entry(k, item.status.name())?,
+                ("status_code", _) => m.serialize_entry(k, &item.status.code())?,
+                ("created_at", _) => m.serialize_entry(k, &rec.created_at)?,
+                ("last_used_at", _) => m.serialize_entry(k, &rec.last_used_at)?,
+                ("location", _) => m.serialize_entry(k, "none")?,
+                ("type", _) => m.serialize_entry(k, "container")?,
+                ("project", _) => m.serialize_entry(k, &rec.project)?,
+                ("architecture", _) => m.serialize_entry(k, &rec.architecture)?,
+                ("ephemeral", _) => m.serialize_entry(k, &rec.ephemeral)?,
+                ("stateful", _) => m.serialize_entry(k, &item.stateful)?,
+                ("profiles", _) => m.serialize_entry(k, &rec.profiles)?,
+                ("config", _) => m.serialize_entry(k, &rec.config)?,
+                ("devices", _) => m.serialize_entry(k, &rec.devices)?,
+                ("expanded_config", Some((config, _))) => m.serialize_entry(k, config)?,
+                ("expanded_devices", Some((_, devices))) => m.serialize_entry(k, devices)?,
+                ("state", _) => match self.keys {
+                    Some((_, observe)) => m.serialize_entry(
+                        k,
+                        &Parts {
+                            state: self.state,
+                            observe,
+                        },
+                    )?,
+                    None => m.serialize_entry(k, self.state)?,
+                },
+                ("snapshots", _) => {
+                    let snaps: Vec<_> = item.snapshots.iter().map(ListedSnapshot::of).collect();
                     m.serialize_entry(k, &snaps)?;
                 }
                 _ => m.serialize_entry(k, &[(); 0])?,
@@ -131,41 +177,37 @@ pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResul
         ));
     }
     let state = (level >= 2).then_some(selection.observe);
+    let observe = selection.observe;
     let keys = selection.keys;
     let out = query::list(&st.cx, project, state, move |item| {
         if level == 0 {
             // Filtered names: the filter sees the whole instance.
-            let v = serde_json::to_value(&item.view).ok()?;
+            let v = serde_json::to_value(item.view()).ok()?;
             if filter.as_ref().is_some_and(|f| !f.matches(&v)) {
                 return None;
             }
             return serde_json::value::to_raw_value(&instance_url(&item.rec.name)).ok();
         }
-        let raw = match &item.state {
+        let whole = |keys| match &item.state {
             Some(state) => serde_json::value::to_raw_value(&Full {
                 item: &item,
                 state,
-                keys: None,
+                keys,
             }),
-            None => serde_json::value::to_raw_value(&item.view),
-        }
-        .ok()?;
+            None => serde_json::value::to_raw_value(&item.view()),
+        };
         if let Some(f) = &filter {
             // The filter sees the whole instance; the reply has the keys asked for.
+            let raw = whole(None).ok()?;
             let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
             if !f.matches(&v) {
                 return None;
             }
+            if keys.is_none() {
+                return Some(raw);
+            }
         }
-        match (&item.state, keys.as_deref()) {
-            (Some(state), Some(keys)) => serde_json::value::to_raw_value(&Full {
-                item: &item,
-                state,
-                keys: Some(keys),
-            })
-            .ok(),
-            _ => Some(raw),
-        }
+        whole(keys.as_deref().map(|k| (k, observe))).ok()
     })
     .await?;
     Ok(sync(out))
@@ -186,11 +228,17 @@ mod tests {
         // LXD's names: whole instances, the counters always.
         let s = sel(&["state.network"]).unwrap();
         assert!(s.observe.network && s.observe.counters && s.keys.is_none());
+        assert!(
+            s.observe.network_counters,
+            "LXD sends the interfaces' counters"
+        );
         let s = sel(&[]).unwrap();
         assert!(!s.observe.network && s.observe.counters && s.keys.is_none());
         // berth's: the parts named only.
         let s = sel(&["name", "state.network"]).unwrap();
-        assert!(s.observe.network && !s.observe.counters);
+        assert!(s.observe.network && !s.observe.counters && !s.observe.network_counters);
+        let s = sel(&["name", "state.network.counters"]).unwrap();
+        assert!(s.observe.network && s.observe.network_counters);
         let s = sel(&["name", "state.memory", "state.disk"]).unwrap();
         assert!(!s.observe.network && s.observe.counters);
         let s = sel(&["snapshots", "name", "state.network", "type"]).unwrap();
@@ -213,12 +261,22 @@ mod tests {
             snapshots: Vec<ListedSnapshot<'a>>,
             backups: [(); 0],
         }
-        let rec = crate::model::records::InstanceRecord::default();
-        let view = berth_api::instance::Instance {
-            name: "c1".to_owned(),
+        let rec = crate::model::records::InstanceRecord {
+            name: "p1_c1".to_owned(),
+            project: "p1".to_owned(),
+            architecture: "x86_64".to_owned(),
+            description: "one \"quoted\"".to_owned(),
+            ephemeral: true,
+            profiles: vec!["default".to_owned()],
             config: [("user.a".to_owned(), "1".to_owned())].into(),
+            created_at: "2026-01-01T00:00:00Z".to_owned(),
             ..Default::default()
         };
+        let profiles = [crate::model::records::ProfileRecord {
+            name: "default".to_owned(),
+            config: [("user.b".to_owned(), "2".to_owned())].into(),
+            ..Default::default()
+        }];
         let state = berth_api::instance::InstanceState {
             status: "Running".to_owned(),
             pid: 7,
@@ -230,10 +288,15 @@ mod tests {
         }];
         let item = Listed {
             rec: &rec,
-            view: view.clone(),
+            profiles: &profiles,
+            status: berth_api::StatusCode::Running,
+            stateful: false,
             state: None,
             snapshots: &snaps,
         };
+        let view = item.view();
+        assert_eq!(view.name, "c1");
+        assert_eq!(view.expanded_config["user.b"], "2");
         let ours = serde_json::to_string(&Full {
             item: &item,
             state: &state,

@@ -86,8 +86,7 @@ pub async fn get(
     // LXD's selective recursion: the disk and the network only when named.
     let (how, disk) = match &fields {
         Some(f) => {
-            let mut how = query::observation(f)?;
-            how.counters = true;
+            let how = query::observation(f)?.as_lxd();
             (how, f.iter().any(|f| f == "state.disk"))
         }
         None => (crate::lxc::Observe::FULL, true),

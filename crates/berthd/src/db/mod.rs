@@ -5,7 +5,8 @@
 //! cut. The schema evolves through numbered, append-only updates (see [`schema`]).
 //!
 //! Transactions belong to the services: [`Db::read`] hands a connection, [`Db::write`] a
-//! transaction that commits when the closure returns `Ok` and rolls back on `Err`. The
+//! transaction that commits when the closure returns `Ok` and rolls back on `Err`;
+//! [`Db::read_kept`] keeps what it read until the database changes. The
 //! repository functions (one file per table group) take a `&Connection` (a transaction
 //! is one) and never begin a transaction themselves, so a state change made of several
 //! rows is one write. Constraint violations are classified ([`DbError::Exists`],
@@ -27,6 +28,8 @@ pub mod snapshots;
 pub mod volumes;
 pub mod warnings;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -155,6 +158,20 @@ impl From<DbError> for Failure {
 #[derive(Debug, Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// What [`Db::read_kept`] keeps, by type: the database's version when it was read,
+    /// and the value.
+    kept: Arc<Mutex<HashMap<TypeId, Kept>>>,
+}
+
+/// A kept value and the [`version`] it was read at.
+type Kept = ((u64, i64), Arc<dyn Any + Send + Sync>);
+
+/// Which state of the database a connection reads: the rows this connection changed so
+/// far, and SQLite's `data_version`, which moves when another connection commits (an
+/// administrator's `sqlite3`, say).
+fn version(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
+    let other = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    Ok((conn.total_changes(), other))
 }
 
 impl Db {
@@ -179,6 +196,7 @@ impl Db {
         schema::update(&mut conn, &path)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            kept: Arc::default(),
         })
     }
 
@@ -193,6 +211,35 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&guard)
+        })
+        .await
+        .map_err(|_| E::from(DbError::Task))?
+    }
+
+    /// [`Db::read`] of a value made from the database, kept until the database changes;
+    /// one per type `T`. A list of thousands then parses its records once per change, not
+    /// once per list.
+    pub async fn read_kept<T, E, F>(&self, f: F) -> Result<Arc<T>, E>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = db.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let now = version(&guard).map_err(DbError::from)?;
+            let lock = || db.kept.lock().unwrap_or_else(|p| p.into_inner());
+            let found = lock().get(&TypeId::of::<T>()).cloned();
+            if let Some((at, value)) = found
+                && at == now
+                && let Ok(value) = value.downcast::<T>()
+            {
+                return Ok(value);
+            }
+            let value = Arc::new(f(&guard)?);
+            lock().insert(TypeId::of::<T>(), (now, value.clone()));
+            Ok(value)
         })
         .await
         .map_err(|_| E::from(DbError::Task))?
@@ -315,6 +362,33 @@ pub(crate) mod tests {
             "{}",
             user.message()
         );
+    }
+
+    #[tokio::test]
+    async fn kept_reads_last_until_the_database_changes() {
+        let (dir, db) = open();
+        let count = |c: &Connection| -> Result<i64, DbError> {
+            Ok(c.query_row("SELECT COUNT(*) FROM config", [], |r| r.get(0))?)
+        };
+        let first = db.read_kept(count).await.unwrap();
+        let again = db.read_kept(count).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "kept while nothing changed");
+        db.write_sync(|tx| {
+            tx.execute("INSERT INTO config (key, value) VALUES ('a', '1')", [])?;
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+        assert_eq!(
+            *db.read_kept(count).await.unwrap(),
+            1,
+            "read again after a write"
+        );
+        // Another connection's commit (an administrator's sqlite3) is seen too.
+        let other = Connection::open(dir.path().join("local.db")).unwrap();
+        other
+            .execute("INSERT INTO config (key, value) VALUES ('b', '2')", [])
+            .unwrap();
+        assert_eq!(*db.read_kept(count).await.unwrap(), 2);
     }
 
     #[test]

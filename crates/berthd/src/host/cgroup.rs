@@ -27,7 +27,6 @@ pub struct Cgroups {
 /// What an instance's state shows of its cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    pub frozen: bool,
     pub processes: i64,
     pub memory_usage: i64,
     pub memory_peak: i64,
@@ -37,7 +36,7 @@ pub struct Counters {
     pub cpu_usage: i64,
 }
 
-/// Reads the small file `name` under the directory `dir` into `buf` (a list reads six of
+/// Reads the small file `name` under the directory `dir` into `buf` (a list reads five of
 /// these per container). A cgroup file comes whole in one read: a short read is its end.
 fn read_at<'b>(dir: &OwnedFd, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
@@ -161,8 +160,7 @@ impl Cgroups {
         ))
     }
 
-    /// The freezer state and the counters of the cgroup, in one pass: six small files
-    /// opened under the controllers' held directories (see [`Cgroups::handles`]).
+    /// The counters of the cgroup, in one pass: five small files opened under the controllers' held directories (see [`Cgroups::handles`]).
     pub fn counters(&self, cg: &str) -> Counters {
         let mut buf = [0u8; 1024];
         let v2 = self.v2;
@@ -206,7 +204,6 @@ impl Cgroups {
             num(2, "cpuacct.usage")
         };
         Counters {
-            frozen: self.is_frozen(cg),
             processes: self.processes(cg),
             memory_usage: memory_usage.unwrap_or(0),
             memory_peak: memory_peak.unwrap_or(0),
@@ -218,12 +215,42 @@ impl Cgroups {
     /// Whether the cgroup is frozen.
     pub fn is_frozen(&self, cg: &str) -> bool {
         let mut buf = [0u8; 1024];
+        self.read(3, cg, self.freezer_name(), &mut buf)
+            .is_some_and(|t| self.says_frozen(t))
+    }
+
+    /// The file that tells whether a cgroup is frozen.
+    fn freezer_name(&self) -> &'static str {
         if self.v2 {
-            self.read(3, cg, "cgroup.events", &mut buf)
-                .is_some_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+            "cgroup.events"
         } else {
-            self.read(3, cg, "freezer.state", &mut buf) == Some("FROZEN")
+            "freezer.state"
         }
+    }
+
+    fn says_frozen(&self, text: &str) -> bool {
+        if self.v2 {
+            text.lines().any(|l| l.trim() == "frozen 1")
+        } else {
+            text.trim() == "FROZEN"
+        }
+    }
+
+    /// The cgroup's freezer file, opened to be read again with [`Cgroups::frozen_by`]
+    /// (a list of thousands then walks no path to it).
+    pub fn freezer_file(&self, cg: &str) -> Option<OwnedFd> {
+        let path = format!("{cg}/{}", self.freezer_name());
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        rustix::fs::openat(self.handle(3)?, path, flags, Mode::empty()).ok()
+    }
+
+    /// Whether the cgroup of `file` (from [`Cgroups::freezer_file`]) is frozen: read
+    /// anew from its start; `None` once the cgroup is gone.
+    pub fn frozen_by(&self, file: &OwnedFd) -> Option<bool> {
+        let mut buf = [0u8; 256];
+        let n = rustix::io::pread(file, &mut buf, 0).ok()?;
+        let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+        Some(self.says_frozen(text))
     }
 
     /// The hierarchies' roots: the one tree on v2, each controller's on v1.
@@ -404,7 +431,6 @@ mod tests {
         std::fs::write(cg.join("memory.current"), "8192\n").unwrap();
         std::fs::write(cg.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         let all = Counters {
-            frozen: true,
             processes: 3,
             memory_usage: 8192,
             memory_peak: 0,
@@ -414,7 +440,12 @@ mod tests {
         assert_eq!(v2.counters("berth.x/c1"), all);
         std::fs::write(cg.join("memory.max"), "1048576\n").unwrap();
         assert_eq!(v2.counters("berth.x/c1").memory_limit, Some(1_048_576));
-        assert!(v1.counters("berth.x/c1").frozen);
+        assert!(v2.is_frozen("berth.x/c1"));
+        // Read again through the open file, as a held init's is.
+        let v1_file = v1.freezer_file("berth.x/c1").unwrap();
+        assert_eq!(v1.frozen_by(&v1_file), Some(true));
+        std::fs::write(freezer.join("freezer.state"), "THAWED\n").unwrap();
+        assert_eq!(v1.frozen_by(&v1_file), Some(false));
     }
 
     #[test]

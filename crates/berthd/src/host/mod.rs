@@ -1,6 +1,7 @@
 //! What berthd reads and touches of the host, below the instance driver: its environment
 //! (`GET /1.0`) and hardware (`GET /1.0/resources`), the ids containers' maps come from,
-//! containers' cgroups, lxcfs, a container's network interfaces, and a root filesystem
+//! containers' cgroups, lxcfs, a container's network interfaces (kept between reads by
+//! [`netwatch`]), and a root filesystem
 //! opened so every path stays inside it. Readers take their root paths (`/`, `/etc`,
 //! `/sys/fs/cgroup`, a mount table), so tests run the real code against trees built in a
 //! temporary directory; the network is read from inside a live namespace, by pid.
@@ -10,6 +11,7 @@ pub mod environment;
 pub mod ids;
 pub mod lxcfs;
 pub mod netns;
+pub mod netwatch;
 pub mod resources;
 pub mod rootfs;
 pub mod sysctl;

@@ -165,6 +165,105 @@ fn address_text(family: u8, raw: &[u8]) -> Option<String> {
     }
 }
 
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
+const NLM_F_ACK: u16 = 0x4;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+
+/// The netlink messages in `buf`: (type, payload).
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u32_at(buf, at)? as usize;
+        let typ = u16_at(buf, at + 4)?;
+        if len < NLMSG_HDR || at + len > buf.len() {
+            return None;
+        }
+        let body = &buf[at + NLMSG_HDR..at + len];
+        at += (len + 3) & !3;
+        Some((typ, body))
+    })
+}
+
+/// The namespace id an `RTM_NEWNSID` or `RTM_DELNSID` message names.
+pub fn nsid_in(body: &[u8]) -> Option<i32> {
+    // struct rtgenmsg, padded to 4 bytes, then the attributes.
+    let (_, v) = attrs(body, 4)
+        .into_iter()
+        .find(|(t, _)| *t == NETNSA_NSID)?;
+    Some(u32_at(v, 0)? as i32)
+}
+
+/// Sends one `kind` request naming the namespace `ns` (and `nsid`, when given) on the
+/// route socket `fd`, and returns the payloads of its replies.
+fn nsid_request(
+    fd: &OwnedFd,
+    kind: u16,
+    ns: &std::fs::File,
+    nsid: Option<i32>,
+) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
+    use std::os::fd::AsRawFd;
+    let mut req = vec![0u8; NLMSG_HDR + 4];
+    let mut attr = |typ: u16, value: u32| {
+        req.extend_from_slice(&8u16.to_ne_bytes());
+        req.extend_from_slice(&typ.to_ne_bytes());
+        req.extend_from_slice(&value.to_ne_bytes());
+    };
+    attr(NETNSA_FD, ns.as_raw_fd() as u32);
+    if let Some(id) = nsid {
+        attr(NETNSA_NSID, id as u32);
+    }
+    let len = u32::try_from(req.len()).unwrap_or(0);
+    let flags = NLM_F_REQUEST | if kind == RTM_NEWNSID { NLM_F_ACK } else { 0 };
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    rustix::net::send(fd, &req, SendFlags::empty())?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty())?;
+    let mut out = Vec::new();
+    for (typ, body) in messages(&buf[..n.min(buf.len())]) {
+        if typ == NLMSG_ERROR {
+            let errno = u32_at(body, 0).map_or(0, |e| e as i32);
+            if errno < 0 {
+                return Err(std::io::Error::from_raw_os_error(-errno));
+            }
+            continue;
+        }
+        out.push((typ, body.to_vec()));
+    }
+    Ok(out)
+}
+
+/// The id, in the namespace of the route socket `fd`, of the network namespace of process
+/// `pid`; one is assigned when it has none. (The kernel finds an id by a walk over every id
+/// the namespace holds: call this once per namespace, not per read.)
+pub fn namespace_id(fd: &OwnedFd, pid: i32) -> std::io::Result<i32> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let get = || -> std::io::Result<Option<i32>> {
+        let replies = nsid_request(fd, RTM_GETNSID, &ns, None)?;
+        Ok(replies
+            .iter()
+            .filter(|(t, _)| *t == RTM_NEWNSID)
+            .find_map(|(_, b)| nsid_in(b))
+            .filter(|id| *id >= 0))
+    };
+    if let Some(id) = get()? {
+        return Ok(id);
+    }
+    // -1: any free id. Another caller may have assigned one in between (EEXIST).
+    match nsid_request(fd, RTM_NEWNSID, &ns, Some(-1)) {
+        Err(e) if e.raw_os_error() != Some(libc_eexist()) => return Err(e),
+        _ => {}
+    }
+    get()?.ok_or_else(|| std::io::Error::other("no namespace id was assigned"))
+}
+
+fn libc_eexist() -> i32 {
+    rustix::io::Errno::EXIST.raw_os_error()
+}
+
 /// The interfaces of the network namespace of process `pid`, keyed by name, in LXD's
 /// `InstanceStateNetwork` form.
 pub fn interfaces(pid: i32) -> std::io::Result<BTreeMap<String, Value>> {

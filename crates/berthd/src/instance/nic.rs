@@ -108,8 +108,14 @@ pub fn fill_host_names(state: &mut InstanceState, config: &BTreeMap<String, Stri
         return;
     };
     for (inside, iface) in network.iter_mut() {
+        // The volatile keys only, not the whole configuration: a list does this for
+        // every interface of thousands of instances.
         let host = config
-            .iter()
+            .range::<str, _>((
+                std::ops::Bound::Included("volatile."),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with("volatile."))
             .filter_map(|(k, v)| {
                 let dev = k.strip_prefix("volatile.")?.strip_suffix(".name")?;
                 (v == inside).then(|| config.get(&volatile(dev, "host_name")))?

@@ -66,10 +66,23 @@ pub fn render(
     profiles: &[ProfileRecord],
     status: StatusCode,
 ) -> Instance {
+    render_as(rec, profiles, status, is_stateful(cx, rec, status))
+}
+
+/// Whether the instance is a stopped one holding a saved state.
+fn is_stateful(cx: &Ctx, rec: &InstanceRecord, status: StatusCode) -> bool {
+    status == StatusCode::Stopped
+        && crate::lxc::checkpoint::has_state(cx.driver.lxcpath(), &rec.name)
+}
+
+/// [`render`], whether it is `stateful` known.
+fn render_as(
+    rec: &InstanceRecord,
+    profiles: &[ProfileRecord],
+    status: StatusCode,
+    stateful: bool,
+) -> Instance {
     let (expanded_config, expanded_devices) = expand(profiles, rec);
-    // A stopped instance holding a saved state.
-    let stateful = status == StatusCode::Stopped
-        && crate::lxc::checkpoint::has_state(cx.driver.lxcpath(), &rec.name);
     Instance {
         name: rec.api_name().to_owned(),
         description: rec.description.clone(),
@@ -109,19 +122,24 @@ pub async fn names(cx: &Ctx, project: Option<&str>) -> Result<Vec<String>> {
 
 /// What `recursion=N;fields=…` names of an instance's state (LXD's selective recursion):
 /// `state.network` its interfaces, `state.disk` its disks (a list reports none yet);
-/// berth's own `state.cpu`, `state.memory` and `state.processes` the cgroup counters,
-/// which come together. The status, pid and start time always come. (LXD's names alone
-/// leave out the disk and network only: callers then read the counters too.)
+/// berth's own `state.network.counters` the interfaces with their counters, and
+/// `state.cpu`, `state.memory` and `state.processes` the cgroup counters, which come
+/// together. The status, pid and start time always come. For LXD's clients, who name
+/// state parts only, [`Observe::as_lxd`] adds what LXD always sends.
 pub fn observation(fields: &[String]) -> Result<Observe> {
     let mut how = Observe::STATUS;
     for f in fields {
         match f.as_str() {
             "state.network" => how.network = true,
+            "state.network.counters" => {
+                how.network = true;
+                how.network_counters = true;
+            }
             "state.cpu" | "state.memory" | "state.processes" => how.counters = true,
             "state.disk" => {}
             other => {
                 return Err(crate::error::Failure::invalid(format!(
-                    "Invalid field {other:?} in parameter \"recursion\": expected state.network, state.disk, state.cpu, state.memory or state.processes"
+                    "Invalid field {other:?} in parameter \"recursion\": expected state.network, state.network.counters, state.disk, state.cpu, state.memory or state.processes"
                 )));
             }
         }
@@ -129,15 +147,50 @@ pub fn observation(fields: &[String]) -> Result<Observe> {
     Ok(how)
 }
 
-/// One instance of a list, as the workers see it.
+/// Every instance with its profiles, as a list reads them (kept by the database handle
+/// until it changes).
+struct Listing(Vec<(InstanceRecord, Vec<ProfileRecord>)>);
+
+impl Listing {
+    fn read(c: &rusqlite::Connection) -> std::result::Result<Listing, DbError> {
+        let recs = crate::db::instances::list(c)?;
+        let profiles = crate::db::profiles::list(c)?;
+        let projects = crate::db::projects::list(c)?;
+        Ok(Listing(with_profiles(recs, &profiles, &projects)))
+    }
+}
+
+/// Every instance's snapshots, by instance, as a list with states reads them.
+#[derive(Default)]
+struct Snapshots(BTreeMap<String, Vec<SnapshotRecord>>);
+
+impl Snapshots {
+    fn read(c: &rusqlite::Connection) -> std::result::Result<Snapshots, DbError> {
+        Ok(Snapshots(crate::db::snapshots::all(c)?))
+    }
+}
+
+/// One instance of a list, as the workers see it: what [`render`] makes of it, without
+/// the copies (a list of thousands that shows a few keys makes none).
 #[derive(Debug)]
 pub struct Listed<'a> {
     pub rec: &'a InstanceRecord,
-    pub view: Instance,
+    /// Its profiles, resolved.
+    pub profiles: &'a [ProfileRecord],
+    pub status: StatusCode,
+    /// A stopped instance holding a saved state.
+    pub stateful: bool,
     /// Its state, when asked for.
     pub state: Option<InstanceState>,
     /// Its snapshots, when the state is asked for.
     pub snapshots: &'a [SnapshotRecord],
+}
+
+impl Listed<'_> {
+    /// The instance as LXD shows it.
+    pub fn view(&self) -> Instance {
+        render_as(self.rec, self.profiles, self.status, self.stateful)
+    }
 }
 
 /// Every instance of `project` (of every project: `None`), observed and turned into `T`
@@ -154,31 +207,22 @@ where
     T: Send + 'static,
     F: Fn(Listed<'_>) -> Option<T> + Send + Sync + 'static,
 {
-    // One read for the records, profiles, projects (and snapshots), and one blocking
-    // task for every container's state.
+    // The records with their profiles, and the snapshots, as kept since the database
+    // last changed; one blocking task for every container's state.
     let full = state.is_some();
-    let (recs, all_profiles, projects, snapshots) = cx
-        .db
-        .read(move |c| {
-            Ok::<_, DbError>((
-                crate::db::instances::list(c)?,
-                crate::db::profiles::list(c)?,
-                crate::db::projects::list(c)?,
-                if full {
-                    crate::db::snapshots::all(c)?
-                } else {
-                    BTreeMap::new()
-                },
-            ))
-        })
-        .await?;
-    let recs: Vec<InstanceRecord> = recs
-        .into_iter()
-        .filter(|r| project.as_ref().is_none_or(|p| r.project == *p))
-        .collect();
-    let work = with_profiles(recs, &all_profiles, &projects);
+    let listing = cx.db.read_kept(Listing::read).await?;
+    let snapshots = if full {
+        cx.db.read_kept(Snapshots::read).await?
+    } else {
+        std::sync::Arc::new(Snapshots::default())
+    };
     let cx = cx.clone();
     let out = tokio::task::spawn_blocking(move || {
+        let work: Vec<&(InstanceRecord, Vec<ProfileRecord>)> = listing
+            .0
+            .iter()
+            .filter(|(r, _)| project.as_ref().is_none_or(|p| r.project == *p))
+            .collect();
         let one = |rec: &InstanceRecord, profiles: &[ProfileRecord]| -> Option<T> {
             let how = state.map_or(Observe::STATUS, |o| Observe {
                 own_thread: true,
@@ -188,11 +232,12 @@ where
             super::nic::fill_host_names(&mut state, &rec.config);
             with_stop_reason(&mut state, rec);
             let status = StatusCode::from_code(state.status_code).unwrap_or(StatusCode::Error);
-            let view = render(&cx, rec, profiles, status);
             each(Listed {
                 rec,
-                view,
-                snapshots: snapshots.get(&rec.name).map_or(&[], Vec::as_slice),
+                profiles,
+                status,
+                stateful: is_stateful(&cx, rec, status),
+                snapshots: snapshots.0.get(&rec.name).map_or(&[], Vec::as_slice),
                 state: full.then_some(state),
             })
         };
@@ -211,7 +256,7 @@ where
                         let mut mine = Vec::new();
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((rec, profiles)) = work.get(i) else {
+                            let Some((rec, profiles)) = work.get(i).copied() else {
                                 break mine;
                             };
                             if let Some(t) = one(rec, profiles) {

@@ -34,6 +34,8 @@ pub struct Liblxc {
     lxcfs: std::sync::Mutex<()>,
     /// Running containers' inits, held by pidfds.
     inits: super::inits::Inits,
+    /// Running containers' interfaces, kept between reads.
+    nets: crate::host::netwatch::Watch,
 }
 
 impl Liblxc {
@@ -47,6 +49,7 @@ impl Liblxc {
             host_memory: i64::try_from(host_memory).unwrap_or(i64::MAX),
             lxcfs: std::sync::Mutex::new(()),
             inits: super::inits::Inits::default(),
+            nets: crate::host::netwatch::Watch::new(),
         }
     }
 
@@ -58,9 +61,30 @@ impl Liblxc {
         }
         let found = status_and_start(&self.lxcpath, name);
         if let (StatusCode::Running, Some(pid), Some(ticks)) = found {
-            self.inits.hold(name, pid, ticks);
+            let freezer = self.cgroups.freezer_file(&self.cgroup(name));
+            self.inits.hold(name, pid, ticks, freezer);
         }
         found
+    }
+
+    /// [`Liblxc::status_and_start`], frozen included: a held init's freezer file is
+    /// read again, another's found by its path.
+    fn state_and_start(&self, name: &str) -> (StatusCode, Option<i32>, Option<u64>) {
+        let cgroups = &self.cgroups;
+        let (status, pid, ticks, frozen) =
+            match self.inits.running_with(name, |f| cgroups.frozen_by(f)) {
+                Some((pid, ticks, frozen)) => (StatusCode::Running, Some(pid), Some(ticks), frozen),
+                None => {
+                    let (status, pid, ticks) = self.status_and_start(name);
+                    (status, pid, ticks, None)
+                }
+            };
+        if status == StatusCode::Running
+            && frozen.unwrap_or_else(|| cgroups.is_frozen(&self.cgroup(name)))
+        {
+            return (StatusCode::Frozen, pid, ticks);
+        }
+        (status, pid, ticks)
     }
 
     /// A container's cgroup, below this daemon's parent.
@@ -305,10 +329,7 @@ async fn forkmount(spec: &MountSpec) -> Result<()> {
 
 impl InstanceDriver for Liblxc {
     fn status(&self, name: &str) -> (StatusCode, Option<i32>) {
-        let (status, pid, _) = self.status_and_start(name);
-        if status == StatusCode::Running && self.cgroups.is_frozen(&self.cgroup(name)) {
-            return (StatusCode::Frozen, pid);
-        }
+        let (status, pid, _) = self.state_and_start(name);
         (status, pid)
     }
 
@@ -317,12 +338,11 @@ impl InstanceDriver for Liblxc {
     }
 
     fn observe(&self, name: &str, how: Observe) -> InstanceState {
-        let (mut status, pid, ticks) = self.status_and_start(name);
+        let (status, pid, ticks) = self.state_and_start(name);
         let mut state = InstanceState::default();
         if let Some(p) = pid {
-            let cg = self.cgroup(name);
-            let frozen = if how.counters {
-                let c = self.cgroups.counters(&cg);
+            if how.counters {
+                let c = self.cgroups.counters(&self.cgroup(name));
                 state.processes = c.processes;
                 state.memory = InstanceStateMemory {
                     usage: c.memory_usage,
@@ -331,19 +351,16 @@ impl InstanceDriver for Liblxc {
                     ..Default::default()
                 };
                 state.cpu = InstanceStateCpu { usage: c.cpu_usage };
-                c.frozen
-            } else {
-                self.cgroups.is_frozen(&cg)
-            };
-            if status == StatusCode::Running && frozen {
-                status = StatusCode::Frozen;
             }
-            if how.network {
+            if how.network_counters {
                 state.network = if how.own_thread {
                     crate::host::netns::interfaces_joining(p).ok()
                 } else {
                     crate::host::netns::interfaces(p).ok()
                 };
+            } else if how.network {
+                let ticks = ticks.unwrap_or(0);
+                state.network = self.nets.interfaces(name, p, ticks, how.own_thread).ok();
             }
         }
         state.status = status.name().to_owned();
@@ -394,6 +411,7 @@ impl InstanceDriver for Liblxc {
 
     fn release(&self, name: &str) {
         self.inits.forget(name);
+        self.nets.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));
         console::quit(&self.dir(name));
         self.cgroups.remove_parent(&self.cgroup_parent);
@@ -401,6 +419,7 @@ impl InstanceDriver for Liblxc {
 
     fn cleanup(&self, name: &str, keep_console: bool) {
         self.inits.forget(name);
+        self.nets.forget(name);
         delete_host_links(&self.dir(name).join(HOST_LINKS));
         self.cgroups.remove_leftovers(&self.cgroup_parent, name);
         super::root::sweep(&self.lxcpath, name);
@@ -444,6 +463,7 @@ impl InstanceDriver for Liblxc {
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.inits.forget(from);
+        self.nets.forget(from);
         let (old, new) = (self.dir(from), self.dir(to));
         if old.exists() {
             std::fs::rename(&old, &new)
@@ -456,6 +476,7 @@ impl InstanceDriver for Liblxc {
 
     fn delete(&self, name: &str) {
         self.inits.forget(name);
+        self.nets.forget(name);
         let dir = self.dir(name);
         console::quit(&dir);
         if let Err(e) = std::fs::remove_dir_all(&dir)

@@ -74,8 +74,11 @@ pub struct StartSpec {
 pub struct Observe {
     /// The cgroup counters: processes, memory, CPU.
     pub counters: bool,
-    /// The interfaces, from the container's network namespace.
+    /// The interfaces, from the container's network namespace: kept ones when nothing
+    /// changed since they were read (see [`crate::host::netwatch`]), without counters.
     pub network: bool,
+    /// The interfaces with their counters, read now.
+    pub network_counters: bool,
     /// The calling thread is the caller's own and discarded after (a scoped worker), so
     /// it may join the container's network namespace for a moment; otherwise a
     /// short-lived thread does.
@@ -83,16 +86,28 @@ pub struct Observe {
 }
 
 impl Observe {
+    /// What LXD sends for the parts named in LXD's selective recursion: the cgroup
+    /// counters always, and the interfaces' counters with the interfaces.
+    pub fn as_lxd(self) -> Observe {
+        Observe {
+            counters: true,
+            network_counters: self.network,
+            ..self
+        }
+    }
+
     /// Status and init pid only.
     pub const STATUS: Observe = Observe {
         counters: false,
         network: false,
+        network_counters: false,
         own_thread: false,
     };
-    /// Everything: counters and network.
+    /// Everything: counters and network, with the interfaces' counters.
     pub const FULL: Observe = Observe {
         counters: true,
         network: true,
+        network_counters: true,
         own_thread: false,
     };
 }
