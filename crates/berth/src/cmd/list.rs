@@ -526,6 +526,11 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<()> {
         t.row(cols.iter().map(|c| (c.cell)(v)).collect());
     }
     print!("{}", t.render(args.format, &shown)?);
+    // The process ends here: freeing a list of thousands, node by node, would take
+    // longer than the table took to print.
+    std::mem::forget(t);
+    drop(shown);
+    std::mem::forget(instances);
     Ok(())
 }
 
