@@ -294,6 +294,16 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Starts the daemon again on the same directory, in a network namespace of its own:
+    /// not the one its running containers' monitors listen in.
+    pub fn restart_elsewhere(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.netns = std::sync::Arc::new(Netns::new());
+        self.spawn();
+    }
+
     /// Runs the `berth` CLI against this daemon.
     pub fn berth(&self, args: &[&str]) -> Output {
         Command::new(bin("berth"))

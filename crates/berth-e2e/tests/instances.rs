@@ -384,8 +384,26 @@ async fn containers_survive_a_daemon_kill() {
         ("Running", pid),
         "same init after restart"
     );
+    // A berthd in another network namespace than the container's monitor cannot ask it
+    // to stop: it says so, and a forced stop kills the recorded init.
+    d.restart_elsewhere();
+    assert_eq!(state(&d, "keep").await.status, "Running");
+    let err = fails(&d.berth(&["stop", "keep"]));
+    assert!(err.contains("monitor cannot be reached"), "{err}");
+    assert_eq!(state(&d, "keep").await.status, "Running");
     ok(&d.berth(&["stop", "keep", "-f"]));
     assert_eq!(state(&d, "keep").await.status, "Stopped");
+    // Reaped by its monitor.
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the init was killed"
+    );
     ok(&d.berth(&["delete", "keep"]));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

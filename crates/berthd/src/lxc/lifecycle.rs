@@ -271,6 +271,20 @@ impl Liblxc {
             let c = berth_lxc::Container::new(&name, &lxcpath)
                 .map_err(|e| Failure::failed("Failed to open the container", e))?;
             if !c.is_running().unwrap_or(false) {
+                // liblxc asks the container's monitor over an abstract socket of berthd's
+                // network namespace: a berthd started in another one cannot reach it
+                // while the init recorded at start still runs.
+                let dir = lxcpath.join(&name);
+                if let Some((pid, ticks)) = recorded_init(&dir) {
+                    if !force {
+                        return Err(Failure::conflict(
+                            "The instance's monitor cannot be reached (berthd runs in another network namespace than its containers): use force to kill it",
+                        ));
+                    }
+                    let _ = cgroups.set_frozen(&cg, false);
+                    kill_init(pid, ticks)?;
+                    forget_init(&dir);
+                }
                 return Ok(());
             }
             // A frozen container can neither shut down nor die: thaw it first.
@@ -574,6 +588,38 @@ pub fn record_init(dir: &Path, pid: i32) {
 /// Forgets the recorded init pid of a container that stopped.
 pub fn forget_init(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(INIT_PID));
+}
+
+/// Kills the init `pid` that started at `ticks` (through a pidfd, checked to be that
+/// process) and waits up to 30 s for it to exit; its monitor, wherever it is, then
+/// cleans up as after any stop.
+fn kill_init(pid: i32, ticks: u64) -> Result<()> {
+    let fail = |e: std::io::Error| Failure::failed("Failed to kill the instance", e);
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return Ok(());
+    };
+    let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(fail(e.into())),
+    };
+    if start_time(pid) != Some(ticks) {
+        return Ok(());
+    }
+    rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL)
+        .map_err(|e| fail(e.into()))?;
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let wait = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&wait)) {
+        Ok(n) if n > 0 => Ok(()),
+        _ => Err(Failure::internal("The instance did not stop")),
+    }
 }
 
 /// The recorded init pid and its start time, when that process still runs.
