@@ -173,16 +173,22 @@ const NETNSA_FD: u16 = 3;
 
 /// The netlink messages in `buf`: (type, payload).
 pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    numbered(buf).map(|(typ, _, body)| (typ, body))
+}
+
+/// The netlink messages in `buf`: (type, sequence number, payload).
+fn numbered(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {
         let len = u32_at(buf, at)? as usize;
         let typ = u16_at(buf, at + 4)?;
+        let seq = u32_at(buf, at + 8)?;
         if len < NLMSG_HDR || at + len > buf.len() {
             return None;
         }
         let body = &buf[at + NLMSG_HDR..at + len];
         at += (len + 3) & !3;
-        Some((typ, body))
+        Some((typ, seq, body))
     })
 }
 
@@ -214,26 +220,38 @@ fn nsid_request(
     if let Some(id) = nsid {
         attr(NETNSA_NSID, id as u32);
     }
+    // Numbered, so that a reply left on the socket by a request whose receive failed is
+    // never taken for this one's.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let len = u32::try_from(req.len()).unwrap_or(0);
     let flags = NLM_F_REQUEST | if kind == RTM_NEWNSID { NLM_F_ACK } else { 0 };
     req[0..4].copy_from_slice(&len.to_ne_bytes());
     req[4..6].copy_from_slice(&kind.to_ne_bytes());
     req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
     rustix::net::send(fd, &req, SendFlags::empty())?;
     let mut buf = vec![0u8; 4096];
-    let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty())?;
-    let mut out = Vec::new();
-    for (typ, body) in messages(&buf[..n.min(buf.len())]) {
-        if typ == NLMSG_ERROR {
-            let errno = u32_at(body, 0).map_or(0, |e| e as i32);
-            if errno < 0 {
-                return Err(std::io::Error::from_raw_os_error(-errno));
+    loop {
+        let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty())?;
+        let mut out = Vec::new();
+        for (typ, got, body) in numbered(&buf[..n.min(buf.len())]) {
+            if got != seq {
+                continue;
             }
-            continue;
+            if typ == NLMSG_ERROR {
+                let errno = u32_at(body, 0).map_or(0, |e| e as i32);
+                if errno < 0 {
+                    return Err(std::io::Error::from_raw_os_error(-errno));
+                }
+            }
+            out.push((typ, body.to_vec()));
         }
-        out.push((typ, body.to_vec()));
+        if !out.is_empty() {
+            out.retain(|(typ, _)| *typ != NLMSG_ERROR);
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// The id, in the namespace of the route socket `fd`, of the network namespace of process

@@ -2,19 +2,26 @@
 //! so that a list of thousands does not dump every container's link and address tables
 //! each time (two netlink dumps in each namespace were most of such a list's cost).
 //!
-//! One route netlink socket in berthd's namespace hears link, address and namespace-id
-//! notifications from every network namespace that has an id in it
+//! One route netlink socket in berthd's namespace hears link, address, IPv6 prefix and
+//! namespace-id notifications from every network namespace that has an id in it
 //! (`NETLINK_LISTEN_ALL_NSID`); a container's namespace is given an id the first time its
 //! interfaces are read. Nothing runs in the background: each read first takes what the
 //! socket queued (a change is queued by the system call that makes it, so one made before
-//! a read began is always seen), marks the namespaces it names as changed, and then serves
-//! a container from its kept interfaces only when its namespace has not changed since
-//! they were read; otherwise it reads them anew. When the kernel dropped notifications
-//! for lack of room, everything kept before is read anew.
+//! a read began is seen), marks the namespaces it names as changed, and then serves a
+//! container from its kept interfaces only when its namespace has not changed since they
+//! were read; otherwise it reads them anew. When the kernel dropped notifications for lack
+//! of room, everything kept before is read anew.
+//!
+//! One exception, the kernel's: an IPv6 address added with `nodad` or `optimistic` is
+//! announced from the kernel's address work a few milliseconds after the call that adds
+//! it, so a list in between may not show it yet. (Addresses from router advertisements
+//! are announced as a prefix the moment they are made, and again when their duplicate
+//! detection ends.)
 //!
 //! What is kept has no counters (they change without notice): a read that wants them
 //! dumps the tables (see [`super::netns`]). Entries are keyed by the container and its
-//! init (pid and start time): a restarted container has a new namespace.
+//! init (pid and start time): a restarted container has a new namespace; an init whose
+//! start time is unknown is never kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,6 +35,7 @@ use super::netns;
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTNLGRP_IPV6_PREFIX: u32 = 18;
 const RTNLGRP_NSID: u32 = 28;
 const RTM_NEWNSID: u16 = 88;
 const RTM_DELNSID: u16 = 89;
@@ -84,6 +92,7 @@ impl Watched {
                 RTNLGRP_LINK,
                 RTNLGRP_IPV4_IFADDR,
                 RTNLGRP_IPV6_IFADDR,
+                RTNLGRP_IPV6_PREFIX,
                 RTNLGRP_NSID,
             ],
         )?;
@@ -113,16 +122,21 @@ impl Watched {
             match got {
                 Ok((n, from)) => {
                     let n = n.min(self.buf.len());
-                    if let Some(id) = from {
-                        self.changed.insert(id, self.drains);
-                    }
-                    // Ids given or taken back in berthd's own namespace: whatever was
-                    // kept under that id is stale.
-                    for (typ, body) in netns::messages(&self.buf[..n]) {
-                        if (typ == RTM_NEWNSID || typ == RTM_DELNSID)
-                            && let Some(id) = netns::nsid_in(body)
-                        {
+                    match from {
+                        Some(id) => {
                             self.changed.insert(id, self.drains);
+                        }
+                        // Ids given or taken back in berthd's own namespace: whatever
+                        // was kept under that id is stale. (Another namespace's ids
+                        // are its own, not berthd's.)
+                        None => {
+                            for (typ, body) in netns::messages(&self.buf[..n]) {
+                                if (typ == RTM_NEWNSID || typ == RTM_DELNSID)
+                                    && let Some(id) = netns::nsid_in(body)
+                                {
+                                    self.changed.insert(id, self.drains);
+                                }
+                            }
                         }
                     }
                 }
@@ -168,10 +182,12 @@ impl Watch {
         &self,
         name: &str,
         pid: i32,
-        ticks: u64,
+        ticks: Option<u64>,
         joining: bool,
     ) -> std::io::Result<BTreeMap<String, Value>> {
-        let Some(state) = &self.state else {
+        // An init whose start time is unknown could be another process by the same pid
+        // next time: nothing is kept for it.
+        let (Some(state), Some(ticks)) = (&self.state, ticks) else {
             return read(pid, joining);
         };
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
@@ -189,9 +205,13 @@ impl Watch {
             }
             let nsid = match kept {
                 Some(e) => Some(e.nsid),
-                // Given before the read, so that a change after it is heard.
+                // Given before the read, so that a change after it is heard; the
+                // notice of the id given is taken at once (it says nothing of the
+                // interfaces, which are read after).
                 None if namespace_of(&pid.to_string()).is_ok_and(|ns| ns != w.own) => {
-                    netns::namespace_id(&w.requests, pid).ok()
+                    let id = netns::namespace_id(&w.requests, pid).ok();
+                    w.drain();
+                    id
                 }
                 None => None,
             };
@@ -280,7 +300,7 @@ mod tests {
         }
         // berthd's own namespace is not kept: its changes come without an id.
         let me = i32::try_from(std::process::id()).unwrap();
-        watch.interfaces("self", me, 1, false).unwrap();
+        watch.interfaces("self", me, Some(1), false).unwrap();
         assert!(
             !watch
                 .state
@@ -294,14 +314,14 @@ mod tests {
         // Until lo is up, the namespace's addresses are not there yet.
         let mut first = BTreeMap::new();
         for _ in 0..100 {
-            first = watch.interfaces("c1", pid, 1, false).unwrap();
+            first = watch.interfaces("c1", pid, Some(1), false).unwrap();
             if addresses(&first).iter().any(|a| a == "127.0.0.1") {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert!(first["lo"].get("counters").is_none(), "no counters kept");
-        assert_eq!(watch.interfaces("c1", pid, 1, false).unwrap(), first);
+        assert_eq!(watch.interfaces("c1", pid, Some(1), false).unwrap(), first);
         let w = watch.state.as_ref().unwrap().lock().unwrap();
         let e = &w.entries["c1"];
         assert!(w.current(e), "kept: nothing changed");
@@ -321,13 +341,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(heard, "the change was heard");
-        let after = watch.interfaces("c1", pid, 1, false).unwrap();
+        let after = watch.interfaces("c1", pid, Some(1), false).unwrap();
         assert!(
             addresses(&after).iter().any(|a| a == "10.9.8.7"),
             "{after:?}"
         );
         // Another init under the same name is read anew.
-        let other = watch.interfaces("c1", pid, 2, false).unwrap();
+        let other = watch.interfaces("c1", pid, Some(2), false).unwrap();
         assert_eq!(other, after);
         watch.forget("c1");
         let w = watch.state.as_ref().unwrap().lock().unwrap();

@@ -373,7 +373,6 @@ impl InstanceDriver for Liblxc {
                     crate::host::netns::interfaces(p).ok()
                 };
             } else if how.network {
-                let ticks = ticks.unwrap_or(0);
                 state.network = self.nets.interfaces(name, p, ticks, how.own_thread).ok();
             }
         }
@@ -601,6 +600,21 @@ fn kill_init(pid: i32, ticks: u64) -> Result<()> {
     let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::SRCH) => return Ok(()),
+        // A kernel without pidfds: by pid, checked by its start time just before.
+        Err(rustix::io::Errno::NOSYS) => {
+            if start_time(pid) != Some(ticks) {
+                return Ok(());
+            }
+            rustix::process::kill_process(p, rustix::process::Signal::KILL)
+                .map_err(|e| fail(e.into()))?;
+            for _ in 0..3000 {
+                if start_time(pid) != Some(ticks) {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            return Err(Failure::internal("The instance did not stop"));
+        }
         Err(e) => return Err(fail(e.into())),
     };
     if start_time(pid) != Some(ticks) {
