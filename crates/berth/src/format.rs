@@ -76,7 +76,8 @@ fn lxd_table(headers: &[String], rows: &[Vec<String>]) -> String {
         .chain([headers.len()])
         .max()
         .unwrap_or(0);
-    let mut widths = vec![0usize; cols];
+    // At least one wide, as comfy-table made an empty column.
+    let mut widths = vec![1usize; cols];
     for row in std::iter::once(headers).chain(rows.iter().map(Vec::as_slice)) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = cell

@@ -160,11 +160,18 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// What [`Db::read_kept`] keeps, by type: the database's version when it was read,
     /// and the value.
-    kept: Arc<Mutex<HashMap<TypeId, Kept>>>,
+    kept: Arc<Mutex<HashMap<TypeId, KeptValue>>>,
+}
+
+/// A value made from the database that [`Db::read_kept`] keeps until the database
+/// changes: one per type, made by the type's own `read` (so two readers never share a
+/// kept value).
+pub trait Kept: Sized + Send + Sync + 'static {
+    fn read(c: &Connection) -> Result<Self, DbError>;
 }
 
 /// A kept value and the [`version`] it was read at.
-type Kept = ((u64, i64), Arc<dyn Any + Send + Sync>);
+type KeptValue = ((u64, i64), Arc<dyn Any + Send + Sync>);
 
 /// Which state of the database a connection reads: the rows this connection changed so
 /// far, and SQLite's `data_version`, which moves when another connection commits (an
@@ -216,15 +223,9 @@ impl Db {
         .map_err(|_| E::from(DbError::Task))?
     }
 
-    /// [`Db::read`] of a value made from the database, kept until the database changes;
-    /// one per type `T`. A list of thousands then parses its records once per change, not
-    /// once per list.
-    pub async fn read_kept<T, E, F>(&self, f: F) -> Result<Arc<T>, E>
-    where
-        T: Send + Sync + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-        E: From<DbError> + Send + 'static,
-    {
+    /// [`Db::read`] of a [`Kept`] value, kept until the database changes. A list of
+    /// thousands then parses its records once per change, not once per list.
+    pub async fn read_kept<T: Kept, E: From<DbError> + Send + 'static>(&self) -> Result<Arc<T>, E> {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let guard = db.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,7 +238,7 @@ impl Db {
             {
                 return Ok(value);
             }
-            let value = Arc::new(f(&guard)?);
+            let value = Arc::new(T::read(&guard)?);
             lock().insert(TypeId::of::<T>(), (now, value.clone()));
             Ok(value)
         })
@@ -366,12 +367,21 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn kept_reads_last_until_the_database_changes() {
+        #[derive(Debug, PartialEq)]
+        struct Count(i64);
+        impl Kept for Count {
+            fn read(c: &Connection) -> Result<Count, DbError> {
+                Ok(Count(c.query_row(
+                    "SELECT COUNT(*) FROM config",
+                    [],
+                    |r| r.get(0),
+                )?))
+            }
+        }
         let (dir, db) = open();
-        let count = |c: &Connection| -> Result<i64, DbError> {
-            Ok(c.query_row("SELECT COUNT(*) FROM config", [], |r| r.get(0))?)
-        };
-        let first = db.read_kept(count).await.unwrap();
-        let again = db.read_kept(count).await.unwrap();
+        let count = || db.read_kept::<Count, DbError>();
+        let first = count().await.unwrap();
+        let again = count().await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "kept while nothing changed");
         db.write_sync(|tx| {
             tx.execute("INSERT INTO config (key, value) VALUES ('a', '1')", [])?;
@@ -379,8 +389,8 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(
-            *db.read_kept(count).await.unwrap(),
-            1,
+            *count().await.unwrap(),
+            Count(1),
             "read again after a write"
         );
         // Another connection's commit (an administrator's sqlite3) is seen too.
@@ -388,7 +398,7 @@ pub(crate) mod tests {
         other
             .execute("INSERT INTO config (key, value) VALUES ('b', '2')", [])
             .unwrap();
-        assert_eq!(*db.read_kept(count).await.unwrap(), 2);
+        assert_eq!(*count().await.unwrap(), Count(2));
     }
 
     #[test]

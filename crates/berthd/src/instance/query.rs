@@ -151,7 +151,7 @@ pub fn observation(fields: &[String]) -> Result<Observe> {
 /// until it changes).
 struct Listing(Vec<(InstanceRecord, Vec<ProfileRecord>)>);
 
-impl Listing {
+impl crate::db::Kept for Listing {
     fn read(c: &rusqlite::Connection) -> std::result::Result<Listing, DbError> {
         let recs = crate::db::instances::list(c)?;
         let profiles = crate::db::profiles::list(c)?;
@@ -164,7 +164,7 @@ impl Listing {
 #[derive(Default)]
 struct Snapshots(BTreeMap<String, Vec<SnapshotRecord>>);
 
-impl Snapshots {
+impl crate::db::Kept for Snapshots {
     fn read(c: &rusqlite::Connection) -> std::result::Result<Snapshots, DbError> {
         Ok(Snapshots(crate::db::snapshots::all(c)?))
     }
@@ -210,9 +210,11 @@ where
     // The records with their profiles, and the snapshots, as kept since the database
     // last changed; one blocking task for every container's state.
     let full = state.is_some();
-    let listing = cx.db.read_kept(Listing::read).await?;
+    let listing = cx.db.read_kept::<Listing, crate::error::Failure>().await?;
     let snapshots = if full {
-        cx.db.read_kept(Snapshots::read).await?
+        cx.db
+            .read_kept::<Snapshots, crate::error::Failure>()
+            .await?
     } else {
         std::sync::Arc::new(Snapshots::default())
     };
