@@ -36,8 +36,8 @@ pub struct Counters {
     pub cpu_usage: i64,
 }
 
-/// Reads the small file `name` under the directory `dir` into `buf` (a list reads five of
-/// these per container). A cgroup file comes whole in one read: a short read is its end.
+/// Reads the small file `name` under the directory `dir` into `buf` (a state with counters
+/// reads five of these). A cgroup file comes whole in one read: a short read is its end.
 fn read_at<'b>(dir: &OwnedFd, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut n = 0;
