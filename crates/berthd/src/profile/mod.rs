@@ -143,17 +143,6 @@ pub struct ProfileChange {
     pub description: Option<String>,
 }
 
-/// A running user of a changed profile, and what reaches it live.
-struct LiveUser {
-    rec: InstanceRecord,
-    /// Its own config before the change (its nics' volatile keys as they were).
-    old_config: BTreeMap<String, String>,
-    change: hotplug::Change,
-    old_devices: BTreeMap<String, Device>,
-    devices: BTreeMap<String, Device>,
-    privileged: bool,
-}
-
 /// Changes profile `name`: checked against every instance using it, stored with those
 /// instances' id maps in one write, then applied live to the running ones.
 /// `precondition` sees the profile as it is, under the profile lock (an ETag check).
@@ -220,25 +209,12 @@ pub async fn update(
             .entry(rec.project.clone())
             .or_default()
             .push(candidate);
-        let (old_config, old_devices) = expand_with(rec, &old);
+        let (_, old_devices) = expand_with(rec, &old);
         crate::instance::quota::check(cx, Some(&old_devices), &devices).map_err(naming)?;
         if status(cx, &rec.name).await.1.is_some() {
-            // Custom volumes are bound by their host paths.
-            let (old_devices, devices) = (
-                crate::storage::disks::resolve_present(cx, &rec.project, &old_devices)
-                    .map_err(naming)?,
-                crate::storage::disks::resolve(cx, &rec.project, &devices).map_err(naming)?,
-            );
-            let change = hotplug::diff(&old_devices, &devices);
-            hotplug::check(&change).map_err(naming)?;
-            running.push(LiveUser {
-                rec: (*rec).clone(),
-                old_config: rec.config.clone(),
-                change,
-                old_devices: old_devices.clone(),
-                devices: devices.clone(),
-                privileged: flag(&old_config, "security.privileged"),
-            });
+            // Checked now; applied from the record as it is then (see below).
+            live_devices(cx, rec, &old_devices, &devices).map_err(naming)?;
+            running.push((*rec).clone());
         }
         if root_pool(&devices) != root_pool(&old_devices) {
             return Err(naming(Failure::invalid(
@@ -277,11 +253,6 @@ pub async fn update(
             (rec, config)
         })
         .collect();
-    for user in &mut running {
-        if let Some((rec, _)) = remapped.iter().find(|(r, _)| r.name == user.rec.name) {
-            user.rec.config = rec.config.clone();
-        }
-    }
     cx.db
         .write(move |tx| {
             crate::db::profiles::update(tx, &stored)?;
@@ -302,59 +273,63 @@ pub async fn update(
     // Running users get the changed limits and devices now, each under its own lock
     // (taken after the profile lock is let go: instance updates take them the other way).
     drop(guard);
+    // Their records from before the change: their nics' volatile keys name the host ends
+    // of the nics that go.
     for user in running {
-        let rec = &user.rec;
-        let lock = cx.locks.instance(&rec.name);
+        let name = &user.name;
+        let lock = cx.locks.instance(name);
         let _instance_guard = lock.lock().await;
-        let Some(pid) = status(cx, &rec.name).await.1 else {
+        let Some(pid) = status(cx, name).await.1 else {
             continue;
         };
-        // The limits from the record as it is now (an instance update may have run since
-        // the profile lock was let go): the instance's own keys win over the profile's.
-        let fresh = crate::instance::find(cx, &rec.name)
-            .await
-            .unwrap_or_else(|_| rec.clone());
-        let (before, _) = expand_with(&fresh, &old);
-        let (after, _) = expand_with(&fresh, &new);
-        let mut applied = apply_live(cx.driver.as_ref(), cx.host, &rec.name, &before, &after);
-        // The old volatile keys name the host ends of the nics that go.
-        let old_volatile = crate::model::volatile_keys(&user.old_config);
-        let nics_before = crate::instance::nic::plan_config(&before, &old_volatile);
-        let nics_after = crate::instance::nic::plan_config(&after, &fresh.config);
-        if applied.is_ok() && !user.change.is_empty() {
-            let target = hotplug::Target {
-                pid,
-                privileged: user.privileged,
-                no_symlinks: crate::project::is_restricted(cx, &rec.project).await,
-            };
-            let nodes = cx.paths.nodes(&rec.name);
-            applied = hotplug::apply(
-                &cx.driver,
-                &nodes,
-                &rec.name,
-                target,
-                &user.change,
-                &user.old_devices,
-                &user.devices,
-            )
-            .await;
-        }
-        if applied.is_ok() {
-            applied = crate::instance::nic::apply_live(
+        // Everything from the record as it is now: an instance update may have run since
+        // the profile lock was let go, and applied its own change live with this
+        // profile's new content; the instance's own keys and devices win over the
+        // profile's.
+        let Ok(rec) = crate::instance::find(cx, name).await else {
+            continue;
+        };
+        let (before, old_devices) = expand_with(&rec, &old);
+        let (after, devices) = expand_with(&rec, &new);
+        // The volatile keys from before the write name the host ends of the nics that go.
+        let mut old_volatile = crate::model::volatile_keys(&rec.config);
+        old_volatile.extend(crate::model::volatile_keys(&user.config));
+        let applied: Result<()> = async {
+            apply_live(cx.driver.as_ref(), cx.host, name, &before, &after)?;
+            let (change, old_devices, devices) = live_devices(cx, &rec, &old_devices, &devices)?;
+            if !change.is_empty() {
+                let target = hotplug::Target {
+                    pid,
+                    privileged: flag(&before, "security.privileged"),
+                    no_symlinks: crate::project::is_restricted(cx, &rec.project).await,
+                };
+                let nodes = cx.paths.nodes(name);
+                hotplug::apply(
+                    &cx.driver,
+                    &nodes,
+                    name,
+                    target,
+                    &change,
+                    &old_devices,
+                    &devices,
+                )
+                .await?;
+            }
+            let nics_before = crate::instance::nic::plan_config(&before, &old_volatile);
+            let nics_after = crate::instance::nic::plan_config(&after, &rec.config);
+            crate::instance::nic::apply_live(
                 cx,
-                rec,
+                &rec,
                 pid,
-                (&nics_before, &user.old_devices),
-                (&nics_after, &user.devices),
+                (&nics_before, &old_devices),
+                (&nics_after, &devices),
             )
-            .await;
+            .await?;
+            crate::instance::proxy::apply_live(cx, &rec, &old_devices, &devices).await
         }
-        if applied.is_ok() {
-            applied =
-                crate::instance::proxy::apply_live(cx, rec, &user.old_devices, &user.devices).await;
-        }
+        .await;
         if let Err(e) = applied {
-            tracing::warn!(instance = %rec.name, error = %e, "Profile change not applied live");
+            tracing::warn!(instance = %name, error = %e, "Profile change not applied live");
         }
     }
     // The users' backup.yaml carry the profile.
@@ -364,6 +339,25 @@ pub async fn update(
     cx.events
         .lifecycle("profile-updated", &scope.url(name), None);
     Ok(())
+}
+
+/// Devices by name.
+type Devices = BTreeMap<String, Device>;
+
+/// What of a running instance's devices changes live from `old` to `new` (its expanded
+/// devices before and after), with both resolved: custom volumes are bound by their host
+/// paths. Refused when a change cannot be made live.
+fn live_devices(
+    cx: &Ctx,
+    rec: &InstanceRecord,
+    old: &Devices,
+    new: &Devices,
+) -> Result<(hotplug::Change, Devices, Devices)> {
+    let old = crate::storage::disks::resolve_present(cx, &rec.project, old)?;
+    let new = crate::storage::disks::resolve(cx, &rec.project, new)?;
+    let change = hotplug::diff(&old, &new);
+    hotplug::check(&change)?;
+    Ok((change, old, new))
 }
 
 /// Deletes a profile no instance uses (not `default`).
