@@ -101,26 +101,23 @@ fn dump(fd: &OwnedFd, kind: u16, family: u8, seq: u32) -> std::io::Result<Vec<(u
     BUF.with_borrow_mut(|buf| receive(fd, buf))
 }
 
-/// The messages of a dump whose request was sent on `fd`.
+/// The messages of a dump whose request was sent on `fd`, to its `NLMSG_DONE`; a reply
+/// that does not parse ends it (rather than a wait for more that may never come).
 fn receive(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
     let mut out = Vec::new();
     loop {
         let (n, _) = rustix::net::recv(fd, &mut *buf, RecvFlags::empty())?;
-        let mut at = 0;
-        while at + NLMSG_HDR <= n {
-            let len = u32_at(buf, at).unwrap_or(0) as usize;
-            let typ = u16_at(buf, at + 4).unwrap_or(0);
-            if len < NLMSG_HDR || at + len > n {
-                return Ok(out);
-            }
+        let n = n.min(buf.len());
+        let mut parsed = 0;
+        for (typ, _, body) in numbered(&buf[..n]) {
+            parsed += (NLMSG_HDR + body.len() + 3) & !3;
             match typ {
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => return Err(std::io::Error::other("netlink dump failed")),
-                _ => out.push((typ, buf[at + NLMSG_HDR..at + len].to_vec())),
+                _ => out.push((typ, body.to_vec())),
             }
-            at += (len + 3) & !3;
         }
-        if n == 0 {
+        if parsed < n || n == 0 {
             return Ok(out);
         }
     }
@@ -382,6 +379,61 @@ fn read(fd: &OwnedFd) -> std::io::Result<BTreeMap<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One netlink message of type `typ` carrying `body`, padded to 4 bytes.
+    fn message(typ: u16, body: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDR + body.len();
+        let mut m = vec![0u8; (len + 3) & !3];
+        m[0..4].copy_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
+        m[4..6].copy_from_slice(&typ.to_ne_bytes());
+        m[NLMSG_HDR..len].copy_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn a_dump_ends_at_done_or_at_a_reply_that_does_not_parse() {
+        let (tx, rx) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // Never a wait: a receive with nothing queued fails instead.
+        rustix::io::ioctl_fionbio(&rx, true).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let send = |m: &[u8]| rustix::net::send(&tx, m, SendFlags::empty()).unwrap();
+        // Messages across two receives, up to NLMSG_DONE; what follows it is not read.
+        send(&[message(16, b"abcd"), message(20, b"xy")].concat());
+        send(&[message(16, b"efgh"), message(NLMSG_DONE, &[0; 4])].concat());
+        send(&message(16, b"next"));
+        let got = receive(&rx, &mut buf).unwrap();
+        assert_eq!(
+            got,
+            [
+                (16, b"abcd".to_vec()),
+                (20, b"xy".to_vec()),
+                (16, b"efgh".to_vec())
+            ]
+        );
+        let (n, _) = rustix::net::recv(&rx, &mut buf, RecvFlags::empty()).unwrap();
+        assert_eq!(
+            buf[..n],
+            message(16, b"next"),
+            "what follows is left queued"
+        );
+        // A length past the end, or a fragment shorter than a header, ends the dump with
+        // what parsed.
+        let mut long = message(16, b"abcd");
+        long[0..4].copy_from_slice(&64u32.to_ne_bytes());
+        send(&[message(16, b"ok"), long].concat());
+        assert_eq!(receive(&rx, &mut buf).unwrap(), [(16, b"ok".to_vec())]);
+        send(&[message(16, b"ok"), vec![1; 8]].concat());
+        assert_eq!(receive(&rx, &mut buf).unwrap(), [(16, b"ok".to_vec())]);
+        // An error message fails the dump.
+        send(&message(NLMSG_ERROR, &[0; 4]));
+        assert!(receive(&rx, &mut buf).is_err());
+    }
 
     #[test]
     fn reads_this_process_namespace() {
