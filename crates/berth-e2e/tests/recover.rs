@@ -1,7 +1,8 @@
 //! Recovery: with the database moved away, `berth admin recover` finds the instances and
 //! custom volumes the pools hold (a dir pool berthd takes back by itself, a btrfs
 //! loop-file pool named to it) and brings them back with their configuration and
-//! snapshots.
+//! snapshots; what they need that the database held (a network) blocks it until made
+//! again.
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
@@ -29,6 +30,18 @@ async fn recover_after_the_database_is_moved_away() {
         "storage", "volume", "snapshot", "create", "default", "v1", "vs",
     ]));
     ok(&d.berth(&["storage", "volume", "create", "bt", "v2", "size=64MiB"]));
+    // A network lives in the database too: c3's nic on it blocks recovery until it is
+    // made again.
+    let net = [
+        "network",
+        "create",
+        "nr",
+        "ipv4.address=10.151.7.1/24",
+        "ipv6.address=none",
+    ];
+    ok(&d.berth(&net));
+    ok(&d.berth(&["init", "bb", "c3"]));
+    ok(&d.lxc(&["config", "device", "add", "c3", "eth0", "nic", "network=nr"]));
 
     // The database goes; berthd starts afresh and takes its default pool as it finds it.
     d.stop();
@@ -41,11 +54,28 @@ async fn recover_after_the_database_is_moved_away() {
     // would block; named, everything comes back.
     let image = d.dir().join("disks/bt.img");
     let spec = format!("bt:btrfs:{}", image.display());
-    let scan = ok(&d.berth(&["admin", "recover"]));
+    let out = d.berth(&["admin", "recover"]);
+    let e = fails(&out);
+    assert!(e.contains("Recovery is blocked"), "{e}");
+    let scan = String::from_utf8_lossy(&out.stdout);
     assert!(scan.contains("\"c1\"") && scan.contains("\"v1\""), "{scan}");
     assert!(!scan.contains("\"c2\""), "{scan}");
+    assert!(
+        scan.contains(r#"Instance "c3": Device "eth0": network "nr" does not exist"#),
+        "{scan}"
+    );
     let e = fails(&d.berth(&["admin", "recover", "--pool", "bt:zfs2:/x", "--yes"]));
     assert!(e.contains("zfs2"), "{e}");
+    let out = d.berth(&["admin", "recover", "--pool", &spec, "--yes"]);
+    assert!(fails(&out).contains("Recovery is blocked"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(r#"network "nr" does not exist"#), "{said}");
+    let list = ok(&d.berth(&["list", "-f", "csv"]));
+    assert!(
+        list.trim().is_empty(),
+        "a blocked recovery brings nothing back: {list}"
+    );
+    ok(&d.berth(&net));
     let done = ok(&d.berth(&["admin", "recover", "--pool", &spec, "--yes"]));
     assert!(done.contains("Recovered"), "{done}");
     let again = ok(&d.berth(&["admin", "recover"]));
@@ -80,7 +110,11 @@ async fn recover_after_the_database_is_moved_away() {
         .unwrap();
     assert_eq!(v2.config["size"], "64MiB");
 
-    ok(&d.berth(&["delete", "-f", "c1", "c2"]));
+    let c3: serde_json::Value = d.client().get("/1.0/instances/c3").await.unwrap();
+    assert_eq!(c3["devices"]["eth0"]["network"], "nr");
+
+    ok(&d.berth(&["delete", "-f", "c1", "c2", "c3"]));
+    ok(&d.berth(&["network", "delete", "nr"]));
     ok(&d.berth(&["storage", "volume", "delete", "default", "v1"]));
     ok(&d.berth(&["storage", "volume", "delete", "bt", "v2"]));
     ok(&d.berth(&["storage", "delete", "bt"]));

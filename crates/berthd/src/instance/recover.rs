@@ -7,8 +7,9 @@
 //! volume holds its `backup.yaml` (see [`super::backup::save_file`]); a custom volume its
 //! description `custom/.PROJECT_NAME.yaml`, or nothing (it comes back with an empty
 //! configuration, as Incus brings such volumes back). Their snapshots are those on disk.
-//! What would keep one from coming back (a project or profile gone, a description that
-//! does not read) is a dependency error, and nothing is imported while any remains.
+//! What would keep one from coming back (a project or profile gone, a network its nics
+//! use gone or their host parent missing, a description that does not read) is a
+//! dependency error, and nothing is imported while any remains.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,6 +132,25 @@ async fn pools(
     Ok((scan, new))
 }
 
+/// Checks the nics of the instance `described` (with its `profiles`, all found) against
+/// the networks and the host, as its import will.
+async fn check_nics(
+    cx: &Ctx,
+    profiles: &[crate::model::records::ProfileRecord],
+    described: &BackupFileConfig,
+) -> Result<()> {
+    let container = described.container.as_ref();
+    let part = |key: &str| container.and_then(|c| c.get(key)).cloned();
+    let config: BTreeMap<String, String> = part("config")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let devices: BTreeMap<String, berth_api::instance::Device> = part("devices")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let (_, devices) = crate::model::expand::expand_parts(profiles, &config, &devices);
+    super::nic::check(cx, &config, &devices).await
+}
+
 /// Scans the pools asked for.
 async fn scan(cx: &Ctx, asked: &[RecoverPool]) -> Result<Found> {
     let mut errors = Vec::new();
@@ -192,15 +212,24 @@ async fn scan(cx: &Ctx, asked: &[RecoverPool]) -> Result<Found> {
                 .and_then(|c| c.get("profiles"))
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
+            let mut found = Vec::new();
             for w in &wanted {
-                if !profiles
+                match profiles
                     .iter()
-                    .any(|pr| pr.project == p.profiles_project() && &pr.name == w)
+                    .find(|pr| pr.project == p.profiles_project() && &pr.name == w)
                 {
-                    errors.push(format!(
+                    Some(pr) => found.push(pr.clone()),
+                    None => errors.push(format!(
                         "Profile {w:?} of instance {name:?} does not exist in project {project:?}"
-                    ));
+                    )),
                 }
+            }
+            // Networks live in the database too: those its nics use must be made again
+            // before it comes back (as LXD asks), and their host parents must exist.
+            if found.len() == wanted.len()
+                && let Err(e) = check_nics(cx, &found, &config).await
+            {
+                errors.push(format!("Instance {name:?}: {}", e.message()));
             }
             let snapshots = snapshots_on_disk(driver.as_ref(), VolumeType::Container, &host);
             unknown.push(Unknown::Instance {
