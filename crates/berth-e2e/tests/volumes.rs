@@ -42,6 +42,11 @@ async fn a_volume_is_shared_snapshotted_restored_and_kept_apart_from_its_users()
         "vol",
         "/mnt/v",
     ]));
+    // Two disks at one place: one would hide the other.
+    let e = fails(&d.berth(&[
+        "storage", "volume", "attach", "default", "v1", "c1", "again", "/data/",
+    ]));
+    assert!(e.contains("same path") && e.contains("\"again\""), "{e}");
     ok(&d.berth(&["start", "c2"]));
     let maps: Vec<String> = ["c1", "c2"]
         .iter()

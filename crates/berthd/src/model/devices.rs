@@ -77,6 +77,28 @@ pub fn validate(devices: &BTreeMap<String, Device>) -> Result<()> {
             }
         }
     }
+    check_disk_paths(devices)
+}
+
+/// Refuses two disks at one path in the container (an instance's expanded devices, or
+/// one set): one would hide the other, and which one from start to start is chance.
+pub fn check_disk_paths(devices: &BTreeMap<String, Device>) -> Result<()> {
+    let mut seen: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+    for (name, d) in devices {
+        if d.get("type").map(String::as_str) != Some("disk") {
+            continue;
+        }
+        let Some(path) = d.get("path") else {
+            continue;
+        };
+        // `/mnt/x/`, `/mnt//x` and `/mnt/./x` are one place.
+        let place = Path::new(path).components().collect();
+        if let Some(other) = seen.insert(place, name) {
+            return Err(Failure::invalid(format!(
+                "More than one disk device uses the same path {path:?} ({other:?} and {name:?})"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -254,6 +276,37 @@ pub fn dev(pairs: &[(&str, &str)]) -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_disks_never_share_a_path() {
+        let disk = |path: &str| dev(&[("type", "disk"), ("source", "/srv"), ("path", path)]);
+        let two = |a: &str, b: &str| {
+            BTreeMap::from([("d1".to_owned(), disk(a)), ("d2".to_owned(), disk(b))])
+        };
+        assert!(check_disk_paths(&two("/mnt/x", "/mnt/y")).is_ok());
+        for (a, b) in [
+            ("/mnt/x", "/mnt/x"),
+            ("/mnt/x", "/mnt/x/"),
+            ("/mnt//x", "/mnt/./x"),
+        ] {
+            let e = validate(&two(a, b)).unwrap_err();
+            assert!(
+                e.message().contains("same path") && e.message().contains("\"d2\""),
+                "{e}"
+            );
+        }
+        // Other devices' paths are theirs.
+        let mut mixed = two("/mnt/x", "/mnt/y");
+        mixed.insert(
+            "n".to_owned(),
+            dev(&[
+                ("type", "unix-char"),
+                ("path", "/mnt/x"),
+                ("source", "/dev/null"),
+            ]),
+        );
+        assert!(check_disk_paths(&mixed).is_ok());
+    }
 
     #[test]
     fn checks_host_disks() {
