@@ -126,9 +126,26 @@ async fn the_incus_client_recovers_from_berthd() {
     berth_e2e::with_busybox(&d).await;
     ok(&d.berth(&["init", "bb", "c1", "-c", "user.who=c1"]));
     ok(&d.berth(&["storage", "volume", "create", "default", "v1"]));
+    // A backup kept on the server outlives the database that named it.
+    let c = d.client();
+    let body = serde_json::json!({"name": "b0", "compression_algorithm": "none"});
+    let r = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances/c1/backups",
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    c.wait_success(r.body.operation_id().unwrap())
+        .await
+        .unwrap();
+    let kept = d.dir().join("backups/instances/c1/b0");
+    assert!(kept.exists());
     d.stop();
     std::fs::rename(d.dir().join("database"), d.dir().join("database.lost")).unwrap();
     d.restart();
+    assert!(kept.exists(), "a backup file no row names is kept");
     // `incus admin recover` on berthd's socket, answering its questions: no other pool,
     // scan, recover.
     let mut child = std::process::Command::new("incus")

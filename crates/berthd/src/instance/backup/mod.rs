@@ -460,16 +460,18 @@ pub async fn rename(cx: &Ctx, instance: &str, name: &str, to: &str) -> Result<()
 /// Deletes a backup: its row, then its file.
 pub async fn delete(cx: &Ctx, instance: &str, name: &str) -> Result<()> {
     get(cx, instance, name).await?;
+    // The file first: a row whose file is gone is forgotten at the next start, while a
+    // file no row names is kept there (see [`sweep`]).
+    match std::fs::remove_file(cx.paths.backup(instance, name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Failure::failed("Failed to remove the backup file", e));
+        }
+        _ => {}
+    }
     let (i, n) = (instance.to_owned(), name.to_owned());
     cx.db
         .write(move |tx| crate::db::backups::delete(tx, &i, &n))
         .await?;
-    match std::fs::remove_file(cx.paths.backup(instance, name)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(instance, backup = name, error = %e, "Backup file not removed");
-        }
-        _ => {}
-    }
     cx.events
         .lifecycle("instance-backup-deleted", &url(instance, name), None);
     Ok(())
@@ -510,8 +512,9 @@ pub async fn prune_expired(cx: &Ctx) {
     }
 }
 
-/// At start: removes temporary files a crash left, rows whose file is gone and files no
-/// row names.
+/// At start: removes temporary files a crash left and rows whose file is gone. A file no
+/// row names is kept, and said: it may be all that is left of an instance after the
+/// database was lost (`berth import` takes it), as LXD keeps it.
 pub async fn sweep(cx: &Ctx) {
     let Ok(rows) = cx.db.read(|c| crate::db::backups::list(c, None)).await else {
         return;
@@ -525,12 +528,20 @@ pub async fn sweep(cx: &Ctx) {
             .flatten()
         {
             let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                tracing::info!(instance, file = name, "Removing a backup a crash cut short");
+                let _ = std::fs::remove_file(f.path());
+                continue;
+            }
             let known = rows
                 .iter()
                 .any(|b| b.instance == instance && b.name == name);
             if !known {
-                tracing::info!(instance, file = name, "Removing a backup file no row names");
-                let _ = std::fs::remove_file(f.path());
+                tracing::warn!(
+                    instance,
+                    file = %f.path().display(),
+                    "Keeping a backup file no row names (berth import takes it)"
+                );
             }
         }
     }
