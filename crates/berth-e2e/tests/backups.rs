@@ -369,6 +369,13 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
             e.push(("backup/snapshots/ghost/", Directory, b""));
             tarball(&e)
         }),
+        // Refused after the index is read: the instance it began to record goes too.
+        ("Invalid snapshot name", {
+            let index = [INDEX, b"snapshots:\n- bad name\n"].concat();
+            let mut e = good_start.to_vec();
+            e[0].2 = &index;
+            tarball(&e)
+        }),
         ("at most 1 MiB", {
             let mut e = good_start.to_vec();
             e.push((

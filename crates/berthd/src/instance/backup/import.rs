@@ -366,35 +366,45 @@ pub(in crate::instance) async fn record_described(
         },
         ..Default::default()
     };
-    let creation = crate::instance::create::prepare(cx, project, name, req).await?;
-    let (rec, pool, _, guard) = creation.into_parts();
-    let mut snapshot_rows = Vec::new();
+    // The snapshots' names before anything is recorded.
     for s in snapshots {
         SnapshotName::parse(s).map_err(|e| refused(e.message()))?;
-        let described = config
-            .snapshots
-            .iter()
-            .find(|v| v.get("name").and_then(serde_json::Value::as_str) == Some(s.as_str()));
-        snapshot_rows.push(snapshot_record(&rec, s, described)?);
     }
-    let rows = snapshot_rows.clone();
-    let written = cx
-        .db
-        .write(move |tx| {
-            for s in &rows {
-                crate::db::snapshots::insert(tx, s)?;
-            }
-            Ok::<_, Failure>(())
-        })
-        .await;
-    if let Err(e) = written {
-        let n = rec.name.clone();
-        let _ = cx
-            .db
-            .write(move |tx| crate::db::instances::delete(tx, &n))
-            .await;
-        return Err(e);
+    let creation = crate::instance::create::prepare(cx, project, name, req).await?;
+    let (rec, pool, _, guard) = creation.into_parts();
+    // Recorded now: whatever fails takes its row back.
+    let written = async {
+        let mut rows = Vec::new();
+        for s in snapshots {
+            let described = config
+                .snapshots
+                .iter()
+                .find(|v| v.get("name").and_then(serde_json::Value::as_str) == Some(s.as_str()));
+            rows.push(snapshot_record(&rec, s, described)?);
+        }
+        let stored = rows.clone();
+        cx.db
+            .write(move |tx| {
+                for s in &stored {
+                    crate::db::snapshots::insert(tx, s)?;
+                }
+                Ok::<_, Failure>(())
+            })
+            .await?;
+        Ok::<_, Failure>(rows)
     }
+    .await;
+    let snapshot_rows = match written {
+        Ok(rows) => rows,
+        Err(e) => {
+            let n = rec.name.clone();
+            let _ = cx
+                .db
+                .write(move |tx| crate::db::instances::delete(tx, &n))
+                .await;
+            return Err(e);
+        }
+    };
     Ok(Plan {
         rec,
         pool,
