@@ -10,6 +10,7 @@
 //! holding directory must hold exactly the subvolumes received so far, and a placed
 //! volume's root is root's alone whatever the stream made of it.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
@@ -69,6 +70,80 @@ fn drain(mut stderr: ChildStderr) -> JoinHandle<Vec<u8>> {
 pub(super) struct Frozen {
     holding: PathBuf,
     subvolumes: Vec<PathBuf>,
+    /// Whether each is sent as its difference from the one before: only when their
+    /// sources come by snapshots from one subvolume. The snapshots of a volume imported
+    /// from a plain tarball were each unpacked anew: a difference between unrelated
+    /// trees pairs inodes that merely share a number, and what it rebuilds is wrong.
+    deltas: Vec<bool>,
+}
+
+/// Each subvolume's UUID by its id, and each UUID's parent UUID.
+struct Lineage {
+    uuids: HashMap<u64, String>,
+    parents: HashMap<String, String>,
+}
+
+/// The [`Lineage`] of the filesystem holding `path` (`btrfs subvolume list -u -q`).
+fn lineage(path: &Path) -> Result<Lineage, String> {
+    let listed = super::tool_output(
+        "btrfs",
+        &["subvolume", "list", "-u", "-q", &path.display().to_string()],
+    )?;
+    let (mut uuids, mut parents) = (HashMap::new(), HashMap::new());
+    for line in listed.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1).copied())
+        };
+        let (Some(id), Some(uuid), Some(parent)) = (
+            after("ID").and_then(|v| v.parse::<u64>().ok()),
+            after("uuid"),
+            after("parent_uuid"),
+        ) else {
+            continue;
+        };
+        uuids.insert(id, uuid.to_owned());
+        if parent != "-" {
+            parents.insert(uuid.to_owned(), parent.to_owned());
+        }
+    }
+    Ok(Lineage { uuids, parents })
+}
+
+/// For each of `sources` but the first, whether it and the one before come by snapshots
+/// from one subvolume (one is the other's ancestor, or they share one, gone or not).
+/// Unknown lineage sends whole streams.
+fn related_pairs(root: &Path, sources: &[PathBuf]) -> Vec<bool> {
+    let unrelated = vec![false; sources.len()];
+    let Ok(Lineage { uuids, parents }) = lineage(root) else {
+        return unrelated;
+    };
+    let ancestry = |source: &Path| -> Option<HashSet<String>> {
+        let dir = std::fs::File::open(source).ok()?;
+        let id = berth_host::btrfs::subvolume_id(&dir).ok()?;
+        let mut seen = HashSet::new();
+        let mut next = uuids.get(&id).cloned();
+        while let Some(uuid) = next {
+            if !seen.insert(uuid.clone()) {
+                break;
+            }
+            next = parents.get(&uuid).cloned();
+        }
+        Some(seen)
+    };
+    let chains: Vec<Option<HashSet<String>>> = sources.iter().map(|s| ancestry(s)).collect();
+    (0..sources.len())
+        .map(|i| {
+            i > 0
+                && matches!(
+                    (&chains[i - 1], &chains[i]),
+                    (Some(a), Some(b)) if !a.is_disjoint(b)
+                )
+        })
+        .collect()
 }
 
 impl Frozen {
@@ -81,6 +156,7 @@ impl Frozen {
         let mut frozen = Frozen {
             holding: holding(dir, vtype, "send")?,
             subvolumes: Vec::new(),
+            deltas: related_pairs(dir.source(), sources),
         };
         for (i, source) in sources.iter().enumerate() {
             // A snapshot leaves nested subvolumes out: such a volume has no whole stream.
@@ -120,7 +196,7 @@ impl Sender for Frozen {
         let mut cmd = Command::new("btrfs");
         berth_host::die_with_parent(&mut cmd);
         cmd.args(["send", "-q"]);
-        if i > 0 {
+        if self.deltas.get(i).copied().unwrap_or(false) {
             cmd.arg("-p").arg(&self.subvolumes[i - 1]);
         }
         let mut child = cmd

@@ -199,6 +199,67 @@ fn streams_carry_a_volume_and_its_snapshots_to_another_pool() {
 }
 
 #[test]
+fn snapshots_not_made_from_their_volume_are_sent_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = || BTreeMap::from([("size".to_owned(), "256MiB".to_owned())]);
+    let a = load("btrfs", "a", config(), &tmp.path().join("storage-pools/a")).unwrap();
+    let b = load("btrfs", "b", config(), &tmp.path().join("storage-pools/b")).unwrap();
+    for p in [&a, &b] {
+        p.create().unwrap();
+        p.mount().unwrap();
+    }
+    let t = VolumeType::Container;
+    // As a plain tarball's import makes them: each snapshot a subvolume of its own, filled
+    // anew, then the volume; the same inode numbers hold other files in each.
+    let s1 = a.create_empty_snapshot(t, "v", "s1").unwrap();
+    fs::create_dir(s1.join("run")).unwrap();
+    fs::write(s1.join("m1"), "one").unwrap();
+    let v = a.create_volume(t, "v").unwrap();
+    fs::write(v.join("m2"), "two").unwrap();
+    fs::create_dir(v.join("root")).unwrap();
+    fs::hard_link(v.join("m2"), v.join("root/m2")).unwrap();
+    // A snapshot taken of the volume since is its difference from the one before it.
+    a.create_snapshot(t, "v", "s2").unwrap();
+    fs::write(v.join("m3"), "three").unwrap();
+    let snaps = ["s1".to_owned(), "s2".to_owned()];
+    let sizes: Vec<usize> = {
+        let sender = a.sender(t, "v", &snaps).unwrap();
+        (0..3)
+            .map(|i| {
+                let mut bytes = Vec::new();
+                sender.stream(i).unwrap().read_to_end(&mut bytes).unwrap();
+                bytes.len()
+            })
+            .collect()
+    };
+    let sender = a.sender(t, "v", &snaps).unwrap();
+    let mut receiver = b.receiver(t, "w").unwrap();
+    for (i, snap) in [Some("s1"), Some("s2"), None].into_iter().enumerate() {
+        let mut exact = crate::Exact::new(sender.stream(i).unwrap(), sizes[i] as u64);
+        receiver.receive(snap, &mut exact).unwrap();
+    }
+    receiver.finish().unwrap();
+    drop(sender);
+    let (w, ws1, ws2) = (
+        b.volume_path(t, "w"),
+        b.snapshot_path(t, "w", "s1"),
+        b.snapshot_path(t, "w", "s2"),
+    );
+    assert_eq!(fs::read_to_string(ws1.join("m1")).unwrap(), "one");
+    assert!(ws1.join("run").is_dir() && !ws1.join("m2").exists());
+    assert_eq!(fs::read_to_string(ws2.join("root/m2")).unwrap(), "two");
+    assert!(!ws2.join("m3").exists() && !ws2.join("m1").exists());
+    assert_eq!(fs::read_to_string(w.join("m3")).unwrap(), "three");
+    assert_eq!(fs::metadata(w.join("m2")).unwrap().nlink(), 2);
+    for (p, v) in [(&a, "v"), (&b, "w")] {
+        p.delete_snapshots(t, v).unwrap();
+        p.delete_volume(t, v).unwrap();
+        p.unmount().unwrap();
+        p.delete().unwrap();
+    }
+}
+
+#[test]
 fn removing_a_tree_never_follows_a_link() {
     let tmp = tempfile::tempdir().unwrap();
     let config = BTreeMap::from([("size".to_owned(), "256MiB".to_owned())]);
