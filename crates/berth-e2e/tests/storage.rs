@@ -62,6 +62,45 @@ async fn dir_pool_lifecycle() {
     let info = ok(&d.berth(&["storage", "info", "p1"]));
     assert!(info.contains("total space:"), "{info}");
 
+    // What uses it: an instance and a volume on it, a profile whose disk names it; while
+    // any does, it is not deleted.
+    berth_e2e::with_busybox(&d).await;
+    ok(&d.berth(&["init", "bb", "c1", "-s", "p1"]));
+    ok(&d.berth(&["storage", "volume", "create", "p1", "v"]));
+    ok(&d.berth(&["profile", "create", "onp1"]));
+    ok(&d.lxc(&[
+        "profile", "device", "add", "onp1", "v", "disk", "pool=p1", "source=v", "path=/v",
+    ]));
+    let p: StoragePool = c.get("/1.0/storage-pools/p1").await.unwrap();
+    assert_eq!(
+        p.used_by,
+        [
+            "/1.0/instances/c1",
+            "/1.0/storage-pools/p1/volumes/custom/v",
+            "/1.0/profiles/onp1"
+        ]
+    );
+    let listed: Vec<StoragePool> = c.get("/1.0/storage-pools?recursion=1").await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .find(|p| p.name == "p1")
+            .unwrap()
+            .used_by
+            .len(),
+        3
+    );
+    let e = fails(&d.berth(&["storage", "delete", "p1"]));
+    assert!(e.contains("in use by /1.0/instances/c1 and 2 more"), "{e}");
+    ok(&d.berth(&["delete", "c1"]));
+    ok(&d.berth(&["profile", "delete", "onp1"]));
+    let e = fails(&d.berth(&["storage", "delete", "p1"]));
+    assert!(
+        e.contains("in use by /1.0/storage-pools/p1/volumes/custom/v"),
+        "{e}"
+    );
+    ok(&d.berth(&["storage", "volume", "delete", "p1", "v"]));
+
     ok(&d.berth(&["storage", "delete", "p1"]));
     assert!(
         !std::path::Path::new(&source).exists(),

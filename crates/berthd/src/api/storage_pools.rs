@@ -14,14 +14,14 @@ use crate::model::names::PoolName;
 use crate::model::records::PoolRecord;
 use crate::storage::{self, NewPool};
 
-fn render(rec: PoolRecord) -> StoragePool {
+fn render(rec: PoolRecord, used_by: Vec<String>) -> StoragePool {
     StoragePool {
         name: rec.name,
         description: rec.description,
         driver: rec.driver,
         status: "Created".to_owned(),
         config: rec.config,
-        used_by: vec![],
+        used_by,
         locations: vec!["none".to_owned()],
     }
 }
@@ -34,7 +34,15 @@ fn etag(p: &PoolRecord) -> String {
 pub async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let pools = storage::list(&st.cx).await?;
     if recursion(q.as_deref())? > 0 {
-        return Ok(sync(pools.into_iter().map(render).collect::<Vec<_>>()));
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let used_by = storage::used_by(&st.cx, &names).await?;
+        return Ok(sync(
+            pools
+                .into_iter()
+                .zip(used_by)
+                .map(|(p, u)| render(p, u))
+                .collect::<Vec<_>>(),
+        ));
     }
     Ok(sync(
         pools
@@ -64,7 +72,8 @@ pub async fn post(State(st): State<AppState>, Json(req): Json<StoragePoolsPost>)
 pub async fn get(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let rec = storage::get(&st.cx, &name).await?;
     let etag = etag(&rec);
-    Ok(sync_etag(render(rec), &etag))
+    let used_by = storage::used_by(&st.cx, &[&name]).await?.remove(0);
+    Ok(sync_etag(render(rec, used_by), &etag))
 }
 
 /// `PUT /1.0/storage-pools/{name}`.

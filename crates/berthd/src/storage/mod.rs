@@ -241,16 +241,28 @@ pub async fn update(
     Ok(())
 }
 
-/// Deletes an empty pool: its row first (refused while a volume is recorded on it), then
-/// its spare volumes and its directory; a failure there brings the row back.
+/// Deletes an empty pool: its row first (refused while a volume is recorded on it or a
+/// profile's disk names it), then its spare volumes and its directory; a failure there
+/// brings the row back.
 pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
     let _guard = cx.locks.pools.lock().await;
     let rec = get(cx, name).await?;
     let n = name.to_owned();
     cx.db
         .write(move |tx| {
-            if !crate::db::volumes::list(tx, Some(&n), None)?.is_empty() {
-                return Err(Failure::conflict(format!("Storage pool {n:?} is in use")));
+            let users = users_of(
+                &n,
+                &crate::db::volumes::list(tx, Some(&n), None)?,
+                &crate::db::profiles::list(tx)?,
+            );
+            if let Some(first) = users.first() {
+                return Err(Failure::conflict(format!(
+                    "Storage pool {n:?} is in use by {first}{}",
+                    match users.len() {
+                        1 => String::new(),
+                        more => format!(" and {} more", more - 1),
+                    }
+                )));
             }
             // An instance recorded on it since refers to it: the same refusal.
             crate::db::pools::delete(tx, &n).map_err(|e| match e {
@@ -293,6 +305,54 @@ pub async fn resources(cx: &Ctx, name: &str) -> Result<PoolResources> {
 /// A pool's URL.
 pub fn url(name: &str) -> String {
     format!("/1.0/storage-pools/{name}")
+}
+
+/// What uses pool `pool`, as `used_by` lists it (LXD's order): the instances and custom
+/// volumes recorded on it, then the profiles whose disks name it.
+fn users_of(
+    pool: &str,
+    volumes: &[crate::model::records::VolumeRecord],
+    profiles: &[crate::model::records::ProfileRecord],
+) -> Vec<String> {
+    let mut out: Vec<String> = volumes
+        .iter()
+        .filter(|v| v.pool == pool)
+        .map(|v| match v.kind.as_str() {
+            "container" => crate::model::names::instance_url(&v.name),
+            _ => volume::url(v),
+        })
+        .collect();
+    out.extend(
+        profiles
+            .iter()
+            .filter(|p| {
+                p.devices.values().any(|d| {
+                    d.get("type").map(String::as_str) == Some("disk")
+                        && d.get("pool").map(String::as_str) == Some(pool)
+                })
+            })
+            .map(|p| {
+                crate::model::names::with_project(&format!("/1.0/profiles/{}", p.name), &p.project)
+            }),
+    );
+    out
+}
+
+/// [`users_of`] each of `pools`.
+pub async fn used_by(cx: &Ctx, pools: &[&str]) -> Result<Vec<Vec<String>>> {
+    let (volumes, profiles) = cx
+        .db
+        .read(|c| {
+            Ok::<_, DbError>((
+                crate::db::volumes::list(c, None, None)?,
+                crate::db::profiles::list(c)?,
+            ))
+        })
+        .await?;
+    Ok(pools
+        .iter()
+        .map(|p| users_of(p, &volumes, &profiles))
+        .collect())
 }
 
 /// Whether `e` says an object is missing (for callers that treat that as done).
