@@ -270,9 +270,21 @@ impl Cgroups {
     /// Removes this daemon's cgroup parent directory where it is empty (no container
     /// runs).
     pub fn remove_parent(&self, parent: &str) {
+        // While a container's cgroup remains, an rmdir only fails (EBUSY), after waiting
+        // on the kernel's cgroup lock that every container's stop and start need: with
+        // thousands running, a listing (which takes no such lock) looks first.
+        let has_child = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        };
         for root in self.roots() {
-            // Fails (EBUSY, ENOTEMPTY) while any container's cgroup remains: that is fine.
-            let _ = std::fs::remove_dir(root.join(parent));
+            let dir = root.join(parent);
+            if !has_child(&dir) {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 
