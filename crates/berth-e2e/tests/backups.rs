@@ -143,6 +143,10 @@ async fn hostile_streams_are_refused(d: &Daemon) {
             "{why}: {e}"
         );
         assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(
+            !e.trim().chars().any(|c| c.is_control() || c == '\u{fffd}'),
+            "{why}: {e:?}"
+        );
         let list: Vec<String> = d.client().get("/1.0/instances").await.unwrap();
         assert!(
             !list.iter().any(|i| i.ends_with("/evil")),
@@ -369,6 +373,16 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
             e.push(("backup/snapshots/ghost/", Directory, b""));
             tarball(&e)
         }),
+        // Said as one line of text, whatever bytes the damage holds.
+        (
+            "truncated or corrupt",
+            (0..1024u32).map(|i| (i * 37 + 11) as u8).collect(),
+        ),
+        ("index.yaml does not read", {
+            let mut e = good_start.to_vec();
+            e[0].2 = b"name: [unclosed\n";
+            tarball(&e)
+        }),
         // Refused after the index is read: the instance it began to record goes too.
         ("Invalid snapshot name", {
             let index = [INDEX, b"snapshots:\n- bad name\n"].concat();
@@ -418,6 +432,10 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
             "{why}: {e}"
         );
         assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(
+            !e.trim().chars().any(|c| c.is_control() || c == '\u{fffd}'),
+            "{why}: {e:?}"
+        );
         assert!(
             !std::path::Path::new("/escape").exists()
                 && !std::path::Path::new("/etc/evil").exists()

@@ -105,9 +105,8 @@ impl ImageMetadata {
     pub fn parse(text: &[u8]) -> Result<ImageMetadata, MetadataError> {
         let text =
             std::str::from_utf8(text).map_err(|_| MetadataError::Parse("not UTF-8".to_owned()))?;
-        let md: ImageMetadata = serde_saphyr::from_str(text).map_err(|e| {
-            MetadataError::Parse(e.to_string().lines().next().unwrap_or("").to_owned())
-        })?;
+        let md: ImageMetadata = serde_saphyr::from_str(text)
+            .map_err(|e| MetadataError::Parse(e.without_snippet().to_string()))?;
         md.validate()?;
         Ok(md)
     }

@@ -187,9 +187,44 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// `text` as one line of printable text for a client: control characters (line breaks
+/// included) become spaces, bytes that were not text (U+FFFD) `?`, runs of spaces one;
+/// at most 200 characters.
+pub fn one_line(text: &str) -> String {
+    let (mut out, mut count) = (String::new(), 0);
+    for c in text.chars() {
+        let c = match c {
+            '\u{fffd}' => '?',
+            c if c.is_control() || c.is_whitespace() => ' ',
+            c => c,
+        };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        if count == 200 {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out.trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_is_printable_text() {
+        assert_eq!(
+            one_line("numeric field: \u{fffd}\u{fffd}\0\x07 when\n  getting\tcksum"),
+            "numeric field: ?? when getting cksum"
+        );
+        let long = one_line(&"x".repeat(500));
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn failed_names_the_cause_once() {

@@ -52,7 +52,11 @@ pub(super) fn refused(reason: impl std::fmt::Display) -> Failure {
 
 fn from_scan(e: ScanError) -> Failure {
     match e {
-        ScanError::Read(io) => refused(format!("the archive is truncated or corrupt ({io})")),
+        // `tar`'s detail can quote the damaged header's raw bytes: said as text, one line.
+        ScanError::Read(io) => refused(format!(
+            "the archive is truncated or corrupt ({})",
+            crate::error::one_line(&io.to_string())
+        )),
         other => refused(other),
     }
 }
@@ -140,7 +144,7 @@ pub fn import(
     drop(first);
     let text = std::str::from_utf8(&raw).map_err(|_| refused("index.yaml is not UTF-8"))?;
     let index: BackupIndex = serde_saphyr::from_str(text)
-        .map_err(|e| refused(format!("index.yaml does not read: {e}")))?;
+        .map_err(|e| refused(format!("index.yaml does not read: {}", e.without_snippet())))?;
     // Held to the end: nothing else touches the instance while its files arrive.
     let plan = rt.block_on(record(cx, target, &index))?;
     let shifted = stored_map(index.config.as_ref());

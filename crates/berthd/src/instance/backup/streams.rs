@@ -184,8 +184,12 @@ fn check_top(tree: &Path) -> Result<()> {
 fn check_header(raw: &[u8]) -> Result<()> {
     let text =
         std::str::from_utf8(raw).map_err(|_| refused("optimized_header.yaml is not UTF-8"))?;
-    let header: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| refused(format!("optimized_header.yaml does not read: {e}")))?;
+    let header: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        refused(format!(
+            "optimized_header.yaml does not read: {}",
+            e.without_snippet()
+        ))
+    })?;
     let nested = header["subvolumes"]
         .as_array()
         .into_iter()
