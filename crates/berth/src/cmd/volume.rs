@@ -175,14 +175,26 @@ fn path(pool: &str, volume: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// `POOL/VOLUME[/SNAPSHOT]`.
+/// `POOL/[custom/]VOLUME[/SNAPSHOT]`.
 fn split(arg: &str) -> anyhow::Result<(&str, &str, Option<&str>)> {
-    let mut parts = arg.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(pool), Some(vol), snap) if !pool.is_empty() && !vol.is_empty() => {
-            Ok((pool, vol, snap))
-        }
-        _ => anyhow::bail!("Invalid volume {arg:?}: expected POOL/VOLUME"),
+    let bad = || anyhow::anyhow!("Invalid volume {arg:?}: expected POOL/VOLUME[/SNAPSHOT]");
+    let (pool, rest) = arg.split_once('/').ok_or_else(bad)?;
+    let rest = rest.strip_prefix("custom/").unwrap_or(rest);
+    let (vol, snap) = match rest.split_once('/') {
+        Some((vol, snap)) => (vol, Some(snap)),
+        None => (rest, None),
+    };
+    if pool.is_empty() || vol.is_empty() || snap.is_some_and(|s| s.is_empty() || s.contains('/')) {
+        return Err(bad());
+    }
+    Ok((pool, vol, snap))
+}
+
+/// `POOL/[custom/]VOLUME`: where a volume goes, or one moved whole.
+fn split_volume(arg: &str) -> anyhow::Result<(&str, &str)> {
+    match split(arg)? {
+        (pool, vol, None) => Ok((pool, vol)),
+        _ => anyhow::bail!("Invalid volume {arg:?}: expected POOL/VOLUME (no snapshot here)"),
     }
 }
 
@@ -315,7 +327,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             volume_only,
         } => {
             let (from_pool, from_vol, snap) = split(&source)?;
-            let (to_pool, to_vol, _) = split(&target)?;
+            let (to_pool, to_vol) = split_volume(&target)?;
             let name = match snap {
                 Some(s) => format!("{}/{s}", bare(from_vol)?),
                 None => bare(from_vol)?.to_owned(),
@@ -339,8 +351,8 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
             volume_only,
             target_project,
         } => {
-            let (from_pool, from_vol, _) = split(&source)?;
-            let (to_pool, to_vol, _) = split(&target)?;
+            let (from_pool, from_vol) = split_volume(&source)?;
+            let (to_pool, to_vol) = split_volume(&target)?;
             let body = json!({
                 "name": bare(to_vol)?, "pool": to_pool, "volume_only": volume_only,
                 "project": target_project.unwrap_or_default(),
@@ -512,6 +524,13 @@ mod tests {
         assert!(bare("container/c1").is_err());
         assert_eq!(split("p/v/s").unwrap(), ("p", "v", Some("s")));
         assert_eq!(split("p/v").unwrap(), ("p", "v", None));
+        assert_eq!(split("p/custom/v/s").unwrap(), ("p", "v", Some("s")));
         assert!(split("v").is_err());
+        for bad in ["p/v/s/t", "/v", "p/", "p/v/"] {
+            assert!(split(bad).is_err(), "{bad}");
+        }
+        // Where a volume goes names no snapshot.
+        assert_eq!(split_volume("p/custom/v").unwrap(), ("p", "v"));
+        assert!(split_volume("default/x/y").is_err());
     }
 }
