@@ -403,8 +403,16 @@ async fn projects_hold_their_own_volumes() {
     )
     .await
     .unwrap();
+    let project: serde_json::Value = c.get("/1.0/projects/p").await.unwrap();
+    assert_eq!(
+        project["used_by"],
+        serde_json::json!([
+            "/1.0/profiles/default?project=p",
+            "/1.0/storage-pools/default/volumes/custom/x?project=p"
+        ])
+    );
     let e = fails(&d.berth(&["project", "delete", "p"]));
-    assert!(e.contains("in use") || e.contains("not empty"), "{e}");
+    assert!(e.contains("storage volumes"), "{e}");
     pc.query(
         berth_client::Method::DELETE,
         "/1.0/storage-pools/default/volumes/custom/x",

@@ -52,12 +52,15 @@ pub async fn list(cx: &Ctx) -> Result<Vec<ProjectRecord>> {
 /// What uses project `p`: its instances and profiles, as URLs.
 pub async fn used_by(cx: &Ctx, p: &ProjectRecord) -> Result<Vec<String>> {
     let name = p.name.clone();
-    let (instances, profiles) = cx
+    let n = name.clone();
+    let (instances, profiles, images, volumes) = cx
         .db
-        .read(|c| {
+        .read(move |c| {
             Ok::<_, DbError>((
                 crate::db::instances::list(c)?,
                 crate::db::profiles::list(c)?,
+                crate::db::images::list(c, &n)?,
+                crate::db::volumes::list(c, None, Some("custom"))?,
             ))
         })
         .await?;
@@ -71,6 +74,21 @@ pub async fn used_by(cx: &Ctx, p: &ProjectRecord) -> Result<Vec<String>> {
             .iter()
             .filter(|q| q.project == name)
             .map(|q| with_project(&format!("/1.0/profiles/{}", q.name), &name)),
+    );
+    // A project without its own images or volumes sees the default project's: they are
+    // not its own to list.
+    if p.images_project() == name {
+        used_by.extend(
+            images
+                .iter()
+                .map(|i| with_project(&format!("/1.0/images/{}", i.image.fingerprint), &name)),
+        );
+    }
+    used_by.extend(
+        volumes
+            .iter()
+            .filter(|v| v.project == name)
+            .map(crate::storage::volume::url),
     );
     Ok(used_by)
 }
@@ -180,7 +198,7 @@ pub async fn update(
 }
 
 /// Whether anything but its `default` profile lives in project `name`: instances, other
-/// profiles, images.
+/// profiles, images, custom volumes.
 async fn in_use(cx: &Ctx, name: &str) -> Result<bool> {
     let n = name.to_owned();
     Ok(cx
@@ -213,7 +231,7 @@ pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
     get(cx, name).await?;
     if in_use(cx, name).await? {
         return Err(Failure::invalid(format!(
-            "Project {name:?} is not empty (delete its instances, images and profiles first)"
+            "Project {name:?} is not empty (delete its instances, images, storage volumes and profiles first)"
         )));
     }
     let n = name.to_owned();
