@@ -42,6 +42,7 @@ async fn recover_after_the_database_is_moved_away() {
     ok(&d.berth(&net));
     ok(&d.berth(&["init", "bb", "c3"]));
     ok(&d.lxc(&["config", "device", "add", "c3", "eth0", "nic", "network=nr"]));
+    let before: serde_json::Value = d.client().get("/1.0/instances/c1").await.unwrap();
 
     // The database goes; berthd starts afresh and takes its default pool as it finds it.
     d.stop();
@@ -83,6 +84,10 @@ async fn recover_after_the_database_is_moved_away() {
 
     let c1: serde_json::Value = d.client().get("/1.0/instances/c1").await.unwrap();
     assert_eq!(c1["config"]["user.who"], "c1");
+    assert_eq!(
+        c1["config"]["volatile.uuid"], before["config"]["volatile.uuid"],
+        "the same instance"
+    );
     let snaps = ok(&d.berth(&["snapshot", "list", "c1", "-f", "csv"]));
     assert!(snaps.contains("s1"), "{snaps}");
     ok(&d.berth(&["start", "c1", "c2"]));

@@ -98,8 +98,11 @@ pub async fn prepare(
     // client never does, keep the volatile keys a migration's target keeps.
     let migrated = matches!(req.source.kind.as_str(), "migration" | "backup" | "recover");
     // Kept from a migrated instance: its image, and its nics' MAC addresses (its network
-    // identity moves with it).
-    let kept = |k: &str| k == "volatile.base_image" || k.ends_with(".hwaddr");
+    // identity moves with it); a recovered one is the same instance: its UUID too.
+    let recovered = req.source.kind == "recover";
+    let kept = |k: &str| {
+        k == "volatile.base_image" || k.ends_with(".hwaddr") || (recovered && k == "volatile.uuid")
+    };
     if req.source.kind == "copy" {
         // Clients copying an instance send its config, volatile keys and all: berthd sets
         // those of the copy itself.
@@ -165,7 +168,9 @@ pub async fn prepare(
             img.image.fingerprint.clone(),
         );
     }
-    config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
+    if !config.contains_key("volatile.uuid") {
+        config.insert("volatile.uuid".to_owned(), uuid::Uuid::new_v4().to_string());
+    }
     // Every new instance is marked incoming until it is built: one that berthd's death
     // cut short is removed at the next start (see `background::sweep`). A recovered one
     // is not: its volume was there before and must never be swept.
