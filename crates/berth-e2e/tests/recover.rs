@@ -88,6 +88,10 @@ async fn recover_after_the_database_is_moved_away() {
         c1["config"]["volatile.uuid"], before["config"]["volatile.uuid"],
         "the same instance"
     );
+    assert_eq!(
+        c1["devices"], before["devices"],
+        "its root disk is still its profile's"
+    );
     let snaps = ok(&d.berth(&["snapshot", "list", "c1", "-f", "csv"]));
     assert!(snaps.contains("s1"), "{snaps}");
     ok(&d.berth(&["start", "c1", "c2"]));

@@ -326,15 +326,28 @@ pub(in crate::instance) async fn record_described(
                 .map_err(|e| refused(format!("container \"profiles\" does not read: {e}")))?,
         ),
     };
-    // The volume is where the import or the recovery puts it: the root disk names that pool.
+    // The volume is where the import or the recovery puts it: the root disk names that
+    // pool, its own or (when they name it already) its profiles'.
     let root = devices.iter_mut().find(|(_, d)| {
         d.get("type").map(String::as_str) == Some("disk")
             && d.get("path").map(String::as_str) == Some("/")
     });
+    let named = profiles
+        .clone()
+        .unwrap_or_else(|| vec!["default".to_owned()]);
+    let profiles_pool = match crate::instance::profiles(cx, project, &named).await {
+        Ok(found) => {
+            let (_, expanded) =
+                crate::model::expand::expand_parts(&found, &BTreeMap::new(), &BTreeMap::new());
+            crate::model::expand::root_pool(&expanded)
+        }
+        Err(_) => None,
+    };
     match root {
         Some((_, d)) => {
             d.insert("pool".to_owned(), pool.to_owned());
         }
+        None if profiles_pool.as_deref() == Some(pool) => {}
         None => {
             devices.insert(
                 "root".to_owned(),
