@@ -68,7 +68,7 @@ async fn round_trip(d: &Daemon, pool: &str, compression: &str, optimized: bool) 
         );
         // Such streams go only into a pool of their driver; nothing is left of the try.
         let e = fails(&d.berth(&["import", path, "elsewhere", "--storage", "default"]));
-        assert!(e.contains("only to a pool of that driver"), "{e}");
+        assert!(e.contains("import it into a \"btrfs\" pool"), "{e}");
         let all: Vec<String> = d.client().get("/1.0/instances").await.unwrap();
         assert!(!all.iter().any(|i| i.ends_with("/elsewhere")), "{all:?}");
     }
@@ -381,6 +381,13 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
         ("index.yaml does not read", {
             let mut e = good_start.to_vec();
             e[0].2 = b"name: [unclosed\n";
+            tarball(&e)
+        }),
+        // Streams of a driver that has none.
+        ("which has none", {
+            let index = [INDEX, b"optimized: true\n"].concat();
+            let mut e = good_start.to_vec();
+            e[0].2 = &index;
             tarball(&e)
         }),
         // Refused after the index is read: the instance it began to record goes too.

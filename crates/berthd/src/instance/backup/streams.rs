@@ -18,7 +18,19 @@ use crate::error::{Failure, Result};
 /// Refuses an optimized backup that pool `pool` cannot receive.
 pub(super) fn check_pool(index: &BackupIndex, pool_name: &str, pool: &dyn Driver) -> Result<()> {
     let info = pool.info();
-    if !info.optimized_backups || info.name != index.backend {
+    if !info.optimized_backups && info.name == index.backend {
+        return Err(refused(format!(
+            "it claims storage streams of a {:?} pool, which has none",
+            index.backend
+        )));
+    }
+    if !info.optimized_backups {
+        return Err(refused(format!(
+            "it is optimized (storage streams), which a {} pool such as {pool_name:?} cannot take: import it into a {:?} pool",
+            info.name, index.backend
+        )));
+    }
+    if info.name != index.backend {
         return Err(refused(format!(
             "an optimized backup of a {:?} pool goes only to a pool of that driver, and {pool_name:?} is a {} pool",
             index.backend, info.name
