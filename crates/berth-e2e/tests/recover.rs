@@ -61,6 +61,7 @@ async fn recover_after_the_database_is_moved_away() {
     let scan = String::from_utf8_lossy(&out.stdout);
     assert!(scan.contains("\"c1\"") && scan.contains("\"v1\""), "{scan}");
     assert!(!scan.contains("\"c2\""), "{scan}");
+    assert!(scan.contains("--pool NAME:DRIVER:SOURCE"), "{scan}");
     assert!(
         scan.contains(r#"Instance "c3": Device "eth0": network "nr" does not exist"#),
         "{scan}"

@@ -36,6 +36,28 @@ fn lost_pool(spec: &str) -> anyhow::Result<RecoverPool> {
     }
 }
 
+/// One line read from the terminal after `question`, trimmed.
+fn answer(question: &str) -> anyhow::Result<String> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+/// Asks for one more pool the database lost; `None` when there is none.
+fn ask_lost_pool() -> anyhow::Result<Option<RecoverPool>> {
+    let more = answer("Would you like to recover another storage pool? (yes/no) [default=no]: ")?;
+    if !matches!(more.as_str(), "yes" | "y") {
+        return Ok(None);
+    }
+    let name = answer("Name of the storage pool: ")?;
+    let driver = answer("Name of the storage backend (dir, btrfs): ")?;
+    let source =
+        answer("Source of the storage pool (a directory, a block device or a loop file): ")?;
+    lost_pool(&format!("{name}:{driver}:{source}")).map(Some)
+}
+
 pub async fn run(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
     let known: Vec<StoragePool> = client.get("/1.0/storage-pools?recursion=1").await?;
     let mut pools: Vec<RecoverPool> = known
@@ -49,6 +71,18 @@ pub async fn run(client: &Client, args: RecoverArgs) -> anyhow::Result<()> {
         .collect();
     for spec in &args.pools {
         pools.push(lost_pool(spec)?);
+    }
+    // Pools the database lost are found only when named: asked for at a terminal, as
+    // `incus admin recover` asks, else said.
+    if args.pools.is_empty() && !args.yes {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            while let Some(p) = ask_lost_pool()? {
+                pools.push(p);
+            }
+        } else {
+            println!("Pools the database lost are scanned when named: --pool NAME:DRIVER:SOURCE");
+        }
     }
     println!("Scanning storage pools:");
     for p in &pools {
