@@ -185,6 +185,19 @@ async fn the_incus_client_recovers_from_berthd() {
     let c1: serde_json::Value = d.client().get("/1.0/instances/c1").await.unwrap();
     assert_eq!(c1["config"]["user.who"], "c1");
     ok(&d.berth(&["storage", "volume", "show", "default", "v1"]));
+    // The kept file is neither overwritten by a new backup of its name nor removed with
+    // the instance.
+    let e = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances/c1/backups",
+            Some(&body),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("kept on the server"), "{e}");
     ok(&d.berth(&["delete", "c1"]));
+    assert!(kept.exists());
     ok(&d.berth(&["storage", "volume", "delete", "default", "v1"]));
 }

@@ -611,6 +611,10 @@ pub async fn rename(cx: &Ctx, name: &str, to: &str) -> Result<()> {
         });
     }
     cx.driver.rename(name, to)?;
+    let (driver, from, t) = (cx.driver.clone(), name.to_owned(), to.to_owned());
+    undo.add("give the runtime directory its old name", move || {
+        driver.rename(&t, &from)
+    });
     super::backup::rename_files(cx, name, to)?;
     undo.success();
     // The old device nodes named the old paths; the next start makes new ones.
@@ -681,11 +685,20 @@ pub async fn remove(cx: &Ctx, rec: &InstanceRecord) -> Result<()> {
     {
         tracing::warn!(instance = %rec.name, error = %e, "Device nodes not removed");
     }
+    // Its backups' files go with their rows; a file kept without one stays.
+    let n = rec.name.clone();
+    let backups: Vec<String> = cx
+        .db
+        .read(move |c| crate::db::backups::list(c, Some(&n)))
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     let n = rec.name.clone();
     cx.db
         .write(move |tx| crate::db::instances::delete(tx, &n))
         .await?;
-    super::backup::remove_files(cx, &rec.name);
+    super::backup::remove_files(cx, &rec.name, &backups);
     super::nic::forget_all(cx, &rec.name, &devices);
     super::proxy::stop_all(cx, &rec.name, &devices).await;
     cx.locks.forget(&rec.name);

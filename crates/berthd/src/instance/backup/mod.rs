@@ -11,7 +11,7 @@ pub mod import;
 mod streams;
 pub mod tarball;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_api::backup::{BackupFileConfig, BackupIndex, InstanceBackup};
 use berth_image::Compression;
@@ -39,6 +39,19 @@ fn not_found(instance: &str, name: &str) -> Failure {
 
 fn exists(name: &str) -> Failure {
     Failure::exists(format!("Backup {name:?} already exists"))
+}
+
+/// A file kept under backup name `name` that no row names (see [`sweep`]).
+fn kept(name: &str) -> Failure {
+    Failure::exists(format!(
+        "A backup file named {name:?} is kept on the server without a record (from before the database was lost): move it away first"
+    ))
+}
+
+/// Puts backup file `from` at `to`, never over a file there (one [`sweep`] kept).
+fn place(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
 }
 
 /// Checks a backup's name: one path component LXD would take.
@@ -111,7 +124,7 @@ pub struct Planned {
 /// Checks a backup request for instance `instance`; the record it will have.
 pub async fn plan(cx: &Ctx, instance: &str, new: NewBackup) -> Result<Planned> {
     let rec = find(cx, instance).await?;
-    let existing: Vec<String> = list(cx, instance)
+    let mut existing: Vec<String> = list(cx, instance)
         .await?
         .into_iter()
         .map(|b| b.name)
@@ -122,9 +135,22 @@ pub async fn plan(cx: &Ctx, instance: &str, new: NewBackup) -> Result<Planned> {
             if existing.contains(&n) {
                 return Err(exists(&n));
             }
+            if cx.paths.backup(instance, &n).exists() {
+                return Err(kept(&n));
+            }
             n
         }
-        None => crate::model::schedule::next_name("backup%d", &existing),
+        None => {
+            // Files kept without a row hold their names too.
+            existing.extend(
+                std::fs::read_dir(cx.paths.backups(instance))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+            crate::model::schedule::next_name("backup%d", &existing)
+        }
     };
     let algorithm = if new.compression.is_empty() {
         let project = rec.project.clone();
@@ -398,12 +424,15 @@ pub async fn create(
                 DbError::Exists { .. } => exists(&b.name),
                 other => other.into(),
             })?;
-        if let Err(e) = std::fs::rename(&tmp, cx.paths.backup(&b.instance, &b.name)) {
+        if let Err(e) = place(&tmp, &cx.paths.backup(&b.instance, &b.name)) {
             let (i, n) = (b.instance.clone(), b.name.clone());
             let _ = cx
                 .db
                 .write(move |tx| crate::db::backups::delete(tx, &i, &n))
                 .await;
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(kept(&b.name));
+            }
             return Err(Failure::failed("Failed to put the backup file in place", e));
         }
         Ok(())
@@ -444,12 +473,15 @@ pub async fn rename(cx: &Ctx, instance: &str, name: &str, to: &str) -> Result<()
             DbError::Exists { .. } => exists(to),
             other => other.into(),
         })?;
-    if let Err(e) = std::fs::rename(&from_path, &to_path) {
+    if let Err(e) = place(&from_path, &to_path) {
         let (i, f, t) = (instance.to_owned(), name.to_owned(), to.to_owned());
         let _ = cx
             .db
             .write(move |tx| crate::db::backups::rename(tx, &i, &t, &f))
             .await;
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(kept(to));
+        }
         return Err(Failure::failed("Failed to rename the backup file", e));
     }
     cx.events
@@ -477,24 +509,52 @@ pub async fn delete(cx: &Ctx, instance: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Removes the backup files of a deleted instance (its rows went with it).
-pub fn remove_files(cx: &Ctx, instance: &str) {
-    let dir = cx.paths.backups(instance);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(instance, error = %e, "Backup files not removed");
+/// Removes the backup files `names` of a deleted instance (its rows went with it), and
+/// their directory when nothing else is kept there.
+pub fn remove_files(cx: &Ctx, instance: &str, names: &[String]) {
+    for name in names {
+        match std::fs::remove_file(cx.paths.backup(instance, name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(instance, backup = %name, error = %e, "Backup file not removed");
+            }
+            _ => {}
+        }
     }
+    let _ = std::fs::remove_dir(cx.paths.backups(instance));
 }
 
-/// Moves the backup files of a renamed instance (its rows moved with it).
+/// Moves the backup files of a renamed instance (its rows moved with it), never over a
+/// file kept under the new name.
 pub fn rename_files(cx: &Ctx, from: &str, to: &str) -> Result<()> {
-    match std::fs::rename(cx.paths.backups(from), cx.paths.backups(to)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Failure::failed("Failed to move the instance's backups", e))
-        }
-        _ => Ok(()),
+    let (old, new) = (cx.paths.backups(from), cx.paths.backups(to));
+    let failed = |e| Failure::failed("Failed to move the instance's backups", e);
+    if !old.exists() {
+        return Ok(());
     }
+    if !new.exists() {
+        return std::fs::rename(&old, &new).map_err(failed);
+    }
+    // Files kept under the new name are there: the moved ones go beside them.
+    let names: Vec<_> = std::fs::read_dir(&old)
+        .map_err(failed)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if let Err(e) = place(&old.join(name), &new.join(name)) {
+            // Back as they were.
+            for done in &names[..i] {
+                let _ = place(&new.join(done), &old.join(done));
+            }
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                kept(&name.to_string_lossy())
+            } else {
+                failed(e)
+            });
+        }
+    }
+    let _ = std::fs::remove_dir(&old);
+    Ok(())
 }
 
 /// Deletes the backups whose expiry has passed.
