@@ -199,5 +199,15 @@ async fn the_incus_client_recovers_from_berthd() {
     assert!(e.to_string().contains("kept on the server"), "{e}");
     ok(&d.berth(&["delete", "c1"]));
     assert!(kept.exists());
+    // Recovery's own source (which keeps volatile keys) is not a client's to send.
+    let e = c
+        .query(
+            berth_client::Method::POST,
+            "/1.0/instances",
+            Some(&serde_json::json!({"name": "c9", "source": {"type": "recover"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
     ok(&d.berth(&["storage", "volume", "delete", "default", "v1"]));
 }

@@ -128,6 +128,12 @@ pub async fn post(
             "An instance from a backup is made by sending the backup file (application/octet-stream)",
         ));
     }
+    // berthd's own source for what a recovery brings back (it keeps volatile keys).
+    if req.source.kind == "recover" {
+        return Err(ApiError::bad_request(
+            "An instance is recovered through /internal/recover (berth admin recover)",
+        ));
+    }
     let name = parse(names::InstanceName::parse, &req.name)?;
     let project = project_param(q.as_deref());
     // A copy's source project is the client's to reach too.
