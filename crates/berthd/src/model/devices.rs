@@ -80,8 +80,10 @@ pub fn validate(devices: &BTreeMap<String, Device>) -> Result<()> {
     check_disk_paths(devices)
 }
 
-/// Refuses two disks at one path in the container (an instance's expanded devices, or
-/// one set): one would hide the other, and which one from start to start is chance.
+/// Refuses two disks of one device set (an instance's own, or a profile's) at one path
+/// in the container: one would hide the other, and which one from start to start is
+/// chance. As LXD, sets are not checked against each other: profiles merged together may
+/// share a path, and what an instance's own devices override is not mounted twice.
 pub fn check_disk_paths(devices: &BTreeMap<String, Device>) -> Result<()> {
     let mut seen: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
     for (name, d) in devices {

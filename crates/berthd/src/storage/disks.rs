@@ -145,10 +145,8 @@ fn scan(conn: &Connection) -> Result<Vec<((String, String), User)>> {
     Ok(out)
 }
 
-/// Checks an instance's expanded disks: no two at one path, and every custom volume
-/// they attach exists, seen from `project`.
+/// Checks that every custom volume `devices` attach exists, seen from `project`.
 pub async fn check(cx: &Ctx, project: &str, devices: &BTreeMap<String, Device>) -> Result<()> {
-    crate::model::devices::check_disk_paths(devices)?;
     if !devices.values().any(|d| volume_of(d).is_some()) {
         return Ok(());
     }
