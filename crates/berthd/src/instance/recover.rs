@@ -141,9 +141,11 @@ async fn check_nics(
 ) -> Result<()> {
     let container = described.container.as_ref();
     let part = |key: &str| container.and_then(|c| c.get(key)).cloned();
-    let config: BTreeMap<String, String> = part("config")
+    let mut config: BTreeMap<String, String> = part("config")
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
+    // As the import keeps them: a nic's host link of before is not its own then.
+    config.retain(|k, _| !k.starts_with("volatile.") || k.ends_with(".hwaddr"));
     let devices: BTreeMap<String, berth_api::instance::Device> = part("devices")
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
@@ -206,12 +208,19 @@ async fn scan(cx: &Ctx, asked: &[RecoverPool]) -> Result<Found> {
                 ));
                 continue;
             };
-            let wanted: Vec<String> = config
-                .container
-                .as_ref()
-                .and_then(|c| c.get("profiles"))
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+            // No profiles named is the default profile, as the import takes it.
+            let wanted: Vec<String> =
+                match config.container.as_ref().and_then(|c| c.get("profiles")) {
+                    None | Some(serde_json::Value::Null) => vec!["default".to_owned()],
+                    Some(v) => match serde_json::from_value(v.clone()) {
+                        Ok(wanted) => wanted,
+                        Err(e) => {
+                            errors
+                                .push(format!("Instance {name:?}: its profiles do not read: {e}"));
+                            continue;
+                        }
+                    },
+                };
             let mut found = Vec::new();
             for w in &wanted {
                 match profiles
