@@ -384,7 +384,7 @@ async fn malformed_backups_are_refused_and_leave_nothing() {
             tarball(&e)
         }),
         // Streams of a driver that has none.
-        ("which has none", {
+        ("which makes none", {
             let index = [INDEX, b"optimized: true\n"].concat();
             let mut e = good_start.to_vec();
             e[0].2 = &index;

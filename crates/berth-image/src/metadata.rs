@@ -105,8 +105,19 @@ impl ImageMetadata {
     pub fn parse(text: &[u8]) -> Result<ImageMetadata, MetadataError> {
         let text =
             std::str::from_utf8(text).map_err(|_| MetadataError::Parse("not UTF-8".to_owned()))?;
-        let md: ImageMetadata = serde_saphyr::from_str(text)
-            .map_err(|e| MetadataError::Parse(e.without_snippet().to_string()))?;
+        let md: ImageMetadata = serde_saphyr::from_str(text).map_err(|e| {
+            MetadataError::Parse(
+                // One line of text: a key quoted from the file may hold anything.
+                e.without_snippet()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect(),
+            )
+        })?;
         md.validate()?;
         Ok(md)
     }

@@ -67,7 +67,7 @@ fn read_description(path: &Path) -> std::result::Result<Option<BackupFileConfig>
         .map_err(|e| e.to_string())?;
     serde_saphyr::from_str(&text)
         .map(Some)
-        .map_err(|e| e.without_snippet().to_string())
+        .map_err(|e| crate::error::one_line(&e.without_snippet().to_string()))
 }
 
 /// The snapshots on disk of volume `host`.

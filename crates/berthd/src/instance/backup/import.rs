@@ -143,8 +143,12 @@ pub fn import(
         berth_image::scan::read_small(&mut first, "backup/index.yaml", SMALL).map_err(from_scan)?;
     drop(first);
     let text = std::str::from_utf8(&raw).map_err(|_| refused("index.yaml is not UTF-8"))?;
-    let index: BackupIndex = serde_saphyr::from_str(text)
-        .map_err(|e| refused(format!("index.yaml does not read: {}", e.without_snippet())))?;
+    let index: BackupIndex = serde_saphyr::from_str(text).map_err(|e| {
+        refused(format!(
+            "index.yaml does not read: {}",
+            crate::error::one_line(&e.without_snippet().to_string())
+        ))
+    })?;
     // Held to the end: nothing else touches the instance while its files arrive.
     let plan = rt.block_on(record(cx, target, &index))?;
     let shifted = stored_map(index.config.as_ref());

@@ -18,11 +18,24 @@ use crate::error::{Failure, Result};
 /// Refuses an optimized backup that pool `pool` cannot receive.
 pub(super) fn check_pool(index: &BackupIndex, pool_name: &str, pool: &dyn Driver) -> Result<()> {
     let info = pool.info();
-    if !info.optimized_backups && info.name == index.backend {
-        return Err(refused(format!(
-            "it claims storage streams of a {:?} pool, which has none",
-            index.backend
-        )));
+    match berth_storage::supported()
+        .into_iter()
+        .find(|d| d.name == index.backend)
+    {
+        // A driver that makes no streams (dir) cannot have made these.
+        Some(d) if !d.optimized_backups => {
+            return Err(refused(format!(
+                "it claims storage streams of a {:?} pool, which makes none",
+                index.backend
+            )));
+        }
+        Some(_) => {}
+        None => {
+            return Err(refused(format!(
+                "it holds storage streams of a {:?} pool, a driver this server does not have",
+                index.backend
+            )));
+        }
     }
     if !info.optimized_backups {
         return Err(refused(format!(
@@ -199,7 +212,7 @@ fn check_header(raw: &[u8]) -> Result<()> {
     let header: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
         refused(format!(
             "optimized_header.yaml does not read: {}",
-            e.without_snippet()
+            crate::error::one_line(&e.without_snippet().to_string())
         ))
     })?;
     let nested = header["subvolumes"]
