@@ -211,10 +211,10 @@ pub async fn update(
             .push(candidate);
         let (_, old_devices) = expand_with(rec, &old);
         crate::instance::quota::check(cx, Some(&old_devices), &devices).map_err(naming)?;
-        if status(cx, &rec.name).await.1.is_some() {
+        if let Some(pid) = status(cx, &rec.name).await.1 {
             // Checked now; applied from the record as it is then (see below).
             live_devices(cx, rec, &old_devices, &devices).map_err(naming)?;
-            running.push((*rec).clone());
+            running.push(((*rec).clone(), pid));
         }
         if root_pool(&devices) != root_pool(&old_devices) {
             return Err(naming(Failure::invalid(
@@ -253,6 +253,11 @@ pub async fn update(
             (rec, config)
         })
         .collect();
+    // The users' nic keys as this change writes them.
+    let written: BTreeMap<String, BTreeMap<String, String>> = remapped
+        .iter()
+        .map(|(rec, _)| (rec.name.clone(), crate::model::volatile_keys(&rec.config)))
+        .collect();
     cx.db
         .write(move |tx| {
             crate::db::profiles::update(tx, &stored)?;
@@ -275,13 +280,14 @@ pub async fn update(
     drop(guard);
     // Their records from before the change: their nics' volatile keys name the host ends
     // of the nics that go.
-    for user in running {
+    for (user, pid_then) in running {
         let name = &user.name;
         let lock = cx.locks.instance(name);
         let _instance_guard = lock.lock().await;
-        let Some(pid) = status(cx, name).await.1 else {
+        // Stopped, or restarted (its start took the new profile whole) meanwhile.
+        if status(cx, name).await.1 != Some(pid_then) {
             continue;
-        };
+        }
         // Everything from the record as it is now: an instance update may have run since
         // the profile lock was let go, and applied its own change live with this
         // profile's new content; the instance's own keys and devices win over the
@@ -291,9 +297,27 @@ pub async fn update(
         };
         let (before, old_devices) = expand_with(&rec, &old);
         let (after, devices) = expand_with(&rec, &new);
-        // The volatile keys from before the write name the host ends of the nics that go.
-        let mut old_volatile = crate::model::volatile_keys(&rec.config);
-        old_volatile.extend(crate::model::volatile_keys(&user.config));
+        // The host ends live now: a key as this change wrote it stands for the one before
+        // (what runs); one changed since (by an instance update, which made it live) is
+        // taken as it is now.
+        let (fresh, pre) = (
+            crate::model::volatile_keys(&rec.config),
+            crate::model::volatile_keys(&user.config),
+        );
+        let post = written.get(name).cloned().unwrap_or_default();
+        let old_volatile: BTreeMap<String, String> = fresh
+            .keys()
+            .chain(pre.keys())
+            .filter_map(|k| {
+                let live = if fresh.get(k) == post.get(k) {
+                    pre.get(k)
+                } else {
+                    fresh.get(k)
+                };
+                live.map(|v| (k.clone(), v.clone()))
+            })
+            .collect();
+        let pid = pid_then;
         let applied: Result<()> = async {
             apply_live(cx.driver.as_ref(), cx.host, name, &before, &after)?;
             let (change, old_devices, devices) = live_devices(cx, &rec, &old_devices, &devices)?;

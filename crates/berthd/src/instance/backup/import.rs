@@ -391,10 +391,19 @@ pub(in crate::instance) async fn record_described(
     for s in snapshots {
         SnapshotName::parse(s).map_err(|e| refused(e.message()))?;
     }
+    let pool_name = pool;
     let creation = crate::instance::create::prepare(cx, project, name, req).await?;
     let (rec, pool, _, guard) = creation.into_parts();
     // Recorded now: whatever fails takes its row back.
     let written = async {
+        // Its profiles were read before their lock was taken: the volume's pool must still
+        // be the root disk's (now that it uses them, no profile change can move it).
+        let (_, expanded) = crate::instance::expanded(cx, &rec).await?;
+        if crate::model::expand::root_pool(&expanded).as_deref() != Some(pool_name) {
+            return Err(Failure::conflict(
+                "The profiles' root disk changed while the instance was recorded: try again",
+            ));
+        }
         let mut rows = Vec::new();
         for s in snapshots {
             let described = config
