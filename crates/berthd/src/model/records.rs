@@ -157,6 +157,19 @@ impl VolumeRecord {
             .filter(|_| self.kind == "custom" || self.project != berth_api::DEFAULT_PROJECT)
             .unwrap_or(&self.name)
     }
+
+    /// Its URL (`?project=` outside `default`).
+    pub fn url(&self) -> String {
+        super::names::with_project(
+            &format!(
+                "/1.0/storage-pools/{}/volumes/{}/{}",
+                self.pool,
+                self.kind,
+                self.api_name()
+            ),
+            &self.project,
+        )
+    }
 }
 
 /// A stored snapshot of a custom volume.

@@ -88,7 +88,7 @@ pub async fn used_by(cx: &Ctx, p: &ProjectRecord) -> Result<Vec<String>> {
         volumes
             .iter()
             .filter(|v| v.project == name)
-            .map(crate::storage::volume::url),
+            .map(crate::model::records::VolumeRecord::url),
     );
     Ok(used_by)
 }

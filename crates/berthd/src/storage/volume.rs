@@ -80,15 +80,7 @@ pub fn not_found(scope: &Scope, name: &str) -> Failure {
 
 /// The URL of a custom volume, from its record.
 pub fn url(v: &VolumeRecord) -> String {
-    crate::model::names::with_project(
-        &format!(
-            "/1.0/storage-pools/{}/volumes/{}/{}",
-            v.pool,
-            v.kind,
-            v.api_name()
-        ),
-        &v.project,
-    )
+    v.url()
 }
 
 /// A volume as the API shows it.
