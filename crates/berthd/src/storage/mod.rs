@@ -286,7 +286,9 @@ pub async fn delete(cx: &Ctx, name: &str) -> Result<()> {
         pools.insert(&n, loaded);
         Ok(())
     });
-    // Spare volumes are berthd's own, not a user's: they go first.
+    // Spare volumes are berthd's own, not a user's: they go first, once none is being
+    // made (no new one starts: the pool is out of `cx.pools`).
+    spares::wait_idle(cx, driver.as_ref()).await;
     spares::clear(driver.as_ref());
     tokio::task::spawn_blocking(move || driver.unmount().and_then(|()| driver.delete())).await??;
     undo.success();

@@ -104,6 +104,25 @@ pub fn drop_image(cx: &Ctx, fp: &str) {
     }
 }
 
+/// Waits (at most two minutes) until no spare is being made on `pool`: one a launch
+/// started just before the pool's delete is unpacking there.
+pub async fn wait_idle(cx: &Ctx, pool: &dyn Driver) {
+    let dir = pool.volume_path(VolumeType::Container, "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        let busy = cx
+            .spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(d, _)| *d == dir);
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Deletes every spare volume on `pool` (before the pool is deleted).
 pub fn clear(pool: &dyn Driver) {
     let dir = pool.volume_path(VolumeType::Container, "");

@@ -489,7 +489,7 @@ pub async fn rename(cx: &Ctx, instance: &str, name: &str, to: &str) -> Result<()
     Ok(())
 }
 
-/// Deletes a backup: its row, then its file.
+/// Deletes a backup: its file, then its row.
 pub async fn delete(cx: &Ctx, instance: &str, name: &str) -> Result<()> {
     get(cx, instance, name).await?;
     // The file first: a row whose file is gone is forgotten at the next start, while a
