@@ -613,6 +613,18 @@ pub async fn test_operation(client: &Client, body: serde_json::Value) -> berth_c
         .expect("create test operation")
 }
 
+/// Posts `body` to `path`, whose reply is an operation, and waits for it to succeed.
+pub async fn post_and_wait(client: &Client, path: &str, body: &serde_json::Value) {
+    let r = client
+        .query(berth_client::Method::POST, path, Some(body))
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    client
+        .wait_success(&operation_id(&r))
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+}
+
 /// The operation id in an async reply.
 pub fn operation_id(r: &berth_client::RawResponse) -> String {
     r.body.operation_id().expect("operation url").to_owned()

@@ -224,17 +224,7 @@ async fn the_backups_api_and_the_lxc_client() {
     ok(&d.berth(&["snapshot", "create", "c1", "s1"]));
     // Backups kept on the server: made, listed, renamed, fetched, deleted.
     let body = serde_json::json!({"name": "b1", "compression_algorithm": "none"});
-    let r = c
-        .query(
-            berth_client::Method::POST,
-            "/1.0/instances/c1/backups",
-            Some(&body),
-        )
-        .await
-        .unwrap();
-    c.wait_success(r.body.operation_id().unwrap())
-        .await
-        .unwrap();
+    berth_e2e::post_and_wait(&c, "/1.0/instances/c1/backups", &body).await;
     let all: Vec<InstanceBackup> = c
         .get("/1.0/instances/c1/backups?recursion=1")
         .await

@@ -139,17 +139,7 @@ async fn the_incus_client_recovers_from_berthd() {
     // A backup kept on the server outlives the database that named it.
     let c = d.client();
     let body = serde_json::json!({"name": "b0", "compression_algorithm": "none"});
-    let r = c
-        .query(
-            berth_client::Method::POST,
-            "/1.0/instances/c1/backups",
-            Some(&body),
-        )
-        .await
-        .unwrap();
-    c.wait_success(r.body.operation_id().unwrap())
-        .await
-        .unwrap();
+    berth_e2e::post_and_wait(&c, "/1.0/instances/c1/backups", &body).await;
     let kept = d.dir().join("backups/instances/c1/b0");
     assert!(kept.exists());
     d.stop();
