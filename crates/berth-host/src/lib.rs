@@ -3,8 +3,9 @@
 //! descriptor over in the child, opening pseudo-terminals, changing a detached mount's
 //! attributes (`mount_setattr`, which rustix does not wrap), and making a user namespace
 //! with a given id map (for idmapped mounts made before a container exists), two btrfs
-//! ioctls ([`btrfs`]), a netlink receive with its namespace id ([`netlink`]); and the one
-//! runner of host tools ([`run_command`]).
+//! ioctls ([`btrfs`]), a netlink receive with its namespace id ([`netlink`]), a seccomp
+//! notification's check and `struct statfs` ([`seccomp`]); and the one runner of host
+//! tools ([`run_command`]).
 
 #![allow(unsafe_code)] // The boundary for the raw calls below; each block says why it holds.
 
@@ -12,6 +13,7 @@ pub mod btrfs;
 mod command;
 pub mod netcat;
 pub mod netlink;
+pub mod seccomp;
 
 pub use command::{CommandError, run_command, run_command_with_input};
 
