@@ -473,7 +473,8 @@ impl Daemon {
 
     /// Kills whatever containers the test left running (every process in this daemon's
     /// cgroups: inits and their liblxc monitors), removes their cgroups, and stops the
-    /// daemon's own lxcfs, so a failed test leaves nothing behind either.
+    /// daemon's console keepers, syscall proxy and own lxcfs, so a failed test leaves
+    /// nothing behind either.
     fn remove_containers(&self) {
         fn procs(dir: &Path, out: &mut Vec<i32>) {
             let own = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -513,6 +514,11 @@ impl Daemon {
             remove_tree(d);
         }
         self.stop_console_keepers();
+        for pid in self.syscall_proxies() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
         self.stop_lxcfs();
     }
 
@@ -523,6 +529,15 @@ impl Daemon {
         pids_whose_cmdline(|cmd| {
             cmd.split(|b| *b == 0).nth(1) == Some(b"forkconsolekeeper".as_slice())
                 && cmd.windows(needle.len()).any(|w| w == needle)
+        })
+    }
+
+    /// This daemon's syscall proxies (one at most; it outlives berthd by design).
+    pub fn syscall_proxies(&self) -> Vec<i32> {
+        let needle = self.dir().as_os_str().as_encoded_bytes().to_vec();
+        pids_whose_cmdline(|cmd| {
+            cmd.split(|b| *b == 0).nth(1) == Some(b"forksyscalls".as_slice())
+                && cmd.windows(needle.len()).any(|w| w == needle.as_slice())
         })
     }
 

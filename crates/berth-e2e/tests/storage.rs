@@ -305,3 +305,146 @@ async fn btrfs_loop_pool_holds_instances_snapshots_and_copies() {
     ok(&d.berth(&["storage", "delete", "bt"]));
     assert!(!mounted() && !image.exists() && !mount.exists());
 }
+
+/// `stat -f -c FORMAT PATH` inside `name`, as numbers.
+fn statfs_in(d: &Daemon, name: &str, path: &str) -> Vec<u64> {
+    let out = ok(&d.berth(&["exec", name, "--", "stat", "-f", "-c", "%S %b %f %a", path]));
+    out.split_whitespace().map(|v| v.parse().unwrap()).collect()
+}
+
+/// A btrfs volume's size is its size inside: `df` shows the quota as the total, what the
+/// volume holds as used and what the quota leaves as free, for the root and for custom
+/// volumes, changed live; paths are looked up as the container sees them; the answers go
+/// on while berthd is down; and systemd boots with them.
+#[tokio::test]
+async fn df_inside_shows_a_btrfs_volume_s_size() {
+    let mut d = Daemon::start();
+    berth_e2e::with_busybox(&d).await;
+    berth_e2e::with_debian(&d).await;
+    ok(&d.berth(&["storage", "create", "bt", "btrfs", "size=1GiB"]));
+    ok(&d.berth(&["launch", "bb", "c1", "-s", "bt"]));
+    ok(&d.berth(&["config", "device", "set", "c1", "root", "size=64MiB"]));
+    let bytes = |f: &[u64], i: usize| f[0] * f[i];
+    let root = statfs_in(&d, "c1", "/");
+    assert_eq!(bytes(&root, 1), 64 << 20, "{root:?}");
+    let sh = |d: &Daemon, name: &str, script: &str| {
+        ok(&d.berth(&["exec", name, "--", "sh", "-c", script]))
+    };
+    sh(
+        &d,
+        "c1",
+        "dd if=/dev/zero of=/root/big bs=1M count=16 2>/dev/null; sync",
+    );
+    let after = statfs_in(&d, "c1", "/");
+    assert!(bytes(&after, 3) <= (48 << 20), "{after:?}");
+    assert!(bytes(&after, 3) > (40 << 20), "{after:?}");
+    assert_eq!(after[2], after[3], "free as available: {after:?}");
+    let df = sh(&d, "c1", "df -k / | tail -1");
+    assert!(df.split_whitespace().nth(1) == Some("65536"), "{df}");
+    // Changed live.
+    ok(&d.berth(&["config", "device", "set", "c1", "root", "size=128MiB"]));
+    assert_eq!(bytes(&statfs_in(&d, "c1", "/"), 1), 128 << 20);
+
+    // Custom volumes: a sized one shows its size, an unsized one the pool's; a relative
+    // path and a link are looked up from the caller's directory and root.
+    ok(&d.berth(&["storage", "volume", "create", "bt", "v1", "size=32MiB"]));
+    ok(&d.berth(&["storage", "volume", "create", "bt", "v2"]));
+    ok(&d.berth(&["storage", "volume", "attach", "bt", "v1", "c1", "/mnt/v1"]));
+    ok(&d.berth(&["storage", "volume", "attach", "bt", "v2", "c1", "/mnt/v2"]));
+    assert_eq!(bytes(&statfs_in(&d, "c1", "/mnt/v1"), 1), 32 << 20);
+    let pool = bytes(&statfs_in(&d, "c1", "/mnt/v2"), 1);
+    assert!(pool > 900 << 20, "{pool}");
+    let relative = sh(
+        &d,
+        "c1",
+        "ln -s /mnt/v1 /root/v1; cd /mnt/v2 && stat -f -c %b ../v1 && cd / && stat -f -c %b root/v1/",
+    );
+    assert_eq!(relative, format!("{0}\n{0}\n", (32 << 20) / root[0]));
+    // Without a size the pool's figures come back.
+    ok(&d.berth(&["config", "device", "unset", "c1", "root", "size"]));
+    assert_eq!(bytes(&statfs_in(&d, "c1", "/"), 1), pool);
+    ok(&d.berth(&["config", "device", "set", "c1", "root", "size=64MiB"]));
+
+    // The answers come from a process of their own, which outlives berthd: a loop inside
+    // keeps seeing the size while berthd is down; the restarted berthd takes the proxy
+    // over, and starts another when it dies.
+    sh(
+        &d,
+        "c1",
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i $(stat -f -c %b /) > /root/n.new; mv /root/n.new /root/n; sleep 0.1; done' </dev/null >/dev/null 2>&1 &",
+    );
+    let seen = d.dir().join("storage-pools/bt/containers/c1/rootfs/root/n");
+    let read = || {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (f.first().copied().unwrap_or(0), f.get(1).copied())
+    };
+    let blocks = Some((64 << 20) / root[0]);
+    let proxies = d.syscall_proxies();
+    assert_eq!(proxies.len(), 1, "{proxies:?}");
+    d.kill();
+    let (n, _) = read();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (m, shown) = read();
+    assert!(m > n, "the loop inside stopped at {n}");
+    assert_eq!(shown, blocks);
+    assert_eq!(d.syscall_proxies(), proxies);
+    d.restart();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(proxies[0]).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // berthd holds the proxy's socket too and starts another at once: no call fails.
+    let back = statfs_in(&d, "c1", "/");
+    assert_eq!(Some(back[1]), blocks);
+    let now = d.syscall_proxies();
+    assert!(now.len() == 1 && now != proxies, "{now:?}");
+
+    // systemd boots with its statfs and fstatfs answered; coreutils' df and an fstatfs
+    // (syscall 138 on x86_64, from perl) show the size.
+    ok(&d.berth(&["launch", "deb", "d1", "-s", "bt"]));
+    ok(&d.berth(&["config", "device", "set", "d1", "root", "size=1GiB"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let out = d.berth(&[
+            "exec",
+            "d1",
+            "--",
+            "timeout",
+            "60",
+            "systemctl",
+            "is-system-running",
+            "--wait",
+        ]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !state.is_empty() && state != "starting" && state != "initializing" {
+            let failed = ok(&d.berth(&["exec", "d1", "--", "systemctl", "--failed", "--plain"]));
+            assert_eq!(state, "running", "failed units: {failed}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "d1 did not boot: {out:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let df = ok(&d.berth(&["exec", "d1", "--", "df", "-B1", "--output=size", "/"]));
+    assert_eq!(df.lines().nth(1).map(str::trim), Some("1073741824"), "{df}");
+    let fstatfs = ok(&d.berth(&[
+        "exec",
+        "d1",
+        "--",
+        "perl",
+        "-e",
+        "open(my $f, q(<), q(/etc/hostname)) or die; my $b = qq(\\0) x 120; syscall(138, fileno($f), $b) == 0 or die qq($!); my @w = unpack(q(q3), substr($b, 8, 24)); print $w[0] * $w[1], qq(\\n)",
+    ]));
+    assert_eq!(fstatfs.trim(), "1073741824");
+    ok(&d.berth(&["delete", "-f", "c1", "d1"]));
+    ok(&d.berth(&["storage", "volume", "delete", "bt", "v1"]));
+    ok(&d.berth(&["storage", "volume", "delete", "bt", "v2"]));
+    ok(&d.berth(&["storage", "delete", "bt"]));
+}

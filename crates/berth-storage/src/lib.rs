@@ -37,6 +37,10 @@ pub struct DriverInfo {
     pub instant_snapshots: bool,
     /// Whether volume sizes can be enforced.
     pub quotas: bool,
+    /// Whether a volume's quota is missing from its filesystem's own figures (`statfs`,
+    /// what `df` reads): berthd then answers a container's `statfs` itself, with the
+    /// volume's size and usage.
+    pub quota_hidden_from_statfs: bool,
     /// Whether volumes go as the driver's own streams ([`Sender`], [`Receiver`]): an
     /// optimized backup.
     pub optimized_backups: bool,

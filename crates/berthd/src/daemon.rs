@@ -125,6 +125,7 @@ async fn serve(paths: Paths, events: Events, testing: bool) -> anyhow::Result<()
         cgroup_v2: cgroups.is_v2(),
     };
     let driver = crate::lxc::Liblxc::new(&paths, cgroups, host.memory);
+    tokio::task::block_in_place(|| driver.resume_syscall_proxy());
     let cx = Arc::new(Ctx {
         ids: host_ids(),
         driver: Arc::new(driver),

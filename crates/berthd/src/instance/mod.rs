@@ -163,6 +163,10 @@ pub fn start_spec(
         .collect();
     limits.extend(crate::model::limits::prlimits(config)?);
     let bound = crate::storage::disks::resolve(cx, &rec.project, devices)?;
+    let nesting = flag(config, "security.nesting");
+    let checkpointable = flag(config, "migration.stateful");
+    // Not for these: see `lxc::syscalls`.
+    let quota_view = !nesting && !checkpointable && quota_hidden(cx, devices);
     if let Some(m) = &idmap {
         // liblxc reaches each attached custom volume as the container's root.
         for (pool, _) in devices
@@ -192,13 +196,28 @@ pub fn start_spec(
         hostname: rec.api_name().to_owned(),
         rootfs: volume.join("rootfs"),
         idmap,
-        nesting: flag(config, "security.nesting"),
-        checkpointable: flag(config, "migration.stateful"),
+        nesting,
+        checkpointable,
+        quota_view,
         limits,
         devices,
         host_links: Vec::new(),
         raw,
     })
+}
+
+/// Whether a volume the instance starts with (its root, a custom volume disk) is on a pool
+/// whose filesystem leaves quotas out of its own figures.
+fn quota_hidden(cx: &Ctx, devices: &BTreeMap<String, Device>) -> bool {
+    let custom = devices
+        .values()
+        .filter_map(crate::storage::disks::volume_of)
+        .map(|(pool, _)| pool.to_owned());
+    root_pool(devices)
+        .into_iter()
+        .chain(custom)
+        .filter_map(|p| cx.pools.get(&p))
+        .any(|d| d.info().quota_hidden_from_statfs)
 }
 
 /// Runs `f` on a blocking thread with the driver (calls that may ask a container's

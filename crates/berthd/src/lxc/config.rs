@@ -29,13 +29,17 @@ pub const CHECKPOINTABLE_SECCOMP: &str = "unshare errno 1 [0,67108864,SCMP_CMP_M
 unshare errno 1 [0,134217728,SCMP_CMP_MASKED_EQ,134217728]
 ";
 
-/// The seccomp policy of a container (see [`SECCOMP`], [`CHECKPOINTABLE_SECCOMP`]).
-pub fn seccomp(checkpointable: bool) -> String {
+/// The seccomp policy of a container (see [`SECCOMP`], [`CHECKPOINTABLE_SECCOMP`]);
+/// `quota_view`: its `statfs` calls go to the syscall proxy ([`super::syscalls::POLICY`]).
+pub fn seccomp(checkpointable: bool, quota_view: bool) -> String {
+    let mut policy = SECCOMP.to_owned();
     if checkpointable {
-        format!("{SECCOMP}{CHECKPOINTABLE_SECCOMP}")
-    } else {
-        SECCOMP.to_owned()
+        policy.push_str(CHECKPOINTABLE_SECCOMP);
     }
+    if quota_view {
+        policy.push_str(super::syscalls::POLICY);
+    }
+    policy
 }
 
 /// Capabilities no container keeps.

@@ -43,6 +43,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
         "forkdellinks" => del_links,
         "forkprlimit" => prlimit,
         "forkproxy" => super::proxy::main,
+        "forksyscalls" => super::syscalls::main,
         "forknetcat" => netcat,
         "forkhandoff" => handoff,
         _ => return None,

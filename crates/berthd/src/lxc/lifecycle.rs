@@ -32,6 +32,8 @@ pub struct Liblxc {
     host_memory: i64,
     /// Serialises finding or starting lxcfs.
     lxcfs: std::sync::Mutex<()>,
+    /// The syscall proxy's socket and log.
+    syscalls: (PathBuf, PathBuf),
     /// Running containers' inits, held by pidfds.
     inits: super::inits::Inits,
     /// Running containers' interfaces, kept between reads.
@@ -48,6 +50,10 @@ impl Liblxc {
             cgroup_parent: super::cgroup_parent(paths.dir()),
             host_memory: i64::try_from(host_memory).unwrap_or(i64::MAX),
             lxcfs: std::sync::Mutex::new(()),
+            syscalls: (
+                paths.dir().join(super::syscalls::SOCKET),
+                paths.logs().join("syscalls.log"),
+            ),
             inits: super::inits::Inits::default(),
             nets: crate::host::netwatch::Watch::new(),
         }
@@ -96,6 +102,18 @@ impl Liblxc {
         self.lxcpath.join(name)
     }
 
+    /// Starts the syscall proxy again if containers may use it (one was started: its
+    /// socket is there) and none answers: one that died while no berthd ran left their
+    /// `statfs` calls failing.
+    pub fn resume_syscall_proxy(&self) {
+        let (socket, log) = &self.syscalls;
+        if socket.exists()
+            && let Err(e) = super::syscalls::ensure(socket, log)
+        {
+            tracing::warn!(error = %e, "Containers' statfs calls fail until it runs");
+        }
+    }
+
     /// The mount entries of lxcfs, starting it when the host runs none.
     fn lxcfs_mounts(&self) -> Vec<String> {
         let guard = self.lxcfs.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,6 +148,14 @@ impl Liblxc {
             extra.push(("lxc.mount.entry".to_owned(), entry));
         }
         extra.extend(spec.devices.iter().cloned());
+        if spec.quota_view {
+            let (socket, log) = &self.syscalls;
+            tokio::task::block_in_place(|| super::syscalls::ensure(socket, log))?;
+            extra.push((
+                "lxc.seccomp.notify.proxy".to_owned(),
+                format!("unix:{}", socket.display()),
+            ));
+        }
         let links = dir.join(HOST_LINKS);
         std::fs::write(&links, spec.host_links.join("\n"))
             .map_err(|e| Failure::failed("Failed to write the nics' host links", e))?;
@@ -189,7 +215,7 @@ impl Liblxc {
             .map_err(|e| Failure::failed("Failed to write LXC config", e))?;
         std::fs::write(
             dir.join("seccomp"),
-            super::config::seccomp(spec.checkpointable),
+            super::config::seccomp(spec.checkpointable, spec.quota_view),
         )
         .map_err(|e| Failure::failed("Failed to write seccomp policy", e))?;
         let _ = std::fs::remove_file(dir.join("lxc.log"));

@@ -25,6 +25,7 @@ mod inits;
 pub mod lifecycle;
 pub mod proxy;
 pub mod root;
+pub mod syscalls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ pub struct StartSpec {
     pub nesting: bool,
     /// `migration.stateful`: the console comes from a keeper CRIU can restore.
     pub checkpointable: bool,
+    /// `statfs` and `fstatfs` go through the syscall proxy ([`syscalls`]), so `df` inside
+    /// shows the quotas of volumes whose filesystem keeps them out of its own figures.
+    pub quota_view: bool,
     /// Limits as LXC keys (`lxc.cgroup*.…`, `lxc.prlimit.…`).
     pub limits: Vec<(String, String)>,
     /// Devices as LXC keys: mount entries, device cgroup rules, nics.

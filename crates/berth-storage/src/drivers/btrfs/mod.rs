@@ -56,6 +56,7 @@ pub fn info() -> DriverInfo {
         optimized_images: true,
         instant_snapshots: true,
         quotas: true,
+        quota_hidden_from_statfs: true,
         optimized_backups: true,
     }
 }

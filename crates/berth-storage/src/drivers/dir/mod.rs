@@ -66,6 +66,7 @@ pub fn info() -> DriverInfo {
         optimized_images: false,
         instant_snapshots: false,
         quotas: false,
+        quota_hidden_from_statfs: false,
         optimized_backups: false,
     }
 }
