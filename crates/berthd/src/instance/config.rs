@@ -119,8 +119,16 @@ pub async fn update(
             Ok::<_, Failure>(crate::db::instances::update(tx, &stored)?)
         })
         .await?;
-    // The root disk's size holds at once, running or not.
-    super::quota::apply(cx, name, Some(&old_devices), &devices).await?;
+    // The root disk's size holds at once, running or not; one that cannot be set is not
+    // kept.
+    if let Err(e) = super::quota::apply(cx, name, Some(&old_devices), &devices).await {
+        let back = old.clone();
+        let _ = cx
+            .db
+            .write(move |tx| Ok::<_, Failure>(crate::db::instances::update(tx, &back)?))
+            .await;
+        return Err(e);
+    }
     if state != StatusCode::Stopped {
         // A live change that fails takes back what it did, and the old record goes back.
         let mut undo = Reverter::new();

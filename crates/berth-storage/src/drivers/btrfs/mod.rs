@@ -242,7 +242,7 @@ impl Btrfs {
             // The kernel gives a snapshot the limit of the subvolume it was taken of: a
             // clone starts with none (its user's size, if any, is set on it after). Without
             // quotas on the filesystem there is nothing to lift.
-            let _ = run_tool("btrfs", &["qgroup", "limit", "none", &t]);
+            let _ = limit_qgroup(to, "none");
             return set_mode(to, VOLUME_MODE).map_err(|e| StorageError::Copy {
                 from: from.to_owned(),
                 to: to.to_owned(),
@@ -308,6 +308,23 @@ fn on_btrfs(path: &Path) -> bool {
 fn is_subvolume(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == SUBVOLUME_INODE)
         && on_btrfs(path)
+}
+
+/// Sets the limit (`none`, or bytes) of subvolume `path`'s qgroup. Named by its id and
+/// asked of the directory holding it: asked of the subvolume itself, the change fails
+/// (EDQUOT) once the subvolume is over its limit, which could then never be raised.
+fn limit_qgroup(path: &Path, limit: &str) -> Result<(), String> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let id = rustix::fs::open(path, flags, Mode::empty())
+        .map_err(std::io::Error::from)
+        .and_then(berth_host::btrfs::subvolume_id)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let holder = path.parent().unwrap_or(path).display().to_string();
+    run_tool(
+        "btrfs",
+        &["qgroup", "limit", limit, &format!("0/{id}"), &holder],
+    )
 }
 
 /// Whether subvolume `path` holds subvolumes of its own.
@@ -762,13 +779,12 @@ impl Driver for Btrfs {
         validate_volume_name(name)?;
         let path = self.volume_path(vtype, name);
         let limit = bytes.map_or_else(|| "none".to_owned(), |b| b.to_string());
-        let target = path.display().to_string();
-        let limited = match run_tool("btrfs", &["qgroup", "limit", &limit, &target]) {
+        let limited = match limit_qgroup(&path, &limit) {
             // Quotas (qgroups) are turned on at the first size asked for, as LXD does.
             Err(_) if bytes.is_some() => {
                 let root = self.root.display().to_string();
                 run_tool("btrfs", &["quota", "enable", &root])
-                    .and_then(|()| run_tool("btrfs", &["qgroup", "limit", &limit, &target]))
+                    .and_then(|()| limit_qgroup(&path, &limit))
             }
             // No quotas on the filesystem: nothing to lift.
             Err(_) => Ok(()),
