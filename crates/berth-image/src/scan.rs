@@ -77,6 +77,19 @@ pub enum ScanError {
     Missing(&'static str),
 }
 
+/// An entry's path as an error names it: whole, or a long one's start and end, so the
+/// error stays a line a reader can take in.
+fn shown(raw: &[u8]) -> String {
+    let all = String::from_utf8_lossy(raw);
+    let chars: Vec<char> = all.chars().collect();
+    if chars.len() <= 200 {
+        return all.into_owned();
+    }
+    let start: String = chars[..100].iter().collect();
+    let end: String = chars[chars.len() - 60..].iter().collect();
+    format!("{start}…{end}")
+}
+
 /// Splits a raw archive path into its components, refusing absolute paths and `..`.
 fn components(raw: &[u8], limits: &Limits) -> Result<Vec<String>, &'static str> {
     if raw.len() > limits.max_path_bytes {
@@ -171,7 +184,7 @@ impl EntryCheck {
             return Err(ScanError::TooManyEntries(self.limits.max_entries));
         }
         let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let shown = shown(&raw);
         let unsafe_entry = |reason| ScanError::Unsafe {
             path: shown.clone(),
             reason,
@@ -353,6 +366,18 @@ mod tests {
         scan(&tarball(&e)[..], Layout::Unified, &Limits::default())
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_long_path_is_named_by_its_ends() {
+        let long = format!("rootfs/{}x", "d/".repeat(2000));
+        let said = shown(long.as_bytes());
+        assert!(
+            said.starts_with("rootfs/d/d/") && said.ends_with("d/d/x"),
+            "{said}"
+        );
+        assert_eq!(said.chars().count(), 161);
+        assert_eq!(shown(b"rootfs/x"), "rootfs/x");
     }
 
     #[test]
