@@ -253,6 +253,15 @@ pub fn unshare_netns() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives the calling thread a root and working directory of its own (`CLONE_FS`), so it
+/// may `chroot` and `chdir` without moving the rest of the process.
+pub fn unshare_fs() -> std::io::Result<()> {
+    // SAFETY: CLONE_FS copies the thread's root, working directory and umask; it shares no
+    // memory or descriptors differently, which is what makes other unshare flags unsafe.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS)? };
+    Ok(())
+}
+
 /// Marks every descriptor from 3 up close-on-exec, so that nothing a daemon inherited
 /// from whoever started it reaches the processes it starts (containers' among them).
 pub fn cloexec_from_3() -> std::io::Result<()> {

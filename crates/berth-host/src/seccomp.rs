@@ -32,6 +32,43 @@ pub fn notification_pending(notify: impl AsFd, id: u64) -> bool {
     rc == 0
 }
 
+/// Reads from process `pid`'s memory at `addr` as the process itself could
+/// (`process_vm_readv`): a page it may not read is an error, as the kernel's own copy
+/// would be.
+pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, live and writable for its length; `remote` is an
+    // address in the other process, which the kernel checks against that process's own
+    // mappings (nothing of ours is touched through it).
+    let n = unsafe { libc::process_vm_readv(pid, &raw const local, 1, &raw const remote, 1, 0) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Writes into process `pid`'s memory at `addr` as the process itself could
+/// (`process_vm_writev`): a read-only or unmapped page is an error (EFAULT), where writing
+/// through `/proc/PID/mem` would force it.
+pub fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> std::io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: `local` describes `bytes`, live for its length and only read by the call;
+    // `remote` is checked by the kernel against the other process's mappings.
+    let n = unsafe { libc::process_vm_writev(pid, &raw const local, 1, &raw const remote, 1, 0) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
 /// The figures `fstatfs(2)` gives for a file, in the kernel's `struct statfs`.
 #[derive(Clone, Copy)]
 pub struct StatFs(libc::statfs);
@@ -120,5 +157,24 @@ mod tests {
             std::mem::size_of::<libc::statfs>()
         );
         assert_ne!(changed.to_bytes(), st.to_bytes());
+    }
+
+    #[test]
+    fn memory_is_read_and_written_as_its_process_could() {
+        let pid = std::process::id() as i32;
+        let mut here = *b"abcdef";
+        let mut got = [0u8; 6];
+        assert_eq!(read_memory(pid, here.as_ptr() as u64, &mut got).unwrap(), 6);
+        assert_eq!(&got, b"abcdef");
+        assert_eq!(
+            write_memory(pid, here.as_mut_ptr() as u64, b"XYZ").unwrap(),
+            3
+        );
+        assert_eq!(&here, b"XYZdef");
+        // Code is not writable: refused, not forced.
+        let code = read_memory as fn(i32, u64, &mut [u8]) -> std::io::Result<usize>;
+        let e = write_memory(pid, code as usize as u64, b"\0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+        assert!(read_memory(pid, 8, &mut got).is_err());
     }
 }

@@ -166,7 +166,7 @@ pub fn start_spec(
     let nesting = flag(config, "security.nesting");
     let checkpointable = flag(config, "migration.stateful");
     // Not for these: see `lxc::syscalls`.
-    let quota_view = !nesting && !checkpointable && quota_hidden(cx, devices);
+    let quota_view = !nesting && !checkpointable && quota_hidden(cx, &rec.project, devices);
     if let Some(m) = &idmap {
         // liblxc reaches each attached custom volume as the container's root.
         for (pool, _) in devices
@@ -206,18 +206,22 @@ pub fn start_spec(
     })
 }
 
-/// Whether a volume the instance starts with (its root, a custom volume disk) is on a pool
-/// whose filesystem leaves quotas out of its own figures.
-fn quota_hidden(cx: &Ctx, devices: &BTreeMap<String, Device>) -> bool {
-    let custom = devices
-        .values()
-        .filter_map(crate::storage::disks::volume_of)
-        .map(|(pool, _)| pool.to_owned());
-    root_pool(devices)
-        .into_iter()
-        .chain(custom)
-        .filter_map(|p| cx.pools.get(&p))
-        .any(|d| d.info().quota_hidden_from_statfs)
+/// Whether a volume the instance starts with (its root, a custom volume disk) has a size
+/// on a pool whose filesystem leaves quotas out of its own figures.
+fn quota_hidden(cx: &Ctx, project: &str, devices: &BTreeMap<String, Device>) -> bool {
+    let hides = |pool: &str| {
+        cx.pools
+            .get(pool)
+            .is_some_and(|d| d.info().quota_hidden_from_statfs)
+    };
+    let root = devices.values().find(|d| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    });
+    let root_sized = root.is_some_and(|d| {
+        crate::storage::disks::sized(d.get("size")) && d.get("pool").is_some_and(|p| hides(p))
+    });
+    root_sized || crate::storage::disks::any_sized(cx, project, devices, hides)
 }
 
 /// Runs `f` on a blocking thread with the driver (calls that may ask a container's

@@ -89,6 +89,44 @@ pub fn volume_of(d: &Device) -> Option<(&str, &str)> {
     Some((d.get("pool")?.as_str(), d.get("source")?.as_str()))
 }
 
+/// Whether a size is set (a `size` key, not empty nor zero).
+pub fn sized(size: Option<&String>) -> bool {
+    size.is_some_and(|s| !s.is_empty() && s != "0")
+}
+
+/// Whether a custom volume disk in `devices` names a volume with a size on a pool `on_pool`
+/// accepts.
+pub fn any_sized(
+    cx: &Ctx,
+    project: &str,
+    devices: &BTreeMap<String, Device>,
+    on_pool: impl Fn(&str) -> bool,
+) -> bool {
+    let wanted: Vec<(&str, &str)> = devices
+        .values()
+        .filter_map(volume_of)
+        .filter(|(pool, _)| on_pool(pool))
+        .collect();
+    if wanted.is_empty() {
+        return false;
+    }
+    let read = cx.db.read_sync(move |c| {
+        let projects = crate::db::projects::list(c)?;
+        let volumes = crate::db::volumes::list(c, None, Some(super::volume::CUSTOM))?;
+        Ok::<_, Failure>((projects, volumes))
+    });
+    let Ok((projects, volumes)) = read else {
+        return false;
+    };
+    let holder = volumes_project(&projects, project);
+    wanted.iter().any(|(pool, vol)| {
+        let host = host_name(holder, vol);
+        volumes
+            .iter()
+            .any(|v| v.pool == *pool && v.name == host && sized(v.config.get("size")))
+    })
+}
+
 fn volumes_project<'a>(projects: &'a [ProjectRecord], project: &'a str) -> &'a str {
     projects
         .iter()
