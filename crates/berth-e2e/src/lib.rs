@@ -685,6 +685,33 @@ pub fn debian_image() -> PathBuf {
     out
 }
 
+/// Waits until systemd in `name` has booted, and returns its verdict.
+pub async fn system_state(d: &Daemon, name: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let out = d.berth(&[
+            "exec",
+            name,
+            "--",
+            "timeout",
+            "60",
+            "systemctl",
+            "is-system-running",
+            "--wait",
+        ]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // Before systemd's bus is up, systemctl fails without a state.
+        if !state.is_empty() && state != "starting" && state != "initializing" {
+            return state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not boot: {out:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Imports the shared busybox test image into daemon `d` as alias `bb`.
 pub async fn with_busybox(d: &Daemon) {
     import_as(d, &busybox_image(), "bb").await;

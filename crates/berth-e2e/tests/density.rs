@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on setup failures
 
-use berth_e2e::{Daemon, ok, with_debian};
+use berth_e2e::{Daemon, ok, system_state, with_debian};
 
 const COUNT: usize = 30;
 
@@ -16,33 +16,6 @@ fn names() -> Vec<String> {
 /// Runs `script` in `name` with sh; its output (the exec must succeed).
 fn sh(d: &Daemon, name: &str, script: &str) -> String {
     ok(&d.berth(&["exec", name, "--", "sh", "-c", script]))
-}
-
-/// Waits until systemd in `name` has booted, and returns its verdict.
-async fn system_state(d: &Daemon, name: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    loop {
-        let out = d.berth(&[
-            "exec",
-            name,
-            "--",
-            "timeout",
-            "60",
-            "systemctl",
-            "is-system-running",
-            "--wait",
-        ]);
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        // Before systemd's bus is up, systemctl fails without a state.
-        if !state.is_empty() && state != "starting" && state != "initializing" {
-            return state;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} did not boot: {out:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }
 
 /// Launches the 30 containers and checks that each one's systemd is running; returns the
