@@ -29,8 +29,20 @@ pub const CHECKPOINTABLE_SECCOMP: &str = "unshare errno 1 [0,67108864,SCMP_CMP_M
 unshare errno 1 [0,134217728,SCMP_CMP_MASKED_EQ,134217728]
 ";
 
+/// What the policy of a container with sized volumes on btrfs adds: it may not make
+/// subvolumes (`BTRFS_IOC_SNAP_CREATE`, `SUBVOL_CREATE` and their v2, compared on the
+/// request's 32 bits, all the kernel reads), whose data no qgroup of its volumes would
+/// count: a way past its size. systemd takes EPERM as "not allowed" and makes a
+/// directory instead.
+pub const NO_SUBVOLUMES: &str = "ioctl errno 1 [1,1342215169,SCMP_CMP_MASKED_EQ,4294967295]
+ioctl errno 1 [1,1342215182,SCMP_CMP_MASKED_EQ,4294967295]
+ioctl errno 1 [1,1342215191,SCMP_CMP_MASKED_EQ,4294967295]
+ioctl errno 1 [1,1342215192,SCMP_CMP_MASKED_EQ,4294967295]
+";
+
 /// The seccomp policy of a container (see [`SECCOMP`], [`CHECKPOINTABLE_SECCOMP`]);
-/// `quota_view`: its `statfs` calls go to the syscall proxy ([`super::syscalls::POLICY`]).
+/// `quota_view`: its volumes have sizes on btrfs: its `statfs` calls go to the syscall
+/// proxy ([`super::syscalls::POLICY`]) and it makes no subvolumes ([`NO_SUBVOLUMES`]).
 pub fn seccomp(checkpointable: bool, quota_view: bool) -> String {
     let mut policy = SECCOMP.to_owned();
     if checkpointable {
@@ -38,6 +50,7 @@ pub fn seccomp(checkpointable: bool, quota_view: bool) -> String {
     }
     if quota_view {
         policy.push_str(super::syscalls::POLICY);
+        policy.push_str(NO_SUBVOLUMES);
     }
     policy
 }

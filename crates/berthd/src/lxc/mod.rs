@@ -58,8 +58,9 @@ pub struct StartSpec {
     pub nesting: bool,
     /// `migration.stateful`: the console comes from a keeper CRIU can restore.
     pub checkpointable: bool,
+    /// Its volumes have sizes their filesystem keeps out of its own figures (btrfs):
     /// `statfs` and `fstatfs` go through the syscall proxy ([`syscalls`]), so `df` inside
-    /// shows the quotas of volumes whose filesystem keeps them out of its own figures.
+    /// shows them, and it may make no subvolumes ([`config::NO_SUBVOLUMES`]).
     pub quota_view: bool,
     /// Limits as LXC keys (`lxc.cgroup*.…`, `lxc.prlimit.…`).
     pub limits: Vec<(String, String)>,

@@ -16,27 +16,33 @@
 //! container that needs it, in its own process group. Like lxcfs and the monitors it
 //! outlives berthd, so `df` in running containers keeps working while berthd is stopped or
 //! restarting. berthd makes the listening socket and keeps a copy (a restarted berthd
-//! takes one from the running proxy), so a proxy that ends is replaced at once and a
-//! monitor reconnecting meanwhile waits in the backlog: a monitor refused (berthd and
-//! proxy both gone) answers ENOSYS, stops asking until its container's own tree makes
-//! another intercepted call, and liblxc refuses `berth exec` until then.
+//! takes one from the running proxy), so a proxy that ends is replaced on the same socket
+//! (at once, or after a pause of at most 15 s when it keeps ending at start) and a monitor
+//! reconnecting meanwhile waits in the backlog; a call in flight when it ended gets
+//! ENOSYS. A monitor refused (berthd and proxy both gone, or none can be started) answers
+//! ENOSYS, stops asking until its container's own tree makes another intercepted call,
+//! and liblxc refuses `berth exec` until then.
 //!
 //! It keeps no state: each answer is read from the kernel (the file's subvolume, its
 //! qgroup's limit and count in `/sys/fs/btrfs/FSID/qgroups/0_ID/`). Any call it does not
 //! answer itself (another filesystem, no limit, another ABI, a file it cannot resolve, a
-//! FIFO or device node) it lets the kernel run (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), so
-//! the caller sees what it would without it. Each call is answered on a thread of its own,
-//! within [`DEADLINE`] (liblxc's monitor waits 30 s for a reply, then answers ENOSYS and
-//! would read the late reply as the next call's): a lookup stuck on a mount that never
-//! answers (a FUSE daemon, NFS) is let run in the kernel instead and leaves only its
-//! thread behind.
+//! FIFO or device node, a write into the caller's buffer that fails) it lets the kernel run
+//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), so the caller sees what it would without it.
+//! Each call is answered on a thread of its own within [`DEADLINE`] (liblxc's monitor
+//! waits 30 s for a reply, then answers ENOSYS and would read the late reply as the next
+//! call's), at most [`MAX_BUSY_EACH`] of one container at once: a lookup stuck on a mount
+//! that never answers (a FUSE daemon, NFS) is let run in the kernel instead, and when more
+//! than [`MAX_LATE`] are stuck the proxy exits to be replaced (their threads, and their
+//! hold on the containers' mounts, go with it).
 //!
 //! A path is looked up as the caller would: the thread takes the caller's root and working
-//! directory (`/proc/PID/root`, `/proc/PID/cwd`) and its file system ids and groups, with
-//! no capabilities, for the lookup; a descriptor is reopened from `/proc/PID/fd/N` the same
-//! way. The caller's memory is read and written as it could itself (`process_vm_readv`,
-//! `process_vm_writev`). `/proc/self` in a path names no process the proxy can see (it is
-//! not in the container's pid namespace): such a call runs as without the proxy.
+//! directory (`/proc/PID/root`, `/proc/PID/cwd`) and, unless the caller may search any
+//! directory in its container's own user namespace, its file system ids and groups with
+//! no capabilities. A descriptor is reopened from `/proc/PID/fd/N`. The caller's memory is
+//! read and written as it could itself (`process_vm_readv`, `process_vm_writev`), after
+//! checking its thread id still names it (its start time). `/proc/self` in a path names no
+//! process the proxy can see (it is not in the container's pid namespace): such a call
+//! runs as without the proxy.
 //!
 //! Which containers intercept: those with a size on a volume on such a pool at start (their
 //! root or a custom volume disk; a size set later shows from the next start), except
@@ -44,14 +50,16 @@
 //! allows one listener along a filter chain, so a container manager inside could not
 //! intercept for its own containers). A container that never has a size pays nothing.
 
+mod keep;
+
+pub use keep::ensure;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_host::seccomp::StatFs;
@@ -59,11 +67,9 @@ use rustix::event::epoll;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendFlags,
+    SocketFlags,
 };
-
-use crate::error::{Failure, Result};
 
 /// The proxy's socket in berthd's directory.
 pub const SOCKET: &str = "syscalls.socket";
@@ -101,6 +107,8 @@ struct Call {
     id: u64,
     /// The calling thread, in berthd's pid namespace.
     pid: i32,
+    /// The container's init (from liblxc's header), in berthd's pid namespace.
+    init_pid: i32,
     nr: i64,
     arch: u32,
     args: [u64; 6],
@@ -116,8 +124,6 @@ enum Answer {
     Continue,
     /// It returns this value.
     Value(i64),
-    /// It fails with this errno.
-    Error(i32),
 }
 
 fn field<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
@@ -139,6 +145,7 @@ fn parse(msg: &[u8]) -> Option<Call> {
     Some(Call {
         id: u64::from_ne_bytes(field(n, 0)?),
         pid: i32::from_ne_bytes(field(n, 8)?),
+        init_pid: i32::from_ne_bytes(field(msg, 12)?),
         nr: i64::from(i32::from_ne_bytes(field(n, 16)?)),
         arch: u32::from_ne_bytes(field(n, 20)?),
         args,
@@ -152,9 +159,8 @@ fn reply(msg: &[u8], call: &Call, answer: Answer) -> Vec<u8> {
     let mut out = msg[..call.resp_at + call.resp_len].to_vec();
     out[..8].fill(0);
     let (val, error, flags) = match answer {
-        Answer::Continue => (0, 0, FLAG_CONTINUE),
+        Answer::Continue => (0, 0i32, FLAG_CONTINUE),
         Answer::Value(v) => (v, 0, 0),
-        Answer::Error(e) => (0, -e, 0),
     };
     let r = &mut out[call.resp_at..];
     r[..8].copy_from_slice(&call.id.to_ne_bytes());
@@ -270,85 +276,136 @@ fn as_caller<T>(creds: &Creds, f: impl FnOnce() -> T) -> Option<T> {
     if creds.overrides {
         return Some(f());
     }
+    let caps = rustix::thread::capabilities(None).ok()?;
     let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let none = rustix::thread::CapabilitySets {
+        effective: rustix::thread::CapabilitySet::empty(),
+        ..caps
+    };
     let became = rustix::thread::set_thread_groups(&groups)
         .and_then(|()| rustix::thread::set_thread_res_gid(None, Gid::from_raw(creds.gid), None))
-        .and_then(|()| rustix::thread::set_thread_res_uid(None, Uid::from_raw(creds.uid), None));
+        .and_then(|()| rustix::thread::set_thread_res_uid(None, Uid::from_raw(creds.uid), None))
+        // Also for a caller whose uid is root's (a privileged container's, its
+        // capabilities dropped): the uid change alone would leave them.
+        .and_then(|()| rustix::thread::set_capabilities(None, none));
     let out = became.is_ok().then(f);
-    // The real and saved uids stayed root's: the effective one (and with it the
-    // capabilities) comes back.
+    // The real and saved uids stayed root's: the effective one comes back, and the
+    // capabilities with it.
     let back = rustix::thread::set_thread_res_uid(None, Uid::ROOT, None)
+        .and_then(|()| rustix::thread::set_capabilities(None, caps))
         .and_then(|()| rustix::thread::set_thread_res_gid(None, Gid::ROOT, None))
         .and_then(|()| rustix::thread::set_thread_groups(&[]));
     back.ok().and(out)
 }
 
-/// The answer to `call`, given the monitor's descriptors (the caller's `/proc/PID`, its
-/// memory, the seccomp listener) and the proxy's own root. Runs on a thread of its own,
-/// which it changes (root, credentials) and which ends with it. The caller's memory is
-/// read and written as the caller could (`process_vm_readv`/`writev`), not through the
-/// memory descriptor, which would force a write into a read-only page.
-fn answer(call: &Call, fds: &[OwnedFd], own_root: &OwnedFd) -> Answer {
-    let [proc_dir, _mem, listener] = fds else {
-        return Answer::Continue;
-    };
+/// The figures to write for `call`, given the monitor's descriptors (the caller's
+/// `/proc/PID`, its memory, the seccomp listener) and the proxy's own root; `None`: the
+/// call runs in the kernel. Runs on a thread of its own, which it changes (root,
+/// credentials) and which ends with it.
+fn figures_for(call: &Call, proc_dir: &OwnedFd, own_root: &OwnedFd) -> Option<StatFs> {
     if call.arch != AUDIT_ARCH {
-        return Answer::Continue;
+        return None;
     }
-    let creds = rustix::fs::openat(
-        proc_dir,
-        "status",
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()
-    .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
-    .and_then(|s| creds_of(&s));
-    let Some(creds) = creds else {
-        return Answer::Continue;
-    };
     let file = if call.nr == berth_host::seccomp::SYS_STATFS {
-        look_up(proc_dir, call.pid, call.args[0], &creds, own_root)
+        let status = rustix::fs::openat(
+            proc_dir,
+            "status",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())?;
+        let mut creds = creds_of(&status)?;
+        // Its capabilities count only in its container's own user namespace (one it made
+        // itself, `unshare -r`, owns none of the container's files).
+        creds.overrides &= same_user_namespace(proc_dir, call.init_pid);
+        look_up(proc_dir, call, &creds, own_root)
     } else if call.nr == berth_host::seccomp::SYS_FSTATFS {
-        // The descriptor is an `int`: the argument's low 32 bits.
+        // The descriptor is an `int`: the argument's low 32 bits. The caller holds it, so
+        // reopening it tells nothing it could not learn.
         let fd = call.args[0] as u32 as i32;
         let flags = OFlags::PATH | OFlags::CLOEXEC;
         (fd >= 0)
-            .then(|| {
-                as_caller(&creds, || {
-                    rustix::fs::openat(proc_dir, format!("fd/{fd}"), flags, Mode::empty()).ok()
-                })
-            })
-            .flatten()
-            .flatten()
+            .then(|| rustix::fs::openat(proc_dir, format!("fd/{fd}"), flags, Mode::empty()))?
+            .ok()
     } else {
         None
     };
-    let Some(figures) = file.as_ref().and_then(quota_figures) else {
-        return Answer::Continue;
-    };
-    // The caller may have gone (killed, or its call interrupted) while the answer was
-    // made: then the memory is no longer its buffer.
-    if !berth_host::seccomp::notification_pending(listener, call.id) {
-        return Answer::Continue;
-    }
-    let bytes = figures.to_bytes();
-    match berth_host::seccomp::write_memory(call.pid, call.args[1], &bytes) {
-        Ok(n) if n == bytes.len() => Answer::Value(0),
-        _ => Answer::Error(Errno::FAULT.raw_os_error()),
-    }
+    quota_figures(&file?)
 }
 
-/// Opens (`O_PATH`) the path at `addr` as the caller would: from its root and working
+/// Whether the process of `proc_dir` is in the user namespace of init `init_pid`.
+fn same_user_namespace(proc_dir: &OwnedFd, init_pid: i32) -> bool {
+    let id = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+    let flags = rustix::fs::AtFlags::empty();
+    let caller = rustix::fs::statat(proc_dir, "ns/user", flags).map(id);
+    let init = rustix::fs::stat(format!("/proc/{init_pid}/ns/user").as_str()).map(id);
+    matches!((caller, init), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Whether `/proc/{pid}` is still the process `proc_dir` was opened on: the same start
+/// time (a thread id that ended and was given again would not have it), so its memory is
+/// the caller's.
+fn still_the_caller(proc_dir: &OwnedFd, pid: i32) -> bool {
+    let start = |text: String| -> Option<u64> {
+        // Fields after the command (in parentheses, which may hold anything): the start
+        // time is the 22nd field, the 20th after it.
+        text.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()
+    };
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let held = rustix::fs::openat(proc_dir, "stat", flags, Mode::empty())
+        .ok()
+        .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
+        .and_then(start);
+    let now = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(start);
+    held.is_some() && held == now
+}
+
+/// Answers `pending` (on its worker thread): the figures written into the caller's
+/// memory as it could write them itself (`process_vm_writev`: never forced into a
+/// read-only page), or the call let run; what cannot be done is let run.
+fn answer(pending: &Pending, fds: &[OwnedFd], own_root: &OwnedFd, poll: &OwnedFd) {
+    let call = &pending.call;
+    let [proc_dir, _mem, listener] = fds else {
+        pending.reply(poll, Answer::Continue, OPEN);
+        return;
+    };
+    let Some(figures) = figures_for(call, proc_dir, own_root) else {
+        pending.reply(poll, Answer::Continue, OPEN);
+        return;
+    };
+    // The caller may have gone (killed, its call interrupted) while the answer was made,
+    // or the deadline let the call run: then the memory is no longer its buffer.
+    if !berth_host::seccomp::notification_pending(listener, call.id)
+        || !still_the_caller(proc_dir, call.pid)
+        || !pending.claim()
+    {
+        pending.reply(poll, Answer::Continue, OPEN);
+        return;
+    }
+    let bytes = figures.to_bytes();
+    let answer = match berth_host::seccomp::write_memory(call.pid, call.args[1], &bytes) {
+        Ok(n) if n == bytes.len() => Answer::Value(0),
+        // The kernel gives a bad buffer its own error.
+        _ => Answer::Continue,
+    };
+    pending.reply(poll, answer, WRITING);
+}
+
+/// Opens (`O_PATH`) the path `call` names as the caller would: from its root and working
 /// directory, with its credentials. The thread's root is its own again after.
-fn look_up(
-    proc_dir: &OwnedFd,
-    pid: i32,
-    addr: u64,
-    creds: &Creds,
-    own_root: &OwnedFd,
-) -> Option<OwnedFd> {
-    let path = read_path(pid, addr)?;
+fn look_up(proc_dir: &OwnedFd, call: &Call, creds: &Creds, own_root: &OwnedFd) -> Option<OwnedFd> {
+    if !still_the_caller(proc_dir, call.pid) {
+        return None;
+    }
+    let path = read_path(call.pid, call.args[0])?;
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rustix::fs::openat(proc_dir, "root", flags, Mode::empty()).ok()?;
     let cwd = rustix::fs::openat(proc_dir, "cwd", flags, Mode::empty()).ok()?;
@@ -377,26 +434,55 @@ fn look_up(
 
 /// How long a call may take to answer before it is let run as it is: well within the 30 s
 /// liblxc's monitor waits for a reply (after which it answers ENOSYS and the connection's
-/// replies would come one call late). A lookup stuck on a mount that does not answer (a
-/// FUSE daemon, NFS) leaves its thread behind; the call goes on.
+/// replies would come one call late).
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Calls being answered at once, beyond which calls are let run without an answer.
 const MAX_BUSY: usize = 256;
+/// Calls of one container being answered at once, beyond which its calls are let run:
+/// one container's stuck lookups do not take the others' turns.
+const MAX_BUSY_EACH: usize = 4;
+/// Lookups still running past their deadline (stuck on a mount that never answers: a
+/// FUSE daemon, NFS) beyond which the proxy exits, so berthd starts a fresh one and the
+/// stuck threads (killable waits) go with this one, and their hold on the containers'
+/// mounts.
+const MAX_LATE: usize = 32;
 
-/// A call being answered: the first of its thread and the deadline to reply wins.
+/// A call's states: being answered; its figures being written; replied to.
+const OPEN: u8 = 0;
+const WRITING: u8 = 1;
+const REPLIED: u8 = 2;
+
+/// A call being answered: its thread or its deadline replies, whichever comes first; a
+/// thread that has begun writing the caller's memory is never overtaken.
 struct Pending {
     conn: std::sync::Arc<OwnedFd>,
     key: u64,
     msg: Vec<u8>,
     call: Call,
-    replied: std::sync::atomic::AtomicBool,
+    state: std::sync::atomic::AtomicU8,
+    /// Its deadline replied while its thread still ran.
+    late: std::sync::atomic::AtomicBool,
 }
 
 impl Pending {
-    /// Replies (once) and listens to the connection again.
-    fn reply(&self, poll: &OwnedFd, answer: Answer) {
-        if self.replied.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
+    /// Takes the call for writing its figures; false when the deadline has replied.
+    fn claim(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state
+            .compare_exchange(OPEN, WRITING, SeqCst, SeqCst)
+            .is_ok()
+    }
+
+    /// Replies, if the call is still in state `from`, and listens to the connection
+    /// again; whether it did.
+    fn reply(&self, poll: &OwnedFd, answer: Answer, from: u8) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .state
+            .compare_exchange(from, REPLIED, SeqCst, SeqCst)
+            .is_err()
+        {
+            return false;
         }
         let out = reply(&self.msg, &self.call, answer);
         let _ = rustix::net::sendmsg(
@@ -407,6 +493,7 @@ impl Pending {
         );
         let data = epoll::EventData::new_u64(self.key);
         let _ = epoll::modify(poll, &*self.conn, data, ONE_CALL);
+        true
     }
 }
 
@@ -447,7 +534,7 @@ fn receive(conn: &OwnedFd) -> std::result::Result<(Vec<u8>, Call, Vec<OwnedFd>),
 }
 
 /// The descriptor number a proxy finds its listening socket at.
-const LISTENER_FD: i32 = 3;
+pub(super) const LISTENER_FD: i32 = 3;
 
 /// `forksyscalls SOCKET`: the proxy, serving the listening socket it inherits (descriptor
 /// 3) until killed; SOCKET only names it (for whoever looks for it).
@@ -469,9 +556,41 @@ pub fn main(args: &[OsString]) -> i32 {
     }
 }
 
+/// Calls being answered, in all and by container (its init's pid).
+#[derive(Default)]
+struct Busy {
+    all: usize,
+    each: HashMap<i32, usize>,
+    /// Those still running past their deadline.
+    late: usize,
+}
+
+/// A worker's share of [`Busy`], given back when it ends, even by a panic.
+struct Share {
+    busy: std::sync::Arc<std::sync::Mutex<Busy>>,
+    init: i32,
+    pending: std::sync::Arc<Pending>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        b.all = b.all.saturating_sub(1);
+        if let Some(n) = b.each.get_mut(&self.init) {
+            *n -= 1;
+            if *n == 0 {
+                b.each.remove(&self.init);
+            }
+        }
+        if self.pending.late.load(std::sync::atomic::Ordering::SeqCst) {
+            b.late = b.late.saturating_sub(1);
+        }
+    }
+}
+
 fn serve(listener: &OwnedFd) -> std::io::Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
     // A connection per intercepting container and a few descriptors per call in flight.
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let _ = rustix::process::setrlimit(
@@ -499,25 +618,39 @@ fn serve(listener: &OwnedFd) -> std::io::Result<()> {
     };
     listen(true)?;
     let mut accepting = true;
-    let busy = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(Mutex::new(Busy::default()));
     let mut conns: HashMap<u64, Arc<OwnedFd>> = HashMap::new();
     let mut deadlines: Vec<(Instant, Arc<Pending>)> = Vec::new();
     let mut events = Vec::with_capacity(64);
     loop {
         let now = Instant::now();
         for (_, p) in deadlines.iter().filter(|(at, _)| *at <= now) {
-            p.reply(&poll, Answer::Continue);
+            if p.reply(&poll, Answer::Continue, OPEN) {
+                p.late.store(true, Ordering::SeqCst);
+                busy.lock().unwrap_or_else(|p| p.into_inner()).late += 1;
+            }
         }
-        deadlines
-            .retain(|(at, p)| *at > now && !p.replied.load(std::sync::atomic::Ordering::SeqCst));
-        let wait = deadlines
+        deadlines.retain(|(at, p)| *at > now && p.state.load(Ordering::SeqCst) != REPLIED);
+        let late = busy.lock().unwrap_or_else(|p| p.into_inner()).late;
+        if late > MAX_LATE {
+            eprintln!("Error: {late} lookups stuck past their deadline; exiting to be replaced");
+            std::process::exit(1);
+        }
+        if !accepting {
+            // Out of descriptors before: try again now and then.
+            accepting = listen(true).is_ok();
+        }
+        let mut wait = deadlines
             .iter()
             .map(|(at, _)| at.saturating_duration_since(now))
-            .min()
-            .map(|d| rustix::event::Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: i64::from(d.subsec_nanos()),
-            });
+            .min();
+        if !accepting {
+            wait = Some(wait.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))));
+        }
+        let wait = wait.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
         events.clear();
         match epoll::wait(
             &*poll,
@@ -539,8 +672,8 @@ fn serve(listener: &OwnedFd) -> std::io::Result<()> {
                                 conns.insert(k, Arc::new(conn));
                             }
                         }
-                        // Out of descriptors: no more connections until one closes (the
-                        // monitors wait in the backlog), rather than waking for them.
+                        // Out of descriptors: the monitors wait in the backlog, rather than
+                        // the loop waking for them; tried again within a second.
                         Err(Errno::MFILE | Errno::NFILE) => {
                             eprintln!("Error: out of descriptors; connections wait");
                             accepting = listen(false).is_err();
@@ -564,9 +697,6 @@ fn serve(listener: &OwnedFd) -> std::io::Result<()> {
                 Err(false) => {
                     let _ = epoll::delete(&*poll, &*conn);
                     conns.remove(&key);
-                    if !accepting {
-                        accepting = listen(true).is_ok();
-                    }
                     continue;
                 }
             };
@@ -575,287 +705,41 @@ fn serve(listener: &OwnedFd) -> std::io::Result<()> {
                 key,
                 msg,
                 call,
-                replied: std::sync::atomic::AtomicBool::new(false),
+                state: std::sync::atomic::AtomicU8::new(OPEN),
+                late: std::sync::atomic::AtomicBool::new(false),
             });
-            if busy.load(Ordering::SeqCst) >= MAX_BUSY {
-                pending.reply(&poll, Answer::Continue);
-                continue;
+            {
+                let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+                let mine = b.each.get(&call.init_pid).copied().unwrap_or(0);
+                if b.all >= MAX_BUSY || mine >= MAX_BUSY_EACH {
+                    drop(b);
+                    pending.reply(&poll, Answer::Continue, OPEN);
+                    continue;
+                }
+                b.all += 1;
+                *b.each.entry(call.init_pid).or_default() += 1;
             }
-            busy.fetch_add(1, Ordering::SeqCst);
+            let share = Share {
+                busy: busy.clone(),
+                init: call.init_pid,
+                pending: pending.clone(),
+            };
             deadlines.push((Instant::now() + DEADLINE, pending.clone()));
-            let (p, b, root) = (poll.clone(), busy.clone(), own_root.clone());
+            let (p, root) = (poll.clone(), own_root.clone());
             let spawned = std::thread::Builder::new()
                 .stack_size(256 << 10)
                 .spawn(move || {
-                    let a = answer(&pending.call, &fds, &root);
-                    drop(fds);
-                    pending.reply(&p, a);
-                    b.fetch_sub(1, Ordering::SeqCst);
+                    let _share = share;
+                    answer(&pending, &fds, &root, &p);
                 });
-            if spawned.is_err() {
-                busy.fetch_sub(1, Ordering::SeqCst);
-                if let Some((_, p)) = deadlines.pop() {
-                    p.reply(&poll, Answer::Continue);
-                }
+            if spawned.is_err()
+                && let Some((_, p)) = deadlines.pop()
+            {
+                p.reply(&poll, Answer::Continue, OPEN);
             }
         }
     }
-}
-
-/// What this berthd keeps of the proxy of one socket.
-#[derive(Default)]
-struct Kept {
-    /// The listening socket, held beside the proxy: while it is open, a monitor
-    /// connecting between one proxy's end and the next one's start waits in its backlog
-    /// instead of being refused (a refused monitor stops asking until its own container's
-    /// next intercepted call, and refuses `berth exec` meanwhile).
-    listener: Option<OwnedFd>,
-    /// The proxy a thread of this berthd waits on, to start another when it ends.
-    watched: Option<i32>,
-    /// How long to wait before starting one again after one that ended soon after its
-    /// start (doubling, up to a minute; reset by one that ran long).
-    backoff: Duration,
-}
-
-static KEPT: std::sync::Mutex<Option<HashMap<std::path::PathBuf, Kept>>> =
-    std::sync::Mutex::new(None);
-
-/// The proxy's pid file, beside its socket.
-fn pid_file(socket: &Path) -> std::path::PathBuf {
-    socket.with_extension("pid")
-}
-
-/// The running proxy serving `socket`, held by a pidfd: the process its pid file names,
-/// if that is still a proxy for this socket.
-fn running(socket: &Path) -> Option<(i32, OwnedFd)> {
-    let pid: i32 = std::fs::read_to_string(pid_file(socket))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid)?,
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args = cmdline.split(|b| *b == 0).skip(1);
-    let ours = args.next() == Some(b"forksyscalls".as_slice())
-        && args.next() == Some(socket.as_os_str().as_encoded_bytes());
-    // The command line was the pidfd's process's only if that still runs now (a pidfd
-    // turns readable when its process ends).
-    let mut fds = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let alive = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0));
-    (ours && alive).then_some((pid, pidfd))
-}
-
-/// Makes sure a proxy serves `socket`, starting one (its output to `log`) when none does,
-/// and holds its listening socket; a proxy that exits while this berthd runs is started
-/// again on the same socket (at once, unless it ended soon after its start).
-pub fn ensure(socket: &Path, log: &Path) -> Result<()> {
-    let mut all = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-    let kept = all
-        .get_or_insert_with(HashMap::new)
-        .entry(socket.to_owned())
-        .or_default();
-    if let Some((pid, pidfd)) = running(socket) {
-        if kept.watched != Some(pid) {
-            // One a berthd before this one started: take a copy of its socket, and watch it.
-            let flags = rustix::process::PidfdGetfdFlags::empty();
-            if kept.listener.is_none() {
-                kept.listener = rustix::process::pidfd_getfd(&pidfd, LISTENER_FD, flags).ok();
-            }
-            kept.watched = Some(pid);
-            let (socket, log) = (socket.to_owned(), log.to_owned());
-            std::thread::spawn(move || {
-                let mut fds = [rustix::event::PollFd::new(
-                    &pidfd,
-                    rustix::event::PollFlags::IN,
-                )];
-                while matches!(rustix::event::poll(&mut fds, None), Err(Errno::INTR)) {}
-                ended(&socket, &log, pid, None);
-            });
-        }
-        return Ok(());
-    }
-    let listener = match kept.listener.take() {
-        Some(l) => l,
-        None => listen(socket)
-            .map_err(|e| Failure::failed("Failed to make the syscall proxy's socket", e))?,
-    };
-    let copy = listener
-        .try_clone()
-        .map_err(|e| Failure::failed("Failed to make the syscall proxy's socket", e))?;
-    kept.listener = Some(listener);
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| Failure::failed(format!("Failed to open {}", log.display()), e))?;
-    let mut cmd = super::fork::command("forksyscalls")?;
-    cmd.arg(socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        // Its own process group: a signal to berthd's group must not end it under running
-        // containers.
-        .process_group(0);
-    berth_host::pass_fd(&mut cmd, copy, LISTENER_FD);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Failure::failed("Failed to start the syscall proxy", e))?;
-    let pid = child.id() as i32;
-    kept.watched = Some(pid);
-    let (s, l, started) = (socket.to_owned(), log.to_owned(), Instant::now());
-    std::thread::spawn(move || {
-        let _ = child.wait();
-        ended(&s, &l, pid, Some(started));
-    });
-    // The kernel must not pick it to free memory: every intercepting container's statfs
-    // would fail until it is back.
-    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
-    // For the next berthd, which takes it over.
-    if let Err(e) = std::fs::write(pid_file(socket), pid.to_string()) {
-        tracing::warn!(error = %e, "The syscall proxy's pid file was not written");
-    }
-    tracing::info!(socket = %socket.display(), pid, "Started the syscall proxy");
-    Ok(())
-}
-
-/// Starts a proxy again after proxy `pid` (started at `started`, when by this berthd)
-/// ended.
-fn ended(socket: &Path, log: &Path, pid: i32, started: Option<Instant>) {
-    let pause = {
-        let mut all = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = all
-            .get_or_insert_with(HashMap::new)
-            .entry(socket.to_owned())
-            .or_default();
-        if kept.watched != Some(pid) {
-            return;
-        }
-        kept.watched = None;
-        let short = started.is_some_and(|s| s.elapsed() < Duration::from_secs(10));
-        kept.backoff = if short {
-            (kept.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
-        } else {
-            Duration::ZERO
-        };
-        kept.backoff
-    };
-    tracing::warn!(pid, ?pause, "The syscall proxy exited; starting it again");
-    std::thread::sleep(pause);
-    if let Err(e) = ensure(socket, log) {
-        tracing::warn!(error = %e, "Containers' statfs calls fail until it runs");
-    }
-}
-
-/// A new listening socket at `socket` (one left there by a proxy gone with its berthd is
-/// replaced), for root only.
-fn listen(socket: &Path) -> std::io::Result<OwnedFd> {
-    let flags = SocketFlags::CLOEXEC;
-    let listener =
-        rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?;
-    let _ = std::fs::remove_file(socket);
-    rustix::net::bind(&listener, &SocketAddrUnix::new(socket)?)?;
-    rustix::fs::chmod(socket, Mode::from_raw_mode(0o600))?;
-    rustix::net::listen(&listener, 1024)?;
-    Ok(listener)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A monitor's message for a call, with the kernel's sizes and a cookie.
-    fn message(nr: i32, args: [u64; 6]) -> Vec<u8> {
-        let mut m = vec![0u8; HEADER];
-        m[16..18].copy_from_slice(&80u16.to_ne_bytes());
-        m[18..20].copy_from_slice(&24u16.to_ne_bytes());
-        m[20..22].copy_from_slice(&64u16.to_ne_bytes());
-        m[24..32].copy_from_slice(&6u64.to_ne_bytes());
-        let mut notif = vec![0u8; 80];
-        notif[..8].copy_from_slice(&77u64.to_ne_bytes());
-        notif[16..20].copy_from_slice(&nr.to_ne_bytes());
-        notif[20..24].copy_from_slice(&AUDIT_ARCH.to_ne_bytes());
-        for (i, a) in args.iter().enumerate() {
-            notif[32 + 8 * i..40 + 8 * i].copy_from_slice(&a.to_ne_bytes());
-        }
-        m.extend(notif);
-        m.extend([0u8; 24]);
-        m.extend(b"cookie");
-        m
-    }
-
-    #[test]
-    fn a_call_is_read_and_answered_in_place() {
-        let msg = message(137, [0x1000, 0x2000, 0, 0, 0, 0]);
-        let call = parse(&msg).unwrap();
-        assert_eq!((call.id, call.nr, call.arch), (77, 137, AUDIT_ARCH));
-        assert_eq!(call.args[..2], [0x1000, 0x2000]);
-
-        let out = reply(&msg, &call, Answer::Error(Errno::FAULT.raw_os_error()));
-        // Header and call as sent, the cookie left out, the answer filled in.
-        assert_eq!(out.len(), HEADER + 80 + 24);
-        assert_eq!(out[..HEADER + 80], msg[..HEADER + 80]);
-        let r = &out[HEADER + 80..];
-        assert_eq!(u64::from_ne_bytes(r[..8].try_into().unwrap()), 77);
-        assert_eq!(
-            i32::from_ne_bytes(r[16..20].try_into().unwrap()),
-            -Errno::FAULT.raw_os_error()
-        );
-        let out = reply(&msg, &call, Answer::Continue);
-        assert_eq!(
-            u32::from_ne_bytes(out[HEADER + 100..].try_into().unwrap()),
-            1
-        );
-    }
-
-    #[test]
-    fn a_caller_s_credentials_are_read_from_its_status() {
-        let status = "Name:\tsh\nUid:\t1001000\t1001000\t1001000\t1001001\n\
-                      Gid:\t1001000\t1001000\t1001000\t1001002\nGroups:\t1001000 1001005 \n\
-                      CapEff:\t0000000000000000\n";
-        let c = creds_of(status).unwrap();
-        assert_eq!((c.uid, c.gid), (1_001_001, 1_001_002));
-        assert_eq!(c.groups, [1_001_000, 1_001_005]);
-        assert!(!c.overrides);
-        let root = status.replace("CapEff:\t0000000000000000", "CapEff:\t000001ffffffffff");
-        assert!(creds_of(&root).unwrap().overrides);
-        assert_eq!(creds_of("Name:\tsh\n"), None);
-    }
-
-    #[test]
-    fn short_or_odd_messages_are_not_calls() {
-        let msg = message(137, [0; 6]);
-        assert_eq!(parse(&msg[..HEADER + 90]), None);
-        let mut odd = msg.clone();
-        odd[16..18].copy_from_slice(&8u16.to_ne_bytes());
-        assert_eq!(parse(&odd), None);
-        assert_eq!(parse(&[]), None);
-    }
-
-    #[test]
-    fn a_quota_bounds_total_and_free_space() {
-        let dir = std::fs::File::open("/").unwrap();
-        let real = berth_host::seccomp::fstatfs(&dir).unwrap();
-        let unit = real.unit();
-        let (_, free, available) = real.space();
-        // 64 blocks, 16 used: 48 free, and available unless the filesystem has less.
-        let shown = limited(real, 64 * unit, 16 * unit);
-        assert_eq!(shown.space(), (64, 48, available.min(48)));
-        // A limit beyond what the filesystem has: used is still what the volume holds.
-        let huge = limited(real, (free + 1000) * unit, 16 * unit);
-        let (blocks, free_shown, _) = huge.space();
-        assert_eq!(blocks - free_shown, 16);
-        // Over the limit (a lowered size): nothing free, never a negative count.
-        assert_eq!(limited(real, 8 * unit, 16 * unit).space(), (8, 0, 0));
-    }
-}
+mod tests;
