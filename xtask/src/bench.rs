@@ -502,6 +502,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // So does its syscall proxy (berthd, which would start another, is gone first).
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("syscalls.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
         // The lxcfs berthd started for its containers outlives it: stop it (it unmounts
         // itself) before the state directory goes.
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("lxcfs.pid")) {
