@@ -214,13 +214,8 @@ fn quota_hidden(cx: &Ctx, project: &str, devices: &BTreeMap<String, Device>) -> 
             .get(pool)
             .is_some_and(|d| d.info().quota_hidden_from_statfs)
     };
-    let root = devices.values().find(|d| {
-        d.get("type").map(String::as_str) == Some("disk")
-            && d.get("path").map(String::as_str) == Some("/")
-    });
-    let root_sized = root.is_some_and(|d| {
-        crate::storage::disks::sized(d.get("size")) && d.get("pool").is_some_and(|p| hides(p))
-    });
+    let root_sized =
+        quota::root_size(devices).is_some() && root_pool(devices).is_some_and(|p| hides(&p));
     root_sized || crate::storage::disks::any_sized(cx, project, devices, hides)
 }
 

@@ -47,7 +47,7 @@ impl Default for Inits {
 }
 
 /// Whether the process of `fd` has exited (its pidfd reads as ready).
-fn exited(fd: &OwnedFd) -> bool {
+pub(super) fn exited(fd: &OwnedFd) -> bool {
     let mut fds = [PollFd::new(fd, PollFlags::IN)];
     let now = Timespec {
         tv_sec: 0,

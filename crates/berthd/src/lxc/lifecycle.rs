@@ -568,7 +568,11 @@ pub fn delete_host_links(file: &Path) {
 /// A process's start time (clock ticks after boot), which tells it from a later process
 /// that reuses its pid.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time in a process's `stat` file.
+pub fn start_time_in(stat: &str) -> Option<u64> {
     // Fields after the command name (which may hold spaces); start time is field 22.
     stat.rsplit_once(')')?
         .1

@@ -89,11 +89,6 @@ pub fn volume_of(d: &Device) -> Option<(&str, &str)> {
     Some((d.get("pool")?.as_str(), d.get("source")?.as_str()))
 }
 
-/// Whether a size is set (a `size` key, not empty nor zero).
-pub fn sized(size: Option<&String>) -> bool {
-    size.is_some_and(|s| !s.is_empty() && s != "0")
-}
-
 /// Whether a custom volume disk in `devices` names a volume with a size on a pool `on_pool`
 /// accepts.
 pub fn any_sized(
@@ -121,9 +116,13 @@ pub fn any_sized(
     let holder = volumes_project(&projects, project);
     wanted.iter().any(|(pool, vol)| {
         let host = host_name(holder, vol);
-        volumes
-            .iter()
-            .any(|v| v.pool == *pool && v.name == host && sized(v.config.get("size")))
+        volumes.iter().any(|v| {
+            let size = v
+                .config
+                .get("size")
+                .and_then(|s| crate::model::limits::parse_size(s));
+            v.pool == *pool && v.name == host && size.is_some_and(|n| n > 0)
+        })
     })
 }
 

@@ -60,17 +60,8 @@ fn running(socket: &Path) -> Option<(i32, OwnedFd)> {
     let mut args = cmdline.split(|b| *b == 0).skip(1);
     let ours = args.next() == Some(b"forksyscalls".as_slice())
         && args.next() == Some(socket.as_os_str().as_encoded_bytes());
-    // The command line was the pidfd's process's only if that still runs now (a pidfd
-    // turns readable when its process ends).
-    let mut fds = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let alive = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0));
+    // The command line was the pidfd's process's only if that still runs now.
+    let alive = !crate::lxc::inits::exited(&pidfd);
     (ours && alive).then_some((pid, pidfd))
 }
 
@@ -189,15 +180,11 @@ fn ended(socket: &Path, log: &Path, pid: i32, started: Option<Instant>) {
     }
 }
 
-/// Whether process `pid` still runs (a zombie does not).
+/// Whether process `pid` still runs (a zombie does not: its pidfd reads as ended).
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| {
-            t.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
+    rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .is_some_and(|fd| !crate::lxc::inits::exited(&fd))
 }
 
 /// A new listening socket at `socket` (one left there by a proxy gone with its berthd is

@@ -347,25 +347,12 @@ fn same_user_namespace(proc_dir: &OwnedFd, init_pid: i32) -> bool {
 /// time (a thread id that ended and was given again would not have it), so its memory is
 /// the caller's.
 fn still_the_caller(proc_dir: &OwnedFd, pid: i32) -> bool {
-    let start = |text: String| -> Option<u64> {
-        // Fields after the command (in parentheses, which may hold anything): the start
-        // time is the 22nd field, the 20th after it.
-        text.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(19)?
-            .parse()
-            .ok()
-    };
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
     let held = rustix::fs::openat(proc_dir, "stat", flags, Mode::empty())
         .ok()
         .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
-        .and_then(start);
-    let now = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(start);
-    held.is_some() && held == now
+        .and_then(|stat| super::lifecycle::start_time_in(&stat));
+    held.is_some() && held == super::lifecycle::start_time(pid)
 }
 
 /// Answers `pending` (on its worker thread): the figures written into the caller's
